@@ -1,0 +1,30 @@
+// swift-tools-version:6.0
+// proxy: a reverse proxy and zero-downtime reloader for Linux.
+// No package dependencies: the Swift toolchain and one small C shim only.
+import PackageDescription
+
+let package = Package(
+    name: "proxy",
+    products: [
+        .executable(name: "proxy", targets: ["proxy"]),
+    ],
+    targets: [
+        // Only what Swift cannot import from Glibc: epoll, signalfd, timerfd, eventfd, splice, CMSG.
+        .target(name: "CProxySys"),
+        // One thin wrapper per syscall, errno as a typed error.
+        .target(name: "ProxySystem", dependencies: ["CProxySys"]),
+        // Fetches, converters, matchers, ACLs, conditions and constant folding.
+        .target(name: "ProxyRules"),
+        // Config text to a checked, typed model, with file:line diagnostics.
+        .target(name: "ProxyConfig", dependencies: ["ProxyRules", "ProxySystem"]),
+        // Command line, the ordered start-up, handover and stop.
+        .target(name: "ProxyProcess", dependencies: ["ProxyConfig", "ProxyRules", "ProxySystem"]),
+        .executableTarget(name: "proxy", dependencies: ["ProxyProcess"]),
+
+        .testTarget(name: "ProxyRulesTests", dependencies: ["ProxyRules"]),
+        .testTarget(name: "ProxyConfigTests", dependencies: ["ProxyConfig", "ProxyRules"],
+                    resources: []),
+        .testTarget(name: "ProxyProcessTests", dependencies: ["ProxyProcess"]),
+        .testTarget(name: "EndToEndTests", dependencies: []),
+    ]
+)

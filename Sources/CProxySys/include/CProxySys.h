@@ -1,0 +1,32 @@
+// CProxySys: the few kernel interfaces the Glibc module does not export to Swift.
+// Kept to one function per syscall, no logic, in the manner of swift-nio's CNIOLinux.
+#ifndef CPROXYSYS_H
+#define CPROXYSYS_H
+
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <sys/timerfd.h>
+#include <sys/eventfd.h>
+#include <sys/types.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <netinet/tcp.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/// pipe2(2); needs _GNU_SOURCE, which the Glibc module lacks.
+int cproxy_pipe2(int fds[2], int flags);
+/// splice(2) between a socket and a pipe.
+ssize_t cproxy_splice(int fd_in, int fd_out, size_t len, unsigned int flags);
+/// accept4(2); needs _GNU_SOURCE.
+int cproxy_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags);
+/// Sends `count` descriptors with SCM_RIGHTS alongside `data`.
+ssize_t cproxy_send_fds(int sock, const void *data, size_t len, const int *fds, int count);
+/// Receives up to `max` descriptors (with MSG_CMSG_CLOEXEC); sets *count to how many arrived.
+ssize_t cproxy_recv_fds(int sock, void *data, size_t len, int *fds, int max, int *count);
+/// The C library's errno, read without the Swift overlay's indirection.
+int cproxy_errno(void);
+/// The process environment block (`environ`).
+char **cproxy_environ(void);
+
+#endif

@@ -1,0 +1,197 @@
+import ProxyRules
+
+/// What runs once every file is parsed: reference checks, then folding of load-time conditions.
+extension ConfigParser {
+    func finish(files: [String]) -> LoadResult {
+        endSection()
+        config.files = files
+        config.environment = environment
+        checkGlobal()
+        checkNames()
+        for index in config.proxies.indices { checkProxy(index) }
+        checkListeners()
+        fold()
+        if !unenforced.isEmpty { config.unenforcedKeywords = unenforced.map { UnenforcedKeyword(location: $0.0, keyword: $0.1, changesWire: $0.2) } }
+        let failed = diagnostics.contains { $0.severity == .error }
+        return LoadResult(configuration: failed ? nil : config, diagnostics: diagnostics)
+    }
+
+    func checkGlobal() {
+        let g = config.global
+        if g.maxRewrite >= g.bufferSize {
+            error("tune.maxrewrite (\(g.maxRewrite)) must be smaller than tune.bufsize (\(g.bufferSize)); the default is 1024", at: nil)
+        }
+    }
+
+    func checkNames() {
+        var seen: [String: ProxyDefinition] = [:]
+        var seenFrontends: [String: ProxyDefinition] = [:]
+        for p in config.proxies {
+            if p.isBackend {
+                if let other = seen[p.name] {
+                    error("\(p.kind.rawValue) '\(p.name)' has the same name as \(other.kind.rawValue) '\(other.name)' declared at \(other.location); rename one of them", at: p.location)
+                    continue
+                }
+                seen[p.name] = p
+            }
+            if p.isFrontend {
+                if let other = seenFrontends[p.name] {
+                    error("\(p.kind.rawValue) '\(p.name)' has the same name as \(other.kind.rawValue) '\(other.name)' declared at \(other.location); rename one of them", at: p.location)
+                    continue
+                }
+                seenFrontends[p.name] = p
+            }
+        }
+    }
+
+    func backendHint(_ name: String) -> String {
+        if let near = Similarity.closest(to: name, in: config.backends.map(\.name)) { return "; did you mean '\(near)'?" }
+        return ""
+    }
+
+    func checkProxy(_ index: Int) {
+        let p = config.proxies[index]
+        let label = "\(p.kind.rawValue) '\(p.name)'"
+        if p.isFrontend {
+            if p.binds.isEmpty {
+                warning("\(label) has no 'bind' line, so it receives no traffic; declare it as a backend if this was intended", at: p.location)
+            }
+            var targets: [(String, SourceLocation)] = p.useBackendRules.map { ($0.backend, $0.location) }
+            if let d = p.settings.defaultBackend { targets.append((d, p.location)) }
+            for (name, location) in targets where !name.contains("%[") {
+                guard let backend = config.backend(named: name) else {
+                    error("\(label) routes to backend '\(name)', which does not exist\(backendHint(name))", at: location)
+                    continue
+                }
+                if p.mode == .http && backend.mode == .tcp {
+                    error("\(label) is in http mode but backend '\(name)' is in tcp mode; an http frontend can only use http backends (set 'mode http' in '\(name)')", at: location)
+                }
+            }
+            if p.settings.timeouts.client == nil && p.kind == .frontend {
+                warning("\(label) has no 'timeout client'; idle clients are never timed out. Set 'timeout client' (e.g. 30s) here or in defaults", at: p.location)
+            }
+        }
+        if p.isBackend {
+            if p.settings.timeouts.connect == nil || p.settings.timeouts.server == nil {
+                let missing = [p.settings.timeouts.connect == nil ? "connect" : nil, p.settings.timeouts.server == nil ? "server" : nil]
+                    .compactMap { $0 }.map { "'timeout \($0)'" }.joined(separator: " and ")
+                if !p.servers.isEmpty {
+                    warning("\(label) has no \(missing); stalled servers are never timed out. Set them here or in defaults", at: p.location)
+                }
+            }
+            if p.settings.cookie == nil {
+                for s in p.servers where s.options.cookie != nil {
+                    warning("server '\(s.name)' has a cookie but \(label) has no 'cookie' line, so it is not used", at: s.location)
+                }
+            }
+        }
+        if p.mode == .tcp {
+            let httpRules: [(SourceLocation, String)] =
+                p.httpRequestRules.map { ($0.location, $0.summary) } + p.httpResponseRules.map { ($0.location, $0.summary) } +
+                p.legacyRewrites.map { ($0.location, $0.summary) }
+            for (location, summary) in httpRules {
+                error("'\(summary)' needs HTTP, but \(label) is in tcp mode; add 'mode http' to it (or to its defaults)", at: location)
+            }
+            if let m = p.settings.monitorURI, p.isFrontend {
+                warning("'monitor-uri \(m)' has no effect in tcp mode (\(label))", at: p.location)
+            }
+        }
+        // Fetches that name backends and servers.
+        for (condition, location) in conditions(of: p) {
+            for acl in condition.acls {
+                for term in acl.terms {
+                    switch term.expression.fetch {
+                    case .backendUsableServers(let b?):
+                        if config.backend(named: b) == nil {
+                            error("nbsrv(\(b)): no backend named '\(b)'\(backendHint(b))", at: location)
+                        }
+                    case .backendUsableServers(nil):
+                        if !p.isBackend && p.settings.defaultBackend == nil {
+                            warning("nbsrv without a backend in \(label) counts no servers; name one, e.g. nbsrv(app)", at: location)
+                        }
+                    case .serverIsUp(let b, let s):
+                        if let backend = config.backend(named: b) {
+                            if !backend.servers.contains(where: { $0.name == s }) {
+                                var hint = ""
+                                if let near = Similarity.closest(to: s, in: backend.servers.map(\.name)) { hint = "; did you mean '\(near)'?" }
+                                error("srv_is_up(\(b)/\(s)): backend '\(b)' has no server '\(s)'\(hint)", at: location)
+                            }
+                        } else {
+                            error("srv_is_up(\(b)/\(s)): no backend named '\(b)'\(backendHint(b))", at: location)
+                        }
+                    default:
+                        break
+                    }
+                }
+            }
+        }
+    }
+
+    /// Every condition in a proxy with the line it is on.
+    func conditions(of p: ProxyDefinition) -> [(Condition, SourceLocation)] {
+        var list: [(Condition, SourceLocation)] = []
+        for r in p.useBackendRules { if let c = r.condition { list.append((c, r.location)) } }
+        for r in p.httpRequestRules { if let c = r.condition { list.append((c, r.location)) } }
+        for r in p.httpResponseRules { if let c = r.condition { list.append((c, r.location)) } }
+        for r in p.tcpRequestRules { if let c = r.condition { list.append((c, r.location)) } }
+        for r in p.legacyRewrites { if let c = r.condition { list.append((c, r.location)) } }
+        return list
+    }
+
+    /// Two `bind` lines on the same socket would split traffic between proxies: warn.
+    func checkListeners() {
+        var owners: [ListenerKey: (String, SourceLocation)] = [:]
+        for p in config.proxies where p.isFrontend {
+            for b in p.binds {
+                for key in b.listenerKeys {
+                    if let (owner, at) = owners[key], case .inet = key.address {
+                        warning("\(key) is also bound by '\(owner)' at \(at); connections would be split between them", at: b.location)
+                    } else {
+                        owners[key] = (p.name, b.location)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Decides load-time conditions against the final environment.
+    func fold() {
+        var reported = Set<String>()
+        func decide(_ condition: Condition?, _ location: SourceLocation, _ rule: String) -> RuleGuard {
+            guard let condition else { return .always }
+            var warnings: [String] = []
+            let outcome = condition.fold(in: environment, warnings: &warnings)
+            for w in warnings where reported.insert(w).inserted { warning(w, at: location) }
+            switch outcome {
+            case .always(let reasons):
+                config.foldedRules.append(FoldedRule(location: location, rule: rule, applies: true, reasons: reasons))
+                return .always
+            case .never(let reasons):
+                config.foldedRules.append(FoldedRule(location: location, rule: rule, applies: false, reasons: reasons))
+                return .never
+            case .dynamic(let simplified, _):
+                return .when(simplified)
+            }
+        }
+        for i in config.proxies.indices {
+            var p = config.proxies[i]
+            for j in p.useBackendRules.indices {
+                p.useBackendRules[j].guardState = decide(p.useBackendRules[j].condition, p.useBackendRules[j].location,
+                                                         "use_backend \(p.useBackendRules[j].backend)")
+            }
+            for j in p.httpRequestRules.indices {
+                p.httpRequestRules[j].guardState = decide(p.httpRequestRules[j].condition, p.httpRequestRules[j].location, p.httpRequestRules[j].summary)
+            }
+            for j in p.httpResponseRules.indices {
+                p.httpResponseRules[j].guardState = decide(p.httpResponseRules[j].condition, p.httpResponseRules[j].location, p.httpResponseRules[j].summary)
+            }
+            for j in p.tcpRequestRules.indices {
+                p.tcpRequestRules[j].guardState = decide(p.tcpRequestRules[j].condition, p.tcpRequestRules[j].location, p.tcpRequestRules[j].summary)
+            }
+            for j in p.legacyRewrites.indices {
+                p.legacyRewrites[j].guardState = decide(p.legacyRewrites[j].condition, p.legacyRewrites[j].location, p.legacyRewrites[j].summary)
+            }
+            config.proxies[i] = p
+        }
+    }
+}

@@ -1,0 +1,245 @@
+import ProxyRules
+
+/// The `global` section's keywords.
+extension ConfigParser {
+    static let globalKeywords = [
+        "daemon", "maxconn", "pidfile", "nbthread", "log", "stats", "hard-stop-after", "grace",
+        "close-spread-time", "user", "group", "uid", "gid", "chroot", "ulimit-n", "tune.bufsize",
+        "tune.maxrewrite", "server-state-file", "setenv", "presetenv", "unsetenv", "resetenv",
+        "strict-limits", "noreuseport",
+    ]
+
+    /// Keywords HAProxy has in `global` that we do not support yet.
+    static let knownUnsupportedGlobal: Set<String> = [
+        "nbproc", "master-worker", "description", "node", "quiet", "debug", "spread-checks",
+        "ssl-default-bind-ciphers", "ssl-default-bind-options", "ssl-default-server-ciphers",
+        "ssl-default-server-options", "tune.ssl.default-dh-param", "ca-base", "crt-base",
+        "log-send-hostname", "log-tag", "lua-load", "stats bind-process", "cpu-map", "h1-case-adjust",
+        "insecure-fork-wanted", "expose-experimental-directives", "maxsslconn", "maxconnrate",
+        "server-state-base", "localpeer", "set-var", "unix-bind", "zero-warning", "busy-polling",
+    ]
+
+    func parseGlobalKeyword(_ words: [String], at location: SourceLocation) throws {
+        let keyword = words[0]
+        let args = words.dropFirst()
+        switch keyword {
+        case "daemon":
+            try Values.expect(args, 0, usage: "daemon")
+            config.global.daemon = true
+        case "maxconn":
+            try Values.expect(args, 1, usage: "maxconn <number>")
+            config.global.maxconn = try Values.integer(args.first!, for: "maxconn", in: 1...Int(Int32.max))
+        case "pidfile":
+            try Values.expect(args, 1, usage: "pidfile <path>")
+            config.global.pidfile = args.first!
+        case "nbthread":
+            try Values.expect(args, 1, usage: "nbthread <number>")
+            config.global.threads = try Values.integer(args.first!, for: "nbthread", in: 1...64)
+        case "log":
+            config.global.logs.append(try parseLog(args, inGlobal: true))
+        case "stats":
+            try parseGlobalStats(args, at: location)
+        case "hard-stop-after":
+            try Values.expect(args, 1, usage: "hard-stop-after <time>")
+            config.global.hardStopAfter = try Values.time(args.first!, for: "hard-stop-after")
+        case "grace":
+            try Values.expect(args, 1, usage: "grace <time>")
+            config.global.grace = try Values.time(args.first!, for: "grace")
+        case "close-spread-time":
+            try Values.expect(args, 1, usage: "close-spread-time <time>")
+            config.global.closeSpreadTime = try Values.time(args.first!, for: "close-spread-time")
+        case "user":
+            try Values.expect(args, 1, usage: "user <name>")
+            config.global.user = args.first!
+        case "group":
+            try Values.expect(args, 1, usage: "group <name>")
+            config.global.group = args.first!
+        case "uid":
+            try Values.expect(args, 1, usage: "uid <number>")
+            config.global.uid = UInt32(try Values.integer(args.first!, for: "uid"))
+        case "gid":
+            try Values.expect(args, 1, usage: "gid <number>")
+            config.global.gid = UInt32(try Values.integer(args.first!, for: "gid"))
+        case "chroot":
+            try Values.expect(args, 1, usage: "chroot <directory>")
+            config.global.chroot = args.first!
+        case "ulimit-n":
+            try Values.expect(args, 1, usage: "ulimit-n <number>")
+            config.global.ulimitN = try Values.integer(args.first!, for: "ulimit-n", in: 1...Int(Int32.max))
+        case "tune.bufsize":
+            try Values.expect(args, 1, usage: "tune.bufsize <bytes>")
+            let n = try Values.size(args.first!, for: "tune.bufsize")
+            guard n >= 1024 else { throw ConfigError("tune.bufsize: \(n) is too small; use at least 1024 bytes (default 16384)") }
+            config.global.bufferSize = n
+        case "tune.maxrewrite":
+            try Values.expect(args, 1, usage: "tune.maxrewrite <bytes>")
+            config.global.maxRewrite = try Values.size(args.first!, for: "tune.maxrewrite")
+        case "server-state-file":
+            try Values.expect(args, 1, usage: "server-state-file <path>")
+            config.global.serverStateFile = args.first!
+            notEnforced("server-state-file", at: location, changesWire: false)
+        case "setenv", "presetenv":
+            try Values.expect(args, 2, usage: "\(keyword) <name> <value>")
+            let name = args.first!, value = args.last!
+            if keyword == "setenv" || environment[name] == nil { environment.set(name, value) }
+        case "unsetenv":
+            for name in args { environment.unset(name) }
+        case "resetenv":
+            environment.reset(keeping: Set(args))
+        case "strict-limits":
+            try Values.expect(args, 0, usage: "strict-limits")
+            config.global.strictLimits = true
+        case "noreuseport":
+            try Values.expect(args, 0, usage: "noreuseport")
+            config.global.noReusePort = true
+        default:
+            throw unknownKeyword(keyword, section: "global", known: Self.globalKeywords,
+                                 unsupported: Self.knownUnsupportedGlobal.contains(keyword))
+        }
+    }
+
+    /// `stats socket ...` and `stats timeout ...` in `global`.
+    func parseGlobalStats(_ args: ArraySlice<String>, at location: SourceLocation) throws {
+        guard let sub = args.first else { throw ConfigError("'stats' needs 'socket' or 'timeout'") }
+        let rest = args.dropFirst()
+        switch sub {
+        case "socket":
+            guard let target = rest.first else {
+                throw ConfigError("missing address; the form is 'stats socket <path|addr:port> [mode M] [level L] [expose-fd listeners]'")
+            }
+            let address: ListenAddress
+            if target.contains("@") || target.hasPrefix("/") || !target.contains(":") {
+                address = target.contains("@") || target.hasPrefix("/") ? try Addresses.listen(target)[0] : .unix(path: target)
+            } else {
+                address = try Addresses.listen(target)[0]
+            }
+            var socket = StatsSocket(address: address, location: location)
+            var opts = rest.dropFirst()
+            while let opt = opts.popFirst() {
+                switch opt {
+                case "mode":
+                    guard let m = opts.popFirst(), let v = UInt32(m, radix: 8) else { throw ConfigError("stats socket: 'mode' needs an octal value, e.g. mode 600") }
+                    socket.mode = v
+                case "level":
+                    guard let l = opts.popFirst(), ["user", "operator", "admin"].contains(l) else {
+                        throw ConfigError("stats socket: 'level' is user, operator or admin")
+                    }
+                    socket.level = l
+                case "expose-fd":
+                    guard opts.popFirst() == "listeners" else { throw ConfigError("stats socket: the form is 'expose-fd listeners'") }
+                    socket.exposeListeners = true
+                case "user", "group", "uid", "gid", "name":
+                    guard opts.popFirst() != nil else { throw ConfigError("stats socket: '\(opt)' needs a value") }
+                default:
+                    var hint = ""
+                    if let near = Similarity.closest(to: opt, in: ["mode", "level", "expose-fd", "user", "group", "uid", "gid"]) { hint = "; did you mean '\(near)'?" }
+                    throw ConfigError("stats socket: unknown option '\(opt)'\(hint)")
+                }
+            }
+            config.global.statsSockets.append(socket)
+            notEnforced("stats socket", at: location, changesWire: false)
+        case "timeout":
+            try Values.expect(rest, 1, usage: "stats timeout <time>")
+            config.global.statsTimeout = try Values.time(rest.first!, for: "stats timeout")
+        case "maxconn":
+            try Values.expect(rest, 1, usage: "stats maxconn <number>")
+            _ = try Values.integer(rest.first!, for: "stats maxconn")
+        default:
+            throw ConfigError("unknown 'stats \(sub)' in global; use 'stats socket' or 'stats timeout'")
+        }
+    }
+
+    /// Records a keyword that parses but has no effect yet, with the warning DECISIONS asks for.
+    func notEnforced(_ keyword: String, at location: SourceLocation, changesWire: Bool) {
+        warning("'\(keyword)' is accepted but not enforced yet", at: location)
+        unenforced.append((location, keyword, changesWire))
+    }
+
+    /// `log global`, or `log <target> [len N] [format F] [sample R:S] <facility> [max [min]]`.
+    func parseLog(_ args: ArraySlice<String>, inGlobal: Bool) throws -> LogTarget {
+        guard let target = args.first else {
+            throw ConfigError("missing target; the form is 'log <address> [format <fmt>] <facility> [<level>]' or 'log global'")
+        }
+        if target == "global" {
+            if inGlobal { throw ConfigError("'log global' only makes sense in a proxy or defaults section") }
+            try Values.expect(args, 1, usage: "log global")
+            return .global
+        }
+        let address: LogDestination.Address
+        switch target {
+        case "stdout": address = .stdout
+        case "stderr": address = .stderr
+        default:
+            if target.hasPrefix("fd@") {
+                guard let fd = Int32(target.dropFirst(3)) else { throw ConfigError("log: '\(target)' needs a descriptor number") }
+                address = fd == 1 ? .stdout : fd == 2 ? .stderr : .fd(fd)
+            } else if target.hasPrefix("unix@") {
+                address = .unix(String(target.dropFirst(5)))
+            } else if target.hasPrefix("/") {
+                address = .unix(target)
+            } else if target.hasPrefix("ring@") {
+                throw ConfigError("log: ring buffers ('\(target)') are not supported yet")
+            } else {
+                var t = Substring(target)
+                if t.hasPrefix("udp@") || t.hasPrefix("udp4@") || t.hasPrefix("udp6@") || t.hasPrefix("ipv4@") || t.hasPrefix("ipv6@") {
+                    t = t[t.index(after: t.firstIndex(of: "@")!)...]
+                } else if t.hasPrefix("tcp@") {
+                    throw ConfigError("log: TCP log servers ('\(target)') are not supported yet; use udp@ or a unix socket")
+                }
+                let (host, portText) = Addresses.splitHostPort(String(t))
+                let port = try portText.map { try Addresses.port($0, in: target) } ?? 514
+                guard IPAddress(parsing: host) != nil || Addresses.resolve(host, family: nil) != nil else {
+                    throw ConfigError("log: cannot resolve '\(host)'")
+                }
+                address = .udp(host: host, port: port)
+            }
+        }
+        var rest = args.dropFirst()
+        var format = LogDestination.Format.rfc3164
+        var length: Int?
+        while let w = rest.first, ["len", "format", "sample"].contains(w) {
+            rest = rest.dropFirst()
+            guard let v = rest.popFirst() else { throw ConfigError("log: '\(w)' needs a value") }
+            switch w {
+            case "len": length = try Values.integer(v, for: "log len", in: 80...65535)
+            case "format":
+                guard let f = LogDestination.Format(rawValue: v) else {
+                    throw ConfigError("log: unknown format '\(v)'; use one of \(LogDestination.Format.allCases.map(\.rawValue).joined(separator: ", "))")
+                }
+                format = f
+            default:
+                break
+            }
+        }
+        guard let facility = rest.popFirst() else {
+            throw ConfigError("log: missing facility after '\(target)', e.g. 'log \(target) local0'")
+        }
+        let facilities = ["kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron", "auth2",
+                          "ftp", "ntp", "audit", "alert", "cron2"] + (0...7).map { "local\($0)" }
+        guard facilities.contains(facility) else {
+            var hint = ""
+            if let near = Similarity.closest(to: facility, in: facilities) { hint = "; did you mean '\(near)'?" }
+            throw ConfigError("log: unknown facility '\(facility)'\(hint)")
+        }
+        let levels = ["emerg", "alert", "crit", "err", "warning", "notice", "info", "debug"]
+        var destination = LogDestination(address: address, format: format, facility: facility, length: length)
+        if let max = rest.popFirst() {
+            guard levels.contains(max) else { throw ConfigError("log: unknown level '\(max)'; use one of \(levels.joined(separator: ", "))") }
+            destination.maxLevel = max
+        }
+        if let min = rest.popFirst() {
+            guard levels.contains(min) else { throw ConfigError("log: unknown level '\(min)'; use one of \(levels.joined(separator: ", "))") }
+            destination.minLevel = min
+        }
+        if let extra = rest.first { throw ConfigError("log: unexpected '\(extra)'") }
+        return .target(destination)
+    }
+
+    /// The error for a keyword we do not know: a typo hint, or "not supported yet".
+    func unknownKeyword(_ keyword: String, section: String, known: [String], unsupported: Bool) -> ConfigError {
+        if !unsupported, let near = Similarity.closest(to: keyword, in: known) {
+            return ConfigError("unknown keyword '\(keyword)' in \(section); did you mean '\(near)'?")
+        }
+        return ConfigError("keyword '\(keyword)' is not supported yet (in \(section))")
+    }
+}

@@ -1,0 +1,378 @@
+import ProxyRules
+import ProxySystem
+
+/// `http-request`, `http-response`, `tcp-request`, and the 1.x `req*`/`rsp*` family.
+extension ConfigParser {
+    static let httpRequestActions = ["return", "deny", "allow", "redirect", "set-header", "add-header", "del-header",
+                                     "replace-header", "replace-value", "set-path", "replace-path", "set-uri",
+                                     "replace-uri", "set-var", "tarpit"]
+    static let httpResponseActions = ["set-header", "add-header", "del-header", "replace-header", "replace-value", "set-status"]
+
+    func parseHTTPRequestRule(_ args: ArraySlice<String>, at location: SourceLocation) throws {
+        let (words, condition) = try splitCondition(args)
+        guard let action = words.first else {
+            throw ConfigError("'http-request' needs an action: \(Self.httpRequestActions.joined(separator: ", "))")
+        }
+        var rest = words.dropFirst()
+        let parsed: HTTPRequestAction
+        var actionName = action
+        if action.hasPrefix("set-var(") {
+            actionName = "set-var"
+            guard action.hasSuffix(")") else { throw ConfigError("http-request set-var: missing ')' in '\(action)'") }
+            let inner = String(action.dropFirst(8).dropLast())
+            guard let dot = inner.firstIndex(of: "."), let scope = VariableScope(rawValue: String(inner[..<dot])),
+                  inner.index(after: dot) < inner.endIndex else {
+                throw ConfigError("http-request set-var: '\(inner)' must be <scope>.<name> with scope proc, sess, txn, req or res")
+            }
+            try Values.expect(rest, 1, usage: "http-request set-var(<scope>.<name>) <expression>")
+            let expression = try SampleExpression.parse(rest.first!)
+            parsed = .setVariable(scope, String(inner[inner.index(after: dot)...]), expression)
+        } else {
+            switch action {
+            case "allow":
+                try Values.expect(rest, 0, usage: "http-request allow [if|unless <condition>]")
+                parsed = .allow
+            case "deny":
+                parsed = .deny(try parseLocalResponse(&rest, defaultStatus: 403, action: "deny"))
+            case "tarpit":
+                parsed = .tarpit(try parseLocalResponse(&rest, defaultStatus: 500, action: "tarpit"))
+            case "return":
+                parsed = .returnResponse(try parseLocalResponse(&rest, defaultStatus: 200, action: "return"))
+            case "redirect":
+                parsed = .redirect(try parseRedirect(rest))
+            case "set-header", "add-header":
+                try Values.expect(rest, 2, usage: "http-request \(action) <name> <format>")
+                try checkHeaderName(rest.first!, action)
+                let field = HeaderField(name: rest.first!, value: try checkFormat(rest.last!, "http-request \(action)"))
+                parsed = action == "set-header" ? .setHeader(field) : .addHeader(field)
+            case "del-header":
+                guard let name = rest.first else { throw ConfigError("missing argument; the form is 'http-request del-header <name> [-m <method>]'") }
+                if rest.count == 3, rest[rest.startIndex + 1] == "-m" {
+                    guard ["str", "beg", "end", "sub", "reg"].contains(rest.last!) else {
+                        throw ConfigError("http-request del-header: '-m' takes str, beg, end, sub or reg")
+                    }
+                } else {
+                    try Values.expect(rest, 1, usage: "http-request del-header <name> [-m <method>]")
+                }
+                parsed = .deleteHeader(name: name)
+            case "replace-header", "replace-value":
+                try Values.expect(rest, 3, usage: "http-request \(action) <name> <regex> <replacement>")
+                let r = try regexReplacement(rest[rest.startIndex + 1], rest.last!, "http-request \(action)")
+                parsed = action == "replace-header" ? .replaceHeader(name: rest.first!, r) : .replaceValue(name: rest.first!, r)
+            case "set-path", "set-uri":
+                try Values.expect(rest, 1, usage: "http-request \(action) <format>")
+                let f = try checkFormat(rest.first!, "http-request \(action)")
+                parsed = action == "set-path" ? .setPath(f) : .setURI(f)
+            case "replace-path", "replace-uri":
+                try Values.expect(rest, 2, usage: "http-request \(action) <regex> <replacement>")
+                let r = try regexReplacement(rest.first!, rest.last!, "http-request \(action)")
+                parsed = action == "replace-path" ? .replacePath(r) : .replaceURI(r)
+            case "set-var":
+                throw ConfigError("http-request set-var: the form is 'http-request set-var(<scope>.<name>) <expression>'")
+            default:
+                throw unknownAction(action, "http-request", Self.httpRequestActions)
+            }
+        }
+        proxy!.httpRequestRules.append(Rule(action: parsed, condition: condition, location: location,
+                                            summary: "http-request \(actionName)"))
+    }
+
+    func parseHTTPResponseRule(_ args: ArraySlice<String>, at location: SourceLocation) throws {
+        let (words, condition) = try splitCondition(args)
+        guard let action = words.first else {
+            throw ConfigError("'http-response' needs an action: \(Self.httpResponseActions.joined(separator: ", "))")
+        }
+        let rest = words.dropFirst()
+        let parsed: HTTPResponseAction
+        switch action {
+        case "set-header", "add-header":
+            try Values.expect(rest, 2, usage: "http-response \(action) <name> <format>")
+            try checkHeaderName(rest.first!, action)
+            let field = HeaderField(name: rest.first!, value: try checkFormat(rest.last!, "http-response \(action)"))
+            parsed = action == "set-header" ? .setHeader(field) : .addHeader(field)
+        case "del-header":
+            guard let name = rest.first else { throw ConfigError("missing argument; the form is 'http-response del-header <name>'") }
+            if !(rest.count == 3 && rest[rest.startIndex + 1] == "-m") {
+                try Values.expect(rest, 1, usage: "http-response del-header <name> [-m <method>]")
+            }
+            parsed = .deleteHeader(name: name)
+        case "replace-header", "replace-value":
+            try Values.expect(rest, 3, usage: "http-response \(action) <name> <regex> <replacement>")
+            let r = try regexReplacement(rest[rest.startIndex + 1], rest.last!, "http-response \(action)")
+            parsed = action == "replace-header" ? .replaceHeader(name: rest.first!, r) : .replaceValue(name: rest.first!, r)
+        case "set-status":
+            guard let codeText = rest.first else { throw ConfigError("missing argument; the form is 'http-response set-status <code> [reason <text>]'") }
+            let code = try Values.integer(codeText, for: "http-response set-status", in: 100...999)
+            var reason: String?
+            if rest.count == 3, rest[rest.startIndex + 1] == "reason" { reason = rest.last! } else {
+                try Values.expect(rest, 1, usage: "http-response set-status <code> [reason <text>]")
+            }
+            parsed = .setStatus(code, reason: reason)
+        default:
+            throw unknownAction(action, "http-response", Self.httpResponseActions)
+        }
+        proxy!.httpResponseRules.append(Rule(action: parsed, condition: condition, location: location,
+                                             summary: "http-response \(action)"))
+    }
+
+    func parseTCPRequestRule(_ args: ArraySlice<String>, at location: SourceLocation) throws {
+        guard let layerText = args.first else { throw ConfigError("'tcp-request' needs 'connection' or 'content'") }
+        guard let layer = TCPRequestAction.Layer(rawValue: layerText) else {
+            if ["inspect-delay", "session"].contains(layerText) { throw ConfigError("'tcp-request \(layerText)' is not supported yet") }
+            throw ConfigError("unknown 'tcp-request \(layerText)'; use 'tcp-request connection' or 'tcp-request content'")
+        }
+        if layer == .connection, let p = proxy, p.kind == .backend {
+            warning("'tcp-request connection' is ignored in backend '\(p.name)': it needs a frontend or listen section", at: location)
+            return
+        }
+        let (words, condition) = try splitCondition(args.dropFirst())
+        guard let verdictText = words.first, let verdict = TCPRequestAction.Verdict(rawValue: verdictText) else {
+            if let w = words.first, ["track-sc0", "track-sc1", "track-sc2", "set-var", "expect-proxy", "capture", "sc-inc-gpc0", "silent-drop", "close", "set-src", "do-resolve"].contains(w) {
+                throw ConfigError("'tcp-request \(layerText) \(w)' is not supported yet")
+            }
+            throw ConfigError("tcp-request \(layerText): the action is 'accept' or 'reject'")
+        }
+        try Values.expect(words, 1, usage: "tcp-request \(layerText) accept|reject [if|unless <condition>]")
+        if let c = condition, layer == .connection {
+            for acl in c.acls where acl.terms.contains(where: { $0.expression.fetch.scope == .request }) {
+                throw ConfigError("tcp-request connection: ACL '\(acl.name)' reads the HTTP request, which is not known when the connection is accepted; use 'tcp-request content' or 'http-request'")
+            }
+        }
+        proxy!.tcpRequestRules.append(Rule(action: TCPRequestAction(layer: layer, verdict: verdict), condition: condition,
+                                           location: location, summary: "tcp-request \(layerText) \(verdictText)"))
+    }
+
+    /// `[status N] [content-type T] [string S | lf-string S | file F | lf-file F | errorfile F | default-errorfiles] [hdr N V]*`,
+    /// and `deny_status N` for deny and tarpit.
+    func parseLocalResponse(_ rest: inout ArraySlice<String>, defaultStatus: Int, action: String) throws -> LocalResponse {
+        var response = LocalResponse(status: defaultStatus)
+        var bodySet = false
+        func value(_ w: String) throws -> String {
+            guard let v = rest.popFirst() else { throw ConfigError("http-request \(action): '\(w)' needs a value") }
+            return v
+        }
+        func setBody(_ b: LocalResponse.Body) throws {
+            if bodySet { throw ConfigError("http-request \(action): only one body (string, file, errorfile...) may be given") }
+            bodySet = true
+            response.body = b
+        }
+        while let w = rest.popFirst() {
+            switch w {
+            case "status", "deny_status":
+                if w == "deny_status" && action == "return" { throw ConfigError("http-request return: use 'status', not 'deny_status'") }
+                response.status = try Values.integer(try value(w), for: "http-request \(action) \(w)", in: 200...599)
+            case "content-type": response.contentType = try value(w)
+            case "string", "lf-string": try setBody(.text(try checkFormat(try value(w), "http-request \(action) \(w)")))
+            case "file", "lf-file", "errorfile":
+                let path = try value(w)
+                let bytes: [UInt8]
+                do { bytes = try FileSystem.readFile(path, limit: 1 << 20) } catch let e as SystemError {
+                    throw ConfigError("http-request \(action): cannot read '\(path)': \(e.reason)")
+                }
+                if bytes.count > config.global.bufferSize {
+                    throw ConfigError("http-request \(action): '\(path)' is \(bytes.count) bytes; it must fit in tune.bufsize (\(config.global.bufferSize))")
+                }
+                if w == "errorfile" {
+                    guard bytes.starts(with: Array("HTTP/1.".utf8)) else {
+                        throw ConfigError("http-request \(action): errorfile '\(path)' is not a raw HTTP response")
+                    }
+                    try setBody(.rawResponse(path: path, bytes: bytes))
+                } else {
+                    try setBody(.file(path: path, bytes: bytes))
+                }
+            case "default-errorfiles": try setBody(.defaultErrorFile)
+            case "errorfiles": throw ConfigError("http-request \(action): 'errorfiles' (http-errors sections) is not supported yet")
+            case "hdr":
+                let name = try value(w)
+                let v = try value(w)
+                try checkHeaderName(name, action)
+                response.headers.append(HeaderField(name: name, value: try checkFormat(v, "http-request \(action) hdr")))
+            default:
+                let known = ["status", "content-type", "string", "lf-string", "file", "lf-file", "errorfile", "default-errorfiles", "hdr"]
+                var hint = ""
+                if let near = Similarity.closest(to: w, in: known) { hint = "; did you mean '\(near)'?" }
+                throw ConfigError("http-request \(action): unknown argument '\(w)'\(hint)")
+            }
+        }
+        if response.contentType != nil, case .none = response.body {
+            throw ConfigError("http-request \(action): 'content-type' needs a body ('string' or 'file')")
+        }
+        if case .file = response.body, response.contentType == nil {
+            throw ConfigError("http-request \(action): 'file' needs a 'content-type', e.g. content-type text/html")
+        }
+        if case .text = response.body, response.contentType == nil {
+            throw ConfigError("http-request \(action): 'string' needs a 'content-type', e.g. content-type text/plain")
+        }
+        if [204, 304].contains(response.status) || response.status < 200 {
+            if case .none = response.body {} else { throw ConfigError("http-request \(action): status \(response.status) cannot have a body") }
+        }
+        return response
+    }
+
+    func parseRedirect(_ args: ArraySlice<String>) throws -> Redirect {
+        var rest = args
+        guard let kindText = rest.popFirst(), let kind = Redirect.Kind(rawValue: kindText) else {
+            throw ConfigError("http-request redirect: the form is 'http-request redirect location|prefix|scheme <target> [code <code>] [drop-query] [append-slash] [set-cookie N[=V]] [clear-cookie N]'")
+        }
+        guard let target = rest.popFirst() else { throw ConfigError("http-request redirect \(kindText): missing target") }
+        var r = Redirect(kind: kind, target: try checkFormat(target, "http-request redirect"))
+        while let w = rest.popFirst() {
+            switch w {
+            case "code":
+                guard let c = rest.popFirst(), let code = Int(c), [301, 302, 303, 307, 308].contains(code) else {
+                    throw ConfigError("http-request redirect: 'code' is 301, 302, 303, 307 or 308")
+                }
+                r.code = code
+            case "drop-query": r.dropQuery = true
+            case "append-slash": r.appendSlash = true
+            case "set-cookie":
+                guard let c = rest.popFirst() else { throw ConfigError("http-request redirect: 'set-cookie' needs a value") }
+                r.setCookie = c
+            case "clear-cookie":
+                guard let c = rest.popFirst() else { throw ConfigError("http-request redirect: 'clear-cookie' needs a name") }
+                r.clearCookie = c
+            default:
+                throw ConfigError("http-request redirect: unknown option '\(w)'; use code, drop-query, append-slash, set-cookie or clear-cookie")
+            }
+        }
+        return r
+    }
+
+    func unknownAction(_ action: String, _ keyword: String, _ known: [String]) -> ConfigError {
+        var hint = ""
+        if let near = Similarity.closest(to: action, in: known) { hint = "; did you mean '\(near)'?" }
+        let others: Set<String> = ["capture", "set-log-level", "set-tos", "set-mark", "add-acl", "del-acl", "set-map", "del-map",
+                                   "set-src", "set-dst", "set-method", "set-query", "set-nice", "track-sc0", "track-sc1",
+                                   "track-sc2", "auth", "early-hint", "cache-use", "cache-store", "wait-for-body",
+                                   "do-resolve", "silent-drop", "reject", "normalize-uri", "set-timeout", "unset-var",
+                                   "use-service", "set-priority-class", "strict-mode", "disable-l7-retry", "send-spoe-group"]
+        if others.contains(action) { return ConfigError("'\(keyword) \(action)' is not supported yet") }
+        return ConfigError("unknown action '\(action)' for '\(keyword)'\(hint); the actions are \(known.joined(separator: ", "))")
+    }
+
+    func checkHeaderName(_ name: String, _ action: String) throws {
+        let tokenChars = Set("!#$%&'*+-.^_`|~".unicodeScalars)
+        guard !name.isEmpty, name.unicodeScalars.allSatisfy({ ($0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0))) || tokenChars.contains($0) }) else {
+            throw ConfigError("\(action): '\(name)' is not a valid header name")
+        }
+    }
+
+    func regexReplacement(_ pattern: String, _ template: String, _ what: String) throws -> RegexReplacement {
+        do {
+            let regex = try PosixRegex(pattern)
+            return RegexReplacement(regex: regex, template: template)
+        } catch let e as PosixRegex.CompileError {
+            throw ConfigError("\(what): regex '\(pattern)' does not compile: \(e.description)")
+        }
+    }
+
+    /// Checks a log-format string: `%[expr]` fetches must exist, aliases must be known.
+    @discardableResult
+    func checkFormat(_ text: String, _ what: String) throws -> String {
+        let bytes = Array(text.utf8)
+        var i = 0
+        while i < bytes.count {
+            guard bytes[i] == UInt8(ascii: "%") else { i += 1; continue }
+            i += 1
+            guard i < bytes.count else { throw ConfigError("\(what): '%' at the end of '\(text)'; write '%%' for a percent sign") }
+            if bytes[i] == UInt8(ascii: "%") { i += 1; continue }
+            if bytes[i] == UInt8(ascii: "{") {
+                while i < bytes.count, bytes[i] != UInt8(ascii: "}") { i += 1 }
+                guard i < bytes.count else { throw ConfigError("\(what): '%{' without '}' in '\(text)'") }
+                i += 1
+            }
+            if i < bytes.count, bytes[i] == UInt8(ascii: "[") {
+                let start = i + 1
+                var depth = 0
+                var j = start
+                while j < bytes.count {
+                    if bytes[j] == UInt8(ascii: "(") { depth += 1 }
+                    if bytes[j] == UInt8(ascii: ")") { depth -= 1 }
+                    if bytes[j] == UInt8(ascii: "]") && depth <= 0 { break }
+                    j += 1
+                }
+                guard j < bytes.count else { throw ConfigError("\(what): '%[' without ']' in '\(text)'") }
+                let expr = String(decoding: bytes[start..<j], as: UTF8.self)
+                do { _ = try SampleExpression.parse(expr) } catch let e as RuleError {
+                    throw ConfigError("\(what): in '%[\(expr)]': \(e.message)")
+                }
+                i = j + 1
+            } else {
+                var j = i
+                while j < bytes.count, (bytes[j] >= 0x61 && bytes[j] <= 0x7a) || (bytes[j] >= 0x41 && bytes[j] <= 0x5a) { j += 1 }
+                if j == i { throw ConfigError("\(what): '%' must be followed by a variable, '[' or '%' in '\(text)'") }
+                i = j
+            }
+        }
+        return text
+    }
+
+    /// The 1.x `req*`/`rsp*` keywords: accepted with a warning that shows the modern form.
+    func parseLegacyRule(_ keyword: String, _ args: ArraySlice<String>, at location: SourceLocation) throws {
+        let (words, condition) = try splitCondition(args)
+        let request = keyword.hasPrefix("req")
+        let base = String(keyword.dropFirst(3))
+        let caseInsensitive = base.hasPrefix("i")
+        let verb = caseInsensitive ? String(base.dropFirst()) : base
+        let prefix = request ? "http-request" : "http-response"
+        func compile(_ p: String) throws -> PosixRegex {
+            do { return try PosixRegex(p, caseInsensitive: caseInsensitive) } catch let e as PosixRegex.CompileError {
+                throw ConfigError("\(keyword): regex '\(p)' does not compile: \(e.description)")
+            }
+        }
+        let operation: LegacyRewrite.Operation
+        var modern: String
+        let conditionText = condition.map { " " + $0.description } ?? ""
+        switch verb {
+        case "rep":
+            try Values.expect(words, 2, usage: "\(keyword) <regex> <replacement> [if|unless <condition>]")
+            let pattern = words.first!, template = words.last!
+            operation = .replace(try compile(pattern), template: template)
+            if let name = Self.headerName(inRegex: pattern) {
+                modern = "\(prefix) replace-header \(name) <regex on the value> <replacement> (the regex sees the value, not the whole line)"
+            } else if request {
+                modern = "http-request replace-uri (or replace-path) with a regex on the URI alone"
+            } else {
+                modern = "http-response replace-header <name> <regex> <replacement>"
+            }
+        case "add":
+            try Values.expect(words, 1, usage: "\(keyword) <header line> [if|unless <condition>]")
+            operation = .add(words.first!)
+            let line = words.first!
+            if let colon = line.firstIndex(of: ":") {
+                modern = "\(prefix) add-header \(line[..<colon]) '\(String(line[line.index(after: colon)...]).trimmingBlanks())'"
+            } else {
+                modern = "\(prefix) add-header <name> <value>"
+            }
+        case "del":
+            try Values.expect(words, 1, usage: "\(keyword) <regex> [if|unless <condition>]")
+            operation = .delete(try compile(words.first!))
+            modern = "\(prefix) del-header \(Self.headerName(inRegex: words.first!) ?? "<name>")"
+        case "deny":
+            try Values.expect(words, 1, usage: "\(keyword) <regex> [if|unless <condition>]")
+            operation = .deny(try compile(words.first!))
+            modern = "http-request deny if { <fetch> -m reg \(words.first!) }"
+        case "allow":
+            try Values.expect(words, 1, usage: "\(keyword) <regex> [if|unless <condition>]")
+            operation = .allow(try compile(words.first!))
+            modern = "http-request allow if { <fetch> -m reg \(words.first!) }"
+        default:
+            throw ConfigError("keyword '\(keyword)' is not supported yet")
+        }
+        modern += conditionText
+        warning("'\(keyword)' is a 1.x keyword (HAProxy 2.1 and later reject it); the modern form is: \(modern)", at: location)
+        proxy!.legacyRewrites.append(Rule(action: LegacyRewrite(direction: request ? .request : .response, operation: operation),
+                                          condition: condition, location: location, summary: keyword))
+    }
+
+    /// For a header-line regex such as `^(Location:\ )(.*)` or `^X-Foo:`, the header name.
+    static func headerName(inRegex pattern: String) -> String? {
+        var p = Substring(pattern)
+        if p.hasPrefix("^") { p = p.dropFirst() }
+        if p.hasPrefix("(") { p = p.dropFirst() }
+        let name = p.prefix { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" }
+        guard !name.isEmpty, p.dropFirst(name.count).hasPrefix(":") else { return nil }
+        return String(name)
+    }
+
+}

@@ -1,0 +1,508 @@
+import ProxyRules
+
+/// A duration in milliseconds, as HAProxy stores timeouts.
+public typealias Milliseconds = Int
+
+/// A whole loaded configuration: global settings, proxies, and what folding decided.
+public struct Configuration: Sendable {
+    public var global = GlobalSettings()
+    /// Frontends, backends and listens, in file order (defaults sections are not proxies).
+    public var proxies: [ProxyDefinition] = []
+    /// The files loaded, in order.
+    public var files: [String] = []
+    /// The environment after every `setenv`/`presetenv`/`unsetenv`/`resetenv`.
+    public var environment = Environment()
+    /// One line per rule whose condition folded at load, for `-V`.
+    public var foldedRules: [FoldedRule] = []
+    /// Keywords that parse but have no effect yet.
+    public var unenforcedKeywords: [UnenforcedKeyword] = []
+
+    public init() {}
+
+    public var frontends: [ProxyDefinition] { proxies.filter(\.isFrontend) }
+    public var backends: [ProxyDefinition] { proxies.filter(\.isBackend) }
+
+    /// The proxy with this name that can act as a backend.
+    public func backend(named name: String) -> ProxyDefinition? {
+        proxies.first { $0.isBackend && $0.name == name }
+    }
+}
+
+/// A keyword accepted but not enforced yet; one that changes wire bytes blocks `proxy -f`.
+public struct UnenforcedKeyword: Sendable {
+    public var location: SourceLocation
+    public var keyword: String
+    public var changesWire: Bool
+}
+
+/// A rule whose condition was decided at load.
+public struct FoldedRule: Sendable, CustomStringConvertible {
+    public var location: SourceLocation
+    /// The rule, e.g. `use_backend maintenance`.
+    public var rule: String
+    public var applies: Bool
+    public var reasons: [String]
+
+    public var description: String {
+        "\(location): \(rule): \(applies ? "always" : "never")" + (reasons.isEmpty ? "" : " (\(reasons.joined(separator: "; ")))")
+    }
+}
+
+/// The `global` section.
+public struct GlobalSettings: Sendable {
+    public var daemon = false
+    public var maxconn: Int?
+    public var pidfile: String?
+    public var threads = 1
+    public var logs: [LogTarget] = []
+    public var statsSockets: [StatsSocket] = []
+    public var statsTimeout: Milliseconds?
+    public var hardStopAfter: Milliseconds?
+    public var grace: Milliseconds?
+    public var closeSpreadTime: Milliseconds?
+    public var user: String?
+    public var group: String?
+    public var uid: UInt32?
+    public var gid: UInt32?
+    public var chroot: String?
+    public var ulimitN: Int?
+    public var bufferSize = 16384
+    public var maxRewrite = 1024
+    public var serverStateFile: String?
+    public var strictLimits = false
+    public var noReusePort = false
+    public init() {}
+}
+
+/// `stats socket <path|addr> [mode M] [level L] [expose-fd listeners]`.
+public struct StatsSocket: Sendable {
+    public var address: ListenAddress
+    public var mode: UInt32?
+    public var level = "operator"
+    public var exposeListeners = false
+    public var location: SourceLocation
+}
+
+/// A `log` line: `global`, or a target with its format and facility.
+public enum LogTarget: Sendable, Equatable {
+    case global
+    case target(LogDestination)
+}
+
+public struct LogDestination: Sendable, Equatable {
+    public enum Address: Sendable, Equatable {
+        case stdout, stderr
+        case udp(host: String, port: Int)
+        case unix(String)
+        case fd(Int32)
+    }
+    public enum Format: String, Sendable, CaseIterable {
+        case raw, rfc3164, rfc5424, short, priority, timed, iso, local
+    }
+    public var address: Address
+    public var format: Format = .rfc3164
+    public var facility: String
+    public var maxLevel: String?
+    public var minLevel: String?
+    public var length: Int?
+}
+
+/// What a proxy section is.
+public enum ProxyKind: String, Sendable {
+    case frontend, backend, listen, defaults
+}
+
+/// HTTP or TCP.
+public enum ProxyMode: String, Sendable {
+    case tcp, http
+}
+
+/// How client and server connections live across HTTP transactions.
+public enum HTTPConnectionMode: String, Sendable {
+    case keepAlive = "http-keep-alive"
+    case serverClose = "http-server-close"
+    case close = "httpclose"
+}
+
+/// The `timeout` values of a proxy, in milliseconds; nil when unset.
+public struct Timeouts: Sendable, Equatable {
+    public var client: Milliseconds?
+    public var server: Milliseconds?
+    public var connect: Milliseconds?
+    public var httpRequest: Milliseconds?
+    public var httpKeepAlive: Milliseconds?
+    public var queue: Milliseconds?
+    public var tunnel: Milliseconds?
+    public var check: Milliseconds?
+    public var clientFin: Milliseconds?
+    public var serverFin: Milliseconds?
+    public var tarpit: Milliseconds?
+    public init() {}
+}
+
+/// A load-balancing algorithm.
+public enum BalanceAlgorithm: Sendable, Equatable {
+    case roundRobin, staticRoundRobin, leastConnections, first, source
+    case uri(length: Int?, depth: Int?, whole: Bool)
+    case random(draws: Int)
+}
+
+/// `option forwardfor [except NET] [header NAME] [if-none]`.
+public struct ForwardFor: Sendable, Equatable {
+    public var except: IPNetwork?
+    public var header = "X-Forwarded-For"
+    public var ifNone = false
+}
+
+/// Boolean `option` values of a proxy.
+public struct ProxyOptions: Sendable, Equatable {
+    public var httpLog = false
+    public var tcpLog = false
+    public var dontLogNull = false
+    public var logASAP = false
+    public var redispatch = false
+    public var allBackups = false
+    public var abortOnClose = false
+    public var clientKeepAlive = false
+    public var serverKeepAlive = false
+    public var idleCloseOnResponse = false
+    public var spliceAuto = false
+    public var httpConnectionMode: HTTPConnectionMode = .keepAlive
+    public var forwardFor: ForwardFor?
+    public init() {}
+}
+
+/// `cookie NAME insert|rewrite|prefix ...`.
+public struct CookieSettings: Sendable, Equatable {
+    public enum Mode: String, Sendable { case passive, insert, rewrite, prefix }
+    public var name: String
+    public var mode: Mode = .passive
+    public var indirect = false
+    public var noCache = false
+    public var postOnly = false
+    public var preserve = false
+    public var httpOnly = false
+    public var secure = false
+    public var domains: [String] = []
+    public var maxIdle: Milliseconds?
+    public var maxLife: Milliseconds?
+}
+
+/// HTTP health check: `option httpchk` plus `http-check send` and `expect`.
+public struct HTTPCheck: Sendable, Equatable {
+    public var method = "OPTIONS"
+    public var uri = "/"
+    public var version = "HTTP/1.0"
+    public var headers: [HeaderField] = []
+    public var body: String?
+    public var expectations: [Expectation] = []
+
+    public struct Expectation: Sendable, Equatable {
+        public enum Kind: String, Sendable { case status, rstatus, string, rstring }
+        public var kind: Kind
+        public var negated: Bool
+        public var pattern: String
+    }
+}
+
+/// A header name with a value template.
+public struct HeaderField: Sendable, Equatable {
+    public var name: String
+    public var value: String
+}
+
+/// Per-server options (also the `default-server` line).
+public struct ServerOptions: Sendable, Equatable {
+    public var check = false
+    public var inter: Milliseconds = 2000
+    public var fastInter: Milliseconds?
+    public var downInter: Milliseconds?
+    public var rise = 2
+    public var fall = 3
+    public var checkPort: Int?
+    public var checkAddress: String?
+    public var weight = 1
+    public var maxconn = 0
+    public var maxqueue = 0
+    public var backup = false
+    public var disabled = false
+    public var cookie: String?
+    public var sendProxy = false
+    public var slowStart: Milliseconds?
+    public init() {}
+}
+
+/// A `server` line.
+public struct ServerDefinition: Sendable {
+    public var name: String
+    public var address: ServerAddress
+    public var options: ServerOptions
+    public var location: SourceLocation
+}
+
+/// Where a server is: an IP or host with an optional port (nil: the client's port), or a path.
+public struct ServerAddress: Sendable, Equatable, CustomStringConvertible {
+    public enum Host: Sendable, Equatable {
+        case ip(IPAddress)
+        case name(String)
+        case unix(String)
+    }
+    public var host: Host
+    public var port: Int?
+    /// `+N`/`-N`: an offset added to the client's destination port.
+    public var portOffset: Int?
+
+    public var description: String {
+        switch host {
+        case .ip(let a): return (a.isV4 ? a.description : "[\(a)]") + (port.map { ":\($0)" } ?? "")
+        case .name(let n): return n + (port.map { ":\($0)" } ?? "")
+        case .unix(let p): return p
+        }
+    }
+}
+
+/// One address a `bind` line listens on.
+public enum ListenAddress: Sendable, Hashable, CustomStringConvertible {
+    /// An IP listener; `address` nil is the wildcard of `family`.
+    case inet(family: AddressFamily, address: IPAddress?, port: Int)
+    case unix(path: String)
+    case abstract(name: String)
+    /// A descriptor inherited from the parent (`fd@N`).
+    case inheritedFD(Int32)
+
+    public var description: String {
+        switch self {
+        case .inet(let f, let a, let p):
+            if let a { return a.isV4 ? "\(a):\(p)" : "[\(a)]:\(p)" }
+            return f == .ipv6 ? "[::]:\(p)" : "*:\(p)"
+        case .unix(let path): return path
+        case .abstract(let name): return "abns@\(name)"
+        case .inheritedFD(let fd): return "fd@\(fd)"
+        }
+    }
+}
+
+public enum AddressFamily: String, Sendable, Hashable { case ipv4, ipv6 }
+
+/// Options on a `bind` line.
+public struct BindOptions: Sendable, Equatable, Hashable {
+    public var name: String?
+    public var maxconn: Int?
+    public var backlog: Int?
+    public var acceptProxy = false
+    public var ssl = false
+    public var certificates: [String] = []
+    public var v4v6 = false
+    public var v6only = false
+    public var interface: String?
+    public var namespace: String?
+    public var transparent = false
+    public var deferAccept = false
+    public var tcpFastOpen = false
+    public var mode: UInt32?
+    public var user: String?
+    public var group: String?
+    public init() {}
+}
+
+/// The identity of a listening socket, matched across reloads: family, normalised address,
+/// port, and the options that change the socket itself.
+public struct ListenerKey: Sendable, Hashable, CustomStringConvertible {
+    public var address: ListenAddress
+    public var v4v6: Bool
+    public var v6only: Bool
+    public var interface: String?
+    public var namespace: String?
+    public var transparent: Bool
+
+    public var description: String { address.description }
+}
+
+/// A `bind` line: its addresses (a port range is one address per port) and options.
+public struct BindLine: Sendable {
+    public var addresses: [ListenAddress]
+    public var options: BindOptions
+    public var location: SourceLocation
+
+    /// One key per listening socket.
+    public var listenerKeys: [ListenerKey] {
+        addresses.map {
+            ListenerKey(address: $0, v4v6: options.v4v6, v6only: options.v6only, interface: options.interface,
+                        namespace: options.namespace, transparent: options.transparent)
+        }
+    }
+}
+
+/// When a rule applies, once folding has run.
+public enum RuleGuard: Sendable {
+    case always
+    case never
+    case when(Condition)
+}
+
+/// `use_backend NAME [if|unless COND]`.
+public struct UseBackendRule: Sendable {
+    public var backend: String
+    public var condition: Condition?
+    public var guardState: RuleGuard = .always
+    public var location: SourceLocation
+}
+
+/// A response the proxy makes itself (`http-request return`, `deny`, `tarpit`).
+public struct LocalResponse: Sendable, Equatable {
+    public enum Body: Sendable, Equatable {
+        case none
+        case text(String)
+        /// A file read at load.
+        case file(path: String, bytes: [UInt8])
+        /// A raw HTTP response read at load (`errorfile`).
+        case rawResponse(path: String, bytes: [UInt8])
+        case defaultErrorFile
+    }
+    public var status: Int
+    public var contentType: String?
+    public var body: Body = .none
+    public var headers: [HeaderField] = []
+}
+
+/// `http-request redirect ...`.
+public struct Redirect: Sendable, Equatable {
+    public enum Kind: String, Sendable { case location, prefix, scheme }
+    public var kind: Kind
+    public var target: String
+    public var code = 302
+    public var dropQuery = false
+    public var appendSlash = false
+    public var setCookie: String?
+    public var clearCookie: String?
+}
+
+/// A regex with its replacement template (`\1`...).
+public struct RegexReplacement: Sendable {
+    public var regex: PosixRegex
+    public var template: String
+}
+
+/// The actions of `http-request`.
+public enum HTTPRequestAction: Sendable {
+    case allow
+    case deny(LocalResponse)
+    case tarpit(LocalResponse)
+    case returnResponse(LocalResponse)
+    case redirect(Redirect)
+    case setHeader(HeaderField)
+    case addHeader(HeaderField)
+    case deleteHeader(name: String)
+    case replaceHeader(name: String, RegexReplacement)
+    case replaceValue(name: String, RegexReplacement)
+    case setPath(String)
+    case replacePath(RegexReplacement)
+    case setURI(String)
+    case replaceURI(RegexReplacement)
+    case setVariable(VariableScope, String, SampleExpression)
+}
+
+/// The actions of `http-response`.
+public enum HTTPResponseAction: Sendable {
+    case setHeader(HeaderField)
+    case addHeader(HeaderField)
+    case deleteHeader(name: String)
+    case replaceHeader(name: String, RegexReplacement)
+    case replaceValue(name: String, RegexReplacement)
+    case setStatus(Int, reason: String?)
+}
+
+/// A rule with its action, condition and place.
+public struct Rule<Action: Sendable>: Sendable {
+    public var action: Action
+    public var condition: Condition?
+    public var guardState: RuleGuard = .always
+    public var location: SourceLocation
+    /// The rule's keyword and action as written, for `-V`.
+    public var summary: String
+}
+
+/// `tcp-request connection|content accept|reject`.
+public struct TCPRequestAction: Sendable, Equatable {
+    public enum Layer: String, Sendable { case connection, content }
+    public enum Verdict: String, Sendable { case accept, reject }
+    public var layer: Layer
+    public var verdict: Verdict
+}
+
+/// A 1.x `req*`/`rsp*` rule, applied line by line to the message head as 1.x did.
+public struct LegacyRewrite: Sendable {
+    public enum Direction: Sendable { case request, response }
+    public enum Operation: Sendable {
+        case replace(PosixRegex, template: String)
+        case delete(PosixRegex)
+        case add(String)
+        case deny(PosixRegex)
+        case allow(PosixRegex)
+    }
+    public var direction: Direction
+    public var operation: Operation
+}
+
+/// `errorfile CODE FILE`, read at load.
+public struct ErrorPage: Sendable, Equatable {
+    public var status: Int
+    public var path: String
+    public var bytes: [UInt8]
+}
+
+/// `stats enable|uri|realm|auth|refresh|admin|hide-version`.
+public struct StatsSettings: Sendable {
+    public var enabled = false
+    public var uri: String?
+    public var realm: String?
+    public var credentials: [(user: String, password: String)] = []
+    public var refresh: Milliseconds?
+    public var admin: Condition?
+    public var hideVersion = false
+}
+
+/// `http-reuse never|safe|aggressive|always`.
+public enum HTTPReuse: String, Sendable { case never, safe, aggressive, always }
+
+/// Everything a proxy section sets that `defaults` can set too.
+public struct ProxySettings: Sendable {
+    public var mode: ProxyMode = .tcp
+    public var maxconn: Int?
+    public var backlog: Int?
+    public var timeouts = Timeouts()
+    public var balance: BalanceAlgorithm = .roundRobin
+    public var hashType: String?
+    public var retries = 3
+    public var logs: [LogTarget] = []
+    public var options = ProxyOptions()
+    public var errorPages: [Int: ErrorPage] = [:]
+    public var defaultBackend: String?
+    public var defaultServer = ServerOptions()
+    public var cookie: CookieSettings?
+    public var httpCheck: HTTPCheck?
+    public var httpReuse: HTTPReuse = .safe
+    public var monitorURI: String?
+    public var stats = StatsSettings()
+    public init() {}
+}
+
+/// A frontend, backend or listen section.
+public struct ProxyDefinition: Sendable {
+    public var name: String
+    public var kind: ProxyKind
+    public var location: SourceLocation
+    public var settings: ProxySettings
+    public var binds: [BindLine] = []
+    public var servers: [ServerDefinition] = []
+    public var acls: [String: ACL] = [:]
+    public var useBackendRules: [UseBackendRule] = []
+    public var httpRequestRules: [Rule<HTTPRequestAction>] = []
+    public var httpResponseRules: [Rule<HTTPResponseAction>] = []
+    public var tcpRequestRules: [Rule<TCPRequestAction>] = []
+    public var legacyRewrites: [Rule<LegacyRewrite>] = []
+
+    public var isFrontend: Bool { kind == .frontend || kind == .listen }
+    public var isBackend: Bool { kind == .backend || kind == .listen }
+    public var mode: ProxyMode { settings.mode }
+}

@@ -1,0 +1,647 @@
+import ProxyRules
+import ProxySystem
+
+/// Which sections may hold a keyword: `defaults`, and the capability it needs.
+struct KeywordScope {
+    enum Capability { case frontend, backend, any }
+    var inDefaults: Bool
+    var capability: Capability
+}
+
+/// The keywords of `defaults`, `frontend`, `backend` and `listen`.
+extension ConfigParser {
+    static let proxyKeywords: [String: KeywordScope] = {
+        let d = true
+        var t: [String: KeywordScope] = [:]
+        func add(_ names: [String], _ inDefaults: Bool, _ cap: KeywordScope.Capability) {
+            for n in names { t[n] = KeywordScope(inDefaults: inDefaults, capability: cap) }
+        }
+        add(["mode", "log", "errorfile", "option", "timeout", "stats", "http-reuse"], d, .any)
+        add(["maxconn", "backlog", "monitor-uri", "default_backend", "clitimeout"], d, .frontend)
+        add(["balance", "hash-type", "retries", "default-server", "cookie", "http-check", "srvtimeout", "contimeout"], d, .backend)
+        add(["bind", "use_backend"], false, .frontend)
+        add(["server"], false, .backend)
+        add(["acl", "http-request", "http-response", "tcp-request", "reqrep", "reqirep", "rsprep", "rspirep",
+             "reqadd", "rspadd", "reqdel", "reqidel", "rspdel", "rspidel", "reqdeny", "reqallow"], false, .any)
+        return t
+    }()
+
+    /// HAProxy proxy keywords we do not support yet (so a typo hint is not offered for them).
+    static let knownUnsupportedProxy: Set<String> = [
+        "description", "id", "disabled", "enabled", "capture", "unique-id-format", "unique-id-header",
+        "log-format", "log-tag", "error-log-format", "filter", "compression", "rate-limit", "redirect",
+        "use-server", "force-persist", "ignore-persist", "persist", "stick-table", "stick", "tcp-response",
+        "http-after-response", "http-error", "errorloc", "errorloc302", "errorloc303", "errorfiles",
+        "monitor", "monitor-net", "email-alert", "fullconn", "external-check", "source", "dispatch",
+        "server-template", "load-server-state-from-file", "server-state-file-name", "declare", "max-keep-alive-queue",
+        "max-session-srv-conns", "dynamic-cookie-key", "unique-id", "grace", "reqtarpit", "reqpass", "reqipass",
+        "reqideny", "reqiallow", "rspdeny", "rspideny", "bind-process",
+    ]
+
+    func parseProxyKeyword(_ words: [String], at location: SourceLocation) throws {
+        var keyword = words[0]
+        var args = words.dropFirst()
+        var negated = false
+        if keyword == "no" || keyword == "default", let next = args.first, next == "option" || next == "log" {
+            negated = keyword == "no"
+            keyword = next
+            args = args.dropFirst()
+            if keyword == "log" {
+                try Values.expect(args, 0, usage: "no log")
+                settings.logs = []
+                return
+            }
+        }
+        guard let scope = Self.proxyKeywords[keyword] else {
+            let known = Array(Self.proxyKeywords.keys) + ["no"]
+            let sectionText = proxy.map { "\($0.kind.rawValue) '\($0.name)'" } ?? "defaults section"
+            throw unknownKeyword(keyword, section: sectionText, known: known,
+                                 unsupported: Self.knownUnsupportedProxy.contains(keyword))
+        }
+        if proxy == nil && !scope.inDefaults {
+            throw ConfigError("'\(keyword)' is not allowed in a defaults section; put it in a frontend, backend or listen section")
+        }
+        if let p = proxy, !capabilityAllows(scope.capability, p.kind) {
+            warning("'\(keyword)' is ignored in \(p.kind.rawValue) '\(p.name)': it needs a \(scope.capability == .frontend ? "frontend" : "backend") or listen section", at: location)
+            return
+        }
+        switch keyword {
+        case "mode":
+            try Values.expect(args, 1, usage: "mode tcp|http")
+            guard let m = ProxyMode(rawValue: args.first!) else {
+                if args.first == "health" { throw ConfigError("'mode health' is not supported anymore; use 'mode tcp' with 'monitor-uri' or a 'http-request return' rule") }
+                throw ConfigError("unknown mode '\(args.first!)'; use 'mode tcp' or 'mode http'")
+            }
+            settings.mode = m
+        case "bind":
+            try parseBind(args, at: location)
+        case "maxconn":
+            try Values.expect(args, 1, usage: "maxconn <number>")
+            settings.maxconn = try Values.integer(args.first!, for: "maxconn")
+        case "backlog":
+            try Values.expect(args, 1, usage: "backlog <number>")
+            settings.backlog = try Values.integer(args.first!, for: "backlog", in: 1...Int(Int32.max))
+        case "timeout":
+            try parseTimeout(args)
+        case "clitimeout", "srvtimeout", "contimeout":
+            try Values.expect(args, 1, usage: "\(keyword) <time>")
+            let modern = ["clitimeout": "client", "srvtimeout": "server", "contimeout": "connect"][keyword]!
+            warning("'\(keyword)' is a 1.x keyword; write 'timeout \(modern) \(args.first!)'", at: location)
+            try parseTimeout([modern, args.first!][...])
+        case "balance":
+            settings.balance = try parseBalance(args)
+        case "hash-type":
+            guard let m = args.first, ["map-based", "consistent"].contains(m) else {
+                throw ConfigError("hash-type: the form is 'hash-type map-based|consistent [sdbm|djb2|wt6|crc32|none] [avalanche]'")
+            }
+            for f in args.dropFirst() where !["sdbm", "djb2", "wt6", "crc32", "none", "avalanche"].contains(f) {
+                throw ConfigError("hash-type: unknown function '\(f)'; use sdbm, djb2, wt6, crc32 or none, optionally followed by avalanche")
+            }
+            settings.hashType = args.joined(separator: " ")
+        case "retries":
+            try Values.expect(args, 1, usage: "retries <number>")
+            settings.retries = try Values.integer(args.first!, for: "retries", in: 0...1000)
+        case "log":
+            settings.logs.append(try parseLog(args, inGlobal: false))
+        case "monitor-uri":
+            try Values.expect(args, 1, usage: "monitor-uri <uri>")
+            guard args.first!.hasPrefix("/") else { throw ConfigError("monitor-uri: '\(args.first!)' must start with '/'") }
+            settings.monitorURI = args.first!
+        case "errorfile":
+            try parseErrorFile(args)
+        case "default_backend":
+            try Values.expect(args, 1, usage: "default_backend <backend>")
+            settings.defaultBackend = args.first!
+        case "use_backend":
+            let (action, condition) = try splitCondition(args)
+            try Values.expect(action, 1, usage: "use_backend <backend> [if|unless <condition>]")
+            proxy!.useBackendRules.append(UseBackendRule(backend: action.first!, condition: condition, location: location))
+        case "server":
+            try parseServer(args, at: location)
+        case "default-server":
+            settings.defaultServer = try parseServerOptions(args, base: settings.defaultServer, at: location, isDefault: true)
+        case "cookie":
+            settings.cookie = try parseCookie(args)
+        case "option":
+            try parseOption(args, negated: negated, at: location)
+        case "http-check":
+            try parseHTTPCheck(args)
+        case "acl":
+            try parseACL(args)
+        case "http-request":
+            try parseHTTPRequestRule(args, at: location)
+        case "http-response":
+            try parseHTTPResponseRule(args, at: location)
+        case "tcp-request":
+            try parseTCPRequestRule(args, at: location)
+        case "stats":
+            try parseProxyStats(args, at: location)
+        case "http-reuse":
+            try Values.expect(args, 1, usage: "http-reuse never|safe|aggressive|always")
+            guard let r = HTTPReuse(rawValue: args.first!) else {
+                throw ConfigError("http-reuse: unknown mode '\(args.first!)'; use never, safe, aggressive or always")
+            }
+            settings.httpReuse = r
+        default:
+            try parseLegacyRule(keyword, args, at: location)
+        }
+    }
+
+    func capabilityAllows(_ cap: KeywordScope.Capability, _ kind: ProxyKind) -> Bool {
+        switch cap {
+        case .any: return true
+        case .frontend: return kind != .backend
+        case .backend: return kind != .frontend
+        }
+    }
+
+    /// `timeout <name> <time>`.
+    func parseTimeout(_ args: ArraySlice<String>) throws {
+        let names = ["client", "server", "connect", "http-request", "http-keep-alive", "queue", "tunnel", "check",
+                     "client-fin", "server-fin", "tarpit"]
+        guard let name = args.first else { throw ConfigError("'timeout' needs a name: \(names.joined(separator: ", "))") }
+        guard names.contains(name) else {
+            var hint = ""
+            if let near = Similarity.closest(to: name, in: names) { hint = "; did you mean 'timeout \(near)'?" }
+            throw ConfigError("unknown timeout '\(name)'\(hint)")
+        }
+        try Values.expect(args.dropFirst(), 1, usage: "timeout \(name) <time>")
+        let v = try Values.time(args.last!, for: "timeout \(name)")
+        switch name {
+        case "client": settings.timeouts.client = v
+        case "server": settings.timeouts.server = v
+        case "connect": settings.timeouts.connect = v
+        case "http-request": settings.timeouts.httpRequest = v
+        case "http-keep-alive": settings.timeouts.httpKeepAlive = v
+        case "queue": settings.timeouts.queue = v
+        case "tunnel": settings.timeouts.tunnel = v
+        case "check": settings.timeouts.check = v
+        case "client-fin": settings.timeouts.clientFin = v
+        case "server-fin": settings.timeouts.serverFin = v
+        default: settings.timeouts.tarpit = v
+        }
+    }
+
+    func parseBalance(_ args: ArraySlice<String>) throws -> BalanceAlgorithm {
+        let names = ["roundrobin", "static-rr", "leastconn", "first", "source", "uri", "random"]
+        guard let name = args.first else { throw ConfigError("'balance' needs an algorithm: \(names.joined(separator: ", "))") }
+        var rest = args.dropFirst()
+        switch name {
+        case "roundrobin", "static-rr", "leastconn", "first", "source":
+            if let extra = rest.first { throw ConfigError("balance \(name): unexpected '\(extra)'") }
+            return ["roundrobin": .roundRobin, "static-rr": .staticRoundRobin, "leastconn": .leastConnections,
+                    "first": .first, "source": .source][name]!
+        case "uri":
+            var length: Int?, depth: Int?, whole = false
+            while let w = rest.popFirst() {
+                switch w {
+                case "len": length = try Values.integer(rest.popFirst() ?? "", for: "balance uri len", in: 1...65535)
+                case "depth": depth = try Values.integer(rest.popFirst() ?? "", for: "balance uri depth", in: 1...255)
+                case "whole": whole = true
+                case "path-only": break
+                default: throw ConfigError("balance uri: unknown option '\(w)'; use len, depth, whole or path-only")
+                }
+            }
+            return .uri(length: length, depth: depth, whole: whole)
+        case "random":
+            var draws = 2
+            if let w = rest.popFirst() {
+                guard w.hasPrefix("("), w.hasSuffix(")"), let n = Int(w.dropFirst().dropLast()), n >= 1 else {
+                    throw ConfigError("balance random: the form is 'balance random[(<draws>)]'")
+                }
+                draws = n
+            }
+            return .random(draws: draws)
+        case "hdr", "url_param", "rdp-cookie", "hash", "uri_param":
+            throw ConfigError("balance '\(name)' is not supported yet; use one of \(names.joined(separator: ", "))")
+        default:
+            if name.hasPrefix("random("), name.hasSuffix(")"), let n = Int(name.dropFirst(7).dropLast()), n >= 1 {
+                return .random(draws: n)
+            }
+            if name.hasPrefix("hdr(") || name.hasPrefix("rdp-cookie") {
+                throw ConfigError("balance '\(name)' is not supported yet; use one of \(names.joined(separator: ", "))")
+            }
+            var hint = ""
+            if let near = Similarity.closest(to: name, in: names) { hint = "; did you mean '\(near)'?" }
+            throw ConfigError("unknown balance algorithm '\(name)'\(hint)")
+        }
+    }
+
+    /// `bind ADDR[,ADDR...] [options]`.
+    func parseBind(_ args: ArraySlice<String>, at location: SourceLocation) throws {
+        guard let addressList = args.first else {
+            throw ConfigError("'bind' needs an address, e.g. 'bind :80' or 'bind 127.0.0.1:8080'")
+        }
+        var addresses: [ListenAddress] = []
+        for part in addressList.split(separator: ",") { addresses += try Addresses.listen(String(part)) }
+        var options = BindOptions()
+        var rest = args.dropFirst()
+        func value(_ opt: String) throws -> String {
+            guard let v = rest.popFirst() else { throw ConfigError("bind: '\(opt)' needs a value") }
+            return v
+        }
+        let knownOptions = ["name", "maxconn", "accept-proxy", "backlog", "ssl", "crt", "v4v6", "v6only", "interface",
+                            "namespace", "transparent", "defer-accept", "tfo", "mode", "user", "group", "uid", "gid",
+                            "process", "thread", "alpn", "npn", "id", "nice", "level", "tcp-ut", "mss"]
+        while let opt = rest.popFirst() {
+            switch opt {
+            case "name": options.name = try value(opt)
+            case "maxconn": options.maxconn = try Values.integer(try value(opt), for: "bind maxconn")
+            case "backlog": options.backlog = try Values.integer(try value(opt), for: "bind backlog", in: 1...Int(Int32.max))
+            case "accept-proxy":
+                options.acceptProxy = true
+                notEnforced("accept-proxy", at: location, changesWire: true)
+            case "ssl":
+                options.ssl = true
+                notEnforced("ssl", at: location, changesWire: true)
+            case "crt":
+                options.certificates.append(try value(opt))
+                notEnforced("crt", at: location, changesWire: true)
+            case "v4v6": options.v4v6 = true
+            case "v6only": options.v6only = true
+            case "interface": options.interface = try value(opt)
+            case "namespace": options.namespace = try value(opt)
+            case "transparent": options.transparent = true
+            case "defer-accept": options.deferAccept = true
+            case "tfo": options.tcpFastOpen = true
+            case "mode":
+                let m = try value(opt)
+                guard let v = UInt32(m, radix: 8) else { throw ConfigError("bind: 'mode' needs an octal value, e.g. mode 660") }
+                options.mode = v
+            case "user", "uid": options.user = try value(opt)
+            case "group", "gid": options.group = try value(opt)
+            case "process", "thread", "id", "nice", "tcp-ut", "mss": _ = try value(opt)
+            case "alpn", "npn":
+                _ = try value(opt)
+                if !options.ssl { throw ConfigError("bind: '\(opt)' needs 'ssl'") }
+            case "expose-fd":
+                throw ConfigError("bind: 'expose-fd' belongs on a 'stats socket' line in the global section")
+            default:
+                var hint = ""
+                if let near = Similarity.closest(to: opt, in: knownOptions) { hint = "; did you mean '\(near)'?" }
+                throw ConfigError("bind: unknown option '\(opt)'\(hint)")
+            }
+        }
+        if options.v4v6 && options.v6only { throw ConfigError("bind: 'v4v6' and 'v6only' contradict each other") }
+        proxy!.binds.append(BindLine(addresses: addresses, options: options, location: location))
+    }
+
+    /// `server NAME ADDRESS [options]`.
+    func parseServer(_ args: ArraySlice<String>, at location: SourceLocation) throws {
+        guard let name = args.first else { throw ConfigError("'server' needs a name and an address, e.g. 'server web1 10.0.0.1:80 check'") }
+        guard args.count >= 2 else { throw ConfigError("server '\(name)' needs an address, e.g. 'server \(name) 10.0.0.1:80'") }
+        if let bad = name.first(where: { !($0.isLetter || $0.isNumber || "-_.:".contains($0)) }) {
+            throw ConfigError("server name '\(name)' has an invalid character '\(bad)'")
+        }
+        if let existing = proxy!.servers.first(where: { $0.name == name }) {
+            throw ConfigError("server '\(name)' is already declared in backend '\(proxy!.name)' at \(existing.location)")
+        }
+        let address = try Addresses.server(args[args.startIndex + 1])
+        let options = try parseServerOptions(args.dropFirst(2), base: settings.defaultServer, at: location, isDefault: false)
+        proxy!.servers.append(ServerDefinition(name: name, address: address, options: options, location: location))
+    }
+
+    func parseServerOptions(_ args: ArraySlice<String>, base: ServerOptions, at location: SourceLocation, isDefault: Bool) throws -> ServerOptions {
+        var o = base
+        var rest = args
+        let what = isDefault ? "default-server" : "server"
+        func value(_ opt: String) throws -> String {
+            guard let v = rest.popFirst() else { throw ConfigError("\(what): '\(opt)' needs a value") }
+            return v
+        }
+        let known = ["check", "inter", "fastinter", "downinter", "rise", "fall", "port", "addr", "weight", "maxconn",
+                     "maxqueue", "backup", "disabled", "enabled", "cookie", "send-proxy", "slowstart", "no-check",
+                     "no-backup", "no-send-proxy"]
+        let unsupported: Set<String> = ["ssl", "verify", "ca-file", "crt", "sni", "resolvers", "init-addr", "resolve-prefer",
+                                        "on-marked-down", "on-marked-up", "on-error", "observe", "error-limit", "agent-check",
+                                        "agent-port", "agent-inter", "id", "track", "redir", "minconn", "source", "usesrc",
+                                        "send-proxy-v2", "proto", "alpn", "check-ssl", "check-send-proxy", "pool-max-conn",
+                                        "tfo", "namespace", "health-check", "non-stick", "proxy-v2-options", "socks4"]
+        while let opt = rest.popFirst() {
+            switch opt {
+            case "check": o.check = true
+            case "no-check": o.check = false
+            case "inter": o.inter = try positiveTime(try value(opt), "\(what) inter")
+            case "fastinter": o.fastInter = try positiveTime(try value(opt), "\(what) fastinter")
+            case "downinter": o.downInter = try positiveTime(try value(opt), "\(what) downinter")
+            case "rise": o.rise = try Values.integer(try value(opt), for: "\(what) rise", in: 1...Int(Int32.max))
+            case "fall": o.fall = try Values.integer(try value(opt), for: "\(what) fall", in: 1...Int(Int32.max))
+            case "port": o.checkPort = try Values.integer(try value(opt), for: "\(what) port", in: 1...65535)
+            case "addr":
+                let a = try value(opt)
+                guard IPAddress(parsing: a) != nil || Addresses.resolve(a, family: nil) != nil else {
+                    throw ConfigError("\(what) addr: cannot resolve '\(a)'")
+                }
+                o.checkAddress = a
+            case "weight": o.weight = try Values.integer(try value(opt), for: "\(what) weight", in: 0...256)
+            case "maxconn": o.maxconn = try Values.integer(try value(opt), for: "\(what) maxconn")
+            case "maxqueue": o.maxqueue = try Values.integer(try value(opt), for: "\(what) maxqueue")
+            case "backup": o.backup = true
+            case "no-backup": o.backup = false
+            case "disabled": o.disabled = true
+            case "enabled": o.disabled = false
+            case "cookie":
+                o.cookie = try value(opt)
+            case "send-proxy":
+                o.sendProxy = true
+                notEnforced("send-proxy", at: location, changesWire: true)
+            case "no-send-proxy": o.sendProxy = false
+            case "slowstart": o.slowStart = try Values.time(try value(opt), for: "\(what) slowstart")
+            default:
+                if unsupported.contains(opt) { throw ConfigError("\(what): option '\(opt)' is not supported yet") }
+                var hint = ""
+                if let near = Similarity.closest(to: opt, in: known) { hint = "; did you mean '\(near)'?" }
+                throw ConfigError("\(what): unknown option '\(opt)'\(hint)")
+            }
+        }
+        return o
+    }
+
+    func positiveTime(_ text: String, _ what: String) throws -> Milliseconds {
+        let v = try Values.time(text, for: what)
+        if v == 0 { throw ConfigError("\(what): must be greater than 0") }
+        return v
+    }
+
+    /// `cookie NAME [rewrite|insert|prefix] [indirect] [nocache] ...`.
+    func parseCookie(_ args: ArraySlice<String>) throws -> CookieSettings {
+        guard let name = args.first else { throw ConfigError("'cookie' needs a name, e.g. 'cookie SERVERID insert indirect nocache'") }
+        var c = CookieSettings(name: name)
+        var rest = args.dropFirst()
+        var modeSet = false
+        let known = ["insert", "rewrite", "prefix", "indirect", "nocache", "postonly", "preserve", "httponly", "secure",
+                     "domain", "maxidle", "maxlife"]
+        while let w = rest.popFirst() {
+            switch w {
+            case "insert", "rewrite", "prefix":
+                if modeSet { throw ConfigError("cookie: only one of insert, rewrite and prefix may be given") }
+                modeSet = true
+                c.mode = CookieSettings.Mode(rawValue: w)!
+            case "indirect": c.indirect = true
+            case "nocache": c.noCache = true
+            case "postonly": c.postOnly = true
+            case "preserve": c.preserve = true
+            case "httponly": c.httpOnly = true
+            case "secure": c.secure = true
+            case "domain":
+                guard let d = rest.popFirst() else { throw ConfigError("cookie: 'domain' needs a value") }
+                c.domains.append(d)
+            case "maxidle", "maxlife":
+                guard let t = rest.popFirst() else { throw ConfigError("cookie: '\(w)' needs a time") }
+                let v = try Values.time(t, for: "cookie \(w)")
+                if w == "maxidle" { c.maxIdle = v } else { c.maxLife = v }
+            case "dynamic", "attr":
+                throw ConfigError("cookie: '\(w)' is not supported yet")
+            default:
+                var hint = ""
+                if let near = Similarity.closest(to: w, in: known) { hint = "; did you mean '\(near)'?" }
+                throw ConfigError("cookie: unknown option '\(w)'\(hint)")
+            }
+        }
+        if c.mode != .insert && (c.noCache || c.postOnly || c.maxIdle != nil || c.maxLife != nil) {
+            throw ConfigError("cookie: 'nocache', 'postonly', 'maxidle' and 'maxlife' need 'insert'")
+        }
+        return c
+    }
+
+    /// `errorfile CODE FILE`: the file is a raw HTTP response, read now.
+    func parseErrorFile(_ args: ArraySlice<String>) throws {
+        try Values.expect(args, 2, usage: "errorfile <code> <file>")
+        let codes = [200, 400, 401, 403, 404, 405, 407, 408, 410, 413, 414, 425, 429, 431, 500, 501, 502, 503, 504]
+        guard let code = Int(args.first!), codes.contains(code) else {
+            throw ConfigError("errorfile: status '\(args.first!)' cannot be set; use one of \(codes.map(String.init).joined(separator: ", "))")
+        }
+        let path = args.last!
+        let bytes: [UInt8]
+        do { bytes = try FileSystem.readFile(path, limit: 1 << 20) } catch let e as SystemError {
+            throw ConfigError("errorfile \(code): cannot read '\(path)': \(e.reason)")
+        }
+        guard bytes.starts(with: Array("HTTP/1.".utf8)) else {
+            throw ConfigError("errorfile \(code): '\(path)' is not a raw HTTP response; it must start with a status line such as 'HTTP/1.0 \(code) ...' followed by headers and a blank line")
+        }
+        if bytes.count > config.global.bufferSize {
+            throw ConfigError("errorfile \(code): '\(path)' is \(bytes.count) bytes; it must fit in tune.bufsize (\(config.global.bufferSize))")
+        }
+        settings.errorPages[code] = ErrorPage(status: code, path: path, bytes: bytes)
+    }
+
+    /// `option NAME [...]` and `no option NAME`.
+    func parseOption(_ args: ArraySlice<String>, negated: Bool, at location: SourceLocation) throws {
+        guard let name = args.first else { throw ConfigError("'option' needs a name, e.g. 'option httplog'") }
+        let rest = args.dropFirst()
+        let flags: [String: WritableKeyPath<ProxyOptions, Bool>] = [
+            "httplog": \.httpLog, "tcplog": \.tcpLog, "dontlognull": \.dontLogNull, "logasap": \.logASAP,
+            "redispatch": \.redispatch, "allbackups": \.allBackups, "abortonclose": \.abortOnClose,
+            "clitcpka": \.clientKeepAlive, "srvtcpka": \.serverKeepAlive, "idle-close-on-response": \.idleCloseOnResponse,
+            "splice-auto": \.spliceAuto,
+        ]
+        let frontendOnly: Set<String> = ["httplog", "tcplog", "dontlognull", "logasap", "clitcpka", "idle-close-on-response"]
+        let backendOnly: Set<String> = ["redispatch", "allbackups", "abortonclose", "srvtcpka", "httpchk"]
+        if let p = proxy {
+            if frontendOnly.contains(name) && p.kind == .backend {
+                warning("'option \(name)' is ignored in backend '\(p.name)': it needs a frontend or listen section", at: location)
+                return
+            }
+            if backendOnly.contains(name) && p.kind == .frontend {
+                warning("'option \(name)' is ignored in frontend '\(p.name)': it needs a backend or listen section", at: location)
+                return
+            }
+        }
+        if let key = flags[name] {
+            if name == "httplog", let extra = rest.first, extra != "clf" { throw ConfigError("option httplog: unexpected '\(extra)'") }
+            if name != "httplog", let extra = rest.first { throw ConfigError("option \(name): unexpected '\(extra)'") }
+            settings.options[keyPath: key] = !negated
+            return
+        }
+        switch name {
+        case "tcpka":
+            if let extra = rest.first { throw ConfigError("option tcpka: unexpected '\(extra)'") }
+            settings.options.clientKeepAlive = !negated
+            settings.options.serverKeepAlive = !negated
+        case "httpclose", "http-server-close", "http-keep-alive", "forceclose":
+            if let extra = rest.first { throw ConfigError("option \(name): unexpected '\(extra)'") }
+            var modeName = name
+            if name == "forceclose" {
+                warning("'option forceclose' is a 1.x keyword; write 'option httpclose'", at: location)
+                modeName = "httpclose"
+            }
+            let mode = HTTPConnectionMode(rawValue: modeName)!
+            if negated {
+                if settings.options.httpConnectionMode == mode { settings.options.httpConnectionMode = .keepAlive }
+            } else {
+                settings.options.httpConnectionMode = mode
+            }
+        case "forwardfor":
+            if negated { settings.options.forwardFor = nil; return }
+            var ff = ForwardFor()
+            var r = rest
+            while let w = r.popFirst() {
+                switch w {
+                case "except":
+                    guard let n = r.popFirst(), let net = IPNetwork(parsing: n) else {
+                        throw ConfigError("option forwardfor: 'except' needs a network, e.g. 'except 127.0.0.0/8'")
+                    }
+                    ff.except = net
+                case "header":
+                    guard let h = r.popFirst(), !h.isEmpty else { throw ConfigError("option forwardfor: 'header' needs a header name") }
+                    ff.header = h
+                case "if-none": ff.ifNone = true
+                default:
+                    throw ConfigError("option forwardfor: unknown argument '\(w)'; the form is 'option forwardfor [except <network>] [header <name>] [if-none]'")
+                }
+            }
+            settings.options.forwardFor = ff
+        case "httpchk":
+            if negated { settings.httpCheck = nil; return }
+            var check = settings.httpCheck ?? HTTPCheck()
+            switch rest.count {
+            case 0: break
+            case 1: check.uri = rest.first!
+            case 2: check.method = rest.first!; check.uri = rest.last!
+            case 3:
+                check.method = rest.first!
+                check.uri = rest[rest.startIndex + 1]
+                check.version = rest.last!
+            default:
+                throw ConfigError("option httpchk: too many arguments; the form is 'option httpchk [<method> <uri> [<version>]]'")
+            }
+            settings.httpCheck = check
+        default:
+            let all = Array(flags.keys) + ["tcpka", "httpclose", "http-server-close", "http-keep-alive", "forwardfor", "httpchk", "forceclose"]
+            let unsupported: Set<String> = ["http-use-htx", "http-buffer-request", "log-health-checks", "originalto", "persist",
+                                            "prefer-last-server", "ssl-hello-chk", "mysql-check", "pgsql-check", "redis-check",
+                                            "smtpchk", "ldap-check", "tcp-check", "external-check", "http-pretend-keepalive",
+                                            "http-no-delay", "httplog clf", "log-separate-errors", "nolinger", "socket-stats",
+                                            "checkcache", "accept-invalid-http-request", "accept-invalid-http-response",
+                                            "contstats", "independent-streams", "http-ignore-probes", "http-tunnel",
+                                            "transparent", "disable-h2-upgrade", "h1-case-adjust-bogus-client", "dontlog-normal",
+                                            "http-restrict-req-hdr-names", "spop-check", "splice-request", "splice-response"]
+            if unsupported.contains(name) { throw ConfigError("'option \(name)' is not supported yet") }
+            var hint = ""
+            if let near = Similarity.closest(to: name, in: all) { hint = "; did you mean 'option \(near)'?" }
+            throw ConfigError("unknown option '\(name)'\(hint)")
+        }
+    }
+
+    /// `http-check expect ...` and `http-check send ...`.
+    func parseHTTPCheck(_ args: ArraySlice<String>) throws {
+        guard let sub = args.first else { throw ConfigError("'http-check' needs 'expect' or 'send'") }
+        var rest = args.dropFirst()
+        var check = settings.httpCheck ?? HTTPCheck()
+        switch sub {
+        case "expect":
+            var negated = false
+            if rest.first == "!" { negated = true; rest = rest.dropFirst() }
+            guard let kindText = rest.popFirst(), let kind = HTTPCheck.Expectation.Kind(rawValue: kindText) else {
+                throw ConfigError("http-check expect: the form is 'http-check expect [!] status|rstatus|string|rstring <pattern>'")
+            }
+            try Values.expect(rest, 1, usage: "http-check expect [!] \(kindText) <pattern>")
+            let pattern = rest.first!
+            if kind == .rstatus || kind == .rstring {
+                do { _ = try PosixRegex(pattern) } catch let e as PosixRegex.CompileError {
+                    throw ConfigError("http-check expect \(kindText): regex '\(pattern)' does not compile: \(e.description)")
+                }
+            }
+            check.expectations.append(.init(kind: kind, negated: negated, pattern: pattern))
+        case "send":
+            while let w = rest.popFirst() {
+                guard let v = rest.popFirst() else { throw ConfigError("http-check send: '\(w)' needs a value") }
+                switch w {
+                case "meth": check.method = v
+                case "uri": check.uri = v
+                case "ver": check.version = v
+                case "hdr":
+                    guard let hv = rest.popFirst() else { throw ConfigError("http-check send: 'hdr' needs a name and a value") }
+                    check.headers.append(HeaderField(name: v, value: hv))
+                case "body": check.body = v
+                default:
+                    throw ConfigError("http-check send: unknown argument '\(w)'; use meth, uri, ver, hdr or body")
+                }
+            }
+        case "connect", "disable-on-404", "send-state", "comment", "set-var", "unset-var":
+            throw ConfigError("'http-check \(sub)' is not supported yet")
+        default:
+            throw ConfigError("unknown 'http-check \(sub)'; use 'http-check expect' or 'http-check send'")
+        }
+        settings.httpCheck = check
+    }
+
+    /// `acl NAME FETCH [flags] [operator] [values]`.
+    func parseACL(_ args: ArraySlice<String>) throws {
+        guard let name = args.first else { throw ConfigError("'acl' needs a name and a fetch, e.g. 'acl is_static path_beg /static'") }
+        if let bad = name.first(where: { !($0.isLetter || $0.isNumber || "-_.:".contains($0)) }) {
+            throw ConfigError("ACL name '\(name)' has an invalid character '\(bad)'; use letters, digits, '-', '_', '.', ':'")
+        }
+        if PredefinedACLs.named(name) != nil {
+            throw ConfigError("'\(name)' is a predefined ACL and cannot be redeclared; pick another name")
+        }
+        if args.count < 2 { throw ConfigError("acl '\(name)' needs a fetch, e.g. 'acl \(name) path_beg /static'") }
+        let term = try ACLTerm.parse(args.dropFirst(), loadPatternFile: loadPatternFile)
+        if let existing = proxy!.acls[name] { existing.append(term) } else { proxy!.acls[name] = ACL(name: name, terms: [term]) }
+    }
+
+    /// Reads a `-f` pattern file into lines.
+    func loadPatternFile(_ path: String) throws -> [String] {
+        do {
+            let bytes = try FileSystem.readFile(path)
+            return String(decoding: bytes, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        } catch let e as SystemError {
+            throw RuleError("cannot read pattern file '\(path)': \(e.reason)")
+        }
+    }
+
+    /// Splits `ACTION... if|unless COND...` into the action words and the parsed condition.
+    func splitCondition(_ args: ArraySlice<String>) throws -> (ArraySlice<String>, Condition?) {
+        guard let index = args.firstIndex(where: { $0 == "if" || $0 == "unless" }) else { return (args, nil) }
+        let polarity: Condition.Polarity = args[index] == "if" ? .ifTrue : .unless
+        let p = proxy
+        let condition = try Condition.parse(polarity: polarity, args[(index + 1)...],
+                                             lookup: { p?.acls[$0] },
+                                             knownNames: { Array(p?.acls.keys ?? [:].keys) },
+                                             loadPatternFile: loadPatternFile)
+        return (args[..<index], condition)
+    }
+
+    /// `stats enable|uri|realm|auth|refresh|admin|hide-version` in a proxy.
+    func parseProxyStats(_ args: ArraySlice<String>, at location: SourceLocation) throws {
+        guard let sub = args.first else { throw ConfigError("'stats' needs a subcommand: enable, uri, realm, auth, refresh, admin, hide-version") }
+        let rest = args.dropFirst()
+        switch sub {
+        case "enable":
+            try Values.expect(rest, 0, usage: "stats enable")
+            settings.stats.enabled = true
+            notEnforced("stats enable", at: location, changesWire: false)
+        case "uri":
+            try Values.expect(rest, 1, usage: "stats uri <prefix>")
+            settings.stats.uri = rest.first!
+            settings.stats.enabled = true
+            notEnforced("stats uri", at: location, changesWire: false)
+        case "realm":
+            try Values.expect(rest, 1, usage: "stats realm <realm>")
+            settings.stats.realm = rest.first!
+        case "auth":
+            try Values.expect(rest, 1, usage: "stats auth <user>:<password>")
+            guard let colon = rest.first!.firstIndex(of: ":") else { throw ConfigError("stats auth: the form is 'stats auth <user>:<password>'") }
+            let text = rest.first!
+            settings.stats.credentials.append((String(text[..<colon]), String(text[text.index(after: colon)...])))
+        case "refresh":
+            try Values.expect(rest, 1, usage: "stats refresh <time>")
+            settings.stats.refresh = try Values.time(rest.first!, for: "stats refresh")
+        case "admin":
+            guard proxy != nil else { throw ConfigError("'stats admin' is not allowed in a defaults section") }
+            let (action, condition) = try splitCondition(rest)
+            if !action.isEmpty || condition == nil { throw ConfigError("the form is 'stats admin if|unless <condition>'") }
+            settings.stats.admin = condition
+        case "hide-version":
+            try Values.expect(rest, 0, usage: "stats hide-version")
+            settings.stats.hideVersion = true
+        case "socket", "timeout":
+            throw ConfigError("'stats \(sub)' belongs in the global section")
+        default:
+            let known = ["enable", "uri", "realm", "auth", "refresh", "admin", "hide-version"]
+            var hint = ""
+            if let near = Similarity.closest(to: sub, in: known) { hint = "; did you mean 'stats \(near)'?" }
+            throw ConfigError("'stats \(sub)' is not supported yet\(hint)")
+        }
+    }
+}

@@ -1,0 +1,119 @@
+/// The command line, in HAProxy's grammar.
+public struct CommandLineOptions: Equatable, Sendable {
+    public var configPaths: [String] = []
+    public var checkOnly = false
+    public var quiet = false
+    public var verbose = false
+    public var showVersion = false
+    public var showHelp = false
+    public var daemon = false
+    public var pidFile: String?
+    /// Pids to soft-stop (`-sf`) once this process serves.
+    public var softStopPIDs: [Int32] = []
+    /// Pids to terminate (`-st`) once this process serves.
+    public var terminatePIDs: [Int32] = []
+    /// `-x SOCKET`: take listeners from this stats socket.
+    public var socketTransfer: String?
+    /// `-dR`: no SO_REUSEPORT.
+    public var noReusePort = false
+    /// `-cc COND`: evaluate a `.if` condition and exit.
+    public var evaluateCondition: String?
+    /// `-C DIR`: chdir before loading.
+    public var changeDirectory: String?
+
+    public init() {}
+
+    /// A usage error: the message is printed before the usage text, exit 1.
+    public struct UsageError: Error, Equatable, CustomStringConvertible {
+        public let message: String
+        public var description: String { message }
+    }
+
+    /// Parses arguments (without the program name).
+    public static func parse(_ arguments: [String]) throws -> CommandLineOptions {
+        var o = CommandLineOptions()
+        var i = 0
+        func value(_ flag: String) throws -> String {
+            i += 1
+            guard i < arguments.count else { throw UsageError(message: "option '\(flag)' needs an argument") }
+            return arguments[i]
+        }
+        while i < arguments.count {
+            let arg = arguments[i]
+            switch arg {
+            case "--":
+                o.configPaths += arguments[(i + 1)...]
+                i = arguments.count
+                continue
+            case "-f": o.configPaths.append(try value(arg))
+            case "-c": o.checkOnly = true
+            case "-q": o.quiet = true
+            case "-V": o.verbose = true; o.quiet = false
+            case "-v", "-vv": o.showVersion = true
+            case "-h", "--help": o.showHelp = true
+            case "-D": o.daemon = true
+            case "-p": o.pidFile = try value(arg)
+            case "-x": o.socketTransfer = try value(arg)
+            case "-dR": o.noReusePort = true
+            case "-db", "-d", "-dW", "-dr": break
+            case "-cc": o.evaluateCondition = try value(arg)
+            case "-C": o.changeDirectory = try value(arg)
+            case "-sf", "-st":
+                var pids: [Int32] = []
+                while i + 1 < arguments.count, !arguments[i + 1].hasPrefix("-") {
+                    i += 1
+                    pids.append(try parsePID(arguments[i], flag: arg))
+                }
+                if arg == "-sf" { o.softStopPIDs += pids } else { o.terminatePIDs += pids }
+            case "-W", "-Ws", "-S":
+                throw UsageError(message: "option '\(arg)' (master-worker mode) is not supported yet")
+            case "-L", "-N", "-n", "-m":
+                _ = try value(arg)
+            default:
+                throw UsageError(message: "unknown option '\(arg)'")
+            }
+            i += 1
+        }
+        return o
+    }
+
+    /// One pid per argument, read like strtol: trailing blanks are allowed, other bytes are not.
+    static func parsePID(_ text: String, flag: String) throws -> Int32 {
+        var bytes = Substring(text)
+        while let l = bytes.last, l == " " || l == "\t" || l == "\n" { bytes = bytes.dropLast() }
+        var leading = bytes
+        while let f = leading.first, f == " " || f == "\t" { leading = leading.dropFirst() }
+        let digits = leading.prefix { $0 == "-" || $0 == "+" || $0.isNumber }
+        let rest = leading.dropFirst(digits.count)
+        if !rest.isEmpty, !digits.isEmpty {
+            throw UsageError(message: "\(flag) option: some bytes unconsumed in PID list {\(rest.trimmingPrefix(while: { $0 == " " || $0 == "\t" }))}")
+        }
+        guard let pid = Int64(digits), !rest.contains(where: { !$0.isWhitespace }) || digits.isEmpty, !digits.isEmpty else {
+            throw UsageError(message: "\(flag) option: '\(text)' is not a pid")
+        }
+        guard pid > 0, pid <= Int64(Int32.max) else {
+            throw UsageError(message: "\(flag) option: pid \(pid) is invalid; pids are positive")
+        }
+        return Int32(pid)
+    }
+
+    public static let usage = """
+    Usage: proxy [-f <cfgfile|cfgdir>]* [-c] [-q] [-V] [-v] [-h]
+                 [-D] [-p <pidfile>] [-sf <pid>*] [-st <pid>*] [-x <unix_socket>]
+            -f <file|dir> loads a config file, or a directory's *.cfg files in byte order; repeatable
+            -- <files...>  every later argument is a config file
+            -c             check the configuration and exit: 0 when valid, 1 with every error
+            -cc <cond>     evaluate a .if condition: exit 0 when true, 1 when false, 2 on error
+            -q             quiet: print errors only
+            -V             verbose: with -c, show how load-time rules were decided
+            -v             print the version
+            -D             run in the background once serving (daemon)
+            -p <file>      write the serving process's pid to <file>
+            -sf <pid>*     once serving, tell these pids to finish their work and exit (SIGUSR1)
+            -st <pid>*     once serving, tell these pids to exit at once (SIGTERM)
+            -x <socket>    take the listening sockets from this stats socket (HAProxy's -x)
+            -dR            do not use SO_REUSEPORT
+            -C <dir>       change to <dir> before loading files
+
+    """
+}

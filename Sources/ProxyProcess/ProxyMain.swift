@@ -1,0 +1,89 @@
+import ProxyConfig
+import ProxyRules
+import ProxySystem
+import Glibc
+
+/// The process entry point: parses the command line and runs the requested mode.
+public enum ProxyMain {
+    public static let version = "0.1.0"
+
+    /// Runs `proxy` with `arguments` (without the program name) and returns the exit status.
+    public static func run(_ arguments: [String]) -> Int32 {
+        let options: CommandLineOptions
+        do {
+            options = try CommandLineOptions.parse(arguments)
+        } catch let e as CommandLineOptions.UsageError {
+            printError("proxy: \(e.message)\n" + CommandLineOptions.usage)
+            return 1
+        } catch {
+            return 1
+        }
+        if options.showHelp {
+            print(CommandLineOptions.usage, terminator: "")
+            return 0
+        }
+        if options.showVersion {
+            print("proxy version \(version) - a reverse proxy and zero-downtime reloader (HAProxy 2.6 configuration syntax)")
+            return 0
+        }
+        if let dir = options.changeDirectory, chdir(dir) != 0 {
+            printError("proxy: cannot change to directory '\(dir)': \(SystemError.last("chdir").reason)\n")
+            return 1
+        }
+        let environment = Environment(ProcessEnvironment.snapshot())
+        if let condition = options.evaluateCondition {
+            switch ConfigLoader.evaluateCondition(condition, environment: environment) {
+            case .success(let v): return v ? 0 : 1
+            case .failure(let e):
+                printError("proxy: -cc: \(e.message)\n")
+                return 2
+            }
+        }
+        if options.configPaths.isEmpty {
+            printError("proxy: no configuration file; use -f <file>\n" + CommandLineOptions.usage)
+            return 1
+        }
+        let started = Clock.monotonicNanoseconds()
+        let result = ConfigLoader(environment: environment).load(paths: options.configPaths)
+        report(result.diagnostics, quiet: options.quiet)
+        guard let configuration = result.configuration else {
+            let count = result.errors.count
+            printError("proxy: \(count) error\(count == 1 ? "" : "s") in the configuration; nothing was started\n")
+            return 1
+        }
+        if options.checkOnly {
+            if options.verbose {
+                for rule in configuration.foldedRules { print(rule.description) }
+                let ms = Double(Clock.monotonicNanoseconds() - started) / 1e6
+                print("Loaded \(configuration.files.count) file\(configuration.files.count == 1 ? "" : "s"), \(configuration.proxies.count) proxies in \(formatMilliseconds(ms)) ms")
+            }
+            if !options.quiet { print("Configuration file is valid") }
+            return 0
+        }
+        let blocking = configuration.unenforcedKeywords.filter(\.changesWire)
+        if !blocking.isEmpty {
+            for k in blocking {
+                printError("\(k.location): error: '\(k.keyword)' changes bytes on the wire and is not implemented yet; refusing to start. Remove it, or run HAProxy for this listener\n")
+            }
+            return 1
+        }
+        return ProxyServer.serve(configuration, options: options)
+    }
+
+    static func formatMilliseconds(_ ms: Double) -> String {
+        let hundredths = Int((ms * 100).rounded())
+        let fraction = hundredths % 100
+        return "\(hundredths / 100).\(fraction < 10 ? "0" : "")\(fraction)"
+    }
+
+    /// Prints diagnostics to stderr: errors always, warnings and notices unless quiet.
+    static func report(_ diagnostics: [Diagnostic], quiet: Bool) {
+        var text = ""
+        for d in diagnostics where !quiet || d.severity == .error { text += d.description + "\n" }
+        if !text.isEmpty { printError(text) }
+    }
+
+    static func printError(_ text: String) {
+        try? FileDescriptor.standardError.writeAll(text)
+    }
+}

@@ -1,0 +1,262 @@
+/// The type of a sample, as HAProxy names them.
+public enum SampleType: String, Sendable {
+    case boolean = "bool", integer = "int", string = "str", ip = "ip", any = "any"
+}
+
+/// When a fetch's value is known: this decides where a rule may use it, and what folds.
+public enum FetchScope: Int, Comparable, Sendable {
+    /// Known once the config is loaded (`env`, `env_int`, constants): folded at load.
+    case load = 0
+    /// Process state that changes at run time (`nbsrv`, `stopping`, `var(proc.x)`).
+    case process = 1
+    /// Known once a connection is accepted (`src`, `dst`...).
+    case connection = 2
+    /// Needs the HTTP request (`path`, `hdr`...).
+    case request = 3
+
+    public static func < (a: FetchScope, b: FetchScope) -> Bool { a.rawValue < b.rawValue }
+}
+
+/// Scope of a variable: `proc.`, `sess.`, `txn.`, `req.`, `res.`.
+public enum VariableScope: String, Sendable, CaseIterable {
+    case proc, sess, txn, req, res
+}
+
+/// A sample fetch with its arguments checked and parsed.
+public enum Fetch: Equatable, Sendable, CustomStringConvertible {
+    case env(String)
+    case envInteger(String)
+    case constantBool(Bool)
+    case constantInt(Int64)
+    case source, sourcePort, destination, destinationPort
+    case path, url, method, requestVersion
+    case urlParameter(String, delimiter: UInt8?)
+    /// A header's values (comma-split), optionally one occurrence (negative counts from the end).
+    case header(String, occurrence: Int?)
+    /// The full header lines' values, not comma-split (`req.fhdr`).
+    case fullHeader(String, occurrence: Int?)
+    case headerCount(String?)
+    case cookie(String)
+    case requestLength
+    case contentLength
+    case isHTTP
+    case backendUsableServers(String?)
+    case serverIsUp(backend: String, server: String)
+    case stopping
+    case variable(VariableScope, String)
+
+    /// Where the value is known.
+    public var scope: FetchScope {
+        switch self {
+        case .env, .envInteger, .constantBool, .constantInt: return .load
+        case .backendUsableServers, .serverIsUp, .stopping, .variable: return .process
+        case .source, .sourcePort, .destination, .destinationPort: return .connection
+        default: return .request
+        }
+    }
+
+    public var outputType: SampleType {
+        switch self {
+        case .env, .path, .url, .method, .requestVersion, .urlParameter, .header, .fullHeader, .cookie: return .string
+        case .envInteger, .constantInt, .sourcePort, .destinationPort, .headerCount, .requestLength,
+             .contentLength, .backendUsableServers: return .integer
+        case .constantBool, .isHTTP, .serverIsUp, .stopping: return .boolean
+        case .source, .destination: return .ip
+        case .variable: return .any
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .env(let n): return "env(\(n))"
+        case .envInteger(let n): return "env_int(\(n))"
+        case .constantBool(let b): return "bool(\(b ? 1 : 0))"
+        case .constantInt(let i): return "int(\(i))"
+        case .source: return "src"
+        case .sourcePort: return "src_port"
+        case .destination: return "dst"
+        case .destinationPort: return "dst_port"
+        case .path: return "path"
+        case .url: return "url"
+        case .method: return "method"
+        case .requestVersion: return "req.ver"
+        case .urlParameter(let n, _): return "url_param(\(n))"
+        case .header(let n, let o): return o.map { "hdr(\(n),\($0))" } ?? "hdr(\(n))"
+        case .fullHeader(let n, let o): return o.map { "req.fhdr(\(n),\($0))" } ?? "req.fhdr(\(n))"
+        case .headerCount(let n): return n.map { "hdr_cnt(\($0))" } ?? "hdr_cnt"
+        case .cookie(let n): return "cook(\(n))"
+        case .requestLength: return "req.len"
+        case .contentLength: return "req.hdr_val(content-length)"
+        case .isHTTP: return "req.proto_http"
+        case .backendUsableServers(let b): return b.map { "nbsrv(\($0))" } ?? "nbsrv"
+        case .serverIsUp(let b, let s): return "srv_is_up(\(b)/\(s))"
+        case .stopping: return "stopping"
+        case .variable(let s, let n): return "var(\(s.rawValue).\(n))"
+        }
+    }
+}
+
+/// An error in a rule, fetch or ACL, with the message an operator reads.
+public struct RuleError: Error, Equatable, Sendable, CustomStringConvertible {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// The fetch keywords: their argument grammar and the match method their ACL form implies.
+public enum FetchRegistry {
+    /// One keyword, e.g. `path_beg` is `path` with the `beg` method.
+    struct Entry: Sendable {
+        /// How many arguments: a range, and a builder from the raw arguments.
+        let arguments: ClosedRange<Int>
+        let build: @Sendable ([String]) throws -> Fetch
+        let method: MatchMethod?
+        let usage: String
+    }
+
+    static func noArgs(_ f: Fetch, _ m: MatchMethod? = nil, _ usage: String) -> Entry {
+        Entry(arguments: 0...0, build: { _ in f }, method: m, usage: usage)
+    }
+
+    static func header(_ m: MatchMethod?, _ name: String, full: Bool = false) -> Entry {
+        Entry(arguments: 0...2, build: { args in
+            guard let n = args.first, !n.isEmpty else {
+                throw RuleError("fetch '\(name)' needs a header name, e.g. \(name)(host)")
+            }
+            var occurrence: Int?
+            if args.count > 1 {
+                guard let o = Int(args[1]) else {
+                    throw RuleError("fetch '\(name)': occurrence '\(args[1])' is not an integer")
+                }
+                occurrence = o
+            }
+            return full ? .fullHeader(n.lowercased(), occurrence: occurrence) : .header(n.lowercased(), occurrence: occurrence)
+        }, method: m, usage: "\(name)(<name>[,<occ>])")
+    }
+
+    static func envName(_ name: String, _ make: @escaping @Sendable (String) -> Fetch) -> Entry {
+        Entry(arguments: 1...1, build: { args in
+            let n = args[0]
+            guard !n.isEmpty, n.utf8.allSatisfy({ $0 == UInt8(ascii: "_") || ($0 >= 0x30 && $0 <= 0x39) || ($0 | 0x20 >= 0x61 && $0 | 0x20 <= 0x7a) }) else {
+                throw RuleError("fetch '\(name)': '\(n)' is not a variable name")
+            }
+            return make(n)
+        }, method: nil, usage: "\(name)(<NAME>)")
+    }
+
+    static let entries: [String: Entry] = {
+        var e: [String: Entry] = [:]
+        e["env"] = envName("env") { .env($0) }
+        e["env_int"] = envName("env_int") { .envInteger($0) }
+        e["src"] = noArgs(.source, nil, "src")
+        e["src_port"] = noArgs(.sourcePort, nil, "src_port")
+        e["dst"] = noArgs(.destination, nil, "dst")
+        e["dst_port"] = noArgs(.destinationPort, nil, "dst_port")
+        e["method"] = noArgs(.method, nil, "method")
+        e["req.ver"] = noArgs(.requestVersion, nil, "req.ver")
+        e["req_ver"] = e["req.ver"]
+        e["req.len"] = noArgs(.requestLength, nil, "req.len")
+        e["req.proto_http"] = noArgs(.isHTTP, nil, "req.proto_http")
+        e["stopping"] = noArgs(.stopping, nil, "stopping")
+        for (suffix, method) in [("", nil), ("_beg", MatchMethod.beginning), ("_end", .ending), ("_sub", .substring),
+                                 ("_reg", .regex), ("_dir", .directory), ("_dom", .domain), ("_len", .length)] as [(String, MatchMethod?)] {
+            e["path" + suffix] = noArgs(.path, method, "path" + suffix)
+            e["url" + suffix] = noArgs(.url, method, "url" + suffix)
+            e["hdr" + suffix] = header(method, "hdr" + suffix)
+        }
+        e["hdr_cnt"] = Entry(arguments: 0...1, build: { args in .headerCount(args.first.map { $0.lowercased() }) },
+                             method: nil, usage: "hdr_cnt([<name>])")
+        e["req.hdr_cnt"] = e["hdr_cnt"]
+        e["req.hdr"] = header(nil, "req.hdr")
+        e["req.fhdr"] = header(nil, "req.fhdr", full: true)
+        e["hdr_ip"] = header(.ip, "hdr_ip")
+        e["hdr_val"] = Entry(arguments: 1...2, build: { args in .header(args[0].lowercased(), occurrence: args.count > 1 ? Int(args[1]) : nil) },
+                             method: .integer, usage: "hdr_val(<name>)")
+        for name in ["cook", "req.cook"] {
+            e[name] = Entry(arguments: 1...1, build: { args in
+                guard !args[0].isEmpty else { throw RuleError("fetch '\(name)' needs a cookie name") }
+                return .cookie(args[0])
+            }, method: nil, usage: "\(name)(<name>)")
+        }
+        for name in ["url_param", "urlp"] {
+            e[name] = Entry(arguments: 1...2, build: { args in
+                var delimiter: UInt8?
+                if args.count > 1 {
+                    guard args[1].utf8.count == 1 else { throw RuleError("fetch '\(name)': delimiter must be one character") }
+                    delimiter = args[1].utf8.first
+                }
+                return .urlParameter(args[0], delimiter: delimiter)
+            }, method: nil, usage: "\(name)(<name>[,<delim>])")
+        }
+        e["nbsrv"] = Entry(arguments: 0...1, build: { args in
+            .backendUsableServers(args.first.flatMap { $0.isEmpty ? nil : $0 })
+        }, method: nil, usage: "nbsrv([<backend>])")
+        e["srv_is_up"] = Entry(arguments: 1...1, build: { args in
+            let parts = args[0].split(separator: "/", omittingEmptySubsequences: false)
+            guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty else {
+                throw RuleError("fetch 'srv_is_up' takes <backend>/<server>, not '\(args[0])'")
+            }
+            return .serverIsUp(backend: String(parts[0]), server: String(parts[1]))
+        }, method: nil, usage: "srv_is_up(<backend>/<server>)")
+        e["var"] = Entry(arguments: 1...2, build: { args in
+            let text = args[0]
+            guard let dot = text.firstIndex(of: "."),
+                  let scope = VariableScope(rawValue: String(text[..<dot])),
+                  text.index(after: dot) < text.endIndex else {
+                throw RuleError("fetch 'var': '\(text)' must be <scope>.<name> with scope proc, sess, txn, req or res")
+            }
+            return .variable(scope, String(text[text.index(after: dot)...]))
+        }, method: nil, usage: "var(<scope>.<name>)")
+        e["always_true"] = noArgs(.constantBool(true), nil, "always_true")
+        e["always_false"] = noArgs(.constantBool(false), nil, "always_false")
+        e["bool"] = Entry(arguments: 1...1, build: { args in
+            guard let v = Int64(args[0]) else { throw RuleError("fetch 'bool' takes 0 or 1") }
+            return .constantBool(v != 0)
+        }, method: nil, usage: "bool(<0|1>)")
+        e["int"] = Entry(arguments: 1...1, build: { args in
+            guard let v = Int64(args[0]) else { throw RuleError("fetch 'int' takes an integer, not '\(args[0])'") }
+            return .constantInt(v)
+        }, method: nil, usage: "int(<n>)")
+        return e
+    }()
+
+    /// Every fetch keyword, for "did you mean".
+    public static var names: [String] { Array(entries.keys).sorted() }
+
+    /// Parses `name` or `name(args)` (no converters) into a fetch and its implied method.
+    public static func parse(_ text: String) throws -> (Fetch, MatchMethod?) {
+        let (name, args) = try splitCall(text, what: "fetch")
+        guard let entry = entries[name] else {
+            var hint = ""
+            if let near = Similarity.closest(to: name, in: entries.keys) { hint = "; did you mean '\(near)'?" }
+            throw RuleError("unknown fetch method '\(name)'\(hint)")
+        }
+        let argList = args ?? []
+        guard entry.arguments.contains(argList.count) else {
+            throw RuleError("fetch '\(name)' takes \(describe(entry.arguments)) argument\(entry.arguments.upperBound == 1 ? "" : "s"): \(entry.usage)")
+        }
+        return (try entry.build(argList), entry.method)
+    }
+
+    static func describe(_ r: ClosedRange<Int>) -> String {
+        r.lowerBound == r.upperBound ? "\(r.lowerBound)" : "\(r.lowerBound) to \(r.upperBound)"
+    }
+
+    /// Splits `name(a,b)` into its name and arguments (nil when there are no parentheses).
+    static func splitCall(_ text: String, what: String) throws -> (String, [String]?) {
+        guard let open = text.firstIndex(of: "(") else {
+            if text.contains(")") { throw RuleError("\(what) '\(text)': unbalanced ')'") }
+            return (text, nil)
+        }
+        guard text.last == ")" else {
+            throw RuleError("\(what) '\(text)': missing closing ')'")
+        }
+        let name = String(text[..<open])
+        let inner = text[text.index(after: open)..<text.index(before: text.endIndex)]
+        if inner.contains("(") || inner.contains(")") {
+            throw RuleError("\(what) '\(text)': unexpected parenthesis in arguments")
+        }
+        if inner.isEmpty { return (name, []) }
+        return (name, inner.split(separator: ",", omittingEmptySubsequences: false).map(String.init))
+    }
+}

@@ -1,0 +1,167 @@
+/// A value produced by a fetch at run time. Strings are borrowed bytes: nothing is copied.
+public enum Sample {
+    case boolean(Bool)
+    case integer(Int64)
+    case bytes(UnsafeRawBufferPointer)
+    case ip(IPAddress)
+}
+
+/// A letter-case change that a converter applies while matching, without copying the sample.
+public enum CaseFold: Sendable {
+    case none, lower, upper
+
+    @inline(__always)
+    func apply(_ b: UInt8) -> UInt8 {
+        switch self {
+        case .none: return b
+        case .lower: return (b >= 0x41 && b <= 0x5a) ? b | 0x20 : b
+        case .upper: return (b >= 0x61 && b <= 0x7a) ? b & ~0x20 : b
+        }
+    }
+}
+
+/// A converter in a sample expression (`,lower`, `,add(3)`...).
+public enum Converter: Equatable, Sendable, CustomStringConvertible {
+    case lower, upper, bool
+    case add(Int64), sub(Int64), mul(Int64), div(Int64)
+
+    public var description: String {
+        switch self {
+        case .lower: return "lower"
+        case .upper: return "upper"
+        case .bool: return "bool"
+        case .add(let n): return "add(\(n))"
+        case .sub(let n): return "sub(\(n))"
+        case .mul(let n): return "mul(\(n))"
+        case .div(let n): return "div(\(n))"
+        }
+    }
+
+    static let names = ["lower", "upper", "bool", "add", "sub", "mul", "div"]
+
+    /// Parses one converter call, e.g. `add(2)`.
+    static func parse(_ text: String) throws -> Converter {
+        let (name, args) = try FetchRegistry.splitCall(text, what: "converter")
+        func noArgs(_ c: Converter) throws -> Converter {
+            if let a = args, !a.isEmpty { throw RuleError("converter '\(name)' takes no argument") }
+            return c
+        }
+        func intArg() throws -> Int64 {
+            guard let a = args, a.count == 1, let v = Int64(a[0]) else {
+                throw RuleError("converter '\(name)' takes one integer argument, e.g. \(name)(1)")
+            }
+            return v
+        }
+        switch name {
+        case "lower": return try noArgs(.lower)
+        case "upper": return try noArgs(.upper)
+        case "bool": return try noArgs(.bool)
+        case "add": return .add(try intArg())
+        case "sub": return .sub(try intArg())
+        case "mul": return .mul(try intArg())
+        case "div":
+            let v = try intArg()
+            if v == 0 { throw RuleError("converter 'div(0)' divides by zero") }
+            return .div(v)
+        case "int":
+            throw RuleError("'int' is not a converter; match integers with '-m int', or use env_int(NAME) for an environment variable")
+        default:
+            var hint = ""
+            if let near = Similarity.closest(to: name, in: names) { hint = "; did you mean '\(near)'?" }
+            throw RuleError("unknown converter '\(name)'\(hint)")
+        }
+    }
+
+    /// The type this converter produces from `input`, or an error when it cannot take it.
+    func outputType(from input: SampleType) throws -> SampleType {
+        switch self {
+        case .lower, .upper:
+            if input == .boolean { throw RuleError("converter '\(self)' needs a string, but gets a boolean") }
+            return .string
+        case .bool:
+            if input == .ip { throw RuleError("converter 'bool' needs an integer, but gets an address") }
+            return .boolean
+        case .add, .sub, .mul, .div:
+            if input == .ip { throw RuleError("converter '\(self)' needs an integer, but gets an address") }
+            return .integer
+        }
+    }
+}
+
+/// A fetch followed by its converters: `hdr(host),lower`.
+public struct SampleExpression: Equatable, Sendable, CustomStringConvertible {
+    public var fetch: Fetch
+    public var converters: [Converter]
+    /// The type after every converter.
+    public var outputType: SampleType
+    /// The fetch keyword as written (`path_beg`), for messages.
+    public var keyword: String
+    /// The match method the keyword implies (`path_beg` implies `beg`).
+    public var impliedMethod: MatchMethod?
+
+    public var description: String { ([keyword] + converters.map(\.description)).joined(separator: ",") }
+
+    /// Parses `fetch[,conv...]`, splitting on commas outside parentheses.
+    public static func parse(_ text: String) throws -> SampleExpression {
+        var parts: [String] = []
+        var depth = 0
+        var current = ""
+        for ch in text {
+            if ch == "(" { depth += 1 }
+            if ch == ")" { depth -= 1 }
+            if ch == ",", depth == 0 {
+                parts.append(current)
+                current = ""
+            } else {
+                current.append(ch)
+            }
+        }
+        parts.append(current)
+        guard let first = parts.first, !first.isEmpty else { throw RuleError("empty sample expression") }
+        let (fetch, method) = try FetchRegistry.parse(first)
+        var type = fetch.outputType
+        var converters: [Converter] = []
+        for part in parts.dropFirst() {
+            guard !part.isEmpty else { throw RuleError("empty converter in '\(text)'") }
+            let c = try Converter.parse(part)
+            type = try c.outputType(from: type)
+            converters.append(c)
+        }
+        let keyword = String(first.prefix { $0 != "(" })
+        return SampleExpression(fetch: fetch, converters: converters, outputType: type,
+                                keyword: first.contains("(") ? first : keyword, impliedMethod: method)
+    }
+
+    /// The sample after the converters. Strings stay borrowed; case converters become a fold.
+    @inline(__always)
+    func convert(_ sample: Sample) -> (Sample, CaseFold) {
+        if converters.isEmpty { return (sample, .none) }
+        var value = sample
+        var fold = CaseFold.none
+        for c in converters {
+            switch c {
+            case .lower: fold = .lower
+            case .upper: fold = .upper
+            case .bool: value = .boolean(value.integerValue != 0)
+            case .add(let n): value = .integer(value.integerValue &+ n)
+            case .sub(let n): value = .integer(value.integerValue &- n)
+            case .mul(let n): value = .integer(value.integerValue &* n)
+            case .div(let n): value = .integer(value.integerValue / n)
+            }
+        }
+        return (value, fold)
+    }
+}
+
+extension Sample {
+    /// The sample cast to an integer, as HAProxy casts (strings read by leading digits).
+    @inlinable
+    public var integerValue: Int64 {
+        switch self {
+        case .boolean(let b): return b ? 1 : 0
+        case .integer(let i): return i
+        case .bytes(let p): return castToInteger(p)
+        case .ip(let a): return a.isV4 ? Int64(a.v4Value) : 0
+        }
+    }
+}

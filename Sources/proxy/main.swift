@@ -1,0 +1,4 @@
+import ProxyProcess
+import Glibc
+
+exit(ProxyMain.run(Array(CommandLine.arguments.dropFirst())))
