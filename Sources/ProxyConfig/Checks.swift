@@ -19,7 +19,7 @@ extension ConfigParser {
     func checkGlobal() {
         let g = config.global
         if g.maxRewrite >= g.bufferSize {
-            error("tune.maxrewrite (\(g.maxRewrite)) must be smaller than tune.bufsize (\(g.bufferSize)); the default is 1024", at: nil)
+            error("tune.maxrewrite (\(g.maxRewrite)) must be smaller than tune.bufsize (\(g.bufferSize)); the default is 1024", at: maxRewriteLocation)
         }
     }
 
@@ -57,7 +57,7 @@ extension ConfigParser {
                 warning("\(label) has no 'bind' line, so it receives no traffic; declare it as a backend if this was intended", at: p.location)
             }
             var targets: [(String, SourceLocation)] = p.useBackendRules.map { ($0.backend, $0.location) }
-            if let d = p.settings.defaultBackend { targets.append((d, p.location)) }
+            if let d = p.settings.defaultBackend { targets.append((d, p.settings.defaultBackendLocation ?? p.location)) }
             for (name, location) in targets where !name.contains("%[") {
                 guard let backend = config.backend(named: name) else {
                     error("\(label) routes to backend '\(name)', which does not exist\(backendHint(name))", at: location)

@@ -74,6 +74,7 @@ extension ConfigParser {
         case "tune.maxrewrite":
             try Values.expect(args, 1, usage: "tune.maxrewrite <bytes>")
             config.global.maxRewrite = try Values.size(args.first!, for: "tune.maxrewrite")
+            maxRewriteLocation = location
         case "server-state-file":
             try Values.expect(args, 1, usage: "server-state-file <path>")
             config.global.serverStateFile = args.first!

@@ -12,6 +12,8 @@ struct LineLexer {
     struct Word {
         var text: String
         var emptyBecauseUnset: String?
+        /// A variable that was unset but left other text in the word.
+        var partlyUnset: String?
     }
 
     enum Failure: Error {
@@ -39,7 +41,8 @@ struct LineLexer {
             if started {
                 if !(suppressIfEmpty && current.isEmpty && !hadContent) {
                     let text = String(decoding: current, as: UTF8.self)
-                    words.append(Word(text: text, emptyBecauseUnset: (current.isEmpty && !hadContent) ? unsetName : nil))
+                    let empty = current.isEmpty && !hadContent
+                    words.append(Word(text: text, emptyBecauseUnset: empty ? unsetName : nil, partlyUnset: empty ? nil : unsetName))
                 }
             }
             current.removeAll(keepingCapacity: true)

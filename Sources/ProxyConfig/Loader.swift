@@ -116,6 +116,8 @@ final class ConfigParser {
     var sectionName = ""
     /// Keywords that are accepted but not enforced, with whether they change wire bytes.
     var unenforced: [(SourceLocation, String, Bool)] = []
+    /// Where `tune.maxrewrite` was set, for the check against `tune.bufsize`.
+    var maxRewriteLocation: SourceLocation?
 
     /// The conditional-block stack: for each open `.if`, whether its branch is active,
     /// whether a branch was taken, and whether the enclosing block is active.
@@ -223,6 +225,11 @@ final class ConfigParser {
         }
 
         for (n, w) in words.enumerated() {
+            if let name = w.partlyUnset {
+                var hint = ""
+                if let near = Similarity.closest(to: name, in: environment.names) { hint = "; did you mean '\(near)'?" }
+                warning("variable '\(name)' is not set and expands to nothing in '\(w.text)'\(hint)", at: location)
+            }
             if let name = w.emptyBecauseUnset {
                 var hint = ""
                 if let near = Similarity.closest(to: name, in: environment.names) { hint = "; did you mean '\(near)'?" }

@@ -478,6 +478,7 @@ public struct ProxySettings: Sendable {
     public var options = ProxyOptions()
     public var errorPages: [Int: ErrorPage] = [:]
     public var defaultBackend: String?
+    public var defaultBackendLocation: SourceLocation?
     public var defaultServer = ServerOptions()
     public var cookie: CookieSettings?
     public var httpCheck: HTTPCheck?

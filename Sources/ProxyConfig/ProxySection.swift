@@ -112,6 +112,7 @@ extension ConfigParser {
         case "default_backend":
             try Values.expect(args, 1, usage: "default_backend <backend>")
             settings.defaultBackend = args.first!
+            settings.defaultBackendLocation = location
         case "use_backend":
             let (action, condition) = try splitCondition(args)
             try Values.expect(action, 1, usage: "use_backend <backend> [if|unless <condition>]")

@@ -137,7 +137,7 @@ public enum FetchRegistry {
     static func envName(_ name: String, _ make: @escaping @Sendable (String) -> Fetch) -> Entry {
         Entry(arguments: 1...1, build: { args in
             let n = args[0]
-            guard !n.isEmpty, n.utf8.allSatisfy({ $0 == UInt8(ascii: "_") || ($0 >= 0x30 && $0 <= 0x39) || ($0 | 0x20 >= 0x61 && $0 | 0x20 <= 0x7a) }) else {
+            guard let first = n.utf8.first, !(first >= 0x30 && first <= 0x39), n.utf8.allSatisfy({ $0 == UInt8(ascii: "_") || ($0 >= 0x30 && $0 <= 0x39) || ($0 | 0x20 >= 0x61 && $0 | 0x20 <= 0x7a) }) else {
                 throw RuleError("fetch '\(name)': '\(n)' is not a variable name")
             }
             return make(n)

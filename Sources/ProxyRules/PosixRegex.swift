@@ -14,18 +14,21 @@ public final class PosixRegex: @unchecked Sendable {
     }
 
     public init(_ pattern: String, caseInsensitive: Bool = false) throws {
-        self.pattern = pattern
-        self.caseInsensitive = caseInsensitive
-        compiled = .allocate(capacity: 1)
+        // Compile before any stored property is set: a throwing init that had set them all
+        // would run deinit, and free the buffer a second time.
+        let buffer = UnsafeMutablePointer<regex_t>.allocate(capacity: 1)
         var flags = REG_EXTENDED
         if caseInsensitive { flags |= REG_ICASE }
-        let rc = regcomp(compiled, pattern, flags)
+        let rc = regcomp(buffer, pattern, flags)
         if rc != 0 {
-            var buffer = [CChar](repeating: 0, count: 256)
-            regerror(rc, compiled, &buffer, buffer.count)
-            compiled.deallocate()
-            throw CompileError(description: String(cChars: buffer))
+            var text = [CChar](repeating: 0, count: 256)
+            regerror(rc, buffer, &text, text.count)
+            buffer.deallocate()
+            throw CompileError(description: String(cChars: text))
         }
+        compiled = buffer
+        self.pattern = pattern
+        self.caseInsensitive = caseInsensitive
     }
 
     deinit {
