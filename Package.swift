@@ -22,9 +22,8 @@ let package = Package(
         .executableTarget(name: "proxy", dependencies: ["ProxyProcess"]),
 
         .testTarget(name: "ProxyRulesTests", dependencies: ["ProxyRules"]),
-        .testTarget(name: "ProxyConfigTests", dependencies: ["ProxyConfig", "ProxyRules"],
-                    resources: []),
+        .testTarget(name: "ProxyConfigTests", dependencies: ["ProxyConfig", "ProxyRules", "ProxySystem"]),
         .testTarget(name: "ProxyProcessTests", dependencies: ["ProxyProcess"]),
-        .testTarget(name: "EndToEndTests", dependencies: []),
+        .testTarget(name: "EndToEndTests", dependencies: ["proxy"]),
     ]
 )

@@ -6,6 +6,7 @@ extension ConfigParser {
         endSection()
         config.files = files
         config.environment = environment
+        config.reindex()
         checkGlobal()
         checkNames()
         for index in config.proxies.indices { checkProxy(index) }
@@ -63,7 +64,7 @@ extension ConfigParser {
                     error("\(label) routes to backend '\(name)', which does not exist\(backendHint(name))", at: location)
                     continue
                 }
-                if p.mode == .http && backend.mode == .tcp {
+                if p.mode == .http && backend.settings.mode == .tcp {
                     error("\(label) is in http mode but backend '\(name)' is in tcp mode; an http frontend can only use http backends (set 'mode http' in '\(name)')", at: location)
                 }
             }
@@ -102,7 +103,7 @@ extension ConfigParser {
                 for term in acl.terms {
                     switch term.expression.fetch {
                     case .backendUsableServers(let b?):
-                        if config.backend(named: b) == nil {
+                        if !config.hasBackend(named: b) {
                             error("nbsrv(\(b)): no backend named '\(b)'\(backendHint(b))", at: location)
                         }
                     case .backendUsableServers(nil):

@@ -22,10 +22,22 @@ public struct Configuration: Sendable {
     public var frontends: [ProxyDefinition] { proxies.filter(\.isFrontend) }
     public var backends: [ProxyDefinition] { proxies.filter(\.isBackend) }
 
+    /// Index of backend-capable proxies by name, rebuilt by `reindex()`.
+    private var backendIndex: [String: Int] = [:]
+
+    /// Rebuilds the name index after `proxies` changed.
+    public mutating func reindex() {
+        backendIndex = [:]
+        for (i, p) in proxies.enumerated() where p.isBackend && backendIndex[p.name] == nil { backendIndex[p.name] = i }
+    }
+
     /// The proxy with this name that can act as a backend.
     public func backend(named name: String) -> ProxyDefinition? {
-        proxies.first { $0.isBackend && $0.name == name }
+        backendIndex[name].map { proxies[$0] }
     }
+
+    /// Whether a backend-capable proxy has this name.
+    public func hasBackend(named name: String) -> Bool { backendIndex[name] != nil }
 }
 
 /// A keyword accepted but not enforced yet; one that changes wire bytes blocks `proxy -f`.

@@ -302,6 +302,15 @@ extension ConfigParser {
         proxy!.servers.append(ServerDefinition(name: name, address: address, options: options, location: location))
     }
 
+    static let serverKeywords = ["check", "inter", "fastinter", "downinter", "rise", "fall", "port", "addr", "weight", "maxconn",
+                     "maxqueue", "backup", "disabled", "enabled", "cookie", "send-proxy", "slowstart", "no-check",
+                     "no-backup", "no-send-proxy"]
+    static let unsupportedServerKeywords: Set<String> = ["ssl", "verify", "ca-file", "crt", "sni", "resolvers", "init-addr", "resolve-prefer",
+                                                                    "on-marked-down", "on-marked-up", "on-error", "observe", "error-limit", "agent-check",
+                                                                    "agent-port", "agent-inter", "id", "track", "redir", "minconn", "source", "usesrc",
+                                                                    "send-proxy-v2", "proto", "alpn", "check-ssl", "check-send-proxy", "pool-max-conn",
+                                                                    "tfo", "namespace", "health-check", "non-stick", "proxy-v2-options", "socks4"]
+
     func parseServerOptions(_ args: ArraySlice<String>, base: ServerOptions, at location: SourceLocation, isDefault: Bool) throws -> ServerOptions {
         var o = base
         var rest = args
@@ -310,14 +319,6 @@ extension ConfigParser {
             guard let v = rest.popFirst() else { throw ConfigError("\(what): '\(opt)' needs a value") }
             return v
         }
-        let known = ["check", "inter", "fastinter", "downinter", "rise", "fall", "port", "addr", "weight", "maxconn",
-                     "maxqueue", "backup", "disabled", "enabled", "cookie", "send-proxy", "slowstart", "no-check",
-                     "no-backup", "no-send-proxy"]
-        let unsupported: Set<String> = ["ssl", "verify", "ca-file", "crt", "sni", "resolvers", "init-addr", "resolve-prefer",
-                                        "on-marked-down", "on-marked-up", "on-error", "observe", "error-limit", "agent-check",
-                                        "agent-port", "agent-inter", "id", "track", "redir", "minconn", "source", "usesrc",
-                                        "send-proxy-v2", "proto", "alpn", "check-ssl", "check-send-proxy", "pool-max-conn",
-                                        "tfo", "namespace", "health-check", "non-stick", "proxy-v2-options", "socks4"]
         while let opt = rest.popFirst() {
             switch opt {
             case "check": o.check = true
@@ -349,9 +350,9 @@ extension ConfigParser {
             case "no-send-proxy": o.sendProxy = false
             case "slowstart": o.slowStart = try Values.time(try value(opt), for: "\(what) slowstart")
             default:
-                if unsupported.contains(opt) { throw ConfigError("\(what): option '\(opt)' is not supported yet") }
+                if Self.unsupportedServerKeywords.contains(opt) { throw ConfigError("\(what): option '\(opt)' is not supported yet") }
                 var hint = ""
-                if let near = Similarity.closest(to: opt, in: known) { hint = "; did you mean '\(near)'?" }
+                if let near = Similarity.closest(to: opt, in: Self.serverKeywords) { hint = "; did you mean '\(near)'?" }
                 throw ConfigError("\(what): unknown option '\(opt)'\(hint)")
             }
         }
@@ -426,16 +427,17 @@ extension ConfigParser {
         settings.errorPages[code] = ErrorPage(status: code, path: path, bytes: bytes)
     }
 
-    /// `option NAME [...]` and `no option NAME`.
-    func parseOption(_ args: ArraySlice<String>, negated: Bool, at location: SourceLocation) throws {
-        guard let name = args.first else { throw ConfigError("'option' needs a name, e.g. 'option httplog'") }
-        let rest = args.dropFirst()
-        let flags: [String: WritableKeyPath<ProxyOptions, Bool>] = [
+    nonisolated(unsafe) static let optionFlags: [String: WritableKeyPath<ProxyOptions, Bool>] = [
             "httplog": \.httpLog, "tcplog": \.tcpLog, "dontlognull": \.dontLogNull, "logasap": \.logASAP,
             "redispatch": \.redispatch, "allbackups": \.allBackups, "abortonclose": \.abortOnClose,
             "clitcpka": \.clientKeepAlive, "srvtcpka": \.serverKeepAlive, "idle-close-on-response": \.idleCloseOnResponse,
             "splice-auto": \.spliceAuto,
         ]
+
+    /// `option NAME [...]` and `no option NAME`.
+    func parseOption(_ args: ArraySlice<String>, negated: Bool, at location: SourceLocation) throws {
+        guard let name = args.first else { throw ConfigError("'option' needs a name, e.g. 'option httplog'") }
+        let rest = args.dropFirst()
         let frontendOnly: Set<String> = ["httplog", "tcplog", "dontlognull", "logasap", "clitcpka", "idle-close-on-response"]
         let backendOnly: Set<String> = ["redispatch", "allbackups", "abortonclose", "srvtcpka", "httpchk"]
         if let p = proxy {
@@ -448,6 +450,7 @@ extension ConfigParser {
                 return
             }
         }
+        let flags = Self.optionFlags
         if let key = flags[name] {
             if name == "httplog", let extra = rest.first, extra != "clf" { throw ConfigError("option httplog: unexpected '\(extra)'") }
             if name != "httplog", let extra = rest.first { throw ConfigError("option \(name): unexpected '\(extra)'") }

@@ -105,18 +105,18 @@ public struct SampleExpression: Equatable, Sendable, CustomStringConvertible {
     public static func parse(_ text: String) throws -> SampleExpression {
         var parts: [String] = []
         var depth = 0
-        var current = ""
-        for ch in text {
-            if ch == "(" { depth += 1 }
-            if ch == ")" { depth -= 1 }
-            if ch == ",", depth == 0 {
-                parts.append(current)
-                current = ""
-            } else {
-                current.append(ch)
+        let utf8 = text.utf8
+        var start = utf8.startIndex
+        var i = start
+        while i != utf8.endIndex {
+            let b = utf8[i]
+            if b == UInt8(ascii: "(") { depth += 1 } else if b == UInt8(ascii: ")") { depth -= 1 } else if b == UInt8(ascii: ","), depth == 0 {
+                parts.append(String(text[start..<i]))
+                start = utf8.index(after: i)
             }
+            i = utf8.index(after: i)
         }
-        parts.append(current)
+        parts.append(String(text[start...]))
         guard let first = parts.first, !first.isEmpty else { throw RuleError("empty sample expression") }
         let (fetch, method) = try FetchRegistry.parse(first)
         var type = fetch.outputType
