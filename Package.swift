@@ -15,6 +15,8 @@ let package = Package(
         .target(name: "ProxySystem", dependencies: ["CProxySys"]),
         // Fetches, converters, matchers, ACLs, conditions and constant folding.
         .target(name: "ProxyRules"),
+        // HTTP/1 heads parsed in place over bytes, body framing, error pages.
+        .target(name: "ProxyHTTP"),
         // Config text to a checked, typed model, with file:line diagnostics.
         .target(name: "ProxyConfig", dependencies: ["ProxyRules", "ProxySystem"]),
         // Command line, the ordered start-up, handover and stop.
@@ -23,6 +25,7 @@ let package = Package(
 
         .testTarget(name: "ProxyRulesTests", dependencies: ["ProxyRules"]),
         .testTarget(name: "ProxyConfigTests", dependencies: ["ProxyConfig", "ProxyRules", "ProxySystem"]),
+        .testTarget(name: "ProxyHTTPTests", dependencies: ["ProxyHTTP"]),
         .testTarget(name: "ProxyProcessTests", dependencies: ["ProxyProcess"]),
         .testTarget(name: "EndToEndTests", dependencies: ["proxy"]),
     ]

@@ -27,7 +27,7 @@ enum Addresses {
 
     /// A `bind` address: `[ipv4@|ipv6@]HOST:PORT[-PORT]`, `*:80`, `:80`, `unix@path`, `/path`,
     /// `abns@name`, `fd@N`. A port range gives one address per port.
-    static func listen(_ text: String) throws -> [ListenAddress] {
+    static func listen(_ text: String, resolving: Bool = true) throws -> [ListenAddress] {
         var rest = Substring(text)
         var forced: AddressFamily?
         if rest.hasPrefix("unix@") { return [.unix(path: try nonEmpty(String(rest.dropFirst(5)), text))] }
@@ -69,6 +69,8 @@ enum Addresses {
             if let ip = IPAddress(parsing: host) {
                 address = ip
                 family = ip.isV4 ? .ipv4 : .ipv6
+            } else if !resolving {
+                family = forced ?? .ipv4
             } else if let ip = resolve(host, family: forced) {
                 address = ip
                 family = ip.isV4 ? .ipv4 : .ipv6
@@ -84,7 +86,7 @@ enum Addresses {
     }
 
     /// A `server` address: `HOST[:PORT]`, `HOST:+N`, `[v6]:PORT`, `unix@path`, `/path`.
-    static func server(_ text: String) throws -> ServerAddress {
+    static func server(_ text: String, resolving: Bool = true) throws -> ServerAddress {
         if text.hasPrefix("unix@") { return ServerAddress(host: .unix(try nonEmpty(String(text.dropFirst(5)), text)), port: nil) }
         if text.hasPrefix("/") { return ServerAddress(host: .unix(text), port: nil) }
         var rest = Substring(text)
@@ -109,7 +111,7 @@ enum Addresses {
         if let ip = IPAddress(parsing: host) { return ServerAddress(host: .ip(ip), port: port, portOffset: offset) }
         let valid = host.allSatisfy { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "." || $0 == "_" }
         guard valid else { throw ConfigError("invalid server address '\(text)'") }
-        guard resolve(host, family: nil) != nil else {
+        guard !resolving || resolve(host, family: nil) != nil else {
             throw ConfigError("cannot resolve server address '\(host)'; use an IP address or a name the resolver knows")
         }
         return ServerAddress(host: .name(host), port: port, portOffset: offset)

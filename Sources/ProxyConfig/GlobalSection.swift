@@ -189,7 +189,7 @@ extension ConfigParser {
                 }
                 let (host, portText) = Addresses.splitHostPort(String(t))
                 let port = try portText.map { try Addresses.port($0, in: target) } ?? 514
-                guard IPAddress(parsing: host) != nil || Addresses.resolve(host, family: nil) != nil else {
+                guard IPAddress(parsing: host) != nil || !resolvesNames || Addresses.resolve(host, family: nil) != nil else {
                     throw ConfigError("log: cannot resolve '\(host)'")
                 }
                 address = .udp(host: host, port: port)

@@ -19,6 +19,8 @@ public struct ConfigLoader: Sendable {
     public var environment: Environment
     /// Longest line accepted, in bytes.
     public static let maxLineLength = 65536
+    /// Whether host names in addresses are resolved (and so checked) at load.
+    public var resolvesNames = true
 
     public init(environment: Environment) {
         self.environment = environment
@@ -56,6 +58,7 @@ public struct ConfigLoader: Sendable {
     public func load(paths: [String]) -> LoadResult {
         let (files, pathDiagnostics) = Self.expandPaths(paths)
         let parser = ConfigParser(environment: environment)
+        parser.resolvesNames = resolvesNames
         parser.diagnostics = pathDiagnostics
         if files.isEmpty && pathDiagnostics.isEmpty {
             parser.diagnostics.append(Diagnostic(.error, "no configuration file given; use -f FILE", at: nil))
@@ -83,6 +86,7 @@ public struct ConfigLoader: Sendable {
 
     public func load(bytes: [UInt8], name: String) -> LoadResult {
         let parser = ConfigParser(environment: environment)
+        parser.resolvesNames = resolvesNames
         parser.parseFile(name: name, bytes: bytes)
         return parser.finish(files: [name])
     }
@@ -93,6 +97,7 @@ final class ConfigParser {
     var config = Configuration()
     var diagnostics: [Diagnostic] = []
     var environment: Environment
+    var resolvesNames = true
 
     enum Section {
         case none

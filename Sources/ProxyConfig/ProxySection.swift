@@ -234,7 +234,7 @@ extension ConfigParser {
             throw ConfigError("'bind' needs an address, e.g. 'bind :80' or 'bind 127.0.0.1:8080'")
         }
         var addresses: [ListenAddress] = []
-        for part in addressList.split(separator: ",") { addresses += try Addresses.listen(String(part)) }
+        for part in addressList.split(separator: ",") { addresses += try Addresses.listen(String(part), resolving: resolvesNames) }
         var options = BindOptions()
         var rest = args.dropFirst()
         func value(_ opt: String) throws -> String {
@@ -297,7 +297,7 @@ extension ConfigParser {
         if let existing = proxy!.servers.first(where: { $0.name == name }) {
             throw ConfigError("server '\(name)' is already declared in backend '\(proxy!.name)' at \(existing.location)")
         }
-        let address = try Addresses.server(args[args.startIndex + 1])
+        let address = try Addresses.server(args[args.startIndex + 1], resolving: resolvesNames)
         let options = try parseServerOptions(args.dropFirst(2), base: settings.defaultServer, at: location, isDefault: false)
         proxy!.servers.append(ServerDefinition(name: name, address: address, options: options, location: location))
     }
@@ -331,7 +331,7 @@ extension ConfigParser {
             case "port": o.checkPort = try Values.integer(try value(opt), for: "\(what) port", in: 1...65535)
             case "addr":
                 let a = try value(opt)
-                guard IPAddress(parsing: a) != nil || Addresses.resolve(a, family: nil) != nil else {
+                guard IPAddress(parsing: a) != nil || !resolvesNames || Addresses.resolve(a, family: nil) != nil else {
                     throw ConfigError("\(what) addr: cannot resolve '\(a)'")
                 }
                 o.checkAddress = a
