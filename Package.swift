@@ -19,8 +19,10 @@ let package = Package(
         .target(name: "ProxyHTTP"),
         // Config text to a checked, typed model, with file:line diagnostics.
         .target(name: "ProxyConfig", dependencies: ["ProxyRules", "ProxySystem"]),
+        // Event loops, listeners, HTTP and TCP sessions, balancing, logging.
+        .target(name: "ProxyEngine", dependencies: ["ProxyConfig", "ProxyRules", "ProxyHTTP", "ProxySystem"]),
         // Command line, the ordered start-up, handover and stop.
-        .target(name: "ProxyProcess", dependencies: ["ProxyConfig", "ProxyRules", "ProxySystem"]),
+        .target(name: "ProxyProcess", dependencies: ["ProxyEngine", "ProxyConfig", "ProxyRules", "ProxySystem"]),
         .executableTarget(name: "proxy", dependencies: ["ProxyProcess"]),
 
         .testTarget(name: "ProxyRulesTests", dependencies: ["ProxyRules"]),

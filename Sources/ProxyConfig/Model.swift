@@ -264,6 +264,12 @@ public struct ServerAddress: Sendable, Equatable, CustomStringConvertible {
     /// `+N`/`-N`: an offset added to the client's destination port.
     public var portOffset: Int?
 
+    public init(host: Host, port: Int?, portOffset: Int? = nil) {
+        self.host = host
+        self.port = port
+        self.portOffset = portOffset
+    }
+
     public var description: String {
         switch host {
         case .ip(let a): return (a.isV4 ? a.description : "[\(a)]") + (port.map { ":\($0)" } ?? "")

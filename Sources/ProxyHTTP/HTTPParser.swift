@@ -141,7 +141,7 @@ public struct HTTPParser: Sendable {
     }
 
     @inline(__always)
-    static func equalsLower(_ p: UnsafeRawBufferPointer, _ r: ByteRange, _ lower: StaticString) -> Bool {
+    public static func equalsLower(_ p: UnsafeRawBufferPointer, _ r: ByteRange, _ lower: StaticString) -> Bool {
         let n = lower.utf8CodeUnitCount
         guard r.count == n else { return false }
         let s = lower.utf8Start

@@ -134,7 +134,7 @@ public struct SampleExpression: Equatable, Sendable, CustomStringConvertible {
 
     /// The sample after the converters. Strings stay borrowed; case converters become a fold.
     @inline(__always)
-    func convert(_ sample: Sample) -> (Sample, CaseFold) {
+    public func convert(_ sample: Sample) -> (Sample, CaseFold) {
         if converters.isEmpty { return (sample, .none) }
         var value = sample
         var fold = CaseFold.none

@@ -1,0 +1,137 @@
+import ProxyConfig
+import ProxyRules
+import ProxySystem
+import Glibc
+
+/// Accepts connections on one listening socket for one loop. Every loop registers the same
+/// socket with EPOLLEXCLUSIVE, so the kernel wakes one loop per new connection.
+final class Acceptor: LoopObject {
+    let listener: Listener
+    let frontend: RuntimeFrontend
+    unowned(unsafe) let context: LoopContext
+    var paused = false
+    var stopped = false
+
+    init(listener: Listener, frontend: RuntimeFrontend, context: LoopContext) {
+        self.listener = listener
+        self.frontend = frontend
+        self.context = context
+    }
+
+    static let events = Epoll.readable | Epoll.exclusive
+
+    func start() throws {
+        try context.loop.register(listener.fd, events: Self.events, object: self)
+    }
+
+    /// Stops accepting on this loop (soft stop). The socket itself stays open: it may have
+    /// been handed to a new process.
+    func stop() {
+        guard !stopped else { return }
+        stopped = true
+        context.loop.unregister(listener.fd)
+    }
+
+    override func handle(events: UInt32) {
+        guard !stopped else { return }
+        let model = context.model
+        for _ in 0..<32 {
+            if model.activeConnections.load(ordering: .relaxed) >= model.maxConnections {
+                pause()
+                return
+            }
+            if let limit = frontend.settings.maxconn, frontend.active.load(ordering: .relaxed) >= limit {
+                pause()
+                return
+            }
+            let accepted: IOResult<(FileDescriptor, SocketAddress)>
+            do { accepted = try Socket.accept(listener.fd) } catch { return }
+            guard case .done(let (fd, address)) = accepted else { return }
+            context.accepted(fd: fd, client: address, frontend: frontend, listener: listener)
+        }
+    }
+
+    /// Global or frontend maxconn reached: stop polling until a connection closes.
+    func pause() {
+        guard !paused, !stopped else { return }
+        paused = true
+        context.loop.unregister(listener.fd)
+        context.pausedAcceptors.append(self)
+    }
+
+    func resume() {
+        guard paused, !stopped else { return }
+        paused = false
+        try? context.loop.register(listener.fd, events: Self.events, object: self)
+    }
+}
+
+extension LoopContext {
+    /// Sets up a session for a new connection.
+    func accepted(fd: FileDescriptor, client: SocketAddress, frontend: RuntimeFrontend, listener: Listener) {
+        let local = Socket.localAddress(fd)
+        model.activeConnections.add(1, ordering: .relaxed)
+        frontend.active.add(1, ordering: .relaxed)
+        if client.family != AF_UNIX { try? Socket.setOption(fd, level: Int32(IPPROTO_TCP), name: TCP_NODELAY, value: 1) }
+        if frontend.settings.options.clientKeepAlive { try? Socket.setOption(fd, level: SOL_SOCKET, name: SO_KEEPALIVE, value: 1) }
+        // tcp-request connection rules.
+        if !frontend.tcpConnectionRules.isEmpty {
+            let samples = ConnectionSamples(client: HTTPSession.ip(of: client), clientPort: client.port,
+                                            local: HTTPSession.ip(of: local), localPort: local.port, model: model)
+            for rule in frontend.tcpConnectionRules where rule.guardState.allows(samples) {
+                if rule.action.verdict == .reject {
+                    fd.close()
+                    connectionEnded(frontend)
+                    return
+                }
+                break
+            }
+        }
+        let events = Epoll.readable | Epoll.writable | Epoll.readHangup | Epoll.edgeTriggered
+        if frontend.mode == .tcp {
+            let samples = ConnectionSamples(client: HTTPSession.ip(of: client), clientPort: client.port,
+                                            local: HTTPSession.ip(of: local), localPort: local.port, model: model)
+            var chosen: RuntimeBackend?
+            for (b, g) in frontend.routes where g.allows(samples) { chosen = b; break }
+            guard let backend = chosen ?? frontend.defaultBackend else {
+                fd.close()
+                connectionEnded(frontend)
+                return
+            }
+            if backend.mode == .tcp {
+                let s = TCPSession(fd: fd, frontend: frontend, backend: backend, context: self)
+                do { try loop.register(fd, events: events, object: s) } catch {
+                    fd.close(); connectionEnded(frontend); return
+                }
+                sessions += 1
+                openSessions[ObjectIdentifier(s)] = s
+                s.start()
+                return
+            }
+        }
+        let s = HTTPSession(fd: fd, client: client, local: local, frontend: frontend, context: self)
+        do { try loop.register(fd, events: events, object: s) } catch {
+            fd.close(); connectionEnded(frontend); return
+        }
+        sessions += 1
+        openSessions[ObjectIdentifier(s)] = s
+        s.updateDeadline()
+    }
+
+    func connectionEnded(_ frontend: RuntimeFrontend) {
+        model.activeConnections.subtract(1, ordering: .relaxed)
+        frontend.active.subtract(1, ordering: .relaxed)
+        if !pausedAcceptors.isEmpty {
+            let list = pausedAcceptors
+            pausedAcceptors.removeAll()
+            for a in list { a.resume() }
+        }
+    }
+
+    func sessionClosed(_ s: LoopObject) {
+        sessions -= 1
+        openSessions[ObjectIdentifier(s)] = nil
+        if let h = s as? HTTPSession { connectionEnded(h.frontend) } else if let t = s as? TCPSession { connectionEnded(t.frontend) }
+        onSessionClosed?()
+    }
+}

@@ -1,0 +1,104 @@
+/// A fixed-size byte buffer: `tune.bufsize` bytes with a read and a write index.
+/// Taken from a loop's `BufferPool` when bytes arrive and returned when the connection idles.
+public final class Buffer {
+    public let base: UnsafeMutableRawPointer
+    public let capacity: Int
+    /// Start of unread bytes.
+    public var head = 0
+    /// End of written bytes.
+    public var tail = 0
+    /// True while it sits in the pool: a second return is a bug, caught at once.
+    var pooled = false
+
+    init(capacity: Int) {
+        self.capacity = capacity
+        base = .allocate(byteCount: capacity, alignment: 16)
+    }
+
+    deinit { base.deallocate() }
+
+    @inline(__always) public var count: Int { tail - head }
+    @inline(__always) public var isEmpty: Bool { tail == head }
+    @inline(__always) public var freeSpace: Int { capacity - tail }
+    @inline(__always) public var readable: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base + head, count: tail - head) }
+    @inline(__always) public var writePointer: UnsafeMutableRawPointer { base + tail }
+
+    @inline(__always) public func clear() { head = 0; tail = 0 }
+
+    /// Moves unread bytes to the start, to make room at the end.
+    @inline(__always) public func compact() {
+        if head == 0 { return }
+        let n = tail - head
+        if n > 0 { (base).copyMemory(from: base + head, byteCount: n) }
+        head = 0
+        tail = n
+    }
+
+    /// Appends bytes; returns false (appending nothing) when they do not fit.
+    @inline(__always) @discardableResult
+    public func append(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        guard bytes.count <= capacity - tail else { return false }
+        if bytes.count > 0 { (base + tail).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count) }
+        tail += bytes.count
+        return true
+    }
+
+    @inline(__always) @discardableResult
+    public func append(_ bytes: [UInt8]) -> Bool { bytes.withUnsafeBytes { append($0) } }
+
+    @inline(__always) @discardableResult
+    public func append(_ s: StaticString) -> Bool {
+        append(UnsafeRawBufferPointer(start: s.utf8Start, count: s.utf8CodeUnitCount))
+    }
+
+    @inline(__always) @discardableResult
+    public func append(string s: String) -> Bool {
+        var s = s
+        return s.withUTF8 { append(UnsafeRawBufferPointer($0)) }
+    }
+
+    /// Appends a decimal number.
+    @inline(__always) @discardableResult
+    public func append(decimal value: Int) -> Bool {
+        var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
+            (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        return withUnsafeMutableBytes(of: &digits) { raw in
+            var v = value < 0 ? -value : value
+            var i = raw.count
+            repeat {
+                i -= 1
+                raw[i] = UInt8(0x30 + v % 10)
+                v /= 10
+            } while v > 0
+            if value < 0 { i -= 1; raw[i] = 0x2d }
+            return append(UnsafeRawBufferPointer(rebasing: raw[i...]))
+        }
+    }
+}
+
+/// Buffers of one size, reused by one loop; steady state allocates nothing.
+public final class BufferPool {
+    public let bufferSize: Int
+    private var free: [Buffer] = []
+    /// Buffers handed out and not yet returned.
+    public private(set) var inUse = 0
+
+    public init(bufferSize: Int) {
+        self.bufferSize = bufferSize
+        free.reserveCapacity(1024)
+    }
+
+    @inline(__always) public func take() -> Buffer {
+        inUse += 1
+        if let b = free.popLast() { b.clear(); b.pooled = false; return b }
+        return Buffer(capacity: bufferSize)
+    }
+
+    @inline(__always) public func give(_ b: Buffer) {
+        precondition(!b.pooled, "buffer returned to the pool twice")
+        b.pooled = true
+        inUse -= 1
+        // Keep a bounded reserve; beyond it, let memory go back to the allocator.
+        if free.count < 4096 { free.append(b) }
+    }
+}

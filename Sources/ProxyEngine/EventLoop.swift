@@ -1,0 +1,209 @@
+import CProxySys
+import ProxySystem
+import Synchronization
+
+/// Anything a loop dispatches to: epoll events for its descriptor, and one timer deadline.
+/// A plain class with overridable methods, so dispatch is a vtable call, not a cast.
+open class LoopObject {
+    /// Position in the loop's timer heap, or -1.
+    final var timerIndex = -1
+    /// The key it sits under in the heap.
+    final var timerKey: Int64 = 0
+    /// When it wants `timerFired()`; may be later than `timerKey` (re-armed lazily).
+    public final var deadline: Int64 = .max
+
+    public init() {}
+
+    /// Ready events for the registered descriptor.
+    open func handle(events: UInt32) {}
+
+    /// The deadline passed.
+    open func timerFired() {}
+}
+
+/// One event loop: an epoll instance, a timer heap and a mailbox, run by one thread.
+/// It owns its connections outright; other threads reach it only through `post`.
+public final class EventLoop: @unchecked Sendable {
+    public let epoll: Epoll
+    public let index: Int
+    public let buffers: BufferPool
+    /// The coarse clock, read once per wake-up.
+    public private(set) var now: Int64
+
+    private let mailboxBell: EventFD
+    private let mailbox = Mutex<[() -> Void]>([])
+    private var running = true
+
+    /// A binary min-heap of objects keyed by `timerKey`; each object knows its index.
+    private var heap: [LoopObject] = []
+    /// Registered objects, kept alive while registered.
+    private var registered: [Int32: LoopObject] = [:]
+
+    public init(index: Int, bufferSize: Int) throws {
+        self.index = index
+        epoll = try Epoll()
+        mailboxBell = try EventFD()
+        buffers = BufferPool(bufferSize: bufferSize)
+        now = Clock.coarseMilliseconds()
+        try epoll.add(mailboxBell.fd, events: Epoll.readable, token: 0)
+        heap.reserveCapacity(4096)
+    }
+
+    // MARK: registration
+
+    @inline(__always) func token(_ o: LoopObject) -> UInt64 {
+        UInt64(UInt(bitPattern: Unmanaged.passUnretained(o).toOpaque()))
+    }
+
+    /// Registers `fd` for `events`; the object is kept alive until `unregister`.
+    public func register(_ fd: FileDescriptor, events: UInt32, object: LoopObject) throws {
+        try epoll.add(fd, events: events, token: token(object))
+        registered[fd.rawValue] = object
+    }
+
+    public func modify(_ fd: FileDescriptor, events: UInt32, object: LoopObject) {
+        try? epoll.modify(fd, events: events, token: token(object))
+    }
+
+    /// Removes `fd` from epoll. The object is released after the current batch of events,
+    /// since a later event in the same batch may still name it.
+    public func unregister(_ fd: FileDescriptor) {
+        epoll.remove(fd)
+        if let o = registered.removeValue(forKey: fd.rawValue) { graveyard.append(o) }
+    }
+
+    /// Objects unregistered during this batch, released after it.
+    private var graveyard: [LoopObject] = []
+
+    // MARK: timers
+
+    /// Sets `object`'s deadline. Moving it later costs nothing now; the heap catches up
+    /// when the old key comes due.
+    @inline(__always)
+    public func setDeadline(_ object: LoopObject, _ deadline: Int64) {
+        object.deadline = deadline
+        if object.timerIndex < 0 {
+            object.timerKey = deadline
+            object.timerIndex = heap.count
+            heap.append(object)
+            siftUp(heap.count - 1)
+        } else if deadline < object.timerKey {
+            object.timerKey = deadline
+            siftUp(object.timerIndex)
+        }
+    }
+
+    /// Removes `object`'s deadline.
+    @inline(__always)
+    public func clearDeadline(_ object: LoopObject) {
+        object.deadline = .max
+        let i = object.timerIndex
+        guard i >= 0 else { return }
+        object.timerIndex = -1
+        let last = heap.removeLast()
+        if i < heap.count {
+            heap[i] = last
+            last.timerIndex = i
+            siftDown(i)
+            siftUp(last.timerIndex)
+        }
+    }
+
+    private func siftUp(_ start: Int) {
+        var i = start
+        let item = heap[i]
+        while i > 0 {
+            let parent = (i - 1) / 2
+            if heap[parent].timerKey <= item.timerKey { break }
+            heap[i] = heap[parent]
+            heap[i].timerIndex = i
+            i = parent
+        }
+        heap[i] = item
+        item.timerIndex = i
+    }
+
+    private func siftDown(_ start: Int) {
+        var i = start
+        let n = heap.count
+        let item = heap[i]
+        while true {
+            let l = 2 * i + 1
+            if l >= n { break }
+            var m = l
+            if l + 1 < n && heap[l + 1].timerKey < heap[l].timerKey { m = l + 1 }
+            if heap[m].timerKey >= item.timerKey { break }
+            heap[i] = heap[m]
+            heap[i].timerIndex = i
+            i = m
+        }
+        heap[i] = item
+        item.timerIndex = i
+    }
+
+    private func runTimers() {
+        while let first = heap.first, first.timerKey <= now {
+            if first.deadline > now {
+                // Re-armed later: move it to its real deadline.
+                first.timerKey = first.deadline
+                siftDown(0)
+                continue
+            }
+            clearDeadline(first)
+            first.timerFired()
+        }
+    }
+
+    /// Milliseconds until the next timer, or -1.
+    private var nextTimeout: Int32 {
+        guard let first = heap.first else { return -1 }
+        let delta = first.timerKey - Clock.coarseMilliseconds()
+        return delta <= 0 ? 0 : Int32(min(delta + 1, 60_000))
+    }
+
+    // MARK: mailbox
+
+    /// Runs `work` on this loop's thread, soon. Safe from any thread.
+    public func post(_ work: @escaping @Sendable () -> Void) {
+        mailbox.withLock { $0.append(work) }
+        mailboxBell.signal()
+    }
+
+    private func drainMailbox() {
+        mailboxBell.drain()
+        let work = mailbox.withLock { box -> [() -> Void] in
+            let w = box
+            box.removeAll()
+            return w
+        }
+        for w in work { w() }
+    }
+
+    /// Ends `run()` after the current wake-up.
+    public func stop() { running = false }
+
+    /// Work to run after each batch of events (deferred frees and the like).
+    public var afterEvents: (() -> Void)?
+
+    // MARK: run
+
+    /// Waits for events and dispatches them until `stop()`.
+    public func run() {
+        let capacity: Int32 = 256
+        let events = UnsafeMutablePointer<epoll_event>.allocate(capacity: Int(capacity))
+        defer { events.deallocate() }
+        while running {
+            let n = epoll.wait(events, capacity: capacity, timeoutMilliseconds: nextTimeout)
+            now = Clock.coarseMilliseconds()
+            for i in 0..<n {
+                let token = events[i].data.u64
+                if token == 0 { drainMailbox(); continue }
+                let object = Unmanaged<LoopObject>.fromOpaque(UnsafeRawPointer(bitPattern: UInt(token))!).takeUnretainedValue()
+                object.handle(events: events[i].events)
+            }
+            if !heap.isEmpty { runTimers() }
+            afterEvents?()
+            if !graveyard.isEmpty { graveyard.removeAll(keepingCapacity: true) }
+        }
+    }
+}

@@ -1,0 +1,1080 @@
+import ProxyConfig
+import ProxyHTTP
+import ProxyRules
+import ProxySystem
+import Glibc
+
+/// One client connection in HTTP mode: its keep-alive life and, one at a time, its
+/// transactions (request head → rules → server → response). Pipelined requests wait in
+/// the input buffer and are answered in order.
+final class HTTPSession: LoopObject {
+    enum Phase {
+        /// Waiting for (the rest of) a request head.
+        case head
+        /// Waiting for a server connection to complete.
+        case connecting
+        /// Request sent or being sent; waiting for or relaying the response.
+        case exchange
+        /// After a 101: raw bytes both ways.
+        case tunnel
+        /// Response sent, output shut: reading until the client closes.
+        case draining
+    }
+
+    let fd: FileDescriptor
+    unowned(unsafe) let context: LoopContext
+    let frontend: RuntimeFrontend
+    let clientAddress: SocketAddress
+    let localAddress: SocketAddress
+    let clientIP: IPAddress
+    var localIP: IPAddress { Self.ip(of: localAddress) }
+
+    var phase = Phase.head
+    var closed = false
+    var clientReadable = true
+    var clientWritable = true
+    var clientEOF = false
+
+    /// Bytes from the client: request heads (and pipelined requests).
+    var input: Buffer?
+    /// Bytes for the client: response heads and bodies.
+    var output: Buffer?
+    /// Bytes for the server: the rewritten request head and body.
+    var toServer: Buffer?
+    /// Bytes from the server until its response head is parsed.
+    var fromServer: Buffer?
+    var server: ServerConnection?
+
+    // The transaction.
+    var parser: HTTPParser
+    var request = MessageHead()
+    var responseParser: HTTPParser
+    var response = MessageHead()
+    var backend: RuntimeBackend?
+    var requestBody = BodyState.none
+    var responseBody = BodyState.none
+    var responseStarted = false
+    var requestWasHEAD = false
+    var closeAfterResponse = false
+    var transactions = 0
+    var retriesLeft = 0
+    var triedServer: RuntimeServer?
+    var requestHeadLength = 0
+    var upgradeRequested = false
+    /// Set when rules rewrote the request: the new target and header list.
+    var rewrittenTarget: [UInt8]?
+    var rewrittenHeaders: [(name: [UInt8], value: [UInt8])]?
+    var responseEdits: [(name: [UInt8], value: [UInt8])]?
+    var statusOverride: (Int, String?)?
+    var variables: [String: String]?
+    var pathRange = ByteRange.empty
+    // Timing and counters for the log line.
+    var acceptedAt: (seconds: Int, microseconds: Int)
+    var requestStartMs: Int64 = 0
+    var headReceivedMs: Int64 = 0
+    var connectStartMs: Int64 = 0
+    var connectedMs: Int64 = 0
+    var responseHeadMs: Int64 = 0
+    var bytesToClient = 0
+    var logStatus = 0
+    var terminationState = "--"
+    var requestLineForLog = ""
+
+    enum BodyState {
+        case none
+        case length(Int64)
+        case chunked(ChunkedBodyTracker)
+        case untilClose
+        case done
+    }
+
+    init(fd: FileDescriptor, client: SocketAddress, local: SocketAddress, frontend: RuntimeFrontend, context: LoopContext) {
+        self.fd = fd
+        self.context = context
+        self.frontend = frontend
+        clientAddress = client
+        localAddress = local
+        clientIP = Self.ip(of: client)
+        let maxHead = context.model.configuration.global.bufferSize - context.model.configuration.global.maxRewrite
+        parser = HTTPParser(maxHeadLength: maxHead)
+        responseParser = HTTPParser(maxHeadLength: maxHead)
+        acceptedAt = Clock.wallClock()
+        super.init()
+    }
+
+    static func ip(of a: SocketAddress) -> IPAddress {
+        if let v4 = a.ipv4 { return IPAddress(v4: v4) }
+        let b = a.addressBytes
+        return b.count == 16 ? IPAddress(bytes16: b) : IPAddress(v4: 0)
+    }
+
+    var loop: EventLoop { context.loop }
+    var buffers: BufferPool { context.loop.buffers }
+    var settings: ProxySettings { frontend.settings }
+
+    // MARK: views for rules
+
+    var requestBytes: UnsafeRawBufferPointer {
+        guard let b = input else { return UnsafeRawBufferPointer(start: nil, count: 0) }
+        return UnsafeRawBufferPointer(start: b.base + b.head, count: max(requestHeadLength, b.count))
+    }
+
+    var bufferedRequestBytes: Int { input?.count ?? 0 }
+
+    func variable(_ scope: VariableScope, _ name: String) -> String? { variables?["\(scope.rawValue).\(name)"] }
+
+    // MARK: events
+
+    override func handle(events: UInt32) {
+        if closed { return }
+        if events & (Epoll.readable | Epoll.readHangup | Epoll.hangup | Epoll.error) != 0 { clientReadable = true }
+        if events & Epoll.writable != 0 { clientWritable = true }
+        progress()
+    }
+
+    func serverEvent(_ events: UInt32) {
+        if closed { return }
+        progress()
+    }
+
+    override func timerFired() {
+        if closed { return }
+        switch phase {
+        case .head:
+            if let b = input, !b.isEmpty {
+                respondWithError(408, reason: "timeout while waiting for the request", state: "cR")
+            } else {
+                close()
+            }
+        case .connecting:
+            connectFailed(ETIMEDOUT)
+        case .exchange:
+            if responseStarted || toServer?.isEmpty == false && server?.connected == true && !responseStarted && clientWritable {
+                if !responseStarted { respondWithError(504, reason: "server timeout", state: "sH") } else { terminationState = "sD"; close() }
+            } else {
+                respondWithError(504, reason: "server timeout", state: "sH")
+            }
+        case .tunnel, .draining:
+            close()
+        }
+    }
+
+    /// Arms the timeout that fits the current phase.
+    func updateDeadline() {
+        let t = settings.timeouts
+        let backendTimeouts = backend?.settings.timeouts ?? t
+        var ms: Int?
+        switch phase {
+        case .head:
+            let idle = (input?.isEmpty ?? true) && transactions > 0
+            ms = idle ? (t.httpKeepAlive ?? t.httpRequest ?? t.client) : (t.httpRequest ?? t.client)
+        case .connecting:
+            ms = backendTimeouts.connect ?? 5000
+        case .exchange:
+            ms = backendTimeouts.server ?? t.client
+        case .tunnel:
+            ms = backendTimeouts.tunnel ?? t.tunnel ?? backendTimeouts.server ?? t.client
+        case .draining:
+            ms = 1000
+        }
+        if let ms { loop.setDeadline(self, loop.now + Int64(ms)) } else { loop.clearDeadline(self) }
+    }
+
+    // MARK: the pump
+
+    /// Moves bytes and advances the transaction until nothing more can happen now.
+    func progress() {
+        var rounds = 0
+        while !closed {
+            rounds += 1
+            if rounds > 64 { break }
+            var moved = false
+            if flushToClient() { moved = true }
+            if closed { return }
+            if flushToServer() { moved = true }
+            if closed { return }
+            switch phase {
+            case .head:
+                if parseOrReadHead() { moved = true }
+            case .connecting:
+                if checkConnect() { moved = true }
+            case .exchange:
+                if relayRequestBody() { moved = true }
+                if closed { return }
+                if relayResponse() { moved = true }
+                if closed { return }
+                if phase == .exchange, readPipelined() { moved = true }
+            case .tunnel:
+                if relayTunnel() { moved = true }
+            case .draining:
+                if drainClient() { moved = true }
+            }
+            if !moved { break }
+        }
+        if !closed { updateDeadline() }
+    }
+
+    /// Reads from the client into `buf`; returns bytes read, 0 at EOF, nil when nothing to read.
+    @inline(__always)
+    func readClient(into buf: Buffer, max: Int = .max) -> Int? {
+        guard clientReadable, !clientEOF else { return nil }
+        let room = min(buf.freeSpace, max)
+        guard room > 0 else { return nil }
+        do {
+            switch try Socket.read(fd, into: buf.writePointer, count: room) {
+            case .done(let n):
+                if n == 0 { clientEOF = true; return 0 }
+                buf.tail += n
+                if n < room { clientReadable = false }
+                return n
+            case .wouldBlock:
+                clientReadable = false
+                return nil
+            }
+        } catch {
+            clientEOF = true
+            return 0
+        }
+    }
+
+    @inline(__always)
+    func readServer(_ s: ServerConnection, into buf: Buffer, max: Int = .max) -> Int? {
+        guard s.readable, !s.eof else { return nil }
+        let room = min(buf.freeSpace, max)
+        guard room > 0 else { return nil }
+        do {
+            switch try Socket.read(s.fd, into: buf.writePointer, count: room) {
+            case .done(let n):
+                if n == 0 { s.eof = true; return 0 }
+                buf.tail += n
+                if n < room { s.readable = false }
+                return n
+            case .wouldBlock:
+                s.readable = false
+                return nil
+            }
+        } catch {
+            s.eof = true
+            return 0
+        }
+    }
+
+    /// Writes pending output to the client. Returns true if bytes left.
+    func flushToClient() -> Bool {
+        guard let out = output, !out.isEmpty, clientWritable else { return false }
+        do {
+            switch try Socket.write(fd, from: out.base + out.head, count: out.count) {
+            case .done(let n):
+                out.head += n
+                bytesToClient += n
+                if out.isEmpty { out.clear() } else { clientWritable = false }
+                return n > 0
+            case .wouldBlock:
+                clientWritable = false
+                return false
+            }
+        } catch {
+            terminationState = "CD"
+            close()
+            return false
+        }
+    }
+
+    func flushToServer() -> Bool {
+        guard let s = server, s.connected, s.writable, let out = toServer, !out.isEmpty else { return false }
+        do {
+            switch try Socket.write(s.fd, from: out.base + out.head, count: out.count) {
+            case .done(let n):
+                out.head += n
+                if out.isEmpty { out.clear() } else { s.writable = false }
+                return n > 0
+            case .wouldBlock:
+                s.writable = false
+                return false
+            }
+        } catch {
+            serverFailed()
+            return false
+        }
+    }
+
+    // MARK: request head
+
+    func parseOrReadHead() -> Bool {
+        if input == nil {
+            guard clientReadable, !clientEOF else { return false }
+            input = buffers.take()
+        }
+        let inBuf = input!
+        var moved = false
+        if inBuf.isEmpty { inBuf.clear() }
+        while true {
+            if !inBuf.isEmpty {
+                if requestStartMs == 0 { requestStartMs = loop.now }
+                let result = parser.parseRequest(inBuf.readable, into: &request)
+                switch result {
+                case .complete:
+                    startTransaction()
+                    return true
+                case .invalid(let e):
+                    respondWithError(e.status, reason: e.reason, state: "PR")
+                    return true
+                case .incomplete:
+                    if inBuf.freeSpace == 0 {
+                        if inBuf.head > 0 { inBuf.compact(); parser.reset(); continue }
+                        respondWithError(431, reason: "request head too large", state: "PR")
+                        return true
+                    }
+                }
+            }
+            guard let n = readClient(into: inBuf) else { break }
+            moved = true
+            if n == 0 {
+                // Client closed: silently when idle, as HAProxy does.
+                if !inBuf.isEmpty { terminationState = "CR" }
+                close()
+                return true
+            }
+        }
+        if inBuf.isEmpty && phase == .head {
+            // Idle keep-alive: hold no buffer.
+            buffers.give(inBuf)
+            input = nil
+        }
+        return moved
+    }
+
+    // MARK: transaction start
+
+    func startTransaction() {
+        headReceivedMs = loop.now
+        requestHeadLength = request.length
+        transactions += 1
+        rewrittenTarget = nil
+        rewrittenHeaders = nil
+        responseEdits = nil
+        statusOverride = nil
+        responseStarted = false
+        backend = nil
+        triedServer = nil
+        let bytes = requestBytes
+        requestWasHEAD = request.method.count == 4 && bytes[Int(request.method.start)] == UInt8(ascii: "H")
+        pathRange = computePath(bytes)
+        upgradeRequested = request.connectionUpgrade && request.hasUpgradeHeader
+        closeAfterResponse = !request.wantsKeepAlive || settings.options.httpConnectionMode == .close
+            || context.model.stopping.load(ordering: .relaxed)
+        if frontend.settings.options.httpLog || frontend.settings.options.logASAP {
+            requestLineForLog = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[0..<max(0, request.startLineEnd - 2)]), as: UTF8.self)
+        }
+        // monitor-uri answers before any rule.
+        if let m = settings.monitorURI, equal(bytes, pathRange, m) {
+            sendLocal(Array("HTTP/1.1 200 OK\r\ncontent-length: 58\r\ncache-control: no-cache\r\ncontent-type: text/html\r\n\r\n<html><body><h1>200 OK</h1>\nService ready.\n</body></html>\n".utf8), status: 200)
+            return
+        }
+        // Frontend rules, then routing, then the backend's own rules.
+        if applyRequestRules(frontend.requestRules, legacy: frontend.legacyRequestRules) { return }
+        var chosen: RuntimeBackend?
+        let samples = RequestSamples(session: self)
+        for (b, guardState) in frontend.routes {
+            switch guardState {
+            case .always: chosen = b
+            case .never: continue
+            case .when(let c): if c.evaluate(samples) { chosen = b }
+            }
+            if chosen != nil { break }
+        }
+        backend = chosen ?? frontend.defaultBackend
+        guard let backend else {
+            respondWithError(503, reason: "no backend", state: "SC")
+            return
+        }
+        if backend !== frontend.ownBackend {
+            if applyRequestRules(backend.requestRules, legacy: backend.legacyRequestRules) { return }
+        }
+        if backend.settings.options.httpConnectionMode == .close { closeAfterResponse = true }
+        retriesLeft = backend.settings.retries
+        connectToServer()
+    }
+
+    func equal(_ p: UnsafeRawBufferPointer, _ r: ByteRange, _ s: String) -> Bool {
+        guard r.count == s.utf8.count else { return false }
+        var i = Int(r.start)
+        for c in s.utf8 { if p[i] != c { return false }; i += 1 }
+        return true
+    }
+
+    /// The path part of the target: origin-form up to `?`, or the path of an absolute URI.
+    func computePath(_ p: UnsafeRawBufferPointer) -> ByteRange {
+        let t = request.target
+        var s = Int(t.start)
+        let e = Int(t.end)
+        if p[s] != UInt8(ascii: "/") {
+            // absolute-form: skip "scheme://authority"
+            var i = s
+            while i + 2 < e, !(p[i] == 0x3a && p[i + 1] == 0x2f && p[i + 2] == 0x2f) { i += 1 }
+            if i + 2 < e {
+                i += 3
+                while i < e, p[i] != 0x2f { i += 1 }
+                s = i
+            }
+        }
+        var q = s
+        while q < e, p[q] != UInt8(ascii: "?"), p[q] != UInt8(ascii: "#") { q += 1 }
+        return ByteRange(s, q)
+    }
+
+    // MARK: server side
+
+    func connectToServer() {
+        guard let backend else { return }
+        var key: UInt64 = 0
+        switch backend.settings.balance {
+        case .source:
+            var a = clientAddress
+            let bytes = a.addressBytes
+            key = bytes.withUnsafeBytes { fnv1a($0) }
+            _ = a
+        case .uri(let length, let depth, let whole):
+            let p = requestBytes
+            var r = whole ? request.target : pathRange
+            if let depth {
+                var slashes = 0
+                var i = Int(r.start)
+                while i < Int(r.end) { if p[i] == 0x2f { slashes += 1; if slashes > depth { break } }; i += 1 }
+                r.end = Int32(i)
+            }
+            if let length, r.count > length { r.end = r.start + Int32(length) }
+            key = fnv1a(UnsafeRawBufferPointer(rebasing: p[Int(r.start)..<Int(r.end)]))
+        default:
+            break
+        }
+        let excluded = retriesLeft < backend.settings.retries && backend.settings.options.redispatch && retriesLeft == 0 ? triedServer : nil
+        guard let chosen = backend.balancer.pick(hashKey: key, allBackups: backend.settings.options.allBackups,
+                                                 excluding: excluded, scratch: &context.scratchServers)
+            ?? (excluded != nil ? triedServer : nil) else {
+            respondWithError(503, reason: "no server available", state: "SC")
+            return
+        }
+        triedServer = chosen
+        connectStartMs = loop.now
+        // Reuse this session's own connection, or (not for a first request) a pooled one.
+        if let s = server, s.server === chosen, !s.eof, !s.closed {
+            sendRequest(on: s)
+            return
+        }
+        if let s = server { server = nil; context.release(s) }
+        if transactions > 1 || backend.settings.httpReuse == .always || backend.settings.httpReuse == .aggressive,
+           backend.settings.httpReuse != .never, let pooled = context.takeIdle(chosen) {
+            pooled.session = self
+            server = pooled
+            sendRequest(on: pooled)
+            return
+        }
+        do {
+            let c = try ServerConnection.open(to: chosen, context: context)
+            c.session = self
+            server = c
+            phase = .connecting
+            composeRequest()
+            if c.connected { phase = .exchange; connectedMs = loop.now }
+        } catch let e as SystemError {
+            connectFailed(e.code)
+        } catch {
+            connectFailed(EIO)
+        }
+    }
+
+    func sendRequest(on s: ServerConnection) {
+        phase = .exchange
+        connectedMs = loop.now
+        composeRequest()
+    }
+
+    func checkConnect() -> Bool {
+        guard let s = server else { return false }
+        guard s.writable || s.readable else { return false }
+        let err = Socket.pendingError(s.fd)
+        if err != 0 {
+            connectFailed(err)
+            return true
+        }
+        s.connected = true
+        s.writable = true
+        connectedMs = loop.now
+        phase = .exchange
+        return true
+    }
+
+    func connectFailed(_ code: Int32) {
+        if let s = server { server = nil; s.close() }
+        if retriesLeft > 0 {
+            retriesLeft -= 1
+            toServer.map { $0.clear() }
+            connectToServer()
+            return
+        }
+        respondWithError(503, reason: "cannot connect to server", state: "SC")
+    }
+
+    /// The server failed while sending the request or before a response head arrived.
+    func serverFailed() {
+        guard let s = server else { return }
+        let wasReused = s.requests > 1
+        server = nil
+        s.close()
+        if !responseStarted && wasReused && retriesLeft > 0 {
+            // A pooled connection closed by the server as we used it: retry once, fresh.
+            retriesLeft -= 1
+            connectToServer()
+            return
+        }
+        if responseStarted {
+            terminationState = "SD"
+            close()
+        } else {
+            respondWithError(502, reason: "server closed the connection", state: "SH")
+        }
+    }
+
+    /// Writes the rewritten request head, and the body bytes already buffered, for the server.
+    func composeRequest() {
+        guard let inBuf = input, let s = server else { return }
+        s.requests += 1
+        let out = toServer ?? buffers.take()
+        toServer = out
+        out.clear()
+        let p = requestBytes
+        // Request line.
+        out.append(UnsafeRawBufferPointer(rebasing: p[Int(request.method.start)..<Int(request.method.end)]))
+        out.append(" ")
+        if let t = rewrittenTarget { out.append(t) } else {
+            out.append(UnsafeRawBufferPointer(rebasing: p[Int(request.target.start)..<Int(request.target.end)]))
+        }
+        out.append(request.minorVersion == 0 ? " HTTP/1.0\r\n" : " HTTP/1.1\r\n")
+        // Headers, without hop-by-hop ones.
+        if let list = rewrittenHeaders {
+            for h in list where !Self.isHopByHop(h.name, keepUpgrade: upgradeRequested) {
+                out.append(h.name); out.append(": "); out.append(h.value); out.append("\r\n")
+            }
+        } else {
+            for h in request.headers where !isHopByHop(p, h.name, keepUpgrade: upgradeRequested) {
+                out.append(UnsafeRawBufferPointer(rebasing: p[Int(h.line.start)..<Int(h.line.end)]))
+            }
+        }
+        if let ff = settings.options.forwardFor ?? backend?.settings.options.forwardFor {
+            let excluded = ff.except?.contains(clientIP) ?? false
+            if !excluded && !(ff.ifNone && hasHeader(ff.header)) {
+                out.append(string: ff.header); out.append(": "); out.append(string: clientIP.description); out.append("\r\n")
+            }
+        }
+        if upgradeRequested {
+            out.append("connection: upgrade\r\n")
+        } else if closeAfterResponse || backendClosesServerSide {
+            out.append("connection: close\r\n")
+        } else if request.minorVersion == 0 {
+            out.append("connection: keep-alive\r\n")
+        }
+        out.append("\r\n")
+        if out.freeSpace < 0 { return }
+        // Consume the head from the input and move what body is already there.
+        inBuf.head += requestHeadLength
+        requestHeadLength = 0
+        parser.reset()
+        switch request.requestFraming {
+        case .none: requestBody = .done
+        case .contentLength(let n): requestBody = .length(n)
+        case .chunked: requestBody = .chunked(ChunkedBodyTracker())
+        case .untilClose: requestBody = .done
+        }
+        moveRequestBody()
+    }
+
+    var backendClosesServerSide: Bool {
+        let mode = backend?.settings.options.httpConnectionMode ?? .keepAlive
+        return mode != .keepAlive || settings.options.httpConnectionMode == .serverClose
+    }
+
+    func hasHeader(_ name: String) -> Bool {
+        let s = RequestSamples(session: self)
+        return request.headers.contains { s.equalsName($0.name, name.lowercased()) }
+    }
+
+    @inline(__always)
+    func isHopByHop(_ p: UnsafeRawBufferPointer, _ n: ByteRange, keepUpgrade: Bool) -> Bool {
+        switch n.count {
+        case 2: return HTTPParser.equalsLower(p, n, "te")
+        case 7: return HTTPParser.equalsLower(p, n, "trailer") || (!keepUpgrade && HTTPParser.equalsLower(p, n, "upgrade"))
+        case 10: return HTTPParser.equalsLower(p, n, "connection") || HTTPParser.equalsLower(p, n, "keep-alive")
+        case 16: return HTTPParser.equalsLower(p, n, "proxy-connection")
+        default: return false
+        }
+    }
+
+    static func isHopByHop(_ name: [UInt8], keepUpgrade: Bool) -> Bool {
+        let lower = String(decoding: name, as: UTF8.self).lowercased()
+        return ["connection", "keep-alive", "proxy-connection", "te", "trailer"].contains(lower) || (!keepUpgrade && lower == "upgrade")
+    }
+
+    /// Moves request body bytes from the input buffer to the server buffer, by framing.
+    @discardableResult
+    func moveRequestBody() -> Bool {
+        guard let inBuf = input, let out = toServer, !inBuf.isEmpty else { return false }
+        let room = out.freeSpace
+        guard room > 0 else { return false }
+        switch requestBody {
+        case .length(let remaining):
+            let n = Int(min(Int64(min(inBuf.count, room)), remaining))
+            guard n > 0 else { return false }
+            out.append(UnsafeRawBufferPointer(start: inBuf.base + inBuf.head, count: n))
+            inBuf.head += n
+            requestBody = remaining - Int64(n) == 0 ? .done : .length(remaining - Int64(n))
+            return true
+        case .chunked(var tracker):
+            let avail = min(inBuf.count, room)
+            let chunk = UnsafeRawBufferPointer(start: inBuf.base + inBuf.head, count: avail)
+            switch tracker.consume(chunk) {
+            case .more:
+                out.append(chunk)
+                inBuf.head += avail
+                requestBody = .chunked(tracker)
+            case .ended(let n):
+                out.append(UnsafeRawBufferPointer(rebasing: chunk[0..<n]))
+                inBuf.head += n
+                requestBody = .done
+            case .invalid(let why):
+                respondWithError(400, reason: why, state: "PR")
+            }
+            return true
+        default:
+            return false
+        }
+    }
+
+    func relayRequestBody() -> Bool {
+        switch requestBody {
+        case .length, .chunked:
+            var moved = false
+            if let inBuf = input, !inBuf.isEmpty { if moveRequestBody() { moved = true } }
+            guard let inBuf = input else { return moved }
+            if inBuf.isEmpty { inBuf.clear() }
+            if toServer?.freeSpace ?? 0 > 0, inBuf.freeSpace > 0 {
+                if inBuf.head > 0 && inBuf.isEmpty { inBuf.clear() }
+                if let n = readClient(into: inBuf) {
+                    if n == 0 { terminationState = "CD"; abortTransaction(); return true }
+                    moved = true
+                    moveRequestBody()
+                }
+            }
+            return moved
+        default:
+            return false
+        }
+    }
+
+    /// Reads ahead while a response is pending (pipelining), and notices a client close.
+    func readPipelined() -> Bool {
+        guard clientReadable, !clientEOF else { return false }
+        if case .done = requestBody {} else { return false }
+        if input == nil { input = buffers.take() }
+        guard let inBuf = input else { return false }
+        if inBuf.freeSpace == 0 { inBuf.compact() }
+        guard inBuf.freeSpace > 0 else { return false }
+        guard let n = readClient(into: inBuf) else { return false }
+        if n == 0 {
+            // Half-closed client: finish this response, then close (no abortonclose).
+            closeAfterResponse = true
+            if settings.options.abortOnClose || backend?.settings.options.abortOnClose == true {
+                terminationState = "CQ"
+                abortTransaction()
+            }
+        }
+        return true
+    }
+
+    // MARK: response
+
+    func relayResponse() -> Bool {
+        guard let s = server, s.connected else { return false }
+        var moved = false
+        if !responseStarted {
+            if fromServer == nil {
+                guard s.readable else { return false }
+                fromServer = buffers.take()
+            }
+            let inBuf = fromServer!
+            while !responseStarted {
+                guard let n = readServer(s, into: inBuf) else { break }
+                moved = true
+                if n == 0 {
+                    serverFailed()
+                    return true
+                }
+                switch responseParser.parseResponse(inBuf.readable, into: &response) {
+                case .incomplete:
+                    if inBuf.freeSpace == 0 {
+                        respondWithError(502, reason: "response head too large", state: "PH")
+                        return true
+                    }
+                case .invalid(let e):
+                    respondWithError(502, reason: e.reason, state: "PH")
+                    return true
+                case .complete:
+                    if !startResponse() { return true }
+                }
+            }
+            return moved
+        }
+        // Body.
+        guard let out = output else { return moved }
+        switch responseBody {
+        case .done, .none:
+            return moved
+        default:
+            break
+        }
+        if out.isEmpty { out.clear() }
+        guard out.freeSpace > 0 else { return moved }
+        var limit = Int.max
+        if case .length(let remaining) = responseBody { limit = Int(min(Int64(Int.max), remaining)) }
+        let before = out.tail
+        guard let n = readServer(s, into: out, max: limit) else { return moved }
+        if n == 0 {
+            if case .untilClose = responseBody {
+                responseBody = .done
+                closeAfterResponse = true
+                finishResponse(serverReusable: false)
+            } else {
+                terminationState = "SD"
+                serverFailed()
+            }
+            return true
+        }
+        trackResponseBody(from: before)
+        return true
+    }
+
+    /// Follows the response framing over bytes just appended to `output` at `from`.
+    func trackResponseBody(from start: Int) {
+        guard let out = output else { return }
+        let n = out.tail - start
+        switch responseBody {
+        case .length(let remaining):
+            let left = remaining - Int64(n)
+            if left <= 0 { responseBody = .done; finishResponse(serverReusable: left == 0) } else { responseBody = .length(left) }
+        case .chunked(var tracker):
+            switch tracker.consume(UnsafeRawBufferPointer(start: out.base + start, count: n)) {
+            case .more: responseBody = .chunked(tracker)
+            case .ended(let used):
+                out.tail = start + used
+                responseBody = .done
+                finishResponse(serverReusable: used == n)
+            case .invalid:
+                terminationState = "SD"
+                server.map { $0.eof = true }
+                responseBody = .done
+                closeAfterResponse = true
+                finishResponse(serverReusable: false)
+            }
+        default:
+            break
+        }
+    }
+
+    /// Turns a parsed response head into the client's head, and starts the body.
+    func startResponse() -> Bool {
+        guard let inBuf = fromServer else { return false }
+        let p = inBuf.readable
+        let status = response.status
+        responseHeadMs = loop.now
+        if status >= 100 && status < 200 && status != 101 {
+            // Interim response: forward it and wait for the final one.
+            let out = output ?? buffers.take()
+            output = out
+            out.append(UnsafeRawBufferPointer(rebasing: p[0..<response.length]))
+            inBuf.head += response.length
+            responseParser.reset()
+            if inBuf.isEmpty { inBuf.clear() }
+            return true
+        }
+        responseStarted = true
+        logStatus = status
+        // Response rules (backend's, then frontend's).
+        if let b = backend, !b.responseRules.isEmpty || !b.legacyResponseRules.isEmpty { applyResponseRules(b.responseRules, legacy: b.legacyResponseRules) }
+        if backend !== frontend.ownBackend, !frontend.responseRules.isEmpty || !frontend.legacyResponseRules.isEmpty {
+            applyResponseRules(frontend.responseRules, legacy: frontend.legacyResponseRules)
+        }
+        var framing = response.responseFraming(requestWasHEAD: requestWasHEAD)
+        if status == 101 { framing = .none }
+        let serverKeepAlive = response.wantsKeepAlive && !backendClosesServerSide
+        if case .untilClose = framing { closeAfterResponse = true }
+        if context.model.stopping.load(ordering: .relaxed) { closeAfterResponse = true }
+        let out = output ?? buffers.take()
+        output = out
+        if out.isEmpty { out.clear() }
+        // Status line.
+        if let (code, reason) = statusOverride {
+            out.append(response.minorVersion == 0 ? "HTTP/1.0 " : "HTTP/1.1 ")
+            out.append(decimal: code); out.append(" ")
+            out.append(string: reason ?? HTTPStatusText.reason(code)); out.append("\r\n")
+            logStatus = code
+        } else {
+            out.append(UnsafeRawBufferPointer(rebasing: p[0..<response.startLineEnd]))
+        }
+        if let list = responseEdits {
+            for h in list where !Self.isHopByHop(h.name, keepUpgrade: status == 101) {
+                out.append(h.name); out.append(": "); out.append(h.value); out.append("\r\n")
+            }
+        } else {
+            for h in response.headers where !isHopByHop(p, h.name, keepUpgrade: status == 101) {
+                out.append(UnsafeRawBufferPointer(rebasing: p[Int(h.line.start)..<Int(h.line.end)]))
+            }
+        }
+        if let cookie = backend?.settings.cookie, cookie.noCache, cookie.mode == .insert {
+            out.append("cache-control: private\r\n")
+        }
+        if status == 101 {
+            out.append("connection: upgrade\r\n")
+        } else if closeAfterResponse {
+            out.append("connection: close\r\n")
+        } else if request.minorVersion == 0 {
+            out.append("connection: keep-alive\r\n")
+        }
+        out.append("\r\n")
+        inBuf.head += response.length
+        responseParser.reset()
+        // Body bytes that came with the head.
+        switch framing {
+        case .none: responseBody = .done
+        case .contentLength(let n): responseBody = .length(n)
+        case .chunked: responseBody = .chunked(ChunkedBodyTracker())
+        case .untilClose: responseBody = .untilClose
+        }
+        if status == 101 {
+            phase = .tunnel
+            // Anything already read from the server belongs to the tunnel.
+            if !inBuf.isEmpty { out.append(inBuf.readable); inBuf.clear() }
+            buffers.give(inBuf)
+            fromServer = nil
+            return true
+        }
+        if !inBuf.isEmpty, case .done = responseBody {} else if !inBuf.isEmpty {
+            let before = out.tail
+            var take = inBuf.count
+            if case .length(let r) = responseBody { take = Int(min(Int64(take), r)) }
+            take = min(take, out.freeSpace)
+            out.append(UnsafeRawBufferPointer(start: inBuf.base + inBuf.head, count: take))
+            inBuf.head += take
+            trackResponseBody(from: before)
+            if !inBuf.isEmpty, case .done = responseBody { server?.eof = true }
+            else if !inBuf.isEmpty, out.freeSpace == 0 {
+                // More than fits: keep the rest in fromServer and move it as output drains.
+                return true
+            }
+        }
+        if let f = fromServer, f.isEmpty {
+            buffers.give(f)
+            fromServer = nil
+        }
+        if case .done = responseBody, phase == .exchange, server != nil {
+            finishResponse(serverReusable: serverKeepAlive && (fromServer?.isEmpty ?? true))
+        } else {
+            pendingServerReusable = serverKeepAlive
+        }
+        return true
+    }
+
+    var pendingServerReusable = true
+
+    /// The response is fully read from the server: release or keep the server connection.
+    func finishResponse(serverReusable: Bool) {
+        guard let s = server else { return }
+        let reusable = serverReusable && pendingServerReusable && !s.eof && (fromServer?.isEmpty ?? true)
+            && { if case .done = requestBody { return true } else { return false } }()
+        pendingServerReusable = true
+        if reusable && !closeAfterResponse {
+            // Keep it attached: the next request of this client likely goes to the same server.
+        } else if reusable {
+            server = nil
+            context.release(s)
+        } else {
+            server = nil
+            s.close()
+        }
+        if let f = fromServer { buffers.give(f); fromServer = nil }
+        endTransactionWhenFlushed()
+    }
+
+    /// Once the response is on its way, logs and either closes or waits for the next request.
+    func endTransactionWhenFlushed() {
+        logTransaction()
+        if let t = toServer { buffers.give(t); toServer = nil }
+        responseStarted = false
+        requestBody = .none
+        responseBody = .none
+        requestStartMs = 0
+        if closeAfterResponse {
+            phase = .draining
+            if flushToClient() {}
+            if output?.isEmpty ?? true { shutdownAndDrain() }
+            return
+        }
+        phase = .head
+        backend = nil
+        if let out = output, out.isEmpty { buffers.give(out); output = nil }
+        if let inBuf = input, inBuf.isEmpty { buffers.give(inBuf); input = nil }
+    }
+
+    // MARK: tunnel (after 101)
+
+    func relayTunnel() -> Bool {
+        guard let s = server else { close(); return false }
+        var moved = false
+        if toServer == nil { toServer = buffers.take() }
+        if output == nil { output = buffers.take() }
+        // Anything left in the input buffer goes first.
+        if let inBuf = input, !inBuf.isEmpty, let ts = toServer, ts.isEmpty {
+            ts.append(inBuf.readable)
+            inBuf.clear()
+            moved = true
+        }
+        if let ts = toServer, ts.isEmpty {
+            ts.clear()
+            if let n = readClient(into: ts) {
+                moved = true
+                if n == 0 { Socket.shutdown(s.fd, Socket.shutWrite) }
+            }
+        }
+        if let out = output, out.isEmpty {
+            out.clear()
+            if let n = readServer(s, into: out) {
+                moved = true
+                if n == 0 { Socket.shutdown(fd, Socket.shutWrite) }
+            }
+        }
+        if clientEOF && s.eof && (output?.isEmpty ?? true) && (toServer?.isEmpty ?? true) {
+            close()
+            return false
+        }
+        return moved
+    }
+
+    // MARK: local responses
+
+    /// Sends a complete response made by the proxy (rules, errors) and closes if asked.
+    func sendLocal(_ bytes: [UInt8], status: Int, close shouldClose: Bool = false) {
+        logStatus = status
+        if shouldClose { closeAfterResponse = true }
+        let out = output ?? buffers.take()
+        output = out
+        if out.isEmpty { out.clear() }
+        if !out.append(bytes) { out.append(HTTPStatusText.errorPage(500)) }
+        // Skip the request body, if any, by closing afterwards (we do not read it).
+        if let inBuf = input {
+            inBuf.head += requestHeadLength
+            requestHeadLength = 0
+            switch request.requestFraming {
+            case .none: break
+            case .contentLength(let n) where Int64(inBuf.count) >= n: inBuf.head += Int(n)
+            default: closeAfterResponse = true
+            }
+        }
+        parser.reset()
+        if let s = server {
+            server = nil
+            s.close()
+        }
+        phase = .exchange
+        _ = flushToClient()
+        endTransactionWhenFlushed()
+    }
+
+    /// Answers with an error page (the configured errorfile, or the built-in one).
+    func respondWithError(_ status: Int, reason: String, state: String) {
+        terminationState = state
+        if let s = server { server = nil; s.close(abort: true) }
+        let page = backend?.errorPages[status] ?? frontend.errorPages[status] ?? HTTPStatusText.errorPage(status)
+        if responseStarted {
+            close()
+            return
+        }
+        toServer.map { buffers.give($0) }
+        toServer = nil
+        if let f = fromServer { buffers.give(f); fromServer = nil }
+        sendLocal(page, status: status, close: true)
+    }
+
+    func abortTransaction() {
+        if let s = server { server = nil; s.close(abort: true) }
+        close()
+    }
+
+    // MARK: closing
+
+    /// Half-closes our side and reads until the client closes, so that a request racing the
+    /// close is not answered with a reset (RFC 9112 §9.6).
+    func shutdownAndDrain() {
+        Socket.shutdown(fd, Socket.shutWrite)
+        phase = .draining
+        if let b = output { buffers.give(b); output = nil }
+        if let b = toServer { buffers.give(b); toServer = nil }
+        _ = drainClient()
+        if !closed { loop.setDeadline(self, loop.now + 1000) }
+    }
+
+    func drainClient() -> Bool {
+        if output != nil && !(output!.isEmpty) { return false }
+        if let out = output, out.isEmpty, phase == .draining, !closed {
+            buffers.give(out)
+            output = nil
+            Socket.shutdown(fd, Socket.shutWrite)
+        }
+        let inBuf = input ?? buffers.take()
+        input = inBuf
+        var moved = false
+        while !clientEOF {
+            inBuf.clear()
+            guard let n = readClient(into: inBuf) else { break }
+            moved = true
+            if n == 0 { break }
+        }
+        if clientEOF { close() }
+        return moved
+    }
+
+    func close() {
+        guard !closed else { return }
+        closed = true
+        loop.clearDeadline(self)
+        loop.unregister(fd)
+        fd.close()
+        if let s = server { server = nil; s.close() }
+        for b in [input, output, toServer, fromServer] { if let b { buffers.give(b) } }
+        input = nil; output = nil; toServer = nil; fromServer = nil
+        context.sessionClosed(self)
+    }
+
+    // MARK: logging
+
+    func logTransaction() {
+        let o = frontend.settings.options
+        guard !frontend.logDestinations.isEmpty else { return }
+        if o.dontLogNull && transactions == 0 { return }
+        let now = loop.now
+        let tr = headReceivedMs - requestStartMs
+        let tw: Int64 = 0
+        let tc = connectedMs >= connectStartMs && connectStartMs > 0 ? connectedMs - connectStartMs : -1
+        let trs = responseHeadMs >= connectedMs && connectedMs > 0 ? responseHeadMs - connectedMs : -1
+        let ta = now - requestStartMs
+        let serverName = triedServer?.name ?? "<NOSRV>"
+        let backendName = backend?.name ?? frontend.name
+        let line: String
+        if o.httpLog {
+            line = "\(clientIP):\(clientAddress.port) [\(Logger.acceptDate(seconds: acceptedAt.seconds, microseconds: acceptedAt.microseconds))] \(frontend.name) \(backendName)/\(serverName) \(tr)/\(tw)/\(tc)/\(trs)/\(ta) \(logStatus) \(bytesToClient) - - \(terminationState)-- \(context.model.activeConnections.load(ordering: .relaxed))/\(frontend.active.load(ordering: .relaxed))/0/0/0 0/0 \"\(requestLineForLog)\""
+        } else {
+            line = "Connect from \(clientIP):\(clientAddress.port) to \(localIP):\(localAddress.port) (\(frontend.name)/HTTP)"
+        }
+        context.model.logger.log(line, to: frontend.logDestinations)
+        bytesToClient = 0
+        terminationState = "--"
+    }
+}

@@ -1,0 +1,103 @@
+import ProxyConfig
+import ProxyRules
+import ProxySystem
+import Glibc
+
+/// A listening socket and the frontend it feeds. A value: it can be bound here, or built
+/// from a descriptor inherited from an older process (the reload issue's handover).
+public struct Listener: Sendable {
+    public let key: ListenerKey
+    public let fd: FileDescriptor
+    public let frontendName: String
+    public let options: BindOptions
+
+    public init(key: ListenerKey, fd: FileDescriptor, frontendName: String, options: BindOptions) {
+        self.key = key
+        self.fd = fd
+        self.frontendName = frontendName
+        self.options = options
+    }
+
+    /// The socket address a listener key binds to.
+    public static func socketAddress(for key: ListenerKey) -> SocketAddress? {
+        switch key.address {
+        case .inet(let family, let address, let port):
+            if family == .ipv4 { return SocketAddress(ipv4: address?.v4Value ?? 0, port: UInt16(port)) }
+            var bytes = [UInt8](repeating: 0, count: 16)
+            if let a = address {
+                for i in 0..<8 { bytes[i] = UInt8(truncatingIfNeeded: a.high >> (56 - 8 * UInt64(i))) }
+                for i in 0..<8 { bytes[8 + i] = UInt8(truncatingIfNeeded: a.low >> (56 - 8 * UInt64(i))) }
+            }
+            return SocketAddress(ipv6: bytes, port: UInt16(port))
+        case .unix(let path): return SocketAddress(unixPath: path)
+        case .abstract(let name): return SocketAddress(unixPath: name, abstract: true)
+        case .inheritedFD: return nil
+        }
+    }
+
+    /// Binds a fresh socket for `key`, with SO_REUSEADDR and (unless told not to) SO_REUSEPORT.
+    public static func bind(_ key: ListenerKey, frontend: String, options: BindOptions, backlog: Int,
+                            reusePort: Bool) throws -> Listener {
+        if case .inheritedFD(let n) = key.address {
+            let fd = FileDescriptor(rawValue: n)
+            try Socket.setNonBlocking(fd)
+            return Listener(key: key, fd: fd, frontendName: frontend, options: options)
+        }
+        guard let address = socketAddress(for: key) else { throw SystemError("bind", code: EINVAL) }
+        let fd = try Socket.make(family: address.family)
+        do {
+            if address.family != AF_UNIX {
+                try Socket.setOption(fd, level: SOL_SOCKET, name: SO_REUSEADDR, value: 1)
+                if reusePort { try Socket.setOption(fd, level: SOL_SOCKET, name: SO_REUSEPORT, value: 1) }
+                if address.family == AF_INET6 && (key.v6only || key.v4v6) {
+                    try Socket.setOption(fd, level: Int32(IPPROTO_IPV6), name: IPV6_V6ONLY, value: key.v6only ? 1 : 0)
+                }
+                if key.transparent { try Socket.setOption(fd, level: SOL_IP, name: IP_TRANSPARENT, value: 1) }
+                if options.deferAccept { try? Socket.setOption(fd, level: Int32(IPPROTO_TCP), name: TCP_DEFER_ACCEPT, value: 1) }
+                if let name = key.interface {
+                    _ = name.withCString { setsockopt(fd.rawValue, SOL_SOCKET, SO_BINDTODEVICE, $0, socklen_t(strlen($0) + 1)) }
+                }
+            } else if case .unix(let path) = key.address {
+                unlink(path)
+            }
+            try Socket.bind(fd, address)
+            if case .unix(let path) = key.address, let mode = options.mode { chmod(path, mode_t(mode)) }
+            try Socket.listen(fd, backlog: Int32(clamping: options.backlog ?? backlog))
+        } catch {
+            fd.close()
+            throw error
+        }
+        return Listener(key: key, fd: fd, frontendName: frontend, options: options)
+    }
+
+    /// Binds every `bind` line of the configuration's frontends.
+    public static func bindAll(_ configuration: Configuration, reusePort: Bool) throws -> [Listener] {
+        var listeners: [Listener] = []
+        do {
+            for p in configuration.proxies where p.isFrontend {
+                let backlog = p.settings.backlog ?? p.settings.maxconn ?? 1024
+                for b in p.binds {
+                    for key in b.listenerKeys {
+                        do {
+                            listeners.append(try bind(key, frontend: p.name, options: b.options, backlog: backlog, reusePort: reusePort))
+                        } catch let e as SystemError {
+                            throw BindError(location: b.location, address: key.description, error: e)
+                        }
+                    }
+                }
+            }
+        } catch {
+            for l in listeners { l.fd.close() }
+            throw error
+        }
+        return listeners
+    }
+}
+
+/// A `bind` that failed, with its config line.
+public struct BindError: Error, CustomStringConvertible {
+    public let location: SourceLocation
+    public let address: String
+    public let error: SystemError
+    public var description: String { "\(location): cannot bind \(address): \(error.reason)" }
+}

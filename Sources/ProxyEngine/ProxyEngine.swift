@@ -1,0 +1,113 @@
+import ProxyConfig
+import ProxySystem
+import Synchronization
+import Glibc
+
+/// The data plane: `nbthread` event loops, each on its own thread, sharing the listeners.
+/// It takes commands (stop accepting, soft stop, hard stop) and knows nothing of processes.
+public final class ProxyEngine: @unchecked Sendable {
+    public let model: RuntimeModel
+    public let listeners: [Listener]
+    let loops: [EventLoop]
+    var contexts: [LoopContext] = []
+    private var threads: [pthread_t] = []
+    /// Rung by each loop as it exits.
+    public let finished: EventFD
+    private let running = Atomic<Int>(0)
+
+    public init(model: RuntimeModel, listeners: [Listener], threads: Int) throws {
+        self.model = model
+        self.listeners = listeners
+        var loops: [EventLoop] = []
+        for i in 0..<max(1, threads) {
+            loops.append(try EventLoop(index: i, bufferSize: model.configuration.global.bufferSize))
+        }
+        self.loops = loops
+        finished = try EventFD()
+        let frontends = Dictionary(model.frontends.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        for loop in loops {
+            let context = LoopContext(loop: loop, model: model)
+            for l in listeners {
+                guard let f = frontends[l.frontendName] else { continue }
+                let a = Acceptor(listener: l, frontend: f, context: context)
+                try a.start()
+                context.acceptors.append(a)
+            }
+            contexts.append(context)
+        }
+    }
+
+    /// Starts one thread per loop.
+    public func start() throws {
+        for (i, loop) in loops.enumerated() {
+            running.add(1, ordering: .relaxed)
+            let context = contexts[i]
+            threads.append(try Threads.start { [self] in
+                _ = context
+                loop.run()
+                running.subtract(1, ordering: .relaxed)
+                finished.signal()
+            })
+        }
+    }
+
+    /// Loops still running.
+    public var runningLoops: Int { running.load(ordering: .relaxed) }
+
+    /// Soft stop: stop accepting, answer in-flight requests with `Connection: close`, let
+    /// idle keep-alive connections end at their next request or their keep-alive timeout,
+    /// and end each loop once its last connection is gone.
+    public func softStop() {
+        model.stopping.store(true, ordering: .relaxed)
+        for (i, loop) in loops.enumerated() {
+            let context = contexts[i]
+            loop.post {
+                for a in context.acceptors { a.stop() }
+                context.closeAllIdle()
+                context.onSessionClosed = { if context.sessions == 0 { loop.stop() } }
+                if context.sessions == 0 { loop.stop() }
+            }
+        }
+    }
+
+    /// Stops accepting on every loop, without stopping (pause; SIGTTOU).
+    public func pauseAccepting() {
+        for (i, loop) in loops.enumerated() {
+            let context = contexts[i]
+            loop.post { for a in context.acceptors where !a.paused { a.pause() } }
+        }
+    }
+
+    /// Resumes accepting after `pauseAccepting` (SIGTTIN).
+    public func resumeAccepting() {
+        for (i, loop) in loops.enumerated() {
+            let context = contexts[i]
+            loop.post {
+                let list = context.pausedAcceptors
+                context.pausedAcceptors.removeAll()
+                for a in list { a.resume() }
+            }
+        }
+    }
+
+    /// Hard stop: close every connection now and end the loops.
+    public func hardStop() {
+        model.stopping.store(true, ordering: .relaxed)
+        for (i, loop) in loops.enumerated() {
+            let context = contexts[i]
+            loop.post {
+                for a in context.acceptors { a.stop() }
+                for (_, s) in context.openSessions {
+                    if let h = s as? HTTPSession { h.close() } else if let t = s as? TCPSession { t.close() }
+                }
+                context.closeAllIdle()
+                loop.stop()
+            }
+        }
+    }
+
+    public func join() {
+        for t in threads { Threads.join(t) }
+        threads.removeAll()
+    }
+}

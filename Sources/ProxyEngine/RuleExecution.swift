@@ -1,0 +1,331 @@
+import ProxyConfig
+import ProxyHTTP
+import ProxyRules
+import Glibc
+
+/// An `http-request` rule ready to run: formats compiled, static responses pre-built.
+struct CompiledRequestRule {
+    enum Action {
+        case allow
+        case respond([UInt8], status: Int)
+        case respondDynamic(LocalResponse)
+        case redirect(Redirect, LogFormat)
+        case setHeader([UInt8], LogFormat)
+        case addHeader([UInt8], LogFormat)
+        case deleteHeader(String)
+        case replaceHeader(String, RegexReplacement, wholeValue: Bool)
+        case setPath(LogFormat)
+        case replacePath(RegexReplacement)
+        case setURI(LogFormat)
+        case replaceURI(RegexReplacement)
+        case setVariable(String, SampleExpression)
+    }
+    let guardState: RuleGuard
+    let action: Action
+
+    init(_ rule: Rule<HTTPRequestAction>, errorPages: [Int: [UInt8]]) {
+        guardState = rule.guardState
+        switch rule.action {
+        case .allow: action = .allow
+        case .deny(let r), .tarpit(let r), .returnResponse(let r):
+            if r.headers.allSatisfy({ LogFormat($0.value).isConstant }), case .text(let t) = r.body, !LogFormat(t).isConstant {
+                action = .respondDynamic(r)
+            } else if r.headers.allSatisfy({ LogFormat($0.value).isConstant }) {
+                action = .respond(Self.build(r, errorPages: errorPages), status: r.status)
+            } else {
+                action = .respondDynamic(r)
+            }
+        case .redirect(let r): action = .redirect(r, LogFormat(r.target))
+        case .setHeader(let h): action = .setHeader(Array(h.name.utf8), LogFormat(h.value))
+        case .addHeader(let h): action = .addHeader(Array(h.name.utf8), LogFormat(h.value))
+        case .deleteHeader(let n): action = .deleteHeader(n.lowercased())
+        case .replaceHeader(let n, let r): action = .replaceHeader(n.lowercased(), r, wholeValue: true)
+        case .replaceValue(let n, let r): action = .replaceHeader(n.lowercased(), r, wholeValue: false)
+        case .setPath(let f): action = .setPath(LogFormat(f))
+        case .replacePath(let r): action = .replacePath(r)
+        case .setURI(let f): action = .setURI(LogFormat(f))
+        case .replaceURI(let r): action = .replaceURI(r)
+        case .setVariable(let scope, let name, let e): action = .setVariable("\(scope.rawValue).\(name)", e)
+        }
+    }
+
+    /// A complete response for `return`, `deny` and `tarpit`.
+    static func build(_ r: LocalResponse, errorPages: [Int: [UInt8]], render: (String) -> [UInt8] = { Array($0.utf8) }) -> [UInt8] {
+        switch r.body {
+        case .rawResponse(_, let bytes): return bytes
+        case .defaultErrorFile: return errorPages[r.status] ?? HTTPStatusText.errorPage(r.status)
+        case .none where r.contentType == nil && r.headers.isEmpty && r.status >= 400:
+            return errorPages[r.status] ?? HTTPStatusText.errorPage(r.status)
+        default: break
+        }
+        var body: [UInt8] = []
+        switch r.body {
+        case .text(let t): body = render(t)
+        case .file(_, let bytes): body = bytes
+        default: break
+        }
+        var head = "HTTP/1.1 \(r.status) \(HTTPStatusText.reason(r.status))\r\n"
+        if let ct = r.contentType { head += "content-type: \(ct)\r\n" }
+        for h in r.headers { head += "\(h.name): \(String(decoding: render(h.value), as: UTF8.self))\r\n" }
+        if r.status >= 200 && r.status != 204 && r.status != 304 { head += "content-length: \(body.count)\r\n" }
+        if r.status >= 400 { head += "cache-control: no-cache\r\n" }
+        head += "\r\n"
+        return Array(head.utf8) + body
+    }
+}
+
+/// An `http-response` rule ready to run.
+struct CompiledResponseRule {
+    enum Action {
+        case setHeader([UInt8], LogFormat)
+        case addHeader([UInt8], LogFormat)
+        case deleteHeader(String)
+        case replaceHeader(String, RegexReplacement, wholeValue: Bool)
+        case setStatus(Int, String?)
+    }
+    let guardState: RuleGuard
+    let action: Action
+
+    init(_ rule: Rule<HTTPResponseAction>) {
+        guardState = rule.guardState
+        switch rule.action {
+        case .setHeader(let h): action = .setHeader(Array(h.name.utf8), LogFormat(h.value))
+        case .addHeader(let h): action = .addHeader(Array(h.name.utf8), LogFormat(h.value))
+        case .deleteHeader(let n): action = .deleteHeader(n.lowercased())
+        case .replaceHeader(let n, let r): action = .replaceHeader(n.lowercased(), r, wholeValue: true)
+        case .replaceValue(let n, let r): action = .replaceHeader(n.lowercased(), r, wholeValue: false)
+        case .setStatus(let c, let reason): action = .setStatus(c, reason)
+        }
+    }
+}
+
+extension RuleGuard {
+    @inline(__always)
+    func allows<C: SampleContext>(_ samples: C) -> Bool {
+        switch self {
+        case .always: return true
+        case .never: return false
+        case .when(let c): return c.evaluate(samples)
+        }
+    }
+}
+
+extension HTTPSession {
+    /// The request's headers as an editable list (made on the first edit).
+    func editableRequestHeaders() -> [(name: [UInt8], value: [UInt8])] {
+        if let list = rewrittenHeaders { return list }
+        let p = requestBytes
+        return request.headers.map { h in
+            (Array(UnsafeRawBufferPointer(rebasing: p[Int(h.name.start)..<Int(h.name.end)])),
+             Array(UnsafeRawBufferPointer(rebasing: p[Int(h.value.start)..<Int(h.value.end)])))
+        }
+    }
+
+    func currentTarget() -> [UInt8] {
+        if let t = rewrittenTarget { return t }
+        let p = requestBytes
+        return Array(UnsafeRawBufferPointer(rebasing: p[Int(request.target.start)..<Int(request.target.end)]))
+    }
+
+    /// Runs `http-request` rules and then 1.x `req*` rules. Returns true when the request was
+    /// answered here (deny, return, redirect).
+    func applyRequestRules(_ rules: [CompiledRequestRule], legacy: [(RuleGuard, LegacyRewrite)]) -> Bool {
+        let samples = RequestSamples(session: self)
+        for rule in rules where rule.guardState.allows(samples) {
+            switch rule.action {
+            case .allow:
+                return applyLegacyRequestRules(legacy)
+            case .respond(let bytes, let status):
+                terminationState = status >= 400 ? "PR" : "--"
+                sendLocal(bytes, status: status, close: status >= 400 && status != 404 ? false : false)
+                return true
+            case .respondDynamic(let r):
+                let bytes = CompiledRequestRule.build(r, errorPages: backend?.errorPages ?? frontend.errorPages) {
+                    LogFormat($0).render(samples)
+                }
+                sendLocal(bytes, status: r.status)
+                return true
+            case .redirect(let r, let format):
+                sendLocal(redirectResponse(r, target: format.render(samples)), status: r.code)
+                return true
+            case .setHeader(let name, let format):
+                var list = editableRequestHeaders()
+                let lower = String(decoding: name, as: UTF8.self).lowercased()
+                list.removeAll { String(decoding: $0.name, as: UTF8.self).lowercased() == lower }
+                list.append((name, format.isConstant ? format.constant : format.render(samples)))
+                rewrittenHeaders = list
+            case .addHeader(let name, let format):
+                var list = editableRequestHeaders()
+                list.append((name, format.isConstant ? format.constant : format.render(samples)))
+                rewrittenHeaders = list
+            case .deleteHeader(let lower):
+                var list = editableRequestHeaders()
+                list.removeAll { String(decoding: $0.name, as: UTF8.self).lowercased() == lower }
+                rewrittenHeaders = list
+            case .replaceHeader(let lower, let r, let whole):
+                rewrittenHeaders = Self.replace(in: editableRequestHeaders(), name: lower, r, wholeValue: whole)
+            case .setPath(let format):
+                let t = currentTarget()
+                let q = t.firstIndex(of: UInt8(ascii: "?")).map { Array(t[$0...]) } ?? []
+                rewrittenTarget = format.render(samples) + q
+            case .replacePath(let r):
+                let t = currentTarget()
+                let qi = t.firstIndex(of: UInt8(ascii: "?")) ?? t.count
+                if let replaced = r.regex.substitute(in: String(decoding: t[..<qi], as: UTF8.self), template: r.template) {
+                    rewrittenTarget = Array(replaced.utf8) + Array(t[qi...])
+                }
+            case .setURI(let format):
+                rewrittenTarget = format.render(samples)
+            case .replaceURI(let r):
+                if let replaced = r.regex.substitute(in: String(decoding: currentTarget(), as: UTF8.self), template: r.template) {
+                    rewrittenTarget = Array(replaced.utf8)
+                }
+            case .setVariable(let key, let e):
+                var value: String?
+                _ = samples.visitSamples(of: e.fetch) { raw in
+                    let (v, fold) = e.convert(raw)
+                    switch v {
+                    case .bytes(let p):
+                        let s = String(decoding: p, as: UTF8.self)
+                        value = fold == .lower ? s.lowercased() : fold == .upper ? s.uppercased() : s
+                    case .integer(let i): value = String(i)
+                    case .boolean(let b): value = b ? "1" : "0"
+                    case .ip(let a): value = a.description
+                    }
+                    return true
+                }
+                if let value { variables = (variables ?? [:]).merging([key: value]) { $1 } }
+            }
+        }
+        return applyLegacyRequestRules(legacy)
+    }
+
+    static func replace(in list: [(name: [UInt8], value: [UInt8])], name lower: String, _ r: RegexReplacement, wholeValue: Bool) -> [(name: [UInt8], value: [UInt8])] {
+        list.map { h in
+            guard String(decoding: h.name, as: UTF8.self).lowercased() == lower else { return h }
+            let value = String(decoding: h.value, as: UTF8.self)
+            if wholeValue {
+                return (h.name, r.regex.substitute(in: value, template: r.template).map { Array($0.utf8) } ?? h.value)
+            }
+            let parts = value.split(separator: ",", omittingEmptySubsequences: false).map { part -> String in
+                let trimmed = String(part).trimmingBlanks()
+                return r.regex.substitute(in: trimmed, template: r.template) ?? trimmed
+            }
+            return (h.name, Array(parts.joined(separator: ", ").utf8))
+        }
+    }
+
+    /// The 1.x rules, applied line by line to the request line and each header line.
+    func applyLegacyRequestRules(_ rules: [(RuleGuard, LegacyRewrite)]) -> Bool {
+        guard !rules.isEmpty else { return false }
+        let samples = RequestSamples(session: self)
+        let p = requestBytes
+        var requestLine = String(decoding: p[Int(request.method.start)..<Int(request.method.end)], as: UTF8.self) + " "
+            + String(decoding: currentTarget(), as: UTF8.self) + (request.minorVersion == 0 ? " HTTP/1.0" : " HTTP/1.1")
+        var lines = editableRequestHeaders().map { String(decoding: $0.name, as: UTF8.self) + ": " + String(decoding: $0.value, as: UTF8.self) }
+        var allowed = false
+        for (guardState, rule) in rules where guardState.allows(samples) {
+            switch rule.operation {
+            case .replace(let regex, let template):
+                if let r = regex.substitute(in: requestLine, template: template) { requestLine = r }
+                lines = lines.map { regex.substitute(in: $0, template: template) ?? $0 }
+            case .delete(let regex):
+                lines.removeAll { regex.matches($0) }
+            case .add(let line):
+                lines.append(line)
+            case .deny(let regex):
+                if !allowed && (regex.matches(requestLine) || lines.contains { regex.matches($0) }) {
+                    terminationState = "PR"
+                    sendLocal(frontend.errorPages[403] ?? HTTPStatusText.errorPage(403), status: 403)
+                    return true
+                }
+            case .allow(let regex):
+                if regex.matches(requestLine) || lines.contains(where: { regex.matches($0) }) { allowed = true }
+            }
+        }
+        // Write the lines back: the target from the request line, the headers as a list.
+        let parts = requestLine.split(separator: " ", omittingEmptySubsequences: true)
+        if parts.count >= 2 { rewrittenTarget = Array(parts[1].utf8) }
+        rewrittenHeaders = lines.compactMap { line in
+            guard let colon = line.firstIndex(of: ":") else { return nil }
+            return (Array(line[..<colon].utf8), Array(String(line[line.index(after: colon)...]).trimmingBlanks().utf8))
+        }
+        return false
+    }
+
+    /// The response's headers as an editable list.
+    func editableResponseHeaders() -> [(name: [UInt8], value: [UInt8])] {
+        if let list = responseEdits { return list }
+        guard let b = fromServer else { return [] }
+        let p = b.readable
+        return response.headers.map { h in
+            (Array(UnsafeRawBufferPointer(rebasing: p[Int(h.name.start)..<Int(h.name.end)])),
+             Array(UnsafeRawBufferPointer(rebasing: p[Int(h.value.start)..<Int(h.value.end)])))
+        }
+    }
+
+    func applyResponseRules(_ rules: [CompiledResponseRule], legacy: [(RuleGuard, LegacyRewrite)]) {
+        let samples = RequestSamples(session: self)
+        for rule in rules where rule.guardState.allows(samples) {
+            switch rule.action {
+            case .setHeader(let name, let format):
+                var list = editableResponseHeaders()
+                let lower = String(decoding: name, as: UTF8.self).lowercased()
+                list.removeAll { String(decoding: $0.name, as: UTF8.self).lowercased() == lower }
+                list.append((name, format.isConstant ? format.constant : format.render(samples)))
+                responseEdits = list
+            case .addHeader(let name, let format):
+                var list = editableResponseHeaders()
+                list.append((name, format.isConstant ? format.constant : format.render(samples)))
+                responseEdits = list
+            case .deleteHeader(let lower):
+                var list = editableResponseHeaders()
+                list.removeAll { String(decoding: $0.name, as: UTF8.self).lowercased() == lower }
+                responseEdits = list
+            case .replaceHeader(let lower, let r, let whole):
+                responseEdits = Self.replace(in: editableResponseHeaders(), name: lower, r, wholeValue: whole)
+            case .setStatus(let code, let reason):
+                statusOverride = (code, reason)
+            }
+        }
+        let active = legacy.filter { $0.0.allows(samples) }
+        guard !active.isEmpty else { return }
+        var lines = editableResponseHeaders().map { String(decoding: $0.name, as: UTF8.self) + ": " + String(decoding: $0.value, as: UTF8.self) }
+        for (_, rule) in active {
+            switch rule.operation {
+            case .replace(let regex, let template): lines = lines.map { regex.substitute(in: $0, template: template) ?? $0 }
+            case .delete(let regex): lines.removeAll { regex.matches($0) }
+            case .add(let line): lines.append(line)
+            case .deny, .allow: break
+            }
+        }
+        responseEdits = lines.compactMap { line in
+            guard let colon = line.firstIndex(of: ":") else { return nil }
+            return (Array(line[..<colon].utf8), Array(String(line[line.index(after: colon)...]).trimmingBlanks().utf8))
+        }
+    }
+
+    /// A redirect response for `http-request redirect`.
+    func redirectResponse(_ r: Redirect, target: [UInt8]) -> [UInt8] {
+        var location = target
+        var uri = currentTarget()
+        if r.dropQuery, let q = uri.firstIndex(of: UInt8(ascii: "?")) { uri = Array(uri[..<q]) }
+        switch r.kind {
+        case .location:
+            break
+        case .prefix:
+            if r.appendSlash, uri.last != UInt8(ascii: "/") { uri.append(UInt8(ascii: "/")) }
+            location = (target == [UInt8(ascii: "/")] ? [] : target) + uri
+        case .scheme:
+            let p = requestBytes
+            let host = request.host.map { Array(UnsafeRawBufferPointer(rebasing: p[Int($0.start)..<Int($0.end)])) } ?? []
+            location = target + Array("://".utf8) + host + uri
+        }
+        var head = "HTTP/1.1 \(r.code) \(HTTPStatusText.reason(r.code))\r\ncontent-length: 0\r\nlocation: "
+        head += String(decoding: location, as: UTF8.self) + "\r\n"
+        if let c = r.setCookie { head += "set-cookie: \(c)\r\n" }
+        if let c = r.clearCookie { head += "set-cookie: \(c.hasSuffix("=") ? c : c + "=") ; Expires=Thu, 01-Jan-1970 00:00:01 GMT\r\n" }
+        head += "cache-control: no-cache\r\n\r\n"
+        return Array(head.utf8)
+    }
+}

@@ -1,0 +1,182 @@
+import ProxyConfig
+import ProxyHTTP
+import ProxyRules
+import ProxySystem
+import Synchronization
+import Glibc
+
+/// A server as the loops see it: its address and the live state every thread shares.
+public final class RuntimeServer: @unchecked Sendable {
+    public let name: String
+    public let backendName: String
+    public let address: SocketAddress
+    public let definition: ServerDefinition
+    public let weight: Int
+    public let maxconn: Int
+    public let maxqueue: Int
+    public let isBackup: Bool
+    /// Position in its backend.
+    public let index: Int
+    /// Connections in use now (for `maxconn` and `leastconn`).
+    public let active = Atomic<Int>(0)
+    /// Health: UP unless checks say otherwise (checks arrive with issue 5).
+    public let isUp = Atomic<Bool>(true)
+    /// Administratively disabled (`disabled`).
+    public let isDisabled: Bool
+
+    init(definition: ServerDefinition, backend: String, index: Int, address: SocketAddress) {
+        self.definition = definition
+        name = definition.name
+        backendName = backend
+        self.address = address
+        weight = definition.options.weight
+        maxconn = definition.options.maxconn
+        maxqueue = definition.options.maxqueue
+        isBackup = definition.options.backup
+        isDisabled = definition.options.disabled
+        self.index = index
+    }
+
+    /// Usable for new traffic: up, enabled and with a weight.
+    @inline(__always) public var isUsable: Bool { !isDisabled && weight > 0 && isUp.load(ordering: .relaxed) }
+
+    /// Below its `maxconn` (0 means unlimited).
+    @inline(__always) public var hasRoom: Bool { maxconn == 0 || active.load(ordering: .relaxed) < maxconn }
+}
+
+/// A backend: its servers, rules, and the balancing state shared by every thread.
+public final class RuntimeBackend: @unchecked Sendable {
+    public let name: String
+    public let definition: ProxyDefinition
+    public let servers: [RuntimeServer]
+    public var mode: ProxyMode { definition.settings.mode }
+    public var settings: ProxySettings { definition.settings }
+    let balancer: Balancer
+    /// Error pages by status (raw responses read at load).
+    public let errorPages: [Int: [UInt8]]
+    let requestRules: [CompiledRequestRule]
+    let responseRules: [CompiledResponseRule]
+    let legacyRequestRules: [(RuleGuard, LegacyRewrite)]
+    let legacyResponseRules: [(RuleGuard, LegacyRewrite)]
+
+    init(definition: ProxyDefinition) throws {
+        name = definition.name
+        self.definition = definition
+        var list: [RuntimeServer] = []
+        for (i, s) in definition.servers.enumerated() {
+            list.append(RuntimeServer(definition: s, backend: definition.name, index: i, address: try Self.resolve(s.address)))
+        }
+        servers = list
+        balancer = Balancer(algorithm: definition.settings.balance, servers: list)
+        let pages = definition.settings.errorPages.mapValues(\.bytes)
+        errorPages = pages
+        requestRules = definition.httpRequestRules.map { CompiledRequestRule($0, errorPages: pages) }
+        responseRules = definition.httpResponseRules.map { CompiledResponseRule($0) }
+        legacyRequestRules = definition.legacyRewrites.filter { $0.action.direction == .request }.map { ($0.guardState, $0.action) }
+        legacyResponseRules = definition.legacyRewrites.filter { $0.action.direction == .response }.map { ($0.guardState, $0.action) }
+    }
+
+    /// Turns a configured server address into a socket address (names were resolved at load).
+    static func resolve(_ a: ServerAddress) throws -> SocketAddress {
+        let port = UInt16(a.port ?? 0)
+        switch a.host {
+        case .ip(let ip):
+            if ip.isV4 { return SocketAddress(ipv4: ip.v4Value, port: port) }
+            var bytes = [UInt8](repeating: 0, count: 16)
+            for i in 0..<8 { bytes[i] = UInt8(truncatingIfNeeded: ip.high >> (56 - 8 * UInt64(i))) }
+            for i in 0..<8 { bytes[8 + i] = UInt8(truncatingIfNeeded: ip.low >> (56 - 8 * UInt64(i))) }
+            return SocketAddress(ipv6: bytes, port: port)
+        case .name(let host):
+            guard let ip = IPAddress(parsing: host) ?? resolveName(host) else {
+                throw SystemError("getaddrinfo", code: ENOENT)
+            }
+            return try resolve(ServerAddress(host: .ip(ip), port: a.port))
+        case .unix(let path):
+            return SocketAddress(unixPath: path)
+        }
+    }
+
+    static func resolveName(_ host: String) -> IPAddress? {
+        var hints = addrinfo()
+        hints.ai_family = AF_UNSPEC
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var result: UnsafeMutablePointer<addrinfo>?
+        guard getaddrinfo(host, nil, &hints, &result) == 0, let first = result, let sa = first.pointee.ai_addr else { return nil }
+        defer { freeaddrinfo(result) }
+        if first.pointee.ai_family == AF_INET {
+            return sa.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { IPAddress(v4: UInt32(bigEndian: $0.pointee.sin_addr.s_addr)) }
+        }
+        return sa.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { p in
+            var a = p.pointee.sin6_addr
+            return IPAddress(bytes16: withUnsafeBytes(of: &a) { Array($0) })
+        }
+    }
+
+    /// Servers usable now: normal ones, or backups when no normal server is usable.
+    public var usableServerCount: Int {
+        servers.reduce(0) { $0 + ($1.isUsable && !$1.isBackup ? 1 : 0) }
+    }
+}
+
+/// A frontend: where connections arrive, its rules and its routing.
+public final class RuntimeFrontend: @unchecked Sendable {
+    public let name: String
+    public let definition: ProxyDefinition
+    public var mode: ProxyMode { definition.settings.mode }
+    public var settings: ProxySettings { definition.settings }
+    /// `use_backend` rules with their targets resolved.
+    let routes: [(RuntimeBackend, RuleGuard)]
+    let defaultBackend: RuntimeBackend?
+    /// For a `listen` section: itself as a backend.
+    let ownBackend: RuntimeBackend?
+    public let active = Atomic<Int>(0)
+    public let errorPages: [Int: [UInt8]]
+    let requestRules: [CompiledRequestRule]
+    let responseRules: [CompiledResponseRule]
+    let legacyRequestRules: [(RuleGuard, LegacyRewrite)]
+    let legacyResponseRules: [(RuleGuard, LegacyRewrite)]
+    let tcpConnectionRules: [Rule<TCPRequestAction>]
+    let tcpContentRules: [Rule<TCPRequestAction>]
+    var logDestinations: [LogDestination] = []
+
+    init(definition: ProxyDefinition, backends: [String: RuntimeBackend], logger: Logger) {
+        name = definition.name
+        self.definition = definition
+        routes = definition.useBackendRules.compactMap { r in backends[r.backend].map { ($0, r.guardState) } }
+        ownBackend = definition.kind == .listen ? backends[definition.name] : nil
+        defaultBackend = definition.settings.defaultBackend.flatMap { backends[$0] } ?? ownBackend
+        let pages = definition.settings.errorPages.mapValues(\.bytes)
+        errorPages = pages
+        requestRules = definition.httpRequestRules.map { CompiledRequestRule($0, errorPages: pages) }
+        responseRules = definition.httpResponseRules.map { CompiledResponseRule($0) }
+        legacyRequestRules = definition.legacyRewrites.filter { $0.action.direction == .request }.map { ($0.guardState, $0.action) }
+        legacyResponseRules = definition.legacyRewrites.filter { $0.action.direction == .response }.map { ($0.guardState, $0.action) }
+        tcpConnectionRules = definition.tcpRequestRules.filter { $0.action.layer == .connection }
+        tcpContentRules = definition.tcpRequestRules.filter { $0.action.layer == .content }
+        logDestinations = logger.destinations(for: definition.settings.logs)
+    }
+}
+
+/// Everything the loops share, built once from a checked configuration.
+public final class RuntimeModel: @unchecked Sendable {
+    public let configuration: Configuration
+    public let frontends: [RuntimeFrontend]
+    public let backends: [String: RuntimeBackend]
+    /// Connections open across all loops (global `maxconn`).
+    public let activeConnections = Atomic<Int>(0)
+    public let maxConnections: Int
+    /// True once a soft stop began.
+    public let stopping = Atomic<Bool>(false)
+    public let logger: Logger
+
+    public init(configuration: Configuration) throws {
+        self.configuration = configuration
+        var backends: [String: RuntimeBackend] = [:]
+        for p in configuration.proxies where p.isBackend { backends[p.name] = try RuntimeBackend(definition: p) }
+        self.backends = backends
+        let logger = Logger(global: configuration.global.logs)
+        self.logger = logger
+        frontends = configuration.proxies.filter(\.isFrontend).map { RuntimeFrontend(definition: $0, backends: backends, logger: logger) }
+        maxConnections = configuration.global.maxconn ?? 4096
+    }
+}

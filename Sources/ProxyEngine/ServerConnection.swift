@@ -1,0 +1,130 @@
+import ProxyHTTP
+import ProxySystem
+import Glibc
+
+/// A connection to a server. While a session uses it, events go to the session; while it
+/// idles in the loop's pool, any event means the server closed it, so it is closed.
+final class ServerConnection: LoopObject {
+    let fd: FileDescriptor
+    let server: RuntimeServer
+    unowned(unsafe) let context: LoopContext
+    /// The session using it, or nil while idle.
+    unowned(unsafe) var session: HTTPSession?
+    unowned(unsafe) var tunnel: TCPSession?
+    var connected = false
+    var readable = false
+    var writable = false
+    var eof = false
+    var closed = false
+    /// How many requests it has carried: a reused connection may be retried once on a race.
+    var requests = 0
+
+    init(fd: FileDescriptor, server: RuntimeServer, context: LoopContext) {
+        self.fd = fd
+        self.server = server
+        self.context = context
+    }
+
+    override func handle(events: UInt32) {
+        if closed { return }
+        if events & (Epoll.readable | Epoll.readHangup | Epoll.hangup | Epoll.error) != 0 { readable = true }
+        if events & Epoll.writable != 0 { writable = true }
+        if let s = session { s.serverEvent(events) } else if let t = tunnel { t.serverEvent(events) } else {
+            // Idle in the pool: the server closed it, or sent something unexpected.
+            context.discardIdle(self)
+        }
+    }
+
+    /// Opens a non-blocking connection to `server` and registers it (edge-triggered).
+    static func open(to server: RuntimeServer, context: LoopContext) throws -> ServerConnection {
+        let fd = try Socket.make(family: server.address.family)
+        if server.address.family != AF_UNIX {
+            try? Socket.setOption(fd, level: Int32(IPPROTO_TCP), name: TCP_NODELAY, value: 1)
+        }
+        let c = ServerConnection(fd: fd, server: server, context: context)
+        do {
+            switch try Socket.connect(fd, server.address) {
+            case .done: c.connected = true; c.writable = true
+            case .wouldBlock: break
+            }
+            try context.loop.register(fd, events: Epoll.readable | Epoll.writable | Epoll.readHangup | Epoll.edgeTriggered, object: c)
+        } catch {
+            fd.close()
+            throw error
+        }
+        server.active.add(1, ordering: .relaxed)
+        return c
+    }
+
+    /// Closes the socket; an abortive close sends RST instead of FIN.
+    func close(abort: Bool = false) {
+        guard !closed else { return }
+        closed = true
+        if abort {
+            var l = linger(l_onoff: 1, l_linger: 0)
+            setsockopt(fd.rawValue, SOL_SOCKET, SO_LINGER, &l, socklen_t(MemoryLayout<linger>.size))
+        }
+        context.loop.unregister(fd)
+        fd.close()
+        server.active.subtract(1, ordering: .relaxed)
+        session = nil
+        tunnel = nil
+    }
+}
+
+/// What one loop keeps beside its connections: the model, idle server connections, scratch.
+final class LoopContext: @unchecked Sendable {
+    let loop: EventLoop
+    let model: RuntimeModel
+    var idle: [ObjectIdentifier: [ServerConnection]] = [:]
+    var scratchServers: [RuntimeServer] = []
+    /// Sessions open on this loop.
+    var sessions = 0
+    /// Sessions by identity, so a soft stop can reach idle ones.
+    var openSessions: [ObjectIdentifier: LoopObject] = [:]
+    let maxIdlePerServer = 64
+    /// Acceptors paused by maxconn, resumed when a connection closes.
+    var pausedAcceptors: [Acceptor] = []
+    var acceptors: [Acceptor] = []
+    /// Called after each session closes (the soft stop watches it).
+    var onSessionClosed: (() -> Void)?
+
+    init(loop: EventLoop, model: RuntimeModel) {
+        self.loop = loop
+        self.model = model
+        scratchServers.reserveCapacity(64)
+    }
+
+    /// An idle connection to `server`, if one is pooled.
+    @inline(__always)
+    func takeIdle(_ server: RuntimeServer) -> ServerConnection? {
+        let key = ObjectIdentifier(server)
+        guard var list = idle[key], let c = list.popLast() else { return nil }
+        idle[key] = list
+        return c
+    }
+
+    /// Pools a connection for reuse, or closes it when the pool is full.
+    func release(_ c: ServerConnection) {
+        c.session = nil
+        let key = ObjectIdentifier(c.server)
+        if c.eof || c.closed || context_stopping || (idle[key]?.count ?? 0) >= maxIdlePerServer {
+            c.close()
+            return
+        }
+        idle[key, default: []].append(c)
+    }
+
+    var context_stopping: Bool { model.stopping.load(ordering: .relaxed) }
+
+    func discardIdle(_ c: ServerConnection) {
+        let key = ObjectIdentifier(c.server)
+        idle[key]?.removeAll { $0 === c }
+        c.close()
+    }
+
+    func closeAllIdle() {
+        for (_, list) in idle { for c in list { c.close() } }
+        idle.removeAll()
+    }
+}

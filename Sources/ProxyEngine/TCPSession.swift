@@ -1,0 +1,207 @@
+import ProxyConfig
+import ProxyRules
+import ProxySystem
+import Glibc
+
+/// The fetches known when a connection is accepted.
+struct ConnectionSamples: SampleContext {
+    let client: IPAddress
+    let clientPort: UInt16
+    let local: IPAddress
+    let localPort: UInt16
+    unowned(unsafe) let model: RuntimeModel
+
+    func visitSamples(of fetch: Fetch, _ visit: (Sample) -> Bool) -> Bool {
+        switch fetch {
+        case .source: return visit(.ip(client))
+        case .sourcePort: return visit(.integer(Int64(clientPort)))
+        case .destination: return visit(.ip(local))
+        case .destinationPort: return visit(.integer(Int64(localPort)))
+        case .backendUsableServers(let b?): return visit(.integer(Int64(model.backends[b]?.usableServerCount ?? 0)))
+        case .serverIsUp(let b, let s): return visit(.boolean(model.backends[b]?.servers.first { $0.name == s }?.isUsable ?? false))
+        case .stopping: return visit(.boolean(model.stopping.load(ordering: .relaxed)))
+        case .constantBool(let v): return visit(.boolean(v))
+        case .constantInt(let v): return visit(.integer(v))
+        default: return false
+        }
+    }
+}
+
+/// A client connection in TCP mode: bytes forwarded both ways, byte for byte, with
+/// half-close carried across (a FIN from one side becomes `shutdown(SHUT_WR)` on the other).
+final class TCPSession: LoopObject {
+    let fd: FileDescriptor
+    unowned(unsafe) let context: LoopContext
+    let frontend: RuntimeFrontend
+    let backend: RuntimeBackend
+    var server: ServerConnection?
+    var closed = false
+    var clientReadable = true
+    var clientWritable = true
+    var clientEOF = false
+    var toServer: Buffer?
+    var toClient: Buffer?
+    var serverShut = false
+    var clientShut = false
+    var retriesLeft: Int
+    var connecting = false
+
+    init(fd: FileDescriptor, frontend: RuntimeFrontend, backend: RuntimeBackend, context: LoopContext) {
+        self.fd = fd
+        self.frontend = frontend
+        self.backend = backend
+        self.context = context
+        retriesLeft = backend.settings.retries
+        super.init()
+    }
+
+    var loop: EventLoop { context.loop }
+
+    func start() {
+        connect()
+        if !closed { progress() }
+    }
+
+    func connect() {
+        guard let chosen = backend.balancer.pick(hashKey: 0, allBackups: backend.settings.options.allBackups, scratch: &context.scratchServers) else {
+            close()
+            return
+        }
+        do {
+            let c = try ServerConnection.open(to: chosen, context: context)
+            c.tunnel = self
+            server = c
+            connecting = !c.connected
+        } catch {
+            retryOrClose()
+        }
+    }
+
+    func retryOrClose() {
+        if let s = server { server = nil; s.close() }
+        if retriesLeft > 0 {
+            retriesLeft -= 1
+            connect()
+        } else {
+            close()
+        }
+    }
+
+    override func handle(events: UInt32) {
+        if closed { return }
+        if events & (Epoll.readable | Epoll.readHangup | Epoll.hangup | Epoll.error) != 0 { clientReadable = true }
+        if events & Epoll.writable != 0 { clientWritable = true }
+        progress()
+    }
+
+    func serverEvent(_ events: UInt32) {
+        if closed { return }
+        progress()
+    }
+
+    override func timerFired() {
+        close()
+    }
+
+    func progress() {
+        guard let s = server else { return }
+        if connecting {
+            guard s.writable || s.readable else { updateDeadline(); return }
+            if Socket.pendingError(s.fd) != 0 {
+                retryOrClose()
+                if !closed { updateDeadline() }
+                return
+            }
+            connecting = false
+            s.connected = true
+            s.writable = true
+        }
+        if toServer == nil { toServer = loop.buffers.take() }
+        if toClient == nil { toClient = loop.buffers.take() }
+        let up = toServer!, down = toClient!
+        var rounds = 0
+        while !closed && rounds < 64 {
+            rounds += 1
+            var moved = false
+            // client -> server
+            if !up.isEmpty && s.writable {
+                switch (try? Socket.write(s.fd, from: up.base + up.head, count: up.count)) ?? .done(-1) {
+                case .done(let n) where n > 0:
+                    up.head += n
+                    if up.isEmpty { up.clear() } else { s.writable = false }
+                    moved = true
+                case .done: close(); return
+                case .wouldBlock: s.writable = false
+                }
+            }
+            if up.isEmpty && clientReadable && !clientEOF {
+                up.clear()
+                switch (try? Socket.read(fd, into: up.writePointer, count: up.capacity)) ?? .done(0) {
+                case .done(let n):
+                    if n == 0 { clientEOF = true } else { up.tail = n; if n < up.capacity { clientReadable = false } }
+                    moved = true
+                case .wouldBlock: clientReadable = false
+                }
+            }
+            if clientEOF && up.isEmpty && !serverShut {
+                Socket.shutdown(s.fd, Socket.shutWrite)
+                serverShut = true
+            }
+            // server -> client
+            if !down.isEmpty && clientWritable {
+                switch (try? Socket.write(fd, from: down.base + down.head, count: down.count)) ?? .done(-1) {
+                case .done(let n) where n > 0:
+                    down.head += n
+                    if down.isEmpty { down.clear() } else { clientWritable = false }
+                    moved = true
+                case .done: close(); return
+                case .wouldBlock: clientWritable = false
+                }
+            }
+            if down.isEmpty && s.readable && !s.eof {
+                down.clear()
+                switch (try? Socket.read(s.fd, into: down.writePointer, count: down.capacity)) ?? .done(0) {
+                case .done(let n):
+                    if n == 0 { s.eof = true } else { down.tail = n; if n < down.capacity { s.readable = false } }
+                    moved = true
+                case .wouldBlock: s.readable = false
+                }
+            }
+            if s.eof && down.isEmpty && !clientShut {
+                Socket.shutdown(fd, Socket.shutWrite)
+                clientShut = true
+            }
+            if clientShut && serverShut { close(); return }
+            if !moved { break }
+        }
+        if !closed { updateDeadline() }
+    }
+
+    func updateDeadline() {
+        let t = frontend.settings.timeouts
+        let b = backend.settings.timeouts
+        let ms: Int?
+        if connecting {
+            ms = b.connect ?? 5000
+        } else if clientShut || serverShut {
+            ms = (clientShut ? t.clientFin : b.serverFin) ?? b.tunnel ?? t.client
+        } else {
+            ms = b.tunnel ?? t.tunnel ?? min(t.client ?? Int.max, b.server ?? Int.max)
+        }
+        if let ms, ms != Int.max { loop.setDeadline(self, loop.now + Int64(ms)) } else { loop.clearDeadline(self) }
+    }
+
+    func close() {
+        guard !closed else { return }
+        closed = true
+        loop.clearDeadline(self)
+        loop.unregister(fd)
+        fd.close()
+        if let s = server { server = nil; s.close() }
+        if let b = toServer { loop.buffers.give(b) }
+        if let b = toClient { loop.buffers.give(b) }
+        toServer = nil
+        toClient = nil
+        context.sessionClosed(self)
+    }
+}
