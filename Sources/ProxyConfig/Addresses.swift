@@ -104,6 +104,8 @@ enum Addresses {
             if p.hasPrefix("+") || p.hasPrefix("-") {
                 guard let n = Int(p), abs(n) < 65536 else { throw ConfigError("invalid port offset '\(p)' in '\(text)'") }
                 offset = n
+            } else if p == "0" {
+                port = nil
             } else {
                 port = try self.port(p, in: text)
             }

@@ -11,6 +11,8 @@ extension ConfigParser {
         checkNames()
         for index in config.proxies.indices { checkProxy(index) }
         checkListeners()
+        checkBackendReferences()
+        warnAboutEnvIntJunk()
         fold()
         if !unenforced.isEmpty { config.unenforcedKeywords = unenforced.map { UnenforcedKeyword(location: $0.0, keyword: $0.1, changesWire: $0.2) } }
         let failed = diagnostics.contains { $0.severity == .error }
@@ -97,35 +99,51 @@ extension ConfigParser {
                 warning("'monitor-uri \(m)' has no effect in tcp mode (\(label))", at: p.location)
             }
         }
-        // Fetches that name backends and servers.
-        for (condition, location) in conditions(of: p) {
-            for acl in condition.acls {
-                for term in acl.terms {
-                    switch term.expression.fetch {
-                    case .backendUsableServers(let b?):
-                        if !config.hasBackend(named: b) {
-                            error("nbsrv(\(b)): no backend named '\(b)'\(backendHint(b))", at: location)
-                        }
-                    case .backendUsableServers(nil):
-                        if !p.isBackend && p.settings.defaultBackend == nil {
-                            warning("nbsrv without a backend in \(label) counts no servers; name one, e.g. nbsrv(app)", at: location)
-                        }
-                    case .serverIsUp(let b, let s):
-                        if let backend = config.backend(named: b) {
-                            if !backend.servers.contains(where: { $0.name == s }) {
-                                var hint = ""
-                                if let near = Similarity.closest(to: s, in: backend.servers.map(\.name)) { hint = "; did you mean '\(near)'?" }
-                                error("srv_is_up(\(b)/\(s)): backend '\(b)' has no server '\(s)'\(hint)", at: location)
-                            }
-                        } else {
-                            error("srv_is_up(\(b)/\(s)): no backend named '\(b)'\(backendHint(b))", at: location)
-                        }
-                    default:
-                        break
-                    }
+    }
+
+    /// `nbsrv(b)` and `srv_is_up(b/s)` must name a backend and server that exist.
+    func checkBackendReferences() {
+        for (fetch, location, owner) in backendReferences {
+            switch fetch {
+            case .backendUsableServers(let b?):
+                if !config.hasBackend(named: b) { error("nbsrv(\(b)): no backend named '\(b)'\(backendHint(b))", at: location) }
+            case .backendUsableServers(nil):
+                if let p = owner, !p.isBackend {
+                    error("nbsrv without a backend name counts the current backend, but \(p.kind.rawValue) '\(p.name)' is not one; name it, e.g. nbsrv(app)", at: location)
                 }
+            case .serverIsUp(let b, let s):
+                if let backend = config.backend(named: b) {
+                    if !backend.servers.contains(where: { $0.name == s }) {
+                        var hint = ""
+                        if let near = Similarity.closest(to: s, in: backend.servers.map(\.name)) { hint = "; did you mean '\(near)'?" }
+                        error("srv_is_up(\(b)/\(s)): backend '\(b)' has no server '\(s)'\(hint)", at: location)
+                    }
+                } else {
+                    error("srv_is_up(\(b)/\(s)): no backend named '\(b)'\(backendHint(b))", at: location)
+                }
+            default:
+                break
             }
         }
+    }
+
+    /// Junk in a variable read by `env_int` warns, whether or not a rule uses the ACL.
+    func warnAboutEnvIntJunk() {
+        var seen = Set<String>()
+        for (name, location) in envIntReads where seen.insert(name).inserted {
+            let raw = environment[name] ?? ""
+            let reading = AtolReading(raw)
+            if reading.overflowed {
+                reportedFoldWarnings.insert(warn(location, "env_int(\(name)): value '\(raw)' does not fit 64 bits; read as \(reading.value)"))
+            } else if reading.hadJunk {
+                reportedFoldWarnings.insert(warn(location, "env_int(\(name)): value '\(raw)' is not a plain integer; read as \(reading.value), as atol() would"))
+            }
+        }
+    }
+
+    func warn(_ location: SourceLocation, _ message: String) -> String {
+        warning(message, at: location)
+        return message
     }
 
     /// Every condition in a proxy with the line it is on.
@@ -157,7 +175,7 @@ extension ConfigParser {
 
     /// Decides load-time conditions against the final environment.
     func fold() {
-        var reported = Set<String>()
+        var reported = reportedFoldWarnings
         func decide(_ condition: Condition?, _ location: SourceLocation, _ rule: String) -> RuleGuard {
             guard let condition else { return .always }
             var warnings: [String] = []

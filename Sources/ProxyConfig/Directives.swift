@@ -65,7 +65,8 @@ extension ConfigParser {
             }
             return value
         } catch let e as ConfigError {
-            error("'\(directive) \(text)': \(e.message)", at: location)
+            let shown = text.count > 60 ? String(text.prefix(50)) + "..." : text
+            error("'\(directive) \(shown)': \(e.message)", at: location)
             return false
         } catch {
             return false
@@ -78,6 +79,7 @@ struct ConditionExpressionParser {
     let text: [UInt8]
     let environment: Environment
     var index = 0
+    var depth = 0
 
     init(text: [UInt8], environment: Environment) {
         self.text = text
@@ -126,8 +128,14 @@ struct ConditionExpressionParser {
     }
 
     mutating func parseTerm() throws -> Bool {
+        depth += 1
+        defer { depth -= 1 }
+        if depth > 64 { throw ConfigError("expression nested more than 64 deep") }
         skipBlanks()
-        guard index < text.count else { throw ConfigError("missing a term at the end") }
+        guard index < text.count else {
+            if text.allSatisfy({ $0 == 32 || $0 == 9 }) { return false }
+            throw ConfigError("missing a term at the end")
+        }
         if match("!") { return !(try parseTerm()) }
         if match("(") {
             let v = try parseExpression()
@@ -199,9 +207,9 @@ struct ConditionExpressionParser {
         }
     }
 
-    /// Compares a version with the HAProxy version whose syntax we follow (2.6).
+    /// Compares a version with the HAProxy release whose syntax we follow (2.6.12, Debian 12's).
     func compareVersion(_ v: String) -> Int {
-        let mine = [2, 6, 0]
+        let mine = [2, 6, 12]
         let theirs = v.split(separator: ".").map { Int($0.prefix { $0.isNumber }) ?? 0 }
         for i in 0..<3 {
             let t = i < theirs.count ? theirs[i] : 0

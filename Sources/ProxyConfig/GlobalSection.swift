@@ -47,7 +47,7 @@ extension ConfigParser {
             config.global.grace = try Values.time(args.first!, for: "grace")
         case "close-spread-time":
             try Values.expect(args, 1, usage: "close-spread-time <time>")
-            config.global.closeSpreadTime = try Values.time(args.first!, for: "close-spread-time")
+            config.global.closeSpreadTime = args.first! == "infinite" ? Values.maxMilliseconds : try Values.time(args.first!, for: "close-spread-time")
         case "user":
             try Values.expect(args, 1, usage: "user <name>")
             config.global.user = args.first!

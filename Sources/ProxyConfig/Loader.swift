@@ -121,6 +121,13 @@ final class ConfigParser {
     var sectionName = ""
     /// Keywords that are accepted but not enforced, with whether they change wire bytes.
     var unenforced: [(SourceLocation, String, Bool)] = []
+    /// A warning found while parsing a `cookie` line.
+    var cookieWarning: String?
+    /// Every `env_int` read by an ACL, with where, so that junk in it warns even if unused.
+    var envIntReads: [(String, SourceLocation)] = []
+    var reportedFoldWarnings = Set<String>()
+    /// Fetches naming backends or servers, checked once every section is known.
+    var backendReferences: [(Fetch, SourceLocation, ProxyDefinition?)] = []
     /// Where `tune.maxrewrite` was set, for the check against `tune.bufsize`.
     var maxRewriteLocation: SourceLocation?
 
@@ -250,8 +257,22 @@ final class ConfigParser {
         dispatch(texts, at: location)
     }
 
+    /// The line being parsed.
+    var currentLocation = SourceLocation(file: "", line: 0)
+
+    /// The section as messages name it: `global`, `frontend 'www'`, `defaults`.
+    var sectionLabel: String {
+        switch section {
+        case .global: return "global"
+        case .defaults: return defaultsName.map { "defaults '\($0)'" } ?? "defaults"
+        case .proxy: return proxy.map { "\($0.kind.rawValue) '\($0.name)'" } ?? sectionName
+        default: return sectionName
+        }
+    }
+
     /// Starts sections, or hands a keyword line to the current section's parser.
     func dispatch(_ words: [String], at location: SourceLocation) {
+        currentLocation = location
         let keyword = words[0]
         switch keyword {
         case "global":
@@ -290,12 +311,28 @@ final class ConfigParser {
                 return
             }
         } catch let e as ConfigError {
-            error(e.message, at: location)
+            error(withSection(e.message), at: location)
         } catch let e as RuleError {
-            error(e.message, at: location)
+            error(withSection("\(keywordPhrase(words)): " + e.message), at: location)
         } catch {
             self.error("\(error)", at: location)
         }
+    }
+
+    /// Prefixes a message with its section unless it names it already.
+    func withSection(_ message: String) -> String {
+        let label = sectionLabel
+        if case .none = section { return message }
+        if message.contains(label) || label.isEmpty { return message }
+        return "\(label): \(message)"
+    }
+
+    /// `acl is_api`, `use_backend app`, `http-request deny`: what a rule error is about.
+    func keywordPhrase(_ words: [String]) -> String {
+        if words.count >= 2, ["acl", "use_backend", "http-request", "http-response", "tcp-request", "stats"].contains(words[0]) {
+            return words[0] + " " + words[1]
+        }
+        return words[0]
     }
 
     /// Closes the section being built.

@@ -100,12 +100,11 @@ extension ConfigParser {
             settings.hashType = args.joined(separator: " ")
         case "retries":
             try Values.expect(args, 1, usage: "retries <number>")
-            settings.retries = try Values.integer(args.first!, for: "retries", in: 0...1000)
+            settings.retries = try Values.integer(args.first!, for: "retries")
         case "log":
             settings.logs.append(try parseLog(args, inGlobal: false))
         case "monitor-uri":
             try Values.expect(args, 1, usage: "monitor-uri <uri>")
-            guard args.first!.hasPrefix("/") else { throw ConfigError("monitor-uri: '\(args.first!)' must start with '/'") }
             settings.monitorURI = args.first!
         case "errorfile":
             try parseErrorFile(args)
@@ -123,6 +122,7 @@ extension ConfigParser {
             settings.defaultServer = try parseServerOptions(args, base: settings.defaultServer, at: location, isDefault: true)
         case "cookie":
             settings.cookie = try parseCookie(args)
+            if let w = cookieWarning { warning(w, at: location); cookieWarning = nil }
         case "option":
             try parseOption(args, negated: negated, at: location)
         case "http-check":
@@ -207,6 +207,7 @@ extension ConfigParser {
         case "random":
             var draws = 2
             if let w = rest.popFirst() {
+                if let n = Int(w), n >= 1 { return .random(draws: n) }
                 guard w.hasPrefix("("), w.hasSuffix(")"), let n = Int(w.dropFirst().dropLast()), n >= 1 else {
                     throw ConfigError("balance random: the form is 'balance random[(<draws>)]'")
                 }
@@ -234,7 +235,11 @@ extension ConfigParser {
             throw ConfigError("'bind' needs an address, e.g. 'bind :80' or 'bind 127.0.0.1:8080'")
         }
         var addresses: [ListenAddress] = []
-        for part in addressList.split(separator: ",") { addresses += try Addresses.listen(String(part), resolving: resolvesNames) }
+        do {
+            for part in addressList.split(separator: ",") { addresses += try Addresses.listen(String(part), resolving: resolvesNames) }
+        } catch let e as ConfigError {
+            throw ConfigError("bind: \(e.message)")
+        }
         var options = BindOptions()
         var rest = args.dropFirst()
         func value(_ opt: String) throws -> String {
@@ -261,17 +266,27 @@ extension ConfigParser {
             case "v4v6": options.v4v6 = true
             case "v6only": options.v6only = true
             case "interface": options.interface = try value(opt)
-            case "namespace": options.namespace = try value(opt)
+            case "namespace":
+                options.namespace = try value(opt)
+                notEnforced("namespace", at: location, changesWire: false)
             case "transparent": options.transparent = true
             case "defer-accept": options.deferAccept = true
-            case "tfo": options.tcpFastOpen = true
+            case "tfo":
+                options.tcpFastOpen = true
+                notEnforced("tfo", at: location, changesWire: false)
             case "mode":
                 let m = try value(opt)
                 guard let v = UInt32(m, radix: 8) else { throw ConfigError("bind: 'mode' needs an octal value, e.g. mode 660") }
                 options.mode = v
-            case "user", "uid": options.user = try value(opt)
-            case "group", "gid": options.group = try value(opt)
-            case "process", "thread", "id", "nice", "tcp-ut", "mss": _ = try value(opt)
+            case "user", "uid":
+                options.user = try value(opt)
+                notEnforced("bind \(opt)", at: location, changesWire: false)
+            case "group", "gid":
+                options.group = try value(opt)
+                notEnforced("bind \(opt)", at: location, changesWire: false)
+            case "process", "thread", "id", "nice", "tcp-ut", "mss":
+                _ = try value(opt)
+                notEnforced("bind \(opt)", at: location, changesWire: false)
             case "alpn", "npn":
                 _ = try value(opt)
                 if !options.ssl { throw ConfigError("bind: '\(opt)' needs 'ssl'") }
@@ -297,7 +312,10 @@ extension ConfigParser {
         if let existing = proxy!.servers.first(where: { $0.name == name }) {
             throw ConfigError("server '\(name)' is already declared in backend '\(proxy!.name)' at \(existing.location)")
         }
-        let address = try Addresses.server(args[args.startIndex + 1], resolving: resolvesNames)
+        let address: ServerAddress
+        do { address = try Addresses.server(args[args.startIndex + 1], resolving: resolvesNames) } catch let e as ConfigError {
+            throw ConfigError("server '\(name)': \(e.message)")
+        }
         let options = try parseServerOptions(args.dropFirst(2), base: settings.defaultServer, at: location, isDefault: false)
         proxy!.servers.append(ServerDefinition(name: name, address: address, options: options, location: location))
     }
@@ -401,7 +419,7 @@ extension ConfigParser {
             }
         }
         if c.mode != .insert && (c.noCache || c.postOnly || c.maxIdle != nil || c.maxLife != nil) {
-            throw ConfigError("cookie: 'nocache', 'postonly', 'maxidle' and 'maxlife' need 'insert'")
+            cookieWarning = "cookie: 'nocache', 'postonly', 'maxidle' and 'maxlife' only take effect with 'insert'"
         }
         return c
     }
@@ -576,12 +594,19 @@ extension ConfigParser {
         if let bad = name.first(where: { !($0.isLetter || $0.isNumber || "-_.:".contains($0)) }) {
             throw ConfigError("ACL name '\(name)' has an invalid character '\(bad)'; use letters, digits, '-', '_', '.', ':'")
         }
-        if PredefinedACLs.named(name) != nil {
-            throw ConfigError("'\(name)' is a predefined ACL and cannot be redeclared; pick another name")
-        }
         if args.count < 2 { throw ConfigError("acl '\(name)' needs a fetch, e.g. 'acl \(name) path_beg /static'") }
         let term = try ACLTerm.parse(args.dropFirst(), loadPatternFile: loadPatternFile)
+        noteReferences(term, at: currentLocation)
         if let existing = proxy!.acls[name] { existing.append(term) } else { proxy!.acls[name] = ACL(name: name, terms: [term]) }
+    }
+
+    /// Remembers what a term reads that needs checking once the whole config is known.
+    func noteReferences(_ term: ACLTerm, at location: SourceLocation) {
+        switch term.expression.fetch {
+        case .envInteger(let name): envIntReads.append((name, location))
+        case .backendUsableServers, .serverIsUp: backendReferences.append((term.expression.fetch, location, proxy))
+        default: break
+        }
     }
 
     /// Reads a `-f` pattern file into lines.
@@ -603,6 +628,9 @@ extension ConfigParser {
                                              lookup: { p?.acls[$0] },
                                              knownNames: { Array(p?.acls.keys ?? [:].keys) },
                                              loadPatternFile: loadPatternFile)
+        for f in condition.alternatives.joined() where f.text.hasPrefix("{") {
+            for t in f.acl.terms { noteReferences(t, at: currentLocation) }
+        }
         return (args[..<index], condition)
     }
 
@@ -625,8 +653,11 @@ extension ConfigParser {
             settings.stats.realm = rest.first!
         case "auth":
             try Values.expect(rest, 1, usage: "stats auth <user>:<password>")
-            guard let colon = rest.first!.firstIndex(of: ":") else { throw ConfigError("stats auth: the form is 'stats auth <user>:<password>'") }
             let text = rest.first!
+            guard let colon = text.firstIndex(of: ":") else {
+                warning("stats auth: '\(text)' has no ':'; the form is 'stats auth <user>:<password>'", at: location)
+                return
+            }
             settings.stats.credentials.append((String(text[..<colon]), String(text[text.index(after: colon)...])))
         case "refresh":
             try Values.expect(rest, 1, usage: "stats refresh <time>")

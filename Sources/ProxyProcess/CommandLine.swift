@@ -74,6 +74,7 @@ public struct CommandLineOptions: Equatable, Sendable {
             }
             i += 1
         }
+        if o.verbose { o.quiet = false }
         return o
     }
 

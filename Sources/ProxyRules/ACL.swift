@@ -50,9 +50,6 @@ public struct ACLTerm: Sendable, CustomStringConvertible {
                     if let near = Similarity.closest(to: name, in: MatchMethod.allCases.map(\.rawValue)) { hint = "; did you mean '\(near)'?" }
                     throw RuleError("unknown match method '-m \(name)'\(hint)")
                 }
-                if let implied = expression.impliedMethod, implied != m {
-                    throw RuleError("'\(expression.keyword)' already matches with '\(implied.rawValue)'; write '\(String(expression.keyword.prefix { $0 != "_" })) -m \(m.rawValue)' instead")
-                }
                 method = m
             case "-M", "-u":
                 throw RuleError("flag '\(flag)' is not supported yet")

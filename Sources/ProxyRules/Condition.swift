@@ -161,7 +161,7 @@ extension ACLTerm {
         case .env(let name):
             if let v = environment[name] {
                 storage = Array(v.utf8)
-                shown = "\(expression)=\"\(v)\""
+                shown = "env(\(name))=\"\(v)\""
                 sample = .integer(0) // placeholder, replaced below with the bytes
             } else {
                 shown = "\(expression.fetch) unset"
@@ -176,7 +176,7 @@ extension ACLTerm {
                 warnings.append("env_int(\(name)): value '\(raw)' is not a plain integer; read as \(reading.value), as atol() would")
             }
             sample = .integer(reading.value)
-            shown = "\(expression)=\(reading.value)"
+            shown = "env_int(\(name))=\(reading.value)"
         case .constantBool(let b):
             sample = .boolean(b)
             shown = b ? "TRUE" : "FALSE"
@@ -190,8 +190,15 @@ extension ACLTerm {
         let matched: Bool = storage.withUnsafeBytes { raw in
             if case .env = expression.fetch { value = .bytes(raw) }
             let (converted, fold) = expression.convert(value)
-            if !expression.converters.isEmpty, case .integer(let i) = converted, case .env = expression.fetch {
-                shown += " → \(i)"
+            if !expression.converters.isEmpty {
+                switch converted {
+                case .integer(let i): shown += ", \(expression)=\(i)"
+                case .boolean(let b): shown += ", \(expression)=\(b ? "true" : "false")"
+                case .bytes(let p):
+                    let text = String(decoding: p.map { fold.apply($0) }, as: UTF8.self)
+                    shown += ", \(expression)=\"\(text)\""
+                case .ip(let a): shown += ", \(expression)=\(a)"
+                }
             }
             return patterns.matches(converted, fold: fold)
         }
@@ -247,6 +254,8 @@ public enum PredefinedACLs {
         ("METH_PUT", ["method", "PUT"]),
         ("METH_TRACE", ["method", "TRACE"]),
         ("REQ_CONTENT", ["req.len", "gt", "0"]),
+        ("WAIT_END", ["wait_end"]),
+        ("RDP_COOKIE", ["req.rdp_cookie_cnt", "gt", "0"]),
     ]
 
     static let table: [String: ACL] = {

@@ -51,15 +51,17 @@ public struct AtolReading: Equatable, Sendable {
         var value: Int64 = 0
         var digits = 0
         var overflowed = false
+        // Accumulate toward the sign, so that Int64.min reads without overflow.
         while let b = bytes.first, b >= 0x30 && b <= 0x39 {
             let (m, o1) = value.multipliedReportingOverflow(by: 10)
-            let (s, o2) = m.addingReportingOverflow(Int64(b - 0x30))
-            if o1 || o2 { overflowed = true } else { value = s }
+            let digit = Int64(b - 0x30)
+            let (s, o2) = negative ? m.subtractingReportingOverflow(digit) : m.addingReportingOverflow(digit)
+            if o1 || o2 { overflowed = true } else if !overflowed { value = s }
             digits += 1
             bytes = bytes.dropFirst()
         }
-        if overflowed { value = Int64.max }
-        self.value = negative ? (overflowed ? Int64.min : -value) : value
+        if overflowed { value = negative ? Int64.min : Int64.max }
+        self.value = value
         self.overflowed = overflowed
         self.hadJunk = (digits == 0 && !text.isEmpty) || !bytes.isEmpty
     }

@@ -158,6 +158,9 @@ public enum FetchRegistry {
         e["req.len"] = noArgs(.requestLength, nil, "req.len")
         e["req.proto_http"] = noArgs(.isHTTP, nil, "req.proto_http")
         e["stopping"] = noArgs(.stopping, nil, "stopping")
+        // No inspect-delay yet: the end of the wait is always reached; no RDP cookie is parsed.
+        e["wait_end"] = noArgs(.isHTTP, nil, "wait_end")
+        e["req.rdp_cookie_cnt"] = noArgs(.constantInt(0), nil, "req.rdp_cookie_cnt")
         for (suffix, method) in [("", nil), ("_beg", MatchMethod.beginning), ("_end", .ending), ("_sub", .substring),
                                  ("_reg", .regex), ("_dir", .directory), ("_dom", .domain), ("_len", .length)] as [(String, MatchMethod?)] {
             e["path" + suffix] = noArgs(.path, method, "path" + suffix)

@@ -55,7 +55,8 @@ public struct PatternSet: Sendable {
     mutating func add(_ text: String, operator op: Operator?) throws {
         switch method {
         case .found, .boolean:
-            throw RuleError("'-m \(method.rawValue)' takes no value, but '\(text)' was given")
+            // HAProxy accepts and ignores values here.
+            break
         case .integer, .length:
             ranges.append(try Self.parseRange(text, op))
         case .ip:
@@ -92,7 +93,6 @@ public struct PatternSet: Sendable {
             return v
         }
         if let colon = text.firstIndex(of: ":") {
-            if op != nil { throw RuleError("operator '\(op!.rawValue)' cannot take a range ('\(text)')") }
             let lo = text[..<colon], hi = text[text.index(after: colon)...]
             let low = lo.isEmpty ? Int64.min : try int(lo)
             let high = hi.isEmpty ? Int64.max : try int(hi)

@@ -60,9 +60,7 @@ public enum Converter: Equatable, Sendable, CustomStringConvertible {
         case "sub": return .sub(try intArg())
         case "mul": return .mul(try intArg())
         case "div":
-            let v = try intArg()
-            if v == 0 { throw RuleError("converter 'div(0)' divides by zero") }
-            return .div(v)
+            return .div(try intArg())
         case "int":
             throw RuleError("'int' is not a converter; match integers with '-m int', or use env_int(NAME) for an environment variable")
         default:
@@ -146,7 +144,12 @@ public struct SampleExpression: Equatable, Sendable, CustomStringConvertible {
             case .add(let n): value = .integer(value.integerValue &+ n)
             case .sub(let n): value = .integer(value.integerValue &- n)
             case .mul(let n): value = .integer(value.integerValue &* n)
-            case .div(let n): value = .integer(value.integerValue / n)
+            case .div(let n):
+                let v = value.integerValue
+                if n == 0 { value = .integer(v < 0 ? .min : .max) } else {
+                    let (q, o) = v.dividedReportingOverflow(by: n)
+                    value = .integer(o ? .max : q)
+                }
             }
         }
         return (value, fold)

@@ -27,7 +27,9 @@ public enum Similarity {
     public static func closest<S: Sequence>(to word: String, in candidates: S) -> String? where S.Element == String {
         let limit = max(1, min(3, word.utf8.count / 3))
         var best: (String, Int)?
+        if word.utf8.count > 64 { return nil }
         for candidate in candidates {
+            if abs(candidate.utf8.count - word.utf8.count) > limit { continue }
             let d = distance(word.lowercased(), candidate.lowercased())
             if d <= limit, best == nil || d < best!.1 { best = (candidate, d) }
         }

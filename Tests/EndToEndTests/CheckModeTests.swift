@@ -36,7 +36,7 @@ import Testing
         #expect(r.status == 1)
         #expect(r.stderr.contains("\(file):2: error: unknown keyword 'maxcon' in global; did you mean 'maxconn'?"))
         #expect(r.stderr.contains("\(file):4: error: unknown keyword 'balnce' in backend 'b'; did you mean 'balance'?"))
-        #expect(r.stderr.contains("\(file):5: error: retries: 'many' is not an integer"))
+        #expect(r.stderr.contains("\(file):5: error: backend 'b': retries: 'many' is not an integer"))
         #expect(r.stderr.contains("3 errors in the configuration"))
     }
 
