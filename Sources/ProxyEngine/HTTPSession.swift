@@ -34,6 +34,7 @@ final class HTTPSession: LoopObject {
     var clientReadable = true
     var clientWritable = true
     var clientEOF = false
+    var clientHangup = false
 
     /// Bytes from the client: request heads (and pipelined requests).
     var input: Buffer?
@@ -60,6 +61,10 @@ final class HTTPSession: LoopObject {
     var retriesLeft = 0
     var triedServer: RuntimeServer?
     var requestHeadLength = 0
+    /// The request is already in `toServer` (a retry must not compose it again).
+    var requestComposed = false
+    /// `toServer` still holds the whole request from offset 0, so a retry can resend it.
+    var requestReplayable = false
     var upgradeRequested = false
     /// Set when rules rewrote the request: the new target and header list.
     var rewrittenTarget: [UInt8]?
@@ -128,6 +133,7 @@ final class HTTPSession: LoopObject {
     override func handle(events: UInt32) {
         if closed { return }
         if events & (Epoll.readable | Epoll.readHangup | Epoll.hangup | Epoll.error) != 0 { clientReadable = true }
+        if events & (Epoll.readHangup | Epoll.hangup | Epoll.error) != 0 { clientHangup = true }
         if events & Epoll.writable != 0 { clientWritable = true }
         progress()
     }
@@ -225,7 +231,7 @@ final class HTTPSession: LoopObject {
             case .done(let n):
                 if n == 0 { clientEOF = true; return 0 }
                 buf.tail += n
-                if n < room { clientReadable = false }
+                if n < room && !clientHangup { clientReadable = false }
                 return n
             case .wouldBlock:
                 clientReadable = false
@@ -247,7 +253,7 @@ final class HTTPSession: LoopObject {
             case .done(let n):
                 if n == 0 { s.eof = true; return 0 }
                 buf.tail += n
-                if n < room { s.readable = false }
+                if n < room && !s.hangup { s.readable = false }
                 return n
             case .wouldBlock:
                 s.readable = false
@@ -286,7 +292,7 @@ final class HTTPSession: LoopObject {
             switch try Socket.write(s.fd, from: out.base + out.head, count: out.count) {
             case .done(let n):
                 out.head += n
-                if out.isEmpty { out.clear() } else { s.writable = false }
+                if out.isEmpty { if !requestReplayable { out.clear() } } else { s.writable = false }
                 return n > 0
             case .wouldBlock:
                 s.writable = false
@@ -357,6 +363,8 @@ final class HTTPSession: LoopObject {
         responseStarted = false
         backend = nil
         triedServer = nil
+        requestComposed = false
+        requestReplayable = false
         let bytes = requestBytes
         requestWasHEAD = request.method.count == 4 && bytes[Int(request.method.start)] == UInt8(ascii: "H")
         pathRange = computePath(bytes)
@@ -475,8 +483,8 @@ final class HTTPSession: LoopObject {
             c.session = self
             server = c
             phase = .connecting
-            composeRequest()
-            if c.connected { phase = .exchange; connectedMs = loop.now }
+            prepareRequest()
+            if c.connected && !closed { phase = .exchange; connectedMs = loop.now }
         } catch let e as SystemError {
             connectFailed(e.code)
         } catch {
@@ -487,7 +495,18 @@ final class HTTPSession: LoopObject {
     func sendRequest(on s: ServerConnection) {
         phase = .exchange
         connectedMs = loop.now
-        composeRequest()
+        prepareRequest()
+    }
+
+    /// Composes the request once; on a retry, rewinds it, or gives up if it was streamed.
+    func prepareRequest() {
+        guard requestComposed else { composeRequest(); return }
+        guard requestReplayable, let out = toServer else {
+            respondWithError(502, reason: "cannot retry a streamed request", state: "SH")
+            return
+        }
+        out.head = 0
+        server?.requests += 1
     }
 
     func checkConnect() -> Bool {
@@ -509,7 +528,6 @@ final class HTTPSession: LoopObject {
         if let s = server { server = nil; s.close() }
         if retriesLeft > 0 {
             retriesLeft -= 1
-            toServer.map { $0.clear() }
             connectToServer()
             return
         }
@@ -540,6 +558,7 @@ final class HTTPSession: LoopObject {
     func composeRequest() {
         guard let inBuf = input, let s = server else { return }
         s.requests += 1
+        requestComposed = true
         let out = toServer ?? buffers.take()
         toServer = out
         out.clear()
@@ -587,6 +606,7 @@ final class HTTPSession: LoopObject {
         case .untilClose: requestBody = .done
         }
         moveRequestBody()
+        if case .done = requestBody { requestReplayable = true }
     }
 
     var backendClosesServerSide: Bool {
@@ -619,6 +639,7 @@ final class HTTPSession: LoopObject {
     @discardableResult
     func moveRequestBody() -> Bool {
         guard let inBuf = input, let out = toServer, !inBuf.isEmpty else { return false }
+        if out.isEmpty { out.clear() }
         let room = out.freeSpace
         guard room > 0 else { return false }
         switch requestBody {

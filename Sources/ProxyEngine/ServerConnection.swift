@@ -15,6 +15,8 @@ final class ServerConnection: LoopObject {
     var readable = false
     var writable = false
     var eof = false
+    /// The peer sent FIN (EPOLLRDHUP): keep reading past a short read, up to the 0.
+    var hangup = false
     var closed = false
     /// How many requests it has carried: a reused connection may be retried once on a race.
     var requests = 0
@@ -28,6 +30,7 @@ final class ServerConnection: LoopObject {
     override func handle(events: UInt32) {
         if closed { return }
         if events & (Epoll.readable | Epoll.readHangup | Epoll.hangup | Epoll.error) != 0 { readable = true }
+        if events & (Epoll.readHangup | Epoll.hangup | Epoll.error) != 0 { hangup = true }
         if events & Epoll.writable != 0 { writable = true }
         if let s = session { s.serverEvent(events) } else if let t = tunnel { t.serverEvent(events) } else {
             // Idle in the pool: the server closed it, or sent something unexpected.

@@ -39,6 +39,7 @@ final class TCPSession: LoopObject {
     var clientReadable = true
     var clientWritable = true
     var clientEOF = false
+    var clientHangup = false
     var toServer: Buffer?
     var toClient: Buffer?
     var serverShut = false
@@ -90,6 +91,7 @@ final class TCPSession: LoopObject {
     override func handle(events: UInt32) {
         if closed { return }
         if events & (Epoll.readable | Epoll.readHangup | Epoll.hangup | Epoll.error) != 0 { clientReadable = true }
+        if events & (Epoll.readHangup | Epoll.hangup | Epoll.error) != 0 { clientHangup = true }
         if events & Epoll.writable != 0 { clientWritable = true }
         progress()
     }
@@ -138,7 +140,7 @@ final class TCPSession: LoopObject {
                 up.clear()
                 switch (try? Socket.read(fd, into: up.writePointer, count: up.capacity)) ?? .done(0) {
                 case .done(let n):
-                    if n == 0 { clientEOF = true } else { up.tail = n; if n < up.capacity { clientReadable = false } }
+                    if n == 0 { clientEOF = true } else { up.tail = n; if n < up.capacity && !clientHangup { clientReadable = false } }
                     moved = true
                 case .wouldBlock: clientReadable = false
                 }
@@ -162,7 +164,7 @@ final class TCPSession: LoopObject {
                 down.clear()
                 switch (try? Socket.read(s.fd, into: down.writePointer, count: down.capacity)) ?? .done(0) {
                 case .done(let n):
-                    if n == 0 { s.eof = true } else { down.tail = n; if n < down.capacity { s.readable = false } }
+                    if n == 0 { s.eof = true } else { down.tail = n; if n < down.capacity && !s.hangup { s.readable = false } }
                     moved = true
                 case .wouldBlock: s.readable = false
                 }

@@ -1,3 +1,5 @@
+import Glibc
+
 /// Parses HTTP/1.x heads in place over bytes, strictly (RFC 9112 and HAProxy's defaults).
 ///
 /// The parser is called again as bytes arrive; it first looks for the end of the head from
@@ -32,26 +34,33 @@ public struct HTTPParser: Sendable {
         }
     }
 
-    /// Finds the blank line ending the head. Returns its end offset, or nil when not there yet.
+    /// Finds the blank line ending the head, from where the last call stopped. Every LF
+    /// must follow a CR: a bare LF is refused at once rather than waited on.
     @inline(__always)
     mutating func findEnd(_ p: UnsafeRawBufferPointer, isRequest: Bool) -> Result? {
         let count = p.count
+        guard let base = p.baseAddress else { return nil }
         var i = scanned
-        while i + 3 < count {
-            if p[i + 3] > 13 { i += 4; continue }
-            if p[i] == 13 && p[i + 1] == 10 && p[i + 2] == 13 && p[i + 3] == 10 {
-                scanned = i + 4
+        while i < count {
+            guard let hit = memchr(base + i, 10, count - i) else { break }
+            let lf = base.distance(to: UnsafeRawPointer(hit))
+            if lf == 0 || p[lf - 1] != 13 {
+                return .invalid(HTTPParseError(isRequest ? 400 : 502, "bare LF in the message head"))
+            }
+            if lf >= 3 && p[lf - 2] == 10 && p[lf - 3] == 13 {
+                scanned = lf + 1
                 return .complete
             }
-            i += 1
+            i = lf + 1
         }
-        // Keep scanning from a safe point next time.
-        scanned = max(0, count - 3)
+        // Resume after the last complete line next time.
+        var resume = count
+        while resume > scanned && p[resume - 1] != 10 { resume -= 1 }
+        scanned = max(scanned, resume >= 2 ? resume - 2 : 0)
         if count > maxHeadLength {
-            // A start line that never ended within the limit: 414 for a request.
-            var sawCRLF = false
-            for j in 0..<min(count, maxHeadLength) where p[j] == 10 { sawCRLF = true; break }
-            if isRequest && !sawCRLF { return .invalid(HTTPParseError(414, "request line longer than \(maxHeadLength) bytes")) }
+            var sawLF = false
+            if memchr(base, 10, min(count, maxHeadLength)) != nil { sawLF = true }
+            if isRequest && !sawLF { return .invalid(HTTPParseError(414, "request line longer than \(maxHeadLength) bytes")) }
             return .invalid(HTTPParseError(isRequest ? 431 : 502, "header block larger than \(maxHeadLength) bytes"))
         }
         return nil

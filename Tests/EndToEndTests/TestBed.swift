@@ -1,0 +1,167 @@
+import Foundation
+import Testing
+
+/// Real processes for one test: backends started by the test and the `proxy` binary on a
+/// temporary config. Everything is stopped by `stop()` (and on deinit).
+final class TestBed {
+    var processes: [Process] = []
+    let directory: String
+    var proxy: Process?
+    var proxyLog: String { directory + "/proxy.log" }
+
+    init() throws {
+        directory = try Harness.temporaryDirectory()
+    }
+
+    deinit { stop() }
+
+    /// Stops everything this bed started. Children of the test runner may inherit a mask
+    /// that blocks SIGTERM, so backends get SIGKILL; the proxy gets SIGTERM (it reads
+    /// signals through a signalfd) and SIGKILL if it has not gone within 5 s.
+    func stop() {
+        for p in processes where p.isRunning {
+            if p === proxy {
+                kill(p.processIdentifier, SIGTERM)
+                if !TestBed.waitUntil(timeout: 5, { !p.isRunning }) { kill(p.processIdentifier, SIGKILL) }
+            } else {
+                kill(p.processIdentifier, SIGKILL)
+            }
+            p.waitUntilExit()
+        }
+        processes.removeAll()
+    }
+
+    /// A port nobody listens on right now.
+    static func freePort() -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = 0
+        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+        return Int(UInt16(bigEndian: addr.sin_port))
+    }
+
+    /// True once something accepts on the port, polling until `timeout`.
+    static func waitForPort(_ port: Int, timeout: Double = 10) -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var addr = sockaddr_in()
+            addr.sin_family = sa_family_t(AF_INET)
+            addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+            addr.sin_port = UInt16(port).bigEndian
+            let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+            close(fd)
+            if rc == 0 { return true }
+            usleep(20_000)
+        }
+        return false
+    }
+
+    /// Waits until `condition` holds, polling until `timeout`.
+    @discardableResult
+    static func waitUntil(timeout: Double = 10, _ condition: () -> Bool) -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if condition() { return true }
+            usleep(20_000)
+        }
+        return condition()
+    }
+
+    @discardableResult
+    func start(_ executable: String, _ arguments: [String], log: String? = nil, environment: [String: String] = [:]) throws -> Process {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: executable)
+        p.arguments = arguments
+        p.currentDirectoryURL = URL(fileURLWithPath: directory)
+        var env = ProcessInfo.processInfo.environment
+        for (k, v) in environment { env[k] = v }
+        p.environment = env
+        if let log {
+            FileManager.default.createFile(atPath: log, contents: nil)
+            let h = FileHandle(forWritingAtPath: log)
+            p.standardOutput = h
+            p.standardError = h
+        } else {
+            p.standardOutput = FileHandle.nullDevice
+            p.standardError = FileHandle.nullDevice
+        }
+        try p.run()
+        processes.append(p)
+        return p
+    }
+
+    /// Starts an HTTP test backend and waits for it.
+    @discardableResult
+    func backend(name: String, port: Int = TestBed.freePort(), kind: String = "http") throws -> Int {
+        let python = Harness.which("python3") ?? "/usr/bin/python3"
+        try start(python, [Harness.root + "/Tests/EndToEndTests/Helpers/backend.py", kind, String(port), name])
+        #expect(Self.waitForPort(port), "backend \(name) did not start on \(port)")
+        return port
+    }
+
+    /// Writes `config` and starts `proxy -f` on it; waits for `port` to accept.
+    @discardableResult
+    func proxy(_ config: String, waitFor port: Int, environment: [String: String] = [:], arguments: [String] = []) throws -> Process {
+        let path = directory + "/proxy.cfg"
+        try config.write(toFile: path, atomically: true, encoding: .utf8)
+        let p = try start(Harness.proxyBinary, ["-f", path] + arguments, log: proxyLog, environment: environment)
+        proxy = p
+        #expect(Self.waitForPort(port), "proxy did not listen on \(port): \(log())")
+        return p
+    }
+
+    func log() -> String { (try? String(contentsOfFile: proxyLog, encoding: .utf8)) ?? "" }
+
+    /// Runs curl; returns (status code, body, headers).
+    static func curl(_ arguments: [String], timeout: Int = 10) throws -> (Int, String, String) {
+        let dir = NSTemporaryDirectory()
+        let headers = dir + "h-" + UUID().uuidString
+        defer { try? FileManager.default.removeItem(atPath: headers) }
+        let r = try Harness.run(Harness.which("curl") ?? "/usr/bin/curl",
+                                ["-s", "-m", String(timeout), "-D", headers, "-w", "\n%{http_code}"] + arguments)
+        var body = r.stdout
+        var code = 0
+        if let nl = body.lastIndex(of: "\n") {
+            code = Int(body[body.index(after: nl)...]) ?? 0
+            body = String(body[..<nl])
+            if body.hasSuffix("\n") { body.removeLast() }
+        }
+        let h = (try? String(contentsOfFile: headers, encoding: .utf8)) ?? ""
+        return (code, body, h)
+    }
+
+    /// Sends raw bytes on one connection (python3 Helpers/rawclient.py) and returns what
+    /// came back before the server closed or `timeout` passed.
+    static func raw(_ port: Int, _ data: [UInt8], timeout: Double = 3, halfClose: Bool = false) -> [UInt8] {
+        let file = NSTemporaryDirectory() + "raw-" + UUID().uuidString
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        guard (try? Data(data).write(to: URL(fileURLWithPath: file))) != nil else { return [] }
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: Harness.which("python3") ?? "/usr/bin/python3")
+        p.arguments = [Harness.root + "/Tests/EndToEndTests/Helpers/rawclient.py", String(port), file, "--timeout", String(timeout)]
+            + (halfClose ? ["--half-close"] : [])
+        let out = Pipe()
+        p.standardOutput = out
+        guard (try? p.run()) != nil else { return [] }
+        let bytes = out.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return Array(bytes)
+    }
+
+    static func raw(_ port: Int, _ text: String, timeout: Double = 3) -> String {
+        String(decoding: raw(port, Array(text.utf8), timeout: timeout), as: UTF8.self)
+    }
+
+    /// The backend's request counter and last request (from its /stats).
+    static func stats(_ port: Int) -> (count: Int, last: [String: Any]) {
+        guard let (code, body, _) = try? curl(["http://127.0.0.1:\(port)/stats"]), code == 200,
+              let json = try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any] else { return (-1, [:]) }
+        return (json["count"] as? Int ?? -1, json["last"] as? [String: Any] ?? [:])
+    }
+}
