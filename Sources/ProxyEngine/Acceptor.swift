@@ -59,7 +59,7 @@ final class Acceptor: LoopObject {
         context.pausedAcceptors.append(self)
     }
 
-    func resume() {
+    func resumeAccepting() {
         guard paused, !stopped else { return }
         paused = false
         try? context.loop.register(listener.fd, events: Self.events, object: self)
@@ -124,7 +124,7 @@ extension LoopContext {
         if !pausedAcceptors.isEmpty {
             let list = pausedAcceptors
             pausedAcceptors.removeAll()
-            for a in list { a.resume() }
+            for a in list { a.resumeAccepting() }
         }
     }
 

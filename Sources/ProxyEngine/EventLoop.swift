@@ -19,6 +19,12 @@ open class LoopObject {
 
     /// The deadline passed.
     open func timerFired() {}
+
+    /// Called after `EventLoop.runAgain`: there was more work than one turn allows.
+    open func resume() {}
+
+    /// Queued on `runAgain` already.
+    final var queuedToRun = false
 }
 
 /// One event loop: an epoll instance, a timer heap and a mailbox, run by one thread.
@@ -70,6 +76,18 @@ public final class EventLoop: @unchecked Sendable {
     public func unregister(_ fd: FileDescriptor) {
         epoll.remove(fd)
         if let o = registered.removeValue(forKey: fd.rawValue) { graveyard.append(o) }
+    }
+
+    /// Objects with work left over: resumed on the next turn, before waiting on epoll.
+    /// Edge-triggered epoll will not tell us again about bytes we left unread.
+    private var again: [LoopObject] = []
+
+    /// Asks for `resume()` on the next turn.
+    @inline(__always)
+    public func runAgain(_ o: LoopObject) {
+        if o.queuedToRun { return }
+        o.queuedToRun = true
+        again.append(o)
     }
 
     /// Objects unregistered during this batch, released after it.
@@ -193,13 +211,18 @@ public final class EventLoop: @unchecked Sendable {
         let events = UnsafeMutablePointer<epoll_event>.allocate(capacity: Int(capacity))
         defer { events.deallocate() }
         while running {
-            let n = epoll.wait(events, capacity: capacity, timeoutMilliseconds: nextTimeout)
+            let n = epoll.wait(events, capacity: capacity, timeoutMilliseconds: again.isEmpty ? nextTimeout : 0)
             now = Clock.coarseMilliseconds()
             for i in 0..<n {
                 let token = events[i].data.u64
                 if token == 0 { drainMailbox(); continue }
                 let object = Unmanaged<LoopObject>.fromOpaque(UnsafeRawPointer(bitPattern: UInt(token))!).takeUnretainedValue()
                 object.handle(events: events[i].events)
+            }
+            if !again.isEmpty {
+                let list = again
+                again.removeAll(keepingCapacity: true)
+                for o in list { o.queuedToRun = false; o.resume() }
             }
             if !heap.isEmpty { runTimers() }
             afterEvents?()

@@ -143,6 +143,10 @@ final class HTTPSession: LoopObject {
         progress()
     }
 
+    override func resume() {
+        if !closed { progress() }
+    }
+
     override func timerFired() {
         if closed { return }
         switch phase {
@@ -193,7 +197,7 @@ final class HTTPSession: LoopObject {
         var rounds = 0
         while !closed {
             rounds += 1
-            if rounds > 64 { break }
+            if rounds > 64 { loop.runAgain(self); break }
             var moved = false
             if flushToClient() { moved = true }
             if closed { return }
@@ -438,10 +442,7 @@ final class HTTPSession: LoopObject {
         var key: UInt64 = 0
         switch backend.settings.balance {
         case .source:
-            var a = clientAddress
-            let bytes = a.addressBytes
-            key = bytes.withUnsafeBytes { fnv1a($0) }
-            _ = a
+            key = clientAddress.addressBytes.withUnsafeBytes { fnv1a($0) }
         case .uri(let length, let depth, let whole):
             let p = requestBytes
             var r = whole ? request.target : pathRange

@@ -85,7 +85,7 @@ public final class ProxyEngine: @unchecked Sendable {
             loop.post {
                 let list = context.pausedAcceptors
                 context.pausedAcceptors.removeAll()
-                for a in list { a.resume() }
+                for a in list { a.resumeAccepting() }
             }
         }
     }

@@ -105,6 +105,10 @@ final class TCPSession: LoopObject {
         close()
     }
 
+    override func resume() {
+        if !closed { progress() }
+    }
+
     func progress() {
         guard let s = server else { return }
         if connecting {
@@ -175,6 +179,7 @@ final class TCPSession: LoopObject {
             }
             if clientShut && serverShut { close(); return }
             if !moved { break }
+            if rounds == 64 { loop.runAgain(self) }
         }
         if !closed { updateDeadline() }
     }
