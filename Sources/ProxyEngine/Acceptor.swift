@@ -69,13 +69,13 @@ final class Acceptor: LoopObject {
 extension LoopContext {
     /// Sets up a session for a new connection.
     func accepted(fd: FileDescriptor, client: SocketAddress, frontend: RuntimeFrontend, listener: Listener) {
-        let local = Socket.localAddress(fd)
         model.activeConnections.add(1, ordering: .relaxed)
         frontend.active.add(1, ordering: .relaxed)
         if client.family != AF_UNIX { try? Socket.setOption(fd, level: Int32(IPPROTO_TCP), name: TCP_NODELAY, value: 1) }
         if frontend.settings.options.clientKeepAlive { try? Socket.setOption(fd, level: SOL_SOCKET, name: SO_KEEPALIVE, value: 1) }
         // tcp-request connection rules.
         if !frontend.tcpConnectionRules.isEmpty {
+            let local = Socket.localAddress(fd)
             let samples = ConnectionSamples(client: HTTPSession.ip(of: client), clientPort: client.port,
                                             local: HTTPSession.ip(of: local), localPort: local.port, model: model)
             for rule in frontend.tcpConnectionRules where rule.guardState.allows(samples) {
@@ -89,6 +89,7 @@ extension LoopContext {
         }
         let events = Epoll.readable | Epoll.writable | Epoll.readHangup | Epoll.edgeTriggered
         if frontend.mode == .tcp {
+            let local = frontend.routes.isEmpty ? client : Socket.localAddress(fd)
             let samples = ConnectionSamples(client: HTTPSession.ip(of: client), clientPort: client.port,
                                             local: HTTPSession.ip(of: local), localPort: local.port, model: model)
             var chosen: RuntimeBackend?
@@ -109,7 +110,7 @@ extension LoopContext {
                 return
             }
         }
-        let s = HTTPSession(fd: fd, client: client, local: local, frontend: frontend, context: self)
+        let s = HTTPSession(fd: fd, client: client, frontend: frontend, context: self)
         do { try loop.register(fd, events: events, object: s) } catch {
             fd.close(); connectionEnded(frontend); return
         }

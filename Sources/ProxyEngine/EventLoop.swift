@@ -90,6 +90,13 @@ public final class EventLoop: @unchecked Sendable {
         again.append(o)
     }
 
+    /// Drops the loop's reference for a descriptor that is about to be closed: closing it
+    /// removes it from epoll, so no `epoll_ctl(DEL)` is needed (one syscall saved per fd).
+    /// Only for descriptors that were never duplicated (listeners are shared: unregister those).
+    public func forget(_ fd: FileDescriptor) {
+        if let o = registered.removeValue(forKey: fd.rawValue) { graveyard.append(o) }
+    }
+
     /// Objects unregistered during this batch, released after it.
     private var graveyard: [LoopObject] = []
 

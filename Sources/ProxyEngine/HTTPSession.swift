@@ -25,7 +25,8 @@ final class HTTPSession: LoopObject {
     unowned(unsafe) let context: LoopContext
     let frontend: RuntimeFrontend
     let clientAddress: SocketAddress
-    let localAddress: SocketAddress
+    /// Read with getsockname only when a rule or log needs it.
+    lazy var localAddress: SocketAddress = Socket.localAddress(fd)
     let clientIP: IPAddress
     var localIP: IPAddress { Self.ip(of: localAddress) }
 
@@ -65,6 +66,8 @@ final class HTTPSession: LoopObject {
     var requestComposed = false
     /// `toServer` still holds the whole request from offset 0, so a retry can resend it.
     var requestReplayable = false
+    /// We asked the server to close after this response: never pool the connection.
+    var toldServerToClose = false
     var upgradeRequested = false
     /// Set when rules rewrote the request: the new target and header list.
     var rewrittenTarget: [UInt8]?
@@ -93,12 +96,11 @@ final class HTTPSession: LoopObject {
         case done
     }
 
-    init(fd: FileDescriptor, client: SocketAddress, local: SocketAddress, frontend: RuntimeFrontend, context: LoopContext) {
+    init(fd: FileDescriptor, client: SocketAddress, frontend: RuntimeFrontend, context: LoopContext) {
         self.fd = fd
         self.context = context
         self.frontend = frontend
         clientAddress = client
-        localAddress = local
         clientIP = Self.ip(of: client)
         let maxHead = context.model.configuration.global.bufferSize - context.model.configuration.global.maxRewrite
         parser = HTTPParser(maxHeadLength: maxHead)
@@ -369,6 +371,7 @@ final class HTTPSession: LoopObject {
         triedServer = nil
         requestComposed = false
         requestReplayable = false
+        toldServerToClose = false
         let bytes = requestBytes
         requestWasHEAD = request.method.count == 4 && bytes[Int(request.method.start)] == UInt8(ascii: "H")
         pathRange = computePath(bytes)
@@ -512,10 +515,9 @@ final class HTTPSession: LoopObject {
 
     func checkConnect() -> Bool {
         guard let s = server else { return false }
-        guard s.writable || s.readable else { return false }
-        let err = Socket.pendingError(s.fd)
-        if err != 0 {
-            connectFailed(err)
+        guard s.writable || s.readable || s.errored else { return false }
+        if s.errored {
+            connectFailed(Socket.pendingError(s.fd))
             return true
         }
         s.connected = true
@@ -591,6 +593,7 @@ final class HTTPSession: LoopObject {
             out.append("connection: upgrade\r\n")
         } else if closeAfterResponse || backendClosesServerSide {
             out.append("connection: close\r\n")
+            toldServerToClose = true
         } else if request.minorVersion == 0 {
             out.append("connection: keep-alive\r\n")
         }
@@ -724,7 +727,8 @@ final class HTTPSession: LoopObject {
                 fromServer = buffers.take()
             }
             let inBuf = fromServer!
-            while !responseStarted {
+            // Stop as soon as the transaction moved on (finished, failed, or server released).
+            while !responseStarted && server === s && phase == .exchange {
                 guard let n = readServer(s, into: inBuf) else { break }
                 moved = true
                 if n == 0 {
@@ -910,7 +914,7 @@ final class HTTPSession: LoopObject {
     /// The response is fully read from the server: release or keep the server connection.
     func finishResponse(serverReusable: Bool) {
         guard let s = server else { return }
-        let reusable = serverReusable && pendingServerReusable && !s.eof && (fromServer?.isEmpty ?? true)
+        let reusable = serverReusable && pendingServerReusable && !s.eof && !toldServerToClose && (fromServer?.isEmpty ?? true)
             && { if case .done = requestBody { return true } else { return false } }()
         pendingServerReusable = true
         if reusable && !closeAfterResponse {
@@ -1039,7 +1043,8 @@ final class HTTPSession: LoopObject {
         phase = .draining
         if let b = output { buffers.give(b); output = nil }
         if let b = toServer { buffers.give(b); toServer = nil }
-        _ = drainClient()
+        // Read only if the client already signalled something; otherwise wait for its FIN.
+        if clientReadable { _ = drainClient() }
         if !closed { loop.setDeadline(self, loop.now + 1000) }
     }
 
@@ -1067,7 +1072,7 @@ final class HTTPSession: LoopObject {
         guard !closed else { return }
         closed = true
         loop.clearDeadline(self)
-        loop.unregister(fd)
+        loop.forget(fd)
         fd.close()
         if let s = server { server = nil; s.close() }
         for b in [input, output, toServer, fromServer] { if let b { buffers.give(b) } }

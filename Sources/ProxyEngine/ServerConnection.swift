@@ -17,6 +17,8 @@ final class ServerConnection: LoopObject {
     var eof = false
     /// The peer sent FIN (EPOLLRDHUP): keep reading past a short read, up to the 0.
     var hangup = false
+    /// EPOLLERR seen: a pending connect failed (its code is read with SO_ERROR then).
+    var errored = false
     var closed = false
     /// How many requests it has carried: a reused connection may be retried once on a race.
     var requests = 0
@@ -31,6 +33,7 @@ final class ServerConnection: LoopObject {
         if closed { return }
         if events & (Epoll.readable | Epoll.readHangup | Epoll.hangup | Epoll.error) != 0 { readable = true }
         if events & (Epoll.readHangup | Epoll.hangup | Epoll.error) != 0 { hangup = true }
+        if events & (Epoll.error | Epoll.hangup) != 0 { errored = true }
         if events & Epoll.writable != 0 { writable = true }
         if let s = session { s.serverEvent(events) } else if let t = tunnel { t.serverEvent(events) } else {
             // Idle in the pool: the server closed it, or sent something unexpected.
@@ -67,7 +70,7 @@ final class ServerConnection: LoopObject {
             var l = linger(l_onoff: 1, l_linger: 0)
             setsockopt(fd.rawValue, SOL_SOCKET, SO_LINGER, &l, socklen_t(MemoryLayout<linger>.size))
         }
-        context.loop.unregister(fd)
+        context.loop.forget(fd)
         fd.close()
         server.active.subtract(1, ordering: .relaxed)
         session = nil
@@ -102,9 +105,14 @@ final class LoopContext: @unchecked Sendable {
     @inline(__always)
     func takeIdle(_ server: RuntimeServer) -> ServerConnection? {
         let key = ObjectIdentifier(server)
-        guard var list = idle[key], let c = list.popLast() else { return nil }
+        guard var list = idle[key] else { return nil }
+        while let c = list.popLast() {
+            if c.eof || c.closed || c.hangup { c.close(); continue }
+            idle[key] = list
+            return c
+        }
         idle[key] = list
-        return c
+        return nil
     }
 
     /// Pools a connection for reuse, or closes it when the pool is full.

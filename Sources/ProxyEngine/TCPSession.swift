@@ -112,8 +112,8 @@ final class TCPSession: LoopObject {
     func progress() {
         guard let s = server else { return }
         if connecting {
-            guard s.writable || s.readable else { updateDeadline(); return }
-            if Socket.pendingError(s.fd) != 0 {
+            guard s.writable || s.readable || s.errored else { updateDeadline(); return }
+            if s.errored {
                 retryOrClose()
                 if !closed { updateDeadline() }
                 return
@@ -202,7 +202,7 @@ final class TCPSession: LoopObject {
         guard !closed else { return }
         closed = true
         loop.clearDeadline(self)
-        loop.unregister(fd)
+        loop.forget(fd)
         fd.close()
         if let s = server { server = nil; s.close() }
         if let b = toServer { loop.buffers.give(b) }
