@@ -4,6 +4,9 @@
 #include <fcntl.h>
 #include <string.h>
 #include <unistd.h>
+#include <malloc.h>
+
+int cproxy_malloc_trim(size_t pad) { return malloc_trim(pad); }
 
 extern char **environ;
 

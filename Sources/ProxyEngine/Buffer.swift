@@ -1,3 +1,5 @@
+import ProxySystem
+
 /// A fixed-size byte buffer: `tune.bufsize` bytes with a read and a write index.
 /// Taken from a loop's `BufferPool` when bytes arrive and returned when the connection idles.
 public final class Buffer {
@@ -77,15 +79,30 @@ public final class Buffer {
 }
 
 /// Buffers of one size, reused by one loop; steady state allocates nothing.
+/// It keeps a bounded reserve: past it, buffers go back to the allocator, and the heap is
+/// trimmed now and then, so a burst does not leave the process holding its peak memory.
 public final class BufferPool {
     public let bufferSize: Int
     private var free: [Buffer] = []
     /// Buffers handed out and not yet returned.
     public private(set) var inUse = 0
+    /// Free buffers kept for reuse.
+    let reserve: Int
+    /// Buffers released to the allocator since the last trim.
+    private var released = 0
 
-    public init(bufferSize: Int) {
+    public init(bufferSize: Int, reserve: Int = 128) {
         self.bufferSize = bufferSize
-        free.reserveCapacity(1024)
+        self.reserve = reserve
+        free.reserveCapacity(reserve)
+    }
+
+    /// Returns freed memory to the kernel after a burst (called from the loop when idle).
+    public func trimIfNeeded() {
+        if released >= 256 {
+            released = 0
+            Memory.trim()
+        }
     }
 
     @inline(__always) public func take() -> Buffer {
@@ -98,7 +115,6 @@ public final class BufferPool {
         precondition(!b.pooled, "buffer returned to the pool twice")
         b.pooled = true
         inUse -= 1
-        // Keep a bounded reserve; beyond it, let memory go back to the allocator.
-        if free.count < 4096 { free.append(b) }
+        if free.count < reserve { free.append(b) } else { released += 1 }
     }
 }

@@ -218,6 +218,7 @@ public final class EventLoop: @unchecked Sendable {
         let events = UnsafeMutablePointer<epoll_event>.allocate(capacity: Int(capacity))
         defer { events.deallocate() }
         while running {
+            buffers.trimIfNeeded()
             let n = epoll.wait(events, capacity: capacity, timeoutMilliseconds: again.isEmpty ? nextTimeout : 0)
             now = Clock.coarseMilliseconds()
             for i in 0..<n {

@@ -155,6 +155,10 @@ final class HTTPSession: LoopObject {
         case .head:
             if let b = input, !b.isEmpty {
                 respondWithError(408, reason: "timeout while waiting for the request", state: "cR")
+            } else if transactions > 0 && context.model.stopping.load(ordering: .relaxed) {
+                // A soft stop retires idle keep-alive connections without a reset.
+                lingerAlways = true
+                shutdownAndDrain()
             } else {
                 close()
             }
@@ -223,7 +227,19 @@ final class HTTPSession: LoopObject {
             }
             if !moved { break }
         }
-        if !closed { updateDeadline() }
+        if !closed {
+            if phase == .head { releaseIdleBuffers() }
+            updateDeadline()
+        }
+    }
+
+    /// Between requests a connection holds no buffer (DECISIONS: idle holds none).
+    @inline(__always)
+    func releaseIdleBuffers() {
+        if let b = output, b.isEmpty { buffers.give(b); output = nil }
+        if let b = input, b.isEmpty { buffers.give(b); input = nil }
+        if let b = toServer, b.isEmpty { buffers.give(b); toServer = nil }
+        if let b = fromServer, b.isEmpty { buffers.give(b); fromServer = nil }
     }
 
     /// Reads from the client into `buf`; returns bytes read, 0 at EOF, nil when nothing to read.
@@ -910,6 +926,8 @@ final class HTTPSession: LoopObject {
     }
 
     var pendingServerReusable = true
+    /// Always drain before closing (idle connections retired by a soft stop).
+    var lingerAlways = false
 
     /// The response is fully read from the server: release or keep the server connection.
     func finishResponse(serverReusable: Bool) {
@@ -1001,7 +1019,9 @@ final class HTTPSession: LoopObject {
             switch request.requestFraming {
             case .none: break
             case .contentLength(let n) where Int64(inBuf.count) >= n: inBuf.head += Int(n)
-            default: closeAfterResponse = true
+            default:
+                closeAfterResponse = true
+                lingerAlways = true
             }
         }
         parser.reset()
@@ -1037,9 +1057,16 @@ final class HTTPSession: LoopObject {
     // MARK: closing
 
     /// Half-closes our side and reads until the client closes, so that a request racing the
-    /// close is not answered with a reset (RFC 9112 §9.6).
+    /// close is not answered with a reset (RFC 9112 §9.6). When the request was read to its
+    /// end and nothing more is buffered or signalled, closes at once, as HAProxy does.
     func shutdownAndDrain() {
         Socket.shutdown(fd, Socket.shutWrite)
+        let nothingPending = (input?.isEmpty ?? true) && !clientReadable && !clientHangup && !lingerAlways
+            && { if case .none = requestBody { return true }; if case .done = requestBody { return true }; return false }()
+        if nothingPending {
+            close()
+            return
+        }
         phase = .draining
         if let b = output { buffers.give(b); output = nil }
         if let b = toServer { buffers.give(b); toServer = nil }

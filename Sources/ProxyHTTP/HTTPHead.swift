@@ -60,7 +60,7 @@ public struct MessageHead: Sendable {
     public var expectContinue = false
     public var host: ByteRange?
 
-    public init() { headers.reserveCapacity(32) }
+    public init() {}
 
     mutating func reset() {
         method = .empty; target = .empty; status = 0; reasonPhrase = .empty; minorVersion = 1

@@ -1,3 +1,4 @@
+import CProxySys
 import Glibc
 
 /// Starts a POSIX thread running `body`. The data loops are plain threads, one each.
@@ -26,6 +27,12 @@ public enum Threads {
     public static func join(_ thread: pthread_t) {
         pthread_join(thread, nil)
     }
+}
+
+/// Process memory.
+public enum Memory {
+    /// Gives free heap memory back to the kernel (after a burst of connections).
+    public static func trim() { _ = cproxy_malloc_trim(0) }
 }
 
 extension Clock {

@@ -1,3 +1,4 @@
+import Glibc
 import Testing
 @testable import ProxyHTTP
 
@@ -158,7 +159,8 @@ func text(_ bytes: [UInt8], _ r: ByteRange) -> String {
         var state: UInt64 = 0x2545F4914F6CDD1D
         func next() -> UInt64 { state ^= state << 13; state ^= state >> 7; state ^= state << 17; return state }
         let seeds = RequestParsing.samples.map { Array($0.utf8) }
-        let count = 20000
+        // CI runs 20,000; contrib/fuzz/http-fuzz runs 1,000,000 or more.
+        let count = Int(getenv("PROXY_FUZZ_CASES").map { String(cString: $0) } ?? "") ?? 20000
         var parser = HTTPParser(maxHeadLength: 4096)
         var head = MessageHead()
         for _ in 0..<count {
