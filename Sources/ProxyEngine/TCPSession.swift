@@ -46,6 +46,12 @@ final class TCPSession: LoopObject {
     var clientShut = false
     var retriesLeft: Int
     var connecting = false
+    /// Zero-copy forwarding through a pipe per direction; nil means plain read/write.
+    var upPipe: KernelPipe?
+    var downPipe: KernelPipe?
+    var upInPipe = 0
+    var downInPipe = 0
+    var splicing = true
 
     init(fd: FileDescriptor, frontend: RuntimeFrontend, backend: RuntimeBackend, context: LoopContext) {
         self.fd = fd
@@ -122,6 +128,19 @@ final class TCPSession: LoopObject {
             s.connected = true
             s.writable = true
         }
+        if splicing {
+            if upPipe == nil {
+                do {
+                    upPipe = try KernelPipe()
+                    downPipe = try KernelPipe()
+                } catch {
+                    upPipe?.close()
+                    upPipe = nil
+                    splicing = false
+                }
+            }
+            if splicing { spliceBothWays(s); return }
+        }
         if toServer == nil { toServer = loop.buffers.take() }
         if toClient == nil { toClient = loop.buffers.take() }
         let up = toServer!, down = toClient!
@@ -184,6 +203,65 @@ final class TCPSession: LoopObject {
         if !closed { updateDeadline() }
     }
 
+    /// Moves bytes both ways with splice(2): socket → pipe → socket, no copy in user space.
+    func spliceBothWays(_ s: ServerConnection) {
+        guard let up = upPipe, let down = downPipe else { return }
+        let chunk = 1 << 16
+        var rounds = 0
+        while !closed && rounds < 64 {
+            rounds += 1
+            var moved = false
+            do {
+                // client -> pipe -> server
+                if upInPipe > 0 && s.writable {
+                    switch try KernelPipe.splice(from: up.readEnd, to: s.fd, count: upInPipe) {
+                    case .done(let n): upInPipe -= n; moved = n > 0
+                    case .wouldBlock: s.writable = false
+                    }
+                }
+                if upInPipe == 0 && clientReadable && !clientEOF {
+                    switch try KernelPipe.splice(from: fd, to: up.writeEnd, count: chunk) {
+                    case .done(let n):
+                        // A short splice may only mean the pipe's slots filled: not drained.
+                        if n == 0 { clientEOF = true } else { upInPipe = n }
+                        moved = true
+                    case .wouldBlock: clientReadable = false
+                    }
+                }
+                if clientEOF && upInPipe == 0 && !serverShut {
+                    Socket.shutdown(s.fd, Socket.shutWrite)
+                    serverShut = true
+                }
+                // server -> pipe -> client
+                if downInPipe > 0 && clientWritable {
+                    switch try KernelPipe.splice(from: down.readEnd, to: fd, count: downInPipe) {
+                    case .done(let n): downInPipe -= n; moved = moved || n > 0
+                    case .wouldBlock: clientWritable = false
+                    }
+                }
+                if downInPipe == 0 && s.readable && !s.eof {
+                    switch try KernelPipe.splice(from: s.fd, to: down.writeEnd, count: chunk) {
+                    case .done(let n):
+                        if n == 0 { s.eof = true } else { downInPipe = n }
+                        moved = true
+                    case .wouldBlock: s.readable = false
+                    }
+                }
+                if s.eof && downInPipe == 0 && !clientShut {
+                    Socket.shutdown(fd, Socket.shutWrite)
+                    clientShut = true
+                }
+            } catch {
+                close()
+                return
+            }
+            if clientShut && serverShut { close(); return }
+            if !moved { break }
+            if rounds == 64 { loop.runAgain(self) }
+        }
+        if !closed { updateDeadline() }
+    }
+
     func updateDeadline() {
         let t = frontend.settings.timeouts
         let b = backend.settings.timeouts
@@ -207,6 +285,10 @@ final class TCPSession: LoopObject {
         if let s = server { server = nil; s.close() }
         if let b = toServer { loop.buffers.give(b) }
         if let b = toClient { loop.buffers.give(b) }
+        upPipe?.close()
+        downPipe?.close()
+        upPipe = nil
+        downPipe = nil
         toServer = nil
         toClient = nil
         context.sessionClosed(self)
