@@ -15,6 +15,8 @@ final class HTTPSession: LoopObject {
         case connecting
         /// Request sent or being sent; waiting for or relaying the response.
         case exchange
+        /// Every server is at its maxconn: waiting in the backend's queue.
+        case queued
         /// After a 101: raw bytes both ways.
         case tunnel
         /// Response sent, output shut: reading until the client closes.
@@ -170,9 +172,29 @@ final class HTTPSession: LoopObject {
             } else {
                 respondWithError(504, reason: "server timeout", state: "sH")
             }
+        case .queued:
+            queueTicket?.cancelledInQueue = true
+            queueTicket = nil
+            respondWithError(503, reason: "timeout in the queue", state: "sQ")
         case .tunnel, .draining:
             close()
         }
+    }
+
+    /// Gives back the server slot this transaction held, waking a queued request.
+    func releaseSlot() {
+        guard let s = slotServer else { return }
+        slotServer = nil
+        s.active.subtract(1, ordering: .relaxed)
+        if let b = context.model.backends[s.backendName] { b.slotFreed() }
+    }
+
+    /// Called on this loop when a slot may be free: try to get a server again.
+    func leaveQueue() {
+        guard !closed, phase == .queued else { return }
+        queueTicket = nil
+        connectToServer()
+        if !closed { progress() }
     }
 
     /// Arms the timeout that fits the current phase.
@@ -186,6 +208,10 @@ final class HTTPSession: LoopObject {
             ms = idle ? (t.httpKeepAlive ?? t.httpRequest ?? t.client) : (t.httpRequest ?? t.client)
         case .connecting:
             ms = backendTimeouts.connect ?? 5000
+        case .queued:
+            let limit = Int64(backendTimeouts.queue ?? backendTimeouts.connect ?? 5000)
+            loop.setDeadline(self, queuedAtMs + limit)
+            return
         case .exchange:
             ms = backendTimeouts.server ?? t.client
         case .tunnel:
@@ -214,6 +240,8 @@ final class HTTPSession: LoopObject {
                 if parseOrReadHead() { moved = true }
             case .connecting:
                 if checkConnect() { moved = true }
+            case .queued:
+                break
             case .exchange:
                 if relayRequestBody() { moved = true }
                 if closed { return }
@@ -477,12 +505,15 @@ final class HTTPSession: LoopObject {
             break
         }
         let excluded = retriesLeft < backend.settings.retries && backend.settings.options.redispatch && retriesLeft == 0 ? triedServer : nil
+        releaseSlot()
         guard let chosen = backend.balancer.pick(hashKey: key, allBackups: backend.settings.options.allBackups,
                                                  excluding: excluded, scratch: &context.scratchServers)
-            ?? (excluded != nil ? triedServer : nil) else {
-            respondWithError(503, reason: "no server available", state: "SC")
+            ?? (excluded != nil && triedServer?.hasRoom == true ? triedServer : nil) else {
+            enqueueOrRefuse(backend)
             return
         }
+        chosen.active.add(1, ordering: .relaxed)
+        slotServer = chosen
         triedServer = chosen
         connectStartMs = loop.now
         // Reuse this session's own connection, or (not for a first request) a pooled one.
@@ -510,6 +541,30 @@ final class HTTPSession: LoopObject {
         } catch {
             connectFailed(EIO)
         }
+    }
+
+    /// Every usable server is full: wait in the backend's queue, or get a 503.
+    func enqueueOrRefuse(_ backend: RuntimeBackend) {
+        let usable = backend.servers.contains { $0.isUsable }
+        guard usable else {
+            respondWithError(503, reason: "no server available", state: "SC")
+            return
+        }
+        let ticket = QueueTicket(self)
+        let admitted = backend.queue.withLock { q -> Bool in
+            if q.count >= backend.queueLimit { return false }
+            q.append(QueuedRequest(session: ticket, loop: loop))
+            return true
+        }
+        guard admitted else {
+            respondWithError(503, reason: "queue full", state: "sQ")
+            return
+        }
+        if phase != .queued { queuedAtMs = loop.now }
+        queueTicket = ticket
+        phase = .queued
+        // A slot may have been freed between the pick and the enqueue: look again.
+        if backend.servers.contains(where: { $0.isUsable && $0.hasRoom }) { backend.slotFreed() }
     }
 
     func sendRequest(on s: ServerConnection) {
@@ -926,11 +981,16 @@ final class HTTPSession: LoopObject {
     }
 
     var pendingServerReusable = true
+    /// The server whose request slot (maxconn) this transaction holds.
+    var slotServer: RuntimeServer?
+    var queueTicket: QueueTicket?
+    var queuedAtMs: Int64 = 0
     /// Always drain before closing (idle connections retired by a soft stop).
     var lingerAlways = false
 
     /// The response is fully read from the server: release or keep the server connection.
     func finishResponse(serverReusable: Bool) {
+        releaseSlot()
         guard let s = server else { return }
         let reusable = serverReusable && pendingServerReusable && !s.eof && !toldServerToClose && (fromServer?.isEmpty ?? true)
             && { if case .done = requestBody { return true } else { return false } }()
@@ -1037,6 +1097,7 @@ final class HTTPSession: LoopObject {
     /// Answers with an error page (the configured errorfile, or the built-in one).
     func respondWithError(_ status: Int, reason: String, state: String) {
         terminationState = state
+        releaseSlot()
         if let s = server { server = nil; s.close(abort: true) }
         let page = backend?.errorPages[status] ?? frontend.errorPages[status] ?? HTTPStatusText.errorPage(status)
         if responseStarted {
@@ -1098,6 +1159,9 @@ final class HTTPSession: LoopObject {
     func close() {
         guard !closed else { return }
         closed = true
+        releaseSlot()
+        queueTicket?.cancelledInQueue = true
+        queueTicket = nil
         loop.clearDeadline(self)
         loop.forget(fd)
         fd.close()

@@ -112,10 +112,51 @@ public final class RuntimeBackend: @unchecked Sendable {
         }
     }
 
+    /// Requests waiting for a server slot, oldest first, shared by every loop.
+    let queue = Mutex<[QueuedRequest]>([])
+
+    /// How many requests may wait: the sum of the usable servers' `maxqueue` (0: no limit).
+    var queueLimit: Int {
+        var total = 0
+        for s in servers where s.isUsable {
+            if s.maxqueue == 0 { return .max }
+            total += s.maxqueue
+        }
+        return total
+    }
+
+    /// A request slot on `server` was freed: wake the oldest queued request on its loop.
+    func slotFreed() {
+        let next: QueuedRequest? = queue.withLock { q in
+            while !q.isEmpty {
+                let r = q.removeFirst()
+                if !r.session.cancelledInQueue { return r }
+            }
+            return nil
+        }
+        guard let next else { return }
+        next.loop.post { next.session.session.leaveQueue() }
+    }
+
     /// Servers usable now: normal ones, or backups when no normal server is usable.
     public var usableServerCount: Int {
         servers.reduce(0) { $0 + ($1.isUsable && !$1.isBackup ? 1 : 0) }
     }
+}
+
+/// A request waiting in a backend queue, and the loop that owns it.
+struct QueuedRequest: @unchecked Sendable {
+    let session: QueueTicket
+    let loop: EventLoop
+}
+
+/// A session's place in a queue; the session marks it cancelled on timeout or close.
+final class QueueTicket: @unchecked Sendable {
+    let session: HTTPSession
+    /// Written and read on the session's loop only, except the dequeuer's read, which
+    /// at worst wakes a session that then finds it has nothing to do.
+    var cancelledInQueue = false
+    init(_ s: HTTPSession) { session = s }
 }
 
 /// A frontend: where connections arrive, its rules and its routing.

@@ -58,7 +58,6 @@ final class ServerConnection: LoopObject {
             fd.close()
             throw error
         }
-        server.active.add(1, ordering: .relaxed)
         return c
     }
 
@@ -72,7 +71,6 @@ final class ServerConnection: LoopObject {
         }
         context.loop.forget(fd)
         fd.close()
-        server.active.subtract(1, ordering: .relaxed)
         session = nil
         tunnel = nil
     }

@@ -52,6 +52,13 @@ final class TCPSession: LoopObject {
     var upInPipe = 0
     var downInPipe = 0
     var splicing = true
+    var slotServer: RuntimeServer?
+
+    func releaseSlot() {
+        guard let s = slotServer else { return }
+        slotServer = nil
+        s.active.subtract(1, ordering: .relaxed)
+    }
 
     init(fd: FileDescriptor, frontend: RuntimeFrontend, backend: RuntimeBackend, context: LoopContext) {
         self.fd = fd
@@ -74,6 +81,8 @@ final class TCPSession: LoopObject {
             close()
             return
         }
+        chosen.active.add(1, ordering: .relaxed)
+        slotServer = chosen
         do {
             let c = try ServerConnection.open(to: chosen, context: context)
             c.tunnel = self
@@ -85,6 +94,7 @@ final class TCPSession: LoopObject {
     }
 
     func retryOrClose() {
+        releaseSlot()
         if let s = server { server = nil; s.close() }
         if retriesLeft > 0 {
             retriesLeft -= 1
@@ -279,6 +289,7 @@ final class TCPSession: LoopObject {
     func close() {
         guard !closed else { return }
         closed = true
+        releaseSlot()
         loop.clearDeadline(self)
         loop.forget(fd)
         fd.close()

@@ -282,3 +282,73 @@ func httpConfig(port: Int, servers: [(String, Int)], frontend: String = "", back
         #expect(reply == payload)
     }
 }
+
+/// Runs several curl requests at once; returns their status codes in order.
+func parallelStatuses(_ urls: [String], timeout: Int = 10) throws -> [Int] {
+    let curl = Harness.which("curl") ?? "/usr/bin/curl"
+    var running: [(Process, Pipe)] = []
+    for u in urls {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: curl)
+        p.arguments = ["-s", "-o", "/dev/null", "-m", String(timeout), "-w", "%{http_code}", u]
+        let out = Pipe()
+        p.standardOutput = out
+        try p.run()
+        running.append((p, out))
+        usleep(30_000)
+    }
+    return running.map { p, out in
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return Int(String(decoding: data, as: UTF8.self)) ?? 0
+    }
+}
+
+@Suite(.serialized) struct Queueing {
+    func config(port: Int, backend: Int, threads: Int, queueTimeout: String, maxqueue: Int) -> String {
+        """
+        global
+            nbthread \(threads)
+        defaults
+            mode http
+            timeout connect 2s
+            timeout client 10s
+            timeout server 10s
+            timeout queue \(queueTimeout)
+        frontend web
+            bind 127.0.0.1:\(port)
+            default_backend app
+        backend app
+            server s1 127.0.0.1:\(backend) maxconn 1 maxqueue \(maxqueue)
+        """
+    }
+
+    @Test(arguments: [1, 2])
+    func fullServerQueuesThenTimesOut(threads: Int) throws {
+        let bed = try TestBed()
+        let b = try bed.backend(name: "slow")
+        let port = TestBed.freePort()
+        try bed.proxy(config(port: port, backend: b, threads: threads, queueTimeout: "400ms", maxqueue: 5), waitFor: port)
+        let statuses = try parallelStatuses(Array(repeating: "http://127.0.0.1:\(port)/slow?ms=1500", count: 3))
+        #expect(statuses.sorted() == [200, 503, 503], "\(statuses)")
+    }
+
+    @Test(arguments: [1, 2])
+    func queueDrainsInTurn(threads: Int) throws {
+        let bed = try TestBed()
+        let b = try bed.backend(name: "slow")
+        let port = TestBed.freePort()
+        try bed.proxy(config(port: port, backend: b, threads: threads, queueTimeout: "5s", maxqueue: 0), waitFor: port)
+        let statuses = try parallelStatuses(Array(repeating: "http://127.0.0.1:\(port)/slow?ms=200", count: 4))
+        #expect(statuses == [200, 200, 200, 200])
+    }
+
+    @Test func queueLimitRefusesAtOnce() throws {
+        let bed = try TestBed()
+        let b = try bed.backend(name: "slow")
+        let port = TestBed.freePort()
+        try bed.proxy(config(port: port, backend: b, threads: 1, queueTimeout: "5s", maxqueue: 1), waitFor: port)
+        let statuses = try parallelStatuses(Array(repeating: "http://127.0.0.1:\(port)/slow?ms=700", count: 3))
+        #expect(statuses.sorted() == [200, 200, 503], "\(statuses)")
+    }
+}
