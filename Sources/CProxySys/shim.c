@@ -6,6 +6,14 @@
 #include <unistd.h>
 #include <malloc.h>
 
+int cproxy_peer_uid(int fd, unsigned int *uid) {
+    struct ucred cred;
+    socklen_t len = sizeof(cred);
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) return -1;
+    *uid = cred.uid;
+    return 0;
+}
+
 int cproxy_malloc_trim(size_t pad) { return malloc_trim(pad); }
 
 extern char **environ;

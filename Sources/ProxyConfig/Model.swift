@@ -333,6 +333,16 @@ public struct ListenerKey: Sendable, Hashable, CustomStringConvertible {
     public var namespace: String?
     public var transparent: Bool
 
+    public init(address: ListenAddress, v4v6: Bool = false, v6only: Bool = false, interface: String? = nil,
+                namespace: String? = nil, transparent: Bool = false) {
+        self.address = address
+        self.v4v6 = v4v6
+        self.v6only = v6only
+        self.interface = interface
+        self.namespace = namespace
+        self.transparent = transparent
+    }
+
     public var description: String { address.description }
 }
 

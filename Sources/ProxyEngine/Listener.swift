@@ -70,14 +70,22 @@ public struct Listener: Sendable {
         return Listener(key: key, fd: fd, frontendName: frontend, options: options)
     }
 
-    /// Binds every `bind` line of the configuration's frontends.
-    public static func bindAll(_ configuration: Configuration, reusePort: Bool) throws -> [Listener] {
+    /// Obtains every `bind` line's sockets: an inherited socket with the same key first (the
+    /// very kernel socket, so its accept queue is never closed), a fresh bind otherwise.
+    public static func bindAll(_ configuration: Configuration, reusePort: Bool,
+                               inherited: [ListenerKey: Int32] = [:]) throws -> [Listener] {
         var listeners: [Listener] = []
         do {
             for p in configuration.proxies where p.isFrontend {
                 let backlog = p.settings.backlog ?? p.settings.maxconn ?? 1024
                 for b in p.binds {
                     for key in b.listenerKeys {
+                        if let fd = inherited[key] {
+                            let f = FileDescriptor(rawValue: fd)
+                            try? Socket.setNonBlocking(f)
+                            listeners.append(Listener(key: key, fd: f, frontendName: p.name, options: b.options))
+                            continue
+                        }
                         do {
                             listeners.append(try bind(key, frontend: p.name, options: b.options, backlog: backlog, reusePort: reusePort))
                         } catch let e as SystemError {
@@ -87,7 +95,7 @@ public struct Listener: Sendable {
                 }
             }
         } catch {
-            for l in listeners { l.fd.close() }
+            for l in listeners where !inherited.values.contains(l.fd.rawValue) { l.fd.close() }
             throw error
         }
         return listeners

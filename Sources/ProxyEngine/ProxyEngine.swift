@@ -14,6 +14,19 @@ public final class ProxyEngine: @unchecked Sendable {
     /// Rung by each loop as it exits.
     public let finished: EventFD
     private let running = Atomic<Int>(0)
+    /// Loops that have stopped accepting (after `softStop`).
+    private let notAccepting = Atomic<Int>(0)
+
+    /// Waits (on the calling, control thread) until every loop stopped accepting.
+    public func waitUntilNotAccepting(timeoutMilliseconds: Int) -> Bool {
+        let deadline = Clock.monotonicNanoseconds() + UInt64(timeoutMilliseconds) * 1_000_000
+        while notAccepting.load(ordering: .acquiring) < loops.count {
+            if runningLoops < loops.count && runningLoops == 0 { return true }
+            if Clock.monotonicNanoseconds() > deadline { return false }
+            usleep(500)
+        }
+        return true
+    }
 
     public init(model: RuntimeModel, listeners: [Listener], threads: Int) throws {
         self.model = model
@@ -61,8 +74,9 @@ public final class ProxyEngine: @unchecked Sendable {
         model.stopping.store(true, ordering: .relaxed)
         for (i, loop) in loops.enumerated() {
             let context = contexts[i]
-            loop.post {
+            loop.post { [self] in
                 for a in context.acceptors { a.stop() }
+                notAccepting.add(1, ordering: .releasing)
                 context.closeAllIdle()
                 context.onSessionClosed = { if context.sessions == 0 { loop.stop() } }
                 if context.sessions == 0 { loop.stop() }

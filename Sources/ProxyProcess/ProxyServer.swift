@@ -17,23 +17,28 @@ enum ProxyServer {
             ProxyMain.printError("proxy: \(error)\n")
             return 1
         }
-        // 1. Listeners.
+        // 2. Listeners: handed over by the old processes first, bound fresh otherwise.
+        let oldPIDs = options.softStopPIDs + options.terminatePIDs
+        var inheritance = Handover.collect(from: oldPIDs)
         let reusePort = !(options.noReusePort || configuration.global.noReusePort)
         let listeners: [Listener]
         do {
-            listeners = try Listener.bindAll(configuration, reusePort: reusePort)
+            listeners = try Listener.bindAll(configuration, reusePort: reusePort, inherited: inheritance.listeners)
         } catch let e as BindError {
+            abandon(&inheritance)
             ProxyMain.printError("\(e.location): error: cannot bind \(e.address): \(e.error.reason)\(hint(e.error.code))\n")
             return 1
         } catch {
+            abandon(&inheritance)
             ProxyMain.printError("proxy: \(error)\n")
             return 1
         }
         if listeners.isEmpty {
+            abandon(&inheritance)
             ProxyMain.printError("proxy: no frontend has a 'bind' line; nothing to serve\n")
             return 1
         }
-        // 2. Daemon: the parent waits for the child's verdict and exits with it.
+        // 3. Daemon: the parent waits for the child's verdict and exits with it.
         var verdictPipe: Int32 = -1
         if daemon {
             var fds: [Int32] = [0, 0]
@@ -51,33 +56,67 @@ enum ProxyServer {
             setsid()
         }
         func fail(_ message: String) -> Int32 {
+            abandon(&inheritance)
             ProxyMain.printError(message)
             if verdictPipe >= 0 { var v: UInt8 = 1; _ = Glibc.write(verdictPipe, &v, 1) }
             return 1
         }
-        // 3. Pidfile.
+        // 4. Pidfile, with the serving process's pid.
         if let path = options.pidFile ?? configuration.global.pidfile {
-            let text = "\(getpid())\n"
             do {
                 let fd = try FileDescriptor.open(path, flags: O_WRONLY | O_CREAT | O_TRUNC, mode: 0o644)
-                try fd.writeAll(text)
+                try fd.writeAll("\(getpid())\n")
                 fd.close()
             } catch let e as SystemError {
                 return fail("proxy: cannot write pidfile '\(path)': \(e.reason)\n")
             } catch { return 1 }
         }
-        // 4. The data loops.
+        // 5. chroot.
+        if let dir = configuration.global.chroot {
+            if chroot(dir) != 0 || chdir("/") != 0 {
+                return fail("proxy: cannot chroot to '\(dir)': \(SystemError.last("chroot").reason)\n")
+            }
+        }
+        // The runtime model, with the state the old processes carried.
+        let model: RuntimeModel
+        do { model = try RuntimeModel(configuration: configuration) } catch {
+            return fail("proxy: cannot start: \(error)\n")
+        }
+        for (_, b) in model.backends {
+            for srv in b.servers {
+                if let up = inheritance.serverStates["\(b.name)/\(srv.name)"] { srv.isUp.store(up, ordering: .relaxed) }
+            }
+        }
+        // 6. Tell the old processes, now that this one is ready, and collect their answers.
+        var acknowledged = true
+        var signalled = Set<Int32>()
+        for (pid, channel) in inheritance.channels {
+            signalled.insert(pid)
+            if options.terminatePIDs.contains(pid) && !options.softStopPIDs.contains(pid) {
+                channel.close()
+                tellOld(pid, SIGTERM)
+            } else if !Handover.stop(channel) {
+                ProxyMain.printError("proxy: old pid \(pid) did not confirm it stopped accepting; sending SIGUSR1\n")
+                acknowledged = tellOld(pid, SIGUSR1) && acknowledged
+            }
+        }
+        inheritance.channels = []
+        for pid in options.softStopPIDs where !signalled.contains(pid) { _ = tellOld(pid, SIGUSR1) }
+        for pid in options.terminatePIDs where !signalled.contains(pid) { _ = tellOld(pid, SIGTERM) }
+        let used = Set(listeners.map(\.fd.rawValue))
+        for fd in inheritance.received where !used.contains(fd) { Glibc.close(fd) }
+        if !acknowledged { ProxyMain.printError("proxy: warning: not every old process acknowledged the stop\n") }
+        // 7. Drop privileges.
+        if let message = dropPrivileges(configuration.global) { return fail(message) }
+        // 8. The data loops, then our own handover endpoint for the next reload.
         let engine: ProxyEngine
         do {
-            let model = try RuntimeModel(configuration: configuration)
             engine = try ProxyEngine(model: model, listeners: listeners, threads: configuration.global.threads)
             try engine.start()
         } catch {
             return fail("proxy: cannot start: \(error)\n")
         }
-        // 5. Tell old processes to go, now that this one serves.
-        for pid in options.softStopPIDs { tellOld(pid, SIGUSR1) }
-        for pid in options.terminatePIDs { tellOld(pid, SIGTERM) }
+        let endpoint = Handover.Endpoint()
         if verdictPipe >= 0 {
             var ok: UInt8 = 0
             _ = Glibc.write(verdictPipe, &ok, 1)
@@ -87,18 +126,54 @@ enum ProxyServer {
             if null >= 0 { dup2(null, 0); dup2(null, 1); if !options.verbose { dup2(null, 2) }; Glibc.close(null) }
         } else if !options.quiet {
             let addresses = listeners.map { "\($0.frontendName)@\($0.key)" }.joined(separator: ", ")
-            ProxyMain.printError("proxy \(ProxyMain.version) (pid \(getpid())): serving \(addresses)\n")
+            let taken = listeners.filter { inheritance.listeners.values.contains($0.fd.rawValue) }.count
+            let note = taken > 0 ? " (\(taken) listener\(taken == 1 ? "" : "s") taken over)" : ""
+            ProxyMain.printError("proxy \(ProxyMain.version) (pid \(getpid())): serving \(addresses)\(note)\n")
         }
-        return controlLoop(engine: engine, signals: signals, configuration: configuration)
+        return controlLoop(engine: engine, signals: signals, configuration: configuration, endpoint: endpoint)
     }
 
-    static func tellOld(_ pid: Int32, _ signal: Int32) {
+    /// A failed start: close the channels without saying `stop`; the old processes go on.
+    static func abandon(_ inheritance: inout Handover.Inheritance) {
+        for (_, c) in inheritance.channels { c.close() }
+        inheritance.channels = []
+        for fd in inheritance.received { Glibc.close(fd) }
+        inheritance.received = []
+    }
+
+    /// setgid, then setuid, from `group`/`gid` and `user`/`uid` (only when root).
+    static func dropPrivileges(_ g: GlobalSettings) -> String? {
+        guard getuid() == 0 else { return nil }
+        var gid = g.gid
+        if let name = g.group {
+            guard let entry = getgrnam(name) else { return "proxy: unknown group '\(name)'\n" }
+            gid = entry.pointee.gr_gid
+        }
+        var uid = g.uid
+        if let name = g.user {
+            guard let entry = getpwnam(name) else { return "proxy: unknown user '\(name)'\n" }
+            uid = entry.pointee.pw_uid
+            if gid == nil { gid = entry.pointee.pw_gid }
+        }
+        if let gid {
+            if setgroups(0, nil) != 0 || setgid(gid) != 0 { return "proxy: cannot set group \(gid): \(SystemError.last("setgid").reason)\n" }
+        }
+        if let uid, setuid(uid) != 0 { return "proxy: cannot set user \(uid): \(SystemError.last("setuid").reason)\n" }
+        return nil
+    }
+
+    /// Signals an old pid; a successful kill is its acknowledgement. A pid that is gone
+    /// is skipped and reported, and does not fail the reload.
+    @discardableResult
+    static func tellOld(_ pid: Int32, _ signal: Int32) -> Bool {
         do {
             if try !ProcessCalls.signal(pid, signal) {
-                ProxMainNote.note("proxy: old pid \(pid) no longer exists; skipped\n")
+                ProxyMain.printError("proxy: old pid \(pid) no longer exists; skipped\n")
             }
+            return true
         } catch {
             ProxyMain.printError("proxy: cannot signal pid \(pid): \(error)\n")
+            return false
         }
     }
 
@@ -112,13 +187,26 @@ enum ProxyServer {
     }
 
     /// Waits on signals and on the data loops; returns the exit status.
-    static func controlLoop(engine: ProxyEngine, signals: SignalFD, configuration: Configuration) -> Int32 {
+    static func controlLoop(engine: ProxyEngine, signals: SignalFD, configuration: Configuration,
+                            endpoint: Handover.Endpoint?) -> Int32 {
         guard let epoll = try? Epoll() else { return 1 }
         try? epoll.add(signals.fd, events: Epoll.readable, token: 1)
         try? epoll.add(engine.finished.fd, events: Epoll.readable, token: 2)
+        if let e = endpoint { try? epoll.add(e.fd, events: Epoll.readable, token: 3) }
+        /// Channels from new processes, waiting for their `stop`.
+        var channels: [Int32: FileDescriptor] = [:]
         var events = [epoll_event](repeating: epoll_event(), count: 8)
         var softStopping = false
         var hardDeadline: UInt64?
+        func beginSoftStop() {
+            // Repeated SIGUSR1 (or stop) does nothing more.
+            guard !softStopping else { return }
+            softStopping = true
+            engine.softStop()
+            if let after = configuration.global.hardStopAfter {
+                hardDeadline = Clock.monotonicNanoseconds() + UInt64(after) * 1_000_000
+            }
+        }
         while engine.runningLoops > 0 {
             var timeout: Int32 = 1000
             if let d = hardDeadline {
@@ -126,18 +214,32 @@ enum ProxyServer {
                 timeout = d <= now ? 0 : Int32(min((d - now) / 1_000_000 + 1, 1000))
             }
             let n = events.withUnsafeMutableBufferPointer { epoll.wait($0.baseAddress!, capacity: 8, timeoutMilliseconds: timeout) }
+            for i in 0..<n where events[i].data.u64 >= 3 {
+                let token = events[i].data.u64
+                if token == 3, let e = endpoint {
+                    if let channel = e.serveOne(listeners: engine.listeners, model: engine.model) {
+                        channels[channel.rawValue] = channel
+                        try? epoll.add(channel, events: Epoll.readable, token: 1000 + UInt64(channel.rawValue))
+                    }
+                } else if let channel = channels[Int32(token - 1000)] {
+                    var buffer = [UInt8](repeating: 0, count: 64)
+                    let got = buffer.withUnsafeMutableBytes { (try? channel.read(into: $0)) ?? 0 }
+                    if got > 0 && String(decoding: buffer[0..<got], as: UTF8.self).hasPrefix("stop") {
+                        // The acknowledgement is sent once no loop accepts any more.
+                        beginSoftStop()
+                        _ = engine.waitUntilNotAccepting(timeoutMilliseconds: 2000)
+                        try? channel.writeAll("stopped\n")
+                    }
+                    epoll.remove(channel)
+                    channel.close()
+                    channels[channel.rawValue] = nil
+                }
+            }
             for i in 0..<n where events[i].data.u64 == 1 {
                 while let sig = signals.next() {
                     switch sig {
                     case SIGUSR1:
-                        // Repeated SIGUSR1 does nothing more.
-                        if !softStopping {
-                            softStopping = true
-                            engine.softStop()
-                            if let after = configuration.global.hardStopAfter {
-                                hardDeadline = Clock.monotonicNanoseconds() + UInt64(after) * 1_000_000
-                            }
-                        }
+                        beginSoftStop()
                     case SIGTERM, SIGINT:
                         engine.hardStop()
                     case SIGTTOU:
@@ -156,11 +258,8 @@ enum ProxyServer {
             }
         }
         engine.join()
+        endpoint?.close()
         return 0
     }
 }
 
-/// Notes printed on stderr.
-enum ProxMainNote {
-    static func note(_ s: String) { ProxyMain.printError(s) }
-}

@@ -1,0 +1,222 @@
+import Foundation
+import Testing
+
+/// The inode of the socket listening on 127.0.0.1:`port`, from /proc/net/tcp.
+func listeningInode(_ port: Int) -> String? {
+    guard let text = try? String(contentsOfFile: "/proc/net/tcp", encoding: .utf8) else { return nil }
+    let wanted = String(format: ":%04X", port)
+    for line in text.split(separator: "\n").dropFirst() {
+        let f = line.split(separator: " ", omittingEmptySubsequences: true)
+        if f.count > 9, f[1].hasSuffix(wanted), f[3] == "0A" { return String(f[9]) }
+    }
+    return nil
+}
+
+extension TestBed {
+    /// Starts another `proxy` on `config` (written to `name`) with extra arguments.
+    func startProxy(_ config: String, name: String, arguments: [String] = [], environment: [String: String] = [:]) throws -> (Process, String) {
+        let path = directory + "/" + name
+        try config.write(toFile: path, atomically: true, encoding: .utf8)
+        let log = directory + "/" + name + ".log"
+        let p = try start(Harness.proxyBinary, ["-f", path] + arguments, log: log, environment: environment)
+        return (p, log)
+    }
+
+    func read(_ path: String) -> String { (try? String(contentsOfFile: path, encoding: .utf8)) ?? "" }
+}
+
+@Suite(.serialized) struct Reload {
+    func config(port: Int, backend: Int, extra: String = "") -> String {
+        """
+        global
+            hard-stop-after 10s
+        defaults
+            mode http
+            timeout connect 2s
+            timeout client 10s
+            timeout server 10s
+            timeout http-keep-alive 2s
+        frontend web
+            bind 127.0.0.1:\(port)
+            acl maintenance_mode env_int(HAPROXY_MAINT) gt 0
+            use_backend maintenance if maintenance_mode
+            default_backend app
+        backend app
+            server s1 127.0.0.1:\(backend)
+        backend maintenance
+            http-request return status 503 content-type text/plain string "maintenance"
+        \(extra)
+        """
+    }
+
+    @Test func handsOverTheSameSocketAndTheEnvironmentSwitches() throws {
+        let bed = try TestBed()
+        let b = try bed.backend(name: "app")
+        let port = TestBed.freePort()
+        let old = try bed.proxy(config(port: port, backend: b), waitFor: port, environment: ["HAPROXY_MAINT": "0"])
+        #expect(try TestBed.curl(["http://127.0.0.1:\(port)/"]).0 == 200)
+        let inodeBefore = listeningInode(port)
+        let (new, log) = try bed.startProxy(config(port: port, backend: b), name: "new.cfg",
+                                            arguments: ["-sf", String(old.processIdentifier)], environment: ["HAPROXY_MAINT": "1"])
+        #expect(TestBed.waitUntil { !old.isRunning }, "the old process did not exit")
+        #expect(new.isRunning)
+        #expect(bed.read(log).contains("taken over"))
+        #expect(listeningInode(port) == inodeBefore && inodeBefore != nil)
+        let (code, body, _) = try TestBed.curl(["http://127.0.0.1:\(port)/"])
+        #expect(code == 503 && body == "maintenance")
+        kill(new.processIdentifier, SIGTERM)
+    }
+
+    @Test func aBadConfigNeverTouchesTheRunningProcess() throws {
+        let bed = try TestBed()
+        let b = try bed.backend(name: "app")
+        let port = TestBed.freePort()
+        let old = try bed.proxy(config(port: port, backend: b), waitFor: port)
+        let bad = bed.directory + "/bad.cfg"
+        try "frontend web\n    bind 127.0.0.1:\(port)\n    balnce roundrobin\n".write(toFile: bad, atomically: true, encoding: .utf8)
+        let r = try Harness.proxy(["-f", bad, "-sf", String(old.processIdentifier)])
+        #expect(r.status == 1)
+        #expect(r.stderr.contains("bad.cfg:3: error:"))
+        usleep(300_000)
+        #expect(old.isRunning)
+        #expect(try TestBed.curl(["http://127.0.0.1:\(port)/"]).0 == 200)
+    }
+
+    @Test func goneOldPidsAreSkipped() throws {
+        let bed = try TestBed()
+        let b = try bed.backend(name: "app")
+        let port = TestBed.freePort()
+        let gone = Process()
+        gone.executableURL = URL(fileURLWithPath: "/bin/true")
+        try gone.run()
+        gone.waitUntilExit()
+        let (new, log) = try bed.startProxy(config(port: port, backend: b), name: "new.cfg", arguments: ["-sf", String(gone.processIdentifier)])
+        bed.proxy = new
+        #expect(TestBed.waitForPort(port))
+        #expect(TestBed.waitUntil { bed.read(log).contains("no longer exists; skipped") })
+        #expect(try TestBed.curl(["http://127.0.0.1:\(port)/"]).0 == 200)
+    }
+
+    @Test func aSlowRequestInFlightFinishesAndTheOldProcessExitsAfterIt() throws {
+        let bed = try TestBed()
+        let b = try bed.backend(name: "app")
+        let port = TestBed.freePort()
+        let old = try bed.proxy(config(port: port, backend: b), waitFor: port)
+        final class Result: @unchecked Sendable { var value: (Int, String, String) = (0, "", "") }
+        let result = Result()
+        let done = DispatchSemaphore(value: 0)
+        Thread {
+            result.value = (try? TestBed.curl(["http://127.0.0.1:\(port)/slow?ms=2000"])) ?? (0, "", "")
+            done.signal()
+        }.start()
+        usleep(300_000)
+        let (new, _) = try bed.startProxy(config(port: port, backend: b), name: "new.cfg", arguments: ["-sf", String(old.processIdentifier)])
+        usleep(500_000)
+        #expect(old.isRunning, "the old process must wait for its in-flight request")
+        #expect(try TestBed.curl(["http://127.0.0.1:\(port)/after"]).1 == "app GET /after body=0")
+        done.wait()
+        #expect(result.value.0 == 200 && result.value.1 == "app GET /slow?ms=2000 body=0")
+        #expect(TestBed.waitUntil(timeout: 3) { !old.isRunning })
+        kill(new.processIdentifier, SIGTERM)
+    }
+
+    @Test func dashSTEndsTheOldProcessAtOnce() throws {
+        let bed = try TestBed()
+        let b = try bed.backend(name: "app")
+        let port = TestBed.freePort()
+        let old = try bed.proxy(config(port: port, backend: b), waitFor: port)
+        let started = Date()
+        let (new, _) = try bed.startProxy(config(port: port, backend: b), name: "new.cfg", arguments: ["-st", String(old.processIdentifier)])
+        #expect(TestBed.waitUntil(timeout: 3) { !old.isRunning })
+        #expect(Date().timeIntervalSince(started) < 3)
+        #expect(TestBed.waitForPort(port))
+        #expect(try TestBed.curl(["http://127.0.0.1:\(port)/"]).0 == 200)
+        kill(new.processIdentifier, SIGTERM)
+    }
+
+    @Test func anUnusedReceivedListenerIsClosed() throws {
+        let bed = try TestBed()
+        let b = try bed.backend(name: "app")
+        let port = TestBed.freePort(), extraPort = TestBed.freePort()
+        let old = try bed.proxy(config(port: port, backend: b, extra: "frontend extra\n    bind 127.0.0.1:\(extraPort)\n    default_backend app\n"), waitFor: extraPort)
+        let (new, _) = try bed.startProxy(config(port: port, backend: b), name: "new.cfg", arguments: ["-sf", String(old.processIdentifier)])
+        #expect(TestBed.waitUntil { !old.isRunning })
+        #expect(listeningInode(extraPort) == nil, "nobody should listen on the dropped bind any more")
+        #expect(try TestBed.curl(["http://127.0.0.1:\(port)/"]).0 == 200)
+        kill(new.processIdentifier, SIGTERM)
+    }
+
+    @Test func pauseAndResumeWithSIGTTOUAndSIGTTIN() throws {
+        let bed = try TestBed()
+        let b = try bed.backend(name: "app")
+        let port = TestBed.freePort()
+        let p = try bed.proxy(config(port: port, backend: b), waitFor: port)
+        kill(p.processIdentifier, SIGTTOU)
+        // Paused: connections wait in the accept queue and get no answer.
+        #expect(TestBed.waitUntil(timeout: 5) { ((try? TestBed.curl(["-m", "1", "http://127.0.0.1:\(port)/"]))?.0 ?? -1) == 0 })
+        kill(p.processIdentifier, SIGTTIN)
+        #expect(TestBed.waitUntil(timeout: 5) { ((try? TestBed.curl(["-m", "2", "http://127.0.0.1:\(port)/"]))?.0 ?? -1) == 200 })
+    }
+
+    @Test func hardStopAfterEndsADrainingTunnel() throws {
+        let bed = try TestBed()
+        let echo = try bed.backend(name: "echo", kind: "echo")
+        let port = TestBed.freePort()
+        let cfg = """
+        global
+            hard-stop-after 1s
+        defaults
+            mode tcp
+            timeout connect 2s
+            timeout client 30s
+            timeout server 30s
+        listen tunnel
+            bind 127.0.0.1:\(port)
+            server e 127.0.0.1:\(echo)
+        """
+        let p = try bed.proxy(cfg, waitFor: port)
+        // An idle tunnel: a client that connects and waits.
+        let python = Harness.which("python3")!
+        let client = try bed.start(python, ["-c", "import socket,time; s=socket.create_connection(('127.0.0.1', \(port))); time.sleep(30)"])
+        usleep(300_000)
+        let started = Date()
+        kill(p.processIdentifier, SIGUSR1)
+        #expect(TestBed.waitUntil(timeout: 5) { !p.isRunning })
+        let took = Date().timeIntervalSince(started)
+        #expect(took >= 0.8 && took < 3, "took \(took)s")
+        kill(client.processIdentifier, SIGKILL)
+    }
+
+    /// HAProxy has no handover endpoint: the new process binds beside it with SO_REUSEPORT
+    /// and signals it.
+    @Test func takesOverFromAProcessWithoutHandover() throws {
+        guard let haproxy = Harness.which("haproxy") else {
+            print("skipped: haproxy is not installed")
+            return
+        }
+        let bed = try TestBed()
+        let b = try bed.backend(name: "app")
+        let port = TestBed.freePort()
+        let common = """
+        defaults
+            mode http
+            timeout connect 2s
+            timeout client 10s
+            timeout server 10s
+        frontend web
+            bind 127.0.0.1:\(port)
+            default_backend app
+        backend app
+            server s1 127.0.0.1:\(b)
+
+        """
+        try common.write(toFile: bed.directory + "/h.cfg", atomically: true, encoding: .utf8)
+        let old = try bed.start(haproxy, ["-f", bed.directory + "/h.cfg"], log: bed.directory + "/haproxy.log")
+        #expect(TestBed.waitForPort(port), "haproxy: \(bed.read(bed.directory + "/haproxy.log"))")
+        let (new, log) = try bed.startProxy(common, name: "new.cfg", arguments: ["-sf", String(old.processIdentifier)])
+        bed.proxy = new
+        #expect(TestBed.waitUntil { !old.isRunning }, "haproxy did not get SIGUSR1")
+        #expect(!bed.read(log).contains("taken over"))
+        #expect(try TestBed.curl(["http://127.0.0.1:\(port)/"]).0 == 200)
+    }
+}
