@@ -29,6 +29,6 @@ let package = Package(
         .testTarget(name: "ProxyConfigTests", dependencies: ["ProxyConfig", "ProxyRules", "ProxySystem"]),
         .testTarget(name: "ProxyHTTPTests", dependencies: ["ProxyHTTP"]),
         .testTarget(name: "ProxyProcessTests", dependencies: ["ProxyProcess"]),
-        .testTarget(name: "EndToEndTests", dependencies: ["proxy"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["proxy"], exclude: ["Helpers"]),
     ]
 )

@@ -97,9 +97,22 @@ public final class BufferPool {
         free.reserveCapacity(reserve)
     }
 
-    /// Returns freed memory to the kernel after a burst (called from the loop when idle).
+    /// Set when the last buffer in use came back: the loop went quiet.
+    private var quiet = false
+
+    /// Returns freed memory to the kernel after a burst, and when the loop goes quiet keeps
+    /// only a small reserve, so a long-lived process does not hold its peak (called by the
+    /// loop before it waits).
     public func trimIfNeeded() {
-        if released >= 256 {
+        if quiet {
+            quiet = false
+            if free.count > 16 {
+                released += free.count - 16
+                free.removeLast(free.count - 16)
+            }
+            released = 0
+            Memory.trim()
+        } else if released >= 256 {
             released = 0
             Memory.trim()
         }
@@ -115,6 +128,7 @@ public final class BufferPool {
         precondition(!b.pooled, "buffer returned to the pool twice")
         b.pooled = true
         inUse -= 1
+        if inUse == 0 { quiet = true }
         if free.count < reserve { free.append(b) } else { released += 1 }
     }
 }

@@ -21,14 +21,29 @@ enum ProxyServer {
         let oldPIDs = options.softStopPIDs + options.terminatePIDs
         var inheritance = Handover.collect(from: oldPIDs)
         let reusePort = !(options.noReusePort || configuration.global.noReusePort)
-        let listeners: [Listener]
+        var listeners: [Listener] = []
+        // A port held by a socket without SO_REUSEPORT: pause the old pids (SIGTTOU) and
+        // retry every 10 ms for up to 2 s, as HAProxy does; resume them (SIGTTIN) on failure.
+        var paused: [Int32] = []
         do {
-            listeners = try Listener.bindAll(configuration, reusePort: reusePort, inherited: inheritance.listeners)
+            var attempt = 0
+            while true {
+                do {
+                    listeners = try Listener.bindAll(configuration, reusePort: reusePort, inherited: inheritance.listeners)
+                    break
+                } catch let e as BindError where e.error.code == EADDRINUSE && !oldPIDs.isEmpty && attempt < 200 {
+                    if attempt == 0 { for pid in oldPIDs where kill(pid, SIGTTOU) == 0 { paused.append(pid) } }
+                    attempt += 1
+                    usleep(10_000)
+                }
+            }
         } catch let e as BindError {
+            for pid in paused { kill(pid, SIGTTIN) }
             abandon(&inheritance)
             ProxyMain.printError("\(e.location): error: cannot bind \(e.address): \(e.error.reason)\(hint(e.error.code))\n")
             return 1
         } catch {
+            for pid in paused { kill(pid, SIGTTIN) }
             abandon(&inheritance)
             ProxyMain.printError("proxy: \(error)\n")
             return 1
@@ -56,6 +71,7 @@ enum ProxyServer {
             setsid()
         }
         func fail(_ message: String) -> Int32 {
+            for pid in paused { kill(pid, SIGTTIN) }
             abandon(&inheritance)
             ProxyMain.printError(message)
             if verdictPipe >= 0 { var v: UInt8 = 1; _ = Glibc.write(verdictPipe, &v, 1) }

@@ -220,3 +220,33 @@ extension TestBed {
         #expect(try TestBed.curl(["http://127.0.0.1:\(port)/"]).0 == 200)
     }
 }
+
+@Suite(.serialized) struct BindRetry {
+    /// A port held without SO_REUSEPORT by a process with no handover: the new process
+    /// pauses it (SIGTTOU), retries for about 2 s, resumes it (SIGTTIN) and fails cleanly.
+    @Test func portHeldWithoutReuseportFailsAfterRetrying() throws {
+        let bed = try TestBed()
+        let port = TestBed.freePort()
+        let python = Harness.which("python3")!
+        let holder = try bed.start(python, ["-c", """
+        import signal, socket, time
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGTTOU, signal.SIGTTIN])
+        signal.signal(signal.SIGTTOU, lambda *a: open('\(bed.directory)/ttou', 'w').close())
+        signal.signal(signal.SIGTTIN, lambda *a: open('\(bed.directory)/ttin', 'w').close())
+        s = socket.socket(); s.bind(('127.0.0.1', \(port))); s.listen(5)
+        time.sleep(60)
+        """])
+        #expect(TestBed.waitForPort(port))
+        let cfg = bed.directory + "/p.cfg"
+        try "defaults\n    mode http\n    timeout client 1s\n    timeout connect 1s\n    timeout server 1s\nlisten l\n    bind 127.0.0.1:\(port)\n    http-request return status 200\n".write(toFile: cfg, atomically: true, encoding: .utf8)
+        let started = Date()
+        let r = try Harness.proxy(["-f", cfg, "-sf", String(holder.processIdentifier)])
+        let took = Date().timeIntervalSince(started)
+        #expect(r.status == 1)
+        #expect(r.stderr.contains("cannot bind 127.0.0.1:\(port): Address already in use"))
+        #expect(took > 1.5 && took < 5, "took \(took)s")
+        #expect(TestBed.waitUntil(timeout: 2) { FileManager.default.fileExists(atPath: bed.directory + "/ttou") })
+        #expect(TestBed.waitUntil(timeout: 2) { FileManager.default.fileExists(atPath: bed.directory + "/ttin") })
+        #expect(holder.isRunning)
+    }
+}

@@ -148,6 +148,8 @@ def main():
     ap.add_argument("--interval", type=float, default=0.2)
     ap.add_argument("--latency-reloads", type=int, default=50)
     ap.add_argument("--proxy", default=os.path.join(ROOT, ".build/release/proxy"))
+    ap.add_argument("--only", default="", help="run only subjects whose name starts with this")
+    ap.add_argument("--modes", default="keep-alive,close")
     a = ap.parse_args()
     os.makedirs("/tmp/proxy-bench-www", exist_ok=True)
     with open("/tmp/proxy-bench-www/index.html", "w") as f:
@@ -159,10 +161,11 @@ def main():
         Subject("haproxy -sf", "haproxy", os.path.join(HERE, "reload.cfg")),
         Subject("haproxy -x -sf", "haproxy", os.path.join(HERE, "reload-x.cfg"), ["-x", "/tmp/proxy-bench-haproxy.sock"]),
     ]
+    subjects = [s for s in subjects if s.name.startswith(a.only)]
     try:
         print("%-16s %-11s %9s %8s %8s %8s %9s %10s  %s" % ("subject", "clients", "requests", "errors", "non-2xx",
                                                              "reloads", "survivors", "failed", "fds/RSS KiB first -> last"))
-        for close in (False, True):
+        for close in [m == "close" for m in a.modes.split(",")]:
             for s in subjects:
                 r = under_load(s, a.duration, a.interval, close)
                 print("%-16s %-11s %9d %8d %8d %8d %9d %10d  %s -> %s" % (
