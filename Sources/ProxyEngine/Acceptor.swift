@@ -100,7 +100,7 @@ extension LoopContext {
                 return
             }
             if backend.mode == .tcp {
-                let s = TCPSession(fd: fd, frontend: frontend, backend: backend, context: self)
+                let s = TCPSession(fd: fd, client: client, frontend: frontend, backend: backend, context: self)
                 do { try loop.register(fd, events: events, object: s) } catch {
                     fd.close(); connectionEnded(frontend); return
                 }

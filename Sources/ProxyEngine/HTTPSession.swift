@@ -926,6 +926,11 @@ final class HTTPSession: LoopObject {
                 out.append(UnsafeRawBufferPointer(rebasing: p[Int(h.line.start)..<Int(h.line.end)]))
             }
         }
+        if frontend.settings.options.logASAP {
+            // Log now, with the bytes known so far, prefixed with '+' as HAProxy does.
+            loggedEarly = true
+            logTransaction(early: true)
+        }
         if let cookie = backend?.settings.cookie, cookie.noCache, cookie.mode == .insert {
             out.append("cache-control: private\r\n")
         }
@@ -987,6 +992,8 @@ final class HTTPSession: LoopObject {
     var queuedAtMs: Int64 = 0
     /// Always drain before closing (idle connections retired by a soft stop).
     var lingerAlways = false
+    /// The line was already logged at the response head (`option logasap`).
+    var loggedEarly = false
 
     /// The response is fully read from the server: release or keep the server connection.
     func finishResponse(serverReusable: Bool) {
@@ -1010,7 +1017,7 @@ final class HTTPSession: LoopObject {
 
     /// Once the response is on its way, logs and either closes or waits for the next request.
     func endTransactionWhenFlushed() {
-        logTransaction()
+        if loggedEarly { loggedEarly = false; bytesToClient = 0; terminationState = "--" } else { logTransaction() }
         if let t = toServer { buffers.give(t); toServer = nil }
         responseStarted = false
         requestBody = .none
@@ -1173,7 +1180,7 @@ final class HTTPSession: LoopObject {
 
     // MARK: logging
 
-    func logTransaction() {
+    func logTransaction(early: Bool = false) {
         let o = frontend.settings.options
         guard !frontend.logDestinations.isEmpty else { return }
         if o.dontLogNull && transactions == 0 { return }
@@ -1187,12 +1194,14 @@ final class HTTPSession: LoopObject {
         let backendName = backend?.name ?? frontend.name
         let line: String
         if o.httpLog {
-            line = "\(clientIP):\(clientAddress.port) [\(Logger.acceptDate(seconds: acceptedAt.seconds, microseconds: acceptedAt.microseconds))] \(frontend.name) \(backendName)/\(serverName) \(tr)/\(tw)/\(tc)/\(trs)/\(ta) \(logStatus) \(bytesToClient) - - \(terminationState)-- \(context.model.activeConnections.load(ordering: .relaxed))/\(frontend.active.load(ordering: .relaxed))/0/0/0 0/0 \"\(requestLineForLog)\""
+            line = "\(clientIP):\(clientAddress.port) [\(Logger.acceptDate(seconds: acceptedAt.seconds, microseconds: acceptedAt.microseconds))] \(frontend.name) \(backendName)/\(serverName) \(tr)/\(tw)/\(tc)/\(trs)/\(early ? "+" : "")\(ta) \(logStatus) \(early ? "+" : "")\(bytesToClient + (early ? (output?.count ?? 0) : 0)) - - \(terminationState)-- \(context.model.activeConnections.load(ordering: .relaxed))/\(frontend.active.load(ordering: .relaxed))/0/0/0 0/0 \"\(requestLineForLog)\""
         } else {
             line = "Connect from \(clientIP):\(clientAddress.port) to \(localIP):\(localAddress.port) (\(frontend.name)/HTTP)"
         }
         context.model.logger.log(line, to: frontend.logDestinations)
-        bytesToClient = 0
-        terminationState = "--"
+        if !early {
+            bytesToClient = 0
+            terminationState = "--"
+        }
     }
 }

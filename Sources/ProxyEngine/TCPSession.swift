@@ -53,6 +53,12 @@ final class TCPSession: LoopObject {
     var downInPipe = 0
     var splicing = true
     var slotServer: RuntimeServer?
+    // For the log line.
+    let clientAddress: SocketAddress
+    let acceptedAt = Clock.wallClock()
+    var acceptedMs: Int64 = 0
+    var connectedMs: Int64 = -1
+    var bytesToClient = 0
 
     func releaseSlot() {
         guard let s = slotServer else { return }
@@ -60,8 +66,10 @@ final class TCPSession: LoopObject {
         s.active.subtract(1, ordering: .relaxed)
     }
 
-    init(fd: FileDescriptor, frontend: RuntimeFrontend, backend: RuntimeBackend, context: LoopContext) {
+    init(fd: FileDescriptor, client: SocketAddress, frontend: RuntimeFrontend, backend: RuntimeBackend, context: LoopContext) {
         self.fd = fd
+        clientAddress = client
+        acceptedMs = context.loop.now
         self.frontend = frontend
         self.backend = backend
         self.context = context
@@ -137,6 +145,7 @@ final class TCPSession: LoopObject {
             connecting = false
             s.connected = true
             s.writable = true
+            connectedMs = loop.now
         }
         if splicing {
             if upPipe == nil {
@@ -187,6 +196,7 @@ final class TCPSession: LoopObject {
                 switch (try? Socket.write(fd, from: down.base + down.head, count: down.count)) ?? .done(-1) {
                 case .done(let n) where n > 0:
                     down.head += n
+                    bytesToClient += n
                     if down.isEmpty { down.clear() } else { clientWritable = false }
                     moved = true
                 case .done: close(); return
@@ -245,7 +255,7 @@ final class TCPSession: LoopObject {
                 // server -> pipe -> client
                 if downInPipe > 0 && clientWritable {
                     switch try KernelPipe.splice(from: down.readEnd, to: fd, count: downInPipe) {
-                    case .done(let n): downInPipe -= n; moved = moved || n > 0
+                    case .done(let n): downInPipe -= n; bytesToClient += n; moved = moved || n > 0
                     case .wouldBlock: clientWritable = false
                     }
                 }
@@ -272,6 +282,25 @@ final class TCPSession: LoopObject {
         if !closed { updateDeadline() }
     }
 
+    /// One line per connection, in HAProxy's tcplog layout:
+    /// `ci:cp [date] frontend backend/server Tw/Tc/Tt bytes ts ac/fc/bc/sc/rc sq/bq`.
+    func logConnection() {
+        guard !frontend.logDestinations.isEmpty else { return }
+        let o = frontend.settings.options
+        if o.dontLogNull && bytesToClient == 0 && connectedMs < 0 { return }
+        let ip = HTTPSession.ip(of: clientAddress)
+        let tc = connectedMs >= 0 ? connectedMs - acceptedMs : -1
+        let tt = loop.now - acceptedMs
+        let line: String
+        if o.tcpLog || o.httpLog {
+            let state = connectedMs < 0 ? "SC" : "--"
+            line = "\(ip):\(clientAddress.port) [\(Logger.acceptDate(seconds: acceptedAt.seconds, microseconds: acceptedAt.microseconds))] \(frontend.name) \(backend.name)/\(server?.server.name ?? slotServer?.name ?? "<NOSRV>") 0/\(tc)/\(tt) \(bytesToClient) \(state) \(context.model.activeConnections.load(ordering: .relaxed))/\(frontend.active.load(ordering: .relaxed))/0/0/0 0/0"
+        } else {
+            line = "Connect from \(ip):\(clientAddress.port) (\(frontend.name)/TCP)"
+        }
+        context.model.logger.log(line, to: frontend.logDestinations)
+    }
+
     func updateDeadline() {
         let t = frontend.settings.timeouts
         let b = backend.settings.timeouts
@@ -289,6 +318,7 @@ final class TCPSession: LoopObject {
     func close() {
         guard !closed else { return }
         closed = true
+        logConnection()
         releaseSlot()
         loop.clearDeadline(self)
         loop.forget(fd)

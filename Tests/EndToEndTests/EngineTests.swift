@@ -352,3 +352,40 @@ func parallelStatuses(_ urls: [String], timeout: Int = 10) throws -> [Int] {
         #expect(statuses.sorted() == [200, 200, 503], "\(statuses)")
     }
 }
+
+@Suite(.serialized) struct TCPLogs {
+    @Test func tcplogLineAfterTheConnection() throws {
+        let bed = try TestBed()
+        let echo = try bed.backend(name: "echo", kind: "echo")
+        let port = TestBed.freePort()
+        let config = """
+        defaults
+            mode tcp
+            log stdout format raw local0
+            option tcplog
+            timeout connect 2s
+            timeout client 10s
+            timeout server 10s
+        listen echo
+            bind 127.0.0.1:\(port)
+            server e 127.0.0.1:\(echo)
+        """
+        try bed.proxy(config, waitFor: port)
+        let reply = TestBed.raw(port, Array("hello tcp".utf8), halfClose: true)
+        #expect(String(decoding: reply, as: UTF8.self) == "hello tcp")
+        #expect(TestBed.waitUntil { bed.log().contains(" 9 -- ") })
+        let line = bed.log().split(separator: "\n").last { $0.contains(" echo echo/e ") }.map(String.init) ?? ""
+        #expect(line.hasPrefix("127.0.0.1:") && line.contains(" 9 -- "), "\(line)")
+    }
+
+    @Test func logasapLogsAtTheResponseHead() throws {
+        let bed = try TestBed()
+        let b = try bed.backend(name: "one")
+        let port = TestBed.freePort()
+        try bed.proxy(httpConfig(port: port, servers: [("s1", b)], frontend: "    log stdout format raw local0\n    option httplog\n    option logasap"), waitFor: port)
+        _ = try TestBed.curl(["http://127.0.0.1:\(port)/early"])
+        #expect(TestBed.waitUntil { bed.log().contains("GET /early HTTP/1.1") })
+        let line = bed.log().split(separator: "\n").first { $0.contains("/early") }.map(String.init) ?? ""
+        #expect(line.contains(" 200 +"), "\(line)")
+    }
+}
