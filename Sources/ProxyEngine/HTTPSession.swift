@@ -431,7 +431,7 @@ final class HTTPSession: LoopObject {
             return
         }
         // Frontend rules, then routing, then the backend's own rules.
-        if applyRequestRules(frontend.requestRules, legacy: frontend.legacyRequestRules) { return }
+        if applyRequestRules(frontend.rules.request, legacy: frontend.rules.legacyRequest) { return }
         var chosen: RuntimeBackend?
         let samples = RequestSamples(session: self)
         for (b, guardState) in frontend.routes {
@@ -448,7 +448,7 @@ final class HTTPSession: LoopObject {
             return
         }
         if backend !== frontend.ownBackend {
-            if applyRequestRules(backend.requestRules, legacy: backend.legacyRequestRules) { return }
+            if applyRequestRules(backend.rules.request, legacy: backend.rules.legacyRequest) { return }
         }
         if backend.settings.options.httpConnectionMode == .close { closeAfterResponse = true }
         retriesLeft = backend.settings.retries
@@ -896,9 +896,9 @@ final class HTTPSession: LoopObject {
         responseStarted = true
         logStatus = status
         // Response rules (backend's, then frontend's).
-        if let b = backend, !b.responseRules.isEmpty || !b.legacyResponseRules.isEmpty { applyResponseRules(b.responseRules, legacy: b.legacyResponseRules) }
-        if backend !== frontend.ownBackend, !frontend.responseRules.isEmpty || !frontend.legacyResponseRules.isEmpty {
-            applyResponseRules(frontend.responseRules, legacy: frontend.legacyResponseRules)
+        if let b = backend, !b.rules.response.isEmpty || !b.rules.legacyResponse.isEmpty { applyResponseRules(b.rules.response, legacy: b.rules.legacyResponse) }
+        if backend !== frontend.ownBackend, !frontend.rules.response.isEmpty || !frontend.rules.legacyResponse.isEmpty {
+            applyResponseRules(frontend.rules.response, legacy: frontend.rules.legacyResponse)
         }
         var framing = response.responseFraming(requestWasHEAD: requestWasHEAD)
         if status == 101 { framing = .none }

@@ -10,10 +10,7 @@ struct CompiledRequestRule {
         case respond([UInt8], status: Int)
         case respondDynamic(LocalResponse)
         case redirect(Redirect, LogFormat)
-        case setHeader([UInt8], LogFormat)
-        case addHeader([UInt8], LogFormat)
-        case deleteHeader(String)
-        case replaceHeader(String, RegexReplacement, wholeValue: Bool)
+        case header(HeaderEdit)
         case setPath(LogFormat)
         case replacePath(RegexReplacement)
         case setURI(LogFormat)
@@ -36,11 +33,11 @@ struct CompiledRequestRule {
                 action = .respondDynamic(r)
             }
         case .redirect(let r): action = .redirect(r, LogFormat(r.target))
-        case .setHeader(let h): action = .setHeader(Array(h.name.utf8), LogFormat(h.value))
-        case .addHeader(let h): action = .addHeader(Array(h.name.utf8), LogFormat(h.value))
-        case .deleteHeader(let n): action = .deleteHeader(n.lowercased())
-        case .replaceHeader(let n, let r): action = .replaceHeader(n.lowercased(), r, wholeValue: true)
-        case .replaceValue(let n, let r): action = .replaceHeader(n.lowercased(), r, wholeValue: false)
+        case .setHeader(let h): action = .header(.set(Array(h.name.utf8), LogFormat(h.value)))
+        case .addHeader(let h): action = .header(.add(Array(h.name.utf8), LogFormat(h.value)))
+        case .deleteHeader(let n): action = .header(.delete(n.lowercased()))
+        case .replaceHeader(let n, let r): action = .header(.replace(n.lowercased(), r, wholeValue: true))
+        case .replaceValue(let n, let r): action = .header(.replace(n.lowercased(), r, wholeValue: false))
         case .setPath(let f): action = .setPath(LogFormat(f))
         case .replacePath(let r): action = .replacePath(r)
         case .setURI(let f): action = .setURI(LogFormat(f))
@@ -77,10 +74,7 @@ struct CompiledRequestRule {
 /// An `http-response` rule ready to run.
 struct CompiledResponseRule {
     enum Action {
-        case setHeader([UInt8], LogFormat)
-        case addHeader([UInt8], LogFormat)
-        case deleteHeader(String)
-        case replaceHeader(String, RegexReplacement, wholeValue: Bool)
+        case header(HeaderEdit)
         case setStatus(Int, String?)
     }
     let guardState: RuleGuard
@@ -89,12 +83,50 @@ struct CompiledResponseRule {
     init(_ rule: Rule<HTTPResponseAction>) {
         guardState = rule.guardState
         switch rule.action {
-        case .setHeader(let h): action = .setHeader(Array(h.name.utf8), LogFormat(h.value))
-        case .addHeader(let h): action = .addHeader(Array(h.name.utf8), LogFormat(h.value))
-        case .deleteHeader(let n): action = .deleteHeader(n.lowercased())
-        case .replaceHeader(let n, let r): action = .replaceHeader(n.lowercased(), r, wholeValue: true)
-        case .replaceValue(let n, let r): action = .replaceHeader(n.lowercased(), r, wholeValue: false)
+        case .setHeader(let h): action = .header(.set(Array(h.name.utf8), LogFormat(h.value)))
+        case .addHeader(let h): action = .header(.add(Array(h.name.utf8), LogFormat(h.value)))
+        case .deleteHeader(let n): action = .header(.delete(n.lowercased()))
+        case .replaceHeader(let n, let r): action = .header(.replace(n.lowercased(), r, wholeValue: true))
+        case .replaceValue(let n, let r): action = .header(.replace(n.lowercased(), r, wholeValue: false))
         case .setStatus(let c, let reason): action = .setStatus(c, reason)
+        }
+    }
+}
+
+/// A header edit shared by `http-request` and `http-response`, applied to a header list.
+enum HeaderEdit {
+    case set([UInt8], LogFormat)
+    case add([UInt8], LogFormat)
+    case delete(String)
+    case replace(String, RegexReplacement, wholeValue: Bool)
+
+    typealias Headers = [(name: [UInt8], value: [UInt8])]
+
+    static func isNamed(_ h: (name: [UInt8], value: [UInt8]), _ lower: String) -> Bool {
+        String(decoding: h.name, as: UTF8.self).lowercased() == lower
+    }
+
+    func apply(to list: inout Headers, _ samples: RequestSamples) {
+        switch self {
+        case .set(let name, let format):
+            let lower = String(decoding: name, as: UTF8.self).lowercased()
+            list.removeAll { Self.isNamed($0, lower) }
+            list.append((name, format.isConstant ? format.constant : format.render(samples)))
+        case .add(let name, let format):
+            list.append((name, format.isConstant ? format.constant : format.render(samples)))
+        case .delete(let lower):
+            list.removeAll { Self.isNamed($0, lower) }
+        case .replace(let lower, let r, let whole):
+            list = list.map { h in
+                guard Self.isNamed(h, lower) else { return h }
+                let value = String(decoding: h.value, as: UTF8.self)
+                if whole { return (h.name, r.regex.substitute(in: value, template: r.template).map { Array($0.utf8) } ?? h.value) }
+                let parts = value.split(separator: ",", omittingEmptySubsequences: false).map { part -> String in
+                    let trimmed = String(part).trimmingBlanks()
+                    return r.regex.substitute(in: trimmed, template: r.template) ?? trimmed
+                }
+                return (h.name, Array(parts.joined(separator: ", ").utf8))
+            }
         }
     }
 }
@@ -148,22 +180,10 @@ extension HTTPSession {
             case .redirect(let r, let format):
                 sendLocal(redirectResponse(r, target: format.render(samples)), status: r.code)
                 return true
-            case .setHeader(let name, let format):
+            case .header(let edit):
                 var list = editableRequestHeaders()
-                let lower = String(decoding: name, as: UTF8.self).lowercased()
-                list.removeAll { String(decoding: $0.name, as: UTF8.self).lowercased() == lower }
-                list.append((name, format.isConstant ? format.constant : format.render(samples)))
+                edit.apply(to: &list, samples)
                 rewrittenHeaders = list
-            case .addHeader(let name, let format):
-                var list = editableRequestHeaders()
-                list.append((name, format.isConstant ? format.constant : format.render(samples)))
-                rewrittenHeaders = list
-            case .deleteHeader(let lower):
-                var list = editableRequestHeaders()
-                list.removeAll { String(decoding: $0.name, as: UTF8.self).lowercased() == lower }
-                rewrittenHeaders = list
-            case .replaceHeader(let lower, let r, let whole):
-                rewrittenHeaders = Self.replace(in: editableRequestHeaders(), name: lower, r, wholeValue: whole)
             case .setPath(let format):
                 let t = currentTarget()
                 let q = t.firstIndex(of: UInt8(ascii: "?")).map { Array(t[$0...]) } ?? []
@@ -198,21 +218,6 @@ extension HTTPSession {
             }
         }
         return applyLegacyRequestRules(legacy)
-    }
-
-    static func replace(in list: [(name: [UInt8], value: [UInt8])], name lower: String, _ r: RegexReplacement, wholeValue: Bool) -> [(name: [UInt8], value: [UInt8])] {
-        list.map { h in
-            guard String(decoding: h.name, as: UTF8.self).lowercased() == lower else { return h }
-            let value = String(decoding: h.value, as: UTF8.self)
-            if wholeValue {
-                return (h.name, r.regex.substitute(in: value, template: r.template).map { Array($0.utf8) } ?? h.value)
-            }
-            let parts = value.split(separator: ",", omittingEmptySubsequences: false).map { part -> String in
-                let trimmed = String(part).trimmingBlanks()
-                return r.regex.substitute(in: trimmed, template: r.template) ?? trimmed
-            }
-            return (h.name, Array(parts.joined(separator: ", ").utf8))
-        }
     }
 
     /// The 1.x rules, applied line by line to the request line and each header line.
@@ -268,22 +273,10 @@ extension HTTPSession {
         let samples = RequestSamples(session: self)
         for rule in rules where rule.guardState.allows(samples) {
             switch rule.action {
-            case .setHeader(let name, let format):
+            case .header(let edit):
                 var list = editableResponseHeaders()
-                let lower = String(decoding: name, as: UTF8.self).lowercased()
-                list.removeAll { String(decoding: $0.name, as: UTF8.self).lowercased() == lower }
-                list.append((name, format.isConstant ? format.constant : format.render(samples)))
+                edit.apply(to: &list, samples)
                 responseEdits = list
-            case .addHeader(let name, let format):
-                var list = editableResponseHeaders()
-                list.append((name, format.isConstant ? format.constant : format.render(samples)))
-                responseEdits = list
-            case .deleteHeader(let lower):
-                var list = editableResponseHeaders()
-                list.removeAll { String(decoding: $0.name, as: UTF8.self).lowercased() == lower }
-                responseEdits = list
-            case .replaceHeader(let lower, let r, let whole):
-                responseEdits = Self.replace(in: editableResponseHeaders(), name: lower, r, wholeValue: whole)
             case .setStatus(let code, let reason):
                 statusOverride = (code, reason)
             }

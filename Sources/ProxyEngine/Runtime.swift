@@ -54,10 +54,8 @@ public final class RuntimeBackend: @unchecked Sendable {
     let balancer: Balancer
     /// Error pages by status (raw responses read at load).
     public let errorPages: [Int: [UInt8]]
-    let requestRules: [CompiledRequestRule]
-    let responseRules: [CompiledResponseRule]
-    let legacyRequestRules: [(RuleGuard, LegacyRewrite)]
-    let legacyResponseRules: [(RuleGuard, LegacyRewrite)]
+    /// The proxy's HTTP rules, compiled.
+    let rules: CompiledHTTPRules
 
     init(definition: ProxyDefinition) throws {
         name = definition.name
@@ -70,10 +68,7 @@ public final class RuntimeBackend: @unchecked Sendable {
         balancer = Balancer(algorithm: definition.settings.balance, servers: list)
         let pages = definition.settings.errorPages.mapValues(\.bytes)
         errorPages = pages
-        requestRules = definition.httpRequestRules.map { CompiledRequestRule($0, errorPages: pages) }
-        responseRules = definition.httpResponseRules.map { CompiledResponseRule($0) }
-        legacyRequestRules = definition.legacyRewrites.filter { $0.action.direction == .request }.map { ($0.guardState, $0.action) }
-        legacyResponseRules = definition.legacyRewrites.filter { $0.action.direction == .response }.map { ($0.guardState, $0.action) }
+        rules = CompiledHTTPRules(definition, errorPages: pages)
     }
 
     /// Turns a configured server address into a socket address (names were resolved at load).
@@ -144,6 +139,21 @@ public final class RuntimeBackend: @unchecked Sendable {
     }
 }
 
+/// A proxy's `http-request`, `http-response` and 1.x rules, ready to run.
+struct CompiledHTTPRules {
+    let request: [CompiledRequestRule]
+    let response: [CompiledResponseRule]
+    let legacyRequest: [(RuleGuard, LegacyRewrite)]
+    let legacyResponse: [(RuleGuard, LegacyRewrite)]
+
+    init(_ p: ProxyDefinition, errorPages: [Int: [UInt8]]) {
+        request = p.httpRequestRules.map { CompiledRequestRule($0, errorPages: errorPages) }
+        response = p.httpResponseRules.map { CompiledResponseRule($0) }
+        legacyRequest = p.legacyRewrites.filter { $0.action.direction == .request }.map { ($0.guardState, $0.action) }
+        legacyResponse = p.legacyRewrites.filter { $0.action.direction == .response }.map { ($0.guardState, $0.action) }
+    }
+}
+
 /// A request waiting in a backend queue, and the loop that owns it.
 struct QueuedRequest: @unchecked Sendable {
     let session: QueueTicket
@@ -172,10 +182,8 @@ public final class RuntimeFrontend: @unchecked Sendable {
     let ownBackend: RuntimeBackend?
     public let active = Atomic<Int>(0)
     public let errorPages: [Int: [UInt8]]
-    let requestRules: [CompiledRequestRule]
-    let responseRules: [CompiledResponseRule]
-    let legacyRequestRules: [(RuleGuard, LegacyRewrite)]
-    let legacyResponseRules: [(RuleGuard, LegacyRewrite)]
+    /// The proxy's HTTP rules, compiled.
+    let rules: CompiledHTTPRules
     let tcpConnectionRules: [Rule<TCPRequestAction>]
     let tcpContentRules: [Rule<TCPRequestAction>]
     var logDestinations: [LogDestination] = []
@@ -188,10 +196,7 @@ public final class RuntimeFrontend: @unchecked Sendable {
         defaultBackend = definition.settings.defaultBackend.flatMap { backends[$0] } ?? ownBackend
         let pages = definition.settings.errorPages.mapValues(\.bytes)
         errorPages = pages
-        requestRules = definition.httpRequestRules.map { CompiledRequestRule($0, errorPages: pages) }
-        responseRules = definition.httpResponseRules.map { CompiledResponseRule($0) }
-        legacyRequestRules = definition.legacyRewrites.filter { $0.action.direction == .request }.map { ($0.guardState, $0.action) }
-        legacyResponseRules = definition.legacyRewrites.filter { $0.action.direction == .response }.map { ($0.guardState, $0.action) }
+        rules = CompiledHTTPRules(definition, errorPages: pages)
         tcpConnectionRules = definition.tcpRequestRules.filter { $0.action.layer == .connection }
         tcpContentRules = definition.tcpRequestRules.filter { $0.action.layer == .content }
         logDestinations = logger.destinations(for: definition.settings.logs)

@@ -13,6 +13,26 @@ sel = selectors.DefaultSelector()
 request = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
 socks = []
 pending = 0
+
+
+def step(events):
+    """Sends the request on writable sockets, reads answers; returns how many completed."""
+    done = 0
+    for key, ev in events:
+        s2 = key.fileobj
+        if ev & selectors.EVENT_WRITE:
+            s2.send(request)
+            sel.modify(s2, selectors.EVENT_READ, b"")
+        else:
+            data = key.data + s2.recv(65536)
+            if b"\r\n\r\n" in data:
+                sel.unregister(s2)
+                done += 1
+            else:
+                sel.modify(s2, selectors.EVENT_READ, data)
+    return done
+
+
 for i in range(n):
     s = socket.socket()
     s.setblocking(False)
@@ -25,33 +45,11 @@ for i in range(n):
     pending += 1
     # Keep the accept queue from overflowing: drain as we go.
     while pending > 512:
-        for key, ev in sel.select(timeout=5):
-            s2 = key.fileobj
-            if ev & selectors.EVENT_WRITE:
-                s2.send(request)
-                sel.modify(s2, selectors.EVENT_READ, b"")
-            else:
-                data = key.data + s2.recv(65536)
-                if b"\r\n\r\n" in data:
-                    sel.unregister(s2)
-                    pending -= 1
-                else:
-                    sel.modify(s2, selectors.EVENT_READ, data)
+        pending -= step(sel.select(timeout=5))
 while pending > 0:
     events = sel.select(timeout=10)
     if not events:
         break
-    for key, ev in events:
-        s2 = key.fileobj
-        if ev & selectors.EVENT_WRITE:
-            s2.send(request)
-            sel.modify(s2, selectors.EVENT_READ, b"")
-        else:
-            data = key.data + s2.recv(65536)
-            if b"\r\n\r\n" in data:
-                sel.unregister(s2)
-                pending -= 1
-            else:
-                sel.modify(s2, selectors.EVENT_READ, data)
+    pending -= step(events)
 print("ready %d" % (n - pending), flush=True)
 sys.stdin.read()
