@@ -48,6 +48,18 @@ public final class ProxyEngine: @unchecked Sendable {
             }
             contexts.append(context)
         }
+        // Health checks: each checked server on one loop, first checks spread over `inter`.
+        var all: [(RuntimeServer, RuntimeBackend)] = []
+        for (_, b) in model.backends.sorted(by: { $0.key < $1.key }) {
+            for s in b.servers where s.definition.options.check && !s.isDisabled { all.append((s, b)) }
+        }
+        for (i, (s, b)) in all.enumerated() {
+            let context = contexts[i % contexts.count]
+            let check = HealthCheck(server: s, backend: b, context: context)
+            context.checks.append(check)
+            let inter = Int64(s.definition.options.inter)
+            check.start(offset: inter * Int64(i) / Int64(max(1, all.count)))
+        }
     }
 
     /// Starts one thread per loop.
@@ -77,6 +89,7 @@ public final class ProxyEngine: @unchecked Sendable {
             loop.post { [self] in
                 for a in context.acceptors { a.stop() }
                 notAccepting.add(1, ordering: .releasing)
+                for c in context.checks { c.stop() }
                 context.closeAllIdle()
                 context.onSessionClosed = { if context.sessions == 0 { loop.stop() } }
                 if context.sessions == 0 { loop.stop() }
@@ -111,6 +124,7 @@ public final class ProxyEngine: @unchecked Sendable {
             let context = contexts[i]
             loop.post {
                 for a in context.acceptors { a.stop() }
+                for c in context.checks { c.stop() }
                 for (_, s) in context.openSessions {
                     if let h = s as? HTTPSession { h.close() } else if let t = s as? TCPSession { t.close() }
                 }

@@ -90,6 +90,8 @@ final class LoopContext: @unchecked Sendable {
     /// Acceptors paused by maxconn, resumed when a connection closes.
     var pausedAcceptors: [Acceptor] = []
     var acceptors: [Acceptor] = []
+    /// Health checks run by this loop.
+    var checks: [HealthCheck] = []
     /// Called after each session closes (the soft stop watches it).
     var onSessionClosed: (() -> Void)?
 

@@ -1,0 +1,254 @@
+import ProxyConfig
+import ProxyHTTP
+import ProxyRules
+import ProxySystem
+import Glibc
+
+/// Checks one server on one loop: a TCP connect, or an HTTP request when the backend has
+/// `option httpchk`; UP after `rise` successes, DOWN after `fall` failures. It never blocks:
+/// the check is a non-blocking socket on the loop, with the loop's timer.
+final class HealthCheck: LoopObject {
+    let server: RuntimeServer
+    let backend: RuntimeBackend
+    unowned(unsafe) let context: LoopContext
+    let address: SocketAddress
+    let request: [UInt8]?
+    let expectations: [HTTPCheck.Expectation]
+    let options: ServerOptions
+    let timeout: Int64
+    var fd: FileDescriptor?
+    var successes = 0
+    var failures = 0
+    var startedMs: Int64 = 0
+    var response: [UInt8] = []
+    var sent = 0
+    var connected = false
+    var inProgress = false
+    var stopped = false
+
+    init(server: RuntimeServer, backend: RuntimeBackend, context: LoopContext) {
+        self.server = server
+        self.backend = backend
+        self.context = context
+        options = server.definition.options
+        var a = server.address
+        if let addr = options.checkAddress, let ip = IPAddress(parsing: addr) ?? RuntimeBackend.resolveName(addr),
+           let resolved = try? RuntimeBackend.resolve(ServerAddress(host: .ip(ip), port: Int(a.port))) {
+            a = resolved
+        }
+        if let port = options.checkPort {
+            a = (try? RuntimeBackend.resolve(ServerAddress(host: HealthCheck.host(of: a), port: port))) ?? a
+        }
+        address = a
+        if let h = backend.settings.httpCheck {
+            var text = "\(h.method) \(h.uri) \(h.version)\r\n"
+            for f in h.headers { text += "\(f.name): \(f.value)\r\n" }
+            if let body = h.body { text += "content-length: \(body.utf8.count)\r\n\r\n\(body)" } else { text += "\r\n" }
+            request = Array(text.utf8)
+            expectations = h.expectations
+        } else {
+            request = nil
+            expectations = []
+        }
+        let inter = server.definition.options.inter
+        timeout = Int64(backend.settings.timeouts.check.map { min($0, inter) } ?? inter)
+        super.init()
+    }
+
+    static func host(of a: SocketAddress) -> ServerAddress.Host {
+        if let v4 = a.ipv4 { return .ip(IPAddress(v4: v4)) }
+        return .ip(IPAddress(bytes16: a.addressBytes))
+    }
+
+    /// Schedules the first check `offset` ms from now, to spread checks over `inter`.
+    func start(offset: Int64) {
+        context.loop.setDeadline(self, context.loop.now + offset)
+    }
+
+    func stop() {
+        stopped = true
+        finishAttempt()
+        context.loop.clearDeadline(self)
+    }
+
+    var isUp: Bool { server.isUp.load(ordering: .relaxed) }
+
+    /// The next interval: `fastinter` while changing state, `downinter` while down.
+    var nextInterval: Int64 {
+        if isUp && failures > 0 { return Int64(options.fastInter ?? options.inter) }
+        if !isUp && successes > 0 { return Int64(options.fastInter ?? options.inter) }
+        if !isUp { return Int64(options.downInter ?? options.inter) }
+        return Int64(options.inter)
+    }
+
+    override func timerFired() {
+        if stopped || context.model.stopping.load(ordering: .relaxed) { stop(); return }
+        if inProgress {
+            complete(false, reason: connected ? "Layer7 timeout" : "Layer4 timeout", code: nil)
+            return
+        }
+        begin()
+    }
+
+    func begin() {
+        inProgress = true
+        connected = false
+        sent = 0
+        response.removeAll(keepingCapacity: true)
+        startedMs = context.loop.now
+        do {
+            let s = try Socket.make(family: address.family)
+            fd = s
+            switch try Socket.connect(s, address) {
+            case .done: connected = true
+            case .wouldBlock: break
+            }
+            try context.loop.register(s, events: Epoll.readable | Epoll.writable | Epoll.readHangup | Epoll.edgeTriggered, object: self)
+            context.loop.setDeadline(self, startedMs + timeout)
+            if connected { progress(events: Epoll.writable) }
+        } catch let e as SystemError {
+            complete(false, reason: "Layer4 connection problem, info: \"\(e.reason)\"", code: nil)
+        } catch {
+            complete(false, reason: "Layer4 connection problem", code: nil)
+        }
+    }
+
+    override func handle(events: UInt32) {
+        guard inProgress else { return }
+        progress(events: events)
+    }
+
+    func progress(events: UInt32) {
+        guard let s = fd else { return }
+        if !connected {
+            if events & (Epoll.error | Epoll.hangup) != 0 {
+                let code = Socket.pendingError(s)
+                complete(false, reason: "Layer4 connection problem, info: \"\(String(cChars: strerrorText(code)))\"", code: nil)
+                return
+            }
+            guard events & Epoll.writable != 0 else { return }
+            connected = true
+        }
+        guard let request else {
+            complete(true, reason: "Layer4 check passed", code: nil)
+            return
+        }
+        while sent < request.count {
+            let r = request[sent...].withUnsafeBytes { try? Socket.write(s, from: $0.baseAddress!, count: $0.count) }
+            guard case .done(let n)? = r, n > 0 else {
+                if case .wouldBlock? = r { return }
+                complete(false, reason: "Layer7 connection problem", code: nil)
+                return
+            }
+            sent += n
+        }
+        var chunk = [UInt8](repeating: 0, count: 16384)
+        while true {
+            let r = chunk.withUnsafeMutableBytes { try? Socket.read(s, into: $0.baseAddress!, count: $0.count) }
+            switch r {
+            case .done(let n)? where n > 0:
+                response += chunk[0..<n]
+                if response.count > 65536 { evaluate(); return }
+            case .done?:
+                evaluate()
+                return
+            case .wouldBlock?:
+                // Enough to judge status-only expectations once the head is here.
+                if expectations.allSatisfy({ $0.kind == .status || $0.kind == .rstatus }), response.contains(10) { evaluate() }
+                return
+            case nil:
+                evaluate()
+                return
+            }
+        }
+    }
+
+    /// Judges an HTTP response: `http-check expect` rules, or a 2xx/3xx status by default.
+    func evaluate() {
+        let text = String(decoding: response, as: UTF8.self)
+        guard text.hasPrefix("HTTP/"), text.count >= 12, let status = Int(text.dropFirst(9).prefix(3)) else {
+            complete(false, reason: "Layer7 invalid response", code: nil)
+            return
+        }
+        var bodyStart = response.count
+        if response.count >= 4 {
+            for i in 0...(response.count - 4) where response[i] == 13 && response[i + 1] == 10 && response[i + 2] == 13 && response[i + 3] == 10 {
+                bodyStart = i + 4
+                break
+            }
+        }
+        let body = String(decoding: response[bodyStart...], as: UTF8.self)
+        if expectations.isEmpty {
+            complete((200..<400).contains(status), reason: (200..<400).contains(status) ? "Layer7 check passed" : "Layer7 wrong status", code: status)
+            return
+        }
+        for e in expectations {
+            var ok: Bool
+            switch e.kind {
+            case .status: ok = e.pattern.split(separator: ",").contains { part in
+                    let range = part.split(separator: "-")
+                    if range.count == 2, let lo = Int(range[0]), let hi = Int(range[1]) { return (lo...hi).contains(status) }
+                    return Int(part) == status
+                }
+            case .rstatus: ok = (try? PosixRegex(e.pattern))?.matches(String(status)) ?? false
+            case .string: ok = body.contains(e.pattern)
+            case .rstring: ok = (try? PosixRegex(e.pattern))?.matches(body) ?? false
+            }
+            if e.negated { ok.toggle() }
+            if !ok {
+                complete(false, reason: e.kind == .status || e.kind == .rstatus ? "Layer7 wrong status" : "Layer7 response does not match", code: status)
+                return
+            }
+        }
+        complete(true, reason: "Layer7 check passed", code: status)
+    }
+
+    func finishAttempt() {
+        if let s = fd {
+            context.loop.forget(s)
+            s.close()
+            fd = nil
+        }
+        inProgress = false
+    }
+
+    /// Counts the result, changes state after `rise`/`fall`, logs the transition.
+    func complete(_ ok: Bool, reason: String, code: Int?) {
+        let duration = context.loop.now - startedMs
+        finishAttempt()
+        if ok {
+            successes += 1
+            failures = 0
+            if !isUp && successes >= options.rise { transition(up: true, reason: reason, code: code, duration: duration) }
+        } else {
+            failures += 1
+            successes = 0
+            if isUp && failures >= options.fall { transition(up: false, reason: reason, code: code, duration: duration) }
+        }
+        if !stopped { context.loop.setDeadline(self, context.loop.now + nextInterval) }
+    }
+
+    func transition(up: Bool, reason: String, code: Int?, duration: Int64) {
+        server.isUp.store(up, ordering: .relaxed)
+        let active = backend.servers.filter { !$0.isBackup && $0.isUsable }.count
+        let backups = backend.servers.filter { $0.isBackup && $0.isUsable }.count
+        var line = "Server \(backend.name)/\(server.name) is \(up ? "UP" : "DOWN"), reason: \(reason)"
+        if let code { line += ", code: \(code)" }
+        line += ", check duration: \(duration)ms. \(active) active and \(backups) backup servers \(up ? "online" : "left")."
+        if !up && active == 0 && backups == 0 { line += " 0 sessions active, 0 requeued, 0 remaining in queue." }
+        context.model.logger.alert(line)
+        context.model.logger.log(line, to: context.model.logger.destinations(for: backend.settings.logs), level: up ? 5 : 1)
+        if !up && active == 0 && backups == 0 {
+            let alert = "backend \(backend.name) has no server available!"
+            context.model.logger.alert(alert)
+        }
+        // A slot may now be usable elsewhere: wake queued requests.
+        if up { backend.slotFreed() }
+    }
+}
+
+/// strerror's text for an errno, as C characters.
+func strerrorText(_ code: Int32) -> [CChar] {
+    guard let p = strerror(code) else { return [0] }
+    return Array(UnsafeBufferPointer(start: p, count: strlen(p) + 1))
+}

@@ -1,0 +1,40 @@
+import Foundation
+import Testing
+
+/// `etc/webmail.cfg`, the seed's second system, with real backends on free ports.
+@Suite(.serialized) struct WebmailFailover {
+    @Test(arguments: [1, 2])
+    func failsOverToTheMaintenanceSiteAndBack(threads: Int) throws {
+        let bed = try TestBed()
+        let w1 = try bed.backend(name: "webmail1"), w2 = try bed.backend(name: "webmail2"), ms = try bed.backend(name: "msite")
+        let port = TestBed.freePort()
+        var config = try String(contentsOfFile: Harness.root + "/etc/webmail.cfg", encoding: .utf8)
+        for (from, to) in [("8100", port), ("8101", w1), ("8102", w2), ("8103", ms)] {
+            config = config.replacingOccurrences(of: "127.0.0.1:\(from)", with: "127.0.0.1:\(to)")
+        }
+        config = config.replacingOccurrences(of: "inter 10000", with: "inter 200")
+        config = "global\n    nbthread \(threads)\n" + config
+        try bed.proxy(config, waitFor: port)
+        let url = "http://127.0.0.1:\(port)/"
+        // Round robin between the two webmail servers.
+        let first = try TestBed.curl([url]).1, second = try TestBed.curl([url]).1
+        #expect(Set([first, second]) == ["webmail1 GET / body=0", "webmail2 GET / body=0"])
+        // rspirep turns http:// into https:// in Location.
+        #expect(try TestBed.curl([url + "location"]).2.contains("Location: https://example.com/a"))
+        // Both fail their checks: within fall x inter, traffic goes to msite, rewritten.
+        FileManager.default.createFile(atPath: bed.directory + "/webmail1.down", contents: nil)
+        FileManager.default.createFile(atPath: bed.directory + "/webmail2.down", contents: nil)
+        #expect(TestBed.waitUntil(timeout: 3) { (try? TestBed.curl([url]))?.1 == "msite GET /webmail.html body=0" })
+        #expect(bed.log().contains("Server http_backend_webmail/webmail1 is DOWN, reason: Layer7 wrong status, code: 500"))
+        // Between detection and recovery, no request gets a 5xx.
+        for _ in 0..<10 {
+            let (code, _, _) = try TestBed.curl([url])
+            #expect(code == 200)
+        }
+        // They recover: within rise x inter, traffic is back on webmail.
+        try FileManager.default.removeItem(atPath: bed.directory + "/webmail1.down")
+        try FileManager.default.removeItem(atPath: bed.directory + "/webmail2.down")
+        #expect(TestBed.waitUntil(timeout: 3) { ((try? TestBed.curl([url]))?.1 ?? "").hasPrefix("webmail") })
+        #expect(bed.log().contains("is UP, reason: Layer7 check passed, code: 200"))
+    }
+}
