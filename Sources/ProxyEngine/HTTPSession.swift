@@ -451,6 +451,9 @@ final class HTTPSession: LoopObject {
             if applyRequestRules(backend.rules.request, legacy: backend.rules.legacyRequest) { return }
         }
         if backend.settings.options.httpConnectionMode == .close { closeAfterResponse = true }
+        persistServer = nil
+        cookieMatched = false
+        if let cookie = backend.settings.cookie { applyPersistence(cookie, backend) }
         retriesLeft = backend.settings.retries
         connectToServer()
     }
@@ -506,7 +509,9 @@ final class HTTPSession: LoopObject {
         }
         let excluded = retriesLeft < backend.settings.retries && backend.settings.options.redispatch && retriesLeft == 0 ? triedServer : nil
         releaseSlot()
-        guard let chosen = backend.balancer.pick(hashKey: key, allBackups: backend.settings.options.allBackups,
+        // A valid persistence cookie wins over the balancer while its server is usable.
+        let persisted = persistServer.flatMap { $0.isUsable && $0.hasRoom && $0 !== excluded ? $0 : nil }
+        guard let chosen = persisted ?? backend.balancer.pick(hashKey: key, allBackups: backend.settings.options.allBackups,
                                                  excluding: excluded, scratch: &context.scratchServers)
             ?? (excluded != nil && triedServer?.hasRoom == true ? triedServer : nil) else {
             enqueueOrRefuse(backend)
@@ -895,6 +900,11 @@ final class HTTPSession: LoopObject {
         }
         responseStarted = true
         logStatus = status
+        // rewrite/prefix: the server's own Set-Cookie carries the server's identity.
+        if let cookie = backend?.settings.cookie, cookie.mode == .rewrite || cookie.mode == .prefix,
+           let value = triedServer?.definition.options.cookie {
+            rewriteServerCookie(cookie, value)
+        }
         // Response rules (backend's, then frontend's).
         if let b = backend, !b.rules.response.isEmpty || !b.rules.legacyResponse.isEmpty { applyResponseRules(b.rules.response, legacy: b.rules.legacyResponse) }
         if backend !== frontend.ownBackend, !frontend.rules.response.isEmpty || !frontend.rules.legacyResponse.isEmpty {
@@ -931,8 +941,15 @@ final class HTTPSession: LoopObject {
             loggedEarly = true
             logTransaction(early: true)
         }
-        if let cookie = backend?.settings.cookie, cookie.noCache, cookie.mode == .insert {
-            out.append("cache-control: private\r\n")
+        if let cookie = backend?.settings.cookie, let server = triedServer, let value = server.definition.options.cookie,
+           cookie.mode == .insert, !(cookieMatched && persistServer === server) {
+            out.append("set-cookie: ")
+            out.append(string: "\(cookie.name)=\(value); path=/")
+            for d in cookie.domains { out.append(string: "; domain=\(d)") }
+            if cookie.httpOnly { out.append("; HttpOnly") }
+            if cookie.secure { out.append("; Secure") }
+            out.append("\r\n")
+            if cookie.noCache { out.append("cache-control: private\r\n") }
         }
         if status == 101 {
             out.append("connection: upgrade\r\n")
@@ -989,6 +1006,10 @@ final class HTTPSession: LoopObject {
     /// The server whose request slot (maxconn) this transaction holds.
     var slotServer: RuntimeServer?
     var queueTicket: QueueTicket?
+    /// The server the client's persistence cookie names (while it is usable).
+    var persistServer: RuntimeServer?
+    /// The client presented a cookie naming the server that served it.
+    var cookieMatched = false
     var queuedAtMs: Int64 = 0
     /// Always drain before closing (idle connections retired by a soft stop).
     var lingerAlways = false
@@ -1203,5 +1224,57 @@ final class HTTPSession: LoopObject {
             bytesToClient = 0
             terminationState = "--"
         }
+    }
+}
+
+extension HTTPSession {
+    /// Reads the persistence cookie: picks its server, and for `indirect` or `prefix`,
+    /// takes it (or its prefix) out of the request before the server sees it.
+    func applyPersistence(_ cookie: CookieSettings, _ backend: RuntimeBackend) {
+        var value: String?
+        _ = RequestSamples(session: self).visitCookie(cookie.name) { sample in
+            if case .bytes(let p) = sample { value = String(decoding: p, as: UTF8.self) }
+            return true
+        }
+        guard var v = value else { return }
+        if cookie.mode == .prefix, let tilde = v.firstIndex(of: "~") { v = String(v[..<tilde]) }
+        if let s = backend.servers.first(where: { $0.definition.options.cookie == v }) {
+            persistServer = s
+            cookieMatched = true
+        }
+        let strip = (cookie.indirect && cookie.mode == .insert) || cookie.mode == .prefix
+        guard strip else { return }
+        var list = editableRequestHeaders()
+        list = list.compactMap { h in
+            guard String(decoding: h.name, as: UTF8.self).lowercased() == "cookie" else { return h }
+            let items = String(decoding: h.value, as: UTF8.self).split(separator: ";").map { String($0).trimmingBlanks() }
+            let kept = items.compactMap { item -> String? in
+                guard item.hasPrefix(cookie.name + "=") else { return item }
+                if cookie.mode == .prefix, let tilde = item.firstIndex(of: "~") {
+                    return cookie.name + "=" + String(item[item.index(after: tilde)...])
+                }
+                return nil
+            }
+            return kept.isEmpty ? nil : (h.name, Array(kept.joined(separator: "; ").utf8))
+        }
+        rewrittenHeaders = list
+    }
+
+    /// `rewrite` replaces the value of the server's Set-Cookie; `prefix` prefixes it.
+    func rewriteServerCookie(_ cookie: CookieSettings, _ serverValue: String) {
+        var list = editableResponseHeaders()
+        var changed = false
+        list = list.map { h in
+            guard String(decoding: h.name, as: UTF8.self).lowercased() == "set-cookie" else { return h }
+            let text = String(decoding: h.value, as: UTF8.self)
+            guard text.hasPrefix(cookie.name + "=") else { return h }
+            changed = true
+            let rest = text.dropFirst(cookie.name.count + 1)
+            let valueEnd = rest.firstIndex(of: ";") ?? rest.endIndex
+            let original = rest[..<valueEnd]
+            let newValue = cookie.mode == .rewrite ? serverValue : serverValue + "~" + original
+            return (h.name, Array((cookie.name + "=" + newValue + rest[valueEnd...]).utf8))
+        }
+        if changed { responseEdits = list }
     }
 }

@@ -38,3 +38,44 @@ import Testing
         #expect(bed.log().contains("is UP, reason: Layer7 check passed, code: 200"))
     }
 }
+
+@Suite(.serialized) struct CookiePersistence {
+    func start(_ cookieLine: String) throws -> (TestBed, Int, Int, Int) {
+        let bed = try TestBed()
+        let w1 = try bed.backend(name: "webmail1"), w2 = try bed.backend(name: "webmail2")
+        let port = TestBed.freePort()
+        try bed.proxy(httpConfig(port: port, servers: [], backend: """
+            balance roundrobin
+            \(cookieLine)
+            server webmail1 127.0.0.1:\(w1) cookie wm01
+            server webmail2 127.0.0.1:\(w2) cookie wm02
+        """), waitFor: port)
+        return (bed, port, w1, w2)
+    }
+
+    @Test func insertIndirectNocachePinsAndHidesTheCookie() throws {
+        let (bed, port, _, w2) = try start("cookie SERVERID insert indirect nocache")
+        defer { bed.stop() }
+        let url = "http://127.0.0.1:\(port)/mail"
+        let (_, body, headers) = try TestBed.curl([url])
+        #expect(headers.lowercased().contains("set-cookie: serverid=wm0"))
+        #expect(headers.lowercased().contains("cache-control: private"))
+        #expect(body.hasPrefix("webmail"))
+        for _ in 0..<4 {
+            let (_, b, h) = try TestBed.curl(["-H", "Cookie: SERVERID=wm02; lang=en", url])
+            #expect(b == "webmail2 GET /mail body=0")
+            #expect(!h.lowercased().contains("set-cookie"), "no new cookie when it is already right")
+            #expect(h.contains("X-Seen-Cookie: lang=en"))
+        }
+        let seen = TestBed.stats(w2).last["headers"] as? [[String]] ?? []
+        #expect(!seen.contains { $0.count == 2 && $0[1].contains("SERVERID") }, "the backend must never see SERVERID")
+    }
+
+    @Test func passiveModeReadsTheServersCookie() throws {
+        let (bed, port, _, _) = try start("cookie SERVERID indirect")
+        defer { bed.stop() }
+        for _ in 0..<3 {
+            #expect(try TestBed.curl(["-H", "Cookie: SERVERID=wm01", "http://127.0.0.1:\(port)/p"]).1 == "webmail1 GET /p body=0")
+        }
+    }
+}
