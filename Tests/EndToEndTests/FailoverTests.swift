@@ -79,3 +79,19 @@ import Testing
         }
     }
 }
+
+@Suite(.serialized) struct Redispatch {
+    /// One server refuses connections: retries plus redispatch send every request elsewhere.
+    @Test func aRefusingServerCostsNoFailedRequest() throws {
+        let bed = try TestBed()
+        defer { bed.stop() }
+        let live = try bed.backend(name: "live")
+        let dead = TestBed.freePort()
+        let port = TestBed.freePort()
+        try bed.proxy(httpConfig(port: port, servers: [("dead", dead), ("live", live)],
+                                 backend: "    retries 2\n    option redispatch"), waitFor: port)
+        for i in 0..<6 {
+            #expect(try TestBed.curl(["http://127.0.0.1:\(port)/r\(i)"]).1 == "live GET /r\(i) body=0")
+        }
+    }
+}
