@@ -1,0 +1,116 @@
+#!/usr/bin/env python3
+"""A server killed under load: wrk (50 keep-alive connections) runs for 15 s against two
+nginx servers; one is killed (SIGKILL) after 5 s. Prints, for proxy and HAProxy on the same
+config, the failed requests (socket errors + non-2xx) and the time from the kill to the
+"is DOWN" line.
+
+  failover.py [--proxy PATH] [--rounds 3]
+"""
+import argparse, os, re, signal, statistics, subprocess, tempfile, threading, time, socket
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
+
+CONFIG = """global
+    maxconn 9000
+    nbthread 1
+
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 30s
+    timeout server 30s
+    retries 3
+    option redispatch
+
+frontend f
+    bind 127.0.0.1:18060
+    default_backend app
+
+backend app
+    balance roundrobin
+    server a 127.0.0.1:18001 check inter 500 fall 2 rise 2
+    server b 127.0.0.1:18002 check inter 500 fall 2 rise 2
+"""
+
+NGINX = """worker_processes 1;
+master_process off;
+daemon off;
+error_log stderr error;
+pid %(dir)s/nginx-%(port)d.pid;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 10000000;
+  server { listen 127.0.0.1:%(port)d; root /tmp/proxy-bench-www; } }
+"""
+
+
+def wait_port(port, timeout=10):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def run(name, argv, work):
+    nginxes = []
+    for port in (18001, 18002):
+        conf = os.path.join(work, "nginx-%d.conf" % port)
+        open(conf, "w").write(NGINX % {"dir": work, "port": port})
+        nginxes.append(subprocess.Popen(["nginx", "-c", conf], stderr=subprocess.DEVNULL))
+        wait_port(port)
+    log = open(os.path.join(work, name + ".log"), "w+")
+    p = subprocess.Popen(argv, stdout=log, stderr=log, cwd=ROOT)
+    wait_port(18060)
+    time.sleep(1.5)
+    wrk = subprocess.Popen(["wrk", "-t1", "-c50", "-d15s", "http://127.0.0.1:18060/"], stdout=subprocess.PIPE, text=True)
+    time.sleep(5)
+    killed_at = time.time()
+    nginxes[0].send_signal(signal.SIGKILL)
+    detected = None
+    while wrk.poll() is None:
+        log.seek(0)
+        if detected is None and re.search(r"Server app/a is DOWN", log.read()):
+            detected = time.time() - killed_at
+        time.sleep(0.01)
+    out = wrk.stdout.read()
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errors = sum(int(x) for x in m.groups()) if m else 0
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    non2xx = int(m.group(1)) if m else 0
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    p.terminate(); p.wait()
+    for n in nginxes:
+        n.kill(); n.wait()
+    return requests, errors + non2xx, detected
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--proxy", default=os.path.join(ROOT, ".build/release/proxy"))
+    ap.add_argument("--rounds", type=int, default=3)
+    a = ap.parse_args()
+    os.makedirs("/tmp/proxy-bench-www", exist_ok=True)
+    open("/tmp/proxy-bench-www/index.html", "w").write("ok\n")
+    work = tempfile.mkdtemp()
+    cfg = os.path.join(work, "failover.cfg")
+    open(cfg, "w").write(CONFIG)
+    results = {"proxy": [], "haproxy": []}
+    for r in range(a.rounds):
+        for name, argv in (("proxy", [a.proxy, "-f", cfg]), ("haproxy", ["haproxy", "-f", cfg])):
+            req, failed, det = run(name, argv, work)
+            results[name].append((req, failed, det))
+            print("round %d %-8s requests %7d  failed %4d  detection %s" % (r + 1, name, req, failed,
+                  "%.0f ms" % (det * 1000) if det is not None else "not seen"), flush=True)
+    print()
+    for name, rows in results.items():
+        print("%-8s median failed %5d   median detection %6.0f ms" % (
+            name, statistics.median(r[1] for r in rows), statistics.median((r[2] or 0) * 1000 for r in rows)))
+    print("bar: failed requests at most those in flight on the killed server; 0 after detection")
+
+
+if __name__ == "__main__":
+    main()
