@@ -122,7 +122,7 @@ extension LoopContext {
     func connectionEnded(_ frontend: RuntimeFrontend) {
         model.activeConnections.subtract(1, ordering: .relaxed)
         frontend.active.subtract(1, ordering: .relaxed)
-        if !pausedAcceptors.isEmpty {
+        if !pausedAcceptors.isEmpty && !adminPaused {
             let list = pausedAcceptors
             pausedAcceptors.removeAll()
             for a in list { a.resumeAccepting() }

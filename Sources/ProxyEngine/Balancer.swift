@@ -1,4 +1,5 @@
 import ProxyConfig
+import ProxySystem
 import Synchronization
 
 /// Picks a server for a request, by the backend's algorithm. The state (round-robin
@@ -42,13 +43,15 @@ final class Balancer: @unchecked Sendable {
         if scratch.count == 1 { return scratch[0].hasRoom ? scratch[0] : nil }
         switch algorithm {
         case .roundRobin:
+            let now = Clock.coarseMilliseconds()
             return state.withLock { st -> RuntimeServer? in
-                // Smooth weighted round robin over servers with room.
+                // Smooth weighted round robin over servers with room (weights ramp in slowstart).
                 var total = 0
                 var best: RuntimeServer?
                 for s in scratch where s.hasRoom {
-                    st.current[s.index] += s.weight
-                    total += s.weight
+                    let w = s.effectiveWeight(now: now)
+                    st.current[s.index] += w
+                    total += w
                     if best == nil || st.current[s.index] > st.current[best!.index] { best = s }
                 }
                 if let b = best { st.current[b.index] -= total }

@@ -230,6 +230,7 @@ final class HealthCheck: LoopObject {
 
     func transition(up: Bool, reason: String, code: Int?, duration: Int64) {
         server.isUp.store(up, ordering: .relaxed)
+        server.upSince.store(up ? max(1, context.loop.now) : 0, ordering: .relaxed)
         let active = backend.servers.filter { !$0.isBackup && $0.isUsable }.count
         let backups = backend.servers.filter { $0.isBackup && $0.isUsable }.count
         var line = "Server \(backend.name)/\(server.name) is \(up ? "UP" : "DOWN"), reason: \(reason)"

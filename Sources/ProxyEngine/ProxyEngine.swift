@@ -101,7 +101,10 @@ public final class ProxyEngine: @unchecked Sendable {
     public func pauseAccepting() {
         for (i, loop) in loops.enumerated() {
             let context = contexts[i]
-            loop.post { for a in context.acceptors where !a.paused { a.pause() } }
+            loop.post {
+                context.adminPaused = true
+                for a in context.acceptors where !a.paused { a.pause() }
+            }
         }
     }
 
@@ -110,6 +113,7 @@ public final class ProxyEngine: @unchecked Sendable {
         for (i, loop) in loops.enumerated() {
             let context = contexts[i]
             loop.post {
+                context.adminPaused = false
                 let list = context.pausedAcceptors
                 context.pausedAcceptors.removeAll()
                 for a in list { a.resumeAccepting() }

@@ -23,6 +23,9 @@ public final class RuntimeServer: @unchecked Sendable {
     public let isUp = Atomic<Bool>(true)
     /// Administratively disabled (`disabled`).
     public let isDisabled: Bool
+    /// When the server last came back UP (coarse ms), for `slowstart`; 0 when not ramping.
+    public let upSince = Atomic<Int64>(0)
+    let slowStart: Int64
 
     init(definition: ServerDefinition, backend: String, index: Int, address: SocketAddress) {
         self.definition = definition
@@ -34,11 +37,24 @@ public final class RuntimeServer: @unchecked Sendable {
         maxqueue = definition.options.maxqueue
         isBackup = definition.options.backup
         isDisabled = definition.options.disabled
+        slowStart = Int64(definition.options.slowStart ?? 0)
         self.index = index
     }
 
     /// Usable for new traffic: up, enabled and with a weight.
     @inline(__always) public var isUsable: Bool { !isDisabled && weight > 0 && isUp.load(ordering: .relaxed) }
+
+    /// The weight to balance with now, scaled by 16 (as HAProxy scales) so that a ramp has
+    /// room: during `slowstart` after coming back UP it grows from 1 to the full weight.
+    @inline(__always) func effectiveWeight(now: Int64) -> Int {
+        let full = weight * 16
+        guard slowStart > 0 else { return full }
+        let since = upSince.load(ordering: .relaxed)
+        guard since > 0 else { return full }
+        let elapsed = now - since
+        if elapsed >= slowStart { return full }
+        return max(1, Int(Int64(full) * max(elapsed, 0) / slowStart))
+    }
 
     /// Below its `maxconn` (0 means unlimited).
     @inline(__always) public var hasRoom: Bool { maxconn == 0 || active.load(ordering: .relaxed) < maxconn }

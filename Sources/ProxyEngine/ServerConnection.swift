@@ -89,6 +89,8 @@ final class LoopContext: @unchecked Sendable {
     let maxIdlePerServer = 64
     /// Acceptors paused by maxconn, resumed when a connection closes.
     var pausedAcceptors: [Acceptor] = []
+    /// Paused by the operator (SIGTTOU): closing connections must not resume accepting.
+    var adminPaused = false
     var acceptors: [Acceptor] = []
     /// Health checks run by this loop.
     var checks: [HealthCheck] = []

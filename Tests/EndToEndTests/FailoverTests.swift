@@ -95,3 +95,29 @@ import Testing
         }
     }
 }
+
+@Suite(.serialized) struct SlowStart {
+    /// A server back UP gets a small share at first, then its full weight.
+    @Test func aReturningServerRampsUp() throws {
+        let bed = try TestBed()
+        defer { bed.stop() }
+        let a = try bed.backend(name: "a"), b = try bed.backend(name: "b")
+        let port = TestBed.freePort()
+        try bed.proxy(httpConfig(port: port, servers: [], backend: """
+            option httpchk GET /haproxy.check
+            server a 127.0.0.1:\(a) check inter 100 rise 1 fall 1
+            server b 127.0.0.1:\(b) check inter 100 rise 1 fall 1 slowstart 3s
+        """), waitFor: port)
+        FileManager.default.createFile(atPath: bed.directory + "/b.down", contents: nil)
+        #expect(TestBed.waitUntil(timeout: 3) { bed.log().contains("Server app/b is DOWN") })
+        try FileManager.default.removeItem(atPath: bed.directory + "/b.down")
+        #expect(TestBed.waitUntil(timeout: 3) { bed.log().contains("Server app/b is UP") })
+        var early = 0
+        for i in 0..<20 where try TestBed.curl(["http://127.0.0.1:\(port)/e\(i)"]).1.hasPrefix("b ") { early += 1 }
+        #expect(early < 8, "b took \(early) of 20 right after coming back")
+        usleep(3_200_000)
+        var late = 0
+        for i in 0..<20 where try TestBed.curl(["http://127.0.0.1:\(port)/l\(i)"]).1.hasPrefix("b ") { late += 1 }
+        #expect(late >= 9 && late <= 11, "b took \(late) of 20 after slowstart")
+    }
+}
