@@ -11,20 +11,12 @@ TCP throughput of one 1 GiB download, and RSS with N idle keep-alive connections
 import argparse, os, re, signal, statistics, subprocess, sys, time, socket
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from benchlib import wait_port  # noqa: E402
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 CONFIG = os.path.join(HERE, "http.cfg")
 WWW = "/tmp/proxy-bench-www"
 
-
-def wait_port(port, timeout=10):
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return True
-        except OSError:
-            time.sleep(0.05)
-    return False
 
 
 def cpu_ticks(pid):

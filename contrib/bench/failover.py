@@ -6,9 +6,11 @@ config, the failed requests (socket errors + non-2xx) and the time from the kill
 
   failover.py [--proxy PATH] [--rounds 3]
 """
-import argparse, os, re, signal, statistics, subprocess, tempfile, threading, time, socket
+import argparse, sys, os, re, signal, statistics, subprocess, tempfile, threading, time, socket
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from benchlib import wait_port  # noqa: E402
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 
 CONFIG = """global
@@ -43,16 +45,6 @@ http { access_log off; keepalive_requests 10000000;
   server { listen 127.0.0.1:%(port)d; root /tmp/proxy-bench-www; } }
 """
 
-
-def wait_port(port, timeout=10):
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return True
-        except OSError:
-            time.sleep(0.05)
-    return False
 
 
 def run(name, argv, work):

@@ -10,19 +10,11 @@ the reload command to the first answer from the new process), and the survivor's
 import argparse, os, re, signal, socket, statistics, subprocess, sys, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from benchlib import wait_port  # noqa: E402
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 PIDFILE = "/tmp/proxy-bench-reload.pid"
 
-
-def wait_port(port, timeout=10):
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return True
-        except OSError:
-            time.sleep(0.02)
-    return False
 
 
 def generation():
