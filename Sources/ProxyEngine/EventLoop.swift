@@ -27,6 +27,17 @@ open class LoopObject {
     final var queuedToRun = false
 }
 
+/// Edge-triggered bookkeeping shared by every connection: what an event set says about a
+/// descriptor. A FIN (EPOLLRDHUP) or error means "read until the 0", even after a short read.
+enum Readiness {
+    @inline(__always)
+    static func note(_ events: UInt32, readable: inout Bool, hangup: inout Bool, writable: inout Bool) {
+        if events & (Epoll.readable | Epoll.readHangup | Epoll.hangup | Epoll.error) != 0 { readable = true }
+        if events & (Epoll.readHangup | Epoll.hangup | Epoll.error) != 0 { hangup = true }
+        if events & Epoll.writable != 0 { writable = true }
+    }
+}
+
 /// One event loop: an epoll instance, a timer heap and a mailbox, run by one thread.
 /// It owns its connections outright; other threads reach it only through `post`.
 public final class EventLoop: @unchecked Sendable {

@@ -136,9 +136,7 @@ final class HTTPSession: LoopObject {
 
     override func handle(events: UInt32) {
         if closed { return }
-        if events & (Epoll.readable | Epoll.readHangup | Epoll.hangup | Epoll.error) != 0 { clientReadable = true }
-        if events & (Epoll.readHangup | Epoll.hangup | Epoll.error) != 0 { clientHangup = true }
-        if events & Epoll.writable != 0 { clientWritable = true }
+        Readiness.note(events, readable: &clientReadable, hangup: &clientHangup, writable: &clientWritable)
         progress()
     }
 

@@ -31,10 +31,8 @@ final class ServerConnection: LoopObject {
 
     override func handle(events: UInt32) {
         if closed { return }
-        if events & (Epoll.readable | Epoll.readHangup | Epoll.hangup | Epoll.error) != 0 { readable = true }
-        if events & (Epoll.readHangup | Epoll.hangup | Epoll.error) != 0 { hangup = true }
+        Readiness.note(events, readable: &readable, hangup: &hangup, writable: &writable)
         if events & (Epoll.error | Epoll.hangup) != 0 { errored = true }
-        if events & Epoll.writable != 0 { writable = true }
         if let s = session { s.serverEvent(events) } else if let t = tunnel { t.serverEvent(events) } else {
             // Idle in the pool: the server closed it, or sent something unexpected.
             context.discardIdle(self)
