@@ -59,6 +59,7 @@ final class HTTPSession: LoopObject {
     var responseBody = BodyState.none
     var responseStarted = false
     var requestWasHEAD = false
+    var requestWasPOST = false
     var closeAfterResponse = false
     var transactions = 0
     var retriesLeft = 0
@@ -416,6 +417,8 @@ final class HTTPSession: LoopObject {
         toldServerToClose = false
         let bytes = requestBytes
         requestWasHEAD = request.method.count == 4 && bytes[Int(request.method.start)] == UInt8(ascii: "H")
+        requestWasPOST = request.method.count == 4 && bytes[Int(request.method.start)] == UInt8(ascii: "P")
+            && bytes[Int(request.method.start) + 1] == UInt8(ascii: "O")
         pathRange = computePath(bytes)
         upgradeRequested = request.connectionUpgrade && request.hasUpgradeHeader
         closeAfterResponse = !request.wantsKeepAlive || settings.options.httpConnectionMode == .close
@@ -940,9 +943,12 @@ final class HTTPSession: LoopObject {
             logTransaction(early: true)
         }
         if let cookie = backend?.settings.cookie, let server = triedServer, let value = server.definition.options.cookie,
-           cookie.mode == .insert, !(cookieMatched && persistServer === server) {
+           cookie.mode == .insert, shouldInsertCookie(cookie, server, p) {
+            let dated = cookie.maxIdle != nil || cookie.maxLife != nil
+            let now = Clock.wallClock().seconds
+            let stored = dated ? "\(value)|\(now)|\(cookieFirstSeen ?? now)" : value
             out.append("set-cookie: ")
-            out.append(string: "\(cookie.name)=\(value); path=/")
+            out.append(string: "\(cookie.name)=\(stored); path=/")
             for d in cookie.domains { out.append(string: "; domain=\(d)") }
             if cookie.httpOnly { out.append("; HttpOnly") }
             if cookie.secure { out.append("; Secure") }
@@ -1008,6 +1014,8 @@ final class HTTPSession: LoopObject {
     var persistServer: RuntimeServer?
     /// The client presented a cookie naming the server that served it.
     var cookieMatched = false
+    /// `maxlife`: when the persistence cookie was first set (wall seconds), carried in it.
+    var cookieFirstSeen: Int?
     var queuedAtMs: Int64 = 0
     /// Always drain before closing (idle connections retired by a soft stop).
     var lingerAlways = false
@@ -1234,8 +1242,20 @@ extension HTTPSession {
             if case .bytes(let p) = sample { value = String(decoding: p, as: UTF8.self) }
             return true
         }
+        cookieFirstSeen = nil
         guard var v = value else { return }
         if cookie.mode == .prefix, let tilde = v.firstIndex(of: "~") { v = String(v[..<tilde]) }
+        if cookie.maxIdle != nil || cookie.maxLife != nil {
+            // SERVER|last-seen|first-seen (wall seconds): an idle or too old cookie is ignored.
+            let parts = v.split(separator: "|", omittingEmptySubsequences: false)
+            v = String(parts[0])
+            let now = Clock.wallClock().seconds
+            let last = parts.count > 1 ? Int(parts[1]) : nil
+            let first = parts.count > 2 ? Int(parts[2]) : nil
+            if let maxIdle = cookie.maxIdle, let last, now - last > maxIdle / 1000 { v = "" }
+            if let maxLife = cookie.maxLife, let first, now - first > maxLife / 1000 { v = "" }
+            if !v.isEmpty { cookieFirstSeen = first }
+        }
         if let s = backend.servers.first(where: { $0.definition.options.cookie == v }) {
             persistServer = s
             cookieMatched = true
@@ -1274,5 +1294,24 @@ extension HTTPSession {
             return (h.name, Array((cookie.name + "=" + newValue + rest[valueEnd...]).utf8))
         }
         if changed { responseEdits = list }
+    }
+}
+
+extension HTTPSession {
+    /// Whether `insert` sets the cookie on this response: not when the client already has
+    /// the right one (unless it is dated and needs refreshing), with `postonly` only after a
+    /// POST, and with `preserve` not when the server set the cookie itself.
+    func shouldInsertCookie(_ cookie: CookieSettings, _ server: RuntimeServer, _ p: UnsafeRawBufferPointer) -> Bool {
+        let dated = cookie.maxIdle != nil || cookie.maxLife != nil
+        if cookieMatched && persistServer === server && !dated { return false }
+        if cookie.postOnly && !requestWasPOST { return false }
+        if cookie.preserve {
+            let prefix = Array((cookie.name + "=").utf8)
+            for h in response.headers where HTTPParser.equalsLower(p, h.name, "set-cookie") {
+                let v = p[Int(h.value.start)..<Int(h.value.end)]
+                if v.starts(with: prefix) { return false }
+            }
+        }
+        return true
     }
 }

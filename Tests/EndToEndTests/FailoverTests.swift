@@ -121,3 +121,41 @@ import Testing
         #expect(late >= 9 && late <= 11, "b took \(late) of 20 after slowstart")
     }
 }
+
+@Suite(.serialized) struct CookieOptions {
+    func start(_ cookieLine: String) throws -> (TestBed, Int) {
+        let bed = try TestBed()
+        let w1 = try bed.backend(name: "webmail1")
+        let port = TestBed.freePort()
+        try bed.proxy(httpConfig(port: port, servers: [], backend: """
+            \(cookieLine)
+            server webmail1 127.0.0.1:\(w1) cookie wm01
+        """), waitFor: port)
+        return (bed, port)
+    }
+
+    @Test func postonlyInsertsOnlyAfterAPost() throws {
+        let (bed, port) = try start("cookie SERVERID insert postonly")
+        defer { bed.stop() }
+        #expect(!(try TestBed.curl(["http://127.0.0.1:\(port)/g"]).2.lowercased().contains("set-cookie")))
+        #expect(try TestBed.curl(["-d", "x=1", "http://127.0.0.1:\(port)/p"]).2.lowercased().contains("set-cookie: serverid=wm01"))
+    }
+
+    @Test func preserveKeepsTheServersOwnCookie() throws {
+        let (bed, port) = try start("cookie SERVERID insert preserve")
+        defer { bed.stop() }
+        let h = try TestBed.curl(["http://127.0.0.1:\(port)/setcookie"]).2.lowercased()
+        #expect(h.contains("set-cookie: serverid=fromserver") && !h.contains("serverid=wm01"))
+    }
+
+    @Test func maxidleIgnoresAStaleCookieAndRefreshesAFreshOne() throws {
+        let (bed, port) = try start("cookie SERVERID insert indirect maxidle 30s")
+        defer { bed.stop() }
+        let now = Int(Date().timeIntervalSince1970)
+        let fresh = try TestBed.curl(["-H", "Cookie: SERVERID=wm01|\(now - 5)|\(now - 5)", "http://127.0.0.1:\(port)/f"]).2
+        #expect(fresh.lowercased().contains("set-cookie: serverid=wm01|"), "a dated cookie is refreshed")
+        #expect(fresh.contains("|\(now - 5); path=/"), "first-seen date is kept: \(fresh)")
+        let stale = try TestBed.curl(["-H", "Cookie: SERVERID=wm01|\(now - 3600)|\(now - 3600)", "http://127.0.0.1:\(port)/s"]).2
+        #expect(!stale.contains("|\(now - 3600); path=/"), "a stale cookie starts afresh: \(stale)")
+    }
+}

@@ -13,6 +13,7 @@ HTTP paths:
   /close            response without length, ended by closing
   /big?bytes=N      N bytes of body
   /location         302 with Location: http://example.com/a
+  /setcookie        200 with the server's own Set-Cookie: SERVERID=fromserver
   /ws               101 upgrade, then echo bytes
   /haproxy.check    200, or 500 when the file NAME.down exists in the working directory
   anything else     200 "NAME <method> <path>\n" plus the request headers as X-Seen-*
@@ -112,6 +113,9 @@ def http_client(conn, name):
             if path == "/big":
                 n = int(params.get("bytes", "1000000"))
                 send(conn, 200, b"x" * n)
+                continue
+            if path == "/setcookie":
+                send(conn, 200, b"set\n", [("Set-Cookie", "SERVERID=fromserver; path=/")])
                 continue
             if path == "/location":
                 send(conn, 302, b"", [("Location", "http://example.com/a")], reason="Found")
