@@ -245,15 +245,16 @@ func httpConfig(port: Int, servers: [(String, Int)], frontend: String = "", back
         #expect(skipped == ["a", "a", "a", "a"])
     }
 
-    @Test func otherAlgorithms() throws {
-        #expect(Set(try distribution("first", servers: [("a", ""), ("b", "")], requests: 4)) == ["a"])
-        #expect(Set(try distribution("source", servers: [("a", ""), ("b", ""), ("c", "")], requests: 6)).count == 1)
-        let uri = try distribution("uri", servers: [("a", ""), ("b", ""), ("c", "")], requests: 6) { "/same-\($0 % 2)" }
+    @Test(arguments: [1, 2])
+    func otherAlgorithms(threads: Int) throws {
+        #expect(Set(try distribution("first", servers: [("a", ""), ("b", "")], requests: 4, threads: threads)) == ["a"])
+        #expect(Set(try distribution("source", servers: [("a", ""), ("b", ""), ("c", "")], requests: 6, threads: threads)).count == 1)
+        let uri = try distribution("uri", servers: [("a", ""), ("b", ""), ("c", "")], requests: 6, threads: threads) { "/same-\($0 % 2)" }
         #expect(uri[0] == uri[2] && uri[2] == uri[4] && uri[1] == uri[3])
-        #expect(Set(try distribution("static-rr", servers: [("a", ""), ("b", "")], requests: 4)) == ["a", "b"])
-        #expect(Set(try distribution("leastconn", servers: [("a", ""), ("b", "")], requests: 4)).isSubset(of: ["a", "b"]))
-        #expect(Set(try distribution("random", servers: [("a", ""), ("b", "")], requests: 20)).count == 2)
-        #expect(Set(try distribution("roundrobin", servers: [("a", "backup"), ("b", "")], requests: 4)) == ["b"])
+        #expect(Set(try distribution("static-rr", servers: [("a", ""), ("b", "")], requests: 4, threads: threads)) == ["a", "b"])
+        #expect(Set(try distribution("leastconn", servers: [("a", ""), ("b", "")], requests: 4, threads: threads)).isSubset(of: ["a", "b"]))
+        #expect(Set(try distribution("random", servers: [("a", ""), ("b", "")], requests: 20, threads: threads)).count == 2)
+        #expect(Set(try distribution("roundrobin", servers: [("a", "backup"), ("b", "")], requests: 4, threads: threads)) == ["b"])
     }
 }
 
@@ -343,11 +344,12 @@ func parallelStatuses(_ urls: [String], timeout: Int = 10) throws -> [Int] {
         #expect(statuses == [200, 200, 200, 200])
     }
 
-    @Test func queueLimitRefusesAtOnce() throws {
+    @Test(arguments: [1, 2])
+    func queueLimitRefusesAtOnce(threads: Int) throws {
         let bed = try TestBed()
         let b = try bed.backend(name: "slow")
         let port = TestBed.freePort()
-        try bed.proxy(config(port: port, backend: b, threads: 1, queueTimeout: "5s", maxqueue: 1), waitFor: port)
+        try bed.proxy(config(port: port, backend: b, threads: threads, queueTimeout: "5s", maxqueue: 1), waitFor: port)
         let statuses = try parallelStatuses(Array(repeating: "http://127.0.0.1:\(port)/slow?ms=700", count: 3))
         #expect(statuses.sorted() == [200, 200, 503], "\(statuses)")
     }

@@ -82,14 +82,15 @@ import Testing
 
 @Suite(.serialized) struct Redispatch {
     /// One server refuses connections: retries plus redispatch send every request elsewhere.
-    @Test func aRefusingServerCostsNoFailedRequest() throws {
+    @Test(arguments: [1, 2])
+    func aRefusingServerCostsNoFailedRequest(threads: Int) throws {
         let bed = try TestBed()
         defer { bed.stop() }
         let live = try bed.backend(name: "live")
         let dead = TestBed.freePort()
         let port = TestBed.freePort()
         try bed.proxy(httpConfig(port: port, servers: [("dead", dead), ("live", live)],
-                                 backend: "    retries 2\n    option redispatch"), waitFor: port)
+                                 backend: "    retries 2\n    option redispatch", global: "    nbthread \(threads)"), waitFor: port)
         for i in 0..<6 {
             #expect(try TestBed.curl(["http://127.0.0.1:\(port)/r\(i)"]).1 == "live GET /r\(i) body=0")
         }
@@ -98,7 +99,8 @@ import Testing
 
 @Suite(.serialized) struct SlowStart {
     /// A server back UP gets a small share at first, then its full weight.
-    @Test func aReturningServerRampsUp() throws {
+    @Test(arguments: [1, 2])
+    func aReturningServerRampsUp(threads: Int) throws {
         let bed = try TestBed()
         defer { bed.stop() }
         let a = try bed.backend(name: "a"), b = try bed.backend(name: "b")
@@ -107,7 +109,7 @@ import Testing
             option httpchk GET /haproxy.check
             server a 127.0.0.1:\(a) check inter 100 rise 1 fall 1
             server b 127.0.0.1:\(b) check inter 100 rise 1 fall 1 slowstart 3s
-        """), waitFor: port)
+        """, global: "    nbthread \(threads)"), waitFor: port)
         FileManager.default.createFile(atPath: bed.directory + "/b.down", contents: nil)
         #expect(TestBed.waitUntil(timeout: 3) { bed.log().contains("Server app/b is DOWN") })
         try FileManager.default.removeItem(atPath: bed.directory + "/b.down")
