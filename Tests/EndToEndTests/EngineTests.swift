@@ -258,23 +258,28 @@ func httpConfig(port: Int, servers: [(String, Int)], frontend: String = "", back
     }
 }
 
+/// A TCP-mode `listen echo` on `port` in front of the echo backend.
+func tcpEchoConfig(port: Int, echo: Int, defaults: String = "", listen: String = "") -> String {
+    """
+    defaults
+        mode tcp
+    \(defaults)
+        timeout connect 2s
+        timeout client 10s
+        timeout server 10s
+    listen echo
+        bind 127.0.0.1:\(port)
+    \(listen)
+        server e 127.0.0.1:\(echo)
+    """
+}
+
 @Suite(.serialized) struct TCPMode {
     @Test func fourMebibytesEchoByteForByte() throws {
         let bed = try TestBed()
         let echo = try bed.backend(name: "echo", kind: "echo")
         let port = TestBed.freePort()
-        let config = """
-        defaults
-            mode tcp
-            timeout connect 2s
-            timeout client 10s
-            timeout server 10s
-        listen echo
-            bind 127.0.0.1:\(port)
-            tcp-request connection reject if { src 192.0.2.0/24 }
-            server e 127.0.0.1:\(echo)
-        """
-        try bed.proxy(config, waitFor: port)
+        try bed.proxy(tcpEchoConfig(port: port, echo: echo, listen: "    tcp-request connection reject if { src 192.0.2.0/24 }"), waitFor: port)
         var payload = [UInt8](repeating: 0, count: 4 << 20)
         var x: UInt32 = 2463534242
         for i in 0..<payload.count { x ^= x << 13; x ^= x >> 17; x ^= x << 5; payload[i] = UInt8(truncatingIfNeeded: x) }
@@ -360,19 +365,7 @@ func parallelStatuses(_ urls: [String], timeout: Int = 10) throws -> [Int] {
         let bed = try TestBed()
         let echo = try bed.backend(name: "echo", kind: "echo")
         let port = TestBed.freePort()
-        let config = """
-        defaults
-            mode tcp
-            log stdout format raw local0
-            option tcplog
-            timeout connect 2s
-            timeout client 10s
-            timeout server 10s
-        listen echo
-            bind 127.0.0.1:\(port)
-            server e 127.0.0.1:\(echo)
-        """
-        try bed.proxy(config, waitFor: port)
+        try bed.proxy(tcpEchoConfig(port: port, echo: echo, defaults: "    log stdout format raw local0\n    option tcplog"), waitFor: port)
         let reply = TestBed.raw(port, Array("hello tcp".utf8), halfClose: true)
         #expect(String(decoding: reply, as: UTF8.self) == "hello tcp")
         #expect(TestBed.waitUntil { bed.log().contains(" 9 -- ") })
