@@ -129,7 +129,13 @@ extension ConfigParser {
                 case "expose-fd":
                     guard opts.popFirst() == "listeners" else { throw ConfigError("stats socket: the form is 'expose-fd listeners'") }
                     socket.exposeListeners = true
-                case "user", "group", "uid", "gid", "name":
+                case "uid", "gid":
+                    guard let v = opts.popFirst(), let n = UInt32(v) else { throw ConfigError("stats socket: '\(opt)' needs a numeric id") }
+                    if opt == "uid" { socket.uid = n } else { socket.gid = n }
+                case "user", "group":
+                    guard let v = opts.popFirst() else { throw ConfigError("stats socket: '\(opt)' needs a name") }
+                    if opt == "user" { socket.user = v } else { socket.group = v }
+                case "name":
                     guard opts.popFirst() != nil else { throw ConfigError("stats socket: '\(opt)' needs a value") }
                 default:
                     var hint = ""
@@ -138,7 +144,6 @@ extension ConfigParser {
                 }
             }
             config.global.statsSockets.append(socket)
-            notEnforced("stats socket", at: location, changesWire: false)
         case "timeout":
             try Values.expect(rest, 1, usage: "stats timeout <time>")
             config.global.statsTimeout = try Values.time(rest.first!, for: "stats timeout")

@@ -86,12 +86,17 @@ public struct GlobalSettings: Sendable {
     public init() {}
 }
 
-/// `stats socket <path|addr> [mode M] [level L] [expose-fd listeners]`.
+/// `stats socket <path|addr> [mode M] [uid U] [gid G] [user U] [group G] [level L] [expose-fd listeners]`.
 public struct StatsSocket: Sendable {
     public var address: ListenAddress
     public var mode: UInt32?
     public var level = "operator"
     public var exposeListeners = false
+    /// Owner of a UNIX socket's file: by number, or by name (looked up at start-up).
+    public var uid: UInt32?
+    public var gid: UInt32?
+    public var user: String?
+    public var group: String?
     public var location: SourceLocation
 }
 

@@ -20,6 +20,20 @@ enum ProxyServer {
         // 2. Listeners: handed over by the old processes first, bound fresh otherwise.
         let oldPIDs = options.softStopPIDs + options.terminatePIDs
         var inheritance = Handover.collect(from: oldPIDs)
+        // HAProxy's `-x SOCKET`: the sockets of whichever process (ours or HAProxy) listens
+        // there, for the bind lines the handover did not already cover.
+        if let path = options.socketTransfer {
+            let wanted = configuration.proxies.filter(\.isFrontend).flatMap(\.binds).flatMap(\.listenerKeys)
+            do {
+                let received = try ListenerExport.fetch(from: path)
+                inheritance.received += received.map(\.fd)
+                for (key, fd) in ListenerExport.match(received, wanted: wanted) where inheritance.listeners[key] == nil {
+                    inheritance.listeners[key] = fd
+                }
+            } catch {
+                ProxyMain.printError("proxy: warning: -x: \(error); binding the listeners afresh with SO_REUSEPORT\n")
+            }
+        }
         let reusePort = !(options.noReusePort || configuration.global.noReusePort)
         var listeners: [Listener] = []
         // A port held by a socket without SO_REUSEPORT: pause the old pids (SIGTTOU) and
@@ -53,6 +67,14 @@ enum ProxyServer {
             ProxyMain.printError("proxy: no frontend has a 'bind' line; nothing to serve\n")
             return 1
         }
+        // The runtime API's sockets, bound under temporary names until this start commits.
+        let runtimeAPI: RuntimeAPIServer
+        do { runtimeAPI = try RuntimeAPIServer(configuration: configuration) } catch {
+            for pid in paused { kill(pid, SIGTTIN) }
+            abandon(&inheritance)
+            ProxyMain.printError("\(error)\n")
+            return 1
+        }
         // 3. Daemon: the parent waits for the child's verdict and exits with it.
         var verdictPipe: Int32 = -1
         if daemon {
@@ -71,6 +93,7 @@ enum ProxyServer {
             setsid()
         }
         func fail(_ message: String) -> Int32 {
+            runtimeAPI.rollback()
             for pid in paused { kill(pid, SIGTTIN) }
             abandon(&inheritance)
             ProxyMain.printError(message)
@@ -87,6 +110,8 @@ enum ProxyServer {
                 return fail("proxy: cannot write pidfile '\(path)': \(e.reason)\n")
             } catch { return 1 }
         }
+        // The stats sockets take their paths now, while those are outside any chroot.
+        runtimeAPI.publish()
         // 5. chroot.
         if let dir = configuration.global.chroot {
             if chroot(dir) != 0 || chdir("/") != 0 {
@@ -132,6 +157,10 @@ enum ProxyServer {
         } catch {
             return fail("proxy: cannot start: \(error)\n")
         }
+        runtimeAPI.commit()
+        let startedAt = Int(time(nil))
+        runtimeAPI.commands = RuntimeCommands(engine: engine, startedAt: startedAt, threads: configuration.global.threads,
+                                              stopping: { engine.model.stopping.load(ordering: .relaxed) })
         let endpoint = Handover.Endpoint()
         if verdictPipe >= 0 {
             var ok: UInt8 = 0
@@ -146,7 +175,8 @@ enum ProxyServer {
             let note = taken > 0 ? " (\(taken) listener\(taken == 1 ? "" : "s") taken over)" : ""
             ProxyMain.printError("proxy \(ProxyMain.version) (pid \(getpid())): serving \(addresses)\(note)\n")
         }
-        return controlLoop(engine: engine, signals: signals, configuration: configuration, endpoint: endpoint)
+        return controlLoop(engine: engine, signals: signals, configuration: configuration, endpoint: endpoint,
+                           runtimeAPI: runtimeAPI)
     }
 
     /// A failed start: close the channels without saying `stop`; the old processes go on.
@@ -204,8 +234,9 @@ enum ProxyServer {
 
     /// Waits on signals and on the data loops; returns the exit status.
     static func controlLoop(engine: ProxyEngine, signals: SignalFD, configuration: Configuration,
-                            endpoint: Handover.Endpoint?) -> Int32 {
+                            endpoint: Handover.Endpoint?, runtimeAPI: RuntimeAPIServer) -> Int32 {
         guard let epoll = try? Epoll() else { return 1 }
+        runtimeAPI.register(in: epoll)
         try? epoll.add(signals.fd, events: Epoll.readable, token: 1)
         try? epoll.add(engine.finished.fd, events: Epoll.readable, token: 2)
         if let e = endpoint { try? epoll.add(e.fd, events: Epoll.readable, token: 3) }
@@ -219,6 +250,7 @@ enum ProxyServer {
             guard !softStopping else { return }
             softStopping = true
             engine.softStop()
+            runtimeAPI.closeListeners(epoll: epoll)
             if let after = configuration.global.hardStopAfter {
                 hardDeadline = Clock.monotonicNanoseconds() + UInt64(after) * 1_000_000
             }
@@ -232,6 +264,7 @@ enum ProxyServer {
             let n = events.withUnsafeMutableBufferPointer { epoll.wait($0.baseAddress!, capacity: 8, timeoutMilliseconds: timeout) }
             for i in 0..<n where events[i].data.u64 >= 3 {
                 let token = events[i].data.u64
+                if runtimeAPI.handle(token: token, events: events[i].events, epoll: epoll) { continue }
                 if token == 3, let e = endpoint {
                     if let channel = e.serveOne(listeners: engine.listeners, model: engine.model) {
                         channels[channel.rawValue] = channel
@@ -268,12 +301,14 @@ enum ProxyServer {
                 }
             }
             engine.finished.drain()
+            runtimeAPI.expire(epoll: epoll)
             if let d = hardDeadline, Clock.monotonicNanoseconds() >= d {
                 hardDeadline = nil
                 engine.hardStop()
             }
         }
         engine.join()
+        runtimeAPI.closeListeners(epoll: epoll)
         endpoint?.close()
         return 0
     }

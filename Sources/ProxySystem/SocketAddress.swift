@@ -73,6 +73,20 @@ public struct SocketAddress: Sendable, CustomStringConvertible {
         }
     }
 
+    /// The path of a UNIX address, or nil. An abstract name comes back with a leading "@".
+    public var unixPath: String? {
+        guard family == AF_UNIX else { return nil }
+        let offset = MemoryLayout<sa_family_t>.size
+        let count = Int(length) - offset
+        guard count > 0 else { return "" }
+        return withUnsafeBytes(of: storage) { raw in
+            let bytes = Array(raw[offset..<offset + count])
+            if bytes.first == 0 { return "@" + String(decoding: bytes.dropFirst(), as: UTF8.self) }
+            let end = bytes.firstIndex(of: 0) ?? bytes.count
+            return String(decoding: bytes[..<end], as: UTF8.self)
+        }
+    }
+
     /// IPv4 address in host order, or nil.
     public var ipv4: UInt32? {
         guard family == AF_INET else { return nil }

@@ -42,6 +42,36 @@ public enum UnixSocket {
         return poll(&p, 1, milliseconds) == 1
     }
 
+    /// A blocking stream socket connected to a filesystem path.
+    public static func connect(path: String) throws -> FileDescriptor {
+        let raw = try retryingOnInterrupt("socket") { socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) }
+        let fd = FileDescriptor(rawValue: raw)
+        do {
+            let address = SocketAddress(unixPath: path)
+            _ = try retryingOnInterrupt("connect") { address.withSockAddr { Glibc.connect(raw, $0, $1) } }
+        } catch {
+            fd.close()
+            throw error
+        }
+        return fd
+    }
+
+    /// Reads exactly `count` bytes from a blocking socket, waiting at most `milliseconds` for
+    /// each part. Nil on end of stream or timeout.
+    public static func readExactly(_ fd: FileDescriptor, count: Int, milliseconds: Int32) -> [UInt8]? {
+        var bytes = [UInt8](repeating: 0, count: count)
+        var got = 0
+        while got < count {
+            guard waitReadable(fd, milliseconds: milliseconds) else { return nil }
+            let n = bytes.withUnsafeMutableBytes { raw in
+                (try? retryingOnInterrupt("recv") { recv(fd.rawValue, raw.baseAddress! + got, count - got, 0) }) ?? 0
+            }
+            if n <= 0 { return nil }
+            got += n
+        }
+        return bytes
+    }
+
     /// A blocking connected stream socket to an abstract name, or nil when nobody listens.
     public static func connectAbstract(_ name: String) -> FileDescriptor? {
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
