@@ -99,23 +99,27 @@ public final class BufferPool {
 
     /// Set when the last buffer in use came back: the loop went quiet.
     private var quiet = false
+    /// A trim is owed (quiet, or many buffers released) and waits for `minimumTrimInterval`.
+    private var trimOwed = false
+    private var lastTrimMs: Int64 = .min / 2
+    /// malloc_trim walks the whole heap: at most once a second, or it costs more than it saves
+    /// (under close-mode load the pool empties between connections hundreds of times a second).
+    static let minimumTrimInterval: Int64 = 1000
 
     /// Returns freed memory to the kernel after a burst, and when the loop goes quiet keeps
-    /// only a small reserve, so a long-lived process does not hold its peak (called by the
-    /// loop before it waits).
-    public func trimIfNeeded() {
-        if quiet {
-            quiet = false
-            if free.count > 16 {
-                released += free.count - 16
-                free.removeLast(free.count - 16)
-            }
-            released = 0
-            Memory.trim()
-        } else if released >= 256 {
-            released = 0
-            Memory.trim()
-        }
+    /// only a small reserve, so a long-lived process does not hold its peak. Called by the loop
+    /// before it waits; returns how many milliseconds it may sleep before an owed trim is due.
+    public func trimIfNeeded(now: Int64) -> Int32? {
+        if quiet || released >= 256 { quiet = false; trimOwed = true }
+        guard trimOwed else { return nil }
+        let due = lastTrimMs + Self.minimumTrimInterval
+        if now < due { return Int32(due - now) }
+        if inUse == 0 && free.count > 16 { free.removeLast(free.count - 16) }
+        released = 0
+        trimOwed = false
+        lastTrimMs = now
+        Memory.trim()
+        return nil
     }
 
     @inline(__always) public func take() -> Buffer {

@@ -229,8 +229,9 @@ public final class EventLoop: @unchecked Sendable {
         let events = UnsafeMutablePointer<epoll_event>.allocate(capacity: Int(capacity))
         defer { events.deallocate() }
         while running {
-            buffers.trimIfNeeded()
-            let n = epoll.wait(events, capacity: capacity, timeoutMilliseconds: again.isEmpty ? nextTimeout : 0)
+            var timeout = again.isEmpty ? nextTimeout : 0
+            if let trimDue = buffers.trimIfNeeded(now: Clock.coarseMilliseconds()), timeout < 0 || trimDue < timeout { timeout = trimDue }
+            let n = epoll.wait(events, capacity: capacity, timeoutMilliseconds: timeout)
             now = Clock.coarseMilliseconds()
             for i in 0..<n {
                 let token = events[i].data.u64

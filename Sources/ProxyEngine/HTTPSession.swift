@@ -668,7 +668,10 @@ final class HTTPSession: LoopObject {
         }
         if upgradeRequested {
             out.append("connection: upgrade\r\n")
-        } else if closeAfterResponse || backendClosesServerSide {
+        } else if backendClosesServerSide {
+            // Only the configuration closes the server side. A client that closes (or a soft
+            // stop) leaves the server connection reusable: the pool takes it, which spares
+            // the server a close and a TIME_WAIT per request, as HAProxy does.
             out.append("connection: close\r\n")
             toldServerToClose = true
         } else if request.minorVersion == 0 {
@@ -692,7 +695,7 @@ final class HTTPSession: LoopObject {
 
     var backendClosesServerSide: Bool {
         let mode = backend?.settings.options.httpConnectionMode ?? .keepAlive
-        return mode != .keepAlive || settings.options.httpConnectionMode == .serverClose
+        return mode != .keepAlive || settings.options.httpConnectionMode != .keepAlive
     }
 
     func hasHeader(_ name: String) -> Bool {

@@ -105,22 +105,23 @@ final class LoopContext: @unchecked Sendable {
     @inline(__always)
     func takeIdle(_ server: RuntimeServer) -> ServerConnection? {
         let key = ObjectIdentifier(server)
-        guard var list = idle[key] else { return nil }
-        while let c = list.popLast() {
+        // Popped in place: copying the list out of the dictionary would copy its storage.
+        while let c = idle[key]?.popLast() {
             if c.eof || c.closed || c.hangup { c.close(); continue }
-            idle[key] = list
             return c
         }
-        idle[key] = list
         return nil
     }
 
-    /// Pools a connection for reuse, or closes it when the pool is full.
+    /// Pools a connection for reuse, or closes it when the pool is full. It sits between
+    /// two messages, so a full pool closes it with a reset, as HAProxy does: the server is
+    /// spared a lingering close and a TIME_WAIT.
     func release(_ c: ServerConnection) {
         c.session = nil
         let key = ObjectIdentifier(c.server)
-        if c.eof || c.closed || context_stopping || (idle[key]?.count ?? 0) >= maxIdlePerServer {
-            c.close()
+        if c.eof || c.closed { c.close(); return }
+        if context_stopping || (idle[key]?.count ?? 0) >= maxIdlePerServer {
+            c.close(abort: true)
             return
         }
         idle[key, default: []].append(c)

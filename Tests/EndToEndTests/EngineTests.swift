@@ -41,6 +41,9 @@ func httpConfig(port: Int, servers: [(String, Int)], frontend: String = "", back
         let close = try TestBed.curl(["-H", "Connection: close", "http://127.0.0.1:\(port)/c"])
         #expect(close.2.lowercased().contains("connection: close"))
         #expect(!close.2.contains("X-Seen-Connection"))
+        // The client's close is not passed on, so the server connection can go to the pool.
+        let seen = TestBed.stats(b).last["headers"] as? [[String]] ?? []
+        #expect(!seen.contains { $0.first?.lowercased() == "connection" }, "\(seen)")
     }
 
     /// The hostile-request list: each gets its 4xx, and the backend never sees it.
