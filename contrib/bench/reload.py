@@ -109,6 +109,8 @@ def under_load(subject, duration, interval, close):
     deadline = time.time() + 35
     while time.time() < deadline and len(subject.pids()) > 1:
         time.sleep(0.2)
+    # At rest: proxy hands freed heap back to the kernel at most once a second once quiet.
+    time.sleep(1.5)
     pids = subject.pids()
     last = fds_and_rss(pids[0]) if len(pids) == 1 else (None, None)
     subject.stop_all()
