@@ -48,6 +48,18 @@ func cli(_ path: String, _ line: String) -> String? {
         """
     }
 
+    /// The same config for HAProxy (answering "haproxy"), written to h.cfg; nil without haproxy.
+    func haproxyConfig(_ bed: TestBed, port: Int, socket: String) throws -> (binary: String, config: String)? {
+        guard let haproxy = Harness.which("haproxy") else {
+            print("skipped: haproxy is not installed")
+            return nil
+        }
+        let path = bed.directory + "/h.cfg"
+        try config(port: port, socket: socket).replacingOccurrences(of: "string \"proxy\"", with: "string \"haproxy\"")
+            .write(toFile: path, atomically: true, encoding: .utf8)
+        return (haproxy, path)
+    }
+
     @Test func answersCommandsAndFollowsTheNewestProcess() throws {
         let bed = try TestBed()
         let port = TestBed.freePort()
@@ -81,16 +93,11 @@ func cli(_ path: String, _ line: String) -> String? {
 
     /// HAProxy with `expose-fd listeners` hands its sockets to `proxy -x`.
     @Test func takesTheSameSocketsFromHAProxy() throws {
-        guard let haproxy = Harness.which("haproxy") else {
-            print("skipped: haproxy is not installed")
-            return
-        }
         let bed = try TestBed()
         let port = TestBed.freePort()
         let haproxySocket = bed.directory + "/haproxy.sock"
-        try config(port: port, socket: haproxySocket).replacingOccurrences(of: "string \"proxy\"", with: "string \"haproxy\"")
-            .write(toFile: bed.directory + "/h.cfg", atomically: true, encoding: .utf8)
-        let old = try bed.start(haproxy, ["-f", bed.directory + "/h.cfg"], log: bed.directory + "/haproxy.log")
+        guard let (haproxy, h) = try haproxyConfig(bed, port: port, socket: haproxySocket) else { return }
+        let old = try bed.start(haproxy, ["-f", h], log: bed.directory + "/haproxy.log")
         #expect(TestBed.waitForPort(port), "haproxy: \(bed.read(bed.directory + "/haproxy.log"))")
         let inode = listeningInode(port)
         let (new, log) = try bed.startProxy(config(port: port, socket: bed.directory + "/api.sock"), name: "new.cfg",
@@ -105,18 +112,13 @@ func cli(_ path: String, _ line: String) -> String? {
 
     /// `haproxy -x` takes the same sockets from our stats socket: the wire format is HAProxy's.
     @Test func handsTheSameSocketsToHAProxy() throws {
-        guard let haproxy = Harness.which("haproxy") else {
-            print("skipped: haproxy is not installed")
-            return
-        }
         let bed = try TestBed()
         let port = TestBed.freePort()
         let socket = bed.directory + "/api.sock"
+        guard let (haproxy, h) = try haproxyConfig(bed, port: port, socket: bed.directory + "/haproxy.sock") else { return }
         let old = try bed.proxy(config(port: port, socket: socket), waitFor: port)
         let inode = listeningInode(port)
-        try config(port: port, socket: bed.directory + "/haproxy.sock").replacingOccurrences(of: "string \"proxy\"", with: "string \"haproxy\"")
-            .write(toFile: bed.directory + "/h.cfg", atomically: true, encoding: .utf8)
-        let new = try bed.start(haproxy, ["-f", bed.directory + "/h.cfg", "-x", socket, "-sf", String(old.processIdentifier)],
+        let new = try bed.start(haproxy, ["-f", h, "-x", socket, "-sf", String(old.processIdentifier)],
                                 log: bed.directory + "/haproxy.log")
         #expect(TestBed.waitUntil { !old.isRunning }, "proxy did not stop")
         #expect(new.isRunning, "\(bed.read(bed.directory + "/haproxy.log"))")
