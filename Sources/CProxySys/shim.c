@@ -76,4 +76,6 @@ ssize_t cproxy_recv_fds(int sock, void *data, size_t len, int *fds, int max, int
 
 int cproxy_errno(void) { return errno; }
 
+int cproxy_open_directory(const char *path) { return open(path, O_PATH | O_DIRECTORY | O_CLOEXEC); }
+
 char **cproxy_environ(void) { return environ; }

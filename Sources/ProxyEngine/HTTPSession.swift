@@ -1029,7 +1029,10 @@ final class HTTPSession: LoopObject {
     func finishResponse(serverReusable: Bool) {
         releaseSlot()
         guard let s = server else { return }
+        // Only a connection whose request went out whole: a body cut short by an early
+        // response would make the server read the next request as the rest of it.
         let reusable = serverReusable && pendingServerReusable && !s.eof && !toldServerToClose && (fromServer?.isEmpty ?? true)
+            && (toServer?.isEmpty ?? true)
             && { if case .done = requestBody { return true } else { return false } }()
         pendingServerReusable = true
         if reusable && !closeAfterResponse {

@@ -50,44 +50,55 @@ enum ListenerExport {
         var fds: [Int32] = []
         var bytes: [UInt8] = []
         var failure: Failure?
-        while fds.count < expected {
+        // Descriptors and their names may come in separate reads: read until both are whole.
+        var received: [Received]?
+        while received == nil {
+            if fds.count > expected {
+                failure = Failure(description: "'\(path)' sent \(fds.count) sockets, not the \(expected) it announced")
+                break
+            }
+            if fds.count == expected, let all = describe(fds, bytes) {
+                received = all
+                break
+            }
             guard UnixSocket.waitReadable(fd, milliseconds: timeoutMilliseconds),
                   let (data, got) = try? UnixSocket.receive(fd), !data.isEmpty || !got.isEmpty else {
-                failure = Failure(description: "'\(path)' sent \(fds.count) of \(expected) sockets, then stopped")
+                failure = Failure(description: fds.count < expected
+                    ? "'\(path)' sent \(fds.count) of \(expected) sockets, then stopped"
+                    : "'\(path)' sent malformed socket descriptions")
                 break
             }
             fds += got
             bytes += data
-            var ack: Int32 = 0
-            _ = withUnsafeBytes(of: &ack) { try? fd.writeAll($0) }
+            if !got.isEmpty {
+                var ack: Int32 = 0
+                _ = withUnsafeBytes(of: &ack) { try? fd.writeAll($0) }
+            }
         }
-        if failure == nil, fds.count != expected {
-            failure = Failure(description: "'\(path)' sent \(fds.count) sockets, not the \(expected) it announced")
-        }
-        if let failure {
+        guard let received, failure == nil else {
             for f in fds { Glibc.close(f) }
-            throw failure
+            throw failure ?? Failure(description: "'\(path)' sent nothing usable")
         }
-        // The names, in the order of the descriptors.
-        var received: [Received] = []
+        return received
+    }
+
+    /// The names sent along with `fds`, in their order; nil while some are still missing.
+    static func describe(_ fds: [Int32], _ bytes: [UInt8]) -> [Received]? {
+        var result: [Received] = []
         var offset = 0
         func name() -> String? {
             guard offset < bytes.count else { return nil }
             let length = Int(bytes[offset])
-            offset += 1
-            guard offset + length <= bytes.count else { return nil }
-            defer { offset += length }
-            return String(decoding: bytes[offset..<offset + length], as: UTF8.self)
+            guard offset + 1 + length <= bytes.count else { return nil }
+            defer { offset += 1 + length }
+            return String(decoding: bytes[offset + 1..<offset + 1 + length], as: UTF8.self)
         }
         for f in fds {
-            guard let ns = name(), let interface = name(), offset + 4 <= bytes.count else {
-                for f in fds { Glibc.close(f) }
-                throw Failure(description: "'\(path)' sent malformed socket descriptions")
-            }
+            guard let ns = name(), let interface = name(), offset + 4 <= bytes.count else { return nil }
             offset += 4
-            received.append(Received(fd: f, namespace: ns, interface: interface))
+            result.append(Received(fd: f, namespace: ns, interface: interface))
         }
-        return received
+        return result
     }
 
     /// Pairs each wanted listener key with a received socket of the same address and options.

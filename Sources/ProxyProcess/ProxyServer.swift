@@ -69,19 +69,28 @@ enum ProxyServer {
         }
         // The runtime API's sockets, bound under temporary names until this start commits.
         let runtimeAPI: RuntimeAPIServer
-        do { runtimeAPI = try RuntimeAPIServer(configuration: configuration) } catch {
+        do { runtimeAPI = try RuntimeAPIServer(configuration: configuration, oldProcesses: !oldPIDs.isEmpty) } catch {
             for pid in paused { kill(pid, SIGTTIN) }
             abandon(&inheritance)
             ProxyMain.printError("\(error)\n")
             return 1
         }
-        // 3. Daemon: the parent waits for the child's verdict and exits with it.
         var verdictPipe: Int32 = -1
+        /// A failed start: the old processes go on as they were, resumed if paused.
+        func fail(_ message: String) -> Int32 {
+            runtimeAPI.rollback()
+            for pid in paused { kill(pid, SIGTTIN) }
+            abandon(&inheritance)
+            ProxyMain.printError(message)
+            if verdictPipe >= 0 { var v: UInt8 = 1; _ = Glibc.write(verdictPipe, &v, 1) }
+            return 1
+        }
+        // 3. Daemon: the parent waits for the child's verdict and exits with it.
         if daemon {
             var fds: [Int32] = [0, 0]
-            guard cproxy_pipe2(&fds, O_CLOEXEC) == 0 else { return 1 }
+            guard cproxy_pipe2(&fds, O_CLOEXEC) == 0 else { return fail("proxy: pipe: \(SystemError.last("pipe2").reason)\n") }
             let pid = fork()
-            if pid < 0 { ProxyMain.printError("proxy: fork: \(SystemError.last("fork").reason)\n"); return 1 }
+            if pid < 0 { return fail("proxy: fork: \(SystemError.last("fork").reason)\n") }
             if pid > 0 {
                 Glibc.close(fds[1])
                 var verdict: UInt8 = 1
@@ -92,30 +101,14 @@ enum ProxyServer {
             verdictPipe = fds[1]
             setsid()
         }
-        func fail(_ message: String) -> Int32 {
-            runtimeAPI.rollback()
-            for pid in paused { kill(pid, SIGTTIN) }
-            abandon(&inheritance)
-            ProxyMain.printError(message)
-            if verdictPipe >= 0 { var v: UInt8 = 1; _ = Glibc.write(verdictPipe, &v, 1) }
-            return 1
-        }
         // 4. Pidfile, with the serving process's pid.
         if let path = options.pidFile ?? configuration.global.pidfile {
             do {
                 let fd = try FileDescriptor.open(path, flags: O_WRONLY | O_CREAT | O_TRUNC, mode: 0o644)
                 try fd.writeAll("\(getpid())\n")
                 fd.close()
-            } catch let e as SystemError {
-                return fail("proxy: cannot write pidfile '\(path)': \(e.reason)\n")
-            } catch { return 1 }
-        }
-        // The stats sockets take their paths now, while those are outside any chroot.
-        runtimeAPI.publish()
-        // 5. chroot.
-        if let dir = configuration.global.chroot {
-            if chroot(dir) != 0 || chdir("/") != 0 {
-                return fail("proxy: cannot chroot to '\(dir)': \(SystemError.last("chroot").reason)\n")
+            } catch {
+                return fail("proxy: cannot write pidfile '\(path)': \((error as? SystemError)?.reason ?? "\(error)")\n")
             }
         }
         // The runtime model, with the state the old processes carried.
@@ -126,6 +119,14 @@ enum ProxyServer {
         for (_, b) in model.backends {
             for srv in b.servers {
                 if let up = inheritance.serverStates["\(b.name)/\(srv.name)"] { srv.isUp.store(up, ordering: .relaxed) }
+            }
+        }
+        // The stats sockets take their names; a link keeps the old ones until step 6.
+        runtimeAPI.publish()
+        // 5. chroot.
+        if let dir = configuration.global.chroot {
+            if chroot(dir) != 0 || chdir("/") != 0 {
+                return fail("proxy: cannot chroot to '\(dir)': \(SystemError.last("chroot").reason)\n")
             }
         }
         // 6. Tell the old processes, now that this one is ready, and collect their answers.
@@ -147,6 +148,9 @@ enum ProxyServer {
         let used = Set(listeners.map(\.fd.rawValue))
         for fd in inheritance.received where !used.contains(fd) { Glibc.close(fd) }
         if !acknowledged { ProxyMain.printError("proxy: warning: not every old process acknowledged the stop\n") }
+        // No way back now: the old stats sockets' links go, and addresses they held are taken.
+        runtimeAPI.commit()
+        runtimeAPI.bindHeld()
         // 7. Drop privileges.
         if let message = dropPrivileges(configuration.global) { return fail(message) }
         // 8. The data loops, then our own handover endpoint for the next reload.
@@ -157,7 +161,6 @@ enum ProxyServer {
         } catch {
             return fail("proxy: cannot start: \(error)\n")
         }
-        runtimeAPI.commit()
         let startedAt = Int(time(nil))
         runtimeAPI.commands = RuntimeCommands(engine: engine, startedAt: startedAt, threads: configuration.global.threads,
                                               stopping: { engine.model.stopping.load(ordering: .relaxed) })

@@ -42,10 +42,13 @@ public enum UnixSocket {
         return poll(&p, 1, milliseconds) == 1
     }
 
-    /// A blocking stream socket connected to a filesystem path.
-    public static func connect(path: String) throws -> FileDescriptor {
+    /// A blocking stream socket connected to a filesystem path. A listener whose backlog is
+    /// full makes connect wait: `timeoutMilliseconds` bounds that, and each later send.
+    public static func connect(path: String, timeoutMilliseconds: Int = 1000) throws -> FileDescriptor {
         let raw = try retryingOnInterrupt("socket") { socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) }
         let fd = FileDescriptor(rawValue: raw)
+        var timeout = timeval(tv_sec: timeoutMilliseconds / 1000, tv_usec: timeoutMilliseconds % 1000 * 1000)
+        setsockopt(raw, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         do {
             let address = SocketAddress(unixPath: path)
             _ = try retryingOnInterrupt("connect") { address.withSockAddr { Glibc.connect(raw, $0, $1) } }

@@ -7,13 +7,16 @@ func cli(_ path: String, _ line: String) -> String? {
     let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
     guard fd >= 0 else { return nil }
     defer { close(fd) }
+    // "@name" is an abstract name (abns@ in the config).
     var address = sockaddr_un()
     address.sun_family = sa_family_t(AF_UNIX)
+    let name = path.hasPrefix("@") ? [0] + Array(path.utf8.dropFirst()) : Array(path.utf8)
     withUnsafeMutableBytes(of: &address.sun_path) { raw in
-        for (i, b) in path.utf8.prefix(107).enumerated() { raw[i] = b }
+        for (i, b) in name.prefix(107).enumerated() { raw[i] = b }
     }
+    let length = path.hasPrefix("@") ? MemoryLayout<sa_family_t>.size + name.count : MemoryLayout<sockaddr_un>.size
     let connected = withUnsafePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(length)) }
     }
     guard connected == 0 else { return nil }
     var timeout = timeval(tv_sec: 3, tv_usec: 0)
@@ -82,10 +85,43 @@ func cli(_ path: String, _ line: String) -> String? {
         let bad = config(port: port, socket: bed.directory + "/no/such/dir/api.sock")
         try bad.write(toFile: bed.directory + "/bad.cfg", atomically: true, encoding: .utf8)
         let r = try Harness.proxy(["-f", bed.directory + "/bad.cfg", "-sf", String(new.processIdentifier)])
-        #expect(r.status != 0 && r.stderr.contains("bad.cfg:2: stats socket"), "\(r.stderr)")
+        #expect(r.status != 0 && r.stderr.contains("bad.cfg:2: error: stats socket"), "\(r.stderr)")
+        #expect(new.isRunning && (cli(socket, "show info") ?? "").contains("Pid: \(new.processIdentifier)\n"))
+        // One that fails after its socket took the name (at chroot) gives the name back.
+        let late = config(port: port, socket: socket).replacingOccurrences(of: "global\n", with: "global\n    chroot \(bed.directory)/missing\n")
+        try late.write(toFile: bed.directory + "/late.cfg", atomically: true, encoding: .utf8)
+        let r2 = try Harness.proxy(["-f", bed.directory + "/late.cfg", "-sf", String(new.processIdentifier)])
+        #expect(r2.status != 0 && r2.stderr.contains("cannot chroot"), "\(r2.stderr)")
         #expect(new.isRunning && (cli(socket, "show info") ?? "").contains("Pid: \(new.processIdentifier)\n"))
         #expect(!Harness.files(in: bed.directory).contains { $0.hasSuffix(".tmp") || $0.hasSuffix(".bak") })
         // The last process stopping removes its socket.
+        kill(new.processIdentifier, SIGUSR1)
+        #expect(TestBed.waitUntil { !new.isRunning })
+        #expect(!FileManager.default.fileExists(atPath: socket))
+    }
+
+    /// With `chroot` (and root), names are handled through the directory opened before it:
+    /// a reload leaves no temporary or backup names, and the last process removes its socket.
+    @Test func reloadsWithAChrootAndAnAbstractName() throws {
+        guard getuid() == 0 else {
+            print("skipped: chroot needs root")
+            return
+        }
+        let bed = try TestBed()
+        let port = TestBed.freePort()
+        let socket = bed.directory + "/api.sock"
+        let abstract = "proxy-test-\(getpid())-\(port)"
+        try FileManager.default.createDirectory(atPath: bed.directory + "/jail", withIntermediateDirectories: true)
+        let cfg = config(port: port, socket: socket)
+            .replacingOccurrences(of: "global\n", with: "global\n    chroot \(bed.directory)/jail\n    stats socket abns@\(abstract) level admin\n")
+        let old = try bed.proxy(cfg, waitFor: port)
+        #expect((cli("@" + abstract, "show info") ?? "").contains("Pid: \(old.processIdentifier)\n"))
+        let (new, log) = try bed.startProxy(cfg, name: "new.cfg", arguments: ["-sf", String(old.processIdentifier)])
+        bed.proxy = new
+        #expect(TestBed.waitUntil { !old.isRunning })
+        #expect(TestBed.waitUntil { (cli(socket, "show info") ?? "").contains("Pid: \(new.processIdentifier)\n") }, "\(bed.read(log))")
+        #expect((cli("@" + abstract, "show info") ?? "").contains("Pid: \(new.processIdentifier)\n"), "\(bed.read(log))")
+        #expect(!Harness.files(in: bed.directory).contains { $0.hasSuffix(".tmp") || $0.hasSuffix(".bak") })
         kill(new.processIdentifier, SIGUSR1)
         #expect(TestBed.waitUntil { !new.isRunning })
         #expect(!FileManager.default.fileExists(atPath: socket))

@@ -26,6 +26,9 @@ ssize_t cproxy_send_fds(int sock, const void *data, size_t len, const int *fds, 
 ssize_t cproxy_recv_fds(int sock, void *data, size_t len, int *fds, int max, int *count);
 /// The C library's errno, read without the Swift overlay's indirection.
 int cproxy_errno(void);
+
+// open(2) of a directory with O_PATH (a _GNU_SOURCE flag), for the *at() calls.
+int cproxy_open_directory(const char *path);
 /// The uid of the peer of a UNIX socket (SO_PEERCRED); -1 on error.
 int cproxy_peer_uid(int fd, unsigned int *uid);
 /// malloc_trim(3): returns free heap pages to the kernel.

@@ -9,19 +9,23 @@ import Glibc
 /// non-interactive mode), gets the answers, and is closed.
 ///
 /// A UNIX socket is bound as `PATH.PID.tmp` and renamed into place only once the process is
-/// committed to serving, so a reload that fails leaves the old process's socket where it was
-/// (`-x PATH` of the next reload reaches the newest process).
+/// about to serve, with a link to the old socket kept until the old processes are told, so
+/// a reload that fails leaves the old process's socket where it was (`-x PATH` of the next
+/// reload reaches the newest process).
 final class RuntimeAPIServer {
-    /// One `stats socket` line's listening socket.
+    /// One `stats socket` line's listening socket (nil while a held address waits for the
+    /// old process to let it go).
     struct Endpoint {
-        let fd: FileDescriptor
+        var fd: FileDescriptor?
         let settings: StatsSocket
-        /// For a UNIX socket: the configured path, and where it is bound until published.
-        let path: String?
+        /// For a UNIX socket: its directory, opened before any chroot and kept, so that
+        /// publishing, rollback and the final unlink work from inside one; and the names in it.
+        var directory: Int32 = -1
+        var name = ""
         var temporary: String?
         /// A link to the previous owner's socket, restored if this start fails.
         var backup: String?
-        /// The published file's identity, to know later whether the path still names it.
+        /// The published file's identity, to know later whether the name still is ours.
         var file: (device: UInt, inode: UInt)?
     }
 
@@ -48,6 +52,9 @@ final class RuntimeAPIServer {
     private(set) var endpoints: [Endpoint] = []
     private var sessions: [Int32: Session] = [:]
     private var listening = false
+    /// Listeners taken out of the epoll after an accept error (out of descriptors), re-armed
+    /// on the next tick so the control loop does not spin.
+    private var resting: [Int] = []
     let idleTimeoutNanoseconds: UInt64
     /// Set once the engine runs, before the first session is accepted.
     var commands: RuntimeCommands?
@@ -57,46 +64,30 @@ final class RuntimeAPIServer {
         let description: String
     }
 
-    /// Binds every `stats socket` line (UNIX ones under a temporary name).
-    init(configuration: Configuration) throws {
+    /// Binds every `stats socket` line: UNIX ones under a temporary name, beside a link to
+    /// the socket they will replace. An address still held by an old process (an abstract
+    /// name, say) is left for `bindHeld()` once the old processes have stopped.
+    init(configuration: Configuration, oldProcesses: Bool) throws {
         idleTimeoutNanoseconds = UInt64(configuration.global.statsTimeout ?? 10_000) * 1_000_000
         do {
-            for settings in configuration.global.statsSockets { endpoints.append(try Self.bind(settings)) }
+            for settings in configuration.global.statsSockets {
+                endpoints.append(try Self.bind(settings, deferringHeld: oldProcesses))
+            }
         } catch {
             rollback()
             throw error
         }
     }
 
-    private static func bind(_ settings: StatsSocket) throws -> Endpoint {
-        let where_ = "\(settings.location): stats socket \(settings.address)"
+    private static func failure(_ settings: StatsSocket, _ what: String) -> BindFailure {
+        BindFailure(description: "\(settings.location): error: stats socket \(settings.address): \(what)")
+    }
+
+    private static func bind(_ settings: StatsSocket, deferringHeld: Bool) throws -> Endpoint {
         do {
             switch settings.address {
             case .unix(let path):
-                let temporary = "\(path).\(getpid()).tmp"
-                let fd = try Socket.make(family: AF_UNIX)
-                do {
-                    unlink(temporary)
-                    try Socket.bind(fd, SocketAddress(unixPath: temporary))
-                    if let mode = settings.mode, chmod(temporary, mode_t(mode)) != 0 { throw SystemError.last("chmod") }
-                    var uid = settings.uid.map { uid_t($0) } ?? uid_t.max
-                    var gid = settings.gid.map { gid_t($0) } ?? gid_t.max
-                    if let name = settings.user {
-                        guard let e = getpwnam(name) else { throw BindFailure(description: "\(where_): unknown user '\(name)'") }
-                        uid = e.pointee.pw_uid
-                    }
-                    if let name = settings.group {
-                        guard let e = getgrnam(name) else { throw BindFailure(description: "\(where_): unknown group '\(name)'") }
-                        gid = e.pointee.gr_gid
-                    }
-                    if uid != uid_t.max || gid != gid_t.max, chown(temporary, uid, gid) != 0 { throw SystemError.last("chown") }
-                    try Socket.listen(fd, backlog: 16)
-                } catch {
-                    fd.close()
-                    unlink(temporary)
-                    throw error
-                }
-                return Endpoint(fd: fd, settings: settings, path: path, temporary: temporary)
+                return try bindUnix(path, settings)
             case .inet, .abstract:
                 guard let address = Listener.socketAddress(for: ListenerKey(address: settings.address)) else {
                     throw SystemError("bind", code: EINVAL)
@@ -109,57 +100,132 @@ final class RuntimeAPIServer {
                     }
                     try Socket.bind(fd, address)
                     try Socket.listen(fd, backlog: 16)
+                } catch let e as SystemError where e.code == EADDRINUSE && deferringHeld {
+                    fd.close()
+                    return Endpoint(fd: nil, settings: settings)
                 } catch {
                     fd.close()
                     throw error
                 }
-                return Endpoint(fd: fd, settings: settings, path: nil)
+                return Endpoint(fd: fd, settings: settings)
             case .inheritedFD(let n):
                 let fd = FileDescriptor(rawValue: n)
                 try Socket.setNonBlocking(fd)
-                return Endpoint(fd: fd, settings: settings, path: nil)
+                return Endpoint(fd: fd, settings: settings)
             }
         } catch let e as SystemError {
-            throw BindFailure(description: "\(where_): cannot bind: \(e.reason)")
+            throw failure(settings, "cannot bind: \(e.reason)")
         }
     }
 
-    /// Renames the UNIX sockets into place, keeping a link to the sockets they replace.
-    func publish() {
-        for i in endpoints.indices {
-            guard let path = endpoints[i].path, let temporary = endpoints[i].temporary else { continue }
-            let backup = "\(path).\(getpid()).bak"
-            unlink(backup)
-            if link(path, backup) == 0 { endpoints[i].backup = backup }
-            if rename(temporary, path) == 0 {
-                endpoints[i].temporary = nil
-                endpoints[i].file = Self.identity(path)
-            } else {
-                ProxyMain.printError("proxy: warning: stats socket: cannot rename '\(temporary)' to '\(path)': \(SystemError.last("rename").reason)\n")
+    private static func bindUnix(_ path: String, _ settings: StatsSocket) throws -> Endpoint {
+        let slash = path.lastIndex(of: "/")
+        let directoryPath = slash.map { $0 == path.startIndex ? "/" : String(path[..<$0]) } ?? "."
+        let name = slash.map { String(path[path.index(after: $0)...]) } ?? path
+        let directory = cproxy_open_directory(directoryPath)
+        guard directory >= 0 else {
+            throw failure(settings, "cannot open the directory '\(directoryPath)': \(SystemError.last("open").reason)")
+        }
+        var endpoint = Endpoint(fd: nil, settings: settings, directory: directory, name: name)
+        let temporary = "\(name).\(getpid()).tmp"
+        let backup = "\(name).\(getpid()).bak"
+        do {
+            let fd = try Socket.make(family: AF_UNIX)
+            endpoint.fd = fd
+            unlinkat(directory, temporary, 0)
+            try Socket.bind(fd, SocketAddress(unixPath: directoryPath + "/" + temporary))
+            endpoint.temporary = temporary
+            if let mode = settings.mode, fchmodat(directory, temporary, mode_t(mode), 0) != 0 { throw SystemError.last("chmod") }
+            var uid = settings.uid.map { uid_t($0) } ?? uid_t.max
+            var gid = settings.gid.map { gid_t($0) } ?? gid_t.max
+            if let user = settings.user {
+                guard let e = getpwnam(user) else { throw failure(settings, "unknown user '\(user)'") }
+                uid = e.pointee.pw_uid
+            }
+            if let group = settings.group {
+                guard let e = getgrnam(group) else { throw failure(settings, "unknown group '\(group)'") }
+                gid = e.pointee.gr_gid
+            }
+            if uid != uid_t.max || gid != gid_t.max, fchownat(directory, temporary, uid, gid, 0) != 0 { throw SystemError.last("chown") }
+            try Socket.listen(fd, backlog: 16)
+            // Keep the running process's socket reachable until this start commits.
+            unlinkat(directory, backup, 0)
+            if linkat(directory, name, directory, backup, 0) == 0 {
+                endpoint.backup = backup
+            } else if cproxy_errno() != ENOENT {
+                throw failure(settings, "cannot keep a link to the socket in use at '\(path)': \(SystemError.last("link").reason)")
+            }
+        } catch {
+            endpoint.fd?.close()
+            if let t = endpoint.temporary { unlinkat(directory, t, 0) }
+            if let b = endpoint.backup { unlinkat(directory, b, 0) }
+            Glibc.close(directory)
+            if let e = error as? SystemError { throw failure(settings, "cannot bind: \(e.reason)") }
+            throw error
+        }
+        return endpoint
+    }
+
+    /// Binds the addresses an old process held at start-up; it has stopped by now (ours
+    /// close their stats sockets before acknowledging). One that is still held after a short
+    /// wait is reported and left out.
+    func bindHeld() {
+        for i in endpoints.indices where endpoints[i].fd == nil && endpoints[i].directory < 0 {
+            let settings = endpoints[i].settings
+            for attempt in 0..<20 {
+                if let e = try? Self.bind(settings, deferringHeld: true), e.fd != nil {
+                    endpoints[i].fd = e.fd
+                    break
+                }
+                if attempt == 19 {
+                    ProxyMain.printError("\(settings.location): warning: stats socket \(settings.address) is still held by an old process; the runtime API is not served there\n")
+                }
+                usleep(10_000)
             }
         }
     }
 
-    static func identity(_ path: String) -> (device: UInt, inode: UInt)? {
+    /// Renames the UNIX sockets into place.
+    func publish() {
+        for i in endpoints.indices {
+            guard let temporary = endpoints[i].temporary else { continue }
+            let directory = endpoints[i].directory
+            if renameat(directory, temporary, directory, endpoints[i].name) == 0 {
+                endpoints[i].temporary = nil
+                endpoints[i].file = Self.identity(directory, endpoints[i].name)
+            } else {
+                ProxyMain.printError("\(endpoints[i].settings.location): warning: stats socket: cannot rename '\(temporary)' into place: \(SystemError.last("rename").reason)\n")
+            }
+        }
+    }
+
+    static func identity(_ directory: Int32, _ name: String) -> (device: UInt, inode: UInt)? {
         var st = stat()
-        guard stat(path, &st) == 0 else { return nil }
+        guard fstatat(directory, name, &st, 0) == 0 else { return nil }
         return (UInt(st.st_dev), UInt(st.st_ino))
     }
 
-    /// The start went through: the replaced sockets' links are dropped.
+    /// The start went through (the old processes are told): the replaced sockets' links go.
     func commit() {
         for i in endpoints.indices {
-            if let backup = endpoints[i].backup { unlink(backup) }
+            if let backup = endpoints[i].backup { unlinkat(endpoints[i].directory, backup, 0) }
             endpoints[i].backup = nil
         }
     }
 
-    /// The start failed: every path goes back to what it named before.
+    /// The start failed: every name goes back to what it named before.
     func rollback() {
-        for i in endpoints.indices {
-            if let temporary = endpoints[i].temporary { unlink(temporary) }
-            if let backup = endpoints[i].backup, let path = endpoints[i].path { rename(backup, path) }
-            endpoints[i].fd.close()
+        for e in endpoints {
+            if e.directory >= 0 {
+                if let temporary = e.temporary { unlinkat(e.directory, temporary, 0) }
+                if let backup = e.backup {
+                    renameat(e.directory, backup, e.directory, e.name)
+                } else if let mine = e.file, let there = Self.identity(e.directory, e.name), mine == there {
+                    unlinkat(e.directory, e.name, 0)
+                }
+                Glibc.close(e.directory)
+            }
+            e.fd?.close()
         }
         endpoints = []
     }
@@ -168,7 +234,7 @@ final class RuntimeAPIServer {
 
     func register(in epoll: Epoll) {
         for (i, e) in endpoints.enumerated() {
-            try? epoll.add(e.fd, events: Epoll.readable, token: Self.listenerToken + UInt64(i))
+            if let fd = e.fd { try? epoll.add(fd, events: Epoll.readable, token: Self.listenerToken + UInt64(i)) }
         }
         listening = true
     }
@@ -186,8 +252,16 @@ final class RuntimeAPIServer {
         }
         if token >= Self.listenerToken {
             let index = Int(token - Self.listenerToken)
-            guard listening, index < endpoints.count else { return true }
-            while case .done(let (fd, _))? = try? Socket.accept(endpoints[index].fd) {
+            guard listening, index < endpoints.count, let listener = endpoints[index].fd else { return true }
+            while true {
+                let accepted: IOResult<(FileDescriptor, SocketAddress)>
+                do { accepted = try Socket.accept(listener) } catch {
+                    // Out of descriptors, say: rest until the next tick instead of spinning.
+                    epoll.remove(listener)
+                    resting.append(index)
+                    break
+                }
+                guard case .done(let (fd, _)) = accepted else { break }
                 let session = Session(fd: fd, endpoint: index, deadline: Clock.monotonicNanoseconds() + idleTimeoutNanoseconds)
                 sessions[fd.rawValue] = session
                 try? epoll.add(fd, events: Epoll.readable | Epoll.readHangup, token: Self.sessionToken + UInt64(fd.rawValue))
@@ -271,21 +345,33 @@ final class RuntimeAPIServer {
         sessions[session.fd.rawValue] = nil
     }
 
-    /// Closes the sessions idle past `stats timeout`.
+    /// Closes the sessions idle past `stats timeout`, and re-arms resting listeners.
     func expire(epoll: Epoll) {
         let now = Clock.monotonicNanoseconds()
         for session in sessions.values where session.deadline <= now { end(session, epoll: epoll) }
+        if listening {
+            for i in resting { if let fd = endpoints[i].fd { try? epoll.add(fd, events: Epoll.readable, token: Self.listenerToken + UInt64(i)) } }
+        }
+        resting = []
     }
 
-    /// Stops taking CLI connections (soft stop, exit). A UNIX path is removed only while it
+    /// Stops taking CLI connections (soft stop, exit). A UNIX name is removed only while it
     /// still names our socket: after a reload it names the successor's.
     func closeListeners(epoll: Epoll) {
         guard listening else { return }
         listening = false
-        for e in endpoints {
-            epoll.remove(e.fd)
-            if let path = e.path, let mine = e.file, let there = Self.identity(path), mine == there { unlink(path) }
-            e.fd.close()
+        for i in endpoints.indices {
+            let e = endpoints[i]
+            if let fd = e.fd {
+                epoll.remove(fd)
+                fd.close()
+            }
+            endpoints[i].fd = nil
+            if e.directory >= 0 {
+                if let mine = e.file, let there = Self.identity(e.directory, e.name), mine == there { unlinkat(e.directory, e.name, 0) }
+                Glibc.close(e.directory)
+                endpoints[i].directory = -1
+            }
         }
     }
 }
