@@ -116,8 +116,9 @@ enum ProxyServer {
         do { model = try RuntimeModel(configuration: configuration) } catch {
             return fail("proxy: cannot start: \(error)\n")
         }
+        // Only a checked server takes its carried health: without `check` it is always up.
         for (_, b) in model.backends {
-            for srv in b.servers {
+            for srv in b.servers where srv.definition.options.check {
                 if let up = inheritance.serverStates["\(b.name)/\(srv.name)"] { srv.isUp.store(up, ordering: .relaxed) }
             }
         }

@@ -187,6 +187,50 @@ extension TestBed {
         kill(client.processIdentifier, SIGKILL)
     }
 
+    /// A newer peer's snapshot: lines and fields this version does not know are skipped, and
+    /// what it does know (the listener, a server's health) is taken.
+    @Test func unknownSnapshotLinesAreSkippedAndHealthIsCarried() throws {
+        let bed = try TestBed()
+        let one = try bed.backend(name: "one")
+        let two = try bed.backend(name: "two")
+        let port = TestBed.freePort()
+        let python = Harness.which("python3")!
+        let old = try bed.start(python, ["-c", """
+        import os, socket, time
+        ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        ls.bind(('127.0.0.1', \(port))); ls.listen(128)
+        ep = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        ep.bind('\\0proxy-handover-%d' % os.getpid()); ep.listen(4)
+        open('\(bed.directory)/ready', 'w').close()
+        c, _ = ep.accept()
+        c.recv(256)
+        text = ('PROXY-HANDOVER 9\\n'
+                'snapshot-format 7 from-the-future\\n'
+                'listener 0 inet,ipv4,127.0.0.1,\(port) v4v6=0,v6only=0,transparent=0,if=,ns= extra=1\\n'
+                'server app s1 down weight=5\\n'
+                'variable proc.x 42\\n'
+                'end\\n')
+        socket.send_fds(c, [text.encode()], [ls.fileno()])
+        if c.recv(64).startswith(b'stop'):
+            c.send(b'stopped\\n')
+        time.sleep(60)
+        """], log: bed.directory + "/old.log")
+        #expect(TestBed.waitUntil { FileManager.default.fileExists(atPath: bed.directory + "/ready") }, "\(bed.read(bed.directory + "/old.log"))")
+        let inode = listeningInode(port)
+        let cfg = config(port: port, backend: one).replacingOccurrences(of: "    server s1 127.0.0.1:\(one)\n",
+            with: "    server s1 127.0.0.1:\(one) check inter 10s\n    server s2 127.0.0.1:\(two) check inter 10s\n")
+        let (new, log) = try bed.startProxy(cfg, name: "new.cfg", arguments: ["-sf", String(old.processIdentifier)])
+        bed.proxy = new
+        #expect(TestBed.waitUntil { bed.read(log).contains("taken over") }, "\(bed.read(log))")
+        #expect(listeningInode(port) == inode && inode != nil)
+        #expect(!bed.read(log).contains("did not confirm"))
+        // s1 arrives down and needs `rise` checks, `inter` apart, to come back: s2 serves.
+        for _ in 0..<4 {
+            let (code, body, _) = try TestBed.curl(["http://127.0.0.1:\(port)/"])
+            #expect(code == 200 && body.hasPrefix("two "), "\(body)")
+        }
+    }
+
     /// HAProxy has no handover endpoint: the new process binds beside it with SO_REUSEPORT
     /// and signals it.
     @Test func takesOverFromAProcessWithoutHandover() throws {
