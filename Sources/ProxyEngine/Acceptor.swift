@@ -3,14 +3,20 @@ import ProxyRules
 import ProxySystem
 import Glibc
 
-/// Accepts connections on one listening socket for one loop. Every loop registers the same
-/// socket with EPOLLEXCLUSIVE, so the kernel wakes one loop per new connection.
+/// Accepts connections on one listening socket. The first loop accepts for every loop and
+/// hands each connection to the next loop in turn through its mailbox, as HAProxy's
+/// accepting thread does. Measured against every loop polling the socket with
+/// EPOLLEXCLUSIVE (nbthread 2, `Connection: close`, 5 alternating rounds): 13.3k against
+/// 12.0k req/s, at 59.5 against 63.2 us of CPU per request.
 final class Acceptor: LoopObject {
     let listener: Listener
     let frontend: RuntimeFrontend
     unowned(unsafe) let context: LoopContext
     var paused = false
     var stopped = false
+    /// The loops this acceptor hands connections to, in turn (empty: it keeps them).
+    var handOffTo: [LoopContext] = []
+    var nextTarget = 0
 
     init(listener: Listener, frontend: RuntimeFrontend, context: LoopContext) {
         self.listener = listener
@@ -47,6 +53,16 @@ final class Acceptor: LoopObject {
             let accepted: IOResult<(FileDescriptor, SocketAddress)>
             do { accepted = try Socket.accept(listener.fd) } catch { return }
             guard case .done(let (fd, address)) = accepted else { return }
+            if !handOffTo.isEmpty {
+                let target = handOffTo[nextTarget % handOffTo.count]
+                nextTarget &+= 1
+                if target !== context {
+                    nonisolated(unsafe) let f = frontend
+                    let l = listener
+                    target.loop.post { target.accepted(fd: fd, client: address, frontend: f, listener: l) }
+                    continue
+                }
+            }
             context.accepted(fd: fd, client: address, frontend: frontend, listener: listener)
         }
     }
@@ -57,6 +73,7 @@ final class Acceptor: LoopObject {
         paused = true
         context.loop.unregister(listener.fd)
         context.pausedAcceptors.append(self)
+        context.acceptorsPaused.store(true, ordering: .relaxed)
     }
 
     func resumeAccepting() {
@@ -119,13 +136,22 @@ extension LoopContext {
         s.updateDeadline()
     }
 
+    /// Resumes the acceptors maxconn paused here, unless the operator paused them (SIGTTOU).
+    func resumePausedAcceptors() {
+        guard !pausedAcceptors.isEmpty, !adminPaused else { return }
+        let list = pausedAcceptors
+        pausedAcceptors.removeAll()
+        acceptorsPaused.store(false, ordering: .relaxed)
+        for a in list { a.resumeAccepting() }
+    }
+
     func connectionEnded(_ frontend: RuntimeFrontend) {
         model.activeConnections.subtract(1, ordering: .relaxed)
         frontend.active.subtract(1, ordering: .relaxed)
-        if !pausedAcceptors.isEmpty && !adminPaused {
-            let list = pausedAcceptors
-            pausedAcceptors.removeAll()
-            for a in list { a.resumeAccepting() }
+        resumePausedAcceptors()
+        // A connection handed over by another loop's acceptor: wake that one if maxconn paused it.
+        if let a = acceptingContext, a.acceptorsPaused.load(ordering: .relaxed) {
+            a.loop.post { a.resumePausedAcceptors() }
         }
     }
 

@@ -38,15 +38,16 @@ public final class ProxyEngine: @unchecked Sendable {
         self.loops = loops
         finished = try EventFD()
         let frontends = Dictionary(model.frontends.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
-        for loop in loops {
-            let context = LoopContext(loop: loop, model: model)
-            for l in listeners {
-                guard let f = frontends[l.frontendName] else { continue }
-                let a = Acceptor(listener: l, frontend: f, context: context)
-                try a.start()
-                context.acceptors.append(a)
-            }
-            contexts.append(context)
+        // The first loop accepts, and hands connections to every loop in turn.
+        for loop in loops { contexts.append(LoopContext(loop: loop, model: model)) }
+        let accepting = contexts[0]
+        for context in contexts.dropFirst() { context.acceptingContext = accepting }
+        for l in listeners {
+            guard let f = frontends[l.frontendName] else { continue }
+            let a = Acceptor(listener: l, frontend: f, context: accepting)
+            if contexts.count > 1 { a.handOffTo = contexts }
+            try a.start()
+            accepting.acceptors.append(a)
         }
         // Health checks: each checked server on one loop, first checks spread over `inter`.
         var all: [(RuntimeServer, RuntimeBackend)] = []
@@ -84,17 +85,22 @@ public final class ProxyEngine: @unchecked Sendable {
     /// and end each loop once its last connection is gone.
     public func softStop() {
         model.stopping.store(true, ordering: .relaxed)
-        for (i, loop) in loops.enumerated() {
-            let context = contexts[i]
-            loop.post { [self] in
-                for a in context.acceptors { a.stop() }
-                notAccepting.add(1, ordering: .releasing)
-                for c in context.checks { c.stop() }
-                context.closeAllIdle()
-                context.onSessionClosed = { if context.sessions == 0 { loop.stop() } }
-                if context.sessions == 0 { loop.stop() }
-            }
+        // The accepting loop stops first, then tells the others: a connection it handed over
+        // before stopping is ahead of that word in their mailboxes, so none is left behind.
+        loops[0].post { [self] in
+            softStopLoop(0)
+            for i in loops.indices.dropFirst() { loops[i].post { [self] in softStopLoop(i) } }
         }
+    }
+
+    private func softStopLoop(_ i: Int) {
+        let loop = loops[i], context = contexts[i]
+        for a in context.acceptors { a.stop() }
+        notAccepting.add(1, ordering: .releasing)
+        for c in context.checks { c.stop() }
+        context.closeAllIdle()
+        context.onSessionClosed = { if context.sessions == 0 { loop.stop() } }
+        if context.sessions == 0 { loop.stop() }
     }
 
     /// Stops accepting on every loop, without stopping (pause; SIGTTOU).

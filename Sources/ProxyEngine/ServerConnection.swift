@@ -1,6 +1,7 @@
 import ProxyHTTP
 import ProxySystem
 import Glibc
+import Synchronization
 
 /// A connection to a server. While a session uses it, events go to the session; while it
 /// idles in the loop's pool, any event means the server closed it, so it is closed.
@@ -89,6 +90,10 @@ final class LoopContext: @unchecked Sendable {
     var pausedAcceptors: [Acceptor] = []
     /// Paused by the operator (SIGTTOU): closing connections must not resume accepting.
     var adminPaused = false
+    /// Set while maxconn keeps some acceptor of this loop paused; read by other loops.
+    let acceptorsPaused = Atomic<Bool>(false)
+    /// The loop whose acceptor hands this one its connections (nil: it accepts itself).
+    unowned(unsafe) var acceptingContext: LoopContext?
     var acceptors: [Acceptor] = []
     /// Health checks run by this loop.
     var checks: [HealthCheck] = []

@@ -363,6 +363,54 @@ func parallelStatuses(_ urls: [String], timeout: Int = 10) throws -> [Int] {
     }
 }
 
+/// Global maxconn: at the limit the proxy stops accepting, and resumes when a connection
+/// ends, whichever loop it ended on (with two threads the second connection lives on the
+/// loop the acceptor handed it to).
+@Suite(.serialized) struct AcceptLimit {
+    @Test(arguments: [1, 2])
+    func globalMaxconnPausesAndResumesAccepting(threads: Int) throws {
+        let bed = try TestBed()
+        let port = TestBed.freePort()
+        try bed.proxy("""
+        global
+            maxconn 2
+            nbthread \(threads)
+        defaults
+            mode http
+            timeout client 10s
+            timeout http-keep-alive 10s
+        frontend web
+            bind 127.0.0.1:\(port)
+            http-request return status 200 content-type text/plain string "ok"
+
+        """, waitFor: port)
+        // a and b are handed to the two loops in turn (whichever way the probe left the
+        // turn), so one of the two closes below ends on the loop that does not accept.
+        let r = try Harness.run(Harness.which("python3")!, ["-c", """
+        import socket
+        def ask(s):
+            s.sendall(b'GET / HTTP/1.1\\r\\nHost: a\\r\\n\\r\\n')
+            return s.recv(4096)[:12].decode()
+        def third(closing):
+            c = socket.create_connection(('127.0.0.1', \(port))); c.settimeout(0.7)
+            try:
+                return ask(c), 'n/a', c
+            except socket.timeout:
+                closing.close()
+                c.settimeout(5)
+                return 'waiting', c.recv(4096)[:12].decode(), c
+        a = socket.create_connection(('127.0.0.1', \(port))); ra = ask(a)
+        b = socket.create_connection(('127.0.0.1', \(port))); rb = ask(b)
+        e1, l1, c = third(a)
+        e2, l2, d = third(b)
+        print(ra, rb, e1, l1, e2, l2, sep='|')
+        """])
+        let ok = "HTTP/1.1 200"
+        #expect(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == [ok, ok, "waiting", ok, "waiting", ok].joined(separator: "|"),
+                "\(r.stdout) \(r.stderr)")
+    }
+}
+
 @Suite(.serialized) struct TCPLogs {
     @Test func tcplogLineAfterTheConnection() throws {
         let bed = try TestBed()
