@@ -230,7 +230,7 @@ public final class EventLoop: @unchecked Sendable {
         defer { events.deallocate() }
         while running {
             var timeout = again.isEmpty ? nextTimeout : 0
-            if let trimDue = buffers.trimIfNeeded(now: Clock.coarseMilliseconds()), timeout < 0 || trimDue < timeout { timeout = trimDue }
+            if let trimDue = buffers.trimIfNeeded(now: now), timeout < 0 || trimDue < timeout { timeout = trimDue }
             let n = epoll.wait(events, capacity: capacity, timeoutMilliseconds: timeout)
             now = Clock.coarseMilliseconds()
             for i in 0..<n {

@@ -89,25 +89,14 @@ final class RuntimeAPIServer {
             case .unix(let path):
                 return try bindUnix(path, settings)
             case .inet, .abstract:
-                guard let address = Listener.socketAddress(for: ListenerKey(address: settings.address)) else {
-                    throw SystemError("bind", code: EINVAL)
-                }
-                let fd = try Socket.make(family: address.family)
+                // The frontends' bind, with SO_REUSEADDR and SO_REUSEPORT for inet addresses.
                 do {
-                    if address.family != AF_UNIX {
-                        try Socket.setOption(fd, level: SOL_SOCKET, name: SO_REUSEADDR, value: 1)
-                        try Socket.setOption(fd, level: SOL_SOCKET, name: SO_REUSEPORT, value: 1)
-                    }
-                    try Socket.bind(fd, address)
-                    try Socket.listen(fd, backlog: 16)
+                    let l = try Listener.bind(ListenerKey(address: settings.address), frontend: "stats socket",
+                                              options: BindOptions(), backlog: 16, reusePort: true)
+                    return Endpoint(fd: l.fd, settings: settings)
                 } catch let e as SystemError where e.code == EADDRINUSE && deferringHeld {
-                    fd.close()
                     return Endpoint(fd: nil, settings: settings)
-                } catch {
-                    fd.close()
-                    throw error
                 }
-                return Endpoint(fd: fd, settings: settings)
             case .inheritedFD(let n):
                 let fd = FileDescriptor(rawValue: n)
                 try Socket.setNonBlocking(fd)
