@@ -6,11 +6,13 @@
 #include <unistd.h>
 #include <malloc.h>
 
-int cproxy_peer_uid(int fd, unsigned int *uid) {
+int cproxy_peer_credentials(int fd, int *pid, unsigned int *uid, unsigned int *gid) {
     struct ucred cred;
     socklen_t len = sizeof(cred);
     if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) return -1;
+    *pid = cred.pid;
     *uid = cred.uid;
+    *gid = cred.gid;
     return 0;
 }
 
@@ -49,7 +51,7 @@ ssize_t cproxy_send_fds(int sock, const void *data, size_t len, const int *fds, 
     return sendmsg(sock, &msg, MSG_NOSIGNAL);
 }
 
-ssize_t cproxy_recv_fds(int sock, void *data, size_t len, int *fds, int max, int *count) {
+ssize_t cproxy_recv_fds(int sock, void *data, size_t len, int *fds, int max, int *count, int *truncated) {
     struct iovec iov = { .iov_base = data, .iov_len = len };
     struct msghdr msg;
     memset(&msg, 0, sizeof(msg));
@@ -59,15 +61,17 @@ ssize_t cproxy_recv_fds(int sock, void *data, size_t len, int *fds, int max, int
     msg.msg_control = control;
     msg.msg_controllen = sizeof(control);
     *count = 0;
+    *truncated = 0;
     ssize_t n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
     if (n < 0) return n;
+    if (msg.msg_flags & MSG_CTRUNC) *truncated = 1;
     for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
         if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
             int n_fds = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
             for (int i = 0; i < n_fds; i++) {
                 int fd;
                 memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-                if (*count < max) fds[(*count)++] = fd; else close(fd);
+                if (*count < max) fds[(*count)++] = fd; else { close(fd); *truncated = 1; }
             }
         }
     }

@@ -1,4 +1,5 @@
 import ProxyRules
+import ProxySystem
 
 /// The `global` section's keywords.
 extension ConfigParser {
@@ -50,19 +51,26 @@ extension ConfigParser {
             config.global.closeSpreadTime = args.first! == "infinite" ? Values.maxMilliseconds : try Values.time(args.first!, for: "close-spread-time")
         case "user":
             try Values.expect(args, 1, usage: "user <name>")
+            let (uid, gid) = try Self.resolveUser(args.first!)
             config.global.user = args.first!
+            config.global.uid = uid
+            if config.global.gid == nil { config.global.gid = gid }
         case "group":
             try Values.expect(args, 1, usage: "group <name>")
             config.global.group = args.first!
+            config.global.gid = try Self.resolveGroup(args.first!)
         case "uid":
             try Values.expect(args, 1, usage: "uid <number>")
-            config.global.uid = UInt32(try Values.integer(args.first!, for: "uid"))
+            config.global.uid = UInt32(try Values.integer(args.first!, for: "uid", in: 0...Int(Int32.max)))
         case "gid":
             try Values.expect(args, 1, usage: "gid <number>")
-            config.global.gid = UInt32(try Values.integer(args.first!, for: "gid"))
+            config.global.gid = UInt32(try Values.integer(args.first!, for: "gid", in: 0...Int(Int32.max)))
         case "chroot":
             try Values.expect(args, 1, usage: "chroot <directory>")
             config.global.chroot = args.first!
+            if FileSystem.kind(of: args.first!) != .directory {
+                warning("chroot: directory '\(args.first!)' does not exist; 'proxy -f' will refuse to start until it does", at: location)
+            }
         case "ulimit-n":
             try Values.expect(args, 1, usage: "ulimit-n <number>")
             config.global.ulimitN = try Values.integer(args.first!, for: "ulimit-n", in: 1...Int(Int32.max))
@@ -132,9 +140,12 @@ extension ConfigParser {
                 case "uid", "gid":
                     guard let v = opts.popFirst(), let n = UInt32(v) else { throw ConfigError("stats socket: '\(opt)' needs a numeric id") }
                     if opt == "uid" { socket.uid = n } else { socket.gid = n }
-                case "user", "group":
-                    guard let v = opts.popFirst() else { throw ConfigError("stats socket: '\(opt)' needs a name") }
-                    if opt == "user" { socket.user = v } else { socket.group = v }
+                case "user":
+                    guard let v = opts.popFirst() else { throw ConfigError("stats socket: 'user' needs a name") }
+                    socket.uid = try Self.resolveUser(v).uid
+                case "group":
+                    guard let v = opts.popFirst() else { throw ConfigError("stats socket: 'group' needs a name") }
+                    socket.gid = try Self.resolveGroup(v)
                 case "name":
                     guard opts.popFirst() != nil else { throw ConfigError("stats socket: '\(opt)' needs a value") }
                 default:
@@ -153,6 +164,17 @@ extension ConfigParser {
         default:
             throw ConfigError("unknown 'stats \(sub)' in global; use 'stats socket' or 'stats timeout'")
         }
+    }
+
+    /// A user's uid and primary gid, looked up at load as HAProxy does (so `-c` fails on a typo).
+    static func resolveUser(_ name: String) throws -> (uid: UInt32, gid: UInt32) {
+        guard let u = UserDatabase.user(named: name) else { throw ConfigError("cannot find user id for '\(name)'") }
+        return u
+    }
+
+    static func resolveGroup(_ name: String) throws -> UInt32 {
+        guard let g = UserDatabase.group(named: name) else { throw ConfigError("cannot find group id for '\(name)'") }
+        return g
     }
 
     /// Records a keyword that parses but has no effect yet, with the warning DECISIONS asks for.

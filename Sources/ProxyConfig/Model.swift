@@ -72,6 +72,7 @@ public struct GlobalSettings: Sendable {
     public var hardStopAfter: Milliseconds?
     public var grace: Milliseconds?
     public var closeSpreadTime: Milliseconds?
+    /// `user`/`group` as written, and the ids they resolve to (at load, as HAProxy does).
     public var user: String?
     public var group: String?
     public var uid: UInt32?
@@ -92,11 +93,9 @@ public struct StatsSocket: Sendable {
     public var mode: UInt32?
     public var level = "operator"
     public var exposeListeners = false
-    /// Owner of a UNIX socket's file: by number, or by name (looked up at start-up).
+    /// Owner of a UNIX socket's file (`uid`/`user`, `gid`/`group`), resolved at load.
     public var uid: UInt32?
     public var gid: UInt32?
-    public var user: String?
-    public var group: String?
     public var location: SourceLocation
 }
 
@@ -323,8 +322,9 @@ public struct BindOptions: Sendable, Equatable, Hashable {
     public var deferAccept = false
     public var tcpFastOpen = false
     public var mode: UInt32?
-    public var user: String?
-    public var group: String?
+    /// Owner of a UNIX socket's file (`user`/`uid`, `group`/`gid`), resolved at load.
+    public var uid: UInt32?
+    public var gid: UInt32?
     public init() {}
 }
 

@@ -278,12 +278,10 @@ extension ConfigParser {
                 let m = try value(opt)
                 guard let v = UInt32(m, radix: 8) else { throw ConfigError("bind: 'mode' needs an octal value, e.g. mode 660") }
                 options.mode = v
-            case "user", "uid":
-                options.user = try value(opt)
-                notEnforced("bind \(opt)", at: location, changesWire: false)
-            case "group", "gid":
-                options.group = try value(opt)
-                notEnforced("bind \(opt)", at: location, changesWire: false)
+            case "user": options.uid = try Self.resolveUser(try value(opt)).uid
+            case "group": options.gid = try Self.resolveGroup(try value(opt))
+            case "uid": options.uid = UInt32(try Values.integer(try value(opt), for: "bind uid", in: 0...Int(Int32.max)))
+            case "gid": options.gid = UInt32(try Values.integer(try value(opt), for: "bind gid", in: 0...Int(Int32.max)))
             case "process", "thread", "id", "nice", "tcp-ut", "mss":
                 _ = try value(opt)
                 notEnforced("bind \(opt)", at: location, changesWire: false)

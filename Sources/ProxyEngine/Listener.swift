@@ -19,23 +19,20 @@ public struct Listener: Sendable {
     }
 
     /// The socket address a listener key binds to.
-    public static func socketAddress(for key: ListenerKey) -> SocketAddress? {
+    public static func socketAddress(for key: ListenerKey) throws -> SocketAddress? {
         switch key.address {
         case .inet(let family, let address, let port):
             if family == .ipv4 { return SocketAddress(ipv4: address?.v4Value ?? 0, port: UInt16(port)) }
-            var bytes = [UInt8](repeating: 0, count: 16)
-            if let a = address {
-                for i in 0..<8 { bytes[i] = UInt8(truncatingIfNeeded: a.high >> (56 - 8 * UInt64(i))) }
-                for i in 0..<8 { bytes[8 + i] = UInt8(truncatingIfNeeded: a.low >> (56 - 8 * UInt64(i))) }
-            }
-            return SocketAddress(ipv6: bytes, port: UInt16(port))
-        case .unix(let path): return SocketAddress(unixPath: path)
-        case .abstract(let name): return SocketAddress(unixPath: name, abstract: true)
+            return SocketAddress(ipv6: address?.bytes16 ?? [UInt8](repeating: 0, count: 16), port: UInt16(port))
+        case .unix(let path): return try SocketAddress(checkedUnixPath: path)
+        case .abstract(let name): return try SocketAddress(checkedUnixPath: name, abstract: true)
         case .inheritedFD: return nil
         }
     }
 
     /// Binds a fresh socket for `key`, with SO_REUSEADDR and (unless told not to) SO_REUSEPORT.
+    /// Every option in the key is applied or the bind fails: a listener is never left on
+    /// more than it was asked for (a failed SO_BINDTODEVICE would listen on every interface).
     public static func bind(_ key: ListenerKey, frontend: String, options: BindOptions, backlog: Int,
                             reusePort: Bool) throws -> Listener {
         if case .inheritedFD(let n) = key.address {
@@ -43,7 +40,7 @@ public struct Listener: Sendable {
             try Socket.setNonBlocking(fd)
             return Listener(key: key, fd: fd, frontendName: frontend, options: options)
         }
-        guard let address = socketAddress(for: key) else { throw SystemError("bind", code: EINVAL) }
+        guard let address = try socketAddress(for: key) else { throw SystemError("bind", code: EINVAL) }
         let fd = try Socket.make(family: address.family)
         do {
             if address.family != AF_UNIX {
@@ -52,16 +49,23 @@ public struct Listener: Sendable {
                 if address.family == AF_INET6 && (key.v6only || key.v4v6) {
                     try Socket.setOption(fd, level: Int32(IPPROTO_IPV6), name: IPV6_V6ONLY, value: key.v6only ? 1 : 0)
                 }
-                if key.transparent { try Socket.setOption(fd, level: SOL_IP, name: IP_TRANSPARENT, value: 1) }
-                if options.deferAccept { try? Socket.setOption(fd, level: Int32(IPPROTO_TCP), name: TCP_DEFER_ACCEPT, value: 1) }
-                if let name = key.interface {
-                    _ = name.withCString { setsockopt(fd.rawValue, SOL_SOCKET, SO_BINDTODEVICE, $0, socklen_t(strlen($0) + 1)) }
+                if key.transparent {
+                    try Socket.setOption(fd, level: address.family == AF_INET6 ? SOL_IPV6 : SOL_IP,
+                                         name: address.family == AF_INET6 ? IPV6_TRANSPARENT : IP_TRANSPARENT, value: 1)
                 }
-            } else if case .unix(let path) = key.address {
-                unlink(path)
+                if options.deferAccept { try Socket.setOption(fd, level: Int32(IPPROTO_TCP), name: TCP_DEFER_ACCEPT, value: 1) }
+                if let name = key.interface { try Socket.bindToDevice(fd, name) }
             }
-            try Socket.bind(fd, address)
-            if case .unix(let path) = key.address, let mode = options.mode { chmod(path, mode_t(mode)) }
+            if case .unix(let path) = key.address {
+                let (directory, name) = try Directory.containing(path)
+                defer { directory.close() }
+                try directory.unlink(name)
+                try Socket.bind(fd, address)
+                if let mode = options.mode { try directory.changeMode(name, mode) }
+                if options.uid != nil || options.gid != nil { try directory.changeOwner(name, uid: options.uid, gid: options.gid) }
+            } else {
+                try Socket.bind(fd, address)
+            }
             try Socket.listen(fd, backlog: Int32(clamping: options.backlog ?? backlog))
         } catch {
             fd.close()
@@ -82,7 +86,7 @@ public struct Listener: Sendable {
                     for key in b.listenerKeys {
                         if let fd = inherited[key] {
                             let f = FileDescriptor(rawValue: fd)
-                            try? Socket.setNonBlocking(f)
+                            try Socket.setNonBlocking(f)
                             listeners.append(Listener(key: key, fd: f, frontendName: p.name, options: b.options))
                             continue
                         }

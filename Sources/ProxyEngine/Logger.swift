@@ -53,7 +53,7 @@ public final class Logger: @unchecked Sendable {
                 }
             case .unix(let path):
                 if let fd = try? Socket.make(family: AF_UNIX, type: Int32(SOCK_DGRAM.rawValue)) {
-                    t = Target(destination: d, fd: fd.rawValue, address: SocketAddress(unixPath: path))
+                    t = (try? SocketAddress(checkedUnixPath: path)).map { Target(destination: d, fd: fd.rawValue, address: $0) }
                 }
             }
             if let t { table[key] = t }

@@ -13,20 +13,14 @@ public final class ProxyEngine: @unchecked Sendable {
     private var threads: [pthread_t] = []
     /// Rung by each loop as it exits.
     public let finished: EventFD
+    /// Rung once every loop has stopped accepting (after `softStop`).
+    public let stoppedAccepting: EventFD
     private let running = Atomic<Int>(0)
     /// Loops that have stopped accepting (after `softStop`).
     private let notAccepting = Atomic<Int>(0)
 
-    /// Waits (on the calling, control thread) until every loop stopped accepting.
-    public func waitUntilNotAccepting(timeoutMilliseconds: Int) -> Bool {
-        let deadline = Clock.monotonicNanoseconds() + UInt64(timeoutMilliseconds) * 1_000_000
-        while notAccepting.load(ordering: .acquiring) < loops.count {
-            if runningLoops < loops.count && runningLoops == 0 { return true }
-            if Clock.monotonicNanoseconds() > deadline { return false }
-            usleep(500)
-        }
-        return true
-    }
+    /// True once every loop has stopped accepting.
+    public var acceptingStopped: Bool { notAccepting.load(ordering: .acquiring) >= loops.count }
 
     public init(model: RuntimeModel, listeners: [Listener], threads: Int) throws {
         self.model = model
@@ -37,6 +31,7 @@ public final class ProxyEngine: @unchecked Sendable {
         }
         self.loops = loops
         finished = try EventFD()
+        stoppedAccepting = try EventFD()
         let frontends = Dictionary(model.frontends.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         // The first loop accepts, and hands connections to every loop in turn.
         for loop in loops { contexts.append(LoopContext(loop: loop, model: model)) }
@@ -96,7 +91,7 @@ public final class ProxyEngine: @unchecked Sendable {
     private func softStopLoop(_ i: Int) {
         let loop = loops[i], context = contexts[i]
         for a in context.acceptors { a.stop() }
-        notAccepting.add(1, ordering: .releasing)
+        if notAccepting.add(1, ordering: .acquiringAndReleasing).newValue == loops.count { stoppedAccepting.signal() }
         for c in context.checks { c.stop() }
         context.closeAllIdle()
         context.onSessionClosed = { if context.sessions == 0 { loop.stop() } }

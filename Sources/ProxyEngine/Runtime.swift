@@ -93,17 +93,14 @@ public final class RuntimeBackend: @unchecked Sendable {
         switch a.host {
         case .ip(let ip):
             if ip.isV4 { return SocketAddress(ipv4: ip.v4Value, port: port) }
-            var bytes = [UInt8](repeating: 0, count: 16)
-            for i in 0..<8 { bytes[i] = UInt8(truncatingIfNeeded: ip.high >> (56 - 8 * UInt64(i))) }
-            for i in 0..<8 { bytes[8 + i] = UInt8(truncatingIfNeeded: ip.low >> (56 - 8 * UInt64(i))) }
-            return SocketAddress(ipv6: bytes, port: port)
+            return SocketAddress(ipv6: ip.bytes16, port: port)
         case .name(let host):
             guard let ip = IPAddress(parsing: host) ?? resolveName(host) else {
                 throw SystemError("getaddrinfo", code: ENOENT)
             }
             return try resolve(ServerAddress(host: .ip(ip), port: a.port))
         case .unix(let path):
-            return SocketAddress(unixPath: path)
+            return try SocketAddress(checkedUnixPath: path)
         }
     }
 

@@ -2,30 +2,93 @@ import ProxyConfig
 import ProxyEngine
 import ProxyRules
 import ProxySystem
-import CProxySys
 import Glibc
 
-/// The reload channel between an old process and its successor: one versioned, line-based
-/// exchange over a private UNIX socket in the abstract namespace, keyed by the old pid.
+/// The reload channel between an old process and its successor: a private UNIX stream
+/// socket in the abstract namespace, keyed by the old pid (`proxy-handover-PID`), carrying
+/// length-prefixed frames (a 4-byte big-endian length, then that many bytes of text lines).
 ///
-///     new → old   PROXY-HANDOVER 1 listeners
-///     old → new   PROXY-HANDOVER 1                 (with the listening fds, SCM_RIGHTS)
-///                 listener <i> <key>                one per fd, in order
-///                 server <backend> <server> up|down the carried state
+///     new → old   PROXY-HANDOVER 2 sockets
+///     old → new   PROXY-HANDOVER 2 sockets <N>            N descriptors follow in batches
+///                 batch <K>, then K hint lines             (K ≤ 253 descriptors, SCM_RIGHTS)
+///                 server <backend> <server> up|down ...    the carried state, then
 ///                 end
-///     new → old   stop                              once the new process can serve
-///     old → new   stopped                           once it has stopped accepting
+///     new → old   stop                                     once the new process can serve
+///     old → new   stopped                                  once it has stopped accepting
 ///
-/// Lines a receiver does not know are skipped, so a newer binary can take over from an
-/// older one. Abstract sockets have no file permissions: a peer is served only when
-/// SO_PEERCRED shows our own uid, or root.
+/// Both sides check who is at the other end (SO_PEERCRED): the new process talks only to the
+/// very pid it was told to replace, running as its own uid or root; the old one answers only
+/// its own uid or root. The new process then asks the kernel what every received descriptor
+/// is (`InheritedSockets`): the hint lines are never trusted. The version, the counts and
+/// the `end` line are checked; a reply that breaks any of them fails the reload, and the old
+/// process goes on serving. State lines a reader does not know are skipped, so a newer
+/// binary can take over from an older one of the same protocol version.
 enum Handover {
-    static let version = 1
+    static let version = 2
     static let magic = "PROXY-HANDOVER"
+    /// The longest frame either side accepts.
+    static let maxFrame = 16 << 20
 
     static func endpointName(_ pid: Int32) -> String { "proxy-handover-\(pid)" }
 
-    // MARK: listener keys as text
+    // MARK: frames
+
+    /// A frame: the length, big-endian, then the text.
+    static func frame(_ text: String) -> [UInt8] {
+        let body = Array(text.utf8)
+        let n = UInt32(body.count)
+        return [UInt8(n >> 24), UInt8(n >> 16 & 0xff), UInt8(n >> 8 & 0xff), UInt8(n & 0xff)] + body
+    }
+
+    /// Why a peer's frames were refused.
+    struct ProtocolError: Error, CustomStringConvertible {
+        let description: String
+        init(_ d: String) { description = d }
+    }
+
+    /// Splits a byte stream into frames, pairing each `batch K` frame with the K descriptors
+    /// that arrived with it (a descriptor arrives with the first byte of its frame).
+    struct FrameReader {
+        private(set) var bytes: [UInt8] = []
+        private(set) var descriptors: [Int32] = []
+        /// True when the stream began with the unframed text of protocol 1.
+        var looksLikeVersion1: Bool { bytes.starts(with: Array(magic.utf8).prefix(4)) }
+
+        mutating func feed(_ data: [UInt8], fds: [Int32]) {
+            bytes += data
+            descriptors += fds
+        }
+
+        /// The next whole frame, or nil until one is complete.
+        mutating func next() throws -> String? {
+            guard bytes.count >= 4 else { return nil }
+            if looksLikeVersion1 { throw ProtocolError("the peer speaks handover protocol 1") }
+            let n = Int(bytes[0]) << 24 | Int(bytes[1]) << 16 | Int(bytes[2]) << 8 | Int(bytes[3])
+            guard n <= maxFrame else { throw ProtocolError("a frame of \(n) bytes exceeds the limit of \(maxFrame)") }
+            guard bytes.count >= 4 + n else { return nil }
+            let text = String(decoding: bytes[4..<4 + n], as: UTF8.self)
+            bytes.removeFirst(4 + n)
+            return text
+        }
+
+        /// Takes `count` descriptors that arrived in order.
+        mutating func take(_ count: Int) throws -> [Int32] {
+            guard count <= descriptors.count else {
+                throw ProtocolError("a batch announced \(count) descriptors but \(descriptors.count) arrived")
+            }
+            let taken = Array(descriptors.prefix(count))
+            descriptors.removeFirst(count)
+            return taken
+        }
+
+        /// Descriptors received but not claimed by a batch (to be closed).
+        mutating func takeAll() -> [Int32] {
+            defer { descriptors = [] }
+            return descriptors
+        }
+    }
+
+    // MARK: listener keys as hint text
 
     static func escape(_ s: String) -> String {
         s.replacingAll("%", "%25").replacingAll(" ", "%20").replacingAll("\n", "%0A")
@@ -72,113 +135,66 @@ enum Handover {
                            transparent: o["transparent"] == "1")
     }
 
-    // MARK: new process side
+    /// The old side's reply: a header, batches of descriptors with hint lines, the state.
+    /// Returns the frames and, per frame, the descriptors to attach.
+    static func reply(sockets: [(fd: Int32, hint: String)], serverStates: [String]) -> [(bytes: [UInt8], fds: [Int32])] {
+        var frames: [(bytes: [UInt8], fds: [Int32])] = [(frame("\(magic) \(version) sockets \(sockets.count)"), [])]
+        var start = 0
+        while start < sockets.count {
+            let batch = sockets[start..<min(start + UnixSocket.maxDescriptorsPerMessage, sockets.count)]
+            let text = "batch \(batch.count)\n" + batch.map { $0.hint + "\n" }.joined()
+            frames.append((frame(text), batch.map(\.fd)))
+            start += batch.count
+        }
+        frames.append((frame(serverStates.map { $0 + "\n" }.joined() + "end\n"), []))
+        return frames
+    }
 
-    /// What a new process received from old ones.
-    struct Inheritance {
-        /// Received listening sockets by key (the first wins; the rest are spare).
-        var listeners: [ListenerKey: Int32] = [:]
-        /// Every received descriptor, to close the unused ones after the acknowledgements.
-        var received: [Int32] = []
-        /// Server health carried over: (backend, server) → up.
+    /// What the new side read from one old process.
+    struct Reply {
+        var descriptors: [Int32] = []
+        /// Server health carried over: "backend/server" → up.
         var serverStates: [String: Bool] = [:]
-        /// Open channels to old processes, for `stop` and its acknowledgement.
-        var channels: [(pid: Int32, fd: FileDescriptor)] = []
     }
 
-    /// Asks each old pid for its listeners. Pids without an endpoint are skipped here
-    /// (they will only be signalled).
-    static func collect(from pids: [Int32]) -> Inheritance {
-        var result = Inheritance()
-        for pid in pids {
-            guard let fd = UnixSocket.connectAbstract(endpointName(pid)) else { continue }
-            do {
-                try fd.writeAll("\(magic) \(version) listeners\n")
-                guard UnixSocket.waitReadable(fd, milliseconds: 2000) else { fd.close(); continue }
-                let (bytes, fds) = try UnixSocket.receive(fd)
-                result.received += fds
-                let text = String(decoding: bytes, as: UTF8.self)
-                for line in text.split(separator: "\n") {
-                    let w = line.split(separator: " ")
-                    switch w.first {
-                    case "listener" where w.count >= 4:
-                        if let i = Int(w[1]), i < fds.count, let key = decode(w[2], w[3]), result.listeners[key] == nil {
-                            result.listeners[key] = fds[i]
-                        }
-                    case "server" where w.count >= 4:
-                        result.serverStates["\(w[1])/\(w[2])"] = w[3] == "up"
-                    default:
-                        break
+    /// Reads the old side's reply out of `reader`: nil until it is complete. Throws on any
+    /// breach of the protocol; the descriptors read so far are then in `partial`.
+    struct ReplyParser {
+        var expected: Int?
+        var reply = Reply()
+        var finished = false
+
+        mutating func advance(_ reader: inout FrameReader) throws -> Reply? {
+            while !finished, let text = try reader.next() {
+                var lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+                if lines.last == "" { lines.removeLast() }
+                guard let expected else {
+                    let w = text.split(separator: " ")
+                    guard w.count == 4, w[0] == magic, w[2] == "sockets", let n = Int(w[3]), n >= 0 else {
+                        throw ProtocolError("an unexpected greeting '\(text.prefix(60))'")
                     }
+                    guard w[1] == "\(version)" else { throw ProtocolError("the peer speaks handover protocol \(w[1]), not \(version)") }
+                    self.expected = n
+                    continue
                 }
-                result.channels.append((pid, fd))
-            } catch {
-                fd.close()
+                if reply.descriptors.count < expected {
+                    let w = lines.first?.split(separator: " ") ?? []
+                    guard w.count == 2, w[0] == "batch", let k = Int(w[1]), k > 0, k <= UnixSocket.maxDescriptorsPerMessage,
+                          reply.descriptors.count + k <= expected, lines.count == k + 1 else {
+                        throw ProtocolError("a malformed descriptor batch after \(reply.descriptors.count) of \(expected)")
+                    }
+                    reply.descriptors += try reader.take(k)
+                    continue
+                }
+                guard lines.last == "end" else { throw ProtocolError("the state did not end with 'end'") }
+                for line in lines.dropLast() {
+                    let w = line.split(separator: " ")
+                    if w.first == "server", w.count >= 4 { reply.serverStates["\(w[1])/\(w[2])"] = w[3] == "up" }
+                }
+                finished = true
             }
+            return finished ? reply : nil
         }
-        return result
-    }
-
-    /// Says `stop` and waits for `stopped`: the old process no longer accepts.
-    static func stop(_ channel: FileDescriptor, timeoutMilliseconds: Int32 = 5000) -> Bool {
-        defer { channel.close() }
-        guard (try? channel.writeAll("stop\n")) != nil else { return false }
-        guard UnixSocket.waitReadable(channel, milliseconds: timeoutMilliseconds) else { return false }
-        var buffer = [UInt8](repeating: 0, count: 64)
-        let n = buffer.withUnsafeMutableBytes { (try? channel.read(into: $0)) ?? 0 }
-        return String(decoding: buffer[0..<max(0, n)], as: UTF8.self).hasPrefix("stopped")
-    }
-
-    // MARK: old process side
-
-    /// This process's endpoint, served from the control loop.
-    final class Endpoint {
-        let fd: FileDescriptor
-
-        init?() {
-            let raw = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
-            guard raw >= 0 else { return nil }
-            let address = SocketAddress(unixPath: Handover.endpointName(getpid()), abstract: true)
-            guard address.withSockAddr({ Glibc.bind(raw, $0, $1) }) == 0, Glibc.listen(raw, 16) == 0 else {
-                Glibc.close(raw)
-                return nil
-            }
-            fd = FileDescriptor(rawValue: raw)
-        }
-
-        /// Accepts one peer of our uid (or root), and answers its `listeners` request.
-        /// Returns the channel, which stays open for `stop`.
-        func serveOne(listeners: [Listener], model: RuntimeModel) -> FileDescriptor? {
-            let raw = cproxy_accept4(fd.rawValue, nil, nil, Int32(SOCK_CLOEXEC.rawValue))
-            guard raw >= 0 else { return nil }
-            let peer = FileDescriptor(rawValue: raw)
-            guard let uid = UnixSocket.peerUID(peer), uid == getuid() || uid == 0 else {
-                peer.close()
-                return nil
-            }
-            guard UnixSocket.waitReadable(peer, milliseconds: 2000) else { peer.close(); return nil }
-            var buffer = [UInt8](repeating: 0, count: 256)
-            let n = buffer.withUnsafeMutableBytes { (try? peer.read(into: $0)) ?? 0 }
-            let request = String(decoding: buffer[0..<max(0, n)], as: UTF8.self)
-            guard request.hasPrefix(Handover.magic), request.contains("listeners") else { peer.close(); return nil }
-            var text = "\(Handover.magic) \(Handover.version)\n"
-            var fds: [Int32] = []
-            for l in listeners.prefix(253) {
-                text += "listener \(fds.count) \(Handover.encode(l.key))\n"
-                fds.append(l.fd.rawValue)
-            }
-            for (_, b) in model.backends {
-                for s in b.servers { text += "server \(b.name) \(s.name) \(s.isUp.load(ordering: .relaxed) ? "up" : "down")\n" }
-            }
-            text += "end\n"
-            do { try UnixSocket.send(peer, Array(text.utf8), fds: fds) } catch {
-                peer.close()
-                return nil
-            }
-            return peer
-        }
-
-        func close() { fd.close() }
     }
 }
 

@@ -2,7 +2,6 @@ import ProxyConfig
 import ProxyEngine
 import ProxyRules
 import ProxySystem
-import CProxySys
 import Glibc
 
 /// HAProxy's `_getsocks` exchange on a stats socket, both sides, so that `-x SOCKET` works
@@ -16,7 +15,7 @@ import Glibc
 ///     client → server   4 bytes after each message; the server waits for them after a full one
 ///
 /// The receiver matches sockets to its `bind` lines by what the kernel says about each one
-/// (getsockname, IPV6_V6ONLY, IP_TRANSPARENT) plus the interface name carried alongside.
+/// (`InheritedSockets`); the interface name carried alongside is only a hint.
 enum ListenerExport {
     static let batchSize = 252
 
@@ -76,7 +75,7 @@ enum ListenerExport {
             }
         }
         guard let received, failure == nil else {
-            for f in fds { Glibc.close(f) }
+            for f in fds { FileDescriptor(rawValue: f).close() }
             throw failure ?? Failure(description: "'\(path)' sent nothing usable")
         }
         return received
@@ -101,77 +100,13 @@ enum ListenerExport {
         return result
     }
 
-    /// Pairs each wanted listener key with a received socket of the same address and options.
-    static func match(_ received: [Received], wanted: [ListenerKey]) -> [ListenerKey: Int32] {
-        let systemV6Only = (try? FileSystem.readFile("/proc/sys/net/ipv6/bindv6only"))?.first == UInt8(ascii: "1")
-        var observed: [(key: ListenerKey, fd: Int32)] = []
-        for r in received {
-            let fd = FileDescriptor(rawValue: r.fd)
-            guard (try? Socket.option(fd, level: SOL_SOCKET, name: SO_ACCEPTCONN)) == 1 else { continue }
-            let local = Socket.localAddress(fd)
-            var key: ListenerKey
-            switch local.family {
-            case AF_INET:
-                let value = local.ipv4 ?? 0
-                key = ListenerKey(address: .inet(family: .ipv4, address: value == 0 ? nil : IPAddress(v4: value), port: Int(local.port)))
-                key.transparent = (try? Socket.option(fd, level: SOL_IP, name: IP_TRANSPARENT)) == 1
-            case AF_INET6:
-                let bytes = local.addressBytes
-                key = ListenerKey(address: .inet(family: .ipv6, address: bytes.allSatisfy { $0 == 0 } ? nil : IPAddress(bytes16: bytes),
-                                                 port: Int(local.port)))
-                key.v6only = (try? Socket.option(fd, level: Int32(IPPROTO_IPV6), name: IPV6_V6ONLY)) == 1
-                key.transparent = (try? Socket.option(fd, level: SOL_IPV6, name: IPV6_TRANSPARENT)) == 1
-            case AF_UNIX:
-                guard var path = local.unixPath else { continue }
-                if path.hasPrefix("@") {
-                    key = ListenerKey(address: .abstract(name: String(path.dropFirst())))
-                } else {
-                    // HAProxy binds UNIX listeners as PATH.PID.tmp and renames them into place.
-                    if path.hasSuffix(".tmp"), let dot = path.dropLast(4).lastIndex(of: "."),
-                       path[path.index(after: dot)..<path.index(path.endIndex, offsetBy: -4)].allSatisfy(\.isNumber) {
-                        path = String(path[..<dot])
-                    }
-                    key = ListenerKey(address: .unix(path: path))
-                }
-            default:
-                continue
-            }
-            key.interface = r.interface.isEmpty ? nil : r.interface
-            key.namespace = r.namespace.isEmpty ? nil : r.namespace
-            observed.append((key, r.fd))
-        }
-        var result: [ListenerKey: Int32] = [:]
-        var taken = Set<Int32>()
-        for want in wanted where result[want] == nil {
-            let hit = observed.first { o in
-                guard !taken.contains(o.fd), o.key.address == want.address, o.key.interface == want.interface,
-                      o.key.namespace == want.namespace, o.key.transparent == want.transparent else { return false }
-                // Only a wildcard IPv6 socket can also take IPv4: the flag matters there alone.
-                if case .inet(.ipv6, nil, _) = want.address {
-                    let v6only = want.v6only ? true : want.v4v6 ? false : systemV6Only
-                    return o.key.v6only == v6only
-                }
-                return true
-            }
-            if let hit {
-                result[want] = hit.fd
-                taken.insert(hit.fd)
-            }
-        }
-        return result
-    }
-
     // MARK: server (an old process, from its stats socket)
 
     /// Sends `listeners` to a client that asked `_getsocks`. Blocks at most a second per
     /// step: this runs in the control loop, never in a data loop.
     @discardableResult
     static func send(_ listeners: [Listener], to peer: FileDescriptor) -> Bool {
-        let flags = fcntl(peer.rawValue, F_GETFL)
-        _ = fcntl(peer.rawValue, F_SETFL, flags & ~O_NONBLOCK)
-        var timeout = timeval(tv_sec: 1, tv_usec: 0)
-        setsockopt(peer.rawValue, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        setsockopt(peer.rawValue, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        guard (try? Socket.setBlocking(peer, true)) != nil, (try? Socket.setTimeouts(peer, milliseconds: 1000)) != nil else { return false }
         var count = Int32(listeners.count)
         guard (try? withUnsafeBytes(of: &count) { try peer.writeAll($0) }) != nil else { return false }
         var start = 0

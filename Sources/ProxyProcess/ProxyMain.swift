@@ -67,7 +67,7 @@ public enum ProxyMain {
             }
             return 1
         }
-        return ProxyServer.serve(configuration, options: options)
+        return StartUp(configuration: configuration, options: options).run()
     }
 
     static func formatMilliseconds(_ ms: Double) -> String {

@@ -44,6 +44,14 @@ public struct IPAddress: Hashable, Sendable, CustomStringConvertible {
 
     public var v4Value: UInt32 { UInt32(truncatingIfNeeded: low) }
 
+    /// The 16 network-order bytes of the IPv6 form (IPv4 as IPv4-mapped).
+    public var bytes16: [UInt8] {
+        var b = [UInt8](repeating: 0, count: 16)
+        for i in 0..<8 { b[i] = UInt8(truncatingIfNeeded: high >> (56 - 8 * UInt64(i))) }
+        for i in 0..<8 { b[8 + i] = UInt8(truncatingIfNeeded: low >> (56 - 8 * UInt64(i))) }
+        return b
+    }
+
     public var description: String {
         if isV4 {
             let v = v4Value

@@ -46,3 +46,69 @@ public enum FileSystem {
         return names
     }
 }
+
+/// A directory held open (O_PATH) so that names in it can be created, renamed and removed
+/// later, from inside a chroot too. Every call is relative to it (the `*at` family).
+public struct Directory: Sendable {
+    public let fd: FileDescriptor
+    /// The path it was opened with, for messages.
+    public let path: String
+
+    /// Opens the directory that holds `path`'s last component, and returns it with that name.
+    public static func containing(_ path: String) throws -> (Directory, String) {
+        let slash = path.lastIndex(of: "/")
+        let directory = slash.map { $0 == path.startIndex ? "/" : String(path[..<$0]) } ?? "."
+        let name = slash.map { String(path[path.index(after: $0)...]) } ?? path
+        return (try Directory.open(directory), name)
+    }
+
+    public static func open(_ path: String) throws -> Directory {
+        let fd = cproxy_open_directory(path)
+        if fd < 0 { throw SystemError.last("open") }
+        return Directory(fd: FileDescriptor(rawValue: fd), path: path)
+    }
+
+    public func close() { fd.close() }
+
+    /// Creates `name` (replacing a stale one) for writing.
+    public func create(_ name: String, mode: mode_t = 0o644) throws -> FileDescriptor {
+        try unlink(name)
+        let raw = try retryingOnInterrupt("open") { openat(fd.rawValue, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode) }
+        return FileDescriptor(rawValue: raw)
+    }
+
+    /// renameat(2): `from` replaces `to` atomically.
+    public func rename(_ from: String, to: String) throws {
+        if renameat(fd.rawValue, from, fd.rawValue, to) != 0 { throw SystemError.last("rename") }
+    }
+
+    /// unlinkat(2); a name already gone is fine.
+    public func unlink(_ name: String) throws {
+        if unlinkat(fd.rawValue, name, 0) != 0 && cproxy_errno() != ENOENT { throw SystemError.last("unlink") }
+    }
+
+    public func changeMode(_ name: String, _ mode: UInt32) throws {
+        if fchmodat(fd.rawValue, name, mode_t(mode), 0) != 0 { throw SystemError.last("chmod") }
+    }
+
+    /// fchownat(2); nil leaves that id unchanged.
+    public func changeOwner(_ name: String, uid: UInt32?, gid: UInt32?) throws {
+        if fchownat(fd.rawValue, name, uid ?? UInt32.max, gid ?? UInt32.max, 0) != 0 { throw SystemError.last("chown") }
+    }
+
+    /// The device and inode `name` refers to now, or nil.
+    public func identity(_ name: String) -> FileIdentity? {
+        var st = stat()
+        guard fstatat(fd.rawValue, name, &st, 0) == 0 else { return nil }
+        return FileIdentity(device: UInt64(st.st_dev), inode: UInt64(st.st_ino))
+    }
+
+    /// True when the calling process (effective ids) may create and remove names in it.
+    public var isWritable: Bool { faccessat(fd.rawValue, ".", W_OK | X_OK, AT_EACCESS) == 0 }
+}
+
+/// Which file a name refers to: its device and inode.
+public struct FileIdentity: Equatable, Sendable {
+    public let device: UInt64
+    public let inode: UInt64
+}

@@ -34,16 +34,3 @@ public enum Clock {
         return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
     }
 }
-
-/// Process-level calls.
-public enum ProcessCalls {
-    public static var currentPID: Int32 { getpid() }
-
-    /// kill(2): true when the signal was delivered, false when the pid is gone (ESRCH).
-    public static func signal(_ pid: Int32, _ signal: Int32) throws -> Bool {
-        if kill(pid, signal) == 0 { return true }
-        let code = cproxy_errno()
-        if code == ESRCH { return false }
-        throw SystemError("kill", code: code)
-    }
-}

@@ -105,8 +105,47 @@ public enum Socket {
 
     /// Sets O_NONBLOCK on a descriptor (inherited listeners may come blocking).
     public static func setNonBlocking(_ fd: FileDescriptor) throws {
+        try setBlocking(fd, false)
+    }
+
+    /// Sets or clears O_NONBLOCK.
+    public static func setBlocking(_ fd: FileDescriptor, _ blocking: Bool) throws {
         let flags = fcntl(fd.rawValue, F_GETFL)
         if flags < 0 { throw SystemError.last("fcntl") }
-        if fcntl(fd.rawValue, F_SETFL, flags | O_NONBLOCK) < 0 { throw SystemError.last("fcntl") }
+        let wanted = blocking ? flags & ~O_NONBLOCK : flags | O_NONBLOCK
+        if wanted != flags, fcntl(fd.rawValue, F_SETFL, wanted) < 0 { throw SystemError.last("fcntl") }
+    }
+
+    /// SO_RCVTIMEO and SO_SNDTIMEO: bounds each blocking receive and send.
+    public static func setTimeouts(_ fd: FileDescriptor, milliseconds: Int) throws {
+        var t = timeval(tv_sec: milliseconds / 1000, tv_usec: milliseconds % 1000 * 1000)
+        for name in [SO_RCVTIMEO, SO_SNDTIMEO] {
+            _ = try retryingOnInterrupt("setsockopt") {
+                setsockopt(fd.rawValue, SOL_SOCKET, name, &t, socklen_t(MemoryLayout<timeval>.size))
+            }
+        }
+    }
+
+    /// SO_LINGER with a zero timeout: the next close sends a reset instead of a FIN.
+    public static func setResetOnClose(_ fd: FileDescriptor) {
+        var l = linger(l_onoff: 1, l_linger: 0)
+        _ = setsockopt(fd.rawValue, SOL_SOCKET, SO_LINGER, &l, socklen_t(MemoryLayout<linger>.size))
+    }
+
+    /// SO_BINDTODEVICE: the socket only takes traffic from interface `name`.
+    public static func bindToDevice(_ fd: FileDescriptor, _ name: String) throws {
+        _ = try retryingOnInterrupt("setsockopt(SO_BINDTODEVICE)") {
+            name.withCString { setsockopt(fd.rawValue, SOL_SOCKET, SO_BINDTODEVICE, $0, socklen_t(strlen($0) + 1)) }
+        }
+    }
+
+    /// The interface a socket is bound to (SO_BINDTODEVICE), or nil for none.
+    public static func boundDevice(_ fd: FileDescriptor) -> String? {
+        var name = [CChar](repeating: 0, count: 64)
+        var length = socklen_t(name.count)
+        guard getsockopt(fd.rawValue, SOL_SOCKET, SO_BINDTODEVICE, &name, &length) == 0, length > 0 else { return nil }
+        let end = name.firstIndex(of: 0) ?? name.count
+        let text = String(decoding: name[..<end].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return text.isEmpty ? nil : text
     }
 }

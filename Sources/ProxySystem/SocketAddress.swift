@@ -32,11 +32,27 @@ public struct SocketAddress: Sendable, CustomStringConvertible {
         length = socklen_t(MemoryLayout<sockaddr_in6>.size)
     }
 
-    /// A UNIX socket path, or an abstract name when `abstract` is true.
-    public init(unixPath path: String, abstract: Bool = false) {
+    /// Longest UNIX path or abstract name a `sockaddr_un` holds (108 bytes, one for the NUL).
+    public static let maxUnixPathLength = 107
+
+    /// A UNIX socket path, or an abstract name when `abstract` is true. A name too long for a
+    /// `sockaddr_un` is an error (ENAMETOOLONG), never cut short.
+    public init(checkedUnixPath path: String, abstract: Bool = false) throws {
+        let bytes = Array(path.utf8)
+        guard bytes.count <= Self.maxUnixPathLength - (abstract ? 1 : 0) else { throw SystemError("bind", code: ENAMETOOLONG) }
+        self.init(unixBytes: bytes, abstract: abstract)
+    }
+
+    /// An abstract name the program makes itself (short by construction).
+    public init(unixPath path: String, abstract: Bool) {
+        let bytes = Array(path.utf8)
+        precondition(bytes.count <= Self.maxUnixPathLength - 1, "UNIX socket name too long: \(path)")
+        self.init(unixBytes: bytes, abstract: abstract)
+    }
+
+    private init(unixBytes bytes: [UInt8], abstract: Bool) {
         var sun = sockaddr_un()
         sun.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8.prefix(106))
         withUnsafeMutableBytes(of: &sun.sun_path) { raw in
             var offset = 0
             if abstract { raw[0] = 0; offset = 1 }

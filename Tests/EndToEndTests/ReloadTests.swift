@@ -195,26 +195,10 @@ extension TestBed {
         let two = try bed.backend(name: "two")
         let port = TestBed.freePort()
         let python = Harness.which("python3")!
-        let old = try bed.start(python, ["-c", """
-        import os, socket, time
-        ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        ls.bind(('127.0.0.1', \(port))); ls.listen(128)
-        ep = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        ep.bind('\\0proxy-handover-%d' % os.getpid()); ep.listen(4)
-        open('\(bed.directory)/ready', 'w').close()
-        c, _ = ep.accept()
-        c.recv(256)
-        text = ('PROXY-HANDOVER 9\\n'
-                'snapshot-format 7 from-the-future\\n'
-                'listener 0 inet,ipv4,127.0.0.1,\(port) v4v6=0,v6only=0,transparent=0,if=,ns= extra=1\\n'
-                'server app s1 down weight=5\\n'
-                'variable proc.x 42\\n'
-                'end\\n')
-        socket.send_fds(c, [text.encode()], [ls.fileno()])
-        if c.recv(64).startswith(b'stop'):
-            c.send(b'stopped\\n')
-        time.sleep(60)
-        """], log: bed.directory + "/old.log")
+        let peer = Harness.root + "/Tests/EndToEndTests/Helpers/handover_peer.py"
+        // Its own pid names the endpoint: a shell that execs python keeps its pid.
+        let old = try bed.start("/bin/sh", ["-c", "exec \(python) \(peer) $$ \(port) \(bed.directory)/ready --state 'snapshot-format 7 from-the-future' --state 'server app s1 down weight=5' --state 'variable proc.x 42' --hint 'listener inet,ipv4,127.0.0.1,\(port) v4v6=0,v6only=0,transparent=0,if=,ns= extra=1'"],
+                                log: bed.directory + "/old.log")
         #expect(TestBed.waitUntil { FileManager.default.fileExists(atPath: bed.directory + "/ready") }, "\(bed.read(bed.directory + "/old.log"))")
         let inode = listeningInode(port)
         let cfg = config(port: port, backend: one).replacingOccurrences(of: "    server s1 127.0.0.1:\(one)\n",

@@ -31,18 +31,28 @@ final class TestBed {
         processes.removeAll()
     }
 
-    /// A port nobody listens on right now.
+    /// Ports handed out by this test process, below the kernel's ephemeral range (32768+),
+    /// so outgoing connections never take them. No two tests of one run share a port: two
+    /// proxies on one port with SO_REUSEPORT would silently answer each other's tests.
+    private static let portLock = NSLock()
+    nonisolated(unsafe) private static var nextPort = 20000 + Int(getpid() % 40) * 300
+
+    /// A port no test of this run has had, and that nobody listens on right now.
     static func freePort() -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        addr.sin_port = 0
-        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
-        return Int(UInt16(bigEndian: addr.sin_port))
+        portLock.lock()
+        defer { portLock.unlock() }
+        while true {
+            let port = nextPort
+            nextPort = nextPort >= 32000 ? 20000 : nextPort + 1
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var addr = sockaddr_in()
+            addr.sin_family = sa_family_t(AF_INET)
+            addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+            addr.sin_port = UInt16(port).bigEndian
+            let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+            close(fd)
+            if rc == 0 { return port }
+        }
     }
 
     /// True once something accepts on the port, polling until `timeout`.

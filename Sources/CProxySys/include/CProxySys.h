@@ -22,15 +22,16 @@ ssize_t cproxy_splice(int fd_in, int fd_out, size_t len, unsigned int flags);
 int cproxy_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags);
 /// Sends `count` descriptors with SCM_RIGHTS alongside `data`.
 ssize_t cproxy_send_fds(int sock, const void *data, size_t len, const int *fds, int count);
-/// Receives up to `max` descriptors (with MSG_CMSG_CLOEXEC); sets *count to how many arrived.
-ssize_t cproxy_recv_fds(int sock, void *data, size_t len, int *fds, int max, int *count);
+/// Receives up to `max` descriptors (with MSG_CMSG_CLOEXEC); sets *count to how many arrived
+/// and *truncated when the kernel or the limit dropped some (MSG_CTRUNC).
+ssize_t cproxy_recv_fds(int sock, void *data, size_t len, int *fds, int max, int *count, int *truncated);
 /// The C library's errno, read without the Swift overlay's indirection.
 int cproxy_errno(void);
 
 // open(2) of a directory with O_PATH (a _GNU_SOURCE flag), for the *at() calls.
 int cproxy_open_directory(const char *path);
-/// The uid of the peer of a UNIX socket (SO_PEERCRED); -1 on error.
-int cproxy_peer_uid(int fd, unsigned int *uid);
+/// The pid, uid and gid of the peer of a UNIX socket (SO_PEERCRED); -1 on error.
+int cproxy_peer_credentials(int fd, int *pid, unsigned int *uid, unsigned int *gid);
 /// malloc_trim(3): returns free heap pages to the kernel.
 int cproxy_malloc_trim(size_t pad);
 /// The process environment block (`environ`).

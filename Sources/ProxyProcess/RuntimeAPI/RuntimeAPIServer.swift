@@ -1,32 +1,28 @@
 import ProxyConfig
 import ProxyEngine
 import ProxySystem
-import CProxySys
 import Glibc
 
 /// The `stats socket` lines: their listening sockets and the CLI sessions on them, served by
 /// the control loop. A session sends one line of `;`-separated commands (HAProxy's
 /// non-interactive mode), gets the answers, and is closed.
 ///
-/// A UNIX socket is bound as `PATH.PID.tmp` and renamed into place only once the process is
-/// about to serve, with a link to the old socket kept until the old processes are told, so
-/// a reload that fails leaves the old process's socket where it was (`-x PATH` of the next
-/// reload reaches the newest process).
+/// A UNIX socket is bound as `PATH.PID.tmp` and renamed into place at the point of no
+/// return, so a reload that fails leaves the old process's socket where it was, and after
+/// one that succeeds `PATH` (and `-x PATH`) reaches the newest process. An inet or abstract
+/// address the old process holds is handed over with its listeners.
 final class RuntimeAPIServer {
-    /// One `stats socket` line's listening socket (nil while a held address waits for the
-    /// old process to let it go).
+    /// One `stats socket` line's listening socket.
     struct Endpoint {
         var fd: FileDescriptor?
         let settings: StatsSocket
         /// For a UNIX socket: its directory, opened before any chroot and kept, so that
-        /// publishing, rollback and the final unlink work from inside one; and the names in it.
-        var directory: Int32 = -1
+        /// publishing and the final unlink work from inside one; and the names in it.
+        var directory: Directory?
         var name = ""
         var temporary: String?
-        /// A link to the previous owner's socket, restored if this start fails.
-        var backup: String?
         /// The published file's identity, to know later whether the name still is ours.
-        var file: (device: UInt, inode: UInt)?
+        var file: FileIdentity?
     }
 
     /// A CLI connection: the bytes of its command line, then the answer being written.
@@ -64,14 +60,23 @@ final class RuntimeAPIServer {
         let description: String
     }
 
-    /// Binds every `stats socket` line: UNIX ones under a temporary name, beside a link to
-    /// the socket they will replace. An address still held by an old process (an abstract
-    /// name, say) is left for `bindHeld()` once the old processes have stopped.
-    init(configuration: Configuration, oldProcesses: Bool) throws {
+    /// The listener keys of the inet and abstract sockets, which an old process hands over.
+    static func inheritableKeys(_ configuration: Configuration) -> [ListenerKey] {
+        configuration.global.statsSockets.compactMap { s in
+            switch s.address {
+            case .inet, .abstract: return ListenerKey(address: s.address)
+            default: return nil
+            }
+        }
+    }
+
+    /// Binds every `stats socket` line: UNIX ones under a temporary name, inet and abstract
+    /// ones from the sockets the old processes handed over, or afresh.
+    init(configuration: Configuration, inherited: [ListenerKey: Int32]) throws {
         idleTimeoutNanoseconds = UInt64(configuration.global.statsTimeout ?? 10_000) * 1_000_000
         do {
             for settings in configuration.global.statsSockets {
-                endpoints.append(try Self.bind(settings, deferringHeld: oldProcesses))
+                endpoints.append(try Self.bind(settings, inherited: inherited))
             }
         } catch {
             rollback()
@@ -83,138 +88,96 @@ final class RuntimeAPIServer {
         BindFailure(description: "\(settings.location): error: stats socket \(settings.address): \(what)")
     }
 
-    private static func bind(_ settings: StatsSocket, deferringHeld: Bool) throws -> Endpoint {
+    private static func bind(_ settings: StatsSocket, inherited: [ListenerKey: Int32]) throws -> Endpoint {
         do {
             switch settings.address {
             case .unix(let path):
                 return try bindUnix(path, settings)
             case .inet, .abstract:
-                // The frontends' bind, with SO_REUSEADDR and SO_REUSEPORT for inet addresses.
-                do {
-                    let l = try Listener.bind(ListenerKey(address: settings.address), frontend: "stats socket",
-                                              options: BindOptions(), backlog: 16, reusePort: true)
-                    return Endpoint(fd: l.fd, settings: settings)
-                } catch let e as SystemError where e.code == EADDRINUSE && deferringHeld {
-                    return Endpoint(fd: nil, settings: settings)
+                let key = ListenerKey(address: settings.address)
+                if let fd = inherited[key] {
+                    let f = FileDescriptor(rawValue: fd)
+                    try Socket.setNonBlocking(f)
+                    return Endpoint(fd: f, settings: settings)
                 }
+                // The frontends' bind, with SO_REUSEADDR and SO_REUSEPORT for inet addresses.
+                let l = try Listener.bind(key, frontend: "stats socket", options: BindOptions(), backlog: 16, reusePort: true)
+                return Endpoint(fd: l.fd, settings: settings)
             case .inheritedFD(let n):
                 let fd = FileDescriptor(rawValue: n)
                 try Socket.setNonBlocking(fd)
                 return Endpoint(fd: fd, settings: settings)
             }
         } catch let e as SystemError {
-            throw failure(settings, "cannot bind: \(e.reason)")
+            let hint = e.code == EADDRINUSE ? " (another process holds it and did not hand it over)" : ""
+            throw failure(settings, "cannot bind: \(e.reason)\(hint)")
         }
     }
 
     private static func bindUnix(_ path: String, _ settings: StatsSocket) throws -> Endpoint {
-        let slash = path.lastIndex(of: "/")
-        let directoryPath = slash.map { $0 == path.startIndex ? "/" : String(path[..<$0]) } ?? "."
-        let name = slash.map { String(path[path.index(after: $0)...]) } ?? path
-        let directory = cproxy_open_directory(directoryPath)
-        guard directory >= 0 else {
-            throw failure(settings, "cannot open the directory '\(directoryPath)': \(SystemError.last("open").reason)")
+        let directory: Directory
+        let name: String
+        do { (directory, name) = try Directory.containing(path) } catch let e as SystemError {
+            throw failure(settings, "cannot open the directory of '\(path)': \(e.reason); create it first")
         }
         var endpoint = Endpoint(fd: nil, settings: settings, directory: directory, name: name)
-        let temporary = "\(name).\(getpid()).tmp"
-        let backup = "\(name).\(getpid()).bak"
+        let temporary = "\(name).\(ProcessCalls.pid).tmp"
         do {
             let fd = try Socket.make(family: AF_UNIX)
             endpoint.fd = fd
-            unlinkat(directory, temporary, 0)
-            try Socket.bind(fd, SocketAddress(unixPath: directoryPath + "/" + temporary))
+            try directory.unlink(temporary)
+            try Socket.bind(fd, SocketAddress(checkedUnixPath: directory.path + "/" + temporary))
             endpoint.temporary = temporary
-            if let mode = settings.mode, fchmodat(directory, temporary, mode_t(mode), 0) != 0 { throw SystemError.last("chmod") }
-            var uid = settings.uid.map { uid_t($0) } ?? uid_t.max
-            var gid = settings.gid.map { gid_t($0) } ?? gid_t.max
-            if let user = settings.user {
-                guard let e = getpwnam(user) else { throw failure(settings, "unknown user '\(user)'") }
-                uid = e.pointee.pw_uid
-            }
-            if let group = settings.group {
-                guard let e = getgrnam(group) else { throw failure(settings, "unknown group '\(group)'") }
-                gid = e.pointee.gr_gid
-            }
-            if uid != uid_t.max || gid != gid_t.max, fchownat(directory, temporary, uid, gid, 0) != 0 { throw SystemError.last("chown") }
+            if let mode = settings.mode { try directory.changeMode(temporary, mode) }
+            if settings.uid != nil || settings.gid != nil { try directory.changeOwner(temporary, uid: settings.uid, gid: settings.gid) }
             try Socket.listen(fd, backlog: 16)
-            // Keep the running process's socket reachable until this start commits.
-            unlinkat(directory, backup, 0)
-            if linkat(directory, name, directory, backup, 0) == 0 {
-                endpoint.backup = backup
-            } else if cproxy_errno() != ENOENT {
-                throw failure(settings, "cannot keep a link to the socket in use at '\(path)': \(SystemError.last("link").reason)")
-            }
+            endpoint.file = directory.identity(temporary)
         } catch {
             endpoint.fd?.close()
-            if let t = endpoint.temporary { unlinkat(directory, t, 0) }
-            if let b = endpoint.backup { unlinkat(directory, b, 0) }
-            Glibc.close(directory)
-            if let e = error as? SystemError { throw failure(settings, "cannot bind: \(e.reason)") }
+            if let t = endpoint.temporary { try? directory.unlink(t) }
+            directory.close()
+            if let e = error as? SystemError {
+                let hint = e.code == ENAMETOOLONG ? " (a UNIX socket path holds at most \(SocketAddress.maxUnixPathLength - 12) bytes here)" : ""
+                throw failure(settings, "cannot bind: \(e.reason)\(hint)")
+            }
             throw error
         }
         return endpoint
     }
 
-    /// Binds the addresses an old process held at start-up; it has stopped by now (ours
-    /// close their stats sockets before acknowledging). One that is still held after a short
-    /// wait is reported and left out.
-    func bindHeld() {
-        for i in endpoints.indices where endpoints[i].fd == nil && endpoints[i].directory < 0 {
-            let settings = endpoints[i].settings
-            for attempt in 0..<20 {
-                if let e = try? Self.bind(settings, deferringHeld: true), e.fd != nil {
-                    endpoints[i].fd = e.fd
-                    break
-                }
-                if attempt == 19 {
-                    ProxyMain.printError("\(settings.location): warning: stats socket \(settings.address) is still held by an old process; the runtime API is not served there\n")
-                }
-                usleep(10_000)
+    /// The renames that publish the UNIX sockets, done at the point of no return.
+    var pendingNames: [NameChange] {
+        endpoints.compactMap { e in
+            guard let d = e.directory, let t = e.temporary else { return nil }
+            return NameChange(directory: d, temporary: t, name: e.name)
+        }
+    }
+
+    /// The UNIX sockets now have their names.
+    func published() {
+        for i in endpoints.indices { endpoints[i].temporary = nil }
+    }
+
+    /// The sockets a successor may take over: inet and abstract ones.
+    var handoverSockets: [(fd: Int32, hint: String)] {
+        endpoints.compactMap { e in
+            guard let fd = e.fd else { return nil }
+            switch e.settings.address {
+            case .inet, .abstract: return (fd.rawValue, "stats " + Handover.encode(ListenerKey(address: e.settings.address)))
+            default: return nil
             }
         }
     }
 
-    /// Renames the UNIX sockets into place.
-    func publish() {
-        for i in endpoints.indices {
-            guard let temporary = endpoints[i].temporary else { continue }
-            let directory = endpoints[i].directory
-            if renameat(directory, temporary, directory, endpoints[i].name) == 0 {
-                endpoints[i].temporary = nil
-                endpoints[i].file = Self.identity(directory, endpoints[i].name)
-            } else {
-                ProxyMain.printError("\(endpoints[i].settings.location): warning: stats socket: cannot rename '\(temporary)' into place: \(SystemError.last("rename").reason)\n")
-            }
-        }
-    }
-
-    static func identity(_ directory: Int32, _ name: String) -> (device: UInt, inode: UInt)? {
-        var st = stat()
-        guard fstatat(directory, name, &st, 0) == 0 else { return nil }
-        return (UInt(st.st_dev), UInt(st.st_ino))
-    }
-
-    /// The start went through (the old processes are told): the replaced sockets' links go.
-    func commit() {
-        for i in endpoints.indices {
-            if let backup = endpoints[i].backup { unlinkat(endpoints[i].directory, backup, 0) }
-            endpoints[i].backup = nil
-        }
-    }
-
-    /// The start failed: every name goes back to what it named before.
-    func rollback() {
+    /// The start failed: temporary names go (unless `keepNames`: a privileged helper removes
+    /// them), and every socket is closed but those `inherited` (the handover closes those).
+    func rollback(keepNames: Bool = false, sparing inherited: Set<Int32> = []) {
         for e in endpoints {
-            if e.directory >= 0 {
-                if let temporary = e.temporary { unlinkat(e.directory, temporary, 0) }
-                if let backup = e.backup {
-                    renameat(e.directory, backup, e.directory, e.name)
-                } else if let mine = e.file, let there = Self.identity(e.directory, e.name), mine == there {
-                    unlinkat(e.directory, e.name, 0)
-                }
-                Glibc.close(e.directory)
+            if let d = e.directory {
+                if let t = e.temporary, !keepNames { try? d.unlink(t) }
+                d.close()
             }
-            e.fd?.close()
+            if let fd = e.fd, !inherited.contains(fd.rawValue) { fd.close() }
         }
         endpoints = []
     }
@@ -356,10 +319,10 @@ final class RuntimeAPIServer {
                 fd.close()
             }
             endpoints[i].fd = nil
-            if e.directory >= 0 {
-                if let mine = e.file, let there = Self.identity(e.directory, e.name), mine == there { unlinkat(e.directory, e.name, 0) }
-                Glibc.close(e.directory)
-                endpoints[i].directory = -1
+            if let d = e.directory {
+                if e.temporary == nil, let mine = e.file, d.identity(e.name) == mine { try? d.unlink(e.name) }
+                d.close()
+                endpoints[i].directory = nil
             }
         }
     }

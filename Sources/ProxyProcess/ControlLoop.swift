@@ -1,0 +1,114 @@
+import ProxyConfig
+import ProxyEngine
+import ProxySystem
+import CProxySys
+import Glibc
+
+/// The main thread once serving: its own epoll over the signalfd, the engine's doorbells,
+/// the handover endpoint and the stats sockets. It turns signals and successors' requests
+/// into engine commands, never blocks for long, and returns the exit status when the last
+/// data loop has ended. The data loops never see a signal.
+struct ControlLoop {
+    let engine: ProxyEngine
+    let signals: SignalFD
+    let epoll: Epoll
+    let configuration: Configuration
+    let endpoint: HandoverEndpoint?
+    let runtimeAPI: RuntimeAPIServer
+
+    enum Token {
+        static let signals: UInt64 = 1
+        static let finished: UInt64 = 2
+        static let stoppedAccepting: UInt64 = 3
+        static let handover: UInt64 = 4
+        /// A successor's channel: this plus its descriptor.
+        static let channel: UInt64 = 1 << 32
+    }
+
+    func run() -> Int32 {
+        runtimeAPI.register(in: epoll)
+        try? epoll.add(signals.fd, events: Epoll.readable, token: Token.signals)
+        try? epoll.add(engine.finished.fd, events: Epoll.readable, token: Token.finished)
+        try? epoll.add(engine.stoppedAccepting.fd, events: Epoll.readable, token: Token.stoppedAccepting)
+        if let e = endpoint { try? epoll.add(e.fd, events: Epoll.readable, token: Token.handover) }
+        var events = [epoll_event](repeating: epoll_event(), count: 16)
+        var softStopping = false
+        var hardDeadline: UInt64?
+        func beginSoftStop() {
+            // Repeated SIGUSR1 (or stop) does nothing more.
+            guard !softStopping else { return }
+            softStopping = true
+            engine.softStop()
+            runtimeAPI.closeListeners(epoll: epoll)
+            if let after = configuration.global.hardStopAfter {
+                hardDeadline = Clock.monotonicNanoseconds() + UInt64(after) * 1_000_000
+            }
+        }
+        let sockets = { engine.listeners.map { (fd: $0.fd.rawValue, hint: "listener " + Handover.encode($0.key)) } + runtimeAPI.handoverSockets }
+        let states = { () -> [String] in
+            var lines: [String] = []
+            for (_, b) in engine.model.backends {
+                for s in b.servers { lines.append("server \(b.name) \(s.name) \(s.isUp.load(ordering: .relaxed) ? "up" : "down")") }
+            }
+            return lines
+        }
+        while engine.runningLoops > 0 {
+            var timeout: Int32 = 1000
+            if let d = hardDeadline {
+                let now = Clock.monotonicNanoseconds()
+                timeout = d <= now ? 0 : Int32(min((d - now) / 1_000_000 + 1, 1000))
+            }
+            let n = events.withUnsafeMutableBufferPointer { epoll.wait($0.baseAddress!, capacity: 16, timeoutMilliseconds: timeout) }
+            for i in 0..<n {
+                let token = events[i].data.u64
+                switch token {
+                case Token.signals:
+                    while let sig = signals.next() {
+                        switch sig {
+                        case SIGUSR1: beginSoftStop()
+                        case SIGTERM, SIGINT: engine.hardStop()
+                        case SIGTTOU: engine.pauseAccepting()
+                        case SIGTTIN: engine.resumeAccepting()
+                        default: break
+                        }
+                    }
+                case Token.finished:
+                    engine.finished.drain()
+                case Token.stoppedAccepting:
+                    engine.stoppedAccepting.drain()
+                    endpoint?.acknowledgeStops()
+                case Token.handover:
+                    for channel in endpoint?.acceptAll() ?? [] {
+                        try? epoll.add(channel, events: Epoll.readable | Epoll.readHangup, token: Token.channel + UInt64(channel.rawValue))
+                    }
+                case Token.channel..<RuntimeAPIServer.listenerToken:
+                    guard let endpoint else { break }
+                    let fd = FileDescriptor(rawValue: Int32(truncatingIfNeeded: token - Token.channel))
+                    switch endpoint.readable(fd, sockets: sockets, serverStates: states) {
+                    case .stop:
+                        // The acknowledgement goes out once no loop accepts any more.
+                        beginSoftStop()
+                        if engine.acceptingStopped { endpoint.acknowledgeStops() }
+                    case .closed:
+                        epoll.remove(fd)
+                    case .none, .answered:
+                        break
+                    }
+                default:
+                    _ = runtimeAPI.handle(token: token, events: events[i].events, epoll: epoll)
+                }
+            }
+            let now = Clock.monotonicNanoseconds()
+            for fd in endpoint?.expire(now: now) ?? [] { epoll.remove(fd) }
+            runtimeAPI.expire(epoll: epoll)
+            if let d = hardDeadline, now >= d {
+                hardDeadline = nil
+                engine.hardStop()
+            }
+        }
+        engine.join()
+        runtimeAPI.closeListeners(epoll: epoll)
+        endpoint?.close()
+        return 0
+    }
+}
