@@ -125,7 +125,7 @@ final class SteadyLoad {
             #expect(bed.read(pidFile) == oldPID + "\n", "\(c.name): the pidfile says \(bed.read(pidFile))")
             #expect(cli(socketPath, "show info")?.contains("Pid: \(oldPID)\n") == true, "\(c.name): the stats socket does not answer")
             #expect(try TestBed.curl(["http://127.0.0.1:\(port)/"]).0 == 200, "\(c.name)")
-            #expect(!Harness.files(in: bed.directory).contains { $0.hasSuffix(".tmp") }, "\(c.name): a temporary name was left")
+            #expect(!bed.names().contains { $0.hasSuffix(".tmp") }, "\(c.name): a temporary name was left")
         }
         #expect(decoy.isRunning && holder.isRunning, "a failed reload signalled a process it was not told to stop")
         _ = impostor

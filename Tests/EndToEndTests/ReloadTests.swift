@@ -3,7 +3,10 @@ import Testing
 
 /// The inode of the socket listening on 127.0.0.1:`port`, from /proc/net/tcp.
 func listeningInode(_ port: Int) -> String? {
-    guard let text = try? String(contentsOfFile: "/proc/net/tcp", encoding: .utf8) else { return nil }
+    // Read to the end: /proc files report no size, and one read returns a page at most.
+    guard let handle = FileHandle(forReadingAtPath: "/proc/net/tcp") else { return nil }
+    let text = String(decoding: handle.readDataToEndOfFile(), as: UTF8.self)
+    handle.closeFile()
     let wanted = String(format: ":%04X", port)
     for line in text.split(separator: "\n").dropFirst() {
         let f = line.split(separator: " ", omittingEmptySubsequences: true)
@@ -213,6 +216,72 @@ extension TestBed {
             let (code, body, _) = try TestBed.curl(["http://127.0.0.1:\(port)/"])
             #expect(code == 200 && body.hasPrefix("two "), "\(body)")
         }
+    }
+
+    /// More listeners than one message carries (253): all 300 are taken over, the same sockets.
+    @Test func handsOverMoreListenersThanOneMessageCarries() throws {
+        let bed = try TestBed()
+        let first = TestBed.freePortRange(300)
+        let last = first + 299
+        let cfg = """
+        defaults
+            mode http
+            timeout connect 2s
+            timeout client 10s
+            timeout server 10s
+        frontend web
+            bind 127.0.0.1:\(first)-\(last)
+            http-request return status 200 content-type text/plain string "ok"
+
+        """
+        let old = try bed.proxy(cfg, waitFor: last)
+        let before = [first, first + 253, last].map { listeningInode($0) }
+        let (new, log) = try bed.startProxy(cfg, name: "new.cfg", arguments: ["-sf", String(old.processIdentifier)])
+        bed.proxy = new
+        #expect(TestBed.waitUntil { bed.read(log).contains("300 listeners taken over") }, "\(bed.read(log))")
+        #expect(TestBed.waitUntil { !old.isRunning })
+        #expect([first, first + 253, last].map { listeningInode($0) } == before && !before.contains(nil))
+        #expect(try TestBed.curl(["http://127.0.0.1:\(last)/"]).0 == 200)
+    }
+
+    /// Started as root with `user nobody`: the pidfile and the stats socket, in a directory
+    /// only root may write, still get their names at the point of no return (a helper that
+    /// kept root does the renames), and the next reload takes over from the unprivileged process.
+    @Test(.enabled(if: getuid() == 0, "needs root to drop privileges"))
+    func dropsPrivilegesAndStillPublishesItsNames() throws {
+        let bed = try TestBed()
+        let port = TestBed.freePort()
+        let socket = bed.directory + "/admin.sock"
+        let pidFile = bed.directory + "/proxy.pid"
+        let cfg = """
+        global
+            user nobody
+            stats socket \(socket) mode 666 level admin
+        defaults
+            mode http
+            timeout connect 2s
+            timeout client 10s
+            timeout server 10s
+        frontend web
+            bind 127.0.0.1:\(port)
+            http-request return status 200 content-type text/plain string "ok"
+
+        """
+        let old = try bed.proxy(cfg, waitFor: port, arguments: ["-p", pidFile])
+        let oldPID = String(old.processIdentifier)
+        #expect(TestBed.waitUntil { bed.read(pidFile) == oldPID + "\n" })
+        #expect(bed.read("/proc/\(oldPID)/status").contains("Uid:\t65534\t65534\t65534\t65534"))
+        #expect(cli(socket, "show info")?.contains("Pid: \(oldPID)\n") == true)
+        let inode = listeningInode(port)
+        let r = try Harness.proxy(["-f", bed.directory + "/proxy.cfg", "-D", "-p", pidFile, "-sf", oldPID])
+        #expect(r.status == 0, "\(r.stderr)")
+        let newPID = bed.read(pidFile).trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(newPID != oldPID && !newPID.isEmpty)
+        #expect(cli(socket, "show info")?.contains("Pid: \(newPID)\n") == true)
+        #expect(listeningInode(port) == inode)
+        #expect(TestBed.waitUntil { !old.isRunning })
+        #expect(!bed.names().contains { $0.hasSuffix(".tmp") })
+        if let pid = Int32(newPID) { kill(pid, SIGTERM) }
     }
 
     /// HAProxy has no handover endpoint: the new process binds beside it with SO_REUSEPORT

@@ -93,7 +93,7 @@ func cli(_ path: String, _ line: String) -> String? {
         let r2 = try Harness.proxy(["-f", bed.directory + "/late.cfg", "-sf", String(new.processIdentifier)])
         #expect(r2.status != 0 && r2.stderr.contains("cannot chroot"), "\(r2.stderr)")
         #expect(new.isRunning && (cli(socket, "show info") ?? "").contains("Pid: \(new.processIdentifier)\n"))
-        #expect(!Harness.files(in: bed.directory).contains { $0.hasSuffix(".tmp") || $0.hasSuffix(".bak") })
+        #expect(!bed.names().contains { $0.hasSuffix(".tmp") || $0.hasSuffix(".bak") })
         // The last process stopping removes its socket.
         kill(new.processIdentifier, SIGUSR1)
         #expect(TestBed.waitUntil { !new.isRunning })
@@ -121,7 +121,7 @@ func cli(_ path: String, _ line: String) -> String? {
         #expect(TestBed.waitUntil { !old.isRunning })
         #expect(TestBed.waitUntil { (cli(socket, "show info") ?? "").contains("Pid: \(new.processIdentifier)\n") }, "\(bed.read(log))")
         #expect((cli("@" + abstract, "show info") ?? "").contains("Pid: \(new.processIdentifier)\n"), "\(bed.read(log))")
-        #expect(!Harness.files(in: bed.directory).contains { $0.hasSuffix(".tmp") || $0.hasSuffix(".bak") })
+        #expect(!bed.names().contains { $0.hasSuffix(".tmp") || $0.hasSuffix(".bak") })
         kill(new.processIdentifier, SIGUSR1)
         #expect(TestBed.waitUntil { !new.isRunning })
         #expect(!FileManager.default.fileExists(atPath: socket))

@@ -55,6 +55,16 @@ final class TestBed {
         }
     }
 
+    /// `count` consecutive ports no test of this run has had, all free now.
+    static func freePortRange(_ count: Int) -> Int {
+        while true {
+            let first = freePort()
+            var ok = true
+            for i in 1..<count where freePort() != first + i { ok = false; break }
+            if ok { return first }
+        }
+    }
+
     /// True once something accepts on the port, polling until `timeout`.
     static func waitForPort(_ port: Int, timeout: Double = 10) -> Bool {
         let deadline = Date().addingTimeInterval(timeout)
@@ -125,6 +135,9 @@ final class TestBed {
         #expect(Self.waitForPort(port), "proxy did not listen on \(port): \(log())")
         return p
     }
+
+    /// The names in this bed's directory.
+    func names() -> [String] { (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] }
 
     func log() -> String { (try? String(contentsOfFile: proxyLog, encoding: .utf8)) ?? "" }
 
