@@ -5,8 +5,85 @@ import ProxySystem
 extension ConfigParser {
     static let httpRequestActions = ["return", "deny", "allow", "redirect", "set-header", "add-header", "del-header",
                                      "replace-header", "replace-value", "set-path", "replace-path", "set-uri",
-                                     "replace-uri", "set-var", "tarpit"]
-    static let httpResponseActions = ["set-header", "add-header", "del-header", "replace-header", "replace-value", "set-status"]
+                                     "replace-uri", "set-var", "set-var-fmt", "unset-var", "tarpit"]
+    static let httpResponseActions = ["set-header", "add-header", "del-header", "replace-header", "replace-value", "set-status",
+                                      "set-var", "set-var-fmt", "unset-var"]
+
+    /// An action both `http-request` and `http-response` have.
+    enum SharedAction {
+        case setHeader(HeaderField), addHeader(HeaderField), deleteHeader(HeaderNameMatch)
+        case replaceHeader(String, RegexReplacement), replaceValue(String, RegexReplacement)
+        case setVariable(VariableScope, String, SampleExpression)
+        case setVariableFormat(VariableScope, String, String)
+        case unsetVariable(VariableScope, String)
+    }
+
+    /// Parses the actions shared by both directions; nil for any other action. `keyword` is
+    /// `http-request` or `http-response`; `phase` is where the rule runs, for fetch checks.
+    func parseSharedAction(_ action: String, _ rest: ArraySlice<String>, _ keyword: String, _ phase: RulePhase) throws -> SharedAction? {
+        // set-var(scope.name), set-var-fmt(scope.name), unset-var(scope.name)
+        for prefix in ["set-var(", "set-var-fmt(", "unset-var("] where action.hasPrefix(prefix) {
+            let verb = String(prefix.dropLast())
+            guard action.hasSuffix(")") else { throw ConfigError("\(keyword) \(verb): missing ')' in '\(action)'") }
+            let inner = String(action.dropFirst(prefix.count).dropLast())
+            if inner.contains(",") {
+                throw ConfigError("\(keyword) \(verb): conditions after the variable name ('\(inner)') are not supported yet")
+            }
+            let (scope, name) = try VariableScope.parseName(inner, what: "\(keyword) \(verb)")
+            try checkVariableScope(scope, phase, "\(keyword) \(verb)(\(inner))")
+            switch verb {
+            case "set-var":
+                try Values.expect(rest, 1, usage: "\(keyword) set-var(<scope>.<name>) <expression>")
+                let expression = try SampleExpression.parse(rest.first!)
+                try checkFetch(expression, phase, "\(keyword) set-var(\(inner))")
+                return .setVariable(scope, name, expression)
+            case "set-var-fmt":
+                try Values.expect(rest, 1, usage: "\(keyword) set-var-fmt(<scope>.<name>) <format>")
+                return .setVariableFormat(scope, name, try checkFormat(rest.first!, "\(keyword) set-var-fmt(\(inner))", phase: phase))
+            default:
+                try Values.expect(rest, 0, usage: "\(keyword) unset-var(<scope>.<name>) [if|unless <condition>]")
+                return .unsetVariable(scope, name)
+            }
+        }
+        switch action {
+        case "set-var", "set-var-fmt", "unset-var":
+            throw ConfigError("\(keyword) \(action): the form is '\(keyword) \(action)(<scope>.<name>) ...'")
+        case "set-header", "add-header":
+            try Values.expect(rest, 2, usage: "\(keyword) \(action) <name> <format>")
+            try checkHeaderName(rest.first!, action)
+            let field = HeaderField(name: rest.first!, value: try checkFormat(rest.last!, "\(keyword) \(action)", phase: phase))
+            return action == "set-header" ? .setHeader(field) : .addHeader(field)
+        case "del-header":
+            guard let name = rest.first else { throw ConfigError("missing argument; the form is '\(keyword) del-header <name> [-m <method>]'") }
+            var method = "str"
+            if rest.count == 3, rest[rest.startIndex + 1] == "-m" {
+                method = rest.last!
+            } else if rest.count > 1, rest[rest.startIndex + 1] == "-m" {
+                throw ConfigError("\(keyword) del-header: '-m' needs exactly one method: str, beg, end, sub or reg")
+            } else {
+                try Values.expect(rest, 1, usage: "\(keyword) del-header <name> [-m str|beg|end|sub|reg]")
+            }
+            let lower = name.lowercased()
+            switch method {
+            case "str": return .deleteHeader(.exact(lower))
+            case "beg": return .deleteHeader(.prefix(lower))
+            case "end": return .deleteHeader(.suffix(lower))
+            case "sub": return .deleteHeader(.substring(lower))
+            case "reg":
+                do { return .deleteHeader(.regex(try PosixRegex(name))) } catch let e as PosixRegex.CompileError {
+                    throw ConfigError("\(keyword) del-header: regex '\(name)' does not compile: \(e.description)")
+                }
+            default:
+                throw ConfigError("\(keyword) del-header: '-m \(method)' is not a method here; use str, beg, end, sub or reg")
+            }
+        case "replace-header", "replace-value":
+            try Values.expect(rest, 3, usage: "\(keyword) \(action) <name> <regex> <replacement>")
+            let r = try regexReplacement(rest[rest.startIndex + 1], rest.last!, "\(keyword) \(action)")
+            return action == "replace-header" ? .replaceHeader(rest.first!, r) : .replaceValue(rest.first!, r)
+        default:
+            return nil
+        }
+    }
 
     func parseHTTPRequestRule(_ args: ArraySlice<String>, at location: SourceLocation) throws {
         let (words, condition) = try splitCondition(args)
@@ -15,18 +92,17 @@ extension ConfigParser {
         }
         var rest = words.dropFirst()
         let parsed: HTTPRequestAction
-        var actionName = action
-        if action.hasPrefix("set-var(") {
-            actionName = "set-var"
-            guard action.hasSuffix(")") else { throw ConfigError("http-request set-var: missing ')' in '\(action)'") }
-            let inner = String(action.dropFirst(8).dropLast())
-            guard let dot = inner.firstIndex(of: "."), let scope = VariableScope(rawValue: String(inner[..<dot])),
-                  inner.index(after: dot) < inner.endIndex else {
-                throw ConfigError("http-request set-var: '\(inner)' must be <scope>.<name> with scope proc, sess, txn, req or res")
+        if let shared = try parseSharedAction(action, rest, "http-request", .request) {
+            switch shared {
+            case .setHeader(let f): parsed = .setHeader(f)
+            case .addHeader(let f): parsed = .addHeader(f)
+            case .deleteHeader(let m): parsed = .deleteHeader(m)
+            case .replaceHeader(let n, let r): parsed = .replaceHeader(name: n, r)
+            case .replaceValue(let n, let r): parsed = .replaceValue(name: n, r)
+            case .setVariable(let s, let n, let e): parsed = .setVariable(s, n, e)
+            case .setVariableFormat(let s, let n, let f): parsed = .setVariableFormat(s, n, f)
+            case .unsetVariable(let s, let n): parsed = .unsetVariable(s, n)
             }
-            try Values.expect(rest, 1, usage: "http-request set-var(<scope>.<name>) <expression>")
-            let expression = try SampleExpression.parse(rest.first!)
-            parsed = .setVariable(scope, String(inner[inner.index(after: dot)...]), expression)
         } else {
             switch action {
             case "allow":
@@ -40,41 +116,22 @@ extension ConfigParser {
                 parsed = .returnResponse(try parseLocalResponse(&rest, defaultStatus: 200, action: "return"))
             case "redirect":
                 parsed = .redirect(try parseRedirect(rest))
-            case "set-header", "add-header":
-                try Values.expect(rest, 2, usage: "http-request \(action) <name> <format>")
-                try checkHeaderName(rest.first!, action)
-                let field = HeaderField(name: rest.first!, value: try checkFormat(rest.last!, "http-request \(action)"))
-                parsed = action == "set-header" ? .setHeader(field) : .addHeader(field)
-            case "del-header":
-                guard let name = rest.first else { throw ConfigError("missing argument; the form is 'http-request del-header <name> [-m <method>]'") }
-                if rest.count == 3, rest[rest.startIndex + 1] == "-m" {
-                    guard ["str", "beg", "end", "sub", "reg"].contains(rest.last!) else {
-                        throw ConfigError("http-request del-header: '-m' takes str, beg, end, sub or reg")
-                    }
-                } else {
-                    try Values.expect(rest, 1, usage: "http-request del-header <name> [-m <method>]")
-                }
-                parsed = .deleteHeader(name: name)
-            case "replace-header", "replace-value":
-                try Values.expect(rest, 3, usage: "http-request \(action) <name> <regex> <replacement>")
-                let r = try regexReplacement(rest[rest.startIndex + 1], rest.last!, "http-request \(action)")
-                parsed = action == "replace-header" ? .replaceHeader(name: rest.first!, r) : .replaceValue(name: rest.first!, r)
             case "set-path", "set-uri":
                 try Values.expect(rest, 1, usage: "http-request \(action) <format>")
-                let f = try checkFormat(rest.first!, "http-request \(action)")
+                let f = try checkFormat(rest.first!, "http-request \(action)", phase: .request)
                 parsed = action == "set-path" ? .setPath(f) : .setURI(f)
             case "replace-path", "replace-uri":
                 try Values.expect(rest, 2, usage: "http-request \(action) <regex> <replacement>")
                 let r = try regexReplacement(rest.first!, rest.last!, "http-request \(action)")
                 parsed = action == "replace-path" ? .replacePath(r) : .replaceURI(r)
-            case "set-var":
-                throw ConfigError("http-request set-var: the form is 'http-request set-var(<scope>.<name>) <expression>'")
             default:
                 throw unknownAction(action, "http-request", Self.httpRequestActions)
             }
         }
+        let name = action.firstIndex(of: "(").map { String(action[..<$0]) } ?? action
+        if let c = condition { checkCondition(c, .request, "http-request \(name)", at: location) }
         proxy!.httpRequestRules.append(Rule(action: parsed, condition: condition, location: location,
-                                            summary: "http-request \(actionName)"))
+                                            summary: "http-request \(name)"))
     }
 
     func parseHTTPResponseRule(_ args: ArraySlice<String>, at location: SourceLocation) throws {
@@ -84,35 +141,75 @@ extension ConfigParser {
         }
         let rest = words.dropFirst()
         let parsed: HTTPResponseAction
-        switch action {
-        case "set-header", "add-header":
-            try Values.expect(rest, 2, usage: "http-response \(action) <name> <format>")
-            try checkHeaderName(rest.first!, action)
-            let field = HeaderField(name: rest.first!, value: try checkFormat(rest.last!, "http-response \(action)"))
-            parsed = action == "set-header" ? .setHeader(field) : .addHeader(field)
-        case "del-header":
-            guard let name = rest.first else { throw ConfigError("missing argument; the form is 'http-response del-header <name>'") }
-            if !(rest.count == 3 && rest[rest.startIndex + 1] == "-m") {
-                try Values.expect(rest, 1, usage: "http-response del-header <name> [-m <method>]")
+        if let shared = try parseSharedAction(action, rest, "http-response", .response) {
+            switch shared {
+            case .setHeader(let f): parsed = .setHeader(f)
+            case .addHeader(let f): parsed = .addHeader(f)
+            case .deleteHeader(let m): parsed = .deleteHeader(m)
+            case .replaceHeader(let n, let r): parsed = .replaceHeader(name: n, r)
+            case .replaceValue(let n, let r): parsed = .replaceValue(name: n, r)
+            case .setVariable(let s, let n, let e): parsed = .setVariable(s, n, e)
+            case .setVariableFormat(let s, let n, let f): parsed = .setVariableFormat(s, n, f)
+            case .unsetVariable(let s, let n): parsed = .unsetVariable(s, n)
             }
-            parsed = .deleteHeader(name: name)
-        case "replace-header", "replace-value":
-            try Values.expect(rest, 3, usage: "http-response \(action) <name> <regex> <replacement>")
-            let r = try regexReplacement(rest[rest.startIndex + 1], rest.last!, "http-response \(action)")
-            parsed = action == "replace-header" ? .replaceHeader(name: rest.first!, r) : .replaceValue(name: rest.first!, r)
-        case "set-status":
-            guard let codeText = rest.first else { throw ConfigError("missing argument; the form is 'http-response set-status <code> [reason <text>]'") }
-            let code = try Values.integer(codeText, for: "http-response set-status", in: 100...999)
-            var reason: String?
-            if rest.count == 3, rest[rest.startIndex + 1] == "reason" { reason = rest.last! } else {
-                try Values.expect(rest, 1, usage: "http-response set-status <code> [reason <text>]")
+        } else {
+            switch action {
+            case "set-status":
+                guard let codeText = rest.first else { throw ConfigError("missing argument; the form is 'http-response set-status <code> [reason <text>]'") }
+                let code = try Values.integer(codeText, for: "http-response set-status", in: 100...999)
+                var reason: String?
+                if rest.count == 3, rest[rest.startIndex + 1] == "reason" { reason = rest.last! } else {
+                    try Values.expect(rest, 1, usage: "http-response set-status <code> [reason <text>]")
+                }
+                parsed = .setStatus(code, reason: reason)
+            default:
+                throw unknownAction(action, "http-response", Self.httpResponseActions)
             }
-            parsed = .setStatus(code, reason: reason)
-        default:
-            throw unknownAction(action, "http-response", Self.httpResponseActions)
         }
+        let name = action.firstIndex(of: "(").map { String(action[..<$0]) } ?? action
+        if let c = condition { checkCondition(c, .response, "http-response \(name)", at: location) }
         proxy!.httpResponseRules.append(Rule(action: parsed, condition: condition, location: location,
-                                             summary: "http-response \(action)"))
+                                             summary: "http-response \(name)"))
+    }
+
+    // MARK: where fetches may be used
+
+    /// The fix a message carries for a request fetch used where the request is gone.
+    static func captureHint(_ e: SampleExpression) -> String {
+        let base = String(e.fetch.description.prefix { $0 != "(" }.map { $0 == "." ? "_" : $0 })
+        let name = base.isEmpty ? "x" : base
+        let expression = ([e.fetch.description] + e.converters.map(\.description)).joined(separator: ",")
+        return "capture it while the request is there: 'http-request set-var(txn.\(name)) \(expression)', then read 'var(txn.\(name))'"
+    }
+
+    /// An action may not read what its phase does not have: an error, as HAProxy's alert.
+    func checkFetch(_ e: SampleExpression, _ phase: RulePhase, _ what: String) throws {
+        guard !e.fetch.usage.isAvailable(in: phase) else { return }
+        var fix = ""
+        if phase == .response, e.fetch.usage == .request { fix = "; " + Self.captureHint(e) }
+        throw ConfigError("\(what): '\(e.description)' cannot work here: it needs \(e.fetch.usage.needs)\(fix)")
+    }
+
+    /// A variable of a scope that does not exist in the phase could never be set or read.
+    func checkVariableScope(_ scope: VariableScope, _ phase: RulePhase, _ what: String) throws {
+        guard FetchUsage.variable(scope).isAvailable(in: phase) else {
+            let other = scope == .req ? "txn." : scope == .res ? "txn." : "sess."
+            throw ConfigError("\(what): a '\(scope.rawValue).' variable does not exist during the \(phase.rawValue); use a '\(other)' variable")
+        }
+    }
+
+    /// An ACL whose every term reads what the phase does not have never matches: HAProxy
+    /// warns and loads it; so do we, with the fix.
+    func checkCondition(_ c: Condition, _ phase: RulePhase, _ rule: String, at location: SourceLocation) {
+        for acl in c.acls {
+            let unavailable = acl.terms.filter { !$0.expression.fetch.usage.isAvailable(in: phase) }
+            guard !unavailable.isEmpty, unavailable.count == acl.terms.count else { continue }
+            let first = unavailable[0].expression
+            var fix = ""
+            if phase == .response, first.fetch.usage == .request { fix = "; " + Self.captureHint(first) }
+            let label = acl.name.hasPrefix("{") ? "anonymous acl \(acl.name)" : "acl '\(acl.name)'"
+            warning("\(label) will never match in '\(rule)': '\(first.keyword)' needs \(first.fetch.usage.needs)\(fix)", at: location)
+        }
     }
 
     func parseTCPRequestRule(_ args: ArraySlice<String>, at location: SourceLocation) throws {
@@ -147,6 +244,7 @@ extension ConfigParser {
     func parseLocalResponse(_ rest: inout ArraySlice<String>, defaultStatus: Int, action: String) throws -> LocalResponse {
         var response = LocalResponse(status: defaultStatus)
         var bodySet = false
+        var bodyKeyword = ""
         func value(_ w: String) throws -> String {
             guard let v = rest.popFirst() else { throw ConfigError("http-request \(action): '\(w)' needs a value") }
             return v
@@ -157,12 +255,14 @@ extension ConfigParser {
             response.body = b
         }
         while let w = rest.popFirst() {
+            if ["string", "lf-string", "file", "lf-file", "errorfile", "default-errorfiles"].contains(w) { bodyKeyword = w }
             switch w {
             case "status", "deny_status":
                 if w == "deny_status" && action == "return" { throw ConfigError("http-request return: use 'status', not 'deny_status'") }
                 response.status = try Values.integer(try value(w), for: "http-request \(action) \(w)", in: 200...599)
             case "content-type": response.contentType = try value(w)
-            case "string", "lf-string": try setBody(.text(try checkFormat(try value(w), "http-request \(action) \(w)")))
+            case "string": try setBody(.text(try value(w)))
+            case "lf-string": try setBody(.format(try checkFormat(try value(w), "http-request \(action) lf-string", phase: .request)))
             case "file", "lf-file", "errorfile":
                 let path = try value(w)
                 let bytes: [UInt8]
@@ -177,6 +277,9 @@ extension ConfigParser {
                         throw ConfigError("http-request \(action): errorfile '\(path)' is not a raw HTTP response")
                     }
                     try setBody(.rawResponse(path: path, bytes: bytes))
+                } else if w == "lf-file" {
+                    let text = String(decoding: bytes, as: UTF8.self)
+                    try setBody(.formatFile(path: path, text: try checkFormat(text, "http-request \(action) lf-file '\(path)'", phase: .request)))
                 } else {
                     try setBody(.file(path: path, bytes: bytes))
                 }
@@ -186,7 +289,7 @@ extension ConfigParser {
                 let name = try value(w)
                 let v = try value(w)
                 try checkHeaderName(name, action)
-                response.headers.append(HeaderField(name: name, value: try checkFormat(v, "http-request \(action) hdr")))
+                response.headers.append(HeaderField(name: name, value: try checkFormat(v, "http-request \(action) hdr", phase: .request)))
             default:
                 let known = ["status", "content-type", "string", "lf-string", "file", "lf-file", "errorfile", "default-errorfiles", "hdr"]
                 var hint = ""
@@ -200,8 +303,12 @@ extension ConfigParser {
         if case .file = response.body, response.contentType == nil {
             throw ConfigError("http-request \(action): 'file' needs a 'content-type', e.g. content-type text/html")
         }
-        if case .text = response.body, response.contentType == nil {
-            throw ConfigError("http-request \(action): 'string' needs a 'content-type', e.g. content-type text/plain")
+        switch response.body {
+        case .text, .format, .formatFile:
+            if response.contentType == nil {
+                throw ConfigError("http-request \(action): '\(bodyKeyword)' needs a 'content-type', e.g. content-type text/plain")
+            }
+        default: break
         }
         if [204, 304].contains(response.status) || response.status < 200 {
             if case .none = response.body {} else { throw ConfigError("http-request \(action): status \(response.status) cannot have a body") }
@@ -215,7 +322,7 @@ extension ConfigParser {
             throw ConfigError("http-request redirect: the form is 'http-request redirect location|prefix|scheme <target> [code <code>] [drop-query] [append-slash] [set-cookie N[=V]] [clear-cookie N]'")
         }
         guard let target = rest.popFirst() else { throw ConfigError("http-request redirect \(kindText): missing target") }
-        var r = Redirect(kind: kind, target: try checkFormat(target, "http-request redirect"))
+        var r = Redirect(kind: kind, target: try checkFormat(target, "http-request redirect", phase: .request))
         while let w = rest.popFirst() {
             switch w {
             case "code":
@@ -266,9 +373,10 @@ extension ConfigParser {
         }
     }
 
-    /// Checks a log-format string: `%[expr]` fetches must exist, aliases must be known.
+    /// Checks a log-format string: `%[expr]` fetches must exist and work in `phase`, and
+    /// every `%` alias must be one the engine renders.
     @discardableResult
-    func checkFormat(_ text: String, _ what: String) throws -> String {
+    func checkFormat(_ text: String, _ what: String, phase: RulePhase) throws -> String {
         let bytes = Array(text.utf8)
         var i = 0
         while i < bytes.count {
@@ -293,7 +401,7 @@ extension ConfigParser {
                 }
                 guard j < bytes.count else { throw ConfigError("\(what): '%[' without ']' in '\(text)'") }
                 let expr = String(decoding: bytes[start..<j], as: UTF8.self)
-                do { _ = try SampleExpression.parse(expr) } catch let e as RuleError {
+                do { try checkFetch(try SampleExpression.parse(expr), phase, "\(what): in '%[\(expr)]'") } catch let e as RuleError {
                     throw ConfigError("\(what): in '%[\(expr)]': \(e.message)")
                 }
                 i = j + 1
@@ -301,6 +409,10 @@ extension ConfigParser {
                 var j = i
                 while j < bytes.count, (bytes[j] >= 0x61 && bytes[j] <= 0x7a) || (bytes[j] >= 0x41 && bytes[j] <= 0x5a) { j += 1 }
                 if j == i { throw ConfigError("\(what): '%' must be followed by a variable, '[' or '%' in '\(text)'") }
+                let alias = String(decoding: bytes[i..<j], as: UTF8.self)
+                guard LogFormatVariables.supported.contains(alias) else {
+                    throw ConfigError("\(what): the log-format variable '%\(alias)' is not supported yet here; these are: \(LogFormatVariables.supported.sorted().map { "%" + $0 }.joined(separator: " ")), or a fetch as '%[...]'")
+                }
                 i = j
             }
         }
@@ -375,4 +487,9 @@ extension ConfigParser {
         return String(name)
     }
 
+}
+
+/// The `%` variables of a log-format that the engine renders in header values and bodies.
+public enum LogFormatVariables {
+    public static let supported: Set<String> = ["ci", "cp", "fi", "fp", "ft", "f", "b", "s", "pid", "H", "Ts"]
 }

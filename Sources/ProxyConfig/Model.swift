@@ -385,9 +385,14 @@ public struct UseBackendRule: Sendable {
 public struct LocalResponse: Sendable, Equatable {
     public enum Body: Sendable, Equatable {
         case none
+        /// `string`: sent as written.
         case text(String)
-        /// A file read at load.
+        /// `lf-string`: a log-format rendered per request.
+        case format(String)
+        /// `file`: read at load, sent as is.
         case file(path: String, bytes: [UInt8])
+        /// `lf-file`: read at load, rendered per request as a log-format.
+        case formatFile(path: String, text: String)
         /// A raw HTTP response read at load (`errorfile`).
         case rawResponse(path: String, bytes: [UInt8])
         case defaultErrorFile
@@ -396,6 +401,25 @@ public struct LocalResponse: Sendable, Equatable {
     public var contentType: String?
     public var body: Body = .none
     public var headers: [HeaderField] = []
+}
+
+/// How `del-header NAME -m METHOD` matches header names.
+public enum HeaderNameMatch: Sendable {
+    case exact(String), prefix(String), suffix(String), substring(String)
+    /// A regex on the lower-case name (HAProxy's names are lower case; the regex is not).
+    case regex(PosixRegex)
+
+    /// Whether `name` (any case) matches.
+    public func matches(_ name: [UInt8]) -> Bool {
+        let lower = String(decoding: name.map { $0 >= 0x41 && $0 <= 0x5a ? $0 | 0x20 : $0 }, as: UTF8.self)
+        switch self {
+        case .exact(let n): return lower == n
+        case .prefix(let n): return lower.hasPrefix(n)
+        case .suffix(let n): return lower.hasSuffix(n)
+        case .substring(let n): return lower.contains(n)
+        case .regex(let r): return r.matches(lower)
+        }
+    }
 }
 
 /// `http-request redirect ...`.
@@ -425,7 +449,7 @@ public enum HTTPRequestAction: Sendable {
     case redirect(Redirect)
     case setHeader(HeaderField)
     case addHeader(HeaderField)
-    case deleteHeader(name: String)
+    case deleteHeader(HeaderNameMatch)
     case replaceHeader(name: String, RegexReplacement)
     case replaceValue(name: String, RegexReplacement)
     case setPath(String)
@@ -433,16 +457,21 @@ public enum HTTPRequestAction: Sendable {
     case setURI(String)
     case replaceURI(RegexReplacement)
     case setVariable(VariableScope, String, SampleExpression)
+    case setVariableFormat(VariableScope, String, String)
+    case unsetVariable(VariableScope, String)
 }
 
 /// The actions of `http-response`.
 public enum HTTPResponseAction: Sendable {
     case setHeader(HeaderField)
     case addHeader(HeaderField)
-    case deleteHeader(name: String)
+    case deleteHeader(HeaderNameMatch)
     case replaceHeader(name: String, RegexReplacement)
     case replaceValue(name: String, RegexReplacement)
     case setStatus(Int, reason: String?)
+    case setVariable(VariableScope, String, SampleExpression)
+    case setVariableFormat(VariableScope, String, String)
+    case unsetVariable(VariableScope, String)
 }
 
 /// A rule with its action, condition and place.

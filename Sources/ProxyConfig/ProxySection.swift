@@ -115,6 +115,7 @@ extension ConfigParser {
         case "use_backend":
             let (action, condition) = try splitCondition(args)
             try Values.expect(action, 1, usage: "use_backend <backend> [if|unless <condition>]")
+            if let c = condition { checkCondition(c, .request, "use_backend", at: location) }
             proxy!.useBackendRules.append(UseBackendRule(backend: action.first!, condition: condition, location: location))
         case "server":
             try parseServer(args, at: location)

@@ -37,7 +37,7 @@ public final class Buffer {
     }
 
     /// Appends bytes; returns false (appending nothing) when they do not fit.
-    @inline(__always) @discardableResult
+    @inline(__always)
     public func append(_ bytes: UnsafeRawBufferPointer) -> Bool {
         guard bytes.count <= capacity - tail else { return false }
         if bytes.count > 0 { (base + tail).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count) }
@@ -45,22 +45,22 @@ public final class Buffer {
         return true
     }
 
-    @inline(__always) @discardableResult
+    @inline(__always)
     public func append(_ bytes: [UInt8]) -> Bool { bytes.withUnsafeBytes { append($0) } }
 
-    @inline(__always) @discardableResult
+    @inline(__always)
     public func append(_ s: StaticString) -> Bool {
         append(UnsafeRawBufferPointer(start: s.utf8Start, count: s.utf8CodeUnitCount))
     }
 
-    @inline(__always) @discardableResult
+    @inline(__always)
     public func append(string s: String) -> Bool {
         var s = s
         return s.withUTF8 { append(UnsafeRawBufferPointer($0)) }
     }
 
     /// Appends a decimal number.
-    @inline(__always) @discardableResult
+    @inline(__always)
     public func append(decimal value: Int) -> Bool {
         var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
             (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
@@ -76,6 +76,22 @@ public final class Buffer {
             return append(UnsafeRawBufferPointer(rebasing: raw[i...]))
         }
     }
+}
+
+/// Writes a message head into a buffer, piece by piece, and remembers whether every piece
+/// fit: after the first that does not, nothing more is written, and `fits` is false. The
+/// caller checks `fits` once, at the end, so no head goes out with a hole in it.
+struct HeadWriter {
+    let buffer: Buffer
+    private(set) var fits = true
+
+    init(_ buffer: Buffer) { self.buffer = buffer }
+
+    @inline(__always) mutating func append(_ bytes: UnsafeRawBufferPointer) { if fits { fits = buffer.append(bytes) } }
+    @inline(__always) mutating func append(_ bytes: [UInt8]) { if fits { fits = buffer.append(bytes) } }
+    @inline(__always) mutating func append(_ s: StaticString) { if fits { fits = buffer.append(s) } }
+    @inline(__always) mutating func append(string s: String) { if fits { fits = buffer.append(string: s) } }
+    @inline(__always) mutating func append(decimal v: Int) { if fits { fits = buffer.append(decimal: v) } }
 }
 
 /// Buffers of one size, reused by one loop; steady state allocates nothing.

@@ -21,6 +21,8 @@ final class HTTPSession: LoopObject {
         case tunnel
         /// Response sent, output shut: reading until the client closes.
         case draining
+        /// `http-request tarpit`: holding the request until `timeout tarpit`, then answering.
+        case tarpit
     }
 
     let fd: FileDescriptor
@@ -77,7 +79,11 @@ final class HTTPSession: LoopObject {
     var rewrittenHeaders: [(name: [UInt8], value: [UInt8])]?
     var responseEdits: [(name: [UInt8], value: [UInt8])]?
     var statusOverride: (Int, String?)?
-    var variables: [String: String]?
+    var variables = SessionVariables()
+    /// The request's method, copied before its head leaves the buffer, for response rules.
+    var capturedMethod: [UInt8] = []
+    /// The answer a tarpit gives once its delay is over.
+    var tarpitResponse: (bytes: [UInt8], status: Int)?
     var pathRange = ByteRange.empty
     // Timing and counters for the log line.
     var acceptedAt: (seconds: Int, microseconds: Int)
@@ -129,9 +135,13 @@ final class HTTPSession: LoopObject {
         return UnsafeRawBufferPointer(start: b.base + b.head, count: max(requestHeadLength, b.count))
     }
 
-    var bufferedRequestBytes: Int { input?.count ?? 0 }
+    /// The response head being processed, in `fromServer` (valid until it is consumed).
+    var responseBytes: UnsafeRawBufferPointer {
+        guard let b = fromServer else { return UnsafeRawBufferPointer(start: nil, count: 0) }
+        return b.readable
+    }
 
-    func variable(_ scope: VariableScope, _ name: String) -> String? { variables?["\(scope.rawValue).\(name)"] }
+    var bufferedRequestBytes: Int { input?.count ?? 0 }
 
     // MARK: events
 
@@ -166,15 +176,17 @@ final class HTTPSession: LoopObject {
         case .connecting:
             connectFailed(ETIMEDOUT)
         case .exchange:
-            if responseStarted || toServer?.isEmpty == false && server?.connected == true && !responseStarted && clientWritable {
-                if !responseStarted { respondWithError(504, reason: "server timeout", state: "sH") } else { terminationState = "sD"; close() }
-            } else {
-                respondWithError(504, reason: "server timeout", state: "sH")
-            }
+            // Before the response head: the client gets a 504; in the middle of the body, a close.
+            if responseStarted { terminationState = "sD"; close() } else { respondWithError(504, reason: "server timeout", state: "sH") }
         case .queued:
             queueTicket?.cancelledInQueue = true
             queueTicket = nil
             respondWithError(503, reason: "timeout in the queue", state: "sQ")
+        case .tarpit:
+            terminationState = "PT"
+            let answer = tarpitResponse ?? (HTTPStatusText.errorPage(500), 500)
+            tarpitResponse = nil
+            sendLocal(answer.bytes, status: answer.status, close: true)
         case .tunnel, .draining:
             close()
         }
@@ -216,7 +228,9 @@ final class HTTPSession: LoopObject {
         case .tunnel:
             ms = backendTimeouts.tunnel ?? t.tunnel ?? backendTimeouts.server ?? t.client
         case .draining:
-            ms = 1000
+            ms = t.clientFin ?? 1000
+        case .tarpit:
+            return
         }
         if let ms { loop.setDeadline(self, loop.now + Int64(ms)) } else { loop.clearDeadline(self) }
     }
@@ -251,6 +265,8 @@ final class HTTPSession: LoopObject {
                 if relayTunnel() { moved = true }
             case .draining:
                 if drainClient() { moved = true }
+            case .tarpit:
+                break
             }
             if !moved { break }
         }
@@ -356,6 +372,9 @@ final class HTTPSession: LoopObject {
     // MARK: request head
 
     func parseOrReadHead() -> Bool {
+        // Pipelined requests wait until the last response is out: a response never shares
+        // the output buffer with another, so it always has the whole buffer.
+        if let out = output, !out.isEmpty { return false }
         if input == nil {
             guard clientReadable, !clientEOF else { return false }
             input = buffers.take()
@@ -427,14 +446,14 @@ final class HTTPSession: LoopObject {
             requestLineForLog = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[0..<max(0, request.startLineEnd - 2)]), as: UTF8.self)
         }
         // monitor-uri answers before any rule.
-        if let m = settings.monitorURI, equal(bytes, pathRange, m) {
+        if let m = settings.monitorURI, matchesMonitorURI(m, bytes) {
             sendLocal(Array("HTTP/1.1 200 OK\r\ncontent-length: 58\r\ncache-control: no-cache\r\ncontent-type: text/html\r\n\r\n<html><body><h1>200 OK</h1>\nService ready.\n</body></html>\n".utf8), status: 200)
             return
         }
         // Frontend rules, then routing, then the backend's own rules.
         if applyRequestRules(frontend.rules.request, legacy: frontend.rules.legacyRequest) { return }
         var chosen: RuntimeBackend?
-        let samples = RequestSamples(session: self)
+        let samples = HTTPSamples(session: self, phase: .request)
         for (b, guardState) in frontend.routes {
             switch guardState {
             case .always: chosen = b
@@ -464,6 +483,14 @@ final class HTTPSession: LoopObject {
         var i = Int(r.start)
         for c in s.utf8 { if p[i] != c { return false }; i += 1 }
         return true
+    }
+
+    /// `monitor-uri`, as HAProxy compares it: a value starting with `/` against the path with
+    /// its query (of an absolute-form target too), any other value against the whole target.
+    func matchesMonitorURI(_ m: String, _ p: UnsafeRawBufferPointer) -> Bool {
+        let t = request.target
+        if m.hasPrefix("/") { return equal(p, ByteRange(Int(pathRange.start), Int(t.end)), m) }
+        return equal(p, t, m)
     }
 
     /// The path part of the target: origin-form up to `?`, or the path of an absolute URI.
@@ -635,6 +662,7 @@ final class HTTPSession: LoopObject {
     }
 
     /// Writes the rewritten request head, and the body bytes already buffered, for the server.
+    /// A head that rewrites made too large for the buffer gets a 500, and nothing is sent.
     func composeRequest() {
         guard let inBuf = input, let s = server else { return }
         s.requests += 1
@@ -643,42 +671,49 @@ final class HTTPSession: LoopObject {
         toServer = out
         out.clear()
         let p = requestBytes
+        var w = HeadWriter(out)
         // Request line.
-        out.append(UnsafeRawBufferPointer(rebasing: p[Int(request.method.start)..<Int(request.method.end)]))
-        out.append(" ")
-        if let t = rewrittenTarget { out.append(t) } else {
-            out.append(UnsafeRawBufferPointer(rebasing: p[Int(request.target.start)..<Int(request.target.end)]))
+        w.append(UnsafeRawBufferPointer(rebasing: p[Int(request.method.start)..<Int(request.method.end)]))
+        w.append(" ")
+        if let t = rewrittenTarget { w.append(t) } else {
+            w.append(UnsafeRawBufferPointer(rebasing: p[Int(request.target.start)..<Int(request.target.end)]))
         }
-        out.append(request.minorVersion == 0 ? " HTTP/1.0\r\n" : " HTTP/1.1\r\n")
+        w.append(request.minorVersion == 0 ? " HTTP/1.0\r\n" : " HTTP/1.1\r\n")
         // Headers, without hop-by-hop ones.
         if let list = rewrittenHeaders {
             for h in list where !Self.isHopByHop(h.name, keepUpgrade: upgradeRequested) {
-                out.append(h.name); out.append(": "); out.append(h.value); out.append("\r\n")
+                w.append(h.name); w.append(": "); w.append(h.value); w.append("\r\n")
             }
         } else {
             for h in request.headers where !isHopByHop(p, h.name, keepUpgrade: upgradeRequested) {
-                out.append(UnsafeRawBufferPointer(rebasing: p[Int(h.line.start)..<Int(h.line.end)]))
+                w.append(UnsafeRawBufferPointer(rebasing: p[Int(h.line.start)..<Int(h.line.end)]))
             }
         }
-        if let ff = settings.options.forwardFor ?? backend?.settings.options.forwardFor {
-            let excluded = ff.except?.contains(clientIP) ?? false
-            if !excluded && !(ff.ifNone && hasHeader(ff.header)) {
-                out.append(string: ff.header); out.append(": "); out.append(string: clientIP.description); out.append("\r\n")
-            }
+        if let header = forwardedForHeader() {
+            w.append(string: header); w.append(": "); w.append(string: clientIP.description); w.append("\r\n")
         }
         if upgradeRequested {
-            out.append("connection: upgrade\r\n")
+            w.append("connection: upgrade\r\n")
         } else if backendClosesServerSide {
             // Only the configuration closes the server side. A client that closes (or a soft
             // stop) leaves the server connection reusable: the pool takes it, which spares
             // the server a close and a TIME_WAIT per request, as HAProxy does.
-            out.append("connection: close\r\n")
+            w.append("connection: close\r\n")
             toldServerToClose = true
         } else if request.minorVersion == 0 {
-            out.append("connection: keep-alive\r\n")
+            w.append("connection: keep-alive\r\n")
         }
-        out.append("\r\n")
-        if out.freeSpace < 0 { return }
+        w.append("\r\n")
+        guard w.fits else {
+            out.clear()
+            respondWithError(500, reason: "the rewritten request head does not fit in tune.bufsize; raise tune.maxrewrite", state: "PR")
+            return
+        }
+        // What response rules may still read of the request, copied before its head goes.
+        if backend?.rules.hasResponseRules == true || frontend.rules.hasResponseRules {
+            capturedMethod = Array(UnsafeRawBufferPointer(rebasing: p[Int(request.method.start)..<Int(request.method.end)]))
+        }
+        variables.requestDone()
         // Consume the head from the input and move what body is already there.
         inBuf.head += requestHeadLength
         requestHeadLength = 0
@@ -693,14 +728,26 @@ final class HTTPSession: LoopObject {
         if case .done = requestBody { requestReplayable = true }
     }
 
+    /// The `option forwardfor` header to add, if any: the frontend's and the backend's options
+    /// together, with the backend's header name when it has one; a client in either's
+    /// `except` network gets none, nor does a request that has the header with `if-none`.
+    func forwardedForHeader() -> String? {
+        let f = settings.options.forwardFor, b = backend?.settings.options.forwardFor
+        guard let chosen = b ?? f else { return nil }
+        if f?.except?.contains(clientIP) == true || b?.except?.contains(clientIP) == true { return nil }
+        if (f?.ifNone == true || b?.ifNone == true) && hasHeader(chosen.header) { return nil }
+        return chosen.header
+    }
+
     var backendClosesServerSide: Bool {
         let mode = backend?.settings.options.httpConnectionMode ?? .keepAlive
         return mode != .keepAlive || settings.options.httpConnectionMode != .keepAlive
     }
 
     func hasHeader(_ name: String) -> Bool {
-        let s = RequestSamples(session: self)
-        return request.headers.contains { s.equalsName($0.name, name.lowercased()) }
+        let view = MessageView(bytes: requestBytes, head: request)
+        let lower = name.lowercased()
+        return request.headers.contains { view.equalsName($0.name, lower) }
     }
 
     @inline(__always)
@@ -730,7 +777,8 @@ final class HTTPSession: LoopObject {
         case .length(let remaining):
             let n = Int(min(Int64(min(inBuf.count, room)), remaining))
             guard n > 0 else { return false }
-            out.append(UnsafeRawBufferPointer(start: inBuf.base + inBuf.head, count: n))
+            // n ≤ room: it fits, by construction.
+            precondition(out.append(UnsafeRawBufferPointer(start: inBuf.base + inBuf.head, count: n)))
             inBuf.head += n
             requestBody = remaining - Int64(n) == 0 ? .done : .length(remaining - Int64(n))
             return true
@@ -739,11 +787,11 @@ final class HTTPSession: LoopObject {
             let chunk = UnsafeRawBufferPointer(start: inBuf.base + inBuf.head, count: avail)
             switch tracker.consume(chunk) {
             case .more:
-                out.append(chunk)
+                precondition(out.append(chunk))
                 inBuf.head += avail
                 requestBody = .chunked(tracker)
             case .ended(let n):
-                out.append(UnsafeRawBufferPointer(rebasing: chunk[0..<n]))
+                precondition(out.append(UnsafeRawBufferPointer(rebasing: chunk[0..<n])))
                 inBuf.head += n
                 requestBody = .done
             case .invalid(let why):
@@ -809,23 +857,31 @@ final class HTTPSession: LoopObject {
             let inBuf = fromServer!
             // Stop as soon as the transaction moved on (finished, failed, or server released).
             while !responseStarted && server === s && phase == .exchange {
+                if !inBuf.isEmpty {
+                    // A head is written only into an empty output buffer: after an interim
+                    // response, the next head waits until the client has it all.
+                    if let out = output, !out.isEmpty { break }
+                    switch responseParser.parseResponse(inBuf.readable, into: &response) {
+                    case .incomplete:
+                        if inBuf.freeSpace == 0 {
+                            if inBuf.head > 0 { inBuf.compact(); responseParser.reset(); continue }
+                            respondWithError(502, reason: "response head too large", state: "PH")
+                            return true
+                        }
+                    case .invalid(let e):
+                        respondWithError(502, reason: e.reason, state: "PH")
+                        return true
+                    case .complete:
+                        moved = true
+                        if !startResponse() { return true }
+                        continue
+                    }
+                }
                 guard let n = readServer(s, into: inBuf) else { break }
                 moved = true
                 if n == 0 {
                     serverFailed()
                     return true
-                }
-                switch responseParser.parseResponse(inBuf.readable, into: &response) {
-                case .incomplete:
-                    if inBuf.freeSpace == 0 {
-                        respondWithError(502, reason: "response head too large", state: "PH")
-                        return true
-                    }
-                case .invalid(let e):
-                    respondWithError(502, reason: e.reason, state: "PH")
-                    return true
-                case .complete:
-                    if !startResponse() { return true }
                 }
             }
             return moved
@@ -893,10 +949,15 @@ final class HTTPSession: LoopObject {
         let status = response.status
         responseHeadMs = loop.now
         if status >= 100 && status < 200 && status != 101 {
-            // Interim response: forward it and wait for the final one.
+            // Interim response: forward it and wait for the final one. The output buffer is
+            // empty (relayResponse waits for it), and a head always fits in a buffer.
             let out = output ?? buffers.take()
             output = out
-            out.append(UnsafeRawBufferPointer(rebasing: p[0..<response.length]))
+            out.clear()
+            guard out.append(UnsafeRawBufferPointer(rebasing: p[0..<response.length])) else {
+                respondWithError(502, reason: "interim response too large", state: "PH")
+                return false
+            }
             inBuf.head += response.length
             responseParser.reset()
             if inBuf.isEmpty { inBuf.clear() }
@@ -921,51 +982,59 @@ final class HTTPSession: LoopObject {
         if context.model.stopping.load(ordering: .relaxed) { closeAfterResponse = true }
         let out = output ?? buffers.take()
         output = out
-        if out.isEmpty { out.clear() }
+        out.clear()
+        var w = HeadWriter(out)
         // Status line.
         if let (code, reason) = statusOverride {
-            out.append(response.minorVersion == 0 ? "HTTP/1.0 " : "HTTP/1.1 ")
-            out.append(decimal: code); out.append(" ")
-            out.append(string: reason ?? HTTPStatusText.reason(code)); out.append("\r\n")
+            w.append(response.minorVersion == 0 ? "HTTP/1.0 " : "HTTP/1.1 ")
+            w.append(decimal: code); w.append(" ")
+            w.append(string: reason ?? HTTPStatusText.reason(code)); w.append("\r\n")
             logStatus = code
         } else {
-            out.append(UnsafeRawBufferPointer(rebasing: p[0..<response.startLineEnd]))
+            w.append(UnsafeRawBufferPointer(rebasing: p[0..<response.startLineEnd]))
         }
         if let list = responseEdits {
             for h in list where !Self.isHopByHop(h.name, keepUpgrade: status == 101) {
-                out.append(h.name); out.append(": "); out.append(h.value); out.append("\r\n")
+                w.append(h.name); w.append(": "); w.append(h.value); w.append("\r\n")
             }
         } else {
             for h in response.headers where !isHopByHop(p, h.name, keepUpgrade: status == 101) {
-                out.append(UnsafeRawBufferPointer(rebasing: p[Int(h.line.start)..<Int(h.line.end)]))
+                w.append(UnsafeRawBufferPointer(rebasing: p[Int(h.line.start)..<Int(h.line.end)]))
             }
-        }
-        if frontend.settings.options.logASAP {
-            // Log now, with the bytes known so far, prefixed with '+' as HAProxy does.
-            loggedEarly = true
-            logTransaction(early: true)
         }
         if let cookie = backend?.settings.cookie, let server = triedServer, let value = server.definition.options.cookie,
            cookie.mode == .insert, shouldInsertCookie(cookie, server, p) {
             let dated = cookie.maxIdle != nil || cookie.maxLife != nil
             let now = Clock.wallClock().seconds
             let stored = dated ? "\(value)|\(now)|\(cookieFirstSeen ?? now)" : value
-            out.append("set-cookie: ")
-            out.append(string: "\(cookie.name)=\(stored); path=/")
-            for d in cookie.domains { out.append(string: "; domain=\(d)") }
-            if cookie.httpOnly { out.append("; HttpOnly") }
-            if cookie.secure { out.append("; Secure") }
-            out.append("\r\n")
-            if cookie.noCache { out.append("cache-control: private\r\n") }
+            w.append("set-cookie: ")
+            w.append(string: "\(cookie.name)=\(stored); path=/")
+            for d in cookie.domains { w.append(string: "; domain=\(d)") }
+            if cookie.httpOnly { w.append("; HttpOnly") }
+            if cookie.secure { w.append("; Secure") }
+            w.append("\r\n")
+            if cookie.noCache { w.append("cache-control: private\r\n") }
         }
         if status == 101 {
-            out.append("connection: upgrade\r\n")
+            w.append("connection: upgrade\r\n")
         } else if closeAfterResponse {
-            out.append("connection: close\r\n")
+            w.append("connection: close\r\n")
         } else if request.minorVersion == 0 {
-            out.append("connection: keep-alive\r\n")
+            w.append("connection: keep-alive\r\n")
         }
-        out.append("\r\n")
+        w.append("\r\n")
+        guard w.fits else {
+            // Rewrites made the head larger than a buffer: a 500, and nothing of it is sent.
+            out.clear()
+            responseStarted = false
+            respondWithError(500, reason: "the rewritten response head does not fit in tune.bufsize; raise tune.maxrewrite", state: "PH")
+            return false
+        }
+        if frontend.settings.options.logASAP {
+            // Log now, with the bytes known so far, prefixed with '+' as HAProxy does.
+            loggedEarly = true
+            logTransaction(early: true)
+        }
         inBuf.head += response.length
         responseParser.reset()
         // Body bytes that came with the head.
@@ -977,10 +1046,12 @@ final class HTTPSession: LoopObject {
         }
         if status == 101 {
             phase = .tunnel
-            // Anything already read from the server belongs to the tunnel.
-            if !inBuf.isEmpty { out.append(inBuf.readable); inBuf.clear() }
-            buffers.give(inBuf)
-            fromServer = nil
+            // Anything already read from the server belongs to the tunnel: after the head now
+            // if it fits, or kept in fromServer until the head is out (relayTunnel).
+            if inBuf.isEmpty || out.append(inBuf.readable) {
+                buffers.give(inBuf)
+                fromServer = nil
+            }
             return true
         }
         if !inBuf.isEmpty, case .done = responseBody {} else if !inBuf.isEmpty {
@@ -988,7 +1059,7 @@ final class HTTPSession: LoopObject {
             var take = inBuf.count
             if case .length(let r) = responseBody { take = Int(min(Int64(take), r)) }
             take = min(take, out.freeSpace)
-            out.append(UnsafeRawBufferPointer(start: inBuf.base + inBuf.head, count: take))
+            precondition(out.append(UnsafeRawBufferPointer(start: inBuf.base + inBuf.head, count: take)))
             inBuf.head += take
             trackResponseBody(from: before)
             if !inBuf.isEmpty, case .done = responseBody { server?.eof = true }
@@ -1051,6 +1122,8 @@ final class HTTPSession: LoopObject {
     /// Once the response is on its way, logs and either closes or waits for the next request.
     func endTransactionWhenFlushed() {
         if loggedEarly { loggedEarly = false; bytesToClient = 0; terminationState = "--" } else { logTransaction() }
+        variables.transactionDone()
+        if !capturedMethod.isEmpty { capturedMethod = [] }
         if let t = toServer { buffers.give(t); toServer = nil }
         responseStarted = false
         requestBody = .none
@@ -1077,7 +1150,8 @@ final class HTTPSession: LoopObject {
         if output == nil { output = buffers.take() }
         // Anything left in the input buffer goes first.
         if let inBuf = input, !inBuf.isEmpty, let ts = toServer, ts.isEmpty {
-            ts.append(inBuf.readable)
+            ts.clear()
+            precondition(ts.append(inBuf.readable))
             inBuf.clear()
             moved = true
         }
@@ -1088,7 +1162,15 @@ final class HTTPSession: LoopObject {
                 if n == 0 { Socket.shutdown(s.fd, Socket.shutWrite) }
             }
         }
-        if let out = output, out.isEmpty {
+        // Bytes that came with the 101 and did not fit after its head go first.
+        if let f = fromServer, let out = output, out.isEmpty {
+            out.clear()
+            precondition(out.append(f.readable))
+            buffers.give(f)
+            fromServer = nil
+            moved = true
+        }
+        if let out = output, out.isEmpty, fromServer == nil {
             out.clear()
             if let n = readServer(s, into: out) {
                 moved = true
@@ -1111,7 +1193,16 @@ final class HTTPSession: LoopObject {
         let out = output ?? buffers.take()
         output = out
         if out.isEmpty { out.clear() }
-        if !out.append(bytes) { out.append(HTTPStatusText.errorPage(500)) }
+        // A new transaction starts only once the last response is out (parseOrReadHead), so
+        // the buffer is empty: only a response rendered larger than tune.bufsize fails here,
+        // and the client gets a 500 instead of a cut one.
+        if !out.append(bytes) {
+            logStatus = 500
+            terminationState = "PR"
+            closeAfterResponse = true
+            out.clear()
+            if !out.append(HTTPStatusText.errorPage(500)) { close(); return }
+        }
         // Skip the request body, if any, by closing afterwards (we do not read it).
         if let inBuf = input {
             inBuf.head += requestHeadLength
@@ -1132,6 +1223,16 @@ final class HTTPSession: LoopObject {
         phase = .exchange
         _ = flushToClient()
         endTransactionWhenFlushed()
+    }
+
+    /// `http-request tarpit`: holds the request for `timeout tarpit` (else `timeout connect`)
+    /// of the proxy whose rule fired, then answers and closes. No server is contacted.
+    func tarpit(_ bytes: [UInt8], status: Int) {
+        let t = (backend ?? frontend.ownBackend)?.settings.timeouts ?? settings.timeouts
+        let delay = Int64((backend == nil ? settings.timeouts.tarpit ?? settings.timeouts.connect : t.tarpit ?? t.connect) ?? 0)
+        tarpitResponse = (bytes, status)
+        phase = .tarpit
+        loop.setDeadline(self, loop.now + delay)
     }
 
     /// Answers with an error page (the configured errorfile, or the built-in one).
@@ -1244,7 +1345,7 @@ extension HTTPSession {
     /// takes it (or its prefix) out of the request before the server sees it.
     func applyPersistence(_ cookie: CookieSettings, _ backend: RuntimeBackend) {
         var value: String?
-        _ = RequestSamples(session: self).visitCookie(cookie.name) { sample in
+        _ = MessageView(bytes: requestBytes, head: request).visitCookie(cookie.name, inResponse: false) { sample in
             if case .bytes(let p) = sample { value = String(decoding: p, as: UTF8.self) }
             return true
         }

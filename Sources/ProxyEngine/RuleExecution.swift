@@ -3,19 +3,27 @@ import ProxyHTTP
 import ProxyRules
 import Glibc
 
+/// What sets or clears a variable: an expression, a format, or nothing (unset).
+enum VariableAssignment {
+    case expression(SampleExpression)
+    case format(LogFormat)
+    case unset
+}
+
 /// An `http-request` rule ready to run: formats compiled, static responses pre-built.
 struct CompiledRequestRule {
     enum Action {
         case allow
         case respond([UInt8], status: Int)
         case respondDynamic(LocalResponse)
+        case tarpit(LocalResponse)
         case redirect(Redirect, LogFormat)
         case header(HeaderEdit)
         case setPath(LogFormat)
         case replacePath(RegexReplacement)
         case setURI(LogFormat)
         case replaceURI(RegexReplacement)
-        case setVariable(String, SampleExpression)
+        case variable(VariableScope, String, VariableAssignment)
     }
     let guardState: RuleGuard
     let action: Action
@@ -24,25 +32,31 @@ struct CompiledRequestRule {
         guardState = rule.guardState
         switch rule.action {
         case .allow: action = .allow
-        case .deny(let r), .tarpit(let r), .returnResponse(let r):
-            if r.headers.allSatisfy({ LogFormat($0.value).isConstant }), case .text(let t) = r.body, !LogFormat(t).isConstant {
-                action = .respondDynamic(r)
-            } else if r.headers.allSatisfy({ LogFormat($0.value).isConstant }) {
-                action = .respond(Self.build(r, errorPages: errorPages), status: r.status)
-            } else {
-                action = .respondDynamic(r)
-            }
+        case .tarpit(let r): action = .tarpit(r)
+        case .deny(let r), .returnResponse(let r):
+            action = Self.isStatic(r) ? .respond(Self.build(r, errorPages: errorPages), status: r.status) : .respondDynamic(r)
         case .redirect(let r): action = .redirect(r, LogFormat(r.target))
         case .setHeader(let h): action = .header(.set(Array(h.name.utf8), LogFormat(h.value)))
         case .addHeader(let h): action = .header(.add(Array(h.name.utf8), LogFormat(h.value)))
-        case .deleteHeader(let n): action = .header(.delete(n.lowercased()))
+        case .deleteHeader(let m): action = .header(.delete(m))
         case .replaceHeader(let n, let r): action = .header(.replace(n.lowercased(), r, wholeValue: true))
         case .replaceValue(let n, let r): action = .header(.replace(n.lowercased(), r, wholeValue: false))
         case .setPath(let f): action = .setPath(LogFormat(f))
         case .replacePath(let r): action = .replacePath(r)
         case .setURI(let f): action = .setURI(LogFormat(f))
         case .replaceURI(let r): action = .replaceURI(r)
-        case .setVariable(let scope, let name, let e): action = .setVariable("\(scope.rawValue).\(name)", e)
+        case .setVariable(let scope, let name, let e): action = .variable(scope, name, .expression(e))
+        case .setVariableFormat(let scope, let name, let f): action = .variable(scope, name, .format(LogFormat(f)))
+        case .unsetVariable(let scope, let name): action = .variable(scope, name, .unset)
+        }
+    }
+
+    /// A response with nothing rendered per request is built once, at load.
+    static func isStatic(_ r: LocalResponse) -> Bool {
+        guard r.headers.allSatisfy({ LogFormat($0.value).isConstant }) else { return false }
+        switch r.body {
+        case .format(let f), .formatFile(_, let f): return LogFormat(f).isConstant
+        default: return true
         }
     }
 
@@ -57,7 +71,8 @@ struct CompiledRequestRule {
         }
         var body: [UInt8] = []
         switch r.body {
-        case .text(let t): body = render(t)
+        case .text(let t): body = Array(t.utf8)
+        case .format(let f), .formatFile(_, let f): body = render(f)
         case .file(_, let bytes): body = bytes
         default: break
         }
@@ -76,6 +91,7 @@ struct CompiledResponseRule {
     enum Action {
         case header(HeaderEdit)
         case setStatus(Int, String?)
+        case variable(VariableScope, String, VariableAssignment)
     }
     let guardState: RuleGuard
     let action: Action
@@ -85,10 +101,13 @@ struct CompiledResponseRule {
         switch rule.action {
         case .setHeader(let h): action = .header(.set(Array(h.name.utf8), LogFormat(h.value)))
         case .addHeader(let h): action = .header(.add(Array(h.name.utf8), LogFormat(h.value)))
-        case .deleteHeader(let n): action = .header(.delete(n.lowercased()))
+        case .deleteHeader(let m): action = .header(.delete(m))
         case .replaceHeader(let n, let r): action = .header(.replace(n.lowercased(), r, wholeValue: true))
         case .replaceValue(let n, let r): action = .header(.replace(n.lowercased(), r, wholeValue: false))
         case .setStatus(let c, let reason): action = .setStatus(c, reason)
+        case .setVariable(let scope, let name, let e): action = .variable(scope, name, .expression(e))
+        case .setVariableFormat(let scope, let name, let f): action = .variable(scope, name, .format(LogFormat(f)))
+        case .unsetVariable(let scope, let name): action = .variable(scope, name, .unset)
         }
     }
 }
@@ -97,28 +116,32 @@ struct CompiledResponseRule {
 enum HeaderEdit {
     case set([UInt8], LogFormat)
     case add([UInt8], LogFormat)
-    case delete(String)
+    case delete(HeaderNameMatch)
     case replace(String, RegexReplacement, wholeValue: Bool)
 
     typealias Headers = [(name: [UInt8], value: [UInt8])]
 
-    static func isNamed(_ h: (name: [UInt8], value: [UInt8]), _ lower: String) -> Bool {
-        String(decoding: h.name, as: UTF8.self).lowercased() == lower
+    /// A header name compared with a lower-case name, on bytes.
+    @inline(__always)
+    static func isNamed(_ name: [UInt8], _ lower: String) -> Bool {
+        guard name.count == lower.utf8.count else { return false }
+        for (a, b) in zip(name, lower.utf8) where (a >= 0x41 && a <= 0x5a ? a | 0x20 : a) != b { return false }
+        return true
     }
 
-    func apply(to list: inout Headers, _ samples: RequestSamples) {
+    func apply(to list: inout Headers, _ samples: HTTPSamples) {
         switch self {
         case .set(let name, let format):
             let lower = String(decoding: name, as: UTF8.self).lowercased()
-            list.removeAll { Self.isNamed($0, lower) }
+            list.removeAll { Self.isNamed($0.name, lower) }
             list.append((name, format.isConstant ? format.constant : format.render(samples)))
         case .add(let name, let format):
             list.append((name, format.isConstant ? format.constant : format.render(samples)))
-        case .delete(let lower):
-            list.removeAll { Self.isNamed($0, lower) }
+        case .delete(let match):
+            list.removeAll { match.matches($0.name) }
         case .replace(let lower, let r, let whole):
             list = list.map { h in
-                guard Self.isNamed(h, lower) else { return h }
+                guard Self.isNamed(h.name, lower) else { return h }
                 let value = String(decoding: h.value, as: UTF8.self)
                 if whole { return (h.name, r.regex.substitute(in: value, template: r.template).map { Array($0.utf8) } ?? h.value) }
                 let parts = value.split(separator: ",", omittingEmptySubsequences: false).map { part -> String in
@@ -160,22 +183,23 @@ extension HTTPSession {
     }
 
     /// Runs `http-request` rules and then 1.x `req*` rules. Returns true when the request was
-    /// answered here (deny, return, redirect).
+    /// answered here (deny, return, redirect) or is held (tarpit).
     func applyRequestRules(_ rules: [CompiledRequestRule], legacy: [(RuleGuard, LegacyRewrite)]) -> Bool {
-        let samples = RequestSamples(session: self)
+        let samples = HTTPSamples(session: self, phase: .request)
         for rule in rules where rule.guardState.allows(samples) {
             switch rule.action {
             case .allow:
                 return applyLegacyRequestRules(legacy)
             case .respond(let bytes, let status):
                 terminationState = status >= 400 ? "PR" : "--"
-                sendLocal(bytes, status: status, close: status >= 400 && status != 404 ? false : false)
+                sendLocal(bytes, status: status)
                 return true
             case .respondDynamic(let r):
-                let bytes = CompiledRequestRule.build(r, errorPages: backend?.errorPages ?? frontend.errorPages) {
-                    LogFormat($0).render(samples)
-                }
-                sendLocal(bytes, status: r.status)
+                terminationState = r.status >= 400 ? "PR" : "--"
+                sendLocal(render(r, samples), status: r.status)
+                return true
+            case .tarpit(let r):
+                tarpit(render(r, samples), status: r.status)
                 return true
             case .redirect(let r, let format):
                 sendLocal(redirectResponse(r, target: format.render(samples)), status: r.code)
@@ -200,30 +224,49 @@ extension HTTPSession {
                 if let replaced = r.regex.substitute(in: String(decoding: currentTarget(), as: UTF8.self), template: r.template) {
                     rewrittenTarget = Array(replaced.utf8)
                 }
-            case .setVariable(let key, let e):
-                var value: String?
-                _ = samples.visitSamples(of: e.fetch) { raw in
-                    let (v, fold) = e.convert(raw)
-                    switch v {
-                    case .bytes(let p):
-                        let s = String(decoding: p, as: UTF8.self)
-                        value = fold == .lower ? s.lowercased() : fold == .upper ? s.uppercased() : s
-                    case .integer(let i): value = String(i)
-                    case .boolean(let b): value = b ? "1" : "0"
-                    case .ip(let a): value = a.description
-                    }
-                    return true
-                }
-                if let value { variables = (variables ?? [:]).merging([key: value]) { $1 } }
+            case .variable(let scope, let name, let assignment):
+                assign(scope, name, assignment, samples)
             }
         }
         return applyLegacyRequestRules(legacy)
     }
 
+    /// A local response rendered for this request (`deny`, `return`, `tarpit` with formats).
+    func render(_ r: LocalResponse, _ samples: HTTPSamples) -> [UInt8] {
+        if CompiledRequestRule.isStatic(r) { return CompiledRequestRule.build(r, errorPages: backend?.errorPages ?? frontend.errorPages) }
+        return CompiledRequestRule.build(r, errorPages: backend?.errorPages ?? frontend.errorPages) { LogFormat($0).render(samples) }
+    }
+
+    /// `set-var`, `set-var-fmt`, `unset-var`: the value is copied out of the message.
+    func assign(_ scope: VariableScope, _ name: String, _ assignment: VariableAssignment, _ samples: HTTPSamples) {
+        var value: SampleValue?
+        switch assignment {
+        case .unset:
+            value = nil
+        case .format(let f):
+            value = .string(f.render(samples))
+        case .expression(let e):
+            var got = false
+            _ = samples.visitSamples(of: e.fetch) { raw in
+                let (v, fold) = e.convert(raw)
+                value = SampleValue(v, fold: fold)
+                got = true
+                return true
+            }
+            // A fetch that gives nothing leaves the variable as it was, as in HAProxy.
+            if !got { return }
+        }
+        if scope == .proc {
+            context.model.processVariables.withLock { $0[name] = value }
+        } else {
+            variables.set(scope, name, value)
+        }
+    }
+
     /// The 1.x rules, applied line by line to the request line and each header line.
     func applyLegacyRequestRules(_ rules: [(RuleGuard, LegacyRewrite)]) -> Bool {
         guard !rules.isEmpty else { return false }
-        let samples = RequestSamples(session: self)
+        let samples = HTTPSamples(session: self, phase: .request)
         let p = requestBytes
         var requestLine = String(decoding: p[Int(request.method.start)..<Int(request.method.end)], as: UTF8.self) + " "
             + String(decoding: currentTarget(), as: UTF8.self) + (request.minorVersion == 0 ? " HTTP/1.0" : " HTTP/1.1")
@@ -261,8 +304,7 @@ extension HTTPSession {
     /// The response's headers as an editable list.
     func editableResponseHeaders() -> [(name: [UInt8], value: [UInt8])] {
         if let list = responseEdits { return list }
-        guard let b = fromServer else { return [] }
-        let p = b.readable
+        let p = responseBytes
         return response.headers.map { h in
             (Array(UnsafeRawBufferPointer(rebasing: p[Int(h.name.start)..<Int(h.name.end)])),
              Array(UnsafeRawBufferPointer(rebasing: p[Int(h.value.start)..<Int(h.value.end)])))
@@ -270,7 +312,7 @@ extension HTTPSession {
     }
 
     func applyResponseRules(_ rules: [CompiledResponseRule], legacy: [(RuleGuard, LegacyRewrite)]) {
-        let samples = RequestSamples(session: self)
+        let samples = HTTPSamples(session: self, phase: .response)
         for rule in rules where rule.guardState.allows(samples) {
             switch rule.action {
             case .header(let edit):
@@ -279,6 +321,8 @@ extension HTTPSession {
                 responseEdits = list
             case .setStatus(let code, let reason):
                 statusOverride = (code, reason)
+            case .variable(let scope, let name, let assignment):
+                assign(scope, name, assignment, samples)
             }
         }
         let active = legacy.filter { $0.0.allows(samples) }
@@ -312,6 +356,7 @@ extension HTTPSession {
         case .scheme:
             let p = requestBytes
             let host = request.host.map { Array(UnsafeRawBufferPointer(rebasing: p[Int($0.start)..<Int($0.end)])) } ?? []
+            if r.appendSlash, uri.last != UInt8(ascii: "/") { uri.append(UInt8(ascii: "/")) }
             location = target + Array("://".utf8) + host + uri
         }
         var head = "HTTP/1.1 \(r.code) \(HTTPStatusText.reason(r.code))\r\ncontent-length: 0\r\nlocation: "

@@ -65,6 +65,7 @@ public final class RuntimeBackend: @unchecked Sendable {
     public let name: String
     public let definition: ProxyDefinition
     public let servers: [RuntimeServer]
+    private let serverIndex: [String: RuntimeServer]
     public var mode: ProxyMode { definition.settings.mode }
     public var settings: ProxySettings { definition.settings }
     let balancer: Balancer
@@ -81,6 +82,7 @@ public final class RuntimeBackend: @unchecked Sendable {
             list.append(RuntimeServer(definition: s, backend: definition.name, index: i, address: try Self.resolve(s.address)))
         }
         servers = list
+        serverIndex = Dictionary(list.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         balancer = Balancer(algorithm: definition.settings.balance, servers: list)
         let pages = definition.settings.errorPages.mapValues(\.bytes)
         errorPages = pages
@@ -146,6 +148,9 @@ public final class RuntimeBackend: @unchecked Sendable {
         next.loop.post { next.session.session.leaveQueue() }
     }
 
+    /// The server with this name (for `srv_is_up`), without a scan.
+    public func server(named name: String) -> RuntimeServer? { serverIndex[name] }
+
     /// Servers usable now: normal ones, or backups when no normal server is usable.
     public var usableServerCount: Int {
         servers.reduce(0) { $0 + ($1.isUsable && !$1.isBackup ? 1 : 0) }
@@ -158,6 +163,9 @@ struct CompiledHTTPRules {
     let response: [CompiledResponseRule]
     let legacyRequest: [(RuleGuard, LegacyRewrite)]
     let legacyResponse: [(RuleGuard, LegacyRewrite)]
+
+    /// Response rules of any kind run on this proxy's responses.
+    var hasResponseRules: Bool { !response.isEmpty || !legacyResponse.isEmpty }
 
     init(_ p: ProxyDefinition, errorPages: [Int: [UInt8]]) {
         request = p.httpRequestRules.map { CompiledRequestRule($0, errorPages: errorPages) }
@@ -226,6 +234,8 @@ public final class RuntimeModel: @unchecked Sendable {
     public let maxConnections: Int
     /// True once a soft stop began.
     public let stopping = Atomic<Bool>(false)
+    /// `proc.` variables, shared by every loop.
+    public let processVariables = Locked<VariableTable>([:])
     public let logger: Logger
 
     public init(configuration: Configuration) throws {

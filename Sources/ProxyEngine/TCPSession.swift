@@ -3,30 +3,6 @@ import ProxyRules
 import ProxySystem
 import Glibc
 
-/// The fetches known when a connection is accepted.
-struct ConnectionSamples: SampleContext {
-    let client: IPAddress
-    let clientPort: UInt16
-    let local: IPAddress
-    let localPort: UInt16
-    unowned(unsafe) let model: RuntimeModel
-
-    func visitSamples(of fetch: Fetch, _ visit: (Sample) -> Bool) -> Bool {
-        switch fetch {
-        case .source: return visit(.ip(client))
-        case .sourcePort: return visit(.integer(Int64(clientPort)))
-        case .destination: return visit(.ip(local))
-        case .destinationPort: return visit(.integer(Int64(localPort)))
-        case .backendUsableServers(let b?): return visit(.integer(Int64(model.backends[b]?.usableServerCount ?? 0)))
-        case .serverIsUp(let b, let s): return visit(.boolean(model.backends[b]?.servers.first { $0.name == s }?.isUsable ?? false))
-        case .stopping: return visit(.boolean(model.stopping.load(ordering: .relaxed)))
-        case .constantBool(let v): return visit(.boolean(v))
-        case .constantInt(let v): return visit(.integer(v))
-        default: return false
-        }
-    }
-}
-
 /// A client connection in TCP mode: bytes forwarded both ways, byte for byte, with
 /// half-close carried across (a FIN from one side becomes `shutdown(SHUT_WR)` on the other).
 final class TCPSession: LoopObject {

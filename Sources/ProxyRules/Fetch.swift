@@ -22,44 +22,129 @@ public enum VariableScope: String, Sendable, CaseIterable {
     case proc, sess, txn, req, res
 }
 
+/// Which HTTP message a header or cookie fetch reads: the message being processed (`hdr`,
+/// `cook`: the request in request rules, the response in response rules), or one of them.
+public enum MessageSide: Sendable, Equatable {
+    case current, request, response
+}
+
+/// When a rule runs: as the connection is accepted, on the request, or on the response.
+public enum RulePhase: String, Sendable {
+    case connection, request, response
+}
+
+/// What a fetch needs, as HAProxy 2.6 classifies fetches; it decides where a rule may use it.
+public enum FetchUsage: Sendable, Equatable {
+    /// Known at load: the environment, constants.
+    case load
+    /// Process state: server health, `stopping`.
+    case process
+    /// The connection: `src`, `dst`...
+    case connection
+    /// Copied when the request was parsed, so valid in response rules too: `method`, `req.ver`.
+    case capturedRequest
+    /// The message being processed: `hdr()`, `cook()`.
+    case currentMessage
+    /// The request head itself: `path`, `url`, `req.hdr()`...: gone once it is sent.
+    case request
+    /// The response: `status`, `res.hdr()`.
+    case response
+    /// A variable, whose scope says when it exists.
+    case variable(VariableScope)
+
+    /// Whether a fetch of this class can give a value in `phase`.
+    public func isAvailable(in phase: RulePhase) -> Bool {
+        switch self {
+        case .load, .process, .connection: return true
+        case .capturedRequest, .currentMessage: return phase != .connection
+        case .request: return phase == .request
+        case .response: return phase == .response
+        case .variable(let scope):
+            switch scope {
+            case .proc, .sess: return true
+            case .txn: return phase != .connection
+            case .req: return phase == .request
+            case .res: return phase == .response
+            }
+        }
+    }
+
+    /// What the fetch needs, for messages: "the request", "the response".
+    public var needs: String {
+        switch self {
+        case .request: return "the request, which is gone once it is sent to the server"
+        case .response: return "the response, which does not exist yet"
+        case .variable(let s): return "a '\(s.rawValue).' variable, which does not exist there"
+        case .capturedRequest, .currentMessage: return "an HTTP message"
+        default: return "nothing"
+        }
+    }
+}
+
 /// A sample fetch with its arguments checked and parsed.
 public enum Fetch: Equatable, Sendable, CustomStringConvertible {
     case env(String)
     case envInteger(String)
     case constantBool(Bool)
     case constantInt(Int64)
+    case constantString(String)
     case source, sourcePort, destination, destinationPort
-    case path, url, method, requestVersion
+    case path, url, query, method, requestVersion
     case urlParameter(String, delimiter: UInt8?)
     /// A header's values (comma-split), optionally one occurrence (negative counts from the end).
-    case header(String, occurrence: Int?)
+    case header(String, occurrence: Int?, side: MessageSide)
     /// The full header lines' values, not comma-split (`req.fhdr`).
-    case fullHeader(String, occurrence: Int?)
-    case headerCount(String?)
-    case cookie(String)
+    case fullHeader(String, occurrence: Int?, side: MessageSide)
+    case headerCount(String?, side: MessageSide)
+    /// A cookie's value: from `Cookie` in a request, from `Set-Cookie` in a response.
+    case cookie(String, side: MessageSide)
     case requestLength
     case contentLength
     case isHTTP
+    /// The response's status code and HTTP version.
+    case status
+    case responseVersion
     case backendUsableServers(String?)
     case serverIsUp(backend: String, server: String)
     case stopping
-    case variable(VariableScope, String)
+    /// `var(scope.name[,default])`.
+    case variable(VariableScope, String, defaultValue: String?)
 
     /// Where the value is known.
     public var scope: FetchScope {
         switch self {
-        case .env, .envInteger, .constantBool, .constantInt: return .load
+        case .env, .envInteger, .constantBool, .constantInt, .constantString: return .load
         case .backendUsableServers, .serverIsUp, .stopping, .variable: return .process
         case .source, .sourcePort, .destination, .destinationPort: return .connection
         default: return .request
         }
     }
 
+    /// What it needs, and so where a rule may use it.
+    public var usage: FetchUsage {
+        switch self {
+        case .env, .envInteger, .constantBool, .constantInt, .constantString: return .load
+        case .backendUsableServers, .serverIsUp, .stopping: return .process
+        case .source, .sourcePort, .destination, .destinationPort: return .connection
+        case .method, .requestVersion: return .capturedRequest
+        case .header(_, _, let side), .fullHeader(_, _, let side), .headerCount(_, let side), .cookie(_, let side):
+            switch side {
+            case .current: return .currentMessage
+            case .request: return .request
+            case .response: return .response
+            }
+        case .status, .responseVersion: return .response
+        case .variable(let s, _, _): return .variable(s)
+        case .path, .url, .query, .urlParameter, .requestLength, .contentLength, .isHTTP: return .request
+        }
+    }
+
     public var outputType: SampleType {
         switch self {
-        case .env, .path, .url, .method, .requestVersion, .urlParameter, .header, .fullHeader, .cookie: return .string
+        case .env, .constantString, .path, .url, .query, .method, .requestVersion, .responseVersion, .urlParameter, .header,
+             .fullHeader, .cookie: return .string
         case .envInteger, .constantInt, .sourcePort, .destinationPort, .headerCount, .requestLength,
-             .contentLength, .backendUsableServers: return .integer
+             .contentLength, .backendUsableServers, .status: return .integer
         case .constantBool, .isHTTP, .serverIsUp, .stopping: return .boolean
         case .source, .destination: return .ip
         case .variable: return .any
@@ -67,32 +152,58 @@ public enum Fetch: Equatable, Sendable, CustomStringConvertible {
     }
 
     public var description: String {
+        func side(_ s: MessageSide, _ name: String) -> String {
+            switch s {
+            case .current: return name
+            case .request: return "req." + name
+            case .response: return "res." + name
+            }
+        }
         switch self {
         case .env(let n): return "env(\(n))"
         case .envInteger(let n): return "env_int(\(n))"
         case .constantBool(let b): return "bool(\(b ? 1 : 0))"
         case .constantInt(let i): return "int(\(i))"
+        case .constantString(let s): return "str(\(s))"
         case .source: return "src"
         case .sourcePort: return "src_port"
         case .destination: return "dst"
         case .destinationPort: return "dst_port"
         case .path: return "path"
         case .url: return "url"
+        case .query: return "query"
         case .method: return "method"
         case .requestVersion: return "req.ver"
+        case .responseVersion: return "res.ver"
+        case .status: return "status"
         case .urlParameter(let n, _): return "url_param(\(n))"
-        case .header(let n, let o): return o.map { "hdr(\(n),\($0))" } ?? "hdr(\(n))"
-        case .fullHeader(let n, let o): return o.map { "req.fhdr(\(n),\($0))" } ?? "req.fhdr(\(n))"
-        case .headerCount(let n): return n.map { "hdr_cnt(\($0))" } ?? "hdr_cnt"
-        case .cookie(let n): return "cook(\(n))"
+        case .header(let n, let o, let s): return side(s, "hdr") + (o.map { "(\(n),\($0))" } ?? "(\(n))")
+        case .fullHeader(let n, let o, let s): return side(s == .current ? .request : s, "fhdr") + (o.map { "(\(n),\($0))" } ?? "(\(n))")
+        case .headerCount(let n, let s): return side(s, "hdr_cnt") + (n.map { "(\($0))" } ?? "")
+        case .cookie(let n, let s): return side(s, "cook") + "(\(n))"
         case .requestLength: return "req.len"
         case .contentLength: return "req.hdr_val(content-length)"
         case .isHTTP: return "req.proto_http"
         case .backendUsableServers(let b): return b.map { "nbsrv(\($0))" } ?? "nbsrv"
         case .serverIsUp(let b, let s): return "srv_is_up(\(b)/\(s))"
         case .stopping: return "stopping"
-        case .variable(let s, let n): return "var(\(s.rawValue).\(n))"
+        case .variable(let s, let n, let d): return "var(\(s.rawValue).\(n)" + (d.map { ",\($0)" } ?? "") + ")"
         }
+    }
+}
+
+extension VariableScope {
+    /// Splits `scope.name`, checking both parts as HAProxy does: the name has letters,
+    /// digits, `_` and `.` only.
+    public static func parseName(_ text: String, what: String) throws -> (VariableScope, String) {
+        guard let dot = text.firstIndex(of: "."), let scope = VariableScope(rawValue: String(text[..<dot])) else {
+            throw RuleError("\(what): invalid variable name '\(text)'; a name starts with its scope: proc, sess, txn, req or res, e.g. txn.path")
+        }
+        let name = String(text[text.index(after: dot)...])
+        guard !name.isEmpty, name.utf8.allSatisfy({ ($0 | 0x20 >= 0x61 && $0 | 0x20 <= 0x7a) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x5f || $0 == 0x2e }) else {
+            throw RuleError("\(what): invalid variable name '\(text)'; use letters, digits, '_' and '.' after the scope")
+        }
+        return (scope, name)
     }
 }
 
@@ -118,7 +229,7 @@ public enum FetchRegistry {
         Entry(arguments: 0...0, build: { _ in f }, method: m, usage: usage)
     }
 
-    static func header(_ m: MatchMethod?, _ name: String, full: Bool = false) -> Entry {
+    static func header(_ m: MatchMethod?, _ name: String, full: Bool = false, side: MessageSide) -> Entry {
         Entry(arguments: 0...2, build: { args in
             guard let n = args.first, !n.isEmpty else {
                 throw RuleError("fetch '\(name)' needs a header name, e.g. \(name)(host)")
@@ -130,7 +241,7 @@ public enum FetchRegistry {
                 }
                 occurrence = o
             }
-            return full ? .fullHeader(n.lowercased(), occurrence: occurrence) : .header(n.lowercased(), occurrence: occurrence)
+            return full ? .fullHeader(n.lowercased(), occurrence: occurrence, side: side) : .header(n.lowercased(), occurrence: occurrence, side: side)
         }, method: m, usage: "\(name)(<name>[,<occ>])")
     }
 
@@ -165,20 +276,28 @@ public enum FetchRegistry {
                                  ("_reg", .regex), ("_dir", .directory), ("_dom", .domain), ("_len", .length)] as [(String, MatchMethod?)] {
             e["path" + suffix] = noArgs(.path, method, "path" + suffix)
             e["url" + suffix] = noArgs(.url, method, "url" + suffix)
-            e["hdr" + suffix] = header(method, "hdr" + suffix)
+            e["hdr" + suffix] = header(method, "hdr" + suffix, side: .current)
         }
-        e["hdr_cnt"] = Entry(arguments: 0...1, build: { args in .headerCount(args.first.map { $0.lowercased() }) },
-                             method: nil, usage: "hdr_cnt([<name>])")
-        e["req.hdr_cnt"] = e["hdr_cnt"]
-        e["req.hdr"] = header(nil, "req.hdr")
-        e["req.fhdr"] = header(nil, "req.fhdr", full: true)
-        e["hdr_ip"] = header(.ip, "hdr_ip")
-        e["hdr_val"] = Entry(arguments: 1...2, build: { args in .header(args[0].lowercased(), occurrence: args.count > 1 ? Int(args[1]) : nil) },
+        e["query"] = noArgs(.query, nil, "query")
+        e["status"] = noArgs(.status, nil, "status")
+        e["res.ver"] = noArgs(.responseVersion, nil, "res.ver")
+        e["resp_ver"] = e["res.ver"]
+        for (prefix, side) in [("", MessageSide.current), ("req.", .request), ("res.", .response)] {
+            e[prefix + "hdr_cnt"] = Entry(arguments: 0...1, build: { args in .headerCount(args.first.map { $0.lowercased() }, side: side) },
+                                         method: nil, usage: "\(prefix)hdr_cnt([<name>])")
+        }
+        e["req.hdr"] = header(nil, "req.hdr", side: .request)
+        e["req.fhdr"] = header(nil, "req.fhdr", full: true, side: .request)
+        e["res.hdr"] = header(nil, "res.hdr", side: .response)
+        e["res.fhdr"] = header(nil, "res.fhdr", full: true, side: .response)
+        e["shdr"] = e["res.hdr"]
+        e["hdr_ip"] = header(.ip, "hdr_ip", side: .current)
+        e["hdr_val"] = Entry(arguments: 1...2, build: { args in .header(args[0].lowercased(), occurrence: args.count > 1 ? Int(args[1]) : nil, side: .current) },
                              method: .integer, usage: "hdr_val(<name>)")
-        for name in ["cook", "req.cook"] {
+        for (name, side) in [("cook", MessageSide.current), ("req.cook", .request), ("res.cook", .response), ("scook", .response)] {
             e[name] = Entry(arguments: 1...1, build: { args in
                 guard !args[0].isEmpty else { throw RuleError("fetch '\(name)' needs a cookie name") }
-                return .cookie(args[0])
+                return .cookie(args[0], side: side)
             }, method: nil, usage: "\(name)(<name>)")
         }
         for name in ["url_param", "urlp"] {
@@ -202,14 +321,10 @@ public enum FetchRegistry {
             return .serverIsUp(backend: String(parts[0]), server: String(parts[1]))
         }, method: nil, usage: "srv_is_up(<backend>/<server>)")
         e["var"] = Entry(arguments: 1...2, build: { args in
-            let text = args[0]
-            guard let dot = text.firstIndex(of: "."),
-                  let scope = VariableScope(rawValue: String(text[..<dot])),
-                  text.index(after: dot) < text.endIndex else {
-                throw RuleError("fetch 'var': '\(text)' must be <scope>.<name> with scope proc, sess, txn, req or res")
-            }
-            return .variable(scope, String(text[text.index(after: dot)...]))
-        }, method: nil, usage: "var(<scope>.<name>)")
+            let (scope, name) = try VariableScope.parseName(args[0], what: "fetch 'var'")
+            return .variable(scope, name, defaultValue: args.count > 1 ? args[1] : nil)
+        }, method: nil, usage: "var(<scope>.<name>[,<default>])")
+        e["str"] = Entry(arguments: 1...1, build: { args in .constantString(args[0]) }, method: nil, usage: "str(<text>)")
         e["always_true"] = noArgs(.constantBool(true), nil, "always_true")
         e["always_false"] = noArgs(.constantBool(false), nil, "always_false")
         e["bool"] = Entry(arguments: 1...1, build: { args in

@@ -168,3 +168,46 @@ extension Sample {
         }
     }
 }
+
+/// A sample's value owned rather than borrowed: what a variable keeps. Bytes are copied, so a
+/// variable never points into a buffer that will be reused.
+public enum SampleValue: Sendable, Equatable {
+    case boolean(Bool)
+    case integer(Int64)
+    case string([UInt8])
+    case ip(IPAddress)
+
+    /// Copies `sample`, applying a case fold left by the converters.
+    public init(_ sample: Sample, fold: CaseFold = .none) {
+        switch sample {
+        case .boolean(let b): self = .boolean(b)
+        case .integer(let i): self = .integer(i)
+        case .ip(let a): self = .ip(a)
+        case .bytes(let p): self = .string(p.map { fold.apply($0) })
+        }
+    }
+
+    /// Lends the value as a sample for the length of `body`.
+    @inline(__always)
+    public func withSample<R>(_ body: (Sample) -> R) -> R {
+        switch self {
+        case .boolean(let b): return body(.boolean(b))
+        case .integer(let i): return body(.integer(i))
+        case .ip(let a): return body(.ip(a))
+        case .string(let s): return s.withUnsafeBytes { body(.bytes($0)) }
+        }
+    }
+
+    /// The value as text, as a log-format renders it.
+    public var text: [UInt8] {
+        switch self {
+        case .boolean(let b): return [b ? 0x31 : 0x30]
+        case .integer(let i): return Array(String(i).utf8)
+        case .ip(let a): return Array(a.description.utf8)
+        case .string(let s): return s
+        }
+    }
+}
+
+/// Variables of one scope, by name (without the scope prefix).
+public typealias VariableTable = [String: SampleValue]

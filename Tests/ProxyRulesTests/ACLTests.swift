@@ -19,12 +19,12 @@ struct FakeRequest: SampleContext {
         case .url: return bytes(url)
         case .method: return bytes(method)
         case .requestVersion: return bytes(version)
-        case .header(let name, _):
+        case .header(let name, _, _):
             for (n, v) in headers where n.lowercased() == name {
                 for part in v.split(separator: ",") where bytes(String(part).trimmingBlanks()) { return true }
             }
             return false
-        case .headerCount(let name):
+        case .headerCount(let name, _):
             return visit(.integer(Int64(headers.filter { name == nil || $0.0.lowercased() == name }.count)))
         case .source: return visit(.ip(source))
         case .backendUsableServers(let b): return visit(.integer(Int64(usableServers[b ?? ""] ?? 0)))
@@ -152,7 +152,7 @@ func term(_ text: String) throws -> ACLTerm {
         ("hdr", "fetch 'hdr' needs a header name, e.g. hdr(host)"),
         ("env(1X)", "fetch 'env': '1X' is not a variable name"),
         ("srv_is_up(app)", "fetch 'srv_is_up' takes <backend>/<server>, not 'app'"),
-        ("var(foo)", "fetch 'var': 'foo' must be <scope>.<name> with scope proc, sess, txn, req or res"),
+        ("var(foo)", "fetch 'var': invalid variable name 'foo'; a name starts with its scope: proc, sess, txn, req or res, e.g. txn.path"),
         ("nbsrv(app),div(x) gt 1", "converter 'div' takes one integer argument, e.g. div(1)"),
         ("path,lowr x", "unknown converter 'lowr'; did you mean 'lower'?"),
     ])

@@ -1,0 +1,49 @@
+import ProxyRules
+
+/// The variables an HTTP connection holds, by scope: `sess.` for the connection's life,
+/// `txn.` for one transaction, `req.` while its request is processed and `res.` while its
+/// response is (as HAProxy's scopes live). `proc.` ones are the model's, shared by every
+/// loop. Each table is made on its first use, so a connection without variables pays nothing.
+struct SessionVariables {
+    private var session: VariableTable?
+    private var transaction: VariableTable?
+    private var request: VariableTable?
+    private var response: VariableTable?
+
+    @inline(__always)
+    func value(_ scope: VariableScope, _ name: String) -> SampleValue? {
+        switch scope {
+        case .sess: return session?[name]
+        case .txn: return transaction?[name]
+        case .req: return request?[name]
+        case .res: return response?[name]
+        case .proc: return nil
+        }
+    }
+
+    mutating func set(_ scope: VariableScope, _ name: String, _ value: SampleValue?) {
+        switch scope {
+        case .sess: session = Self.updated(session, name, value)
+        case .txn: transaction = Self.updated(transaction, name, value)
+        case .req: request = Self.updated(request, name, value)
+        case .res: response = Self.updated(response, name, value)
+        case .proc: break
+        }
+    }
+
+    private static func updated(_ table: VariableTable?, _ name: String, _ value: SampleValue?) -> VariableTable? {
+        var t = table ?? [:]
+        t[name] = value
+        return t
+    }
+
+    /// The request has been handed to the server: `req.` variables end.
+    mutating func requestDone() { request = nil }
+
+    /// The transaction is over: its `txn.`, `req.` and `res.` variables end.
+    mutating func transactionDone() {
+        if transaction != nil { transaction = nil }
+        if request != nil { request = nil }
+        if response != nil { response = nil }
+    }
+}

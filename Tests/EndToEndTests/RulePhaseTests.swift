@@ -1,0 +1,165 @@
+import Foundation
+import Testing
+
+/// What rules may read in each phase (DECISIONS' table), variables, and the rewrites that
+/// must never send a malformed head: all with real backends.
+@Suite(.serialized) struct RulePhases {
+    /// Each class of fetch in a response rule: refused, warned about, or read correctly.
+    @Test func responseRulesReadWhatTheyMay() throws {
+        let bed = try TestBed()
+        let port = TestBed.freePort()
+        let b = try bed.backend(name: "one")
+        let bad = bed.directory + "/bad.cfg"
+        try httpConfig(port: port, servers: [("s1", b)], frontend: "    http-response set-header X-Path %[path]").write(toFile: bad, atomically: true, encoding: .utf8)
+        let refused = try Harness.proxy(["-c", "-f", bad])
+        #expect(refused.status == 1)
+        #expect(refused.stderr.contains("bad.cfg:12: error: frontend 'web': http-response set-header: in '%[path]': 'path' cannot work here: it needs the request, which is gone once it is sent to the server; capture it while the request is there: 'http-request set-var(txn.path) path', then read 'var(txn.path)'"), "\(refused.stderr)")
+        let frontend = """
+            http-request set-var(txn.path) path
+            http-request set-var(req.early) str(gone)
+            http-response set-header X-Path %[var(txn.path)]
+            http-response set-header X-Method %[method]
+            http-response set-header X-Src %[src]
+            http-response set-header X-Served-By %[hdr(x-backend)]
+            http-response set-header X-Api yes if { path_beg /api }
+            http-response set-header X-Not-Api yes unless { path_beg /api }
+            http-response set-header X-Error yes if { status 500 }
+            http-response set-var(txn.seen) res.hdr(x-backend)
+        """
+        let cfg = bed.directory + "/good.cfg"
+        try httpConfig(port: port, servers: [("s1", b)], frontend: frontend).write(toFile: cfg, atomically: true, encoding: .utf8)
+        let check = try Harness.proxy(["-c", "-f", cfg])
+        #expect(check.status == 0)
+        #expect(check.stderr.contains("will never match in 'http-response set-header': 'path_beg' needs the request"), "\(check.stderr)")
+        try bed.proxy(httpConfig(port: port, servers: [("s1", b)], frontend: frontend), waitFor: port)
+        let (code, _, mixedCase) = try TestBed.curl(["http://127.0.0.1:\(port)/api/items?x=1"])
+        let headers = mixedCase.lowercased()
+        #expect(code == 200)
+        #expect(headers.contains("x-path: /api/items\r\n") && headers.contains("x-method: get\r\n") && headers.contains("x-src: 127.0.0.1\r\n"), "\(headers)")
+        // hdr() in a response rule reads the response's header; the request ACL never matches.
+        #expect(headers.contains("x-served-by: one\r\n") && !headers.contains("x-api:") && headers.contains("x-not-api: yes"), "\(headers)")
+        let failed = try TestBed.curl(["http://127.0.0.1:\(port)/status/500"])
+        #expect(failed.0 == 500 && failed.2.lowercased().contains("x-error: yes") && failed.2.lowercased().contains("x-path: /status/500"))
+    }
+
+    /// `txn.` variables carry each request's own value to its response: pipelined requests
+    /// and requests with bodies, on one connection, never mix them up.
+    @Test func transactionVariablesFollowTheirOwnRequest() throws {
+        let bed = try TestBed()
+        let port = TestBed.freePort()
+        let b = try bed.backend(name: "one")
+        let frontend = """
+            http-request set-var(txn.path) path
+            http-request set-var(sess.first) path unless { var(sess.first) -m found }
+            http-response set-header X-Path %[var(txn.path)]
+            http-response set-header X-First %[var(sess.first)]
+        """
+        try bed.proxy(httpConfig(port: port, servers: [("s1", b)], frontend: frontend), waitFor: port)
+        let body = String(repeating: "b", count: 3000)
+        let reply = TestBed.raw(port, "POST /one HTTP/1.1\r\nHost: a\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)GET /two?q HTTP/1.1\r\nHost: a\r\n\r\nGET /slow?ms=100 HTTP/1.1\r\nHost: a\r\n\r\nGET /four HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        let lines = reply.lowercased().split(separator: "\r\n")
+        let paths = lines.filter { $0.hasPrefix("x-path: ") }.map { String($0.dropFirst(8)) }
+        #expect(paths == ["/one", "/two", "/slow", "/four"], "\(reply)")
+        let firsts = lines.filter { $0.hasPrefix("x-first: ") }
+        #expect(firsts.count == 4 && firsts.allSatisfy { $0 == "x-first: /one" })
+    }
+
+    /// A rewrite that makes the head larger than the buffer gets a 500, logged, and the
+    /// server sees nothing of it.
+    @Test func anOversizedRewriteIsA500AndNeverReachesTheServer() throws {
+        let bed = try TestBed()
+        let port = TestBed.freePort()
+        let b = try bed.backend(name: "one")
+        let frontend = """
+            option httplog
+            log stderr local0
+            http-request set-header X-Copy-A %[req.hdr(x-long)]
+            http-request set-header X-Copy-B %[req.hdr(x-long)]
+        """
+        try bed.proxy(httpConfig(port: port, servers: [("s1", b)], frontend: frontend, global: "    tune.bufsize 4096"), waitFor: port)
+        let long = String(repeating: "x", count: 1500)
+        #expect(try TestBed.curl(["-H", "X-Long: short", "http://127.0.0.1:\(port)/fits"]).0 == 200)
+        let (code, _, _) = try TestBed.curl(["-H", "X-Long: \(long)", "http://127.0.0.1:\(port)/too-big"])
+        #expect(code == 500)
+        #expect(TestBed.stats(b).count == 1, "the backend saw the oversized request")
+        #expect(TestBed.waitUntil { bed.log().contains(" 500 ") && bed.log().contains("PR--") }, "\(bed.log())")
+    }
+
+    /// The same for a response: a response rule that overflows the head gives a 500.
+    @Test func anOversizedResponseRewriteIsA500() throws {
+        let bed = try TestBed()
+        let port = TestBed.freePort()
+        let b = try bed.backend(name: "one")
+        let frontend = """
+            http-request set-var(txn.long) req.hdr(x-long)
+            http-response set-header X-Copy-A %[var(txn.long)]
+            http-response set-header X-Copy-B %[var(txn.long)]
+            http-response set-header X-Copy-C %[var(txn.long)]
+        """
+        try bed.proxy(httpConfig(port: port, servers: [("s1", b)], frontend: frontend, global: "    tune.bufsize 4096"), waitFor: port)
+        let long = String(repeating: "y", count: 1500)
+        let (code, body, _) = try TestBed.curl(["-H", "X-Long: \(long)", "http://127.0.0.1:\(port)/"])
+        #expect(code == 500 && !body.contains("one GET"))
+        #expect(try TestBed.curl(["http://127.0.0.1:\(port)/"]).0 == 200)
+    }
+
+    /// `del-header NAME -m beg` deletes every header that starts with NAME: a client's
+    /// spoofed X-Forwarded-For never reaches the server.
+    @Test func delHeaderMatchMethods() throws {
+        let bed = try TestBed()
+        let port = TestBed.freePort()
+        let b = try bed.backend(name: "one")
+        let frontend = """
+            http-request del-header X-Forwarded -m beg
+            http-request del-header -test -m end
+            http-response del-header x-seen-c -m sub
+            http-response del-header ^x-seen-h -m reg
+        """
+        try bed.proxy(httpConfig(port: port, servers: [("s1", b)], frontend: frontend), waitFor: port)
+        let (code, _, headers) = try TestBed.curl(["-H", "X-Forwarded-For: 6.6.6.6", "-H", "X-Test: spoof", "-H", "Cookie: a=b", "http://127.0.0.1:\(port)/"])
+        #expect(code == 200)
+        let seen = TestBed.stats(b).last["headers"] as? [[String]] ?? []
+        #expect(!seen.contains { $0.first?.lowercased().hasPrefix("x-forwarded") == true || $0.first?.lowercased() == "x-test" }, "\(seen)")
+        #expect(!headers.lowercased().contains("x-seen-cookie") && !headers.lowercased().contains("x-seen-host"), "\(headers)")
+    }
+
+    /// `http-request tarpit` holds the request for `timeout tarpit`, then answers 500 (or
+    /// `deny_status`) and closes; no server is contacted; the log says PT.
+    @Test func tarpitHoldsThenAnswers() throws {
+        let bed = try TestBed()
+        let port = TestBed.freePort()
+        let b = try bed.backend(name: "one")
+        let frontend = """
+            option httplog
+            log stderr local0
+            timeout tarpit 700ms
+            http-request tarpit deny_status 403 if { path /trap }
+        """
+        try bed.proxy(httpConfig(port: port, servers: [("s1", b)], frontend: frontend), waitFor: port)
+        let started = Date()
+        let (code, _, headers) = try TestBed.curl(["http://127.0.0.1:\(port)/trap"])
+        let took = Date().timeIntervalSince(started)
+        #expect(code == 403 && took >= 0.65 && took < 3, "\(code) after \(took) s")
+        #expect(headers.lowercased().contains("connection: close"))
+        #expect(TestBed.stats(b).count == 0)
+        #expect(TestBed.waitUntil { bed.log().contains("PT--") }, "\(bed.log())")
+        #expect(try TestBed.curl(["http://127.0.0.1:\(port)/free"]).0 == 200)
+    }
+
+    /// `monitor-uri`: a path matches with its query, an absolute-form request too; an
+    /// absolute monitor-uri matches only the same absolute target.
+    @Test func monitorURIAsHAProxyComparesIt() throws {
+        let bed = try TestBed()
+        let port = TestBed.freePort(), port2 = TestBed.freePort()
+        let b = try bed.backend(name: "one")
+        try bed.proxy(httpConfig(port: port, servers: [("s1", b)], frontend: "    monitor-uri /health",
+                                 extra: "frontend abs\n    bind 127.0.0.1:\(port2)\n    monitor-uri http://host/health\n    default_backend app\n"), waitFor: port)
+        func served(_ p: Int, _ request: String) -> Bool { TestBed.raw(p, request).contains("Service ready.") }
+        #expect(served(port, "GET /health HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"))
+        #expect(served(port, "GET http://other/health HTTP/1.1\r\nHost: other\r\nConnection: close\r\n\r\n"))
+        #expect(!served(port, "GET /health?x=1 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"))
+        #expect(!served(port, "GET /HEALTH HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"))
+        #expect(served(port2, "GET http://host/health HTTP/1.1\r\nHost: host\r\nConnection: close\r\n\r\n"))
+        #expect(!served(port2, "GET /health HTTP/1.1\r\nHost: host\r\nConnection: close\r\n\r\n"))
+    }
+}
