@@ -113,10 +113,9 @@ enum Addresses {
         if let ip = IPAddress(parsing: host) { return ServerAddress(host: .ip(ip), port: port, portOffset: offset) }
         let valid = host.allSatisfy { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "." || $0 == "_" }
         guard valid else { throw ConfigError("invalid server address '\(text)'") }
-        guard !resolving || resolve(host, family: nil) != nil else {
-            throw ConfigError("cannot resolve server address '\(host)'; use an IP address or a name the resolver knows")
-        }
-        return ServerAddress(host: .name(host), port: port, portOffset: offset)
+        // Resolved now, once: nothing resolves names after load.
+        let ip = resolving ? resolve(host, family: nil) : nil
+        return ServerAddress(host: .name(host), port: port, portOffset: offset, resolved: ip)
     }
 
     private static func nonEmpty(_ s: String, _ whole: String) throws -> String {

@@ -14,7 +14,7 @@ extension ConfigParser {
         checkBackendReferences()
         warnAboutEnvIntJunk()
         fold()
-        if !unenforced.isEmpty { config.unenforcedKeywords = unenforced.map { UnenforcedKeyword(location: $0.0, keyword: $0.1, changesWire: $0.2) } }
+        config.unenforcedKeywords = unenforced
         let failed = diagnostics.contains { $0.severity == .error }
         return LoadResult(configuration: failed ? nil : config, diagnostics: diagnostics)
     }
@@ -81,6 +81,10 @@ extension ConfigParser {
                 if !p.servers.isEmpty {
                     warning("\(label) has no \(missing); stalled servers are never timed out. Set them here or in defaults", at: p.location)
                 }
+            }
+            for s in p.servers where s.options.check && s.address.port == nil && s.options.checkPort == nil {
+                if case .unix = s.address.host { continue }
+                error("server '\(s.name)' in \(label) has neither a service port nor a check port, so it cannot be checked; add a port to its address, or 'port N'", at: s.location)
             }
             if p.settings.cookie == nil {
                 for s in p.servers where s.options.cookie != nil {

@@ -7,7 +7,7 @@ extension ConfigParser {
         "daemon", "maxconn", "pidfile", "nbthread", "log", "stats", "hard-stop-after", "grace",
         "close-spread-time", "user", "group", "uid", "gid", "chroot", "ulimit-n", "tune.bufsize",
         "tune.maxrewrite", "server-state-file", "setenv", "presetenv", "unsetenv", "resetenv",
-        "strict-limits", "noreuseport",
+        "strict-limits", "noreuseport", "zero-warning", "fd-hard-limit",
     ]
 
     /// Keywords HAProxy has in `global` that we do not support yet.
@@ -17,10 +17,17 @@ extension ConfigParser {
         "ssl-default-server-options", "tune.ssl.default-dh-param", "ca-base", "crt-base",
         "log-send-hostname", "log-tag", "lua-load", "stats bind-process", "cpu-map", "h1-case-adjust",
         "insecure-fork-wanted", "expose-experimental-directives", "maxsslconn", "maxconnrate",
-        "server-state-base", "localpeer", "set-var", "unix-bind", "zero-warning", "busy-polling",
+        "server-state-base", "localpeer", "set-var", "unix-bind", "busy-polling",
     ]
 
     func parseGlobalKeyword(_ words: [String], at location: SourceLocation) throws {
+        if words[0] == "no" {
+            guard words.count == 2, words[1] == "strict-limits" else {
+                throw ConfigError("'no' in global only applies to 'strict-limits'")
+            }
+            config.global.strictLimits = false
+            return
+        }
         let keyword = words[0]
         let args = words.dropFirst()
         switch keyword {
@@ -49,6 +56,7 @@ extension ConfigParser {
         case "close-spread-time":
             try Values.expect(args, 1, usage: "close-spread-time <time>")
             config.global.closeSpreadTime = args.first! == "infinite" ? Values.maxMilliseconds : try Values.time(args.first!, for: "close-spread-time")
+            notEnforced(.closeSpreadTime, at: location)
         case "user":
             try Values.expect(args, 1, usage: "user <name>")
             let (uid, gid) = try Self.resolveUser(args.first!)
@@ -86,7 +94,7 @@ extension ConfigParser {
         case "server-state-file":
             try Values.expect(args, 1, usage: "server-state-file <path>")
             config.global.serverStateFile = args.first!
-            notEnforced("server-state-file", at: location, changesWire: false)
+            notEnforced(.serverStateFile, at: location)
         case "setenv", "presetenv":
             try Values.expect(args, 2, usage: "\(keyword) <name> <value>")
             let name = args.first!, value = args.last!
@@ -98,6 +106,12 @@ extension ConfigParser {
         case "strict-limits":
             try Values.expect(args, 0, usage: "strict-limits")
             config.global.strictLimits = true
+        case "zero-warning":
+            try Values.expect(args, 0, usage: "zero-warning")
+            config.global.zeroWarning = true
+        case "fd-hard-limit":
+            try Values.expect(args, 1, usage: "fd-hard-limit <number>")
+            config.global.fdHardLimit = try Values.integer(args.first!, for: "fd-hard-limit", in: 1...Int(Int32.max))
         case "noreuseport":
             try Values.expect(args, 0, usage: "noreuseport")
             config.global.noReusePort = true
@@ -148,6 +162,7 @@ extension ConfigParser {
                     socket.gid = try Self.resolveGroup(v)
                 case "name":
                     guard opts.popFirst() != nil else { throw ConfigError("stats socket: '\(opt)' needs a value") }
+                    notEnforced(.statsSocketName, at: location)
                 default:
                     var hint = ""
                     if let near = Similarity.closest(to: opt, in: ["mode", "level", "expose-fd", "user", "group", "uid", "gid"]) { hint = "; did you mean '\(near)'?" }
@@ -160,7 +175,7 @@ extension ConfigParser {
             config.global.statsTimeout = try Values.time(rest.first!, for: "stats timeout")
         case "maxconn":
             try Values.expect(rest, 1, usage: "stats maxconn <number>")
-            _ = try Values.integer(rest.first!, for: "stats maxconn")
+            config.global.statsMaxConnections = try Values.integer(rest.first!, for: "stats maxconn", in: 1...Int(Int32.max))
         default:
             throw ConfigError("unknown 'stats \(sub)' in global; use 'stats socket' or 'stats timeout'")
         }
@@ -178,9 +193,9 @@ extension ConfigParser {
     }
 
     /// Records a keyword that parses but has no effect yet, with the warning DECISIONS asks for.
-    func notEnforced(_ keyword: String, at location: SourceLocation, changesWire: Bool) {
-        warning("'\(keyword)' is accepted but not enforced yet", at: location)
-        unenforced.append((location, keyword, changesWire))
+    func notEnforced(_ keyword: NotEnforced, at location: SourceLocation) {
+        warning("'\(keyword.rawValue)' is accepted but not enforced yet", at: location)
+        unenforced.append(UnenforcedKeyword(location: location, keyword: keyword))
     }
 
     /// `log global`, or `log <target> [len N] [format F] [sample R:S] <facility> [max [min]]`.
@@ -216,15 +231,16 @@ extension ConfigParser {
                 }
                 let (host, portText) = Addresses.splitHostPort(String(t))
                 let port = try portText.map { try Addresses.port($0, in: target) } ?? 514
-                guard IPAddress(parsing: host) != nil || !resolvesNames || Addresses.resolve(host, family: nil) != nil else {
-                    throw ConfigError("log: cannot resolve '\(host)'")
-                }
-                address = .udp(host: host, port: port)
+                // Resolved now, once: a log line never waits for DNS.
+                let ip = IPAddress(parsing: host) ?? (resolvesNames ? Addresses.resolve(host, family: nil) : nil)
+                guard ip != nil || !resolvesNames else { throw ConfigError("log: cannot resolve '\(host)'") }
+                address = .udp(host: host, address: ip, port: port)
             }
         }
         var rest = args.dropFirst()
-        var format = LogDestination.Format.rfc3164
+        var format = LogDestination.Format.local
         var length: Int?
+        var sample: LogSampling?
         while let w = rest.first, ["len", "format", "sample"].contains(w) {
             rest = rest.dropFirst()
             guard let v = rest.popFirst() else { throw ConfigError("log: '\(w)' needs a value") }
@@ -236,7 +252,7 @@ extension ConfigParser {
                 }
                 format = f
             default:
-                break
+                sample = try Self.parseSampling(v)
             }
         }
         guard let facility = rest.popFirst() else {
@@ -249,18 +265,38 @@ extension ConfigParser {
             if let near = Similarity.closest(to: facility, in: facilities) { hint = "; did you mean '\(near)'?" }
             throw ConfigError("log: unknown facility '\(facility)'\(hint)")
         }
-        let levels = ["emerg", "alert", "crit", "err", "warning", "notice", "info", "debug"]
-        var destination = LogDestination(address: address, format: format, facility: facility, length: length)
+        var destination = LogDestination(address: address, format: format, facility: facility, length: length, sample: sample)
         if let max = rest.popFirst() {
-            guard levels.contains(max) else { throw ConfigError("log: unknown level '\(max)'; use one of \(levels.joined(separator: ", "))") }
-            destination.maxLevel = max
+            guard let level = LogLevel(name: max) else { throw ConfigError("log: unknown level '\(max)'; use one of \(LogLevel.names.joined(separator: ", "))") }
+            destination.maxLevel = level
         }
         if let min = rest.popFirst() {
-            guard levels.contains(min) else { throw ConfigError("log: unknown level '\(min)'; use one of \(levels.joined(separator: ", "))") }
-            destination.minLevel = min
+            guard let level = LogLevel(name: min) else { throw ConfigError("log: unknown minimum level '\(min)'; use one of \(LogLevel.names.joined(separator: ", "))") }
+            destination.minLevel = level
         }
         if let extra = rest.first { throw ConfigError("log: unexpected '\(extra)'") }
         return .target(destination)
+    }
+
+    /// `sample 1,3-4:5`: positions (single or ranges, 1-based, not overlapping) and the
+    /// period, which must cover the highest position.
+    static func parseSampling(_ text: String) throws -> LogSampling {
+        guard let colon = text.lastIndex(of: ":") else { throw ConfigError("log sample: missing sample size in '\(text)'; the form is 'sample <ranges>:<size>', e.g. 1,3-4:5") }
+        guard let size = Int(text[text.index(after: colon)...]), size > 0 else {
+            throw ConfigError("log sample: '\(text[text.index(after: colon)...])' is not a sample size")
+        }
+        var ranges: [ClosedRange<Int>] = []
+        for part in text[..<colon].split(separator: ",", omittingEmptySubsequences: false) {
+            let bounds = part.split(separator: "-", omittingEmptySubsequences: false)
+            guard (1...2).contains(bounds.count), let low = Int(bounds[0]), let high = Int(bounds.last!), low >= 1, low <= high else {
+                throw ConfigError("log sample: wrong sample range '\(part)'")
+            }
+            if ranges.contains(where: { $0.overlaps(low...high) }) { throw ConfigError("log sample: ranges are overlapping in '\(text)'") }
+            ranges.append(low...high)
+        }
+        let top = ranges.map(\.upperBound).max() ?? 0
+        guard size >= top else { throw ConfigError("log sample: size \(size) must be at least \(top), the highest position") }
+        return LogSampling(ranges: ranges, size: size)
     }
 
     /// The error for a keyword we do not know: a typo hint, or "not supported yet".

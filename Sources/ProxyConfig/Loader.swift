@@ -21,6 +21,8 @@ public struct ConfigLoader: Sendable {
     public static let maxLineLength = 65536
     /// Whether host names in addresses are resolved (and so checked) at load.
     public var resolvesNames = true
+    /// `-dr`: a server name that does not resolve disables the server instead of failing.
+    public var ignoresResolutionFailures = false
 
     public init(environment: Environment) {
         self.environment = environment
@@ -59,6 +61,7 @@ public struct ConfigLoader: Sendable {
         let (files, pathDiagnostics) = Self.expandPaths(paths)
         let parser = ConfigParser(environment: environment)
         parser.resolvesNames = resolvesNames
+        parser.ignoresResolutionFailures = ignoresResolutionFailures
         parser.diagnostics = pathDiagnostics
         if files.isEmpty && pathDiagnostics.isEmpty {
             parser.diagnostics.append(Diagnostic(.error, "no configuration file given; use -f FILE", at: nil))
@@ -98,6 +101,7 @@ final class ConfigParser {
     var diagnostics: [Diagnostic] = []
     var environment: Environment
     var resolvesNames = true
+    var ignoresResolutionFailures = false
 
     enum Section {
         case none
@@ -120,7 +124,7 @@ final class ConfigParser {
     /// Rules waiting for folding, found when the configuration is complete.
     var sectionName = ""
     /// Keywords that are accepted but not enforced, with whether they change wire bytes.
-    var unenforced: [(SourceLocation, String, Bool)] = []
+    var unenforced: [UnenforcedKeyword] = []
     /// A warning found while parsing a `cookie` line.
     var cookieWarning: String?
     /// Every `env_int` read by an ACL, with where, so that junk in it warns even if unused.

@@ -40,11 +40,52 @@ public struct Configuration: Sendable {
     public func hasBackend(named name: String) -> Bool { backendIndex[name] != nil }
 }
 
-/// A keyword accepted but not enforced yet; one that changes wire bytes blocks `proxy -f`.
+/// Every keyword that parses but has no effect yet. Each use gets `FILE:LINE: warning:
+/// 'KEYWORD' is accepted but not enforced yet` from `-c` and at start-up; those that would
+/// change bytes on the wire or security make `proxy -f` refuse to start. A unit test lists
+/// them, so this list only shrinks on purpose.
+public enum NotEnforced: String, CaseIterable, Sendable {
+    case serverStateFile = "server-state-file"
+    case closeSpreadTime = "close-spread-time"
+    case statsSocketName = "stats socket name"
+    case hashType = "hash-type"
+    case spliceInHTTPMode = "option splice-auto, splice-request and splice-response in http mode"
+    case httplogCLF = "option httplog clf"
+    case statsEnable = "stats enable"
+    case statsURI = "stats uri"
+    case statsRealm = "stats realm"
+    case statsAuth = "stats auth"
+    case statsRefresh = "stats refresh"
+    case statsAdmin = "stats admin"
+    case statsHideVersion = "stats hide-version"
+    case bindName = "bind name"
+    case bindID = "bind id"
+    case bindNice = "bind nice"
+    case bindProcess = "bind process"
+    case bindThread = "bind thread"
+    // These change bytes on the wire or security: `proxy -f` refuses them.
+    case acceptProxy = "accept-proxy"
+    case ssl = "ssl"
+    case crt = "crt"
+    case alpn = "alpn"
+    case npn = "npn"
+    case namespace = "namespace"
+    case sendProxy = "send-proxy"
+
+    /// Whether ignoring it would change what goes on the wire, or security.
+    public var changesWire: Bool {
+        switch self {
+        case .acceptProxy, .ssl, .crt, .alpn, .npn, .namespace, .sendProxy: return true
+        default: return false
+        }
+    }
+}
+
+/// One use of a keyword accepted but not enforced yet.
 public struct UnenforcedKeyword: Sendable {
     public var location: SourceLocation
-    public var keyword: String
-    public var changesWire: Bool
+    public var keyword: NotEnforced
+    public var changesWire: Bool { keyword.changesWire }
 }
 
 /// A rule whose condition was decided at load.
@@ -69,6 +110,8 @@ public struct GlobalSettings: Sendable {
     public var logs: [LogTarget] = []
     public var statsSockets: [StatsSocket] = []
     public var statsTimeout: Milliseconds?
+    /// `stats maxconn`: CLI connections served at once (HAProxy's default is 10).
+    public var statsMaxConnections = 10
     public var hardStopAfter: Milliseconds?
     public var grace: Milliseconds?
     public var closeSpreadTime: Milliseconds?
@@ -82,7 +125,12 @@ public struct GlobalSettings: Sendable {
     public var bufferSize = 16384
     public var maxRewrite = 1024
     public var serverStateFile: String?
-    public var strictLimits = false
+    /// A limit that cannot be set fails the start (HAProxy 2.6's default); `no strict-limits` warns instead.
+    public var strictLimits = true
+    /// `zero-warning` (or `-dW`): any warning refuses the start, and fails `-c`.
+    public var zeroWarning = false
+    /// `fd-hard-limit`: the most descriptors to ask for, whatever `maxconn` would need.
+    public var fdHardLimit: Int?
     public var noReusePort = false
     public init() {}
 }
@@ -105,22 +153,46 @@ public enum LogTarget: Sendable, Equatable {
     case target(LogDestination)
 }
 
-public struct LogDestination: Sendable, Equatable {
-    public enum Address: Sendable, Equatable {
+/// A syslog severity, most severe first (RFC 5424 numbering).
+public enum LogLevel: Int, Sendable, Comparable, CaseIterable {
+    case emergency = 0, alert, critical, error, warning, notice, info, debug
+
+    public static let names = ["emerg", "alert", "crit", "err", "warning", "notice", "info", "debug"]
+    public init?(name: String) {
+        guard let i = Self.names.firstIndex(of: name) else { return nil }
+        self.init(rawValue: i)
+    }
+    public var name: String { Self.names[rawValue] }
+    public static func < (a: LogLevel, b: LogLevel) -> Bool { a.rawValue < b.rawValue }
+}
+
+/// `sample <ranges>:<size>`: of every `size` lines, only those at the listed 1-based
+/// positions are sent.
+public struct LogSampling: Sendable, Hashable {
+    public var ranges: [ClosedRange<Int>]
+    public var size: Int
+}
+
+public struct LogDestination: Sendable, Hashable {
+    public enum Address: Sendable, Hashable {
         case stdout, stderr
-        case udp(host: String, port: Int)
+        /// A syslog server over UDP; the host is resolved at load.
+        case udp(host: String, address: IPAddress?, port: Int)
         case unix(String)
         case fd(Int32)
     }
     public enum Format: String, Sendable, CaseIterable {
-        case raw, rfc3164, rfc5424, short, priority, timed, iso, local
+        case local, rfc3164, rfc5424, priority, short, timed, iso, raw
     }
     public var address: Address
-    public var format: Format = .rfc3164
+    public var format: Format = .local
     public var facility: String
-    public var maxLevel: String?
-    public var minLevel: String?
+    /// Lines less severe than this are not sent.
+    public var maxLevel: LogLevel = .debug
+    /// Lines more severe than this are sent at this level.
+    public var minLevel: LogLevel = .emergency
     public var length: Int?
+    public var sample: LogSampling?
 }
 
 /// What a proxy section is.
@@ -159,7 +231,9 @@ public struct Timeouts: Sendable, Equatable {
 /// A load-balancing algorithm.
 public enum BalanceAlgorithm: Sendable, Equatable {
     case roundRobin, staticRoundRobin, leastConnections, first, source
-    case uri(length: Int?, depth: Int?, whole: Bool)
+    /// `balance uri`: the target up to `?` (the query too with `whole`), the path alone with
+    /// `path-only` (without an absolute-form target's scheme and authority).
+    case uri(length: Int?, depth: Int?, whole: Bool, pathOnly: Bool)
     case random(draws: Int)
 }
 
@@ -181,8 +255,6 @@ public struct ProxyOptions: Sendable, Equatable {
     public var abortOnClose = false
     public var clientKeepAlive = false
     public var serverKeepAlive = false
-    public var idleCloseOnResponse = false
-    public var spliceAuto = false
     public var httpConnectionMode: HTTPConnectionMode = .keepAlive
     public var forwardFor: ForwardFor?
     public init() {}
@@ -236,7 +308,8 @@ public struct ServerOptions: Sendable, Equatable {
     public var rise = 2
     public var fall = 3
     public var checkPort: Int?
-    public var checkAddress: String?
+    /// `addr`: where checks go instead of the server's address, resolved at load.
+    public var checkAddress: IPAddress?
     public var weight = 1
     public var maxconn = 0
     public var maxqueue = 0
@@ -267,11 +340,14 @@ public struct ServerAddress: Sendable, Equatable, CustomStringConvertible {
     public var port: Int?
     /// `+N`/`-N`: an offset added to the client's destination port.
     public var portOffset: Int?
+    /// A `.name`'s address, resolved once, at load (nil: unresolved, with `-dr`).
+    public var resolved: IPAddress?
 
-    public init(host: Host, port: Int?, portOffset: Int? = nil) {
+    public init(host: Host, port: Int?, portOffset: Int? = nil, resolved: IPAddress? = nil) {
         self.host = host
         self.port = port
         self.portOffset = portOffset
+        self.resolved = resolved
     }
 
     public var description: String {
@@ -321,6 +397,10 @@ public struct BindOptions: Sendable, Equatable, Hashable {
     public var transparent = false
     public var deferAccept = false
     public var tcpFastOpen = false
+    /// `mss`: TCP_MAXSEG on the listening socket.
+    public var maximumSegmentSize: Int?
+    /// `tcp-ut`: TCP_USER_TIMEOUT, in milliseconds.
+    public var userTimeout: Milliseconds?
     public var mode: UInt32?
     /// Owner of a UNIX socket's file (`user`/`uid`, `group`/`gid`), resolved at load.
     public var uid: UInt32?

@@ -42,8 +42,10 @@ extension ConfigParser {
         var keyword = words[0]
         var args = words.dropFirst()
         var negated = false
+        var reset = false
         if keyword == "no" || keyword == "default", let next = args.first, next == "option" || next == "log" {
             negated = keyword == "no"
+            reset = keyword == "default"
             keyword = next
             args = args.dropFirst()
             if keyword == "log" {
@@ -98,6 +100,9 @@ extension ConfigParser {
                 throw ConfigError("hash-type: unknown function '\(f)'; use sdbm, djb2, wt6, crc32 or none, optionally followed by avalanche")
             }
             settings.hashType = args.joined(separator: " ")
+            // Balancing by hash is map-based over FNV-1a here: another function or the
+            // consistent ring changes which server a key goes to.
+            if settings.hashType != "map-based" { notEnforced(.hashType, at: location) }
         case "retries":
             try Values.expect(args, 1, usage: "retries <number>")
             settings.retries = try Values.integer(args.first!, for: "retries")
@@ -125,7 +130,11 @@ extension ConfigParser {
             settings.cookie = try parseCookie(args)
             if let w = cookieWarning { warning(w, at: location); cookieWarning = nil }
         case "option":
-            try parseOption(args, negated: negated, at: location)
+            if reset {
+                try resetOption(args)
+            } else {
+                try parseOption(args, negated: negated, at: location)
+            }
         case "http-check":
             try parseHTTPCheck(args)
         case "acl":
@@ -194,17 +203,17 @@ extension ConfigParser {
             return ["roundrobin": .roundRobin, "static-rr": .staticRoundRobin, "leastconn": .leastConnections,
                     "first": .first, "source": .source][name]!
         case "uri":
-            var length: Int?, depth: Int?, whole = false
+            var length: Int?, depth: Int?, whole = false, pathOnly = false
             while let w = rest.popFirst() {
                 switch w {
                 case "len": length = try Values.integer(rest.popFirst() ?? "", for: "balance uri len", in: 1...65535)
                 case "depth": depth = try Values.integer(rest.popFirst() ?? "", for: "balance uri depth", in: 1...255)
                 case "whole": whole = true
-                case "path-only": break
+                case "path-only": pathOnly = true
                 default: throw ConfigError("balance uri: unknown option '\(w)'; use len, depth, whole or path-only")
                 }
             }
-            return .uri(length: length, depth: depth, whole: whole)
+            return .uri(length: length, depth: depth, whole: whole, pathOnly: pathOnly)
         case "random":
             var draws = 2
             if let w = rest.popFirst() {
@@ -252,29 +261,30 @@ extension ConfigParser {
                             "process", "thread", "alpn", "npn", "id", "nice", "level", "tcp-ut", "mss"]
         while let opt = rest.popFirst() {
             switch opt {
-            case "name": options.name = try value(opt)
+            case "name":
+                options.name = try value(opt)
+                notEnforced(.bindName, at: location)
             case "maxconn": options.maxconn = try Values.integer(try value(opt), for: "bind maxconn")
             case "backlog": options.backlog = try Values.integer(try value(opt), for: "bind backlog", in: 1...Int(Int32.max))
             case "accept-proxy":
                 options.acceptProxy = true
-                notEnforced("accept-proxy", at: location, changesWire: true)
+                notEnforced(.acceptProxy, at: location)
             case "ssl":
                 options.ssl = true
-                notEnforced("ssl", at: location, changesWire: true)
+                notEnforced(.ssl, at: location)
             case "crt":
                 options.certificates.append(try value(opt))
-                notEnforced("crt", at: location, changesWire: true)
+                notEnforced(.crt, at: location)
             case "v4v6": options.v4v6 = true
             case "v6only": options.v6only = true
             case "interface": options.interface = try value(opt)
             case "namespace":
                 options.namespace = try value(opt)
-                notEnforced("namespace", at: location, changesWire: false)
+                notEnforced(.namespace, at: location)
             case "transparent": options.transparent = true
             case "defer-accept": options.deferAccept = true
             case "tfo":
                 options.tcpFastOpen = true
-                notEnforced("tfo", at: location, changesWire: false)
             case "mode":
                 let m = try value(opt)
                 guard let v = UInt32(m, radix: 8) else { throw ConfigError("bind: 'mode' needs an octal value, e.g. mode 660") }
@@ -283,12 +293,17 @@ extension ConfigParser {
             case "group": options.gid = try Self.resolveGroup(try value(opt))
             case "uid": options.uid = UInt32(try Values.integer(try value(opt), for: "bind uid", in: 0...Int(Int32.max)))
             case "gid": options.gid = UInt32(try Values.integer(try value(opt), for: "bind gid", in: 0...Int(Int32.max)))
-            case "process", "thread", "id", "nice", "tcp-ut", "mss":
+            case "mss":
+                options.maximumSegmentSize = try Values.integer(try value(opt), for: "bind mss", in: 1...65535)
+            case "tcp-ut":
+                options.userTimeout = try Values.time(try value(opt), for: "bind tcp-ut")
+            case "process", "thread", "id", "nice":
                 _ = try value(opt)
-                notEnforced("bind \(opt)", at: location, changesWire: false)
+                notEnforced(opt == "process" ? .bindProcess : opt == "thread" ? .bindThread : opt == "id" ? .bindID : .bindNice, at: location)
             case "alpn", "npn":
                 _ = try value(opt)
                 if !options.ssl { throw ConfigError("bind: '\(opt)' needs 'ssl'") }
+                notEnforced(opt == "alpn" ? .alpn : .npn, at: location)
             case "expose-fd":
                 throw ConfigError("bind: 'expose-fd' belongs on a 'stats socket' line in the global section")
             default:
@@ -298,6 +313,10 @@ extension ConfigParser {
             }
         }
         if options.v4v6 && options.v6only { throw ConfigError("bind: 'v4v6' and 'v6only' contradict each other") }
+        if options.mode != nil || options.uid != nil || options.gid != nil,
+           addresses.contains(where: { if case .unix = $0 { return false } else { return true } }) {
+            warning("bind: 'mode', 'user', 'group', 'uid' and 'gid' only apply to UNIX socket paths; they have no effect on \(addressList)", at: location)
+        }
         proxy!.binds.append(BindLine(addresses: addresses, options: options, location: location))
     }
 
@@ -315,7 +334,14 @@ extension ConfigParser {
         do { address = try Addresses.server(args[args.startIndex + 1], resolving: resolvesNames) } catch let e as ConfigError {
             throw ConfigError("server '\(name)': \(e.message)")
         }
-        let options = try parseServerOptions(args.dropFirst(2), base: settings.defaultServer, at: location, isDefault: false)
+        var options = try parseServerOptions(args.dropFirst(2), base: settings.defaultServer, at: location, isDefault: false)
+        if case .name(let host) = address.host, address.resolved == nil, resolvesNames {
+            guard ignoresResolutionFailures else {
+                throw ConfigError("server '\(name)': cannot resolve server address '\(host)'; use an IP address or a name the resolver knows (or start with -dr to start it disabled)")
+            }
+            warning("server '\(proxy!.name)/\(name)': could not resolve address '\(host)', disabling server", at: location)
+            options.disabled = true
+        }
         proxy!.servers.append(ServerDefinition(name: name, address: address, options: options, location: location))
     }
 
@@ -348,10 +374,10 @@ extension ConfigParser {
             case "port": o.checkPort = try Values.integer(try value(opt), for: "\(what) port", in: 1...65535)
             case "addr":
                 let a = try value(opt)
-                guard IPAddress(parsing: a) != nil || !resolvesNames || Addresses.resolve(a, family: nil) != nil else {
+                guard let ip = IPAddress(parsing: a) ?? (resolvesNames ? Addresses.resolve(a, family: nil) : IPAddress(v4: 0)) else {
                     throw ConfigError("\(what) addr: cannot resolve '\(a)'")
                 }
-                o.checkAddress = a
+                o.checkAddress = ip
             case "weight": o.weight = try Values.integer(try value(opt), for: "\(what) weight", in: 0...256)
             case "maxconn": o.maxconn = try Values.integer(try value(opt), for: "\(what) maxconn")
             case "maxqueue": o.maxqueue = try Values.integer(try value(opt), for: "\(what) maxqueue")
@@ -363,7 +389,7 @@ extension ConfigParser {
                 o.cookie = try value(opt)
             case "send-proxy":
                 o.sendProxy = true
-                notEnforced("send-proxy", at: location, changesWire: true)
+                notEnforced(.sendProxy, at: location)
             case "no-send-proxy": o.sendProxy = false
             case "slowstart": o.slowStart = try Values.time(try value(opt), for: "\(what) slowstart")
             default:
@@ -447,9 +473,29 @@ extension ConfigParser {
     nonisolated(unsafe) static let optionFlags: [String: WritableKeyPath<ProxyOptions, Bool>] = [
             "httplog": \.httpLog, "tcplog": \.tcpLog, "dontlognull": \.dontLogNull, "logasap": \.logASAP,
             "redispatch": \.redispatch, "allbackups": \.allBackups, "abortonclose": \.abortOnClose,
-            "clitcpka": \.clientKeepAlive, "srvtcpka": \.serverKeepAlive, "idle-close-on-response": \.idleCloseOnResponse,
-            "splice-auto": \.spliceAuto,
+            "clitcpka": \.clientKeepAlive, "srvtcpka": \.serverKeepAlive,
         ]
+
+    /// `default option NAME`: the option goes back to its built-in value.
+    func resetOption(_ args: ArraySlice<String>) throws {
+        guard let name = args.first, args.count == 1 else { throw ConfigError("the form is 'default option <name>'") }
+        let fresh = ProxySettings()
+        if let key = Self.optionFlags[name] {
+            settings.options[keyPath: key] = fresh.options[keyPath: key]
+            return
+        }
+        switch name {
+        case "tcpka":
+            settings.options.clientKeepAlive = false
+            settings.options.serverKeepAlive = false
+        case "httpclose", "http-server-close", "http-keep-alive", "forceclose":
+            settings.options.httpConnectionMode = fresh.options.httpConnectionMode
+        case "forwardfor": settings.options.forwardFor = nil
+        case "httpchk": settings.httpCheck = nil
+        case "splice-auto", "splice-request", "splice-response": break
+        default: throw ConfigError("'default option \(name)': unknown option '\(name)'")
+        }
+    }
 
     /// `option NAME [...]` and `no option NAME`.
     func parseOption(_ args: ArraySlice<String>, negated: Bool, at location: SourceLocation) throws {
@@ -471,10 +517,19 @@ extension ConfigParser {
         if let key = flags[name] {
             if name == "httplog", let extra = rest.first, extra != "clf" { throw ConfigError("option httplog: unexpected '\(extra)'") }
             if name != "httplog", let extra = rest.first { throw ConfigError("option \(name): unexpected '\(extra)'") }
+            if name == "httplog", rest.first == "clf", !negated { notEnforced(.httplogCLF, at: location) }
             settings.options[keyPath: key] = !negated
             return
         }
         switch name {
+        case "splice-auto", "splice-request", "splice-response":
+            // TCP mode always splices; HTTP mode copies bodies through its buffers.
+            if let extra = rest.first { throw ConfigError("option \(name): unexpected '\(extra)'") }
+            if !negated && settings.mode == .http { notEnforced(.spliceInHTTPMode, at: location) }
+        case "idle-close-on-response":
+            // What it asks is what a soft stop always does here: an idle keep-alive
+            // connection is answered once more, with `Connection: close`, not cut.
+            if let extra = rest.first { throw ConfigError("option \(name): unexpected '\(extra)'") }
         case "tcpka":
             if let extra = rest.first { throw ConfigError("option tcpka: unexpected '\(extra)'") }
             settings.options.clientKeepAlive = !negated
@@ -528,7 +583,8 @@ extension ConfigParser {
             }
             settings.httpCheck = check
         default:
-            let all = Array(flags.keys) + ["tcpka", "httpclose", "http-server-close", "http-keep-alive", "forwardfor", "httpchk", "forceclose"]
+            let all = Array(flags.keys) + ["tcpka", "httpclose", "http-server-close", "http-keep-alive", "forwardfor", "httpchk", "forceclose",
+                                           "splice-auto", "splice-request", "splice-response", "idle-close-on-response"]
             let unsupported: Set<String> = ["http-use-htx", "http-buffer-request", "log-health-checks", "originalto", "persist",
                                             "prefer-last-server", "ssl-hello-chk", "mysql-check", "pgsql-check", "redis-check",
                                             "smtpchk", "ldap-check", "tcp-check", "external-check", "http-pretend-keepalive",
@@ -536,7 +592,7 @@ extension ConfigParser {
                                             "checkcache", "accept-invalid-http-request", "accept-invalid-http-response",
                                             "contstats", "independent-streams", "http-ignore-probes", "http-tunnel",
                                             "transparent", "disable-h2-upgrade", "h1-case-adjust-bogus-client", "dontlog-normal",
-                                            "http-restrict-req-hdr-names", "spop-check", "splice-request", "splice-response"]
+                                            "http-restrict-req-hdr-names", "spop-check"]
             if unsupported.contains(name) { throw ConfigError("'option \(name)' is not supported yet") }
             var hint = ""
             if let near = Similarity.closest(to: name, in: all) { hint = "; did you mean 'option \(near)'?" }
@@ -641,15 +697,16 @@ extension ConfigParser {
         case "enable":
             try Values.expect(rest, 0, usage: "stats enable")
             settings.stats.enabled = true
-            notEnforced("stats enable", at: location, changesWire: false)
+            notEnforced(.statsEnable, at: location)
         case "uri":
             try Values.expect(rest, 1, usage: "stats uri <prefix>")
             settings.stats.uri = rest.first!
             settings.stats.enabled = true
-            notEnforced("stats uri", at: location, changesWire: false)
+            notEnforced(.statsURI, at: location)
         case "realm":
             try Values.expect(rest, 1, usage: "stats realm <realm>")
             settings.stats.realm = rest.first!
+            notEnforced(.statsRealm, at: location)
         case "auth":
             try Values.expect(rest, 1, usage: "stats auth <user>:<password>")
             let text = rest.first!
@@ -658,17 +715,21 @@ extension ConfigParser {
                 return
             }
             settings.stats.credentials.append((String(text[..<colon]), String(text[text.index(after: colon)...])))
+            notEnforced(.statsAuth, at: location)
         case "refresh":
             try Values.expect(rest, 1, usage: "stats refresh <time>")
             settings.stats.refresh = try Values.time(rest.first!, for: "stats refresh")
+            notEnforced(.statsRefresh, at: location)
         case "admin":
             guard proxy != nil else { throw ConfigError("'stats admin' is not allowed in a defaults section") }
             let (action, condition) = try splitCondition(rest)
             if !action.isEmpty || condition == nil { throw ConfigError("the form is 'stats admin if|unless <condition>'") }
             settings.stats.admin = condition
+            notEnforced(.statsAdmin, at: location)
         case "hide-version":
             try Values.expect(rest, 0, usage: "stats hide-version")
             settings.stats.hideVersion = true
+            notEnforced(.statsHideVersion, at: location)
         case "socket", "timeout":
             throw ConfigError("'stats \(sub)' belongs in the global section")
         default:

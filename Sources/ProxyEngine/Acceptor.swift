@@ -1,6 +1,7 @@
 import ProxyConfig
 import ProxyRules
 import ProxySystem
+import Synchronization
 import Glibc
 
 /// Accepts connections on one listening socket. The first loop accepts for every loop and
@@ -8,6 +9,12 @@ import Glibc
 /// accepting thread does. Measured against every loop polling the socket with
 /// EPOLLEXCLUSIVE (nbthread 2, `Connection: close`, 5 alternating rounds): 13.3k against
 /// 12.0k req/s, at 59.5 against 63.2 us of CPU per request.
+///
+/// Admission: before each accept, a slot is reserved (compare-and-swap) under the global
+/// `maxconn`, the frontend's and this listener's (`bind ... maxconn`), so no limit is ever
+/// exceeded whatever loop the connection ends up on; the slot is released when the
+/// connection ends. Accept errors each have a policy, as HAProxy's: out of descriptors or
+/// memory pauses the listener until a connection closes or 100 ms pass, logged once.
 final class Acceptor: LoopObject {
     let listener: Listener
     let frontend: RuntimeFrontend
@@ -17,14 +24,20 @@ final class Acceptor: LoopObject {
     /// The loops this acceptor hands connections to, in turn (empty: it keeps them).
     var handOffTo: [LoopContext] = []
     var nextTarget = 0
+    /// Connections accepted here and still open (`bind ... maxconn`).
+    let active = Atomic<Int>(0)
+    let limit: Int
+    /// When the last "out of descriptors" line was logged, to log once per episode.
+    var lastResourceAlarmMs: Int64 = .min / 2
 
     init(listener: Listener, frontend: RuntimeFrontend, context: LoopContext) {
         self.listener = listener
         self.frontend = frontend
         self.context = context
+        limit = listener.options.maxconn ?? .max
     }
 
-    static let events = Epoll.readable | Epoll.exclusive
+    static let events = Epoll.readable
 
     func start() throws {
         try context.loop.register(listener.fd, events: Self.events, object: self)
@@ -35,39 +48,116 @@ final class Acceptor: LoopObject {
     func stop() {
         guard !stopped else { return }
         stopped = true
-        context.loop.unregister(listener.fd)
+        context.loop.clearDeadline(self)
+        if !paused { context.loop.unregister(listener.fd) }
+    }
+
+    /// Takes one slot of `counter` below `limit`, or none.
+    @inline(__always)
+    static func reserve(_ counter: borrowing Atomic<Int>, below limit: Int) -> Bool {
+        var current = counter.load(ordering: .relaxed)
+        while current < limit {
+            let (exchanged, original) = counter.compareExchange(expected: current, desired: current + 1, ordering: .acquiringAndReleasing)
+            if exchanged { return true }
+            current = original
+        }
+        return false
+    }
+
+    /// Reserves a connection slot at every level, or none at all.
+    func reserveSlot() -> Bool {
+        let model = context.model
+        guard Self.reserve(model.activeConnections, below: model.maxConnections) else { return false }
+        guard Self.reserve(frontend.active, below: frontend.settings.maxconn ?? .max) else {
+            model.activeConnections.subtract(1, ordering: .relaxed)
+            return false
+        }
+        guard Self.reserve(active, below: limit) else {
+            model.activeConnections.subtract(1, ordering: .relaxed)
+            frontend.active.subtract(1, ordering: .relaxed)
+            return false
+        }
+        return true
+    }
+
+    /// Gives a slot back (a connection ended, or an accept brought nothing).
+    func releaseSlot() {
+        context.model.activeConnections.subtract(1, ordering: .relaxed)
+        frontend.active.subtract(1, ordering: .relaxed)
+        active.subtract(1, ordering: .relaxed)
     }
 
     override func handle(events: UInt32) {
-        guard !stopped else { return }
-        let model = context.model
+        guard !stopped, !paused else { return }
         for _ in 0..<32 {
-            if model.activeConnections.load(ordering: .relaxed) >= model.maxConnections {
-                pause()
-                return
-            }
-            if let limit = frontend.settings.maxconn, frontend.active.load(ordering: .relaxed) >= limit {
+            guard reserveSlot() else {
                 pause()
                 return
             }
             let accepted: IOResult<(FileDescriptor, SocketAddress)>
-            do { accepted = try Socket.accept(listener.fd) } catch { return }
-            guard case .done(let (fd, address)) = accepted else { return }
+            do {
+                accepted = try Socket.accept(listener.fd)
+            } catch let e as SystemError {
+                releaseSlot()
+                acceptFailed(e.code)
+                return
+            } catch {
+                releaseSlot()
+                return
+            }
+            guard case .done(let (fd, address)) = accepted else {
+                releaseSlot()
+                return
+            }
             if !handOffTo.isEmpty {
                 let target = handOffTo[nextTarget % handOffTo.count]
                 nextTarget &+= 1
                 if target !== context {
-                    nonisolated(unsafe) let f = frontend
-                    let l = listener
-                    target.loop.post { target.accepted(fd: fd, client: address, frontend: f, listener: l) }
+                    nonisolated(unsafe) let a = self
+                    target.loop.post { target.accepted(fd: fd, client: address, acceptor: a) }
                     continue
                 }
             }
-            context.accepted(fd: fd, client: address, frontend: frontend, listener: listener)
+            context.accepted(fd: fd, client: address, acceptor: self)
         }
     }
 
-    /// Global or frontend maxconn reached: stop polling until a connection closes.
+    /// An accept error's policy, as HAProxy's `sock_accept_conn`: out of descriptors or
+    /// memory pauses the listener for 100 ms (or until a connection closes), logged once
+    /// per episode; an aborted connection is skipped; anything else pauses too, so that a
+    /// level-triggered listener can never spin.
+    func acceptFailed(_ code: Int32) {
+        switch code {
+        case ECONNABORTED, EINTR, EPROTO:
+            context.loop.runAgain(self)
+            return
+        case EMFILE, ENFILE, ENOBUFS, ENOMEM:
+            let now = context.loop.now
+            if now - lastResourceAlarmMs > 10_000 {
+                lastResourceAlarmMs = now
+                let what = code == EMFILE ? "process FD limit (ulimit-n)" : code == ENFILE ? "system FD limit" : "system memory limit"
+                context.model.logger.alert("Proxy \(frontend.name) reached \(what) while accepting on \(listener.key); pausing the listener for 100 ms or until a connection closes", level: .emergency, to: frontend.logDestinations)
+            }
+        default:
+            break
+        }
+        pause()
+        context.loop.setDeadline(self, context.loop.now + 100)
+    }
+
+    /// Resumed after 100 ms of an accept-error pause.
+    override func timerFired() {
+        guard paused, !stopped, !context.adminPaused else { return }
+        context.pausedAcceptors.removeAll { $0 === self }
+        resumeAccepting()
+    }
+
+    /// After `runAgain` (an aborted connection): accept the next one.
+    override func resume() {
+        handle(events: Epoll.readable)
+    }
+
+    /// A limit reached, or an accept error: stop polling until a connection closes.
     func pause() {
         guard !paused, !stopped else { return }
         paused = true
@@ -79,15 +169,16 @@ final class Acceptor: LoopObject {
     func resumeAccepting() {
         guard paused, !stopped else { return }
         paused = false
+        context.loop.clearDeadline(self)
         try? context.loop.register(listener.fd, events: Self.events, object: self)
+        // Level-triggered: anything waiting in the queue wakes the loop again at once.
     }
 }
 
 extension LoopContext {
-    /// Sets up a session for a new connection.
-    func accepted(fd: FileDescriptor, client: SocketAddress, frontend: RuntimeFrontend, listener: Listener) {
-        model.activeConnections.add(1, ordering: .relaxed)
-        frontend.active.add(1, ordering: .relaxed)
+    /// Sets up a session for a new connection, whose slot its acceptor reserved.
+    func accepted(fd: FileDescriptor, client: SocketAddress, acceptor: Acceptor) {
+        let frontend = acceptor.frontend
         if client.family != AF_UNIX { try? Socket.setOption(fd, level: Int32(IPPROTO_TCP), name: TCP_NODELAY, value: 1) }
         if frontend.settings.options.clientKeepAlive { try? Socket.setOption(fd, level: SOL_SOCKET, name: SO_KEEPALIVE, value: 1) }
         // tcp-request connection rules.
@@ -95,31 +186,34 @@ extension LoopContext {
             let local = Socket.localAddress(fd)
             let samples = ConnectionSamples(client: HTTPSession.ip(of: client), clientPort: client.port,
                                             local: HTTPSession.ip(of: local), localPort: local.port, model: model)
-            for rule in frontend.tcpConnectionRules where rule.guardState.allows(samples) {
-                if rule.action.verdict == .reject {
-                    fd.close()
-                    connectionEnded(frontend)
-                    return
-                }
-                break
+            if frontend.tcpConnectionRules.rejects(samples) {
+                fd.close()
+                connectionEnded(acceptor)
+                return
             }
         }
         let events = Epoll.readable | Epoll.writable | Epoll.readHangup | Epoll.edgeTriggered
         if frontend.mode == .tcp {
-            let local = frontend.routes.isEmpty ? client : Socket.localAddress(fd)
+            let local = Socket.localAddress(fd)
             let samples = ConnectionSamples(client: HTTPSession.ip(of: client), clientPort: client.port,
                                             local: HTTPSession.ip(of: local), localPort: local.port, model: model)
+            // tcp-request content rules, then the route: in TCP mode both read the connection.
+            if frontend.tcpContentRules.rejects(samples) {
+                fd.close()
+                connectionEnded(acceptor)
+                return
+            }
             var chosen: RuntimeBackend?
             for (b, g) in frontend.routes where g.allows(samples) { chosen = b; break }
             guard let backend = chosen ?? frontend.defaultBackend else {
                 fd.close()
-                connectionEnded(frontend)
+                connectionEnded(acceptor)
                 return
             }
             if backend.mode == .tcp {
-                let s = TCPSession(fd: fd, client: client, frontend: frontend, backend: backend, context: self)
+                let s = TCPSession(fd: fd, client: client, acceptor: acceptor, backend: backend, context: self)
                 do { try loop.register(fd, events: events, object: s) } catch {
-                    fd.close(); connectionEnded(frontend); return
+                    fd.close(); connectionEnded(acceptor); return
                 }
                 sessions += 1
                 openSessions[ObjectIdentifier(s)] = s
@@ -127,16 +221,16 @@ extension LoopContext {
                 return
             }
         }
-        let s = HTTPSession(fd: fd, client: client, frontend: frontend, context: self)
+        let s = HTTPSession(fd: fd, client: client, acceptor: acceptor, context: self)
         do { try loop.register(fd, events: events, object: s) } catch {
-            fd.close(); connectionEnded(frontend); return
+            fd.close(); connectionEnded(acceptor); return
         }
         sessions += 1
         openSessions[ObjectIdentifier(s)] = s
         s.updateDeadline()
     }
 
-    /// Resumes the acceptors maxconn paused here, unless the operator paused them (SIGTTOU).
+    /// Resumes the acceptors paused here, unless the operator paused them (SIGTTOU).
     func resumePausedAcceptors() {
         guard !pausedAcceptors.isEmpty, !adminPaused else { return }
         let list = pausedAcceptors
@@ -145,11 +239,11 @@ extension LoopContext {
         for a in list { a.resumeAccepting() }
     }
 
-    func connectionEnded(_ frontend: RuntimeFrontend) {
-        model.activeConnections.subtract(1, ordering: .relaxed)
-        frontend.active.subtract(1, ordering: .relaxed)
+    /// A connection ended: its slot goes back, and a paused acceptor may go on.
+    func connectionEnded(_ acceptor: Acceptor) {
+        acceptor.releaseSlot()
         resumePausedAcceptors()
-        // A connection handed over by another loop's acceptor: wake that one if maxconn paused it.
+        // A connection handed over by another loop's acceptor: wake that one if it paused.
         if let a = acceptingContext, a.acceptorsPaused.load(ordering: .relaxed) {
             a.loop.post { a.resumePausedAcceptors() }
         }
@@ -158,7 +252,15 @@ extension LoopContext {
     func sessionClosed(_ s: LoopObject) {
         sessions -= 1
         openSessions[ObjectIdentifier(s)] = nil
-        if let h = s as? HTTPSession { connectionEnded(h.frontend) } else if let t = s as? TCPSession { connectionEnded(t.frontend) }
+        if let h = s as? HTTPSession { connectionEnded(h.acceptor) } else if let t = s as? TCPSession { connectionEnded(t.acceptor) }
         onSessionClosed?()
+    }
+}
+
+extension Array where Element == Rule<TCPRequestAction> {
+    /// The first rule whose condition holds decides: true when it is `reject`.
+    func rejects<C: SampleContext>(_ samples: C) -> Bool {
+        for rule in self where rule.guardState.allows(samples) { return rule.action.verdict == .reject }
+        return false
     }
 }

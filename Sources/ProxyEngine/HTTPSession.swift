@@ -27,6 +27,8 @@ final class HTTPSession: LoopObject {
 
     let fd: FileDescriptor
     unowned(unsafe) let context: LoopContext
+    /// The acceptor that took this connection: its slot is released when it closes.
+    let acceptor: Acceptor
     let frontend: RuntimeFrontend
     let clientAddress: SocketAddress
     /// Read with getsockname only when a rule or log needs it.
@@ -85,6 +87,8 @@ final class HTTPSession: LoopObject {
     /// The answer a tarpit gives once its delay is over.
     var tarpitResponse: (bytes: [UInt8], status: Int)?
     var pathRange = ByteRange.empty
+    /// The balancing key (`balance source|uri`), once computed for this transaction.
+    var hashKey: UInt64?
     // Timing and counters for the log line.
     var acceptedAt: (seconds: Int, microseconds: Int)
     var requestStartMs: Int64 = 0
@@ -105,10 +109,11 @@ final class HTTPSession: LoopObject {
         case done
     }
 
-    init(fd: FileDescriptor, client: SocketAddress, frontend: RuntimeFrontend, context: LoopContext) {
+    init(fd: FileDescriptor, client: SocketAddress, acceptor: Acceptor, context: LoopContext) {
         self.fd = fd
         self.context = context
-        self.frontend = frontend
+        self.acceptor = acceptor
+        frontend = acceptor.frontend
         clientAddress = client
         clientIP = Self.ip(of: client)
         let maxHead = context.model.configuration.global.bufferSize - context.model.configuration.global.maxRewrite
@@ -426,6 +431,7 @@ final class HTTPSession: LoopObject {
         transactions += 1
         rewrittenTarget = nil
         rewrittenHeaders = nil
+        hashKey = nil
         responseEdits = nil
         statusOverride = nil
         responseStarted = false
@@ -515,26 +521,33 @@ final class HTTPSession: LoopObject {
 
     // MARK: server side
 
-    func connectToServer() {
-        guard let backend else { return }
-        var key: UInt64 = 0
+    /// The balancing key of this transaction, computed once while the request head is in the
+    /// buffer (a retry comes after the head is gone).
+    func balanceKey(_ backend: RuntimeBackend) -> UInt64 {
         switch backend.settings.balance {
         case .source:
-            key = clientAddress.addressBytes.withUnsafeBytes { fnv1a($0) }
-        case .uri(let length, let depth, let whole):
+            return clientAddress.addressBytes.withUnsafeBytes { fnv1a($0) }
+        case .uri(let length, let depth, let whole, let pathOnly):
             let p = requestBytes
-            var r = whole ? request.target : pathRange
+            let start = pathOnly ? pathRange.start : request.target.start
+            var r = ByteRange(Int(start), Int(whole ? request.target.end : pathRange.end))
             if let depth {
                 var slashes = 0
-                var i = Int(r.start)
+                var i = Int(pathRange.start)
                 while i < Int(r.end) { if p[i] == 0x2f { slashes += 1; if slashes > depth { break } }; i += 1 }
                 r.end = Int32(i)
             }
             if let length, r.count > length { r.end = r.start + Int32(length) }
-            key = fnv1a(UnsafeRawBufferPointer(rebasing: p[Int(r.start)..<Int(r.end)]))
+            return fnv1a(UnsafeRawBufferPointer(rebasing: p[Int(r.start)..<Int(r.end)]))
         default:
-            break
+            return 0
         }
+    }
+
+    func connectToServer() {
+        guard let backend else { return }
+        if hashKey == nil { hashKey = balanceKey(backend) }
+        let key = hashKey ?? 0
         let excluded = retriesLeft < backend.settings.retries && backend.settings.options.redispatch && retriesLeft == 0 ? triedServer : nil
         releaseSlot()
         // A valid persistence cookie wins over the balancer while its server is usable.
@@ -563,7 +576,7 @@ final class HTTPSession: LoopObject {
             return
         }
         do {
-            let c = try ServerConnection.open(to: chosen, context: context)
+            let c = try ServerConnection.open(to: chosen, context: context) { [unowned self] in localAddress.port }
             c.session = self
             server = c
             phase = .connecting

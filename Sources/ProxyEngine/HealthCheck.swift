@@ -32,13 +32,8 @@ final class HealthCheck: LoopObject {
         self.context = context
         options = server.definition.options
         var a = server.address
-        if let addr = options.checkAddress, let ip = IPAddress(parsing: addr) ?? RuntimeBackend.resolveName(addr),
-           let resolved = try? RuntimeBackend.resolve(ServerAddress(host: .ip(ip), port: Int(a.port))) {
-            a = resolved
-        }
-        if let port = options.checkPort {
-            a = (try? RuntimeBackend.resolve(ServerAddress(host: HealthCheck.host(of: a), port: port))) ?? a
-        }
+        if let ip = options.checkAddress { a = RuntimeBackend.socketAddress(ip, port: a.port) }
+        if let port = options.checkPort { a.setPort(UInt16(port)) }
         address = a
         if let h = backend.settings.httpCheck {
             var text = "\(h.method) \(h.uri) \(h.version)\r\n"
@@ -237,11 +232,10 @@ final class HealthCheck: LoopObject {
         if let code { line += ", code: \(code)" }
         line += ", check duration: \(duration)ms. \(active) active and \(backups) backup servers \(up ? "online" : "left")."
         if !up && active == 0 && backups == 0 { line += " 0 sessions active, 0 requeued, 0 remaining in queue." }
-        context.model.logger.alert(line)
-        context.model.logger.log(line, to: context.model.logger.destinations(for: backend.settings.logs), level: up ? 5 : 1)
+        context.model.logger.alert(line, level: up ? .notice : .alert, to: context.model.logger.destinations(for: backend.settings.logs))
         if !up && active == 0 && backups == 0 {
             let alert = "backend \(backend.name) has no server available!"
-            context.model.logger.alert(alert)
+            context.model.logger.alert(alert, level: .emergency, to: context.model.logger.destinations(for: backend.settings.logs))
         }
         // A slot may now be usable elsewhere: wake queued requests.
         if up { backend.slotFreed() }

@@ -54,6 +54,11 @@ public struct Listener: Sendable {
                                          name: address.family == AF_INET6 ? IPV6_TRANSPARENT : IP_TRANSPARENT, value: 1)
                 }
                 if options.deferAccept { try Socket.setOption(fd, level: Int32(IPPROTO_TCP), name: TCP_DEFER_ACCEPT, value: 1) }
+                if options.tcpFastOpen {
+                    try Socket.setOption(fd, level: Int32(IPPROTO_TCP), name: TCP_FASTOPEN, value: Int32(clamping: options.backlog ?? backlog))
+                }
+                if let mss = options.maximumSegmentSize { try Socket.setOption(fd, level: Int32(IPPROTO_TCP), name: TCP_MAXSEG, value: Int32(mss)) }
+                if let ut = options.userTimeout { try Socket.setOption(fd, level: Int32(IPPROTO_TCP), name: TCP_USER_TIMEOUT, value: Int32(clamping: ut)) }
                 if let name = key.interface { try Socket.bindToDevice(fd, name) }
             }
             if case .unix(let path) = key.address {

@@ -4,26 +4,112 @@ import ProxySystem
 import Synchronization
 import Glibc
 
-/// Writes log lines to stdout, stderr or syslog over UDP/UNIX datagrams without blocking:
-/// a line that cannot be sent at once is dropped and counted.
+/// Sends log lines to stdout, stderr, syslog over UDP, or a UNIX datagram socket, without
+/// ever blocking a loop: every target is opened at start-up (before chroot; names resolved
+/// at load), every write is non-blocking, and a line that cannot go at once is dropped and
+/// counted. Levels (`max`, `min`), `sample`, `len` and the eight HAProxy formats apply per
+/// `log` line. Nothing on this path takes a lock.
 public final class Logger: @unchecked Sendable {
-    struct Target {
-        let destination: LogDestination
-        let fd: Int32
-        let address: SocketAddress?
+    /// Where one target's bytes go.
+    final class Sink: @unchecked Sendable {
+        enum Kind {
+            /// A datagram socket: sendto with MSG_DONTWAIT.
+            case datagram(FileDescriptor, SocketAddress)
+            /// A stream socket (journald's stdout): send with MSG_DONTWAIT.
+            case streamSocket(FileDescriptor)
+            /// A pipe, terminal or file, through a descriptor of our own made non-blocking.
+            case file(FileDescriptor)
+        }
+        let kind: Kind
+        init(_ kind: Kind) { self.kind = kind }
+
+        /// Writes the whole line, or nothing; false when it could not go now.
+        func write(_ p: UnsafeRawBufferPointer) -> Bool {
+            switch kind {
+            case .datagram(let fd, let a):
+                return a.withSockAddr { sendto(fd.rawValue, p.baseAddress, p.count, Int32(MSG_DONTWAIT) | Int32(MSG_NOSIGNAL), $0, $1) } == p.count
+            case .streamSocket(let fd):
+                return send(fd.rawValue, p.baseAddress, p.count, Int32(MSG_DONTWAIT) | Int32(MSG_NOSIGNAL)) == p.count
+            case .file(let fd):
+                return Glibc.write(fd.rawValue, p.baseAddress, p.count) == p.count
+            }
+        }
     }
+
+    /// A `log` line's counter for `sample`.
+    final class Counter: @unchecked Sendable {
+        let value = Atomic<Int>(0)
+    }
+
     let globalTargets: [LogDestination]
-    private let sinks = Mutex<[String: Target]>([:])
-    /// Lines dropped because a target was not ready.
+    private var sinks: [LogDestination.Address: Sink] = [:]
+    private var counters: [LogDestination: Counter] = [:]
+    /// Where events (server up/down, resource alarms) also go, as HAProxy prints them.
+    private let standardError: Sink
+    /// Lines dropped because a target was not ready (`show info`'s DroppedLogs).
     public let dropped = Atomic<Int>(0)
     let hostname: String
-    let pid = getpid()
+    let pid = ProcessCalls.pid
+    /// Problems found while opening the targets, for the start-up to report.
+    public private(set) var notes: [String] = []
 
-    init(global: [LogTarget]) {
-        globalTargets = global.compactMap { if case .target(let d) = $0 { return d } else { return nil } }
+    /// Opens every target the configuration names. Call it before any chroot: a stream is
+    /// reopened through /proc/self/fd to get a non-blocking descriptor of our own.
+    public init(configuration: Configuration) {
+        globalTargets = configuration.global.logs.compactMap { if case .target(let d) = $0 { return d } else { return nil } }
         var name = [CChar](repeating: 0, count: 256)
         gethostname(&name, 255)
         hostname = String(cChars: name)
+        var notes: [String] = []
+        standardError = Self.stream(2, notes: &notes)
+        var all = globalTargets
+        for p in configuration.proxies {
+            for t in p.settings.logs { if case .target(let d) = t { all.append(d) } }
+        }
+        for d in all {
+            if d.sample != nil, counters[d] == nil { counters[d] = Counter() }
+            guard sinks[d.address] == nil else { continue }
+            switch d.address {
+            case .stdout: sinks[d.address] = Self.stream(1, notes: &notes)
+            case .stderr: sinks[d.address] = standardError
+            case .fd(let n): sinks[d.address] = Self.stream(n, notes: &notes)
+            case .udp(let host, let ip, let port):
+                guard let ip = ip ?? IPAddress(parsing: host) else {
+                    notes.append("log \(host):\(port): the name was not resolved at load; this target is skipped")
+                    continue
+                }
+                let a = ip.isV4 ? SocketAddress(ipv4: ip.v4Value, port: UInt16(port)) : SocketAddress(ipv6: ip.bytes16, port: UInt16(port))
+                do { sinks[d.address] = Sink(.datagram(try Socket.make(family: a.family, type: Int32(SOCK_DGRAM.rawValue)), a)) } catch {
+                    notes.append("log \(host):\(port): \(error); this target is skipped")
+                }
+            case .unix(let path):
+                do {
+                    let a = try SocketAddress(checkedUnixPath: path)
+                    sinks[d.address] = Sink(.datagram(try Socket.make(family: AF_UNIX, type: Int32(SOCK_DGRAM.rawValue)), a))
+                } catch {
+                    notes.append("log \(path): \(error); this target is skipped")
+                }
+            }
+        }
+        self.notes = notes
+    }
+
+    /// A non-blocking way to write to descriptor `n` without changing it for anyone else
+    /// (O_NONBLOCK on fd 1 would also change the terminal or pipe for the parent shell).
+    static func stream(_ n: Int32, notes: inout [String]) -> Sink {
+        var st = stat()
+        guard fstat(n, &st) == 0 else { return Sink(.file(FileDescriptor(rawValue: n))) }
+        switch st.st_mode & S_IFMT {
+        case S_IFSOCK:
+            return Sink(.streamSocket(FileDescriptor(rawValue: n)))
+        case S_IFIFO, S_IFCHR:
+            let own = open("/proc/self/fd/\(n)", O_WRONLY | O_NONBLOCK | O_CLOEXEC | O_APPEND)
+            if own >= 0 { return Sink(.file(FileDescriptor(rawValue: own))) }
+            notes.append("log fd@\(n): cannot open a non-blocking descriptor of its own (/proc missing?); writes to it may wait")
+            return Sink(.file(FileDescriptor(rawValue: n)))
+        default:
+            return Sink(.file(FileDescriptor(rawValue: n)))
+        }
     }
 
     /// The destinations a proxy logs to (`log global` expands to the global ones).
@@ -36,64 +122,45 @@ public final class Logger: @unchecked Sendable {
         }
     }
 
-    private func target(for d: LogDestination) -> Target? {
-        let key = "\(d.address)"
-        return sinks.withLock { table -> Target? in
-            if let t = table[key] { return t }
-            var t: Target?
-            switch d.address {
-            case .stdout: t = Target(destination: d, fd: 1, address: nil)
-            case .stderr: t = Target(destination: d, fd: 2, address: nil)
-            case .fd(let n): t = Target(destination: d, fd: n, address: nil)
-            case .udp(let host, let port):
-                if let ip = IPAddress(parsing: host) ?? RuntimeBackend.resolveName(host),
-                   let a = try? RuntimeBackend.resolve(ServerAddress(host: .ip(ip), port: port)),
-                   let fd = try? Socket.make(family: a.family, type: Int32(SOCK_DGRAM.rawValue)) {
-                    t = Target(destination: d, fd: fd.rawValue, address: a)
-                }
-            case .unix(let path):
-                if let fd = try? Socket.make(family: AF_UNIX, type: Int32(SOCK_DGRAM.rawValue)) {
-                    t = (try? SocketAddress(checkedUnixPath: path)).map { Target(destination: d, fd: fd.rawValue, address: $0) }
-                }
-            }
-            if let t { table[key] = t }
-            return t
-        }
-    }
-
     static let facilities = ["kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron", "auth2",
                              "ftp", "ntp", "audit", "alert", "cron2", "local0", "local1", "local2", "local3", "local4",
                              "local5", "local6", "local7"]
     static let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 
-    /// Sends `message` (one line, no newline) to each destination at `level` (6 = info).
-    func log(_ message: String, to destinations: [LogDestination], level: Int = 6) {
+    /// Sends `message` (one line, no newline) to each destination at `level`.
+    func log(_ message: String, to destinations: [LogDestination], level: LogLevel = .info) {
         for d in destinations {
-            guard let t = target(for: d) else { continue }
-            let facility = Self.facilities.firstIndex(of: d.facility) ?? 16
-            let pri = facility * 8 + level
-            var line: String
-            switch d.format {
-            case .raw: line = message
-            case .short: line = "<\(pri)>" + message
-            case .rfc5424:
-                line = "<\(pri)>1 \(isoTime()) \(hostname) proxy \(pid) - - " + message
-            default:
-                line = "<\(pri)>\(syslogTime()) proxy[\(pid)]: " + message
+            guard level <= d.maxLevel, let sink = sinks[d.address] else { continue }
+            if let sample = d.sample, let counter = counters[d] {
+                let position = counter.value.wrappingAdd(1, ordering: .relaxed).oldValue % sample.size + 1
+                guard sample.ranges.contains(where: { $0.contains(position) }) else { continue }
             }
+            let sent = max(level, d.minLevel)
+            var line = header(d, level: sent) + message
             if let max = d.length, line.utf8.count > max { line = String(decoding: line.utf8.prefix(max), as: UTF8.self) }
             line += "\n"
-            let sent: Int = line.withCString { p in
-                let n = strlen(p)
-                if let a = t.address {
-                    return a.withSockAddr { sendto(t.fd, p, n, Int32(MSG_DONTWAIT) | Int32(MSG_NOSIGNAL), $0, $1) }
-                }
-                return Glibc.write(t.fd, p, n)
-            }
-            if sent < 0 { dropped.add(1, ordering: .relaxed) }
+            let ok = line.withUTF8 { sink.write(UnsafeRawBufferPointer($0)) }
+            if !ok { dropped.add(1, ordering: .relaxed) }
         }
     }
 
+    /// The header a format puts before the message.
+    func header(_ d: LogDestination, level: LogLevel) -> String {
+        let facility = Self.facilities.firstIndex(of: d.facility) ?? 16
+        let pri = facility * 8 + level.rawValue
+        switch d.format {
+        case .local: return "<\(pri)>\(syslogTime()) proxy[\(pid)]: "
+        case .rfc3164: return "<\(pri)>\(syslogTime()) localhost proxy[\(pid)]: "
+        case .rfc5424: return "<\(pri)>1 \(isoTime()) - proxy \(pid) - - "
+        case .priority: return "<\(pri)>"
+        case .short: return "<\(level.rawValue)>"
+        case .timed: return "<\(level.rawValue)>\(isoTime()) "
+        case .iso: return "\(isoTime()) "
+        case .raw: return ""
+        }
+    }
+
+    /// `Nov 30 06:47:37`, local time, day padded with a space.
     func syslogTime() -> String {
         var t = time(nil)
         var tm = Glibc.tm()
@@ -102,12 +169,17 @@ public final class Logger: @unchecked Sendable {
         return "\(Self.months[Int(tm.tm_mon)]) \(day) \(two(tm.tm_hour)):\(two(tm.tm_min)):\(two(tm.tm_sec))"
     }
 
+    /// `2026-11-30T06:47:38.000264+00:00`: local time, microseconds, offset.
     func isoTime() -> String {
         let (s, us) = Clock.wallClock()
         var t = time_t(s)
         var tm = Glibc.tm()
-        gmtime_r(&t, &tm)
-        return "\(tm.tm_year + 1900)-\(two(tm.tm_mon + 1))-\(two(tm.tm_mday))T\(two(tm.tm_hour)):\(two(tm.tm_min)):\(two(tm.tm_sec)).\(us / 1000)Z"
+        localtime_r(&t, &tm)
+        let offset = tm.tm_gmtoff
+        let sign = offset < 0 ? "-" : "+"
+        let o = abs(offset)
+        let micro = String(us).leftPaddedWithZeros(6)
+        return "\(tm.tm_year + 1900)-\(two(tm.tm_mon + 1))-\(two(tm.tm_mday))T\(two(tm.tm_hour)):\(two(tm.tm_min)):\(two(tm.tm_sec)).\(micro)\(sign)\(two(Int32(o / 3600))):\(two(Int32(o / 60 % 60)))"
     }
 
     /// `25/Nov/2026:01:14:25.123`, as HAProxy's `%tr`.
@@ -120,11 +192,18 @@ public final class Logger: @unchecked Sendable {
         return "\(two(tm.tm_mday))/\(months[Int(tm.tm_mon)])/\(tm.tm_year + 1900):\(two(tm.tm_hour)):\(two(tm.tm_min)):\(two(tm.tm_sec)).\(msText)"
     }
 
-    /// A line on stderr for events such as "proxy started" (not traffic).
-    public func alert(_ message: String) {
+    /// An event (a server going down, a resource alarm): on stderr, as HAProxy prints it,
+    /// and to `destinations` at `level`. Never blocks.
+    public func alert(_ message: String, level: LogLevel = .alert, to destinations: [LogDestination] = []) {
         let line = "[proxy \(pid)] " + message + "\n"
-        _ = line.withCString { Glibc.write(2, $0, strlen($0)) }
+        let ok = line.utf8.withContiguousStorageIfAvailable { standardError.write(UnsafeRawBufferPointer($0)) } ?? false
+        if !ok { dropped.add(1, ordering: .relaxed) }
+        if !destinations.isEmpty { log(message, to: destinations, level: level) }
     }
 }
 
 @inline(__always) func two(_ v: Int32) -> String { v < 10 ? "0\(v)" : "\(v)" }
+
+extension String {
+    func leftPaddedWithZeros(_ width: Int) -> String { count >= width ? self : String(repeating: "0", count: width - count) + self }
+}

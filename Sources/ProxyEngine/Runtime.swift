@@ -27,8 +27,9 @@ public final class RuntimeServer: @unchecked Sendable {
     public let upSince = Atomic<Int64>(0)
     let slowStart: Int64
 
-    init(definition: ServerDefinition, backend: String, index: Int, address: SocketAddress) {
+    init(definition: ServerDefinition, backend: String, index: Int, address: SocketAddress, keepAlive: Bool) {
         self.definition = definition
+        self.keepAlive = keepAlive
         name = definition.name
         backendName = backend
         self.address = address
@@ -56,6 +57,20 @@ public final class RuntimeServer: @unchecked Sendable {
         return max(1, Int(Int64(full) * max(elapsed, 0) / slowStart))
     }
 
+    /// No port of its own, or an offset: connections go to the client's destination port.
+    public var followsClientPort: Bool { definition.address.port == nil && { if case .unix = definition.address.host { return false } else { return true } }() }
+
+    /// `option srvtcpka` (or `tcpka`) in its backend.
+    let keepAlive: Bool
+
+    /// The address for a client that connected to `port`: that port plus the offset.
+    func address(forDestinationPort port: UInt16) -> SocketAddress {
+        var a = address
+        let p = Int(port) + (definition.address.portOffset ?? 0)
+        a.setPort(UInt16(clamping: max(0, min(65535, p))))
+        return a
+    }
+
     /// Below its `maxconn` (0 means unlimited).
     @inline(__always) public var hasRoom: Bool { maxconn == 0 || active.load(ordering: .relaxed) < maxconn }
 }
@@ -79,7 +94,8 @@ public final class RuntimeBackend: @unchecked Sendable {
         self.definition = definition
         var list: [RuntimeServer] = []
         for (i, s) in definition.servers.enumerated() {
-            list.append(RuntimeServer(definition: s, backend: definition.name, index: i, address: try Self.resolve(s.address)))
+            list.append(RuntimeServer(definition: s, backend: definition.name, index: i, address: try Self.resolve(s.address),
+                                      keepAlive: definition.settings.options.serverKeepAlive))
         }
         servers = list
         serverIndex = Dictionary(list.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
@@ -89,37 +105,22 @@ public final class RuntimeBackend: @unchecked Sendable {
         rules = CompiledHTTPRules(definition, errorPages: pages)
     }
 
-    /// Turns a configured server address into a socket address (names were resolved at load).
+    /// Turns a configured server address into a socket address. Names were resolved at load;
+    /// one left unresolved (`-dr`) gets the unspecified address, and its server is disabled.
     static func resolve(_ a: ServerAddress) throws -> SocketAddress {
         let port = UInt16(a.port ?? 0)
         switch a.host {
         case .ip(let ip):
-            if ip.isV4 { return SocketAddress(ipv4: ip.v4Value, port: port) }
-            return SocketAddress(ipv6: ip.bytes16, port: port)
-        case .name(let host):
-            guard let ip = IPAddress(parsing: host) ?? resolveName(host) else {
-                throw SystemError("getaddrinfo", code: ENOENT)
-            }
-            return try resolve(ServerAddress(host: .ip(ip), port: a.port))
+            return socketAddress(ip, port: port)
+        case .name:
+            return socketAddress(a.resolved ?? IPAddress(v4: 0), port: port)
         case .unix(let path):
             return try SocketAddress(checkedUnixPath: path)
         }
     }
 
-    static func resolveName(_ host: String) -> IPAddress? {
-        var hints = addrinfo()
-        hints.ai_family = AF_UNSPEC
-        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
-        var result: UnsafeMutablePointer<addrinfo>?
-        guard getaddrinfo(host, nil, &hints, &result) == 0, let first = result, let sa = first.pointee.ai_addr else { return nil }
-        defer { freeaddrinfo(result) }
-        if first.pointee.ai_family == AF_INET {
-            return sa.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { IPAddress(v4: UInt32(bigEndian: $0.pointee.sin_addr.s_addr)) }
-        }
-        return sa.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { p in
-            var a = p.pointee.sin6_addr
-            return IPAddress(bytes16: withUnsafeBytes(of: &a) { Array($0) })
-        }
+    static func socketAddress(_ ip: IPAddress, port: UInt16) -> SocketAddress {
+        ip.isV4 ? SocketAddress(ipv4: ip.v4Value, port: port) : SocketAddress(ipv6: ip.bytes16, port: port)
     }
 
     /// Requests waiting for a server slot, oldest first, shared by every loop.
@@ -238,12 +239,13 @@ public final class RuntimeModel: @unchecked Sendable {
     public let processVariables = Locked<VariableTable>([:])
     public let logger: Logger
 
-    public init(configuration: Configuration) throws {
+    /// `logger` is opened by the start-up before any chroot; tests let the model open one.
+    public init(configuration: Configuration, logger: Logger? = nil) throws {
         self.configuration = configuration
         var backends: [String: RuntimeBackend] = [:]
         for p in configuration.proxies where p.isBackend { backends[p.name] = try RuntimeBackend(definition: p) }
         self.backends = backends
-        let logger = Logger(global: configuration.global.logs)
+        let logger = logger ?? Logger(configuration: configuration)
         self.logger = logger
         frontends = configuration.proxies.filter(\.isFrontend).map { RuntimeFrontend(definition: $0, backends: backends, logger: logger) }
         maxConnections = configuration.global.maxconn ?? 4096

@@ -41,14 +41,18 @@ final class ServerConnection: LoopObject {
     }
 
     /// Opens a non-blocking connection to `server` and registers it (edge-triggered).
-    static func open(to server: RuntimeServer, context: LoopContext) throws -> ServerConnection {
-        let fd = try Socket.make(family: server.address.family)
-        if server.address.family != AF_UNIX {
-            try? Socket.setOption(fd, level: Int32(IPPROTO_TCP), name: TCP_NODELAY, value: 1)
+    /// `destinationPort` is the port the client connected to: a server without a port of its
+    /// own (or with `+N`/`-N`) is reached on that port (plus N), as in HAProxy.
+    static func open(to server: RuntimeServer, context: LoopContext, destinationPort: () -> UInt16) throws -> ServerConnection {
+        let address = server.followsClientPort ? server.address(forDestinationPort: destinationPort()) : server.address
+        let fd = try Socket.make(family: address.family)
+        if address.family != AF_UNIX {
+            try Socket.setOption(fd, level: Int32(IPPROTO_TCP), name: TCP_NODELAY, value: 1)
+            if server.keepAlive { try Socket.setOption(fd, level: SOL_SOCKET, name: SO_KEEPALIVE, value: 1) }
         }
         let c = ServerConnection(fd: fd, server: server, context: context)
         do {
-            switch try Socket.connect(fd, server.address) {
+            switch try Socket.connect(fd, address) {
             case .done: c.connected = true; c.writable = true
             case .wouldBlock: break
             }
@@ -64,10 +68,7 @@ final class ServerConnection: LoopObject {
     func close(abort: Bool = false) {
         guard !closed else { return }
         closed = true
-        if abort {
-            var l = linger(l_onoff: 1, l_linger: 0)
-            setsockopt(fd.rawValue, SOL_SOCKET, SO_LINGER, &l, socklen_t(MemoryLayout<linger>.size))
-        }
+        if abort { Socket.setResetOnClose(fd) }
         context.loop.forget(fd)
         fd.close()
         session = nil
@@ -124,7 +125,8 @@ final class LoopContext: @unchecked Sendable {
     func release(_ c: ServerConnection) {
         c.session = nil
         let key = ObjectIdentifier(c.server)
-        if c.eof || c.closed { c.close(); return }
+        // A server reached on the client's port is not pooled: the next client's port may differ.
+        if c.eof || c.closed || c.server.followsClientPort { c.close(); return }
         if context_stopping || (idle[key]?.count ?? 0) >= maxIdlePerServer {
             c.close(abort: true)
             return

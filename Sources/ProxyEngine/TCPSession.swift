@@ -8,6 +8,8 @@ import Glibc
 final class TCPSession: LoopObject {
     let fd: FileDescriptor
     unowned(unsafe) let context: LoopContext
+    /// The acceptor that took this connection: its slot is released when it closes.
+    let acceptor: Acceptor
     let frontend: RuntimeFrontend
     let backend: RuntimeBackend
     var server: ServerConnection?
@@ -42,11 +44,12 @@ final class TCPSession: LoopObject {
         s.active.subtract(1, ordering: .relaxed)
     }
 
-    init(fd: FileDescriptor, client: SocketAddress, frontend: RuntimeFrontend, backend: RuntimeBackend, context: LoopContext) {
+    init(fd: FileDescriptor, client: SocketAddress, acceptor: Acceptor, backend: RuntimeBackend, context: LoopContext) {
         self.fd = fd
         clientAddress = client
         acceptedMs = context.loop.now
-        self.frontend = frontend
+        self.acceptor = acceptor
+        frontend = acceptor.frontend
         self.backend = backend
         self.context = context
         retriesLeft = backend.settings.retries
@@ -68,7 +71,7 @@ final class TCPSession: LoopObject {
         chosen.active.add(1, ordering: .relaxed)
         slotServer = chosen
         do {
-            let c = try ServerConnection.open(to: chosen, context: context)
+            let c = try ServerConnection.open(to: chosen, context: context) { [fd] in Socket.localAddress(fd).port }
             c.tunnel = self
             server = c
             connecting = !c.connected

@@ -20,6 +20,20 @@ public struct CommandLineOptions: Equatable, Sendable {
     public var evaluateCondition: String?
     /// `-C DIR`: chdir before loading.
     public var changeDirectory: String?
+    /// `-d`, `-db`: stay in the foreground whatever `daemon` says.
+    public var foreground = false
+    /// `-dW`: any warning refuses the start (and fails `-c`), as `zero-warning`.
+    public var zeroWarning = false
+    /// `-dr`: a server whose name does not resolve starts disabled instead of failing the load.
+    public var ignoreResolutionFailures = false
+    /// `-L NAME`: the local peer name, exported as HAPROXY_LOCALPEER.
+    public var localPeer: String?
+    /// `-n N`: the global maxconn, over the config's.
+    public var maxConnections: Int?
+    /// `-N N`: the maxconn of every frontend that sets none.
+    public var defaultProxyMaxConnections: Int?
+    /// `-m MB`: the memory limit (RLIMIT_AS), in megabytes.
+    public var memoryLimitMegabytes: Int?
 
     public init() {}
 
@@ -55,7 +69,14 @@ public struct CommandLineOptions: Equatable, Sendable {
             case "-p": o.pidFile = try value(arg)
             case "-x": o.socketTransfer = try value(arg)
             case "-dR": o.noReusePort = true
-            case "-db", "-d", "-dW", "-dr": break
+            case "-db", "-d": o.foreground = true
+            case "-dW": o.zeroWarning = true
+            case "-dr": o.ignoreResolutionFailures = true
+            case "-L": o.localPeer = try value(arg)
+            case "-n", "-N", "-m":
+                let text = try value(arg)
+                guard let n = Int(text), n > 0, n <= Int(Int32.max) else { throw UsageError(message: "option '\(arg)' needs a positive number, not '\(text)'") }
+                if arg == "-n" { o.maxConnections = n } else if arg == "-N" { o.defaultProxyMaxConnections = n } else { o.memoryLimitMegabytes = n }
             case "-cc": o.evaluateCondition = try value(arg)
             case "-C": o.changeDirectory = try value(arg)
             case "-sf", "-st":
@@ -67,8 +88,6 @@ public struct CommandLineOptions: Equatable, Sendable {
                 if arg == "-sf" { o.softStopPIDs += pids } else { o.terminatePIDs += pids }
             case "-W", "-Ws", "-S":
                 throw UsageError(message: "option '\(arg)' (master-worker mode) is not supported yet")
-            case "-L", "-N", "-n", "-m":
-                _ = try value(arg)
             default:
                 throw UsageError(message: "unknown option '\(arg)'")
             }
@@ -114,6 +133,13 @@ public struct CommandLineOptions: Equatable, Sendable {
             -st <pid>*     once serving, tell these pids to exit at once (SIGTERM)
             -x <socket>    take the listening sockets from this stats socket (HAProxy's -x)
             -dR            do not use SO_REUSEPORT
+            -dW            refuse to start (and fail -c) on any warning
+            -dr            start a server whose name does not resolve disabled, instead of failing
+            -d, -db        stay in the foreground (over 'daemon')
+            -n <n>         global maxconn, over the config's
+            -N <n>         maxconn of every frontend that sets none
+            -m <megabytes> limit the process's memory (RLIMIT_AS)
+            -L <name>      local peer name, exported as HAPROXY_LOCALPEER
             -C <dir>       change to <dir> before loading files
 
     """

@@ -30,6 +30,8 @@ public enum ProxyMain {
             printError("proxy: cannot change to directory '\(dir)': \(SystemError.last("chdir").reason)\n")
             return 1
         }
+        // `-L`: the local peer name, which a config may read as ${HAPROXY_LOCALPEER}.
+        if let peer = options.localPeer { ProcessEnvironment.set("HAPROXY_LOCALPEER", peer) }
         let environment = Environment(ProcessEnvironment.snapshot())
         if let condition = options.evaluateCondition {
             switch ConfigLoader.evaluateCondition(condition, environment: environment) {
@@ -44,13 +46,27 @@ public enum ProxyMain {
             return 1
         }
         let started = Clock.monotonicNanoseconds()
-        let result = ConfigLoader(environment: environment).load(paths: options.configPaths)
+        var loader = ConfigLoader(environment: environment)
+        loader.ignoresResolutionFailures = options.ignoreResolutionFailures
+        let result = loader.load(paths: options.configPaths)
         report(result.diagnostics, quiet: options.quiet)
-        guard let configuration = result.configuration else {
+        guard var configuration = result.configuration else {
             let count = result.errors.count
             printError("proxy: \(count) error\(count == 1 ? "" : "s") in the configuration; nothing was started\n")
             return 1
         }
+        if (options.zeroWarning || configuration.global.zeroWarning) && !result.warnings.isEmpty {
+            printError("proxy: some warnings were found and \(options.zeroWarning ? "-dW" : "'zero-warning'") is set; aborting\n")
+            return 1
+        }
+        // Command-line flags win over the matching keywords, as in HAProxy.
+        if let n = options.maxConnections { configuration.global.maxconn = n }
+        if let n = options.defaultProxyMaxConnections {
+            for i in configuration.proxies.indices where configuration.proxies[i].isFrontend && configuration.proxies[i].settings.maxconn == nil {
+                configuration.proxies[i].settings.maxconn = n
+            }
+        }
+        if options.foreground { configuration.global.daemon = false }
         if options.checkOnly {
             if options.verbose {
                 for rule in configuration.foldedRules { print(rule.description) }
@@ -63,7 +79,7 @@ public enum ProxyMain {
         let blocking = configuration.unenforcedKeywords.filter(\.changesWire)
         if !blocking.isEmpty {
             for k in blocking {
-                printError("\(k.location): error: '\(k.keyword)' changes bytes on the wire and is not implemented yet; refusing to start. Remove it, or run HAProxy for this listener\n")
+                printError("\(k.location): error: '\(k.keyword.rawValue)' changes bytes on the wire and is not implemented yet; refusing to start. Remove it, or run HAProxy for this listener\n")
             }
             return 1
         }

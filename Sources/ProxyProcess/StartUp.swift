@@ -18,7 +18,7 @@ import Glibc
 ///     7. startEngine     the model, the loops, the health checks, the control loop's epoll
 ///     8. pointOfNoReturn tell the old pids, publish the pidfile and stats socket names
 final class StartUp {
-    let configuration: Configuration
+    var configuration: Configuration
     let options: CommandLineOptions
 
     /// A start-up step that failed: the message, already in `file:line:` form where it has one.
@@ -39,6 +39,7 @@ final class StartUp {
     private var pidFile: PidFile?
     private var renamer: PrivilegedRenamer?
     private var engine: ProxyEngine?
+    private var logger: Logger?
     /// Messages for the log as well as stderr, sent once the logger exists.
     private var notes: [String] = []
 
@@ -75,6 +76,21 @@ final class StartUp {
     private func prepare() throws {
         if let dir = configuration.global.chroot, FileSystem.kind(of: dir) != .directory {
             throw Failure("proxy: cannot chroot to '\(dir)': no such directory; create it or remove the 'chroot' line")
+        }
+        // `setenv` and friends change the process's own environment, as HAProxy's do, so that
+        // `env()` at run time reads what the config set.
+        ProcessEnvironment.replace(with: configuration.environment.pairs)
+        if let mb = options.memoryLimitMegabytes {
+            do { try ResourceLimits.setAddressSpace(UInt64(mb) << 20) } catch {
+                throw Failure("proxy: cannot fix the memory limit to \(mb) megabytes (-m): \(error)")
+            }
+        }
+        try applyDescriptorLimit()
+        // Every log target opens now, before chroot; nothing opens or resolves one later.
+        logger = Logger(configuration: configuration)
+        for note in logger!.notes {
+            ProxyMain.printError("proxy: warning: \(note)\n")
+            notes.append(note)
         }
         // Signals are blocked before any thread starts, so every thread inherits the mask and
         // only the control loop's signalfd sees them.
@@ -163,7 +179,7 @@ final class StartUp {
     // MARK: 3. daemon
 
     private func daemonize() throws {
-        guard options.daemon || configuration.global.daemon else { return }
+        guard (options.daemon || configuration.global.daemon) && !options.foreground else { return }
         let pipe: (read: FileDescriptor, write: FileDescriptor)
         do { pipe = try Pipe.make() } catch { throw Failure("proxy: cannot start the daemon: \(error)") }
         let result: ProcessCalls.ForkResult
@@ -233,7 +249,7 @@ final class StartUp {
 
     private func startEngine() throws {
         let model: RuntimeModel
-        do { model = try RuntimeModel(configuration: configuration) } catch {
+        do { model = try RuntimeModel(configuration: configuration, logger: logger) } catch {
             throw Failure("proxy: cannot start: \(error)")
         }
         // Only a checked server takes its carried health: without `check` it is always up.

@@ -145,10 +145,10 @@ public enum ResourceLimits {
         if setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &r) != 0 { throw SystemError.last("setrlimit") }
     }
 
-    /// Caps the data segment (heap and private mappings) at `bytes` (`-m`).
-    public static func setDataSize(_ bytes: UInt64) throws {
+    /// Caps the address space at `bytes` (`-m`, as HAProxy's RLIMIT_AS).
+    public static func setAddressSpace(_ bytes: UInt64) throws {
         var r = rlimit(rlim_cur: rlim_t(bytes), rlim_max: rlim_t(bytes))
-        if setrlimit(__rlimit_resource_t(RLIMIT_DATA.rawValue), &r) != 0 { throw SystemError.last("setrlimit") }
+        if setrlimit(__rlimit_resource_t(RLIMIT_AS.rawValue), &r) != 0 { throw SystemError.last("setrlimit") }
     }
 }
 

@@ -17,6 +17,9 @@ public enum ProcessEnvironment {
         return pairs
     }
 
+    /// Sets one variable.
+    public static func set(_ name: String, _ value: String) { setenv(name, value, 1) }
+
     /// Makes the process environment equal to `pairs`.
     public static func replace(with pairs: [(String, String)]) {
         let wanted = Dictionary(pairs, uniquingKeysWith: { _, last in last })

@@ -67,6 +67,12 @@ public struct SocketAddress: Sendable, CustomStringConvertible {
 
     public var family: Int32 { Int32(storage.ss_family) }
 
+    /// Sets the port of an IPv4 or IPv6 address (host order in, network order stored).
+    public mutating func setPort(_ port: UInt16) {
+        guard family == AF_INET || family == AF_INET6 else { return }
+        withUnsafeMutableBytes(of: &storage) { $0.storeBytes(of: port.bigEndian, toByteOffset: 2, as: UInt16.self) }
+    }
+
     /// The port in host order (0 for UNIX sockets).
     public var port: UInt16 {
         withUnsafeBytes(of: storage) { raw in
