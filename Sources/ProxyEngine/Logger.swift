@@ -52,6 +52,8 @@ public final class Logger: @unchecked Sendable {
     let pid = ProcessCalls.pid
     /// Problems found while opening the targets, for the start-up to report.
     public private(set) var notes: [String] = []
+    /// Descriptors of our own opened on stdout or stderr, which a daemon points at /dev/null.
+    private var standardStreamCopies: [FileDescriptor] = []
 
     /// Opens every target the configuration names. Call it before any chroot: a stream is
     /// reopened through /proc/self/fd to get a non-blocking descriptor of our own.
@@ -61,7 +63,8 @@ public final class Logger: @unchecked Sendable {
         gethostname(&name, 255)
         hostname = String(cChars: name)
         var notes: [String] = []
-        standardError = Self.stream(2, notes: &notes)
+        var copies: [FileDescriptor] = []
+        standardError = Self.stream(2, notes: &notes, copies: &copies)
         var all = globalTargets
         for p in configuration.proxies {
             for t in p.settings.logs { if case .target(let d) = t { all.append(d) } }
@@ -70,9 +73,9 @@ public final class Logger: @unchecked Sendable {
             if d.sample != nil, counters[d] == nil { counters[d] = Counter() }
             guard sinks[d.address] == nil else { continue }
             switch d.address {
-            case .stdout: sinks[d.address] = Self.stream(1, notes: &notes)
+            case .stdout: sinks[d.address] = Self.stream(1, notes: &notes, copies: &copies)
             case .stderr: sinks[d.address] = standardError
-            case .fd(let n): sinks[d.address] = Self.stream(n, notes: &notes)
+            case .fd(let n): sinks[d.address] = Self.stream(n, notes: &notes, copies: &copies)
             case .udp(let host, let ip, let port):
                 guard let ip = ip ?? IPAddress(parsing: host) else {
                     notes.append("log \(host):\(port): the name was not resolved at load; this target is skipped")
@@ -92,11 +95,18 @@ public final class Logger: @unchecked Sendable {
             }
         }
         self.notes = notes
+        standardStreamCopies = copies
+    }
+
+    /// A daemon detaches from its terminal: our own copies of stdout and stderr go to
+    /// /dev/null too, so nothing keeps the terminal (or a caller's pipe) open.
+    public func detachStandardStreams() {
+        for fd in standardStreamCopies { try? ProcessCalls.redirectToNull(fd) }
     }
 
     /// A non-blocking way to write to descriptor `n` without changing it for anyone else
     /// (O_NONBLOCK on fd 1 would also change the terminal or pipe for the parent shell).
-    static func stream(_ n: Int32, notes: inout [String]) -> Sink {
+    static func stream(_ n: Int32, notes: inout [String], copies: inout [FileDescriptor]) -> Sink {
         var st = stat()
         guard fstat(n, &st) == 0 else { return Sink(.file(FileDescriptor(rawValue: n))) }
         switch st.st_mode & S_IFMT {
@@ -104,7 +114,10 @@ public final class Logger: @unchecked Sendable {
             return Sink(.streamSocket(FileDescriptor(rawValue: n)))
         case S_IFIFO, S_IFCHR:
             let own = open("/proc/self/fd/\(n)", O_WRONLY | O_NONBLOCK | O_CLOEXEC | O_APPEND)
-            if own >= 0 { return Sink(.file(FileDescriptor(rawValue: own))) }
+            if own >= 0 {
+                if n <= 2 { copies.append(FileDescriptor(rawValue: own)) }
+                return Sink(.file(FileDescriptor(rawValue: own)))
+            }
             notes.append("log fd@\(n): cannot open a non-blocking descriptor of its own (/proc missing?); writes to it may wait")
             return Sink(.file(FileDescriptor(rawValue: n)))
         default:

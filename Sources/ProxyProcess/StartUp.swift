@@ -308,6 +308,7 @@ final class StartUp {
             verdict.close()
             self.verdict = nil
             try? ProcessCalls.detachStandardStreams(keepError: options.verbose)
+            if !options.verbose { logger?.detachStandardStreams() }
         } else if !options.quiet {
             let addresses = listeners.map { "\($0.frontendName)@\($0.key)" }.joined(separator: ", ")
             let taken = listeners.filter { handover.sockets.received.contains($0.fd.rawValue) }.count

@@ -90,6 +90,14 @@ public enum ProcessCalls {
         }
     }
 
+    /// Points `fd` at /dev/null (dup2), keeping its number.
+    public static func redirectToNull(_ fd: FileDescriptor) throws {
+        let null = open("/dev/null", O_RDWR | O_CLOEXEC)
+        if null < 0 { throw SystemError.last("open") }
+        defer { Glibc.close(null) }
+        if dup2(null, fd.rawValue) < 0 { throw SystemError.last("dup2") }
+    }
+
     /// Sleeps on the calling thread (the control thread only, never a data loop).
     public static func sleep(milliseconds: Int) {
         var ts = timespec(tv_sec: milliseconds / 1000, tv_nsec: (milliseconds % 1000) * 1_000_000)

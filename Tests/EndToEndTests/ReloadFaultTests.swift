@@ -109,7 +109,6 @@ final class SteadyLoad {
             Case(name: "impostor handover endpoint", arguments: [String(decoy.processIdentifier)], reason: "belongs to pid"),
         ]
         for c in cases {
-            FileHandle.standardError.write(Data("case \(c.name)\n".utf8))
             let path = bed.directory + "/new.cfg"
             try config(port: port, backend: b, socket: socketPath, c).write(toFile: path, atomically: true, encoding: .utf8)
             var argv = ["-f", path, "-D", "-p", pidFile]

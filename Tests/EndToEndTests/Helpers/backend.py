@@ -20,6 +20,19 @@ HTTP paths:
 """
 import json, os, socket, sys, threading, time
 
+
+def exit_when_orphaned():
+    """Ends this helper if the test run that started it is gone (it was killed, say)."""
+    parent = os.getppid()
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(0)
+    threading.Thread(target=watch, daemon=True).start()
+
+
+exit_when_orphaned()
+
 count = 0
 last = {}
 lock = threading.Lock()

@@ -12,7 +12,20 @@ Used for a peer from the future (unknown state lines and hint fields, which must
 skipped) and for an impostor (NAME_PID is another process's pid, and this runs as another
 uid: the new proxy must refuse it).
 """
-import os, socket, struct, sys, time
+import os, socket, struct, sys, threading, time
+
+
+def exit_when_orphaned():
+    """Ends this helper if the test run that started it is gone (it was killed, say)."""
+    parent = os.getppid()
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(0)
+    threading.Thread(target=watch, daemon=True).start()
+
+
+exit_when_orphaned()
 
 name_pid, port, ready = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 states = [sys.argv[i + 1] for i, a in enumerate(sys.argv) if a == "--state"]

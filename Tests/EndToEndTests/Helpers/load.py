@@ -10,6 +10,19 @@ little between requests, so that the load is steady and light on these 2 shared 
 """
 import json, os, socket, sys, threading, time
 
+
+def exit_when_orphaned():
+    """Ends this helper if the test run that started it is gone (it was killed, say)."""
+    parent = os.getppid()
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(0)
+    threading.Thread(target=watch, daemon=True).start()
+
+
+exit_when_orphaned()
+
 port, stopfile = int(sys.argv[1]), sys.argv[2]
 def arg(name, default):
     return type(default)(sys.argv[sys.argv.index(name) + 1]) if name in sys.argv else default
