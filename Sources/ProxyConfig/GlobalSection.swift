@@ -144,10 +144,10 @@ extension ConfigParser {
                     guard let m = opts.popFirst(), let v = UInt32(m, radix: 8) else { throw ConfigError("stats socket: 'mode' needs an octal value, e.g. mode 600") }
                     socket.mode = v
                 case "level":
-                    guard let l = opts.popFirst(), ["user", "operator", "admin"].contains(l) else {
+                    guard let l = opts.popFirst(), let level = AccessLevel(name: l) else {
                         throw ConfigError("stats socket: 'level' is user, operator or admin")
                     }
-                    socket.level = l
+                    socket.level = level
                 case "expose-fd":
                     guard opts.popFirst() == "listeners" else { throw ConfigError("stats socket: the form is 'expose-fd listeners'") }
                     socket.exposeListeners = true

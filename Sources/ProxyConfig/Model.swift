@@ -135,11 +135,26 @@ public struct GlobalSettings: Sendable {
     public init() {}
 }
 
+/// A runtime API access level: each command needs one, and a socket grants one.
+public enum AccessLevel: Int, Sendable, Comparable, CaseIterable {
+    case user, `operator`, admin
+    public init?(name: String) {
+        switch name {
+        case "user": self = .user
+        case "operator": self = .operator
+        case "admin": self = .admin
+        default: return nil
+        }
+    }
+    public var name: String { self == .user ? "user" : self == .operator ? "operator" : "admin" }
+    public static func < (a: AccessLevel, b: AccessLevel) -> Bool { a.rawValue < b.rawValue }
+}
+
 /// `stats socket <path|addr> [mode M] [uid U] [gid G] [user U] [group G] [level L] [expose-fd listeners]`.
 public struct StatsSocket: Sendable {
     public var address: ListenAddress
     public var mode: UInt32?
-    public var level = "operator"
+    public var level = AccessLevel.operator
     public var exposeListeners = false
     /// Owner of a UNIX socket's file (`uid`/`user`, `gid`/`group`), resolved at load.
     public var uid: UInt32?

@@ -552,13 +552,20 @@ final class HTTPSession: LoopObject {
         releaseSlot()
         // A valid persistence cookie wins over the balancer while its server is usable.
         let persisted = persistServer.flatMap { $0.isUsable && $0.hasRoom && $0 !== excluded ? $0 : nil }
-        guard let chosen = persisted ?? backend.balancer.pick(hashKey: key, allBackups: backend.settings.options.allBackups,
-                                                 excluding: excluded, scratch: &context.scratchServers)
-            ?? (excluded != nil && triedServer?.hasRoom == true ? triedServer : nil) else {
+        // A slot is taken with a compare-and-swap: a server another loop just filled is passed
+        // over (a few tries), then the request queues.
+        var picked: RuntimeServer?
+        if let p = persisted, p.reserveSlot() { picked = p }
+        for _ in 0..<4 where picked == nil {
+            guard let candidate = backend.balancer.pick(hashKey: key, allBackups: backend.settings.options.allBackups,
+                                                        excluding: excluded, scratch: &context.scratchServers)
+                ?? (excluded != nil && triedServer?.hasRoom == true ? triedServer : nil) else { break }
+            if candidate.reserveSlot() { picked = candidate }
+        }
+        guard let chosen = picked else {
             enqueueOrRefuse(backend)
             return
         }
-        chosen.active.add(1, ordering: .relaxed)
         slotServer = chosen
         triedServer = chosen
         connectStartMs = loop.now
@@ -983,6 +990,14 @@ final class HTTPSession: LoopObject {
            let value = triedServer?.definition.options.cookie {
             rewriteServerCookie(cookie, value)
         }
+        // insert + indirect: a cookie of that name the server sets itself is removed (unless `preserve`).
+        if let cookie = backend?.settings.cookie, cookie.mode == .insert, cookie.indirect, !cookie.preserve {
+            let prefix = Array((cookie.name + "=").utf8)
+            let view = MessageView(bytes: p, head: response)
+            if response.headers.contains(where: { view.equalsName($0.name, "set-cookie") && view.slice($0.value).starts(with: prefix) }) {
+                responseEdits = editableResponseHeaders().filter { !(HeaderEdit.isNamed($0.name, "set-cookie") && $0.value.starts(with: prefix)) }
+            }
+        }
         // Response rules (backend's, then frontend's).
         if let b = backend, !b.rules.response.isEmpty || !b.rules.legacyResponse.isEmpty { applyResponseRules(b.rules.response, legacy: b.rules.legacyResponse) }
         if backend !== frontend.ownBackend, !frontend.rules.response.isEmpty || !frontend.rules.legacyResponse.isEmpty {
@@ -1342,6 +1357,9 @@ final class HTTPSession: LoopObject {
         let line: String
         if o.httpLog {
             line = "\(clientIP):\(clientAddress.port) [\(Logger.acceptDate(seconds: acceptedAt.seconds, microseconds: acceptedAt.microseconds))] \(frontend.name) \(backendName)/\(serverName) \(tr)/\(tw)/\(tc)/\(trs)/\(early ? "+" : "")\(ta) \(logStatus) \(early ? "+" : "")\(bytesToClient + (early ? (output?.count ?? 0) : 0)) - - \(terminationState)-- \(context.model.activeConnections.load(ordering: .relaxed))/\(frontend.active.load(ordering: .relaxed))/0/0/0 0/0 \"\(requestLineForLog)\""
+        } else if o.tcpLog {
+            // `option tcplog` in an HTTP frontend: one line per transaction, in tcplog layout.
+            line = "\(clientIP):\(clientAddress.port) [\(Logger.acceptDate(seconds: acceptedAt.seconds, microseconds: acceptedAt.microseconds))] \(frontend.name) \(backendName)/\(serverName) \(tw)/\(tc)/\(early ? "+" : "")\(ta) \(early ? "+" : "")\(bytesToClient) \(terminationState) \(context.model.activeConnections.load(ordering: .relaxed))/\(frontend.active.load(ordering: .relaxed))/0/0/0 0/0"
         } else {
             line = "Connect from \(clientIP):\(clientAddress.port) to \(localIP):\(localAddress.port) (\(frontend.name)/HTTP)"
         }
@@ -1423,7 +1441,9 @@ extension HTTPSession {
     /// POST, and with `preserve` not when the server set the cookie itself.
     func shouldInsertCookie(_ cookie: CookieSettings, _ server: RuntimeServer, _ p: UnsafeRawBufferPointer) -> Bool {
         let dated = cookie.maxIdle != nil || cookie.maxLife != nil
-        if cookieMatched && persistServer === server && !dated { return false }
+        // Only `indirect` spares a client that already has the right cookie; without it the
+        // cookie goes out on every response, as in HAProxy.
+        if cookie.indirect && cookieMatched && persistServer === server && !dated { return false }
         if cookie.postOnly && !requestWasPOST { return false }
         if cookie.preserve {
             let prefix = Array((cookie.name + "=").utf8)

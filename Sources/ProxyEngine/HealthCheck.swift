@@ -15,7 +15,10 @@ final class HealthCheck: LoopObject {
     let request: [UInt8]?
     let expectations: [HTTPCheck.Expectation]
     let options: ServerOptions
-    let timeout: Int64
+    /// HAProxy's check timeouts: without `timeout check`, `inter` bounds the whole check; with
+    /// it, min(`timeout connect`, `inter`) bounds the connect and `timeout check` the answer.
+    let connectTimeout: Int64
+    let readTimeout: Int64?
     var fd: FileDescriptor?
     var successes = 0
     var failures = 0
@@ -46,7 +49,13 @@ final class HealthCheck: LoopObject {
             expectations = []
         }
         let inter = server.definition.options.inter
-        timeout = Int64(backend.settings.timeouts.check.map { min($0, inter) } ?? inter)
+        if let check = backend.settings.timeouts.check {
+            connectTimeout = Int64(min(backend.settings.timeouts.connect ?? inter, inter))
+            readTimeout = Int64(check)
+        } else {
+            connectTimeout = Int64(inter)
+            readTimeout = nil
+        }
         super.init()
     }
 
@@ -99,13 +108,19 @@ final class HealthCheck: LoopObject {
             case .wouldBlock: break
             }
             try context.loop.register(s, events: Epoll.readable | Epoll.writable | Epoll.readHangup | Epoll.edgeTriggered, object: self)
-            context.loop.setDeadline(self, startedMs + timeout)
+            context.loop.setDeadline(self, startedMs + connectTimeout)
+            if connected { connectedNow() }
             if connected { progress(events: Epoll.writable) }
         } catch let e as SystemError {
             complete(false, reason: "Layer4 connection problem, info: \"\(e.reason)\"", code: nil)
         } catch {
             complete(false, reason: "Layer4 connection problem", code: nil)
         }
+    }
+
+    /// Connected: with `timeout check`, the answer now has that long.
+    func connectedNow() {
+        if let read = readTimeout { context.loop.setDeadline(self, context.loop.now + read) }
     }
 
     override func handle(events: UInt32) {
@@ -123,6 +138,7 @@ final class HealthCheck: LoopObject {
             }
             guard events & Epoll.writable != 0 else { return }
             connected = true
+            connectedNow()
         }
         guard let request else {
             complete(true, reason: "Layer4 check passed", code: nil)

@@ -71,6 +71,20 @@ public final class RuntimeServer: @unchecked Sendable {
         return a
     }
 
+    /// Takes one of its `maxconn` slots, or none (compare-and-swap: two loops can never both
+    /// take the last one).
+    @inline(__always)
+    public func reserveSlot() -> Bool {
+        guard maxconn > 0 else { active.add(1, ordering: .relaxed); return true }
+        var current = active.load(ordering: .relaxed)
+        while current < maxconn {
+            let (exchanged, original) = active.compareExchange(expected: current, desired: current + 1, ordering: .acquiringAndReleasing)
+            if exchanged { return true }
+            current = original
+        }
+        return false
+    }
+
     /// Below its `maxconn` (0 means unlimited).
     @inline(__always) public var hasRoom: Bool { maxconn == 0 || active.load(ordering: .relaxed) < maxconn }
 }

@@ -31,6 +31,10 @@ final class TCPSession: LoopObject {
     var downInPipe = 0
     var splicing = true
     var slotServer: RuntimeServer?
+    /// The server of the last attempt (for `redispatch`).
+    var triedServer: RuntimeServer?
+    /// Logged already at the connection to the server (`option logasap`).
+    var loggedEarly = false
     // For the log line.
     let clientAddress: SocketAddress
     let acceptedAt = Clock.wallClock()
@@ -64,12 +68,20 @@ final class TCPSession: LoopObject {
     }
 
     func connect() {
-        guard let chosen = backend.balancer.pick(hashKey: 0, allBackups: backend.settings.options.allBackups, scratch: &context.scratchServers) else {
+        // `option redispatch`: the last retry goes to another server than the one that failed.
+        let excluded = backend.settings.options.redispatch && retriesLeft == 0 && retriesLeft < backend.settings.retries ? triedServer : nil
+        var picked: RuntimeServer?
+        for _ in 0..<4 {
+            guard let candidate = backend.balancer.pick(hashKey: 0, allBackups: backend.settings.options.allBackups,
+                                                        excluding: excluded, scratch: &context.scratchServers) else { break }
+            if candidate.reserveSlot() { picked = candidate; break }
+        }
+        guard let chosen = picked else {
             close()
             return
         }
-        chosen.active.add(1, ordering: .relaxed)
         slotServer = chosen
+        triedServer = chosen
         do {
             let c = try ServerConnection.open(to: chosen, context: context) { [fd] in Socket.localAddress(fd).port }
             c.tunnel = self
@@ -123,6 +135,11 @@ final class TCPSession: LoopObject {
             s.connected = true
             s.writable = true
             connectedMs = loop.now
+            if frontend.settings.options.logASAP {
+                // Log now, totals so far prefixed with '+', as HAProxy does.
+                logConnection(early: true)
+                loggedEarly = true
+            }
         }
         if splicing {
             if upPipe == nil {
@@ -261,8 +278,8 @@ final class TCPSession: LoopObject {
 
     /// One line per connection, in HAProxy's tcplog layout:
     /// `ci:cp [date] frontend backend/server Tw/Tc/Tt bytes ts ac/fc/bc/sc/rc sq/bq`.
-    func logConnection() {
-        guard !frontend.logDestinations.isEmpty else { return }
+    func logConnection(early: Bool = false) {
+        guard !frontend.logDestinations.isEmpty, !loggedEarly else { return }
         let o = frontend.settings.options
         if o.dontLogNull && bytesToClient == 0 && connectedMs < 0 { return }
         let ip = HTTPSession.ip(of: clientAddress)
@@ -271,7 +288,8 @@ final class TCPSession: LoopObject {
         let line: String
         if o.tcpLog || o.httpLog {
             let state = connectedMs < 0 ? "SC" : "--"
-            line = "\(ip):\(clientAddress.port) [\(Logger.acceptDate(seconds: acceptedAt.seconds, microseconds: acceptedAt.microseconds))] \(frontend.name) \(backend.name)/\(server?.server.name ?? slotServer?.name ?? "<NOSRV>") 0/\(tc)/\(tt) \(bytesToClient) \(state) \(context.model.activeConnections.load(ordering: .relaxed))/\(frontend.active.load(ordering: .relaxed))/0/0/0 0/0"
+            let plus = early ? "+" : ""
+            line = "\(ip):\(clientAddress.port) [\(Logger.acceptDate(seconds: acceptedAt.seconds, microseconds: acceptedAt.microseconds))] \(frontend.name) \(backend.name)/\(server?.server.name ?? slotServer?.name ?? "<NOSRV>") 0/\(tc)/\(plus)\(tt) \(plus)\(bytesToClient) \(state) \(context.model.activeConnections.load(ordering: .relaxed))/\(frontend.active.load(ordering: .relaxed))/0/0/0 0/0"
         } else {
             line = "Connect from \(ip):\(clientAddress.port) (\(frontend.name)/TCP)"
         }

@@ -34,9 +34,17 @@ struct ControlLoop {
         var events = [epoll_event](repeating: epoll_event(), count: 16)
         var softStopping = false
         var hardDeadline: UInt64?
-        func beginSoftStop() {
+        /// `grace`: a SIGUSR1 waits this long, still accepting, before the soft stop begins.
+        var graceDeadline: UInt64?
+        func beginSoftStop(afterGrace: Bool = false) {
             // Repeated SIGUSR1 (or stop) does nothing more.
             guard !softStopping else { return }
+            if afterGrace, graceDeadline == nil, let grace = configuration.global.grace, grace > 0 {
+                engine.model.stopping.store(true, ordering: .relaxed)
+                graceDeadline = Clock.monotonicNanoseconds() + UInt64(grace) * 1_000_000
+                return
+            }
+            graceDeadline = nil
             softStopping = true
             engine.softStop()
             runtimeAPI.closeListeners(epoll: epoll)
@@ -54,9 +62,9 @@ struct ControlLoop {
         }
         while engine.runningLoops > 0 {
             var timeout: Int32 = 1000
-            if let d = hardDeadline {
+            for d in [hardDeadline, graceDeadline].compactMap({ $0 }) {
                 let now = Clock.monotonicNanoseconds()
-                timeout = d <= now ? 0 : Int32(min((d - now) / 1_000_000 + 1, 1000))
+                timeout = min(timeout, d <= now ? 0 : Int32(min((d - now) / 1_000_000 + 1, 1000)))
             }
             let n = events.withUnsafeMutableBufferPointer { epoll.wait($0.baseAddress!, capacity: 16, timeoutMilliseconds: timeout) }
             for i in 0..<n {
@@ -65,7 +73,7 @@ struct ControlLoop {
                 case Token.signals:
                     while let sig = signals.next() {
                         switch sig {
-                        case SIGUSR1: beginSoftStop()
+                        case SIGUSR1: beginSoftStop(afterGrace: true)
                         case SIGTERM, SIGINT: engine.hardStop()
                         case SIGTTOU: engine.pauseAccepting()
                         case SIGTTIN: engine.resumeAccepting()
@@ -101,6 +109,7 @@ struct ControlLoop {
             let now = Clock.monotonicNanoseconds()
             for fd in endpoint?.expire(now: now) ?? [] { epoll.remove(fd) }
             runtimeAPI.expire(epoll: epoll)
+            if let d = graceDeadline, now >= d { beginSoftStop() }
             if let d = hardDeadline, now >= d {
                 hardDeadline = nil
                 engine.hardStop()

@@ -34,7 +34,7 @@ import ProxyRules
         #expect(g.daemon && g.maxconn == 9000 && g.pidfile == "/run/proxy.pid" && g.threads == 2)
         #expect(g.logs.count == 3)
         #expect(g.logs[1] == .target(LogDestination(address: .udp(host: "127.0.0.1", address: IPAddress(parsing: "127.0.0.1"), port: 514), facility: "local1", maxLevel: .notice, minLevel: .error)))
-        #expect(g.statsSockets.first?.exposeListeners == true && g.statsSockets.first?.level == "admin" && g.statsSockets.first?.mode == 0o600)
+        #expect(g.statsSockets.first?.exposeListeners == true && g.statsSockets.first?.level == .admin && g.statsSockets.first?.mode == 0o600)
         #expect(g.statsTimeout == 30000 && g.hardStopAfter == 30000 && g.grace == 1000 && g.closeSpreadTime == 5000)
         #expect(g.user == "nobody" && g.group == "nogroup" && g.uid == 65534 && g.gid == 65534 && g.chroot == "/var/empty")
         #expect(g.ulimitN == 20000 && g.bufferSize == 32768 && g.maxRewrite == 2048)

@@ -52,6 +52,9 @@ final class RuntimeAPIServer {
     /// on the next tick so the control loop does not spin.
     private var resting: [Int] = []
     let idleTimeoutNanoseconds: UInt64
+    /// `stats maxconn`: sessions served at once; past it the listeners rest until one ends.
+    let maxSessions: Int
+    private var full = false
     /// Set once the engine runs, before the first session is accepted.
     var commands: RuntimeCommands?
 
@@ -74,6 +77,7 @@ final class RuntimeAPIServer {
     /// ones from the sockets the old processes handed over, or afresh.
     init(configuration: Configuration, inherited: [ListenerKey: Int32]) throws {
         idleTimeoutNanoseconds = UInt64(configuration.global.statsTimeout ?? 10_000) * 1_000_000
+        maxSessions = configuration.global.statsMaxConnections
         do {
             for settings in configuration.global.statsSockets {
                 endpoints.append(try Self.bind(settings, inherited: inherited))
@@ -206,6 +210,12 @@ final class RuntimeAPIServer {
             let index = Int(token - Self.listenerToken)
             guard listening, index < endpoints.count, let listener = endpoints[index].fd else { return true }
             while true {
+                if sessions.count >= maxSessions {
+                    // At `stats maxconn`: new clients wait in the backlog until a session ends.
+                    full = true
+                    for e in endpoints { if let fd = e.fd { epoll.remove(fd) } }
+                    break
+                }
                 let accepted: IOResult<(FileDescriptor, SocketAddress)>
                 do { accepted = try Socket.accept(listener) } catch {
                     // Out of descriptors, say: rest until the next tick instead of spinning.
@@ -295,6 +305,10 @@ final class RuntimeAPIServer {
         epoll.remove(session.fd)
         session.fd.close()
         sessions[session.fd.rawValue] = nil
+        if full && listening && sessions.count < maxSessions {
+            full = false
+            register(in: epoll)
+        }
     }
 
     /// Closes the sessions idle past `stats timeout`, and re-arms resting listeners.

@@ -40,27 +40,38 @@ struct RuntimeCommands {
         return commands
     }
 
-    static let help: [(String, String)] = [
-        ("help", "list the commands"),
-        ("show info", "report information about the running process"),
-        ("quit", "close this connection"),
-        ("_getsocks", "hand the listening sockets to a new process (needs 'expose-fd listeners')"),
+    /// A command: the words that name it, the level it needs, and its help line.
+    struct Command {
+        let words: [String]
+        let level: AccessLevel
+        let help: String
+    }
+
+    /// Every command, in help order. `_getsocks` and `quit` act on the connection and live
+    /// in `RuntimeAPIServer`; `_getsocks` needs `expose-fd listeners` rather than a level.
+    static let commands: [Command] = [
+        Command(words: ["help"], level: .user, help: "list the commands"),
+        Command(words: ["show", "info"], level: .user, help: "report information about the running process"),
+        Command(words: ["quit"], level: .user, help: "close this connection"),
     ]
 
-    func run(_ words: [String], level: String) -> String {
-        switch (words.first ?? "", words.dropFirst().first) {
-        case ("help", _):
-            return usage()
-        case ("show", "info"?):
-            return info()
-        default:
-            return "Unknown command: '\(words.joined(separator: " "))'.\n" + usage()
+    func run(_ words: [String], level: AccessLevel) -> String {
+        guard let command = Self.commands.first(where: { words.starts(with: $0.words) }) else {
+            return "Unknown command: '\(words.joined(separator: " "))'.\n" + usage(level)
+        }
+        guard command.level <= level else { return "Permission denied\n\n" }
+        switch command.words {
+        case ["show", "info"]: return info()
+        default: return usage(level)
         }
     }
 
-    func usage() -> String {
+    /// The commands this level may use, as HAProxy lists them.
+    func usage(_ level: AccessLevel) -> String {
         var text = "The following commands are valid at this level:\n"
-        for (command, what) in Self.help { text += "  " + command.padding(to: 24) + ": " + what + "\n" }
+        for c in Self.commands where c.level <= level {
+            text += "  " + c.words.joined(separator: " ").padding(to: 24) + ": " + c.help + "\n"
+        }
         return text + "\n"
     }
 
@@ -79,6 +90,7 @@ struct RuntimeCommands {
             ("Maxconn", "\(model.maxConnections)"),
             ("CurrConns", "\(model.activeConnections.load(ordering: .relaxed))"),
             ("Listeners", "\(engine.listeners.count)"),
+            ("DroppedLogs", "\(model.logger.dropped.load(ordering: .relaxed))"),
             ("Stopping", stopping() ? "1" : "0"),
         ]
         return fields.map { "\($0.0): \($0.1)\n" }.joined() + "\n"
