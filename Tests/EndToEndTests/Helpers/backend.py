@@ -5,7 +5,8 @@
   backend.py echo PORT        TCP echo server with half-close.
 
 HTTP paths:
-  /stats            JSON: request count and the last request's head (does not count itself)
+  /stats            JSON: request count, the last request's head (does not count itself), and
+                    the peak number of /slow requests answered at once
   /slow?ms=N        answer after N ms
   /reset            close the connection with a reset, no answer
   /status/N         answer with status N
@@ -35,6 +36,9 @@ exit_when_orphaned()
 
 count = 0
 last = {}
+# Requests being answered now, and the most there ever were at once.
+inflight = 0
+peak = 0
 lock = threading.Lock()
 
 
@@ -81,7 +85,7 @@ def send(conn, status, body=b"", headers=(), reason="OK"):
 
 
 def http_client(conn, name):
-    global count, last
+    global count, last, inflight, peak
     buf = b""
     try:
         while True:
@@ -101,13 +105,18 @@ def http_client(conn, name):
             params = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
             if path == "/stats":
                 with lock:
-                    send(conn, 200, json.dumps({"count": count, "last": last}).encode())
+                    send(conn, 200, json.dumps({"count": count, "last": last, "peak": peak}).encode())
                 continue
             with lock:
                 count += 1
                 last = {"method": method, "target": target, "version": version, "headers": raw, "body": len(body)}
             if path == "/slow":
+                with lock:
+                    inflight += 1
+                    peak = max(peak, inflight)
                 time.sleep(int(params.get("ms", "1000")) / 1000)
+                with lock:
+                    inflight -= 1
             if path == "/reset":
                 conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
                 conn.close()

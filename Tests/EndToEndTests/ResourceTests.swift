@@ -1,0 +1,119 @@
+import Foundation
+import Glibc
+import Testing
+
+/// CPU time (user + system) a process has used, in seconds, from /proc/PID/stat.
+func cpuSeconds(_ pid: Int32) -> Double? {
+    guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+          let close = text.lastIndex(of: ")") else { return nil }
+    let fields = text[text.index(after: close)...].split(separator: " ")
+    // After the name: state is field 3, utime 14 and stime 15 (1-based over the whole line).
+    guard fields.count > 13, let u = Double(fields[11]), let s = Double(fields[12]) else { return nil }
+    return (u + s) / Double(sysconf(Int32(_SC_CLK_TCK)))
+}
+
+/// Limits and resources: descriptors, accept errors, maxconn across threads.
+@Suite(.serialized) struct Resources {
+    /// At the descriptor limit the listener pauses instead of spinning (CPU stays near zero),
+    /// and service resumes when clients leave.
+    @Test(.enabled(if: Harness.which("prlimit") != nil, "needs prlimit (util-linux)"))
+    func theDescriptorLimitPausesAcceptingWithoutSpinning() throws {
+        let bed = try TestBed()
+        let port = TestBed.freePort()
+        let p = try bed.proxy("""
+        defaults
+            mode http
+            timeout client 30s
+            timeout http-keep-alive 30s
+        frontend web
+            bind 127.0.0.1:\(port)
+            http-request return status 200 content-type text/plain string "ok"
+
+        """, waitFor: port)
+        let pid = p.processIdentifier
+        #expect(try Harness.run(Harness.which("prlimit")!, ["--pid", String(pid), "--nofile=40:40"]).status == 0)
+        // 60 idle clients: more than the 40 descriptors allow.
+        let holder = try bed.start(Harness.which("python3")!, ["-c", """
+        import os, socket, time
+        held = [socket.create_connection(('127.0.0.1', \(port))) for _ in range(60)]
+        open('\(bed.directory)/held', 'w').close()
+        while not os.path.exists('\(bed.directory)/release'):
+            time.sleep(0.05)
+        for s in held: s.close()
+        time.sleep(30)
+        """])
+        #expect(TestBed.waitUntil { FileManager.default.fileExists(atPath: bed.directory + "/held") })
+        let before = cpuSeconds(pid) ?? 0
+        let started = Date()
+        // Watch for 2 seconds: a spinning loop would burn most of a core.
+        _ = TestBed.waitUntil(timeout: 2) { false }
+        let used = (cpuSeconds(pid) ?? 0) - before
+        let share = used / Date().timeIntervalSince(started)
+        #expect(share < 0.05, "CPU share at the limit: \(share)")
+        #expect(bed.log().contains("reached process FD limit"), "\(bed.log())")
+        FileManager.default.createFile(atPath: bed.directory + "/release", contents: nil)
+        #expect(TestBed.waitUntil(timeout: 10) { (try? TestBed.curl(["-m", "2", "http://127.0.0.1:\(port)/"]).0) == 200 })
+        kill(holder.processIdentifier, SIGKILL)
+    }
+
+    /// The limit is raised at start to what maxconn needs, and when it cannot be, the start
+    /// fails with the figures (strict-limits, HAProxy 2.6's default) or warns (`no strict-limits`).
+    @Test(.enabled(if: Harness.which("prlimit") != nil && getuid() == 0, "needs prlimit and root"))
+    func theDescriptorLimitFollowsMaxconn() throws {
+        let bed = try TestBed()
+        let port = TestBed.freePort()
+        let p = try bed.proxy("""
+        global
+            maxconn 5000
+        defaults
+            mode http
+            timeout client 10s
+        frontend web
+            bind 127.0.0.1:\(port)
+            http-request return status 200
+
+        """, waitFor: port)
+        let limits = bed.read("/proc/\(p.processIdentifier)/limits")
+        let line = limits.split(separator: "\n").first { $0.hasPrefix("Max open files") } ?? ""
+        let soft = Int(line.split(separator: " ").dropFirst(3).first ?? "") ?? 0
+        #expect(soft >= 10_000, "\(line)")
+        // As nobody, under a hard limit of 100: raising it is impossible.
+        let cfg = bed.directory + "/p.cfg"
+        try "global\n    maxconn 1000\ndefaults\n    mode http\n    timeout client 1s\nfrontend f\n    bind 127.0.0.1:\(TestBed.freePort())\n    http-request return status 200\n".write(toFile: cfg, atomically: true, encoding: .utf8)
+        try? FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: bed.directory)
+        try? FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: cfg)
+        let args = ["--nofile=100:100", Harness.which("setpriv")!, "--reuid=65534", "--regid=65534", "--clear-groups", Harness.proxyBinary, "-f", cfg]
+        let strict = try Harness.run(Harness.which("prlimit")!, args)
+        #expect(strict.status == 1 && strict.stderr.contains("cannot raise the file descriptor limit to 2"), "\(strict.stderr)")
+        try "global\n    maxconn 1000\n    no strict-limits\n".appending(String(bed.read(cfg).dropFirst("global\n    maxconn 1000\n".count))).write(toFile: cfg, atomically: true, encoding: .utf8)
+        let lenient = try Harness.run(Harness.which("timeout")!, ["1", Harness.which("prlimit")!] + args)
+        #expect(lenient.stderr.contains("warning: cannot raise the file descriptor limit"), "\(lenient.stderr)")
+    }
+
+    /// With four threads, a server's maxconn is never exceeded, however the requests arrive.
+    @Test func serverMaxconnHoldsWithFourThreads() throws {
+        let bed = try TestBed()
+        let port = TestBed.freePort()
+        let b = try bed.backend(name: "one")
+        try bed.proxy("""
+        global
+            nbthread 4
+        defaults
+            mode http
+            timeout connect 2s
+            timeout client 30s
+            timeout server 30s
+            timeout queue 30s
+        frontend web
+            bind 127.0.0.1:\(port)
+            default_backend app
+        backend app
+            server s1 127.0.0.1:\(b) maxconn 2
+
+        """, waitFor: port)
+        let statuses = try parallelStatuses(Array(repeating: "http://127.0.0.1:\(port)/slow?ms=150", count: 40), timeout: 30)
+        #expect(statuses.allSatisfy { $0 == 200 }, "\(statuses)")
+        let peak = TestBed.stats(b).last.isEmpty ? -1 : (try? JSONSerialization.jsonObject(with: Data(try TestBed.curl(["http://127.0.0.1:\(b)/stats"]).1.utf8)) as? [String: Any])??["peak"] as? Int ?? -1
+        #expect(peak == 2, "the server had \(peak) requests at once; its maxconn is 2")
+    }
+}
