@@ -1,6 +1,6 @@
 import ProxyConfig
 import ProxySystem
-import Synchronization
+
 
 /// Picks a server for a request, by the backend's algorithm. The state (round-robin
 /// position, weights) is shared by every thread under one lock.
@@ -14,12 +14,12 @@ final class Balancer: @unchecked Sendable {
         var next = 0
         var random = SplitMix(seed: 0x9E37_79B9_7F4A_7C15)
     }
-    private let state: Mutex<State>
+    private let state: Locked<State>
 
     init(algorithm: BalanceAlgorithm, servers: [RuntimeServer]) {
         self.algorithm = algorithm
         self.servers = servers
-        state = Mutex(State(current: Array(repeating: 0, count: servers.count)))
+        state = Locked(State(current: Array(repeating: 0, count: servers.count)))
     }
 
     /// The servers to choose among now: usable normal servers; else the first usable backup

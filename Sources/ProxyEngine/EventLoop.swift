@@ -48,7 +48,7 @@ public final class EventLoop: @unchecked Sendable {
     public private(set) var now: Int64
 
     private let mailboxBell: EventFD
-    private let mailbox = Mutex<[() -> Void]>([])
+    private let mailbox = Locked<[() -> Void]>([])
     private var running = true
 
     /// A binary min-heap of objects keyed by `timerKey`; each object knows its index.

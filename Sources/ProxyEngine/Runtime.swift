@@ -138,7 +138,7 @@ public final class RuntimeBackend: @unchecked Sendable {
     }
 
     /// Requests waiting for a server slot, oldest first, shared by every loop.
-    let queue = Mutex<[QueuedRequest]>([])
+    let queue = Locked<[QueuedRequest]>([])
 
     /// How many requests may wait: the sum of the usable servers' `maxqueue` (0: no limit).
     var queueLimit: Int {
@@ -199,9 +199,12 @@ struct QueuedRequest: @unchecked Sendable {
 /// A session's place in a queue; the session marks it cancelled on timeout or close.
 final class QueueTicket: @unchecked Sendable {
     let session: HTTPSession
-    /// Written and read on the session's loop only, except the dequeuer's read, which
-    /// at worst wakes a session that then finds it has nothing to do.
-    var cancelledInQueue = false
+    /// Set by the session's loop, read by whichever loop frees a slot: an atomic.
+    private let cancelled = Atomic<Bool>(false)
+    var cancelledInQueue: Bool {
+        get { cancelled.load(ordering: .acquiring) }
+        set { cancelled.store(newValue, ordering: .releasing) }
+    }
     init(_ s: HTTPSession) { session = s }
 }
 

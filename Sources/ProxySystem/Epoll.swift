@@ -38,11 +38,16 @@ public struct Epoll: Sendable {
         _ = epoll_ctl(fd.rawValue, EPOLL_CTL_DEL, target.rawValue, &ev)
     }
 
-    /// epoll_wait(2) into `events`; returns how many are ready (0 on EINTR or timeout).
+    /// epoll_wait(2) into `events`; returns how many are ready (0 on EINTR or timeout). Any
+    /// other error (EBADF, EINVAL, EFAULT) means the loop itself is broken: that traps at
+    /// once with the errno, where returning 0 would spin silently.
     @inline(__always)
     public func wait(_ events: UnsafeMutablePointer<epoll_event>, capacity: Int32, timeoutMilliseconds: Int32) -> Int {
         let n = epoll_wait(fd.rawValue, events, capacity, timeoutMilliseconds)
-        return n < 0 ? 0 : Int(n)
+        if n >= 0 { return Int(n) }
+        let code = cproxy_errno()
+        precondition(code == EINTR, "epoll_wait on fd \(fd.rawValue): \(SystemError("epoll_wait", code: code).reason)")
+        return 0
     }
 }
 
@@ -55,7 +60,8 @@ public struct EventFD: Sendable {
         self.fd = FileDescriptor(rawValue: fd)
     }
 
-    /// Rings the bell (adds 1).
+    /// Rings the bell (adds 1). It cannot fail short of a counter at 2^64-2, which a drained
+    /// doorbell never reaches (EAGAIN then would mean it is ringing anyway).
     public func signal() {
         var one: UInt64 = 1
         _ = Glibc.write(fd.rawValue, &one, 8)
