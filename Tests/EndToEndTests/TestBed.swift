@@ -65,9 +65,13 @@ final class TestBed {
         }
     }
 
+    /// How much slower the binary under test runs (contrib/sanitize sets PROXY_TEST_SLOWDOWN):
+    /// every deadline a test waits on is scaled by it.
+    static let slowdown = Double(ProcessInfo.processInfo.environment["PROXY_TEST_SLOWDOWN"] ?? "") ?? 1
+
     /// True once something accepts on the port, polling until `timeout`.
     static func waitForPort(_ port: Int, timeout: Double = 10) -> Bool {
-        let deadline = Date().addingTimeInterval(timeout)
+        let deadline = Date().addingTimeInterval(timeout * slowdown)
         while Date() < deadline {
             let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
             var addr = sockaddr_in()
@@ -85,7 +89,7 @@ final class TestBed {
     /// Waits until `condition` holds, polling until `timeout`.
     @discardableResult
     static func waitUntil(timeout: Double = 10, _ condition: () -> Bool) -> Bool {
-        let deadline = Date().addingTimeInterval(timeout)
+        let deadline = Date().addingTimeInterval(timeout * slowdown)
         while Date() < deadline {
             if condition() { return true }
             usleep(20_000)
