@@ -29,6 +29,8 @@ let package = Package(
         .testTarget(name: "ProxyConfigTests", dependencies: ["ProxyConfig", "ProxyRules", "ProxySystem"]),
         .testTarget(name: "ProxyHTTPTests", dependencies: ["ProxyHTTP"]),
         .testTarget(name: "ProxyProcessTests", dependencies: ["ProxyProcess"]),
+        .testTarget(name: "ProxyEngineTests", dependencies: ["ProxyEngine", "ProxyConfig", "ProxyRules", "ProxySystem"]),
+        .testTarget(name: "ProxySystemTests", dependencies: ["ProxySystem"]),
         .testTarget(name: "EndToEndTests", dependencies: ["proxy"], exclude: ["Helpers"]),
     ]
 )

@@ -1,0 +1,190 @@
+import Glibc
+import Testing
+@testable import ProxyConfig
+@testable import ProxyEngine
+import ProxyRules
+import ProxySystem
+
+/// A runtime model from config text (names are not resolved; servers are IP addresses).
+func model(_ text: String) throws -> RuntimeModel {
+    var loader = ConfigLoader(environment: Environment())
+    loader.resolvesNames = false
+    let r = loader.load(text: text)
+    guard let c = r.configuration else { throw RuleError("\(r.errors)") }
+    return try RuntimeModel(configuration: c)
+}
+
+func backend(_ balance: String, servers: [String], extra: String = "") throws -> RuntimeBackend {
+    let m = try model("""
+    defaults
+        mode http
+        timeout connect 1s
+        timeout server 1s
+    backend b
+        balance \(balance)
+    \(extra)
+    \(servers.enumerated().map { "    server s\($0.offset) 127.0.0.1:\(8000 + $0.offset) \($0.element)" }.joined(separator: "\n"))
+    """)
+    return m.backends["b"]!
+}
+
+/// The event loop's timer heap, on a real loop: timers fire in deadline order, a cleared one
+/// never fires, and one moved later fires at its new deadline.
+@Suite struct TimerHeap {
+    final class Timer: LoopObject {
+        let name: Int
+        let fired: (Int) -> Void
+        init(_ name: Int, _ fired: @escaping (Int) -> Void) { self.name = name; self.fired = fired }
+        override func timerFired() { fired(name) }
+    }
+
+    @Test func timersFireInDeadlineOrder() throws {
+        let loop = try EventLoop(index: 0, bufferSize: 4096)
+        var order: [Int] = []
+        var timers: [Timer] = []
+        let deadlines = [40, 10, 30, 20, 50, 5, 45]
+        for (i, d) in deadlines.enumerated() {
+            let t = Timer(i) { n in
+                order.append(n)
+                if order.count == deadlines.count - 1 { loop.stop() }
+            }
+            timers.append(t)
+            loop.setDeadline(t, loop.now + Int64(d))
+        }
+        loop.clearDeadline(timers[2])          // 30 ms: never fires
+        loop.setDeadline(timers[5], loop.now + 60)  // 5 ms moved later: after everyone
+        timers[5].deadline = loop.now + 60
+        loop.run()
+        #expect(order == [1, 3, 0, 6, 4, 5])
+    }
+}
+
+/// The per-loop buffer pool: buffers come back reused, and the count in use is kept.
+@Suite struct BufferPoolUse {
+    @Test func buffersAreReused() {
+        let pool = BufferPool(bufferSize: 1024, reserve: 2)
+        let a = pool.take(), b = pool.take(), c = pool.take()
+        #expect(pool.inUse == 3)
+        #expect(a.append(Array(repeating: 1, count: 1000)) && !a.append(Array(repeating: 1, count: 100)))
+        pool.give(a); pool.give(b); pool.give(c)
+        #expect(pool.inUse == 0)
+        let d = pool.take()
+        #expect(d === b || d === a)
+        #expect(d.isEmpty && d.freeSpace == 1024)
+    }
+
+    /// A head written piece by piece: after the first piece that does not fit, nothing more is
+    /// written, and `fits` says so.
+    @Test func aHeadWriterNeverLeavesAHole() {
+        let pool = BufferPool(bufferSize: 16)
+        let b = pool.take()
+        var w = HeadWriter(b)
+        w.append("GET / HTTP/1.1\r\n")
+        #expect(w.fits && b.count == 16)
+        w.append("x")
+        w.append("")
+        #expect(!w.fits && b.count == 16)
+    }
+}
+
+/// Balancing, without a network: weights, least connections, first, hashing, backups, maxconn.
+@Suite struct BalancerPicks {
+    func picks(_ b: RuntimeBackend, _ n: Int, key: (Int) -> UInt64 = { _ in 0 }) -> [String] {
+        var scratch: [RuntimeServer] = []
+        return (0..<n).map { i in b.balancer.pick(hashKey: key(i), allBackups: false, scratch: &scratch)?.name ?? "-" }
+    }
+
+    @Test func roundRobinHonoursWeights() throws {
+        let b = try backend("roundrobin", servers: ["weight 2", "weight 1"])
+        let p = picks(b, 9)
+        #expect(p.filter { $0 == "s0" }.count == 6 && p.filter { $0 == "s1" }.count == 3)
+        #expect(p.prefix(3).contains("s1"), "smooth: s1 is not left to the end: \(p)")
+    }
+
+    @Test func leastConnectionsAndFirst() throws {
+        let b = try backend("leastconn", servers: ["", "", ""])
+        b.servers[0].active.store(3, ordering: .relaxed)
+        b.servers[1].active.store(1, ordering: .relaxed)
+        b.servers[2].active.store(2, ordering: .relaxed)
+        #expect(picks(b, 1) == ["s1"])
+        let f = try backend("first", servers: ["maxconn 1", "maxconn 1"])
+        #expect(picks(f, 1) == ["s0"])
+        f.servers[0].active.store(1, ordering: .relaxed)
+        #expect(picks(f, 1) == ["s1"])
+    }
+
+    @Test func hashingIsStableAndBackupsWaitTheirTurn() throws {
+        let b = try backend("source", servers: ["", "", "backup"])
+        let once = picks(b, 20) { UInt64($0 * 7919) }
+        #expect(once == picks(b, 20) { UInt64($0 * 7919) })
+        #expect(!once.contains("s2") && Set(once) == ["s0", "s1"])
+        b.servers[0].isUp.store(false, ordering: .relaxed)
+        b.servers[1].isUp.store(false, ordering: .relaxed)
+        #expect(Set(picks(b, 5)) == ["s2"])
+    }
+
+    /// A server's maxconn slot is taken by compare-and-swap: never more than maxconn, even
+    /// from many threads at once.
+    @Test func serverSlotsNeverExceedMaxconn() throws {
+        let b = try backend("roundrobin", servers: ["maxconn 3"])
+        let s = b.servers[0]
+        let taken = Locked(0)
+        var threads: [pthread_t] = []
+        for _ in 0..<4 {
+            threads.append(try Threads.start {
+                for _ in 0..<10_000 {
+                    if s.reserveSlot() {
+                        taken.withLock { $0 = max($0, s.active.load(ordering: .relaxed)) }
+                        s.active.subtract(1, ordering: .relaxed)
+                    }
+                }
+            })
+        }
+        for t in threads { Threads.join(t) }
+        #expect(taken.withLock { $0 } <= 3)
+        #expect(s.active.load(ordering: .relaxed) == 0)
+    }
+}
+
+/// Variables: each scope lives as long as HAProxy's, and values are copies.
+@Suite struct Variables {
+    @Test func scopesEndWhenTheyShould() {
+        var v = SessionVariables()
+        v.set(.sess, "a", .integer(1))
+        v.set(.txn, "b", .string(Array("x".utf8)))
+        v.set(.req, "c", .boolean(true))
+        v.set(.res, "d", .integer(4))
+        v.requestDone()
+        #expect(v.value(.req, "c") == nil && v.value(.txn, "b") != nil)
+        v.transactionDone()
+        #expect(v.value(.txn, "b") == nil && v.value(.res, "d") == nil)
+        #expect(v.value(.sess, "a") == .integer(1))
+        v.set(.sess, "a", nil)
+        #expect(v.value(.sess, "a") == nil)
+    }
+
+    @Test func aValueIsACopy() {
+        var bytes: [UInt8] = Array("Hello".utf8)
+        let value = bytes.withUnsafeBytes { SampleValue(.bytes($0), fold: .lower) }
+        bytes[0] = UInt8(ascii: "J")
+        #expect(value == .string(Array("hello".utf8)))
+    }
+}
+
+/// The log line header of each format, as HAProxy writes them.
+@Suite struct LogFormats {
+    @Test func headers() throws {
+        let m = try model("global\n    log stdout format raw local0\n")
+        let logger = m.logger
+        func header(_ f: LogDestination.Format, _ facility: String = "local0", _ level: LogLevel = .info) -> String {
+            logger.header(LogDestination(address: .stdout, format: f, facility: facility), level: level)
+        }
+        #expect(header(.raw) == "")
+        #expect(header(.priority) == "<134>")
+        #expect(header(.short, "local0", .error) == "<3>")
+        #expect(header(.local).hasPrefix("<134>") && header(.local).hasSuffix(" proxy[\(getpid())]: "))
+        #expect(header(.rfc3164).contains(" localhost proxy["))
+        #expect(header(.rfc5424).hasPrefix("<134>1 20") && header(.rfc5424).hasSuffix(" - proxy \(getpid()) - - "))
+        #expect(header(.iso).count == "2026-11-30T06:47:38.000376+00:00 ".count)
+    }
+}
