@@ -1,5 +1,5 @@
 import ProxyRules
-import Glibc
+import ProxySystem
 
 /// Parses listening and server addresses in HAProxy's forms.
 enum Addresses {
@@ -125,23 +125,11 @@ enum Addresses {
 
     /// Resolves a host name at load (getaddrinfo), as HAProxy does for addresses.
     static func resolve(_ host: String, family: AddressFamily?) -> IPAddress? {
-        var hints = addrinfo()
-        hints.ai_family = family == .ipv4 ? AF_INET : family == .ipv6 ? AF_INET6 : AF_UNSPEC
-        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
-        var result: UnsafeMutablePointer<addrinfo>?
-        guard getaddrinfo(host, nil, &hints, &result) == 0, let first = result else { return nil }
-        defer { freeaddrinfo(result) }
-        guard let sa = first.pointee.ai_addr else { return nil }
-        if first.pointee.ai_family == AF_INET {
-            return sa.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { IPAddress(v4: UInt32(bigEndian: $0.pointee.sin_addr.s_addr)) }
+        let bytes = NameResolver.firstAddress(of: host, family: family == .ipv4 ? .ipv4 : family == .ipv6 ? .ipv6 : nil)
+        switch bytes?.count {
+        case 4?: return IPAddress(v4: UInt32(bytes![0]) << 24 | UInt32(bytes![1]) << 16 | UInt32(bytes![2]) << 8 | UInt32(bytes![3]))
+        case 16?: return IPAddress(bytes16: bytes!)
+        default: return nil
         }
-        if first.pointee.ai_family == AF_INET6 {
-            return sa.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { p in
-                var a = p.pointee.sin6_addr
-                let bytes = withUnsafeBytes(of: &a) { Array($0) }
-                return IPAddress(bytes16: bytes)
-            }
-        }
-        return nil
     }
 }

@@ -1,4 +1,3 @@
-import CProxySys
 import ProxySystem
 import Synchronization
 
@@ -226,7 +225,7 @@ public final class EventLoop: @unchecked Sendable {
     /// Waits for events and dispatches them until `stop()`.
     public func run() {
         let capacity: Int32 = 256
-        let events = UnsafeMutablePointer<epoll_event>.allocate(capacity: Int(capacity))
+        let events = UnsafeMutablePointer<EpollEvent>.allocate(capacity: Int(capacity))
         defer { events.deallocate() }
         while running {
             var timeout = again.isEmpty ? nextTimeout : 0

@@ -133,7 +133,7 @@ final class HealthCheck: LoopObject {
         if !connected {
             if events & (Epoll.error | Epoll.hangup) != 0 {
                 let code = Socket.pendingError(s)
-                complete(false, reason: "Layer4 connection problem, info: \"\(String(cChars: strerrorText(code)))\"", code: nil)
+                complete(false, reason: "Layer4 connection problem, info: \"\(SystemError("connect", code: code).reason)\"", code: nil)
                 return
             }
             guard events & Epoll.writable != 0 else { return }
@@ -259,7 +259,3 @@ final class HealthCheck: LoopObject {
 }
 
 /// strerror's text for an errno, as C characters.
-func strerrorText(_ code: Int32) -> [CChar] {
-    guard let p = strerror(code) else { return [0] }
-    return Array(UnsafeBufferPointer(start: p, count: strlen(p) + 1))
-}

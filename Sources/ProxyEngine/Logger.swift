@@ -26,12 +26,9 @@ public final class Logger: @unchecked Sendable {
         /// Writes the whole line, or nothing; false when it could not go now.
         func write(_ p: UnsafeRawBufferPointer) -> Bool {
             switch kind {
-            case .datagram(let fd, let a):
-                return a.withSockAddr { sendto(fd.rawValue, p.baseAddress, p.count, Int32(MSG_DONTWAIT) | Int32(MSG_NOSIGNAL), $0, $1) } == p.count
-            case .streamSocket(let fd):
-                return send(fd.rawValue, p.baseAddress, p.count, Int32(MSG_DONTWAIT) | Int32(MSG_NOSIGNAL)) == p.count
-            case .file(let fd):
-                return Glibc.write(fd.rawValue, p.baseAddress, p.count) == p.count
+            case .datagram(let fd, let a): return Socket.sendNow(fd, p, to: a)
+            case .streamSocket(let fd): return Socket.sendNow(fd, p)
+            case .file(let fd): return fd.writeNow(p)
             }
         }
     }
@@ -59,9 +56,7 @@ public final class Logger: @unchecked Sendable {
     /// reopened through /proc/self/fd to get a non-blocking descriptor of our own.
     public init(configuration: Configuration) {
         globalTargets = configuration.global.logs.compactMap { if case .target(let d) = $0 { return d } else { return nil } }
-        var name = [CChar](repeating: 0, count: 256)
-        gethostname(&name, 255)
-        hostname = String(cChars: name)
+        hostname = ProcessCalls.hostname
         var notes: [String] = []
         var copies: [FileDescriptor] = []
         standardError = Self.stream(2, notes: &notes, copies: &copies)
@@ -107,21 +102,19 @@ public final class Logger: @unchecked Sendable {
     /// A non-blocking way to write to descriptor `n` without changing it for anyone else
     /// (O_NONBLOCK on fd 1 would also change the terminal or pipe for the parent shell).
     static func stream(_ n: Int32, notes: inout [String], copies: inout [FileDescriptor]) -> Sink {
-        var st = stat()
-        guard fstat(n, &st) == 0 else { return Sink(.file(FileDescriptor(rawValue: n))) }
-        switch st.st_mode & S_IFMT {
-        case S_IFSOCK:
-            return Sink(.streamSocket(FileDescriptor(rawValue: n)))
-        case S_IFIFO, S_IFCHR:
-            let own = open("/proc/self/fd/\(n)", O_WRONLY | O_NONBLOCK | O_CLOEXEC | O_APPEND)
-            if own >= 0 {
-                if n <= 2 { copies.append(FileDescriptor(rawValue: own)) }
-                return Sink(.file(FileDescriptor(rawValue: own)))
+        let fd = FileDescriptor(rawValue: n)
+        switch fd.kind {
+        case .socket:
+            return Sink(.streamSocket(fd))
+        case .pipe, .characterDevice:
+            if let own = try? fd.reopen() {
+                if n <= 2 { copies.append(own) }
+                return Sink(.file(own))
             }
             notes.append("log fd@\(n): cannot open a non-blocking descriptor of its own (/proc missing?); writes to it may wait")
-            return Sink(.file(FileDescriptor(rawValue: n)))
+            return Sink(.file(fd))
         default:
-            return Sink(.file(FileDescriptor(rawValue: n)))
+            return Sink(.file(fd))
         }
     }
 

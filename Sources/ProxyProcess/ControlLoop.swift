@@ -1,7 +1,6 @@
 import ProxyConfig
 import ProxyEngine
 import ProxySystem
-import CProxySys
 import Glibc
 
 /// The main thread once serving: its own epoll over the signalfd, the engine's doorbells,
@@ -31,7 +30,7 @@ struct ControlLoop {
         try? epoll.add(engine.finished.fd, events: Epoll.readable, token: Token.finished)
         try? epoll.add(engine.stoppedAccepting.fd, events: Epoll.readable, token: Token.stoppedAccepting)
         if let e = endpoint { try? epoll.add(e.fd, events: Epoll.readable, token: Token.handover) }
-        var events = [epoll_event](repeating: epoll_event(), count: 16)
+        var events = [EpollEvent](repeating: EpollEvent(), count: 16)
         var softStopping = false
         var hardDeadline: UInt64?
         /// `grace`: a SIGUSR1 waits this long, still accepting, before the soft stop begins.

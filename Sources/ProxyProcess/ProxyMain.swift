@@ -26,9 +26,11 @@ public enum ProxyMain {
             print("proxy version \(version) - a reverse proxy and zero-downtime reloader (HAProxy 2.6 configuration syntax)")
             return 0
         }
-        if let dir = options.changeDirectory, chdir(dir) != 0 {
-            printError("proxy: cannot change to directory '\(dir)': \(SystemError.last("chdir").reason)\n")
-            return 1
+        if let dir = options.changeDirectory {
+            do { try ProcessCalls.changeDirectory(dir) } catch let e as SystemError {
+                printError("proxy: cannot change to directory '\(dir)': \(e.reason)\n")
+                return 1
+            } catch { return 1 }
         }
         // `-L`: the local peer name, which a config may read as ${HAPROXY_LOCALPEER}.
         if let peer = options.localPeer { ProcessEnvironment.set("HAPROXY_LOCALPEER", peer) }

@@ -266,7 +266,7 @@ final class StartUp {
             throw Failure("proxy: cannot start the engine: \(error)")
         }
         for note in notes { model.logger.alert(note) }
-        let startedAt = Int(time(nil))
+        let startedAt = Clock.wallClock().seconds
         runtimeAPI?.commands = RuntimeCommands(engine: engine!, startedAt: startedAt, threads: configuration.global.threads,
                                                stopping: { [model] in model.stopping.load(ordering: .relaxed) })
     }

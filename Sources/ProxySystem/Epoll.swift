@@ -1,6 +1,9 @@
 import CProxySys
 import Glibc
 
+/// One ready event from `Epoll.wait`: its events and the registration's token.
+public typealias EpollEvent = epoll_event
+
 /// An epoll instance. Registrations carry a 64-bit token the loop maps back to its handler.
 public struct Epoll: Sendable {
     public let fd: FileDescriptor

@@ -58,6 +58,14 @@ public enum ProcessCalls {
         if chdir(path) != 0 { throw SystemError.last("chdir") }
     }
 
+    /// The host's name (gethostname).
+    public static var hostname: String {
+        var name = [CChar](repeating: 0, count: 256)
+        gethostname(&name, 255)
+        let end = name.firstIndex(of: 0) ?? name.count
+        return String(decoding: name[..<end].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
     /// The real user id.
     public static var userID: UInt32 { getuid() }
 

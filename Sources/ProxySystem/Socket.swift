@@ -86,6 +86,17 @@ public enum Socket {
         try nonBlocking("send") { Glibc.send(fd.rawValue, pointer, count, Int32(MSG_NOSIGNAL)) }
     }
 
+    /// One datagram (or stream chunk) sent now, never waiting (MSG_DONTWAIT): false when it
+    /// could not all go at once.
+    @inline(__always)
+    public static func sendNow(_ fd: FileDescriptor, _ bytes: UnsafeRawBufferPointer, to address: SocketAddress? = nil) -> Bool {
+        let flags = Int32(MSG_DONTWAIT) | Int32(MSG_NOSIGNAL)
+        if let a = address {
+            return a.withSockAddr { sendto(fd.rawValue, bytes.baseAddress, bytes.count, flags, $0, $1) } == bytes.count
+        }
+        return Glibc.send(fd.rawValue, bytes.baseAddress, bytes.count, flags) == bytes.count
+    }
+
     /// shutdown(2); errors (the peer already gone) are ignored.
     public static func shutdown(_ fd: FileDescriptor, _ how: Int32) {
         _ = Glibc.shutdown(fd.rawValue, how)

@@ -140,3 +140,32 @@ public struct SocketAddress: Sendable, CustomStringConvertible {
         }
     }
 }
+
+/// getaddrinfo(3), blocking: for the loader only, never on a loop.
+public enum NameResolver {
+    public enum Family { case ipv4, ipv6 }
+
+    /// The first address of `host`: 4 or 16 network-order bytes, or nil.
+    public static func firstAddress(of host: String, family: Family?) -> [UInt8]? {
+        var hints = addrinfo()
+        hints.ai_family = family == .ipv4 ? AF_INET : family == .ipv6 ? AF_INET6 : AF_UNSPEC
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var result: UnsafeMutablePointer<addrinfo>?
+        guard getaddrinfo(host, nil, &hints, &result) == 0, let first = result else { return nil }
+        defer { freeaddrinfo(result) }
+        guard let sa = first.pointee.ai_addr else { return nil }
+        if first.pointee.ai_family == AF_INET {
+            return sa.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { p in
+                var a = p.pointee.sin_addr
+                return withUnsafeBytes(of: &a) { Array($0) }
+            }
+        }
+        if first.pointee.ai_family == AF_INET6 {
+            return sa.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { p in
+                var a = p.pointee.sin6_addr
+                return withUnsafeBytes(of: &a) { Array($0) }
+            }
+        }
+        return nil
+    }
+}

@@ -80,11 +80,9 @@ import Testing
     }
 
     /// Root ignores permissions, so this drops to nobody first, as CI runs as root.
-    @Test func unreadableDirectory() throws {
-        guard let setpriv = Harness.which("setpriv") else {
-            print("skipped: setpriv is not installed, so the unreadable-directory test cannot drop privileges (PATH=\(ProcessInfo.processInfo.environment["PATH"] ?? "")")
-            return
-        }
+    @Test(.enabled(if: Harness.which("setpriv") != nil, "needs setpriv (util-linux) to drop privileges"))
+    func unreadableDirectory() throws {
+        let setpriv = Harness.which("setpriv")!
         let dir = "/tmp/proxy-e2e-unreadable-\(getpid())"
         try? FileManager.default.removeItem(atPath: dir)
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
@@ -92,10 +90,7 @@ import Testing
         chmod(dir, 0o000)
         defer { chmod(dir, 0o755); try? FileManager.default.removeItem(atPath: dir) }
         let probe = try Harness.run(setpriv, ["--reuid=65534", "--regid=65534", "--clear-groups", Harness.proxyBinary, "-v"])
-        guard probe.status == 0 else {
-            print("skipped: user 65534 cannot run \(Harness.proxyBinary): \(probe.stderr)")
-            return
-        }
+        try #require(probe.status == 0, "user 65534 cannot run \(Harness.proxyBinary): \(probe.stderr)")
         let r = try Harness.run(setpriv, ["--reuid=65534", "--regid=65534", "--clear-groups", Harness.proxyBinary, "-c", "-f", dir])
         #expect(r.status == 1)
         #expect(r.stderr.contains("\(dir): error: cannot read configuration directory: Permission denied; check its permissions"))
@@ -142,27 +137,27 @@ import Testing
     }
 
     @Test(arguments: good)
-    func bothAccept(file: String) throws {
+    func proxyAccepts(file: String) throws {
         let p = try Harness.proxy(["-c", "-q", "-f", file], removing: ["PROXY_MAINT", "HAPROXY_MAINT"])
         #expect(p.status == 0, "proxy rejects \(file): \(p.stderr)")
-        guard let haproxy = Self.haproxy else {
-            print("skipped the HAProxy half: haproxy is not installed")
-            return
-        }
-        let h = try Harness.run(haproxy, ["-c", "-q", "-f", file], removing: ["PROXY_MAINT", "HAPROXY_MAINT"])
+    }
+
+    @Test(.enabled(if: Harness.haproxyInstalled, "needs haproxy"), arguments: good)
+    func haproxyAccepts(file: String) throws {
+        let h = try Harness.run(Self.haproxy!, ["-c", "-q", "-f", file], removing: ["PROXY_MAINT", "HAPROXY_MAINT"])
         #expect(h.status == 0, "haproxy rejects \(file): \(h.stderr)")
     }
 
     @Test(arguments: bad)
-    func bothReject(file: String) throws {
+    func proxyRejects(file: String) throws {
         let p = try Harness.proxy(["-c", "-q", "-f", file])
         #expect(p.status == 1, "proxy accepts \(file)")
         #expect(p.stderr.contains("\(file):"), "proxy's error for \(file) has no file:line: \(p.stderr)")
-        guard let haproxy = Self.haproxy else {
-            print("skipped the HAProxy half: haproxy is not installed")
-            return
-        }
-        let h = try Harness.run(haproxy, ["-c", "-q", "-f", file])
+    }
+
+    @Test(.enabled(if: Harness.haproxyInstalled, "needs haproxy"), arguments: bad)
+    func haproxyRejects(file: String) throws {
+        let h = try Harness.run(Self.haproxy!, ["-c", "-q", "-f", file])
         #expect(h.status != 0, "haproxy accepts \(file)")
     }
 }

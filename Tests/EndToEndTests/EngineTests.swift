@@ -293,6 +293,7 @@ func tcpEchoConfig(port: Int, echo: Int, defaults: String = "", listen: String =
 }
 
 /// Runs several curl requests at once; returns their status codes in order.
+/// Runs one curl per URL, all at once, and returns their statuses in URL order.
 func parallelStatuses(_ urls: [String], timeout: Int = 10) throws -> [Int] {
     let curl = Harness.which("curl") ?? "/usr/bin/curl"
     var running: [(Process, Pipe)] = []
@@ -304,7 +305,6 @@ func parallelStatuses(_ urls: [String], timeout: Int = 10) throws -> [Int] {
         p.standardOutput = out
         try p.run()
         running.append((p, out))
-        usleep(30_000)
     }
     return running.map { p, out in
         let data = out.fileHandleForReading.readDataToEndOfFile()

@@ -18,6 +18,10 @@ enum Harness {
         return root + "/.build/debug/proxy"
     }()
 
+    /// Whether HAProxy and root are here: tests that need them are reported as skipped without.
+    static let haproxyInstalled = which("haproxy") != nil
+    static let isRoot = getuid() == 0
+
     static func which(_ name: String) -> String? {
         let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
         let dirs = path.split(separator: ":").map(String.init) + ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]

@@ -15,6 +15,18 @@ func listeningInode(_ port: Int) -> String? {
     return nil
 }
 
+/// Established TCP connections whose remote end is 127.0.0.1:`port`, from /proc/net/tcp.
+func establishedConnections(toPort port: Int) -> Int {
+    guard let handle = FileHandle(forReadingAtPath: "/proc/net/tcp") else { return 0 }
+    let text = String(decoding: handle.readDataToEndOfFile(), as: UTF8.self)
+    handle.closeFile()
+    let wanted = String(format: ":%04X", port)
+    return text.split(separator: "\n").dropFirst().filter { line in
+        let f = line.split(separator: " ", omittingEmptySubsequences: true)
+        return f.count > 3 && f[2].hasSuffix(wanted) && f[3] == "01"
+    }.count
+}
+
 extension TestBed {
     /// Starts another `proxy` on `config` (written to `name`) with extra arguments.
     func startProxy(_ config: String, name: String, arguments: [String] = [], environment: [String: String] = [:]) throws -> (Process, String) {
@@ -80,7 +92,6 @@ extension TestBed {
         let r = try Harness.proxy(["-f", bad, "-sf", String(old.processIdentifier)])
         #expect(r.status == 1)
         #expect(r.stderr.contains("bad.cfg:3: error:"))
-        usleep(300_000)
         #expect(old.isRunning)
         #expect(try TestBed.curl(["http://127.0.0.1:\(port)/"]).0 == 200)
     }
@@ -112,9 +123,10 @@ extension TestBed {
             result.value = (try? TestBed.curl(["http://127.0.0.1:\(port)/slow?ms=2000"])) ?? (0, "", "")
             done.signal()
         }.start()
-        usleep(300_000)
-        let (new, _) = try bed.startProxy(config(port: port, backend: b), name: "new.cfg", arguments: ["-sf", String(old.processIdentifier)])
-        usleep(500_000)
+        // The slow request has reached the backend through the old process.
+        #expect(TestBed.waitUntil { (TestBed.stats(b).last["target"] as? String) == "/slow?ms=2000" })
+        let (new, newLog) = try bed.startProxy(config(port: port, backend: b), name: "new.cfg", arguments: ["-sf", String(old.processIdentifier)])
+        #expect(TestBed.waitUntil { bed.read(newLog).contains("taken over") })
         #expect(old.isRunning, "the old process must wait for its in-flight request")
         #expect(try TestBed.curl(["http://127.0.0.1:\(port)/after"]).1 == "app GET /after body=0")
         done.wait()
@@ -181,7 +193,8 @@ extension TestBed {
         // An idle tunnel: a client that connects and waits.
         let python = Harness.which("python3")!
         let client = try bed.start(python, ["-c", "import socket,time; s=socket.create_connection(('127.0.0.1', \(port))); time.sleep(30)"])
-        usleep(300_000)
+        // The tunnel is up once the proxy has connected to the echo server.
+        #expect(TestBed.waitUntil { establishedConnections(toPort: echo) >= 1 })
         let started = Date()
         kill(p.processIdentifier, SIGUSR1)
         #expect(TestBed.waitUntil(timeout: 5) { !p.isRunning })
@@ -286,11 +299,9 @@ extension TestBed {
 
     /// HAProxy has no handover endpoint: the new process binds beside it with SO_REUSEPORT
     /// and signals it.
-    @Test func takesOverFromAProcessWithoutHandover() throws {
-        guard let haproxy = Harness.which("haproxy") else {
-            print("skipped: haproxy is not installed")
-            return
-        }
+    @Test(.enabled(if: Harness.haproxyInstalled, "needs haproxy"))
+    func takesOverFromAProcessWithoutHandover() throws {
+        let haproxy = Harness.which("haproxy")!
         let bed = try TestBed()
         let b = try bed.backend(name: "app")
         let port = TestBed.freePort()

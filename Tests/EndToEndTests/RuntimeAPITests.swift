@@ -53,10 +53,7 @@ func cli(_ path: String, _ line: String) -> String? {
 
     /// The same config for HAProxy (answering "haproxy"), written to h.cfg; nil without haproxy.
     func haproxyConfig(_ bed: TestBed, port: Int, socket: String) throws -> (binary: String, config: String)? {
-        guard let haproxy = Harness.which("haproxy") else {
-            print("skipped: haproxy is not installed")
-            return nil
-        }
+        guard let haproxy = Harness.which("haproxy") else { return nil }
         let path = bed.directory + "/h.cfg"
         try config(port: port, socket: socket).replacingOccurrences(of: "string \"proxy\"", with: "string \"haproxy\"")
             .write(toFile: path, atomically: true, encoding: .utf8)
@@ -102,11 +99,8 @@ func cli(_ path: String, _ line: String) -> String? {
 
     /// With `chroot` (and root), names are handled through the directory opened before it:
     /// a reload leaves no temporary or backup names, and the last process removes its socket.
-    @Test func reloadsWithAChrootAndAnAbstractName() throws {
-        guard getuid() == 0 else {
-            print("skipped: chroot needs root")
-            return
-        }
+    @Test(.enabled(if: Harness.isRoot, "chroot needs root"))
+    func reloadsWithAChrootAndAnAbstractName() throws {
         let bed = try TestBed()
         let port = TestBed.freePort()
         let socket = bed.directory + "/api.sock"
@@ -128,7 +122,8 @@ func cli(_ path: String, _ line: String) -> String? {
     }
 
     /// HAProxy with `expose-fd listeners` hands its sockets to `proxy -x`.
-    @Test func takesTheSameSocketsFromHAProxy() throws {
+    @Test(.enabled(if: Harness.haproxyInstalled, "needs haproxy"))
+    func takesTheSameSocketsFromHAProxy() throws {
         let bed = try TestBed()
         let port = TestBed.freePort()
         let haproxySocket = bed.directory + "/haproxy.sock"
@@ -147,7 +142,8 @@ func cli(_ path: String, _ line: String) -> String? {
     }
 
     /// `haproxy -x` takes the same sockets from our stats socket: the wire format is HAProxy's.
-    @Test func handsTheSameSocketsToHAProxy() throws {
+    @Test(.enabled(if: Harness.haproxyInstalled, "needs haproxy"))
+    func handsTheSameSocketsToHAProxy() throws {
         let bed = try TestBed()
         let port = TestBed.freePort()
         let socket = bed.directory + "/api.sock"

@@ -76,7 +76,7 @@ struct RuntimeCommands {
     }
 
     func info() -> String {
-        let uptime = max(0, Int(time(nil)) - startedAt)
+        let uptime = max(0, Clock.wallClock().seconds - startedAt)
         let days = uptime / 86_400, hours = uptime / 3600 % 24, minutes = uptime / 60 % 60, seconds = uptime % 60
         let model = engine.model
         let fields: [(String, String)] = [
@@ -84,7 +84,7 @@ struct RuntimeCommands {
             ("Version", ProxyMain.version),
             ("Nbthread", "\(threads)"),
             ("Process_num", "1"),
-            ("Pid", "\(getpid())"),
+            ("Pid", "\(ProcessCalls.pid)"),
             ("Uptime", "\(days)d \(hours)h\(String(minutes).leftPadded(2))m\(String(seconds).leftPadded(2))s"),
             ("Uptime_sec", "\(uptime)"),
             ("Maxconn", "\(model.maxConnections)"),
