@@ -77,10 +77,6 @@ public final class EventLoop: @unchecked Sendable {
         registered[fd.rawValue] = object
     }
 
-    public func modify(_ fd: FileDescriptor, events: UInt32, object: LoopObject) {
-        try? epoll.modify(fd, events: events, token: token(object))
-    }
-
     /// Removes `fd` from epoll. The object is released after the current batch of events,
     /// since a later event in the same batch may still name it.
     public func unregister(_ fd: FileDescriptor) {
@@ -217,9 +213,6 @@ public final class EventLoop: @unchecked Sendable {
     /// Ends `run()` after the current wake-up.
     public func stop() { running = false }
 
-    /// Work to run after each batch of events (deferred frees and the like).
-    public var afterEvents: (() -> Void)?
-
     // MARK: run
 
     /// Waits for events and dispatches them until `stop()`.
@@ -244,7 +237,6 @@ public final class EventLoop: @unchecked Sendable {
                 for o in list { o.queuedToRun = false; o.resume() }
             }
             if !heap.isEmpty { runTimers() }
-            afterEvents?()
             if !graveyard.isEmpty { graveyard.removeAll(keepingCapacity: true) }
         }
     }

@@ -19,7 +19,7 @@ public final class RuntimeServer: @unchecked Sendable {
     public let index: Int
     /// Connections in use now (for `maxconn` and `leastconn`).
     public let active = Atomic<Int>(0)
-    /// Health: UP unless checks say otherwise (checks arrive with issue 5).
+    /// Health: UP unless its checks say otherwise.
     public let isUp = Atomic<Bool>(true)
     /// Administratively disabled (`disabled`).
     public let isDisabled: Bool

@@ -57,7 +57,6 @@ public struct MessageHead: Sendable {
     public var connectionKeepAlive = false
     public var connectionUpgrade = false
     public var hasUpgradeHeader = false
-    public var expectContinue = false
     public var host: ByteRange?
 
     public init() {}
@@ -68,7 +67,7 @@ public struct MessageHead: Sendable {
         length = 0; startLineEnd = 0
         contentLength = nil; chunked = false; hasTransferEncoding = false
         connectionClose = false; connectionKeepAlive = false; connectionUpgrade = false; hasUpgradeHeader = false
-        expectContinue = false; host = nil
+        host = nil
     }
 
     /// Keep-alive as the peer asked, by version and `Connection`.

@@ -207,8 +207,6 @@ public struct HTTPParser: Sendable {
         case 4 where Self.equalsLower(p, n, "host"):
             if head.host != nil && isRequest { return HTTPParseError(400, "more than one Host header") }
             head.host = h.value
-        case 6 where Self.equalsLower(p, n, "expect"):
-            if Self.equalsLower(p, h.value, "100-continue") { head.expectContinue = true }
         case 7 where Self.equalsLower(p, n, "upgrade"):
             head.hasUpgradeHeader = true
         case 10 where Self.equalsLower(p, n, "connection"):

@@ -187,8 +187,16 @@ final class TestBed {
 
     /// The backend's request counter and last request (from its /stats).
     static func stats(_ port: Int) -> (count: Int, last: [String: Any]) {
-        guard let (code, body, _) = try? curl(["http://127.0.0.1:\(port)/stats"]), code == 200,
-              let json = try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any] else { return (-1, [:]) }
+        let json = statsJSON(port)
         return (json["count"] as? Int ?? -1, json["last"] as? [String: Any] ?? [:])
+    }
+
+    /// The most /slow requests the backend ever answered at once.
+    static func peak(_ port: Int) -> Int { statsJSON(port)["peak"] as? Int ?? -1 }
+
+    static func statsJSON(_ port: Int) -> [String: Any] {
+        guard let (code, body, _) = try? curl(["http://127.0.0.1:\(port)/stats"]), code == 200,
+              let json = try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any] else { return [:] }
+        return json
     }
 }
