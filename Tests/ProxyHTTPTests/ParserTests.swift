@@ -48,7 +48,7 @@ func text(_ bytes: [UInt8], _ r: ByteRange) -> String {
         #expect(h.contentLength == 5 && h.requestFraming == .contentLength(5) && h.connectionKeepAlive)
         #expect(text(b, h.host!) == "example.com" && h.length == b.count - 5)
         let (_, c, _) = parseRequest(Self.samples[2])
-        #expect(c.chunked && c.expectContinue && c.requestFraming == .chunked)
+        #expect(c.chunked && c.requestFraming == .chunked)
         let (_, u, _) = parseRequest(Self.samples[3])
         #expect(u.connectionUpgrade && u.hasUpgradeHeader)
         let (_, old, _) = parseRequest(Self.samples[4])
