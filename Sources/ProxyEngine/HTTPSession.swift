@@ -23,6 +23,9 @@ final class HTTPSession: LoopObject {
         case draining
         /// `http-request tarpit`: holding the request until `timeout tarpit`, then answering.
         case tarpit
+        /// A response is still going out: the next request (pipelined) waits for it, so a
+        /// response never shares the output buffer with another.
+        case flushing
     }
 
     let fd: FileDescriptor
@@ -82,13 +85,11 @@ final class HTTPSession: LoopObject {
     var responseEdits: [(name: [UInt8], value: [UInt8])]?
     var statusOverride: (Int, String?)?
     var variables = SessionVariables()
-    /// The request's method, copied before its head leaves the buffer, for response rules.
-    var capturedMethod: [UInt8] = []
     /// The answer a tarpit gives once its delay is over.
     var tarpitResponse: (bytes: [UInt8], status: Int)?
     var pathRange = ByteRange.empty
-    /// The balancing key (`balance source|uri`), once computed for this transaction.
-    var hashKey: UInt64?
+    /// The balancing key (`balance source|uri`) and the transaction it was computed for.
+    var hashKey: (transaction: Int, key: UInt64)?
     // Timing and counters for the log line.
     var acceptedAt: (seconds: Int, microseconds: Int)
     var requestStartMs: Int64 = 0
@@ -187,6 +188,8 @@ final class HTTPSession: LoopObject {
             queueTicket?.cancelledInQueue = true
             queueTicket = nil
             respondWithError(503, reason: "timeout in the queue", state: "sQ")
+        case .flushing:
+            close()
         case .tarpit:
             terminationState = "PT"
             let answer = tarpitResponse ?? (HTTPStatusText.errorPage(500), 500)
@@ -215,8 +218,8 @@ final class HTTPSession: LoopObject {
 
     /// Arms the timeout that fits the current phase.
     func updateDeadline() {
-        let t = settings.timeouts
-        let backendTimeouts = backend?.settings.timeouts ?? t
+        let t = frontend.timeouts
+        let backendTimeouts = backend?.timeouts ?? t
         var ms: Int?
         switch phase {
         case .head:
@@ -234,6 +237,8 @@ final class HTTPSession: LoopObject {
             ms = backendTimeouts.tunnel ?? t.tunnel ?? backendTimeouts.server ?? t.client
         case .draining:
             ms = t.clientFin ?? 1000
+        case .flushing:
+            ms = t.client
         case .tarpit:
             return
         }
@@ -272,6 +277,8 @@ final class HTTPSession: LoopObject {
                 if drainClient() { moved = true }
             case .tarpit:
                 break
+            case .flushing:
+                if output?.isEmpty ?? true { finishFlushing(); moved = true }
             }
             if !moved { break }
         }
@@ -377,9 +384,6 @@ final class HTTPSession: LoopObject {
     // MARK: request head
 
     func parseOrReadHead() -> Bool {
-        // Pipelined requests wait until the last response is out: a response never shares
-        // the output buffer with another, so it always has the whole buffer.
-        if let out = output, !out.isEmpty { return false }
         if input == nil {
             guard clientReadable, !clientEOF else { return false }
             input = buffers.take()
@@ -431,7 +435,6 @@ final class HTTPSession: LoopObject {
         transactions += 1
         rewrittenTarget = nil
         rewrittenHeaders = nil
-        hashKey = nil
         responseEdits = nil
         statusOverride = nil
         responseStarted = false
@@ -546,8 +549,13 @@ final class HTTPSession: LoopObject {
 
     func connectToServer() {
         guard let backend else { return }
-        if hashKey == nil { hashKey = balanceKey(backend) }
-        let key = hashKey ?? 0
+        var key: UInt64 = 0
+        if backend.hashesRequests {
+            if let (t, k) = hashKey, t == transactions { key = k } else {
+                key = balanceKey(backend)
+                hashKey = (transactions, key)
+            }
+        }
         let excluded = retriesLeft < backend.settings.retries && backend.settings.options.redispatch && retriesLeft == 0 ? triedServer : nil
         releaseSlot()
         // A valid persistence cookie wins over the balancer while its server is usable.
@@ -607,6 +615,7 @@ final class HTTPSession: LoopObject {
         let admitted = backend.queue.withLock { q -> Bool in
             if q.count >= backend.queueLimit { return false }
             q.append(QueuedRequest(session: ticket, loop: loop))
+            backend.queued.store(q.count, ordering: .releasing)
             return true
         }
         guard admitted else {
@@ -709,7 +718,8 @@ final class HTTPSession: LoopObject {
                 w.append(UnsafeRawBufferPointer(rebasing: p[Int(h.line.start)..<Int(h.line.end)]))
             }
         }
-        if let header = forwardedForHeader() {
+        let b = backend
+        if frontend.forwardFor != nil || b?.forwardFor != nil, let header = forwardedForHeader(b) {
             w.append(string: header); w.append(": "); w.append(string: clientIP.description); w.append("\r\n")
         }
         if upgradeRequested {
@@ -730,10 +740,9 @@ final class HTTPSession: LoopObject {
             return
         }
         // What response rules may still read of the request, copied before its head goes.
-        if backend?.rules.hasResponseRules == true || frontend.rules.hasResponseRules {
-            capturedMethod = Array(UnsafeRawBufferPointer(rebasing: p[Int(request.method.start)..<Int(request.method.end)]))
+        if b?.rules.hasResponseRules == true || frontend.rules.hasResponseRules {
+            variables.capturedMethod = Array(UnsafeRawBufferPointer(rebasing: p[Int(request.method.start)..<Int(request.method.end)]))
         }
-        variables.requestDone()
         // Consume the head from the input and move what body is already there.
         inBuf.head += requestHeadLength
         requestHeadLength = 0
@@ -751,8 +760,8 @@ final class HTTPSession: LoopObject {
     /// The `option forwardfor` header to add, if any: the frontend's and the backend's options
     /// together, with the backend's header name when it has one; a client in either's
     /// `except` network gets none, nor does a request that has the header with `if-none`.
-    func forwardedForHeader() -> String? {
-        let f = settings.options.forwardFor, b = backend?.settings.options.forwardFor
+    func forwardedForHeader(_ backend: RuntimeBackend?) -> String? {
+        let f = frontend.forwardFor, b = backend?.forwardFor
         guard let chosen = b ?? f else { return nil }
         if f?.except?.contains(clientIP) == true || b?.except?.contains(clientIP) == true { return nil }
         if (f?.ifNone == true || b?.ifNone == true) && hasHeader(chosen.header) { return nil }
@@ -878,9 +887,6 @@ final class HTTPSession: LoopObject {
             // Stop as soon as the transaction moved on (finished, failed, or server released).
             while !responseStarted && server === s && phase == .exchange {
                 if !inBuf.isEmpty {
-                    // A head is written only into an empty output buffer: after an interim
-                    // response, the next head waits until the client has it all.
-                    if let out = output, !out.isEmpty { break }
                     switch responseParser.parseResponse(inBuf.readable, into: &response) {
                     case .incomplete:
                         if inBuf.freeSpace == 0 {
@@ -892,9 +898,11 @@ final class HTTPSession: LoopObject {
                         respondWithError(502, reason: e.reason, state: "PH")
                         return true
                     case .complete:
-                        moved = true
-                        if !startResponse() { return true }
-                        continue
+                        switch startResponse() {
+                        case .started: moved = true; continue
+                        case .waitForOutput: return moved
+                        case .failed: return true
+                        }
                     }
                 }
                 guard let n = readServer(s, into: inBuf) else { break }
@@ -963,35 +971,49 @@ final class HTTPSession: LoopObject {
     }
 
     /// Turns a parsed response head into the client's head, and starts the body.
-    func startResponse() -> Bool {
-        guard let inBuf = fromServer else { return false }
+    /// What `startResponse` did with a parsed head.
+    enum ResponseStart {
+        case started
+        /// An interim response is still going out: the head is parsed again once it is.
+        case waitForOutput
+        case failed
+    }
+
+    func startResponse() -> ResponseStart {
+        guard let inBuf = fromServer else { return .failed }
+        // A head is written only into an empty output buffer (after an interim response, the
+        // client must first have all of it), so it always has the whole buffer.
+        if let out = output, !out.isEmpty {
+            responseParser.reset()
+            return .waitForOutput
+        }
         let p = inBuf.readable
         let status = response.status
         responseHeadMs = loop.now
         if status >= 100 && status < 200 && status != 101 {
-            // Interim response: forward it and wait for the final one. The output buffer is
-            // empty (relayResponse waits for it), and a head always fits in a buffer.
+            // Interim response: forward it and wait for the final one.
             let out = output ?? buffers.take()
             output = out
             out.clear()
             guard out.append(UnsafeRawBufferPointer(rebasing: p[0..<response.length])) else {
                 respondWithError(502, reason: "interim response too large", state: "PH")
-                return false
+                return .failed
             }
             inBuf.head += response.length
             responseParser.reset()
             if inBuf.isEmpty { inBuf.clear() }
-            return true
+            return .started
         }
         responseStarted = true
         logStatus = status
+        let cookieSettings = backend?.settings.cookie
         // rewrite/prefix: the server's own Set-Cookie carries the server's identity.
-        if let cookie = backend?.settings.cookie, cookie.mode == .rewrite || cookie.mode == .prefix,
+        if let cookie = cookieSettings, cookie.mode == .rewrite || cookie.mode == .prefix,
            let value = triedServer?.definition.options.cookie {
             rewriteServerCookie(cookie, value)
         }
         // insert + indirect: a cookie of that name the server sets itself is removed (unless `preserve`).
-        if let cookie = backend?.settings.cookie, cookie.mode == .insert, cookie.indirect, !cookie.preserve {
+        if let cookie = cookieSettings, cookie.mode == .insert, cookie.indirect, !cookie.preserve {
             let prefix = Array((cookie.name + "=").utf8)
             let view = MessageView(bytes: p, head: response)
             if response.headers.contains(where: { view.equalsName($0.name, "set-cookie") && view.slice($0.value).starts(with: prefix) }) {
@@ -999,8 +1021,8 @@ final class HTTPSession: LoopObject {
             }
         }
         // Response rules (backend's, then frontend's).
-        if let b = backend, !b.rules.response.isEmpty || !b.rules.legacyResponse.isEmpty { applyResponseRules(b.rules.response, legacy: b.rules.legacyResponse) }
-        if backend !== frontend.ownBackend, !frontend.rules.response.isEmpty || !frontend.rules.legacyResponse.isEmpty {
+        if let b = backend, b.rules.hasResponseRules { applyResponseRules(b.rules.response, legacy: b.rules.legacyResponse) }
+        if backend !== frontend.ownBackend, frontend.rules.hasResponseRules {
             applyResponseRules(frontend.rules.response, legacy: frontend.rules.legacyResponse)
         }
         var framing = response.responseFraming(requestWasHEAD: requestWasHEAD)
@@ -1056,7 +1078,7 @@ final class HTTPSession: LoopObject {
             out.clear()
             responseStarted = false
             respondWithError(500, reason: "the rewritten response head does not fit in tune.bufsize; raise tune.maxrewrite", state: "PH")
-            return false
+            return .failed
         }
         if frontend.settings.options.logASAP {
             // Log now, with the bytes known so far, prefixed with '+' as HAProxy does.
@@ -1080,7 +1102,7 @@ final class HTTPSession: LoopObject {
                 buffers.give(inBuf)
                 fromServer = nil
             }
-            return true
+            return .started
         }
         if !inBuf.isEmpty, case .done = responseBody {} else if !inBuf.isEmpty {
             let before = out.tail
@@ -1093,7 +1115,7 @@ final class HTTPSession: LoopObject {
             if !inBuf.isEmpty, case .done = responseBody { server?.eof = true }
             else if !inBuf.isEmpty, out.freeSpace == 0 {
                 // More than fits: keep the rest in fromServer and move it as output drains.
-                return true
+                return .started
             }
         }
         if let f = fromServer, f.isEmpty {
@@ -1105,7 +1127,7 @@ final class HTTPSession: LoopObject {
         } else {
             pendingServerReusable = serverKeepAlive
         }
-        return true
+        return .started
     }
 
     var pendingServerReusable = true
@@ -1151,7 +1173,6 @@ final class HTTPSession: LoopObject {
     func endTransactionWhenFlushed() {
         if loggedEarly { loggedEarly = false; bytesToClient = 0; terminationState = "--" } else { logTransaction() }
         variables.transactionDone()
-        if !capturedMethod.isEmpty { capturedMethod = [] }
         if let t = toServer { buffers.give(t); toServer = nil }
         responseStarted = false
         requestBody = .none
@@ -1163,9 +1184,18 @@ final class HTTPSession: LoopObject {
             if output?.isEmpty ?? true { shutdownAndDrain() }
             return
         }
-        phase = .head
         backend = nil
-        if let out = output, out.isEmpty { buffers.give(out); output = nil }
+        if let out = output, !out.isEmpty {
+            phase = .flushing
+            return
+        }
+        finishFlushing()
+    }
+
+    /// The last response is out: back to reading requests, holding no buffer while idle.
+    func finishFlushing() {
+        phase = .head
+        if let out = output { buffers.give(out); output = nil }
         if let inBuf = input, inBuf.isEmpty { buffers.give(inBuf); input = nil }
     }
 

@@ -95,8 +95,14 @@ public final class RuntimeBackend: @unchecked Sendable {
     public let definition: ProxyDefinition
     public let servers: [RuntimeServer]
     private let serverIndex: [String: RuntimeServer]
-    public var mode: ProxyMode { definition.settings.mode }
-    public var settings: ProxySettings { definition.settings }
+    public var mode: ProxyMode { settings.mode }
+    /// Stored, not computed from `definition`: a field read never copies the whole struct.
+    public let settings: ProxySettings
+    /// `balance source|uri`: requests need a hash key.
+    let hashesRequests: Bool
+    /// Read on every request: kept apart so reading one never copies the settings.
+    let forwardFor: ForwardFor?
+    let timeouts: Timeouts
     let balancer: Balancer
     /// Error pages by status (raw responses read at load).
     public let errorPages: [Int: [UInt8]]
@@ -106,6 +112,13 @@ public final class RuntimeBackend: @unchecked Sendable {
     init(definition: ProxyDefinition) throws {
         name = definition.name
         self.definition = definition
+        settings = definition.settings
+        forwardFor = definition.settings.options.forwardFor
+        timeouts = definition.settings.timeouts
+        switch definition.settings.balance {
+        case .source, .uri: hashesRequests = true
+        default: hashesRequests = false
+        }
         var list: [RuntimeServer] = []
         for (i, s) in definition.servers.enumerated() {
             list.append(RuntimeServer(definition: s, backend: definition.name, index: i, address: try Self.resolve(s.address),
@@ -150,9 +163,15 @@ public final class RuntimeBackend: @unchecked Sendable {
         return total
     }
 
+    /// Requests in `queue` (cancelled ones included until they are passed over): read without
+    /// the lock, so that freeing a slot when nobody waits costs no lock.
+    let queued = Atomic<Int>(0)
+
     /// A request slot on `server` was freed: wake the oldest queued request on its loop.
     func slotFreed() {
+        guard queued.load(ordering: .acquiring) > 0 else { return }
         let next: QueuedRequest? = queue.withLock { q in
+            defer { queued.store(q.count, ordering: .releasing) }
             while !q.isEmpty {
                 let r = q.removeFirst()
                 if !r.session.cancelledInQueue { return r }
@@ -180,13 +199,14 @@ struct CompiledHTTPRules {
     let legacyResponse: [(RuleGuard, LegacyRewrite)]
 
     /// Response rules of any kind run on this proxy's responses.
-    var hasResponseRules: Bool { !response.isEmpty || !legacyResponse.isEmpty }
+    let hasResponseRules: Bool
 
     init(_ p: ProxyDefinition, errorPages: [Int: [UInt8]]) {
         request = p.httpRequestRules.map { CompiledRequestRule($0, errorPages: errorPages) }
         response = p.httpResponseRules.map { CompiledResponseRule($0) }
         legacyRequest = p.legacyRewrites.filter { $0.action.direction == .request }.map { ($0.guardState, $0.action) }
         legacyResponse = p.legacyRewrites.filter { $0.action.direction == .response }.map { ($0.guardState, $0.action) }
+        hasResponseRules = !response.isEmpty || !legacyResponse.isEmpty
     }
 }
 
@@ -212,8 +232,12 @@ final class QueueTicket: @unchecked Sendable {
 public final class RuntimeFrontend: @unchecked Sendable {
     public let name: String
     public let definition: ProxyDefinition
-    public var mode: ProxyMode { definition.settings.mode }
-    public var settings: ProxySettings { definition.settings }
+    public var mode: ProxyMode { settings.mode }
+    /// Stored, not computed from `definition`: a field read never copies the whole struct.
+    public let settings: ProxySettings
+    /// Read on every request: kept apart so reading one never copies the settings.
+    let forwardFor: ForwardFor?
+    let timeouts: Timeouts
     /// `use_backend` rules with their targets resolved.
     let routes: [(RuntimeBackend, RuleGuard)]
     let defaultBackend: RuntimeBackend?
@@ -230,6 +254,9 @@ public final class RuntimeFrontend: @unchecked Sendable {
     init(definition: ProxyDefinition, backends: [String: RuntimeBackend], logger: Logger) {
         name = definition.name
         self.definition = definition
+        settings = definition.settings
+        forwardFor = definition.settings.options.forwardFor
+        timeouts = definition.settings.timeouts
         routes = definition.useBackendRules.compactMap { r in backends[r.backend].map { ($0, r.guardState) } }
         ownBackend = definition.kind == .listen ? backends[definition.name] : nil
         defaultBackend = definition.settings.defaultBackend.flatMap { backends[$0] } ?? ownBackend

@@ -211,7 +211,7 @@ struct HTTPSamples: SampleContext {
             return visit(.bytes(UnsafeRawBufferPointer(rebasing: t[(q + 1)..<end])))
         case .method:
             if phase == .request { return visit(.bytes(request.slice(session.request.method))) }
-            return session.capturedMethod.withUnsafeBytes { visit(.bytes($0)) }
+            return session.variables.capturedMethod.withUnsafeBytes { visit(.bytes($0)) }
         case .requestVersion:
             return (session.request.minorVersion == 0 ? "1.0" : "1.1").utf8.withContiguousStorageIfAvailable { visit(.bytes(UnsafeRawBufferPointer($0))) } ?? false
         case .responseVersion:

@@ -2,9 +2,13 @@ import ProxyRules
 
 /// The variables an HTTP connection holds, by scope: `sess.` for the connection's life,
 /// `txn.` for one transaction, `req.` while its request is processed and `res.` while its
-/// response is (as HAProxy's scopes live). `proc.` ones are the model's, shared by every
-/// loop. Each table is made on its first use, so a connection without variables pays nothing.
+/// response is (as HAProxy's scopes live; the loader refuses a `req.` variable in a response
+/// rule, so one is never read there). `proc.` ones are the model's, shared by every loop.
+/// Each table is made on its first use, so a connection without variables pays nothing.
+/// The request's method travels with them: copied before the request head leaves the
+/// buffer, for response rules that read `method`.
 struct SessionVariables {
+    var capturedMethod: [UInt8] = []
     private var session: VariableTable?
     private var transaction: VariableTable?
     private var request: VariableTable?
@@ -37,11 +41,9 @@ struct SessionVariables {
         return t
     }
 
-    /// The request has been handed to the server: `req.` variables end.
-    mutating func requestDone() { request = nil }
-
     /// The transaction is over: its `txn.`, `req.` and `res.` variables end.
     mutating func transactionDone() {
+        if !capturedMethod.isEmpty { capturedMethod = [] }
         if transaction != nil { transaction = nil }
         if request != nil { request = nil }
         if response != nil { response = nil }
