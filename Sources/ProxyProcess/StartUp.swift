@@ -12,7 +12,8 @@ import Glibc
 ///     1. prepare         the chroot directory, limits, signals
 ///     2. obtainSockets   the handover from each old pid, then -x, then bind the rest
 ///     3. daemonize       -D: the parent waits for the child's verdict
-///     4. writePidFile    under a temporary name beside the real one
+///     4. writePidFile    our handover endpoint (named after the serving pid), then the
+///                        pidfile under a temporary name beside the real one
 ///     5. changeRoot      chroot
 ///     6. dropPrivileges  setgid, initgroups, setuid (a helper keeps root to publish names)
 ///     7. startEngine     the model, the loops, the health checks, the control loop's epoll
@@ -128,14 +129,6 @@ final class StartUp {
         } catch let e as RuntimeAPIServer.BindFailure {
             throw Failure(e.description)
         }
-        // Our own endpoint for the next reload, bound while we may still be root.
-        do {
-            endpoint = try HandoverEndpoint()
-        } catch {
-            let note = "cannot bind the handover endpoint '\(Handover.endpointName(ProcessCalls.pid))': \(error); the next reload will bind its listeners beside this process with SO_REUSEPORT instead of taking them over"
-            ProxyMain.printError("proxy: warning: \(note)\n")
-            notes.append(note)
-        }
         do { control = try Epoll() } catch { throw Failure("proxy: cannot start: \(error)") }
     }
 
@@ -201,11 +194,25 @@ final class StartUp {
     // MARK: 4. pidfile
 
     private func writePidFile() throws {
+        bindHandoverEndpoint()
         guard let path = options.pidFile ?? configuration.global.pidfile else { return }
         do {
             pidFile = try PidFile.prepare(path, pid: ProcessCalls.pid)
         } catch let e as SystemError {
             throw Failure("proxy: cannot write pidfile '\(path)': \(e.reason)")
+        }
+    }
+
+    /// Our own endpoint for the next reload. It is named after the pid that serves, so it is
+    /// bound after the daemon fork, and while we may still be root, so that SO_PEERCRED shows
+    /// a successor the credentials it expects. Failing to bind it is not fatal.
+    private func bindHandoverEndpoint() {
+        do {
+            endpoint = try HandoverEndpoint()
+        } catch {
+            let note = "cannot bind the handover endpoint '\(Handover.endpointName(ProcessCalls.pid))': \(error); the next reload will bind its listeners beside this process with SO_REUSEPORT instead of taking them over"
+            ProxyMain.printError("proxy: warning: \(note)\n")
+            notes.append(note)
         }
     }
 

@@ -231,6 +231,33 @@ extension TestBed {
         }
     }
 
+    /// Daemons replacing daemons (`-D -p pidfile -sf $(cat pidfile)`, an init script's
+    /// reload): each one takes the very socket over from the one the pidfile names, whose
+    /// handover endpoint is named after the daemon's pid, not the parent's that forked it.
+    @Test func daemonsHandOverToDaemons() throws {
+        let bed = try TestBed()
+        let b = try bed.backend(name: "app")
+        let port = TestBed.freePort()
+        let cfg = bed.directory + "/d.cfg"
+        let pidFile = bed.directory + "/d.pid"
+        try config(port: port, backend: b).write(toFile: cfg, atomically: true, encoding: .utf8)
+        #expect(try Harness.proxy(["-f", cfg, "-D", "-p", pidFile]).status == 0)
+        #expect(TestBed.waitForPort(port))
+        let inode = listeningInode(port)
+        var pids: [String] = []
+        for _ in 0..<3 {
+            let old = bed.read(pidFile).trimmingCharacters(in: .whitespacesAndNewlines)
+            pids.append(old)
+            let r = try Harness.proxy(["-f", cfg, "-D", "-p", pidFile, "-sf", old])
+            #expect(r.status == 0, "\(r.stderr)")
+            #expect(!r.stderr.contains("warning"), "\(r.stderr)")
+            #expect(listeningInode(port) == inode && inode != nil, "the listener was bound afresh, not taken over")
+            #expect(try TestBed.curl(["http://127.0.0.1:\(port)/"]).0 == 200)
+        }
+        #expect(TestBed.waitUntil { pids.allSatisfy { kill(Int32($0) ?? 0, 0) != 0 } }, "an old daemon is still there")
+        if let last = Int32(bed.read(pidFile).trimmingCharacters(in: .whitespacesAndNewlines)) { kill(last, SIGTERM) }
+    }
+
     /// More listeners than one message carries (253): all 300 are taken over, the same sockets.
     @Test func handsOverMoreListenersThanOneMessageCarries() throws {
         let bed = try TestBed()
