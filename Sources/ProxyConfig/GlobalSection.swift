@@ -7,7 +7,7 @@ extension ConfigParser {
         "daemon", "maxconn", "pidfile", "nbthread", "log", "stats", "hard-stop-after", "grace",
         "close-spread-time", "user", "group", "uid", "gid", "chroot", "ulimit-n", "tune.bufsize",
         "tune.maxrewrite", "server-state-file", "setenv", "presetenv", "unsetenv", "resetenv",
-        "strict-limits", "noreuseport", "zero-warning", "fd-hard-limit",
+        "strict-limits", "noreuseport", "zero-warning", "fd-hard-limit", "maxpipes",
     ]
 
     /// Keywords HAProxy has in `global` that we do not support yet.
@@ -112,6 +112,9 @@ extension ConfigParser {
         case "fd-hard-limit":
             try Values.expect(args, 1, usage: "fd-hard-limit <number>")
             config.global.fdHardLimit = try Values.integer(args.first!, for: "fd-hard-limit", in: 1...Int(Int32.max))
+        case "maxpipes":
+            try Values.expect(args, 1, usage: "maxpipes <number>")
+            config.global.maxpipes = try Values.integer(args.first!, for: "maxpipes", in: 0...Int(Int32.max))
         case "noreuseport":
             try Values.expect(args, 0, usage: "noreuseport")
             config.global.noReusePort = true

@@ -131,6 +131,11 @@ public struct GlobalSettings: Sendable {
     public var zeroWarning = false
     /// `fd-hard-limit`: the most descriptors to ask for, whatever `maxconn` would need.
     public var fdHardLimit: Int?
+    /// `maxpipes`: how many kernel pipes TCP splicing may hold at once; set at start-up from
+    /// what the descriptor limit leaves when not configured. Past it, bytes are copied.
+    public var maxpipes: Int?
+    /// The descriptors the process counts on (`Maxsock`), settled at start-up.
+    public var maxsock: Int?
     public var noReusePort = false
     public init() {}
 }

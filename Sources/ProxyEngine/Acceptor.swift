@@ -52,12 +52,12 @@ final class Acceptor: LoopObject {
         if !paused { context.loop.unregister(listener.fd) }
     }
 
-    /// Takes one slot of `counter` below `limit`, or none.
+    /// Takes `count` slots of `counter` without passing `limit`, or none.
     @inline(__always)
-    static func reserve(_ counter: borrowing Atomic<Int>, below limit: Int) -> Bool {
+    static func reserve(_ counter: borrowing Atomic<Int>, below limit: Int, count: Int = 1) -> Bool {
         var current = counter.load(ordering: .relaxed)
-        while current < limit {
-            let (exchanged, original) = counter.compareExchange(expected: current, desired: current + 1, ordering: .acquiringAndReleasing)
+        while current + count <= limit {
+            let (exchanged, original) = counter.compareExchange(expected: current, desired: current + count, ordering: .acquiringAndReleasing)
             if exchanged { return true }
             current = original
         }

@@ -277,6 +277,9 @@ public final class RuntimeModel: @unchecked Sendable {
     /// Connections open across all loops (global `maxconn`).
     public let activeConnections = Atomic<Int>(0)
     public let maxConnections: Int
+    /// Kernel pipes held by TCP splicing across all loops, and the most it may hold (`maxpipes`).
+    public let pipesInUse = Atomic<Int>(0)
+    public let maxPipes: Int
     /// True once a soft stop began.
     public let stopping = Atomic<Bool>(false)
     /// `proc.` variables, shared by every loop.
@@ -293,5 +296,6 @@ public final class RuntimeModel: @unchecked Sendable {
         self.logger = logger
         frontends = configuration.proxies.filter(\.isFrontend).map { RuntimeFrontend(definition: $0, backends: backends, logger: logger) }
         maxConnections = configuration.global.maxconn ?? 4096
+        maxPipes = configuration.global.maxpipes ?? maxConnections / 2
     }
 }

@@ -143,12 +143,19 @@ final class TCPSession: LoopObject {
         }
         if splicing {
             if upPipe == nil {
-                do {
-                    upPipe = try KernelPipe()
-                    downPipe = try KernelPipe()
-                } catch {
-                    upPipe?.close()
-                    upPipe = nil
+                // Two pipes out of `maxpipes`, or copying through buffers from here on.
+                let model = context.model
+                if Acceptor.reserve(model.pipesInUse, below: model.maxPipes, count: 2) {
+                    do {
+                        upPipe = try KernelPipe()
+                        downPipe = try KernelPipe()
+                    } catch {
+                        upPipe?.close()
+                        upPipe = nil
+                        model.pipesInUse.subtract(2, ordering: .relaxed)
+                        splicing = false
+                    }
+                } else {
                     splicing = false
                 }
             }
@@ -321,8 +328,11 @@ final class TCPSession: LoopObject {
         if let s = server { server = nil; s.close() }
         if let b = toServer { loop.buffers.give(b) }
         if let b = toClient { loop.buffers.give(b) }
-        upPipe?.close()
-        downPipe?.close()
+        if let up = upPipe, let down = downPipe {
+            up.close()
+            down.close()
+            context.model.pipesInUse.subtract(2, ordering: .relaxed)
+        }
         upPipe = nil
         downPipe = nil
         toServer = nil

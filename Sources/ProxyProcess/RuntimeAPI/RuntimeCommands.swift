@@ -79,6 +79,7 @@ struct RuntimeCommands {
         let uptime = max(0, Clock.wallClock().seconds - startedAt)
         let days = uptime / 86_400, hours = uptime / 3600 % 24, minutes = uptime / 60 % 60, seconds = uptime % 60
         let model = engine.model
+        let pipes = model.pipesInUse.load(ordering: .relaxed)
         let fields: [(String, String)] = [
             ("Name", "proxy"),
             ("Version", ProxyMain.version),
@@ -87,11 +88,16 @@ struct RuntimeCommands {
             ("Pid", "\(ProcessCalls.pid)"),
             ("Uptime", "\(days)d \(hours)h\(String(minutes).leftPadded(2))m\(String(seconds).leftPadded(2))s"),
             ("Uptime_sec", "\(uptime)"),
+            ("Ulimit-n", "\(model.configuration.global.ulimitN ?? 0)"),
+            ("Maxsock", "\(model.configuration.global.maxsock ?? 0)"),
             ("Maxconn", "\(model.maxConnections)"),
             ("CurrConns", "\(model.activeConnections.load(ordering: .relaxed))"),
+            ("Maxpipes", "\(model.maxPipes)"),
+            ("PipesUsed", "\(pipes)"),
+            ("PipesFree", "0"),  // pipes are closed, never pooled
+            ("Stopping", stopping() ? "1" : "0"),
             ("Listeners", "\(engine.listeners.count)"),
             ("DroppedLogs", "\(model.logger.dropped.load(ordering: .relaxed))"),
-            ("Stopping", stopping() ? "1" : "0"),
         ]
         return fields.map { "\($0.0): \($0.1)\n" }.joined() + "\n"
     }
