@@ -7,7 +7,7 @@ import Glibc
 /// One client connection in HTTP mode: its keep-alive life and, one at a time, its
 /// transactions (request head → rules → server → response). Pipelined requests wait in
 /// the input buffer and are answered in order.
-final class HTTPSession: LoopObject {
+final class HTTPSession: LoopObject, QueueWaiter {
     enum Phase {
         /// Waiting for (the rest of) a request head.
         case head
@@ -611,14 +611,8 @@ final class HTTPSession: LoopObject {
             respondWithError(503, reason: "no server available", state: "SC")
             return
         }
-        let ticket = QueueTicket(self)
-        let admitted = backend.queue.withLock { q -> Bool in
-            if q.count >= backend.queueLimit { return false }
-            q.append(QueuedRequest(session: ticket, loop: loop))
-            backend.queued.store(q.count, ordering: .releasing)
-            return true
-        }
-        guard admitted else {
+        let ticket = QueueTicket(self, loop: loop)
+        guard backend.queue.enqueue(ticket, limit: backend.queueLimit) else {
             respondWithError(503, reason: "queue full", state: "sQ")
             return
         }

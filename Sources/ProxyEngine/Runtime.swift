@@ -151,7 +151,7 @@ public final class RuntimeBackend: @unchecked Sendable {
     }
 
     /// Requests waiting for a server slot, oldest first, shared by every loop.
-    let queue = Locked<[QueuedRequest]>([])
+    let queue = BackendQueue()
 
     /// How many requests may wait: the sum of the usable servers' `maxqueue` (0: no limit).
     var queueLimit: Int {
@@ -163,23 +163,10 @@ public final class RuntimeBackend: @unchecked Sendable {
         return total
     }
 
-    /// Requests in `queue` (cancelled ones included until they are passed over): read without
-    /// the lock, so that freeing a slot when nobody waits costs no lock.
-    let queued = Atomic<Int>(0)
-
     /// A request slot on `server` was freed: wake the oldest queued request on its loop.
     func slotFreed() {
-        guard queued.load(ordering: .acquiring) > 0 else { return }
-        let next: QueuedRequest? = queue.withLock { q in
-            defer { queued.store(q.count, ordering: .releasing) }
-            while !q.isEmpty {
-                let r = q.removeFirst()
-                if !r.session.cancelledInQueue { return r }
-            }
-            return nil
-        }
-        guard let next else { return }
-        next.loop.post { next.session.session.leaveQueue() }
+        guard let next = queue.takeOldest() else { return }
+        next.loop.post { next.waiter.leaveQueue() }
     }
 
     /// The server with this name (for `srv_is_up`), without a scan.
@@ -208,24 +195,6 @@ struct CompiledHTTPRules {
         legacyResponse = p.legacyRewrites.filter { $0.action.direction == .response }.map { ($0.guardState, $0.action) }
         hasResponseRules = !response.isEmpty || !legacyResponse.isEmpty
     }
-}
-
-/// A request waiting in a backend queue, and the loop that owns it.
-struct QueuedRequest: @unchecked Sendable {
-    let session: QueueTicket
-    let loop: EventLoop
-}
-
-/// A session's place in a queue; the session marks it cancelled on timeout or close.
-final class QueueTicket: @unchecked Sendable {
-    let session: HTTPSession
-    /// Set by the session's loop, read by whichever loop frees a slot: an atomic.
-    private let cancelled = Atomic<Bool>(false)
-    var cancelledInQueue: Bool {
-        get { cancelled.load(ordering: .acquiring) }
-        set { cancelled.store(newValue, ordering: .releasing) }
-    }
-    init(_ s: HTTPSession) { session = s }
 }
 
 /// A frontend: where connections arrive, its rules and its routing.

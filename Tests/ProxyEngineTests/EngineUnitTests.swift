@@ -146,6 +146,55 @@ func backend(_ balance: String, servers: [String], extra: String = "") throws ->
     }
 }
 
+/// The backend queue: first in, first out; a full queue refuses; cancelled tickets are
+/// passed over; and from four threads at once every ticket is taken exactly once.
+@Suite struct BackendQueueOrder {
+    final class Waiter: QueueWaiter {
+        let id: Int
+        init(_ id: Int) { self.id = id }
+        func leaveQueue() {}
+    }
+
+    @Test func oldestFirstAndCancelledPassedOver() throws {
+        let loop = try EventLoop(index: 0, bufferSize: 4096)
+        let q = BackendQueue()
+        let tickets = (0..<100).map { QueueTicket(Waiter($0), loop: loop) }
+        for t in tickets { #expect(q.enqueue(t, limit: 100)) }
+        #expect(!q.enqueue(QueueTicket(Waiter(100), loop: loop), limit: 100))
+        for i in stride(from: 1, to: 100, by: 2) { tickets[i].cancelledInQueue = true }
+        var order: [Int] = []
+        while let t = q.takeOldest() { order.append((t.waiter as! Waiter).id) }
+        #expect(order == Array(stride(from: 0, to: 100, by: 2)))
+        #expect(q.isEmpty && q.count == 0)
+        // Emptied, it takes new tickets from the start.
+        #expect(q.enqueue(tickets[0], limit: 1) && q.takeOldest() === tickets[0])
+    }
+
+    @Test func everyTicketIsTakenOnceAcrossThreads() throws {
+        let loop = try EventLoop(index: 0, bufferSize: 4096)
+        let q = BackendQueue()
+        let taken = Locked<[Int]>([])
+        var threads: [pthread_t] = []
+        for thread in 0..<4 {
+            threads.append(try Threads.start {
+                var mine: [Int] = []
+                for i in 0..<5_000 {
+                    _ = q.enqueue(QueueTicket(Waiter(thread * 5_000 + i), loop: loop), limit: .max)
+                    if i % 2 == 1 {
+                        while mine.count < (i + 1) / 2, let t = q.takeOldest() { mine.append((t.waiter as! Waiter).id) }
+                    }
+                }
+                taken.withLock { $0 += mine }
+            })
+        }
+        for t in threads { Threads.join(t) }
+        var rest: [Int] = []
+        while let t = q.takeOldest() { rest.append((t.waiter as! Waiter).id) }
+        let all = taken.withLock { $0 } + rest
+        #expect(all.count == 20_000 && Set(all).count == 20_000)
+    }
+}
+
 /// Variables: each scope lives as long as HAProxy's, and values are copies.
 @Suite struct Variables {
     @Test func scopesEndWhenTheyShould() {
