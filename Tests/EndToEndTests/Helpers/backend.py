@@ -20,17 +20,7 @@ HTTP paths:
   anything else     200 "NAME <method> <path>\n" plus the request headers as X-Seen-*
 """
 import json, os, socket, sys, threading, time
-
-
-def exit_when_orphaned():
-    """Ends this helper if the test run that started it is gone (it was killed, say)."""
-    parent = os.getppid()
-    def watch():
-        while os.getppid() == parent:
-            time.sleep(0.5)
-        os._exit(0)
-    threading.Thread(target=watch, daemon=True).start()
-
+from orphan import exit_when_orphaned
 
 exit_when_orphaned()
 

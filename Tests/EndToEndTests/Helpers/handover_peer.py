@@ -13,17 +13,7 @@ skipped) and for an impostor (NAME_PID is another process's pid, and this runs a
 uid: the new proxy must refuse it).
 """
 import os, socket, struct, sys, threading, time
-
-
-def exit_when_orphaned():
-    """Ends this helper if the test run that started it is gone (it was killed, say)."""
-    parent = os.getppid()
-    def watch():
-        while os.getppid() == parent:
-            time.sleep(0.5)
-        os._exit(0)
-    threading.Thread(target=watch, daemon=True).start()
-
+from orphan import exit_when_orphaned
 
 exit_when_orphaned()
 

@@ -9,17 +9,7 @@ one JSON line: {"ok": ..., "failed": ..., "errors": [first few reasons]}. Each c
 little between requests, so that the load is steady and light on these 2 shared cores.
 """
 import json, os, socket, sys, threading, time
-
-
-def exit_when_orphaned():
-    """Ends this helper if the test run that started it is gone (it was killed, say)."""
-    parent = os.getppid()
-    def watch():
-        while os.getppid() == parent:
-            time.sleep(0.5)
-        os._exit(0)
-    threading.Thread(target=watch, daemon=True).start()
-
+from orphan import exit_when_orphaned
 
 exit_when_orphaned()
 
