@@ -33,11 +33,18 @@ final class HTTPSession: LoopObject, QueueWaiter {
     /// The acceptor that took this connection: its slot is released when it closes.
     let acceptor: Acceptor
     let frontend: RuntimeFrontend
-    let clientAddress: SocketAddress
-    /// Read with getsockname only when a rule or log needs it.
-    lazy var localAddress: SocketAddress = Socket.localAddress(fd)
+    /// The client's address and port, kept small: the session stays within malloc's fast
+    /// per-thread cache (1,032 bytes), which a full `SocketAddress` or two would push it past.
     let clientIP: IPAddress
-    var localIP: IPAddress { Self.ip(of: localAddress) }
+    let clientPort: UInt16
+    /// AF_INET, AF_INET6 (IPv4-mapped addresses included) or AF_UNIX (`clientIP` reads 0.0.0.0).
+    let clientFamily: Int32
+    /// The address and port the client reached, asked of the kernel only when a rule or log needs it.
+    lazy var local: (ip: IPAddress, port: UInt16) = {
+        let a = Socket.localAddress(fd)
+        return (Self.ip(of: a), a.port)
+    }()
+    var localIP: IPAddress { local.ip }
 
     var phase = Phase.head
     var closed = false
@@ -115,11 +122,15 @@ final class HTTPSession: LoopObject, QueueWaiter {
         self.context = context
         self.acceptor = acceptor
         frontend = acceptor.frontend
-        clientAddress = client
         clientIP = Self.ip(of: client)
+        clientPort = client.port
+        clientFamily = client.family
         let maxHead = context.model.configuration.global.bufferSize - context.model.configuration.global.maxRewrite
         parser = HTTPParser(maxHeadLength: maxHead)
         responseParser = HTTPParser(maxHeadLength: maxHead)
+        // Room for a typical head's headers at once, rather than growing through 1, 2, 4, 8.
+        request.headers.reserveCapacity(16)
+        response.headers.reserveCapacity(16)
         acceptedAt = Clock.wallClock()
         super.init()
     }
@@ -529,7 +540,12 @@ final class HTTPSession: LoopObject, QueueWaiter {
     func balanceKey(_ backend: RuntimeBackend) -> UInt64 {
         switch backend.settings.balance {
         case .source:
-            return clientAddress.addressBytes.withUnsafeBytes { fnv1a($0) }
+            // The address's bytes as the kernel gave them: 4, 16, or none for a UNIX socket.
+            switch clientFamily {
+            case AF_INET: return withUnsafeBytes(of: clientIP.v4Value.bigEndian) { fnv1a($0) }
+            case AF_INET6: return clientIP.bytes16.withUnsafeBytes { fnv1a($0) }
+            default: return fnv1a(UnsafeRawBufferPointer(start: nil, count: 0))
+            }
         case .uri(let length, let depth, let whole, let pathOnly):
             let p = requestBytes
             let start = pathOnly ? pathRange.start : request.target.start
@@ -591,7 +607,7 @@ final class HTTPSession: LoopObject, QueueWaiter {
             return
         }
         do {
-            let c = try ServerConnection.open(to: chosen, context: context) { [unowned self] in localAddress.port }
+            let c = try ServerConnection.open(to: chosen, context: context) { [unowned self] in local.port }
             c.session = self
             server = c
             phase = .connecting
@@ -1380,12 +1396,12 @@ final class HTTPSession: LoopObject, QueueWaiter {
         let backendName = backend?.name ?? frontend.name
         let line: String
         if o.httpLog {
-            line = "\(clientIP):\(clientAddress.port) [\(Logger.acceptDate(seconds: acceptedAt.seconds, microseconds: acceptedAt.microseconds))] \(frontend.name) \(backendName)/\(serverName) \(tr)/\(tw)/\(tc)/\(trs)/\(early ? "+" : "")\(ta) \(logStatus) \(early ? "+" : "")\(bytesToClient + (early ? (output?.count ?? 0) : 0)) - - \(terminationState)-- \(context.model.activeConnections.load(ordering: .relaxed))/\(frontend.active.load(ordering: .relaxed))/0/0/0 0/0 \"\(requestLineForLog)\""
+            line = "\(clientIP):\(clientPort) [\(Logger.acceptDate(seconds: acceptedAt.seconds, microseconds: acceptedAt.microseconds))] \(frontend.name) \(backendName)/\(serverName) \(tr)/\(tw)/\(tc)/\(trs)/\(early ? "+" : "")\(ta) \(logStatus) \(early ? "+" : "")\(bytesToClient + (early ? (output?.count ?? 0) : 0)) - - \(terminationState)-- \(context.model.activeConnections.load(ordering: .relaxed))/\(frontend.active.load(ordering: .relaxed))/0/0/0 0/0 \"\(requestLineForLog)\""
         } else if o.tcpLog {
             // `option tcplog` in an HTTP frontend: one line per transaction, in tcplog layout.
-            line = "\(clientIP):\(clientAddress.port) [\(Logger.acceptDate(seconds: acceptedAt.seconds, microseconds: acceptedAt.microseconds))] \(frontend.name) \(backendName)/\(serverName) \(tw)/\(tc)/\(early ? "+" : "")\(ta) \(early ? "+" : "")\(bytesToClient) \(terminationState) \(context.model.activeConnections.load(ordering: .relaxed))/\(frontend.active.load(ordering: .relaxed))/0/0/0 0/0"
+            line = "\(clientIP):\(clientPort) [\(Logger.acceptDate(seconds: acceptedAt.seconds, microseconds: acceptedAt.microseconds))] \(frontend.name) \(backendName)/\(serverName) \(tw)/\(tc)/\(early ? "+" : "")\(ta) \(early ? "+" : "")\(bytesToClient) \(terminationState) \(context.model.activeConnections.load(ordering: .relaxed))/\(frontend.active.load(ordering: .relaxed))/0/0/0 0/0"
         } else {
-            line = "Connect from \(clientIP):\(clientAddress.port) to \(localIP):\(localAddress.port) (\(frontend.name)/HTTP)"
+            line = "Connect from \(clientIP):\(clientPort) to \(localIP):\(local.port) (\(frontend.name)/HTTP)"
         }
         context.model.logger.log(line, to: frontend.logDestinations)
         if !early {

@@ -76,9 +76,9 @@ struct LogFormat {
                 let s = samples.session
                 switch name {
                 case "ci": out += Array(s.clientIP.description.utf8)
-                case "cp": out += Array(String(s.clientAddress.port).utf8)
+                case "cp": out += Array(String(s.clientPort).utf8)
                 case "fi": out += Array(s.localIP.description.utf8)
-                case "fp": out += Array(String(s.localAddress.port).utf8)
+                case "fp": out += Array(String(s.local.port).utf8)
                 case "ft", "f": out += Array(s.frontend.name.utf8)
                 case "b": out += Array((s.backend?.name ?? "<NOSRV>").utf8)
                 case "s": out += Array((s.triedServer?.name ?? "<NOSRV>").utf8)

@@ -232,11 +232,11 @@ struct HTTPSamples: SampleContext {
         case .source:
             return visit(.ip(session.clientIP))
         case .sourcePort:
-            return visit(.integer(Int64(session.clientAddress.port)))
+            return visit(.integer(Int64(session.clientPort)))
         case .destination:
             return visit(.ip(session.localIP))
         case .destinationPort:
-            return visit(.integer(Int64(session.localAddress.port)))
+            return visit(.integer(Int64(session.local.port)))
         case .requestLength:
             return visit(.integer(Int64(session.bufferedRequestBytes)))
         case .contentLength:
