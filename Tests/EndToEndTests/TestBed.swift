@@ -137,6 +137,13 @@ final class TestBed {
         let p = try start(Harness.proxyBinary, ["-f", path] + arguments, log: proxyLog, environment: environment)
         proxy = p
         #expect(Self.waitForPort(port), "proxy did not listen on \(port): \(log())")
+        // The port accepts once bound; names (stats sockets, pidfile) are published a little
+        // later, at the point of no return, which the "serving" line follows.
+        let daemonOrQuiet = arguments.contains("-D") || arguments.contains("-q")
+            || config.split(separator: "\n").contains { ["daemon", "quiet"].contains($0.trimmingCharacters(in: .whitespaces)) }
+        if !daemonOrQuiet {
+            #expect(Self.waitUntil { self.log().contains("): serving ") || !p.isRunning }, "proxy did not say it serves: \(log())")
+        }
         return p
     }
 
