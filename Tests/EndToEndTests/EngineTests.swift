@@ -8,11 +8,7 @@ func httpConfig(port: Int, servers: [(String, Int)], frontend: String = "", back
     global
         maxconn 1000
     \(global)
-    defaults
-        mode http
-        timeout connect 2s
-        timeout client 10s
-        timeout server 10s
+    \(TestBed.defaults("http"))
     \(defaults)
     frontend web
         bind 127.0.0.1:\(port)
@@ -318,11 +314,7 @@ func parallelStatuses(_ urls: [String], timeout: Int = 10) throws -> [Int] {
         """
         global
             nbthread \(threads)
-        defaults
-            mode http
-            timeout connect 2s
-            timeout client 10s
-            timeout server 10s
+        \(TestBed.defaults("http"))
             timeout queue \(queueTimeout)
         frontend web
             bind 127.0.0.1:\(port)

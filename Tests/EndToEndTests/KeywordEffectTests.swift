@@ -105,11 +105,7 @@ final class SyslogCatcher {
         let port = TestBed.freePortRange(2)
         try bed.backend(name: "offset", port: port + 1)
         try bed.proxy("""
-        defaults
-            mode http
-            timeout connect 2s
-            timeout client 10s
-            timeout server 10s
+        \(TestBed.defaults("http"))
         frontend web
             bind 127.0.0.1:\(port)
             default_backend app

@@ -53,11 +53,7 @@ final class SteadyLoad {
             stats socket \(socket) mode 600 level admin
             hard-stop-after 10s
         \(c?.global ?? "")
-        defaults
-            mode http
-            timeout connect 2s
-            timeout client 10s
-            timeout server 10s
+        \(TestBed.defaults("http"))
             timeout http-keep-alive 10s
         \(c?.defaults ?? "")
         frontend web

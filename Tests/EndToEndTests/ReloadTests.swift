@@ -45,11 +45,7 @@ extension TestBed {
         """
         global
             hard-stop-after 10s
-        defaults
-            mode http
-            timeout connect 2s
-            timeout client 10s
-            timeout server 10s
+        \(TestBed.defaults("http"))
             timeout http-keep-alive 2s
         frontend web
             bind 127.0.0.1:\(port)
@@ -264,11 +260,7 @@ extension TestBed {
         let first = TestBed.freePortRange(300)
         let last = first + 299
         let cfg = """
-        defaults
-            mode http
-            timeout connect 2s
-            timeout client 10s
-            timeout server 10s
+        \(TestBed.defaults("http"))
         frontend web
             bind 127.0.0.1:\(first)-\(last)
             http-request return status 200 content-type text/plain string "ok"
@@ -297,11 +289,7 @@ extension TestBed {
         global
             user nobody
             stats socket \(socket) mode 666 level admin
-        defaults
-            mode http
-            timeout connect 2s
-            timeout client 10s
-            timeout server 10s
+        \(TestBed.defaults("http"))
         frontend web
             bind 127.0.0.1:\(port)
             http-request return status 200 content-type text/plain string "ok"
@@ -333,11 +321,7 @@ extension TestBed {
         let b = try bed.backend(name: "app")
         let port = TestBed.freePort()
         let common = """
-        defaults
-            mode http
-            timeout connect 2s
-            timeout client 10s
-            timeout server 10s
+        \(TestBed.defaults("http"))
         frontend web
             bind 127.0.0.1:\(port)
             default_backend app

@@ -104,11 +104,7 @@ func cpuSeconds(_ pid: Int32) -> Double? {
         global
             maxconn 1000
             stats socket abns@\(socketName) level admin
-        defaults
-            mode tcp
-            timeout connect 2s
-            timeout client 10s
-            timeout server 10s
+        \(TestBed.defaults("tcp"))
         frontend f
             bind 127.0.0.1:\(port)
             default_backend echo

@@ -39,11 +39,7 @@ func cli(_ path: String, _ line: String) -> String? {
         """
         global
             stats socket \(socket) \(options)
-        defaults
-            mode http
-            timeout connect 2s
-            timeout client 10s
-            timeout server 10s
+        \(TestBed.defaults("http"))
         frontend web
             bind 127.0.0.1:\(port)
             http-request return status 200 content-type text/plain string "proxy"

@@ -65,6 +65,12 @@ final class TestBed {
         }
     }
 
+    /// The `defaults` section most tests share: a mode and the three timeouts (five lines, no
+    /// trailing newline, so line numbers in a config stay as written).
+    static func defaults(_ mode: String) -> String {
+        "defaults\n    mode \(mode)\n    timeout connect 2s\n    timeout client 10s\n    timeout server 10s"
+    }
+
     /// How much slower the binary under test runs (contrib/sanitize sets PROXY_TEST_SLOWDOWN):
     /// every deadline a test waits on is scaled by it.
     static let slowdown = Double(ProcessInfo.processInfo.environment["PROXY_TEST_SLOWDOWN"] ?? "") ?? 1
