@@ -184,19 +184,18 @@ extension LoopContext {
         // tcp-request connection rules.
         if !frontend.tcpConnectionRules.isEmpty {
             let local = Socket.localAddress(fd)
-            let samples = ConnectionSamples(client: HTTPSession.ip(of: client), clientPort: client.port,
-                                            local: HTTPSession.ip(of: local), localPort: local.port, model: model)
+            let samples = ConnectionSamples(client: HTTPTransaction.ip(of: client), clientPort: client.port,
+                                            local: HTTPTransaction.ip(of: local), localPort: local.port, model: model)
             if frontend.tcpConnectionRules.rejects(samples) {
                 fd.close()
                 connectionEnded(acceptor)
                 return
             }
         }
-        let events = Epoll.readable | Epoll.writable | Epoll.readHangup | Epoll.edgeTriggered
         if frontend.mode == .tcp {
             let local = Socket.localAddress(fd)
-            let samples = ConnectionSamples(client: HTTPSession.ip(of: client), clientPort: client.port,
-                                            local: HTTPSession.ip(of: local), localPort: local.port, model: model)
+            let samples = ConnectionSamples(client: HTTPTransaction.ip(of: client), clientPort: client.port,
+                                            local: HTTPTransaction.ip(of: local), localPort: local.port, model: model)
             // tcp-request content rules, then the route: in TCP mode both read the connection.
             if frontend.tcpContentRules.rejects(samples) {
                 fd.close()
@@ -211,20 +210,20 @@ extension LoopContext {
                 return
             }
             if backend.mode == .tcp {
-                let s = TCPSession(fd: fd, client: client, acceptor: acceptor, backend: backend, context: self)
-                do { try loop.register(fd, events: events, object: s) } catch {
+                guard let connection = try? Connection.accepted(fd, context: self) else {
                     fd.close(); connectionEnded(acceptor); return
                 }
+                let s = TCPStream(connection: connection, peer: client, acceptor: acceptor, backend: backend, context: self)
                 sessions += 1
                 openSessions[ObjectIdentifier(s)] = s
                 s.start()
                 return
             }
         }
-        let s = HTTPSession(fd: fd, client: client, acceptor: acceptor, context: self)
-        do { try loop.register(fd, events: events, object: s) } catch {
+        guard let connection = try? Connection.accepted(fd, context: self) else {
             fd.close(); connectionEnded(acceptor); return
         }
+        let s = HTTPTransaction(connection: connection, peer: client, acceptor: acceptor, context: self)
         sessions += 1
         openSessions[ObjectIdentifier(s)] = s
         s.updateDeadline()
@@ -252,7 +251,7 @@ extension LoopContext {
     func sessionClosed(_ s: LoopObject) {
         sessions -= 1
         openSessions[ObjectIdentifier(s)] = nil
-        if let h = s as? HTTPSession { connectionEnded(h.acceptor) } else if let t = s as? TCPSession { connectionEnded(t.acceptor) }
+        if let h = s as? HTTPTransaction { connectionEnded(h.acceptor) } else if let t = s as? TCPStream { connectionEnded(t.acceptor) }
         onSessionClosed?()
     }
 }

@@ -93,7 +93,7 @@ public final class ProxyEngine: @unchecked Sendable {
         for a in context.acceptors { a.stop() }
         if notAccepting.add(1, ordering: .acquiringAndReleasing).newValue == loops.count { stoppedAccepting.signal() }
         for c in context.checks { c.stop() }
-        context.closeAllIdle()
+        context.pool.closeAll()
         context.onSessionClosed = { if context.sessions == 0 { loop.stop() } }
         if context.sessions == 0 { loop.stop() }
     }
@@ -131,9 +131,9 @@ public final class ProxyEngine: @unchecked Sendable {
                 for a in context.acceptors { a.stop() }
                 for c in context.checks { c.stop() }
                 for (_, s) in context.openSessions {
-                    if let h = s as? HTTPSession { h.close() } else if let t = s as? TCPSession { t.close() }
+                    if let h = s as? HTTPTransaction { h.close() } else if let t = s as? TCPStream { t.close() }
                 }
-                context.closeAllIdle()
+                context.pool.closeAll()
                 loop.stop()
             }
         }

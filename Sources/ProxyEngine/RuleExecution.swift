@@ -165,7 +165,7 @@ extension RuleGuard {
     }
 }
 
-extension HTTPSession {
+extension HTTPTransaction {
     /// The request's headers as an editable list (made on the first edit).
     func editableRequestHeaders() -> [(name: [UInt8], value: [UInt8])] {
         if let list = rewrittenHeaders { return list }

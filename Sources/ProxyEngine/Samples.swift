@@ -182,7 +182,7 @@ struct MessageView {
 /// fetch the phase cannot serve gives no value: the request bytes are never read once the
 /// head is gone (the loader refuses such fetches in response actions, and warns for ACLs).
 struct HTTPSamples: SampleContext {
-    unowned(unsafe) let session: HTTPSession
+    unowned(unsafe) let session: HTTPTransaction
     let phase: RulePhase
 
     @inline(__always) var request: MessageView { MessageView(bytes: session.requestBytes, head: session.request) }

@@ -80,6 +80,13 @@ public enum Socket {
         try nonBlocking("read") { Glibc.read(fd.rawValue, pointer, count) }
     }
 
+    /// recv(2) with MSG_PEEK: looks at what is queued without taking it (the PROXY protocol
+    /// header is taken only once it is whole, so the bytes after it stay in the kernel).
+    @inline(__always)
+    public static func peek(_ fd: FileDescriptor, into pointer: UnsafeMutableRawPointer, count: Int) throws -> IOResult<Int> {
+        try nonBlocking("recv") { Glibc.recv(fd.rawValue, pointer, count, Int32(MSG_PEEK)) }
+    }
+
     /// send(2) with MSG_NOSIGNAL, so a closed peer gives EPIPE rather than SIGPIPE.
     @inline(__always)
     public static func write(_ fd: FileDescriptor, from pointer: UnsafeRawPointer, count: Int) throws -> IOResult<Int> {

@@ -3,25 +3,20 @@ import ProxyRules
 import ProxySystem
 import Glibc
 
-/// A client connection in TCP mode: bytes forwarded both ways, byte for byte, with
-/// half-close carried across (a FIN from one side becomes `shutdown(SHUT_WR)` on the other).
-final class TCPSession: LoopObject {
-    let fd: FileDescriptor
+/// A client connection in TCP mode: bytes forwarded both ways between two `Connection`s,
+/// byte for byte, with half-close carried across (a FIN from one side becomes a FIN on the
+/// other); spliced through a pipe per direction when both connections are raw.
+final class TCPStream: LoopObject, ConnectionOwner {
+    let client: Connection
     unowned(unsafe) let context: LoopContext
     /// The acceptor that took this connection: its slot is released when it closes.
     let acceptor: Acceptor
     let frontend: RuntimeFrontend
     let backend: RuntimeBackend
-    var server: ServerConnection?
+    var server: Connection?
     var closed = false
-    var clientReadable = true
-    var clientWritable = true
-    var clientEOF = false
-    var clientHangup = false
     var toServer: Buffer?
     var toClient: Buffer?
-    var serverShut = false
-    var clientShut = false
     var retriesLeft: Int
     var connecting = false
     /// Zero-copy forwarding through a pipe per direction; nil means plain read/write.
@@ -48,9 +43,9 @@ final class TCPSession: LoopObject {
         s.active.subtract(1, ordering: .relaxed)
     }
 
-    init(fd: FileDescriptor, client: SocketAddress, acceptor: Acceptor, backend: RuntimeBackend, context: LoopContext) {
-        self.fd = fd
-        clientAddress = client
+    init(connection: Connection, peer: SocketAddress, acceptor: Acceptor, backend: RuntimeBackend, context: LoopContext) {
+        client = connection
+        clientAddress = peer
         acceptedMs = context.loop.now
         self.acceptor = acceptor
         frontend = acceptor.frontend
@@ -58,6 +53,7 @@ final class TCPSession: LoopObject {
         self.context = context
         retriesLeft = backend.settings.retries
         super.init()
+        connection.owner = self
     }
 
     var loop: EventLoop { context.loop }
@@ -83,8 +79,8 @@ final class TCPSession: LoopObject {
         slotServer = chosen
         triedServer = chosen
         do {
-            let c = try ServerConnection.open(to: chosen, context: context) { [fd] in Socket.localAddress(fd).port }
-            c.tunnel = self
+            let c = try Connection.open(to: chosen, context: context) { [client] in client.localAddress.port }
+            c.owner = self
             server = c
             connecting = !c.connected
         } catch {
@@ -103,13 +99,7 @@ final class TCPSession: LoopObject {
         }
     }
 
-    override func handle(events: UInt32) {
-        if closed { return }
-        Readiness.note(events, readable: &clientReadable, hangup: &clientHangup, writable: &clientWritable)
-        progress()
-    }
-
-    func serverEvent(_ events: UInt32) {
+    func connectionReady(_ connection: Connection, events: UInt32) {
         if closed { return }
         progress()
     }
@@ -159,7 +149,7 @@ final class TCPSession: LoopObject {
                     splicing = false
                 }
             }
-            if splicing { spliceBothWays(s); return }
+            if splicing, client.canSplice, s.canSplice { spliceBothWays(s); return }
         }
         if toServer == nil { toServer = loop.buffers.take() }
         if toClient == nil { toClient = loop.buffers.take() }
@@ -169,55 +159,29 @@ final class TCPSession: LoopObject {
             rounds += 1
             var moved = false
             // client -> server
-            if !up.isEmpty && s.writable {
-                switch (try? Socket.write(s.fd, from: up.base + up.head, count: up.count)) ?? .done(-1) {
-                case .done(let n) where n > 0:
-                    up.head += n
-                    if up.isEmpty { up.clear() } else { s.writable = false }
-                    moved = true
-                case .done: close(); return
-                case .wouldBlock: s.writable = false
-                }
+            if !up.isEmpty || s.preface != nil {
+                guard let n = s.write(from: up) else { close(); return }
+                if up.isEmpty { up.clear() }
+                if n > 0 { moved = true }
             }
-            if up.isEmpty && clientReadable && !clientEOF {
+            if up.isEmpty && client.readable && !client.eof {
                 up.clear()
-                switch (try? Socket.read(fd, into: up.writePointer, count: up.capacity)) ?? .done(0) {
-                case .done(let n):
-                    if n == 0 { clientEOF = true } else { up.tail = n; if n < up.capacity && !clientHangup { clientReadable = false } }
-                    moved = true
-                case .wouldBlock: clientReadable = false
-                }
+                if client.read(into: up) != nil { moved = true }
             }
-            if clientEOF && up.isEmpty && !serverShut {
-                Socket.shutdown(s.fd, Socket.shutWrite)
-                serverShut = true
-            }
+            if client.eof && up.isEmpty && s.preface == nil && !s.writeShut { s.shutdownWrite() }
             // server -> client
-            if !down.isEmpty && clientWritable {
-                switch (try? Socket.write(fd, from: down.base + down.head, count: down.count)) ?? .done(-1) {
-                case .done(let n) where n > 0:
-                    down.head += n
-                    bytesToClient += n
-                    if down.isEmpty { down.clear() } else { clientWritable = false }
-                    moved = true
-                case .done: close(); return
-                case .wouldBlock: clientWritable = false
-                }
+            if !down.isEmpty {
+                guard let n = client.write(from: down) else { close(); return }
+                bytesToClient += n
+                if down.isEmpty { down.clear() }
+                if n > 0 { moved = true }
             }
             if down.isEmpty && s.readable && !s.eof {
                 down.clear()
-                switch (try? Socket.read(s.fd, into: down.writePointer, count: down.capacity)) ?? .done(0) {
-                case .done(let n):
-                    if n == 0 { s.eof = true } else { down.tail = n; if n < down.capacity && !s.hangup { s.readable = false } }
-                    moved = true
-                case .wouldBlock: s.readable = false
-                }
+                if s.read(into: down) != nil { moved = true }
             }
-            if s.eof && down.isEmpty && !clientShut {
-                Socket.shutdown(fd, Socket.shutWrite)
-                clientShut = true
-            }
-            if clientShut && serverShut { close(); return }
+            if s.eof && down.isEmpty && !client.writeShut { client.shutdownWrite() }
+            if client.writeShut && s.writeShut { close(); return }
             if !moved { break }
             if rounds == 64 { loop.runAgain(self) }
         }
@@ -225,7 +189,7 @@ final class TCPSession: LoopObject {
     }
 
     /// Moves bytes both ways with splice(2): socket → pipe → socket, no copy in user space.
-    func spliceBothWays(_ s: ServerConnection) {
+    func spliceBothWays(_ s: Connection) {
         guard let up = upPipe, let down = downPipe else { return }
         let chunk = 1 << 16
         var rounds = 0
@@ -235,48 +199,31 @@ final class TCPSession: LoopObject {
             do {
                 // client -> pipe -> server
                 if upInPipe > 0 && s.writable {
-                    switch try KernelPipe.splice(from: up.readEnd, to: s.fd, count: upInPipe) {
-                    case .done(let n): upInPipe -= n; moved = n > 0
-                    case .wouldBlock: s.writable = false
-                    }
+                    let n = try s.splice(from: up.readEnd, count: upInPipe)
+                    upInPipe -= n
+                    moved = n > 0
                 }
-                if upInPipe == 0 && clientReadable && !clientEOF {
-                    switch try KernelPipe.splice(from: fd, to: up.writeEnd, count: chunk) {
-                    case .done(let n):
-                        // A short splice may only mean the pipe's slots filled: not drained.
-                        if n == 0 { clientEOF = true } else { upInPipe = n }
-                        moved = true
-                    case .wouldBlock: clientReadable = false
-                    }
+                if upInPipe == 0 && client.readable && !client.eof {
+                    // A short splice may only mean the pipe's slots filled: not drained.
+                    if let n = try client.splice(to: up.writeEnd, count: chunk) { upInPipe = n; moved = true }
                 }
-                if clientEOF && upInPipe == 0 && !serverShut {
-                    Socket.shutdown(s.fd, Socket.shutWrite)
-                    serverShut = true
-                }
+                if client.eof && upInPipe == 0 && !s.writeShut { s.shutdownWrite() }
                 // server -> pipe -> client
-                if downInPipe > 0 && clientWritable {
-                    switch try KernelPipe.splice(from: down.readEnd, to: fd, count: downInPipe) {
-                    case .done(let n): downInPipe -= n; bytesToClient += n; moved = moved || n > 0
-                    case .wouldBlock: clientWritable = false
-                    }
+                if downInPipe > 0 && client.writable {
+                    let n = try client.splice(from: down.readEnd, count: downInPipe)
+                    downInPipe -= n
+                    bytesToClient += n
+                    moved = moved || n > 0
                 }
                 if downInPipe == 0 && s.readable && !s.eof {
-                    switch try KernelPipe.splice(from: s.fd, to: down.writeEnd, count: chunk) {
-                    case .done(let n):
-                        if n == 0 { s.eof = true } else { downInPipe = n }
-                        moved = true
-                    case .wouldBlock: s.readable = false
-                    }
+                    if let n = try s.splice(to: down.writeEnd, count: chunk) { downInPipe = n; moved = true }
                 }
-                if s.eof && downInPipe == 0 && !clientShut {
-                    Socket.shutdown(fd, Socket.shutWrite)
-                    clientShut = true
-                }
+                if s.eof && downInPipe == 0 && !client.writeShut { client.shutdownWrite() }
             } catch {
                 close()
                 return
             }
-            if clientShut && serverShut { close(); return }
+            if client.writeShut && s.writeShut { close(); return }
             if !moved { break }
             if rounds == 64 { loop.runAgain(self) }
         }
@@ -289,14 +236,14 @@ final class TCPSession: LoopObject {
         guard !frontend.logDestinations.isEmpty, !loggedEarly else { return }
         let o = frontend.settings.options
         if o.dontLogNull && bytesToClient == 0 && connectedMs < 0 { return }
-        let ip = HTTPSession.ip(of: clientAddress)
+        let ip = HTTPTransaction.ip(of: clientAddress)
         let tc = connectedMs >= 0 ? connectedMs - acceptedMs : -1
         let tt = loop.now - acceptedMs
         let line: String
         if o.tcpLog || o.httpLog {
             let state = connectedMs < 0 ? "SC" : "--"
             let plus = early ? "+" : ""
-            line = "\(ip):\(clientAddress.port) [\(Logger.acceptDate(seconds: acceptedAt.seconds, microseconds: acceptedAt.microseconds))] \(frontend.name) \(backend.name)/\(server?.server.name ?? slotServer?.name ?? "<NOSRV>") 0/\(tc)/\(plus)\(tt) \(plus)\(bytesToClient) \(state) \(context.model.activeConnections.load(ordering: .relaxed))/\(frontend.active.load(ordering: .relaxed))/0/0/0 0/0"
+            line = "\(ip):\(clientAddress.port) [\(Logger.acceptDate(seconds: acceptedAt.seconds, microseconds: acceptedAt.microseconds))] \(frontend.name) \(backend.name)/\(server?.server?.name ?? slotServer?.name ?? "<NOSRV>") 0/\(tc)/\(plus)\(tt) \(plus)\(bytesToClient) \(state) \(context.model.activeConnections.load(ordering: .relaxed))/\(frontend.active.load(ordering: .relaxed))/0/0/0 0/0"
         } else {
             line = "Connect from \(ip):\(clientAddress.port) (\(frontend.name)/TCP)"
         }
@@ -309,8 +256,8 @@ final class TCPSession: LoopObject {
         let ms: Int?
         if connecting {
             ms = b.connect ?? 5000
-        } else if clientShut || serverShut {
-            ms = (clientShut ? t.clientFin : b.serverFin) ?? b.tunnel ?? t.client
+        } else if client.writeShut || server?.writeShut == true {
+            ms = (client.writeShut ? t.clientFin : b.serverFin) ?? b.tunnel ?? t.client
         } else {
             ms = b.tunnel ?? t.tunnel ?? min(t.client ?? Int.max, b.server ?? Int.max)
         }
@@ -323,8 +270,7 @@ final class TCPSession: LoopObject {
         logConnection()
         releaseSlot()
         loop.clearDeadline(self)
-        loop.forget(fd)
-        fd.close()
+        client.close()
         if let s = server { server = nil; s.close() }
         if let b = toServer { loop.buffers.give(b) }
         if let b = toClient { loop.buffers.give(b) }

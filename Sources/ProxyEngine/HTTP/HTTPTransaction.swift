@@ -7,7 +7,7 @@ import Glibc
 /// One client connection in HTTP mode: its keep-alive life and, one at a time, its
 /// transactions (request head → rules → server → response). Pipelined requests wait in
 /// the input buffer and are answered in order.
-final class HTTPSession: LoopObject, QueueWaiter {
+final class HTTPTransaction: LoopObject, QueueWaiter, ConnectionOwner {
     enum Phase {
         /// Waiting for (the rest of) a request head.
         case head
@@ -28,7 +28,8 @@ final class HTTPSession: LoopObject, QueueWaiter {
         case flushing
     }
 
-    let fd: FileDescriptor
+    /// The client's connection; events from it and from the server connection come here.
+    let client: Connection
     unowned(unsafe) let context: LoopContext
     /// The acceptor that took this connection: its slot is released when it closes.
     let acceptor: Acceptor
@@ -41,17 +42,13 @@ final class HTTPSession: LoopObject, QueueWaiter {
     let clientFamily: Int32
     /// The address and port the client reached, asked of the kernel only when a rule or log needs it.
     lazy var local: (ip: IPAddress, port: UInt16) = {
-        let a = Socket.localAddress(fd)
+        let a = client.localAddress
         return (Self.ip(of: a), a.port)
     }()
     var localIP: IPAddress { local.ip }
 
     var phase = Phase.head
     var closed = false
-    var clientReadable = true
-    var clientWritable = true
-    var clientEOF = false
-    var clientHangup = false
 
     /// Bytes from the client: request heads (and pipelined requests).
     var input: Buffer?
@@ -61,7 +58,7 @@ final class HTTPSession: LoopObject, QueueWaiter {
     var toServer: Buffer?
     /// Bytes from the server until its response head is parsed.
     var fromServer: Buffer?
-    var server: ServerConnection?
+    var server: Connection?
 
     // The transaction.
     var parser: HTTPParser
@@ -117,14 +114,14 @@ final class HTTPSession: LoopObject, QueueWaiter {
         case done
     }
 
-    init(fd: FileDescriptor, client: SocketAddress, acceptor: Acceptor, context: LoopContext) {
-        self.fd = fd
+    init(connection: Connection, peer: SocketAddress, acceptor: Acceptor, context: LoopContext) {
+        client = connection
         self.context = context
         self.acceptor = acceptor
         frontend = acceptor.frontend
-        clientIP = Self.ip(of: client)
-        clientPort = client.port
-        clientFamily = client.family
+        clientIP = Self.ip(of: peer)
+        clientPort = peer.port
+        clientFamily = peer.family
         let maxHead = context.model.configuration.global.bufferSize - context.model.configuration.global.maxRewrite
         parser = HTTPParser(maxHeadLength: maxHead)
         responseParser = HTTPParser(maxHeadLength: maxHead)
@@ -133,6 +130,7 @@ final class HTTPSession: LoopObject, QueueWaiter {
         response.headers.reserveCapacity(16)
         acceptedAt = Clock.wallClock()
         super.init()
+        connection.owner = self
     }
 
     static func ip(of a: SocketAddress) -> IPAddress {
@@ -162,13 +160,7 @@ final class HTTPSession: LoopObject, QueueWaiter {
 
     // MARK: events
 
-    override func handle(events: UInt32) {
-        if closed { return }
-        Readiness.note(events, readable: &clientReadable, hangup: &clientHangup, writable: &clientWritable)
-        progress()
-    }
-
-    func serverEvent(_ events: UInt32) {
+    func connectionReady(_ connection: Connection, events: UInt32) {
         if closed { return }
         progress()
     }
@@ -308,95 +300,34 @@ final class HTTPSession: LoopObject, QueueWaiter {
         if let b = fromServer, b.isEmpty { buffers.give(b); fromServer = nil }
     }
 
-    /// Reads from the client into `buf`; returns bytes read, 0 at EOF, nil when nothing to read.
-    @inline(__always)
-    func readClient(into buf: Buffer, max: Int = .max) -> Int? {
-        guard clientReadable, !clientEOF else { return nil }
-        let room = min(buf.freeSpace, max)
-        guard room > 0 else { return nil }
-        do {
-            switch try Socket.read(fd, into: buf.writePointer, count: room) {
-            case .done(let n):
-                if n == 0 { clientEOF = true; return 0 }
-                buf.tail += n
-                if n < room && !clientHangup { clientReadable = false }
-                return n
-            case .wouldBlock:
-                clientReadable = false
-                return nil
-            }
-        } catch {
-            clientEOF = true
-            return 0
-        }
-    }
-
-    @inline(__always)
-    func readServer(_ s: ServerConnection, into buf: Buffer, max: Int = .max) -> Int? {
-        guard s.readable, !s.eof else { return nil }
-        let room = min(buf.freeSpace, max)
-        guard room > 0 else { return nil }
-        do {
-            switch try Socket.read(s.fd, into: buf.writePointer, count: room) {
-            case .done(let n):
-                if n == 0 { s.eof = true; return 0 }
-                buf.tail += n
-                if n < room && !s.hangup { s.readable = false }
-                return n
-            case .wouldBlock:
-                s.readable = false
-                return nil
-            }
-        } catch {
-            s.eof = true
-            return 0
-        }
-    }
-
     /// Writes pending output to the client. Returns true if bytes left.
     func flushToClient() -> Bool {
-        guard let out = output, !out.isEmpty, clientWritable else { return false }
-        do {
-            switch try Socket.write(fd, from: out.base + out.head, count: out.count) {
-            case .done(let n):
-                out.head += n
-                bytesToClient += n
-                if out.isEmpty { out.clear() } else { clientWritable = false }
-                return n > 0
-            case .wouldBlock:
-                clientWritable = false
-                return false
-            }
-        } catch {
+        guard let out = output, !out.isEmpty, client.writable else { return false }
+        guard let n = client.write(from: out) else {
             terminationState = "CD"
             close()
             return false
         }
+        bytesToClient += n
+        if out.isEmpty { out.clear() }
+        return n > 0
     }
 
     func flushToServer() -> Bool {
         guard let s = server, s.connected, s.writable, let out = toServer, !out.isEmpty else { return false }
-        do {
-            switch try Socket.write(s.fd, from: out.base + out.head, count: out.count) {
-            case .done(let n):
-                out.head += n
-                if out.isEmpty { if !requestReplayable { out.clear() } } else { s.writable = false }
-                return n > 0
-            case .wouldBlock:
-                s.writable = false
-                return false
-            }
-        } catch {
+        guard let n = s.write(from: out) else {
             serverFailed()
             return false
         }
+        if out.isEmpty, !requestReplayable { out.clear() }
+        return n > 0
     }
 
     // MARK: request head
 
     func parseOrReadHead() -> Bool {
         if input == nil {
-            guard clientReadable, !clientEOF else { return false }
+            guard client.readable, !client.eof else { return false }
             input = buffers.take()
         }
         let inBuf = input!
@@ -421,7 +352,7 @@ final class HTTPSession: LoopObject, QueueWaiter {
                     }
                 }
             }
-            guard let n = readClient(into: inBuf) else { break }
+            guard let n = client.read(into: inBuf) else { break }
             moved = true
             if n == 0 {
                 // Client closed: silently when idle, as HAProxy does.
@@ -598,17 +529,17 @@ final class HTTPSession: LoopObject, QueueWaiter {
             sendRequest(on: s)
             return
         }
-        if let s = server { server = nil; context.release(s) }
+        if let s = server { server = nil; context.pool.release(s) }
         if transactions > 1 || backend.settings.httpReuse == .always || backend.settings.httpReuse == .aggressive,
-           backend.settings.httpReuse != .never, let pooled = context.takeIdle(chosen) {
-            pooled.session = self
+           backend.settings.httpReuse != .never, let pooled = context.pool.take(chosen) {
+            pooled.owner = self
             server = pooled
             sendRequest(on: pooled)
             return
         }
         do {
-            let c = try ServerConnection.open(to: chosen, context: context) { [unowned self] in local.port }
-            c.session = self
+            let c = try Connection.open(to: chosen, context: context) { [unowned self] in local.port }
+            c.owner = self
             server = c
             phase = .connecting
             prepareRequest()
@@ -639,7 +570,7 @@ final class HTTPSession: LoopObject, QueueWaiter {
         if backend.servers.contains(where: { $0.isUsable && $0.hasRoom }) { backend.slotFreed() }
     }
 
-    func sendRequest(on s: ServerConnection) {
+    func sendRequest(on s: Connection) {
         phase = .exchange
         connectedMs = loop.now
         prepareRequest()
@@ -660,7 +591,7 @@ final class HTTPSession: LoopObject, QueueWaiter {
         guard let s = server else { return false }
         guard s.writable || s.readable || s.errored else { return false }
         if s.errored {
-            connectFailed(Socket.pendingError(s.fd))
+            connectFailed(s.pendingError)
             return true
         }
         s.connected = true
@@ -851,7 +782,7 @@ final class HTTPSession: LoopObject, QueueWaiter {
             if inBuf.isEmpty { inBuf.clear() }
             if toServer?.freeSpace ?? 0 > 0, inBuf.freeSpace > 0 {
                 if inBuf.head > 0 && inBuf.isEmpty { inBuf.clear() }
-                if let n = readClient(into: inBuf) {
+                if let n = client.read(into: inBuf) {
                     if n == 0 { terminationState = "CD"; abortTransaction(); return true }
                     moved = true
                     moveRequestBody()
@@ -865,13 +796,13 @@ final class HTTPSession: LoopObject, QueueWaiter {
 
     /// Reads ahead while a response is pending (pipelining), and notices a client close.
     func readPipelined() -> Bool {
-        guard clientReadable, !clientEOF else { return false }
+        guard client.readable, !client.eof else { return false }
         if case .done = requestBody {} else { return false }
         if input == nil { input = buffers.take() }
         guard let inBuf = input else { return false }
         if inBuf.freeSpace == 0 { inBuf.compact() }
         guard inBuf.freeSpace > 0 else { return false }
-        guard let n = readClient(into: inBuf) else { return false }
+        guard let n = client.read(into: inBuf) else { return false }
         if n == 0 {
             // Half-closed client: finish this response, then close (no abortonclose).
             closeAfterResponse = true
@@ -915,7 +846,7 @@ final class HTTPSession: LoopObject, QueueWaiter {
                         }
                     }
                 }
-                guard let n = readServer(s, into: inBuf) else { break }
+                guard let n = s.read(into: inBuf) else { break }
                 moved = true
                 if n == 0 {
                     serverFailed()
@@ -937,7 +868,7 @@ final class HTTPSession: LoopObject, QueueWaiter {
         var limit = Int.max
         if case .length(let remaining) = responseBody { limit = Int(min(Int64(Int.max), remaining)) }
         let before = out.tail
-        guard let n = readServer(s, into: out, max: limit) else { return moved }
+        guard let n = s.read(into: out, max: limit) else { return moved }
         if n == 0 {
             if case .untilClose = responseBody {
                 responseBody = .done
@@ -1170,7 +1101,7 @@ final class HTTPSession: LoopObject, QueueWaiter {
             // Keep it attached: the next request of this client likely goes to the same server.
         } else if reusable {
             server = nil
-            context.release(s)
+            context.pool.release(s)
         } else {
             server = nil
             s.close()
@@ -1225,9 +1156,9 @@ final class HTTPSession: LoopObject, QueueWaiter {
         }
         if let ts = toServer, ts.isEmpty {
             ts.clear()
-            if let n = readClient(into: ts) {
+            if let n = client.read(into: ts) {
                 moved = true
-                if n == 0 { Socket.shutdown(s.fd, Socket.shutWrite) }
+                if n == 0 { s.shutdownWrite() }
             }
         }
         // Bytes that came with the 101 and did not fit after its head go first.
@@ -1240,12 +1171,12 @@ final class HTTPSession: LoopObject, QueueWaiter {
         }
         if let out = output, out.isEmpty, fromServer == nil {
             out.clear()
-            if let n = readServer(s, into: out) {
+            if let n = s.read(into: out) {
                 moved = true
-                if n == 0 { Socket.shutdown(fd, Socket.shutWrite) }
+                if n == 0 { client.shutdownWrite() }
             }
         }
-        if clientEOF && s.eof && (output?.isEmpty ?? true) && (toServer?.isEmpty ?? true) {
+        if client.eof && s.eof && (output?.isEmpty ?? true) && (toServer?.isEmpty ?? true) {
             close()
             return false
         }
@@ -1330,8 +1261,8 @@ final class HTTPSession: LoopObject, QueueWaiter {
     /// close is not answered with a reset (RFC 9112 §9.6). When the request was read to its
     /// end and nothing more is buffered or signalled, closes at once, as HAProxy does.
     func shutdownAndDrain() {
-        Socket.shutdown(fd, Socket.shutWrite)
-        let nothingPending = (input?.isEmpty ?? true) && !clientReadable && !clientHangup && !lingerAlways
+        client.shutdownWrite()
+        let nothingPending = (input?.isEmpty ?? true) && !client.readable && !client.hangup && !lingerAlways
             && { if case .none = requestBody { return true }; if case .done = requestBody { return true }; return false }()
         if nothingPending {
             close()
@@ -1341,7 +1272,7 @@ final class HTTPSession: LoopObject, QueueWaiter {
         if let b = output { buffers.give(b); output = nil }
         if let b = toServer { buffers.give(b); toServer = nil }
         // Read only if the client already signalled something; otherwise wait for its FIN.
-        if clientReadable { _ = drainClient() }
+        if client.readable { _ = drainClient() }
         if !closed { loop.setDeadline(self, loop.now + 1000) }
     }
 
@@ -1350,18 +1281,18 @@ final class HTTPSession: LoopObject, QueueWaiter {
         if let out = output, out.isEmpty, phase == .draining, !closed {
             buffers.give(out)
             output = nil
-            Socket.shutdown(fd, Socket.shutWrite)
+            client.shutdownWrite()
         }
         let inBuf = input ?? buffers.take()
         input = inBuf
         var moved = false
-        while !clientEOF {
+        while !client.eof {
             inBuf.clear()
-            guard let n = readClient(into: inBuf) else { break }
+            guard let n = client.read(into: inBuf) else { break }
             moved = true
             if n == 0 { break }
         }
-        if clientEOF { close() }
+        if client.eof { close() }
         return moved
     }
 
@@ -1372,8 +1303,7 @@ final class HTTPSession: LoopObject, QueueWaiter {
         queueTicket?.cancelledInQueue = true
         queueTicket = nil
         loop.clearDeadline(self)
-        loop.forget(fd)
-        fd.close()
+        client.close()
         if let s = server { server = nil; s.close() }
         for b in [input, output, toServer, fromServer] { if let b { buffers.give(b) } }
         input = nil; output = nil; toServer = nil; fromServer = nil
@@ -1411,7 +1341,7 @@ final class HTTPSession: LoopObject, QueueWaiter {
     }
 }
 
-extension HTTPSession {
+extension HTTPTransaction {
     /// Reads the persistence cookie: picks its server, and for `indirect` or `prefix`,
     /// takes it (or its prefix) out of the request before the server sees it.
     func applyPersistence(_ cookie: CookieSettings, _ backend: RuntimeBackend) {
@@ -1475,7 +1405,7 @@ extension HTTPSession {
     }
 }
 
-extension HTTPSession {
+extension HTTPTransaction {
     /// Whether `insert` sets the cookie on this response: not when the client already has
     /// the right one (unless it is dated and needs refreshing), with `postonly` only after a
     /// POST, and with `preserve` not when the server set the cookie itself.
