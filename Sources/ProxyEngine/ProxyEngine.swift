@@ -45,7 +45,7 @@ public final class ProxyEngine: @unchecked Sendable {
             accepting.acceptors.append(a)
         }
         // Health checks: each checked server on one loop, first checks spread over `inter`.
-        var all: [(RuntimeServer, RuntimeBackend)] = []
+        var all: [(Server, Backend)] = []
         for (_, b) in model.backends.sorted(by: { $0.key < $1.key }) {
             for s in b.servers where s.definition.options.check && !s.isDisabled { all.append((s, b)) }
         }

@@ -14,7 +14,7 @@ func model(_ text: String) throws -> RuntimeModel {
     return try RuntimeModel(configuration: c)
 }
 
-func backend(_ balance: String, servers: [String], extra: String = "") throws -> RuntimeBackend {
+func backend(_ balance: String, servers: [String], extra: String = "") throws -> Backend {
     let m = try model("""
     defaults
         mode http
@@ -89,8 +89,8 @@ func backend(_ balance: String, servers: [String], extra: String = "") throws ->
 
 /// Balancing, without a network: weights, least connections, first, hashing, backups, maxconn.
 @Suite struct BalancerPicks {
-    func picks(_ b: RuntimeBackend, _ n: Int, key: (Int) -> UInt64 = { _ in 0 }) -> [String] {
-        var scratch: [RuntimeServer] = []
+    func picks(_ b: Backend, _ n: Int, key: (Int) -> UInt64 = { _ in 0 }) -> [String] {
+        var scratch: [Server] = []
         return (0..<n).map { i in b.balancer.pick(hashKey: key(i), allBackups: false, scratch: &scratch)?.name ?? "-" }
     }
 

@@ -13,7 +13,7 @@ final class ConnectionPool {
 
     /// An idle connection to `server`, if one is pooled.
     @inline(__always)
-    func take(_ server: RuntimeServer) -> Connection? {
+    func take(_ server: Server) -> Connection? {
         let key = ObjectIdentifier(server)
         // Popped in place: copying the list out of the dictionary would copy its storage.
         while let c = idle[key]?.popLast() {

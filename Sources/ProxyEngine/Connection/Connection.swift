@@ -19,7 +19,7 @@ final class Connection: LoopObject {
     /// before it goes, and a closed connection ignores events.
     unowned(unsafe) var owner: (any ConnectionOwner)?
     /// The server it reaches (server side); nil on the client side.
-    let server: RuntimeServer?
+    let server: Server?
     /// How bytes move: nil is the raw socket (read/send, and splice when both ends are raw),
     /// taken inline on the hot path; a `Transport` object replaces it (TLS).
     var transport: (any Transport)?
@@ -46,7 +46,7 @@ final class Connection: LoopObject {
     /// The events every connection is registered for: edge-triggered, both ways, FIN noticed.
     static let events = Epoll.readable | Epoll.writable | Epoll.readHangup | Epoll.edgeTriggered
 
-    init(fd: FileDescriptor, server: RuntimeServer?, connected: Bool, context: LoopContext) {
+    init(fd: FileDescriptor, server: Server?, connected: Bool, context: LoopContext) {
         self.fd = fd
         self.server = server
         self.connected = connected
@@ -65,7 +65,7 @@ final class Connection: LoopObject {
     /// Opens a non-blocking connection to `server` and registers it (edge-triggered).
     /// `destinationPort` is the port the client connected to: a server without a port of its
     /// own (or with `+N`/`-N`) is reached on that port (plus N), as in HAProxy.
-    static func open(to server: RuntimeServer, context: LoopContext, destinationPort: () -> UInt16) throws -> Connection {
+    static func open(to server: Server, context: LoopContext, destinationPort: () -> UInt16) throws -> Connection {
         let address = server.followsClientPort ? server.address(forDestinationPort: destinationPort()) : server.address
         let fd = try Socket.make(family: address.family)
         if address.family != AF_UNIX {

@@ -11,8 +11,8 @@ final class TCPStream: LoopObject, ConnectionOwner {
     unowned(unsafe) let context: LoopContext
     /// The acceptor that took this connection: its slot is released when it closes.
     let acceptor: Acceptor
-    let frontend: RuntimeFrontend
-    let backend: RuntimeBackend
+    let frontend: Frontend
+    let backend: Backend
     var server: Connection?
     var closed = false
     var toServer: Buffer?
@@ -25,9 +25,9 @@ final class TCPStream: LoopObject, ConnectionOwner {
     var upInPipe = 0
     var downInPipe = 0
     var splicing = true
-    var slotServer: RuntimeServer?
+    var slotServer: Server?
     /// The server of the last attempt (for `redispatch`).
-    var triedServer: RuntimeServer?
+    var triedServer: Server?
     /// Logged already at the connection to the server (`option logasap`).
     var loggedEarly = false
     // For the log line.
@@ -43,7 +43,7 @@ final class TCPStream: LoopObject, ConnectionOwner {
         s.active.subtract(1, ordering: .relaxed)
     }
 
-    init(connection: Connection, peer: SocketAddress, acceptor: Acceptor, backend: RuntimeBackend, context: LoopContext) {
+    init(connection: Connection, peer: SocketAddress, acceptor: Acceptor, backend: Backend, context: LoopContext) {
         client = connection
         clientAddress = peer
         acceptedMs = context.loop.now
@@ -66,7 +66,7 @@ final class TCPStream: LoopObject, ConnectionOwner {
     func connect() {
         // `option redispatch`: the last retry goes to another server than the one that failed.
         let excluded = backend.settings.options.redispatch && retriesLeft == 0 && retriesLeft < backend.settings.retries ? triedServer : nil
-        var picked: RuntimeServer?
+        var picked: Server?
         for _ in 0..<4 {
             guard let candidate = backend.balancer.pick(hashKey: 0, allBackups: backend.settings.options.allBackups,
                                                         excluding: excluded, scratch: &context.scratchServers) else { break }

@@ -17,7 +17,7 @@ import Glibc
 /// memory pauses the listener until a connection closes or 100 ms pass, logged once.
 final class Acceptor: LoopObject {
     let listener: Listener
-    let frontend: RuntimeFrontend
+    let frontend: Frontend
     unowned(unsafe) let context: LoopContext
     var paused = false
     var stopped = false
@@ -30,7 +30,7 @@ final class Acceptor: LoopObject {
     /// When the last "out of descriptors" line was logged, to log once per episode.
     var lastResourceAlarmMs: Int64 = .min / 2
 
-    init(listener: Listener, frontend: RuntimeFrontend, context: LoopContext) {
+    init(listener: Listener, frontend: Frontend, context: LoopContext) {
         self.listener = listener
         self.frontend = frontend
         self.context = context
@@ -202,7 +202,7 @@ extension LoopContext {
                 connectionEnded(acceptor)
                 return
             }
-            var chosen: RuntimeBackend?
+            var chosen: Backend?
             for (b, g) in frontend.routes where g.allows(samples) { chosen = b; break }
             guard let backend = chosen ?? frontend.defaultBackend else {
                 fd.close()

@@ -8,8 +8,8 @@ import Glibc
 /// `option httpchk`; UP after `rise` successes, DOWN after `fall` failures. It never blocks:
 /// the check is a non-blocking socket on the loop, with the loop's timer.
 final class HealthCheck: LoopObject {
-    let server: RuntimeServer
-    let backend: RuntimeBackend
+    let server: Server
+    let backend: Backend
     unowned(unsafe) let context: LoopContext
     let address: SocketAddress
     let request: [UInt8]?
@@ -29,13 +29,13 @@ final class HealthCheck: LoopObject {
     var inProgress = false
     var stopped = false
 
-    init(server: RuntimeServer, backend: RuntimeBackend, context: LoopContext) {
+    init(server: Server, backend: Backend, context: LoopContext) {
         self.server = server
         self.backend = backend
         self.context = context
         options = server.definition.options
         var a = server.address
-        if let ip = options.checkAddress { a = RuntimeBackend.socketAddress(ip, port: a.port) }
+        if let ip = options.checkAddress { a = Backend.socketAddress(ip, port: a.port) }
         if let port = options.checkPort { a.setPort(UInt16(port)) }
         address = a
         if let h = backend.settings.httpCheck {

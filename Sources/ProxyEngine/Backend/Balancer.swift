@@ -6,7 +6,7 @@ import ProxySystem
 /// position, weights) is shared by every thread under one lock.
 final class Balancer: @unchecked Sendable {
     let algorithm: BalanceAlgorithm
-    let servers: [RuntimeServer]
+    let servers: [Server]
 
     struct State {
         /// Smooth weighted round robin: each server's current weight.
@@ -16,7 +16,7 @@ final class Balancer: @unchecked Sendable {
     }
     private let state: Locked<State>
 
-    init(algorithm: BalanceAlgorithm, servers: [RuntimeServer]) {
+    init(algorithm: BalanceAlgorithm, servers: [Server]) {
         self.algorithm = algorithm
         self.servers = servers
         state = Locked(State(current: Array(repeating: 0, count: servers.count)))
@@ -25,7 +25,7 @@ final class Balancer: @unchecked Sendable {
     /// The servers to choose among now: usable normal servers; else the first usable backup
     /// (all of them with `option allbackups`).
     @inline(__always)
-    func eligible(allBackups: Bool, excluding: RuntimeServer?, into list: inout [RuntimeServer]) {
+    func eligible(allBackups: Bool, excluding: Server?, into list: inout [Server]) {
         list.removeAll(keepingCapacity: true)
         for s in servers where !s.isBackup && s.isUsable && s !== excluding { list.append(s) }
         if !list.isEmpty { return }
@@ -37,17 +37,17 @@ final class Balancer: @unchecked Sendable {
 
     /// Chooses a server with room, or nil when none can take the request now.
     /// `hashKey` feeds `source` and `uri`.
-    func pick(hashKey: UInt64, allBackups: Bool, excluding: RuntimeServer? = nil, scratch: inout [RuntimeServer]) -> RuntimeServer? {
+    func pick(hashKey: UInt64, allBackups: Bool, excluding: Server? = nil, scratch: inout [Server]) -> Server? {
         eligible(allBackups: allBackups, excluding: excluding, into: &scratch)
         if scratch.isEmpty { return nil }
         if scratch.count == 1 { return scratch[0].hasRoom ? scratch[0] : nil }
         switch algorithm {
         case .roundRobin:
             let now = Clock.coarseMilliseconds()
-            return state.withLock { st -> RuntimeServer? in
+            return state.withLock { st -> Server? in
                 // Smooth weighted round robin over servers with room (weights ramp in slowstart).
                 var total = 0
-                var best: RuntimeServer?
+                var best: Server?
                 for s in scratch where s.hasRoom {
                     let w = s.effectiveWeight(now: now)
                     st.current[s.index] += w
@@ -58,7 +58,7 @@ final class Balancer: @unchecked Sendable {
                 return best
             }
         case .staticRoundRobin:
-            return state.withLock { st -> RuntimeServer? in
+            return state.withLock { st -> Server? in
                 // Weighted, in a fixed order: expand by weight, cycle.
                 let totalWeight = scratch.reduce(0) { $0 + $1.weight }
                 for _ in 0..<totalWeight {
@@ -72,7 +72,7 @@ final class Balancer: @unchecked Sendable {
                 return nil
             }
         case .leastConnections:
-            var best: RuntimeServer?
+            var best: Server?
             var bestScore = Int.max
             for s in scratch where s.hasRoom {
                 // Fewest connections per unit of weight.
@@ -92,8 +92,8 @@ final class Balancer: @unchecked Sendable {
             }
             return nil
         case .random(let draws):
-            return state.withLock { st -> RuntimeServer? in
-                var best: RuntimeServer?
+            return state.withLock { st -> Server? in
+                var best: Server?
                 for _ in 0..<max(1, draws) {
                     let s = scratch[Int(st.random.next() % UInt64(scratch.count))]
                     guard s.hasRoom else { continue }

@@ -8,7 +8,7 @@ final class LoopContext: @unchecked Sendable {
     let model: RuntimeModel
     /// Idle server connections, kept for reuse.
     let pool: ConnectionPool
-    var scratchServers: [RuntimeServer] = []
+    var scratchServers: [Server] = []
     /// Sessions open on this loop.
     var sessions = 0
     /// Sessions by identity, so a soft stop can reach idle ones.

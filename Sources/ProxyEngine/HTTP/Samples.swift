@@ -8,7 +8,7 @@ import Glibc
 /// `proc.` variables. Nil when `fetch` is not one of them.
 enum ProcessSamples {
     @inline(__always)
-    static func visit(_ fetch: Fetch, model: RuntimeModel, backend: RuntimeBackend?, _ visit: (Sample) -> Bool) -> Bool? {
+    static func visit(_ fetch: Fetch, model: RuntimeModel, backend: Backend?, _ visit: (Sample) -> Bool) -> Bool? {
         switch fetch {
         case .constantBool(let b): return visit(.boolean(b))
         case .constantInt(let i): return visit(.integer(i))

@@ -1,0 +1,90 @@
+import ProxyConfig
+import ProxyHTTP
+import ProxyRules
+import ProxySystem
+import Synchronization
+import Glibc
+
+/// A server as the loops see it: its address and the live state every thread shares.
+public final class Server: @unchecked Sendable {
+    public let name: String
+    public let backendName: String
+    public let address: SocketAddress
+    public let definition: ServerDefinition
+    public let weight: Int
+    public let maxconn: Int
+    public let maxqueue: Int
+    public let isBackup: Bool
+    /// Position in its backend.
+    public let index: Int
+    /// Connections in use now (for `maxconn` and `leastconn`).
+    public let active = Atomic<Int>(0)
+    /// Health: UP unless its checks say otherwise.
+    public let isUp = Atomic<Bool>(true)
+    /// Administratively disabled (`disabled`).
+    public let isDisabled: Bool
+    /// When the server last came back UP (coarse ms), for `slowstart`; 0 when not ramping.
+    public let upSince = Atomic<Int64>(0)
+    let slowStart: Int64
+
+    init(definition: ServerDefinition, backend: String, index: Int, address: SocketAddress, keepAlive: Bool) {
+        self.definition = definition
+        self.keepAlive = keepAlive
+        name = definition.name
+        backendName = backend
+        self.address = address
+        weight = definition.options.weight
+        maxconn = definition.options.maxconn
+        maxqueue = definition.options.maxqueue
+        isBackup = definition.options.backup
+        isDisabled = definition.options.disabled
+        slowStart = Int64(definition.options.slowStart ?? 0)
+        self.index = index
+    }
+
+    /// Usable for new traffic: up, enabled and with a weight.
+    @inline(__always) public var isUsable: Bool { !isDisabled && weight > 0 && isUp.load(ordering: .relaxed) }
+
+    /// The weight to balance with now, scaled by 16 (as HAProxy scales) so that a ramp has
+    /// room: during `slowstart` after coming back UP it grows from 1 to the full weight.
+    @inline(__always) func effectiveWeight(now: Int64) -> Int {
+        let full = weight * 16
+        guard slowStart > 0 else { return full }
+        let since = upSince.load(ordering: .relaxed)
+        guard since > 0 else { return full }
+        let elapsed = now - since
+        if elapsed >= slowStart { return full }
+        return max(1, Int(Int64(full) * max(elapsed, 0) / slowStart))
+    }
+
+    /// No port of its own, or an offset: connections go to the client's destination port.
+    public var followsClientPort: Bool { definition.address.port == nil && { if case .unix = definition.address.host { return false } else { return true } }() }
+
+    /// `option srvtcpka` (or `tcpka`) in its backend.
+    let keepAlive: Bool
+
+    /// The address for a client that connected to `port`: that port plus the offset.
+    func address(forDestinationPort port: UInt16) -> SocketAddress {
+        var a = address
+        let p = Int(port) + (definition.address.portOffset ?? 0)
+        a.setPort(UInt16(clamping: max(0, min(65535, p))))
+        return a
+    }
+
+    /// Takes one of its `maxconn` slots, or none (compare-and-swap: two loops can never both
+    /// take the last one).
+    @inline(__always)
+    public func reserveSlot() -> Bool {
+        guard maxconn > 0 else { active.add(1, ordering: .relaxed); return true }
+        var current = active.load(ordering: .relaxed)
+        while current < maxconn {
+            let (exchanged, original) = active.compareExchange(expected: current, desired: current + 1, ordering: .acquiringAndReleasing)
+            if exchanged { return true }
+            current = original
+        }
+        return false
+    }
+
+    /// Below its `maxconn` (0 means unlimited).
+    @inline(__always) public var hasRoom: Bool { maxconn == 0 || active.load(ordering: .relaxed) < maxconn }
+}

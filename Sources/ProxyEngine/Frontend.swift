@@ -1,0 +1,47 @@
+import ProxyConfig
+import ProxyHTTP
+import ProxyRules
+import ProxySystem
+import Synchronization
+import Glibc
+
+/// A frontend: where connections arrive, its rules and its routing.
+public final class Frontend: @unchecked Sendable {
+    public let name: String
+    public let definition: ProxyDefinition
+    public var mode: ProxyMode { settings.mode }
+    /// Stored, not computed from `definition`: a field read never copies the whole struct.
+    public let settings: ProxySettings
+    /// Read on every request: kept apart so reading one never copies the settings.
+    let forwardFor: ForwardFor?
+    let timeouts: Timeouts
+    /// `use_backend` rules with their targets resolved.
+    let routes: [(Backend, RuleGuard)]
+    let defaultBackend: Backend?
+    /// For a `listen` section: itself as a backend.
+    let ownBackend: Backend?
+    public let active = Atomic<Int>(0)
+    public let errorPages: [Int: [UInt8]]
+    /// The proxy's HTTP rules, compiled.
+    let rules: CompiledHTTPRules
+    let tcpConnectionRules: [Rule<TCPRequestAction>]
+    let tcpContentRules: [Rule<TCPRequestAction>]
+    var logDestinations: [LogDestination] = []
+
+    init(definition: ProxyDefinition, backends: [String: Backend], logger: Logger) {
+        name = definition.name
+        self.definition = definition
+        settings = definition.settings
+        forwardFor = definition.settings.options.forwardFor
+        timeouts = definition.settings.timeouts
+        routes = definition.useBackendRules.compactMap { r in backends[r.backend].map { ($0, r.guardState) } }
+        ownBackend = definition.kind == .listen ? backends[definition.name] : nil
+        defaultBackend = definition.settings.defaultBackend.flatMap { backends[$0] } ?? ownBackend
+        let pages = definition.settings.errorPages.mapValues(\.bytes)
+        errorPages = pages
+        rules = CompiledHTTPRules(definition, errorPages: pages)
+        tcpConnectionRules = definition.tcpRequestRules.filter { $0.action.layer == .connection }
+        tcpContentRules = definition.tcpRequestRules.filter { $0.action.layer == .content }
+        logDestinations = logger.destinations(for: definition.settings.logs)
+    }
+}

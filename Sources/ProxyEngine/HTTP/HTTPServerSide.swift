@@ -1,0 +1,193 @@
+import ProxyConfig
+import ProxyHTTP
+import ProxyRules
+import ProxySystem
+import Glibc
+
+/// A transaction's way to a server: the balancing key, the slot and the queue, connecting,
+/// reusing a pooled connection, and retries after a failure.
+extension HTTPTransaction {
+    /// Gives back the server slot this transaction held, waking a queued request.
+    func releaseSlot() {
+        guard let s = slotServer else { return }
+        slotServer = nil
+        s.active.subtract(1, ordering: .relaxed)
+        if let b = context.model.backends[s.backendName] { b.slotFreed() }
+    }
+
+    /// Called on this loop when a slot may be free: try to get a server again.
+    func leaveQueue() {
+        guard !closed, phase == .queued else { return }
+        queueTicket = nil
+        connectToServer()
+        if !closed { progress() }
+    }
+
+    // MARK: server side
+
+    /// The balancing key of this transaction, computed once while the request head is in the
+    /// buffer (a retry comes after the head is gone).
+    func balanceKey(_ backend: Backend) -> UInt64 {
+        switch backend.settings.balance {
+        case .source:
+            // The address's bytes as the kernel gave them: 4, 16, or none for a UNIX socket.
+            switch clientFamily {
+            case AF_INET: return withUnsafeBytes(of: clientIP.v4Value.bigEndian) { fnv1a($0) }
+            case AF_INET6: return clientIP.bytes16.withUnsafeBytes { fnv1a($0) }
+            default: return fnv1a(UnsafeRawBufferPointer(start: nil, count: 0))
+            }
+        case .uri(let length, let depth, let whole, let pathOnly):
+            let p = requestBytes
+            let start = pathOnly ? pathRange.start : request.target.start
+            var r = ByteRange(Int(start), Int(whole ? request.target.end : pathRange.end))
+            if let depth {
+                var slashes = 0
+                var i = Int(pathRange.start)
+                while i < Int(r.end) { if p[i] == 0x2f { slashes += 1; if slashes > depth { break } }; i += 1 }
+                r.end = Int32(i)
+            }
+            if let length, r.count > length { r.end = r.start + Int32(length) }
+            return fnv1a(UnsafeRawBufferPointer(rebasing: p[Int(r.start)..<Int(r.end)]))
+        default:
+            return 0
+        }
+    }
+
+    func connectToServer() {
+        guard let backend else { return }
+        var key: UInt64 = 0
+        if backend.hashesRequests {
+            if let (t, k) = hashKey, t == transactions { key = k } else {
+                key = balanceKey(backend)
+                hashKey = (transactions, key)
+            }
+        }
+        let excluded = retriesLeft < backend.settings.retries && backend.settings.options.redispatch && retriesLeft == 0 ? triedServer : nil
+        releaseSlot()
+        // A valid persistence cookie wins over the balancer while its server is usable.
+        let persisted = persistServer.flatMap { $0.isUsable && $0.hasRoom && $0 !== excluded ? $0 : nil }
+        // A slot is taken with a compare-and-swap: a server another loop just filled is passed
+        // over (a few tries), then the request queues.
+        var picked: Server?
+        if let p = persisted, p.reserveSlot() { picked = p }
+        for _ in 0..<4 where picked == nil {
+            guard let candidate = backend.balancer.pick(hashKey: key, allBackups: backend.settings.options.allBackups,
+                                                        excluding: excluded, scratch: &context.scratchServers)
+                ?? (excluded != nil && triedServer?.hasRoom == true ? triedServer : nil) else { break }
+            if candidate.reserveSlot() { picked = candidate }
+        }
+        guard let chosen = picked else {
+            enqueueOrRefuse(backend)
+            return
+        }
+        slotServer = chosen
+        triedServer = chosen
+        connectStartMs = loop.now
+        // Reuse this session's own connection, or (not for a first request) a pooled one.
+        if let s = server, s.server === chosen, !s.eof, !s.closed {
+            sendRequest(on: s)
+            return
+        }
+        if let s = server { server = nil; context.pool.release(s) }
+        if transactions > 1 || backend.settings.httpReuse == .always || backend.settings.httpReuse == .aggressive,
+           backend.settings.httpReuse != .never, let pooled = context.pool.take(chosen) {
+            pooled.owner = self
+            server = pooled
+            sendRequest(on: pooled)
+            return
+        }
+        do {
+            let c = try Connection.open(to: chosen, context: context) { [unowned self] in local.port }
+            c.owner = self
+            server = c
+            phase = .connecting
+            prepareRequest()
+            if c.connected && !closed { phase = .exchange; connectedMs = loop.now }
+        } catch let e as SystemError {
+            connectFailed(e.code)
+        } catch {
+            connectFailed(EIO)
+        }
+    }
+
+    /// Every usable server is full: wait in the backend's queue, or get a 503.
+    func enqueueOrRefuse(_ backend: Backend) {
+        let usable = backend.servers.contains { $0.isUsable }
+        guard usable else {
+            respondWithError(503, reason: "no server available", state: "SC")
+            return
+        }
+        let ticket = QueueTicket(self, loop: loop)
+        guard backend.queue.enqueue(ticket, limit: backend.queueLimit) else {
+            respondWithError(503, reason: "queue full", state: "sQ")
+            return
+        }
+        if phase != .queued { queuedAtMs = loop.now }
+        queueTicket = ticket
+        phase = .queued
+        // A slot may have been freed between the pick and the enqueue: look again.
+        if backend.servers.contains(where: { $0.isUsable && $0.hasRoom }) { backend.slotFreed() }
+    }
+
+    func sendRequest(on s: Connection) {
+        phase = .exchange
+        connectedMs = loop.now
+        prepareRequest()
+    }
+
+    /// Composes the request once; on a retry, rewinds it, or gives up if it was streamed.
+    func prepareRequest() {
+        guard requestComposed else { composeRequest(); return }
+        guard requestReplayable, let out = toServer else {
+            respondWithError(502, reason: "cannot retry a streamed request", state: "SH")
+            return
+        }
+        out.head = 0
+        server?.requests += 1
+    }
+
+    func checkConnect() -> Bool {
+        guard let s = server else { return false }
+        guard s.writable || s.readable || s.errored else { return false }
+        if s.errored {
+            connectFailed(s.pendingError)
+            return true
+        }
+        s.connected = true
+        s.writable = true
+        connectedMs = loop.now
+        phase = .exchange
+        return true
+    }
+
+    func connectFailed(_ code: Int32) {
+        if let s = server { server = nil; s.close() }
+        if retriesLeft > 0 {
+            retriesLeft -= 1
+            connectToServer()
+            return
+        }
+        respondWithError(503, reason: "cannot connect to server", state: "SC")
+    }
+
+    /// The server failed while sending the request or before a response head arrived.
+    func serverFailed() {
+        guard let s = server else { return }
+        let wasReused = s.requests > 1
+        server = nil
+        s.close()
+        if !responseStarted && wasReused && retriesLeft > 0 {
+            // A pooled connection closed by the server as we used it: retry once, fresh.
+            retriesLeft -= 1
+            connectToServer()
+            return
+        }
+        if responseStarted {
+            terminationState = "SD"
+            close()
+        } else {
+            respondWithError(502, reason: "server closed the connection", state: "SH")
+        }
+    }
+
+}

@@ -1,0 +1,37 @@
+import ProxyConfig
+import ProxyHTTP
+import ProxyRules
+import ProxySystem
+import Synchronization
+import Glibc
+
+/// Everything the loops share, built once from a checked configuration.
+public final class RuntimeModel: @unchecked Sendable {
+    public let configuration: Configuration
+    public let frontends: [Frontend]
+    public let backends: [String: Backend]
+    /// Connections open across all loops (global `maxconn`).
+    public let activeConnections = Atomic<Int>(0)
+    public let maxConnections: Int
+    /// Kernel pipes held by TCP splicing across all loops, and the most it may hold (`maxpipes`).
+    public let pipesInUse = Atomic<Int>(0)
+    public let maxPipes: Int
+    /// True once a soft stop began.
+    public let stopping = Atomic<Bool>(false)
+    /// `proc.` variables, shared by every loop.
+    public let processVariables = Locked<VariableTable>([:])
+    public let logger: Logger
+
+    /// `logger` is opened by the start-up before any chroot; tests let the model open one.
+    public init(configuration: Configuration, logger: Logger? = nil) throws {
+        self.configuration = configuration
+        var backends: [String: Backend] = [:]
+        for p in configuration.proxies where p.isBackend { backends[p.name] = try Backend(definition: p) }
+        self.backends = backends
+        let logger = logger ?? Logger(configuration: configuration)
+        self.logger = logger
+        frontends = configuration.proxies.filter(\.isFrontend).map { Frontend(definition: $0, backends: backends, logger: logger) }
+        maxConnections = configuration.global.maxconn ?? 4096
+        maxPipes = configuration.global.maxpipes ?? maxConnections / 2
+    }
+}
