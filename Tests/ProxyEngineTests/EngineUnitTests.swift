@@ -161,13 +161,34 @@ func backend(_ balance: String, servers: [String], extra: String = "") throws ->
         let tickets = (0..<100).map { QueueTicket(Waiter($0), loop: loop) }
         for t in tickets { #expect(q.enqueue(t, limit: 100)) }
         #expect(!q.enqueue(QueueTicket(Waiter(100), loop: loop), limit: 100))
-        for i in stride(from: 1, to: 100, by: 2) { tickets[i].cancelledInQueue = true }
+        for i in stride(from: 1, to: 100, by: 2) { #expect(q.cancel(tickets[i])) }
+        // Cancelled tickets stop counting at once: 50 places are free again.
+        #expect(q.count == 50)
         var order: [Int] = []
         while let t = q.takeOldest() { order.append((t.waiter as! Waiter).id) }
         #expect(order == Array(stride(from: 0, to: 100, by: 2)))
         #expect(q.isEmpty && q.count == 0)
         // Emptied, it takes new tickets from the start.
-        #expect(q.enqueue(tickets[0], limit: 1) && q.takeOldest() === tickets[0])
+        let fresh = QueueTicket(Waiter(0), loop: loop)
+        #expect(q.enqueue(fresh, limit: 1) && q.takeOldest() === fresh)
+    }
+
+    /// A cancelled ticket frees its place toward the limit at once; a ticket already taken
+    /// cannot be cancelled (its wake-up must be passed on); a woken ticket put back goes first.
+    @Test func cancelFreesItsPlaceAndAWokenTicketKeepsIt() throws {
+        let loop = try EventLoop(index: 0, bufferSize: 4096)
+        let q = BackendQueue()
+        let a = QueueTicket(Waiter(0), loop: loop), b = QueueTicket(Waiter(1), loop: loop)
+        #expect(q.enqueue(a, limit: 1))
+        #expect(!q.enqueue(b, limit: 1))
+        #expect(q.cancel(a))
+        #expect(q.enqueue(b, limit: 1))
+        let c = QueueTicket(Waiter(2), loop: loop)
+        #expect(q.enqueue(c, limit: 2))
+        let woken = q.takeOldest()
+        #expect(woken === b && !q.cancel(b))
+        q.requeueFirst(b)
+        #expect(q.count == 2 && q.takeOldest() === b && q.takeOldest() === c && q.takeOldest() == nil)
     }
 
     @Test func everyTicketIsTakenOnceAcrossThreads() throws {

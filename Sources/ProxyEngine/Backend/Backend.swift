@@ -79,7 +79,7 @@ public final class Backend: @unchecked Sendable {
         return total
     }
 
-    /// A request slot on `server` was freed: wake the oldest queued request on its loop.
+    /// A slot may be free: wake the oldest queued request on its loop.
     func slotFreed() {
         guard let next = queue.takeOldest() else { return }
         next.loop.post { next.waiter.leaveQueue() }

@@ -9,17 +9,25 @@ import Glibc
 extension HTTPTransaction {
     /// Gives back the server slot this transaction held, waking a queued request.
     func releaseSlot() {
-        guard let s = slotServer else { return }
+        guard let s = slotServer, let b = slotBackend else { return }
         slotServer = nil
-        s.active.subtract(1, ordering: .relaxed)
-        if let b = context.model.backends[s.backendName] { b.slotFreed() }
+        slotBackend = nil
+        b.release(s)
     }
 
-    /// Called on this loop when a slot may be free: try to get a server again.
-    func leaveQueue() {
-        guard !closed, phase == .queued else { return }
+    /// Leaves the backend's queue, if this transaction waits in it.
+    func cancelQueueTicket() {
+        guard let t = queueTicket else { return }
         queueTicket = nil
-        connectToServer()
+        backend?.cancel(t)
+    }
+
+    /// Called on this loop when a slot was freed for this request: try again, first in line.
+    func leaveQueue() {
+        // A ticket cancelled after the slot took it was passed on by `Backend.cancel`.
+        guard !closed, phase == .queued, let ticket = queueTicket else { return }
+        queueTicket = nil
+        connectToServer(woken: ticket)
         if !closed { progress() }
     }
 
@@ -30,12 +38,7 @@ extension HTTPTransaction {
     func balanceKey(_ backend: Backend) -> UInt64 {
         switch backend.settings.balance {
         case .source:
-            // The address's bytes as the kernel gave them: 4, 16, or none for a UNIX socket.
-            switch clientFamily {
-            case AF_INET: return withUnsafeBytes(of: clientIP.v4Value.bigEndian) { fnv1a($0) }
-            case AF_INET6: return clientIP.bytes16.withUnsafeBytes { fnv1a($0) }
-            default: return fnv1a(UnsafeRawBufferPointer(start: nil, count: 0))
-            }
+            return Backend.sourceKey(clientIP, family: clientFamily)
         case .uri(let length, let depth, let whole, let pathOnly):
             let p = requestBytes
             let start = pathOnly ? pathRange.start : request.target.start
@@ -53,7 +56,7 @@ extension HTTPTransaction {
         }
     }
 
-    func connectToServer() {
+    func connectToServer(woken: QueueTicket? = nil) {
         guard let backend else { return }
         var key: UInt64 = 0
         if backend.hashesRequests {
@@ -64,23 +67,25 @@ extension HTTPTransaction {
         }
         let excluded = retriesLeft < backend.settings.retries && backend.settings.options.redispatch && retriesLeft == 0 ? triedServer : nil
         releaseSlot()
+        var request = AdmissionRequest(hashKey: key, excluding: excluded, wokenTicket: woken)
         // A valid persistence cookie wins over the balancer while its server is usable.
-        let persisted = persistServer.flatMap { $0.isUsable && $0.hasRoom && $0 !== excluded ? $0 : nil }
-        // A slot is taken with a compare-and-swap: a server another loop just filled is passed
-        // over (a few tries), then the request queues.
-        var picked: Server?
-        if let p = persisted, p.reserveSlot() { picked = p }
-        for _ in 0..<4 where picked == nil {
-            guard let candidate = backend.balancer.pick(hashKey: key, allBackups: backend.settings.options.allBackups,
-                                                        excluding: excluded, scratch: &context.scratchServers)
-                ?? (excluded != nil && triedServer?.hasRoom == true ? triedServer : nil) else { break }
-            if candidate.reserveSlot() { picked = candidate }
-        }
-        guard let chosen = picked else {
-            enqueueOrRefuse(backend)
+        request.persisted = persistServer
+        if excluded != nil { request.fallback = triedServer }
+        let chosen: Server
+        switch backend.admit(self, loop: loop, request, scratch: &context.scratchServers) {
+        case .server(let s):
+            chosen = s
+        case .queued(let ticket):
+            if phase != .queued { queuedAtMs = loop.now }
+            queueTicket = ticket
+            phase = .queued
+            return
+        case .refused(let status, let reason, let state):
+            respondWithError(status, reason: reason, state: state)
             return
         }
         slotServer = chosen
+        slotBackend = backend
         triedServer = chosen
         connectStartMs = loop.now
         // Reuse this session's own connection, or (not for a first request) a pooled one.
@@ -108,25 +113,6 @@ extension HTTPTransaction {
         } catch {
             connectFailed(EIO)
         }
-    }
-
-    /// Every usable server is full: wait in the backend's queue, or get a 503.
-    func enqueueOrRefuse(_ backend: Backend) {
-        let usable = backend.servers.contains { $0.isUsable }
-        guard usable else {
-            respondWithError(503, reason: "no server available", state: "SC")
-            return
-        }
-        let ticket = QueueTicket(self, loop: loop)
-        guard backend.queue.enqueue(ticket, limit: backend.queueLimit) else {
-            respondWithError(503, reason: "queue full", state: "sQ")
-            return
-        }
-        if phase != .queued { queuedAtMs = loop.now }
-        queueTicket = ticket
-        phase = .queued
-        // A slot may have been freed between the pick and the enqueue: look again.
-        if backend.servers.contains(where: { $0.isUsable && $0.hasRoom }) { backend.slotFreed() }
     }
 
     func sendRequest(on s: Connection) {

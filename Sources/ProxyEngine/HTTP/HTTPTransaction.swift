@@ -146,6 +146,8 @@ final class HTTPTransaction: LoopObject, QueueWaiter, ConnectionOwner {
     var pendingServerReusable = true
     /// The server whose request slot (maxconn) this transaction holds.
     var slotServer: Server?
+    /// The backend that granted `slotServer` (it gets the slot back).
+    var slotBackend: Backend?
     var queueTicket: QueueTicket?
     /// The server the client's persistence cookie names (while it is usable).
     var persistServer: Server?
@@ -205,8 +207,7 @@ final class HTTPTransaction: LoopObject, QueueWaiter, ConnectionOwner {
             // Before the response head: the client gets a 504; in the middle of the body, a close.
             if responseStarted { terminationState = "sD"; close() } else { respondWithError(504, reason: "server timeout", state: "sH") }
         case .queued:
-            queueTicket?.cancelledInQueue = true
-            queueTicket = nil
+            cancelQueueTicket()
             respondWithError(503, reason: "timeout in the queue", state: "sQ")
         case .flushing:
             close()
@@ -441,8 +442,7 @@ final class HTTPTransaction: LoopObject, QueueWaiter, ConnectionOwner {
         guard !closed else { return }
         closed = true
         releaseSlot()
-        queueTicket?.cancelledInQueue = true
-        queueTicket = nil
+        cancelQueueTicket()
         loop.clearDeadline(self)
         client.close()
         if let s = server { server = nil; s.close() }

@@ -6,7 +6,7 @@ import Glibc
 /// A client connection in TCP mode: bytes forwarded both ways between two `Connection`s,
 /// byte for byte, with half-close carried across (a FIN from one side becomes a FIN on the
 /// other); spliced through a pipe per direction when both connections are raw.
-final class TCPStream: LoopObject, ConnectionOwner {
+final class TCPStream: LoopObject, ConnectionOwner, QueueWaiter {
     let client: Connection
     unowned(unsafe) let context: LoopContext
     /// The acceptor that took this connection: its slot is released when it closes.
@@ -37,10 +37,13 @@ final class TCPStream: LoopObject, ConnectionOwner {
     var connectedMs: Int64 = -1
     var bytesToClient = 0
 
+    /// Its place in the backend's queue while every server is at its `maxconn`.
+    var queueTicket: QueueTicket?
+
     func releaseSlot() {
         guard let s = slotServer else { return }
         slotServer = nil
-        s.active.subtract(1, ordering: .relaxed)
+        backend.release(s)
     }
 
     init(connection: Connection, peer: SocketAddress, acceptor: Acceptor, backend: Backend, context: LoopContext) {
@@ -63,16 +66,24 @@ final class TCPStream: LoopObject, ConnectionOwner {
         if !closed { progress() }
     }
 
-    func connect() {
+    func connect(woken: QueueTicket? = nil) {
         // `option redispatch`: the last retry goes to another server than the one that failed.
         let excluded = backend.settings.options.redispatch && retriesLeft == 0 && retriesLeft < backend.settings.retries ? triedServer : nil
-        var picked: Server?
-        for _ in 0..<4 {
-            guard let candidate = backend.balancer.pick(hashKey: 0, allBackups: backend.settings.options.allBackups,
-                                                        excluding: excluded, scratch: &context.scratchServers) else { break }
-            if candidate.reserveSlot() { picked = candidate; break }
+        var request = AdmissionRequest(excluding: excluded, wokenTicket: woken)
+        if case .source = backend.settings.balance {
+            let ip = HTTPTransaction.ip(of: clientAddress)
+            request.hashKey = Backend.sourceKey(ip, family: clientAddress.family)
         }
-        guard let chosen = picked else {
+        let chosen: Server
+        switch backend.admit(self, loop: loop, request, scratch: &context.scratchServers) {
+        case .server(let s):
+            chosen = s
+        case .queued(let ticket):
+            queueTicket = ticket
+            let t = backend.settings.timeouts
+            loop.setDeadline(self, loop.now + Int64(t.queue ?? t.connect ?? 5000))
+            return
+        case .refused:
             close()
             return
         }
@@ -106,6 +117,14 @@ final class TCPStream: LoopObject, ConnectionOwner {
 
     override func timerFired() {
         close()
+    }
+
+    /// A slot was freed for this connection: try again, first in line.
+    func leaveQueue() {
+        guard !closed, let ticket = queueTicket else { return }
+        queueTicket = nil
+        connect(woken: ticket)
+        if !closed { progress() }
     }
 
     override func resume() {
@@ -269,6 +288,7 @@ final class TCPStream: LoopObject, ConnectionOwner {
         closed = true
         logConnection()
         releaseSlot()
+        if let t = queueTicket { queueTicket = nil; backend.cancel(t) }
         loop.clearDeadline(self)
         client.close()
         if let s = server { server = nil; s.close() }

@@ -5,9 +5,10 @@
   backend.py echo PORT        TCP echo server with half-close.
 
 HTTP paths:
-  /stats            JSON: request count, the last request's head (does not count itself), and
-                    the peak number of /slow requests answered at once
-  /slow?ms=N        answer after N ms
+  /stats            JSON: request count, the last request's head (does not count itself), the
+                    peak number of /slow requests answered at once, and the order in which
+                    /slow requests with an id arrived
+  /slow?ms=N[&id=I] answer after N ms
   /reset            close the connection with a reset, no answer
   /status/N         answer with status N
   /chunked          chunked response
@@ -29,6 +30,7 @@ last = {}
 # Requests being answered now, and the most there ever were at once.
 inflight = 0
 peak = 0
+order = []
 lock = threading.Lock()
 
 
@@ -75,7 +77,7 @@ def send(conn, status, body=b"", headers=(), reason="OK"):
 
 
 def http_client(conn, name):
-    global count, last, inflight, peak
+    global count, last, inflight, peak, order
     buf = b""
     try:
         while True:
@@ -95,7 +97,7 @@ def http_client(conn, name):
             params = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
             if path == "/stats":
                 with lock:
-                    send(conn, 200, json.dumps({"count": count, "last": last, "peak": peak}).encode())
+                    send(conn, 200, json.dumps({"count": count, "last": last, "peak": peak, "order": order}).encode())
                 continue
             with lock:
                 count += 1
@@ -104,6 +106,8 @@ def http_client(conn, name):
                 with lock:
                     inflight += 1
                     peak = max(peak, inflight)
+                    if "id" in params:
+                        order.append(int(params["id"]))
                 time.sleep(int(params.get("ms", "1000")) / 1000)
                 with lock:
                     inflight -= 1

@@ -1,0 +1,83 @@
+import ProxyRules
+import ProxySystem
+import Glibc
+
+/// What `Backend.admit` gave a request: a server whose slot it now holds, a place in the
+/// queue, or a refusal with the status and log state HAProxy gives.
+enum Admission {
+    case server(Server)
+    case queued(QueueTicket)
+    case refused(status: Int, reason: String, state: String)
+}
+
+/// Who asks for a server, and what it already knows: the balancing key, a server its
+/// persistence cookie names, a server to avoid (`redispatch`), and its ticket when it was
+/// woken from the queue.
+struct AdmissionRequest {
+    var hashKey: UInt64 = 0
+    var persisted: Server?
+    var excluding: Server?
+    /// Tried when the balancer finds nothing but `excluding` has room (the last retry).
+    var fallback: Server?
+    var wokenTicket: QueueTicket?
+}
+
+extension Backend {
+    /// The only way to a server, for HTTP and TCP alike. A server's `maxconn` slot is taken
+    /// with a compare-and-swap (two loops never both take the last one). While requests
+    /// wait, a newcomer queues behind them (FIFO, as HAProxy's queue); a request woken from
+    /// the queue that still finds no slot goes back to the front, keeping its place.
+    func admit(_ waiter: QueueWaiter, loop: EventLoop, _ r: AdmissionRequest, scratch: inout [Server]) -> Admission {
+        let mayPick = r.wokenTicket != nil || queue.isEmpty
+        if mayPick {
+            if let p = r.persisted, p.isUsable, p.hasRoom, p !== r.excluding, p.reserveSlot() { return .server(p) }
+            for _ in 0..<4 {
+                guard let candidate = balancer.pick(hashKey: r.hashKey, allBackups: settings.options.allBackups,
+                                                    excluding: r.excluding, scratch: &scratch)
+                    ?? (r.fallback?.hasRoom == true ? r.fallback : nil) else { break }
+                if candidate.reserveSlot() { return .server(candidate) }
+            }
+        }
+        guard servers.contains(where: { $0.isUsable }) else {
+            return .refused(status: 503, reason: "no server available", state: "SC")
+        }
+        let ticket: QueueTicket
+        if let woken = r.wokenTicket {
+            ticket = woken
+            queue.requeueFirst(woken)
+        } else {
+            ticket = QueueTicket(waiter, loop: loop)
+            guard queue.enqueue(ticket, limit: queueLimit) else {
+                return .refused(status: 503, reason: "queue full", state: "sQ")
+            }
+        }
+        // A slot may have been freed between the pick and the enqueue: look again.
+        if servers.contains(where: { $0.isUsable && $0.hasRoom }) { slotFreed() }
+        return .queued(ticket)
+    }
+
+    /// Gives back a slot `admit` granted on `server`, and wakes the oldest waiting request.
+    @inline(__always)
+    func release(_ server: Server) {
+        server.active.subtract(1, ordering: .relaxed)
+        if !queue.isEmpty { slotFreed() }
+    }
+
+    /// A queued request leaves (timeout, close). When a freed slot had already taken its
+    /// ticket, that wake-up is passed on to the next in line, so no slot is lost.
+    func cancel(_ ticket: QueueTicket) {
+        if !queue.cancel(ticket) { slotFreed() }
+    }
+}
+
+extension Backend {
+    /// `balance source`: the client address's bytes as the kernel gave them (4, 16, or none
+    /// for a UNIX socket), hashed; the same for HTTP and TCP.
+    static func sourceKey(_ ip: IPAddress, family: Int32) -> UInt64 {
+        switch family {
+        case AF_INET: return withUnsafeBytes(of: ip.v4Value.bigEndian) { fnv1a($0) }
+        case AF_INET6: return ip.bytes16.withUnsafeBytes { fnv1a($0) }
+        default: return fnv1a(UnsafeRawBufferPointer(start: nil, count: 0))
+        }
+    }
+}
