@@ -224,12 +224,21 @@ extension ConfigParser {
         }
         let (words, condition) = try splitCondition(args.dropFirst())
         guard let verdictText = words.first, let verdict = TCPRequestAction.Verdict(rawValue: verdictText) else {
-            if let w = words.first, ["track-sc0", "track-sc1", "track-sc2", "set-var", "expect-proxy", "capture", "sc-inc-gpc0", "silent-drop", "close", "set-src", "do-resolve"].contains(w) {
+            if let w = words.first, ["track-sc0", "track-sc1", "track-sc2", "set-var", "capture", "sc-inc-gpc0", "silent-drop", "close", "set-src", "do-resolve"].contains(w) {
                 throw ConfigError("'tcp-request \(layerText) \(w)' is not supported yet")
             }
             throw ConfigError("tcp-request \(layerText): the action is 'accept' or 'reject'")
         }
-        try Values.expect(words, 1, usage: "tcp-request \(layerText) accept|reject [if|unless <condition>]")
+        if verdict == .expectProxy {
+            guard layer == .connection else {
+                throw ConfigError("'tcp-request content expect-proxy' does not exist; use 'tcp-request connection expect-proxy layer4 if COND'")
+            }
+            guard words.count == 2, words[words.startIndex + 1] == "layer4" else {
+                throw ConfigError("tcp-request connection expect-proxy: the form is 'expect-proxy layer4 [if|unless <condition>]'")
+            }
+        } else {
+            try Values.expect(words, 1, usage: "tcp-request \(layerText) accept|reject [if|unless <condition>]")
+        }
         if let c = condition, layer == .connection {
             for acl in c.acls where acl.terms.contains(where: { $0.expression.fetch.scope == .request }) {
                 throw ConfigError("tcp-request connection: ACL '\(acl.name)' reads the HTTP request, which is not known when the connection is accepted; use 'tcp-request content' or 'http-request'")

@@ -64,18 +64,16 @@ public enum NotEnforced: String, CaseIterable, Sendable {
     case bindProcess = "bind process"
     case bindThread = "bind thread"
     // These change bytes on the wire or security: `proxy -f` refuses them.
-    case acceptProxy = "accept-proxy"
     case ssl = "ssl"
     case crt = "crt"
     case alpn = "alpn"
     case npn = "npn"
     case namespace = "namespace"
-    case sendProxy = "send-proxy"
 
     /// Whether ignoring it would change what goes on the wire, or security.
     public var changesWire: Bool {
         switch self {
-        case .acceptProxy, .ssl, .crt, .alpn, .npn, .namespace, .sendProxy: return true
+        case .ssl, .crt, .alpn, .npn, .namespace: return true
         default: return false
         }
     }
@@ -336,7 +334,11 @@ public struct ServerOptions: Sendable, Equatable {
     public var backup = false
     public var disabled = false
     public var cookie: String?
-    public var sendProxy = false
+    /// `send-proxy` (v1), `send-proxy-v2`, `send-proxy-v2-ssl[-cn]` (v2): a PROXY header
+    /// opens every connection to the server.
+    public var sendProxy: ProxyProtocolVersion?
+    /// `check-send-proxy`: health checks send a PROXY header too (`LOCAL`/`UNKNOWN`).
+    public var checkSendProxy = false
     public var slowStart: Milliseconds?
     public init() {}
 }
@@ -584,10 +586,17 @@ public struct Rule<Action: Sendable>: Sendable {
     public var summary: String
 }
 
-/// `tcp-request connection|content accept|reject`.
+/// The PROXY protocol version a server is sent.
+public enum ProxyProtocolVersion: Int, Sendable {
+    case v1 = 1
+    case v2 = 2
+}
+
+/// `tcp-request connection|content accept|reject`, and `tcp-request connection expect-proxy
+/// layer4` (not final: the rules after it still decide).
 public struct TCPRequestAction: Sendable, Equatable {
     public enum Layer: String, Sendable { case connection, content }
-    public enum Verdict: String, Sendable { case accept, reject }
+    public enum Verdict: String, Sendable { case accept, reject, expectProxy = "expect-proxy" }
     public var layer: Layer
     public var verdict: Verdict
 }

@@ -268,7 +268,6 @@ extension ConfigParser {
             case "backlog": options.backlog = try Values.integer(try value(opt), for: "bind backlog", in: 1...Int(Int32.max))
             case "accept-proxy":
                 options.acceptProxy = true
-                notEnforced(.acceptProxy, at: location)
             case "ssl":
                 options.ssl = true
                 notEnforced(.ssl, at: location)
@@ -347,11 +346,12 @@ extension ConfigParser {
 
     static let serverKeywords = ["check", "inter", "fastinter", "downinter", "rise", "fall", "port", "addr", "weight", "maxconn",
                      "maxqueue", "backup", "disabled", "enabled", "cookie", "send-proxy", "slowstart", "no-check",
-                     "no-backup", "no-send-proxy"]
+                     "no-backup", "no-send-proxy", "send-proxy-v2", "send-proxy-v2-ssl", "send-proxy-v2-ssl-cn",
+                     "check-send-proxy"]
     static let unsupportedServerKeywords: Set<String> = ["ssl", "verify", "ca-file", "crt", "sni", "resolvers", "init-addr", "resolve-prefer",
                                                                     "on-marked-down", "on-marked-up", "on-error", "observe", "error-limit", "agent-check",
                                                                     "agent-port", "agent-inter", "id", "track", "redir", "minconn", "source", "usesrc",
-                                                                    "send-proxy-v2", "proto", "alpn", "check-ssl", "check-send-proxy", "pool-max-conn",
+                                                                    "proto", "alpn", "check-ssl", "pool-max-conn",
                                                                     "tfo", "namespace", "health-check", "non-stick", "proxy-v2-options", "socks4"]
 
     func parseServerOptions(_ args: ArraySlice<String>, base: ServerOptions, at location: SourceLocation, isDefault: Bool) throws -> ServerOptions {
@@ -387,10 +387,14 @@ extension ConfigParser {
             case "enabled": o.disabled = false
             case "cookie":
                 o.cookie = try value(opt)
-            case "send-proxy":
-                o.sendProxy = true
-                notEnforced(.sendProxy, at: location)
-            case "no-send-proxy": o.sendProxy = false
+            case "send-proxy": o.sendProxy = .v1
+            case "send-proxy-v2", "send-proxy-v2-ssl", "send-proxy-v2-ssl-cn":
+                // The SSL TLVs describe a TLS client connection; with none they are not sent,
+                // as in HAProxy.
+                o.sendProxy = .v2
+            case "no-send-proxy", "no-send-proxy-v2", "no-send-proxy-v2-ssl", "no-send-proxy-v2-ssl-cn": o.sendProxy = nil
+            case "check-send-proxy": o.checkSendProxy = true
+            case "no-check-send-proxy": o.checkSendProxy = false
             case "slowstart": o.slowStart = try Values.time(try value(opt), for: "\(what) slowstart")
             default:
                 if Self.unsupportedServerKeywords.contains(opt) { throw ConfigError("\(what): option '\(opt)' is not supported yet") }

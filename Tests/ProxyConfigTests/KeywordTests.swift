@@ -112,12 +112,23 @@ import ProxyRules
         #expect(keys.count == 2 && keys[0] != keys[1] && keys[1].v6only)
     }
 
-    @Test func acceptProxyWarnsAndIsRecordedAsWireChanging() throws {
+    /// `accept-proxy` is enforced now; `ssl` and `crt` still warn and refuse the start.
+    @Test func acceptProxyLoadsAndTLSIsRecordedAsWireChanging() throws {
         let r = load("frontend f\n    timeout client 1s\n    bind :80 accept-proxy ssl crt /x.pem\n")
-        #expect(r.warnings.map(\.message) == ["'accept-proxy' is accepted but not enforced yet", "'ssl' is accepted but not enforced yet",
-                                              "'crt' is accepted but not enforced yet"])
+        #expect(r.warnings.map(\.message) == ["'ssl' is accepted but not enforced yet", "'crt' is accepted but not enforced yet"])
+        #expect(r.configuration!.proxies[0].binds[0].options.acceptProxy)
         let allWire = r.configuration!.unenforcedKeywords.allSatisfy { $0.changesWire }
         #expect(allWire)
+    }
+
+    /// `tcp-request connection expect-proxy layer4`: only at the connection layer, with `layer4`.
+    @Test func expectProxyRule() throws {
+        let ok = load("frontend f\n    timeout client 1s\n    bind :80\n    tcp-request connection expect-proxy layer4 if { src 10.0.0.0/8 }\n")
+        #expect(ok.errors.isEmpty && ok.configuration!.proxies[0].tcpRequestRules[0].action.verdict == .expectProxy)
+        let content = load("frontend f\n    timeout client 1s\n    bind :80\n    tcp-request content expect-proxy layer4\n")
+        #expect(content.errors.first?.message.contains("use 'tcp-request connection expect-proxy layer4") == true)
+        let noLayer = load("frontend f\n    timeout client 1s\n    bind :80\n    tcp-request connection expect-proxy\n")
+        #expect(noLayer.errors.first?.message.contains("'expect-proxy layer4") == true)
     }
 
     @Test func serversAndDefaultServer() throws {
@@ -132,6 +143,8 @@ import ProxyRules
             server d localhost:+1000
             server e /run/app.sock
             server f 10.0.0.6:80 send-proxy
+            server g 10.0.0.7:80 send-proxy-v2 check-send-proxy
+            server h 10.0.0.8:80 send-proxy-v2-ssl no-send-proxy-v2
         """)
         let s = c.proxies[0].servers
         #expect(s[0].options.check && s[0].options.weight == 10 && s[0].options.cookie == "A" && s[0].options.inter == 3000)
@@ -142,7 +155,9 @@ import ProxyRules
         #expect(s[2].address.port == 443)
         #expect(s[3].address.portOffset == 1000)
         #expect(s[4].address.host == .unix("/run/app.sock"))
-        #expect(s[5].options.sendProxy)
+        #expect(s[5].options.sendProxy == .v1 && !s[5].options.checkSendProxy)
+        #expect(s[6].options.sendProxy == .v2 && s[6].options.checkSendProxy)
+        #expect(s[7].options.sendProxy == nil)
     }
 
     @Test func timeoutsAndUnits() throws {

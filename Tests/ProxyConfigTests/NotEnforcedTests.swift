@@ -11,9 +11,9 @@ import ProxyRules
             "option splice-auto, splice-request and splice-response in http mode", "option httplog clf",
             "stats enable", "stats uri", "stats realm", "stats auth", "stats refresh", "stats admin", "stats hide-version",
             "bind name", "bind id", "bind nice", "bind process", "bind thread",
-            "accept-proxy", "ssl", "crt", "alpn", "npn", "namespace", "send-proxy",
+            "ssl", "crt", "alpn", "npn", "namespace",
         ])
-        #expect(NotEnforced.allCases.filter(\.changesWire).map(\.rawValue) == ["accept-proxy", "ssl", "crt", "alpn", "npn", "namespace", "send-proxy"])
+        #expect(NotEnforced.allCases.filter(\.changesWire).map(\.rawValue) == ["ssl", "crt", "alpn", "npn", "namespace"])
     }
 
     /// Each one is warned about where it is used, and recorded for the start-up to refuse.

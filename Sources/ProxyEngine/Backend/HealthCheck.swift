@@ -12,7 +12,12 @@ final class HealthCheck: LoopObject {
     let backend: Backend
     unowned(unsafe) let context: LoopContext
     let address: SocketAddress
+    /// What a check sends: the PROXY header (`check-send-proxy`, or a `send-proxy` server
+    /// checked on its own address and port), then the HTTP request (`option httpchk`).
     let request: [UInt8]?
+    /// An HTTP check (a response is read and judged); otherwise connecting (and sending the
+    /// PROXY header) is the whole check.
+    let layer7: Bool
     let expectations: [HTTPCheck.Expectation]
     let options: ServerOptions
     /// HAProxy's check timeouts: without `timeout check`, `inter` bounds the whole check; with
@@ -38,16 +43,26 @@ final class HealthCheck: LoopObject {
         if let ip = options.checkAddress { a = Backend.socketAddress(ip, port: a.port) }
         if let port = options.checkPort { a.setPort(UInt16(port)) }
         address = a
+        var request: [UInt8]?
         if let h = backend.settings.httpCheck {
             var text = "\(h.method) \(h.uri) \(h.version)\r\n"
             for f in h.headers { text += "\(f.name): \(f.value)\r\n" }
             if let body = h.body { text += "content-length: \(body.utf8.count)\r\n\r\n\(body)" } else { text += "\r\n" }
             request = Array(text.utf8)
             expectations = h.expectations
+            layer7 = true
         } else {
             request = nil
             expectations = []
+            layer7 = false
         }
+        // The header a check sends says nothing of a client: `PROXY UNKNOWN` or v2 `LOCAL`,
+        // as HAProxy's checks send. `send-proxy` alone applies when no port or addr is set.
+        let version = options.sendProxy ?? .v1
+        if options.checkSendProxy || (options.sendProxy != nil && options.checkPort == nil && options.checkAddress == nil) {
+            request = ProxyProtocol.encode(version, source: nil, destination: nil) + (request ?? [])
+        }
+        self.request = request
         let inter = server.definition.options.inter
         if let check = backend.settings.timeouts.check {
             connectTimeout = Int64(min(backend.settings.timeouts.connect ?? inter, inter))
@@ -152,6 +167,10 @@ final class HealthCheck: LoopObject {
                 return
             }
             sent += n
+        }
+        if !layer7 {
+            complete(true, reason: "Layer4 check passed", code: nil)
+            return
         }
         var chunk = [UInt8](repeating: 0, count: 16384)
         while true {

@@ -175,91 +175,21 @@ final class Acceptor: LoopObject {
     }
 }
 
-extension LoopContext {
-    /// Sets up a session for a new connection, whose slot its acceptor reserved.
-    func accepted(fd: FileDescriptor, client: SocketAddress, acceptor: Acceptor) {
-        let frontend = acceptor.frontend
-        if client.family != AF_UNIX { try? Socket.setOption(fd, level: Int32(IPPROTO_TCP), name: TCP_NODELAY, value: 1) }
-        if frontend.settings.options.clientKeepAlive { try? Socket.setOption(fd, level: SOL_SOCKET, name: SO_KEEPALIVE, value: 1) }
-        // tcp-request connection rules.
-        if !frontend.tcpConnectionRules.isEmpty {
-            let local = Socket.localAddress(fd)
-            let samples = ConnectionSamples(client: HTTPTransaction.ip(of: client), clientPort: client.port,
-                                            local: HTTPTransaction.ip(of: local), localPort: local.port, model: model)
-            if frontend.tcpConnectionRules.rejects(samples) {
-                fd.close()
-                connectionEnded(acceptor)
-                return
-            }
-        }
-        if frontend.mode == .tcp {
-            let local = Socket.localAddress(fd)
-            let samples = ConnectionSamples(client: HTTPTransaction.ip(of: client), clientPort: client.port,
-                                            local: HTTPTransaction.ip(of: local), localPort: local.port, model: model)
-            // tcp-request content rules, then the route: in TCP mode both read the connection.
-            if frontend.tcpContentRules.rejects(samples) {
-                fd.close()
-                connectionEnded(acceptor)
-                return
-            }
-            var chosen: Backend?
-            for (b, g) in frontend.routes where g.allows(samples) { chosen = b; break }
-            guard let backend = chosen ?? frontend.defaultBackend else {
-                fd.close()
-                connectionEnded(acceptor)
-                return
-            }
-            if backend.mode == .tcp {
-                guard let connection = try? Connection.accepted(fd, context: self) else {
-                    fd.close(); connectionEnded(acceptor); return
-                }
-                let s = TCPStream(connection: connection, peer: client, acceptor: acceptor, backend: backend, context: self)
-                sessions += 1
-                openSessions[ObjectIdentifier(s)] = s
-                s.start()
-                return
-            }
-        }
-        guard let connection = try? Connection.accepted(fd, context: self) else {
-            fd.close(); connectionEnded(acceptor); return
-        }
-        let s = HTTPTransaction(connection: connection, peer: client, acceptor: acceptor, context: self)
-        sessions += 1
-        openSessions[ObjectIdentifier(s)] = s
-        s.updateDeadline()
-    }
-
-    /// Resumes the acceptors paused here, unless the operator paused them (SIGTTOU).
-    func resumePausedAcceptors() {
-        guard !pausedAcceptors.isEmpty, !adminPaused else { return }
-        let list = pausedAcceptors
-        pausedAcceptors.removeAll()
-        acceptorsPaused.store(false, ordering: .relaxed)
-        for a in list { a.resumeAccepting() }
-    }
-
-    /// A connection ended: its slot goes back, and a paused acceptor may go on.
-    func connectionEnded(_ acceptor: Acceptor) {
-        acceptor.releaseSlot()
-        resumePausedAcceptors()
-        // A connection handed over by another loop's acceptor: wake that one if it paused.
-        if let a = acceptingContext, a.acceptorsPaused.load(ordering: .relaxed) {
-            a.loop.post { a.resumePausedAcceptors() }
-        }
-    }
-
-    func sessionClosed(_ s: LoopObject) {
-        sessions -= 1
-        openSessions[ObjectIdentifier(s)] = nil
-        if let h = s as? HTTPTransaction { connectionEnded(h.acceptor) } else if let t = s as? TCPStream { connectionEnded(t.acceptor) }
-        onSessionClosed?()
-    }
-}
-
 extension Array where Element == Rule<TCPRequestAction> {
-    /// The first rule whose condition holds decides: true when it is `reject`.
-    func rejects<C: SampleContext>(_ samples: C) -> Bool {
-        for rule in self where rule.guardState.allows(samples) { return rule.action.verdict == .reject }
-        return false
+    /// The first `accept` or `reject` whose condition holds decides (true: reject); an
+    /// `expect-proxy layer4` that holds before it asks for a PROXY header.
+    func evaluate<C: SampleContext>(_ samples: C) -> (reject: Bool, expectProxy: Bool) {
+        var expectProxy = false
+        for rule in self where rule.guardState.allows(samples) {
+            switch rule.action.verdict {
+            case .expectProxy: expectProxy = true
+            case .accept: return (false, expectProxy)
+            case .reject: return (true, expectProxy)
+            }
+        }
+        return (false, expectProxy)
     }
+
+    /// The first `accept` or `reject` whose condition holds decides: true when it rejects.
+    func rejects<C: SampleContext>(_ samples: C) -> Bool { evaluate(samples).reject }
 }

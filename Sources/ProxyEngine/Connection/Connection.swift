@@ -180,6 +180,29 @@ final class Connection: LoopObject {
         return false
     }
 
+    /// Looks at queued bytes without taking them (MSG_PEEK): the count (0 at the peer's FIN),
+    /// nil when nothing is there now. A stage reads its header this way, so the bytes after
+    /// it stay in the kernel for the application.
+    func peek(into pointer: UnsafeMutableRawPointer, count: Int) throws -> Int? {
+        switch try Socket.peek(fd, into: pointer, count: count) {
+        case .done(let n): return n
+        case .wouldBlock:
+            readable = false
+            return nil
+        }
+    }
+
+    /// Takes exactly `count` bytes a peek already saw (a stage's header) and drops them.
+    func consume(_ count: Int, scratch: UnsafeMutableRawPointer) throws -> Bool {
+        var left = count
+        while left > 0 {
+            guard case .done(let n) = try Socket.read(fd, into: scratch, count: left), n > 0 else { return false }
+            left -= n
+            bytesIn += n
+        }
+        return true
+    }
+
     /// Whether bytes may be spliced straight between this socket and a pipe.
     var canSplice: Bool { transport == nil && preface == nil }
 

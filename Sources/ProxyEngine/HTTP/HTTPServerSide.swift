@@ -104,6 +104,7 @@ extension HTTPTransaction {
         do {
             let c = try Connection.open(to: chosen, context: context) { [unowned self] in local.port }
             c.owner = self
+            if let v = chosen.definition.options.sendProxy { c.preface = proxyHeader(v) }
             server = c
             phase = .connecting
             prepareRequest()
@@ -113,6 +114,14 @@ extension HTTPTransaction {
         } catch {
             connectFailed(EIO)
         }
+    }
+
+    /// The PROXY header a new server connection opens with (`send-proxy[-v2]`): the client's
+    /// address and the one it reached, as a PROXY header from the front may have set them.
+    func proxyHeader(_ version: ProxyProtocolVersion) -> [UInt8] {
+        guard clientFamily != AF_UNIX else { return ProxyProtocol.encode(version, source: nil, destination: nil) }
+        return ProxyProtocol.encode(version, source: ProxyProtocol.address(clientIP, clientPort),
+                                    destination: ProxyProtocol.address(local.ip, local.port))
     }
 
     func sendRequest(on s: Connection) {

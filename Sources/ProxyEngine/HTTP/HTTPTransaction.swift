@@ -114,7 +114,7 @@ final class HTTPTransaction: LoopObject, QueueWaiter, ConnectionOwner {
         case done
     }
 
-    init(connection: Connection, peer: SocketAddress, acceptor: Acceptor, context: LoopContext) {
+    init(connection: Connection, peer: SocketAddress, local: SocketAddress?, acceptor: Acceptor, context: LoopContext) {
         client = connection
         self.context = context
         self.acceptor = acceptor
@@ -131,6 +131,8 @@ final class HTTPTransaction: LoopObject, QueueWaiter, ConnectionOwner {
         acceptedAt = Clock.wallClock()
         super.init()
         connection.owner = self
+        // A PROXY header named the address the client reached.
+        if let local { self.local = (Self.ip(of: local), local.port) }
     }
 
     static func ip(of a: SocketAddress) -> IPAddress {

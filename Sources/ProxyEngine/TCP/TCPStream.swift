@@ -32,6 +32,8 @@ final class TCPStream: LoopObject, ConnectionOwner, QueueWaiter {
     var loggedEarly = false
     // For the log line.
     let clientAddress: SocketAddress
+    /// The address the client reached, when a PROXY header named it (else the kernel's).
+    var localAddress: SocketAddress?
     let acceptedAt = Clock.wallClock()
     var acceptedMs: Int64 = 0
     var connectedMs: Int64 = -1
@@ -46,9 +48,10 @@ final class TCPStream: LoopObject, ConnectionOwner, QueueWaiter {
         backend.release(s)
     }
 
-    init(connection: Connection, peer: SocketAddress, acceptor: Acceptor, backend: Backend, context: LoopContext) {
+    init(connection: Connection, peer: SocketAddress, local: SocketAddress?, acceptor: Acceptor, backend: Backend, context: LoopContext) {
         client = connection
         clientAddress = peer
+        localAddress = local
         acceptedMs = context.loop.now
         self.acceptor = acceptor
         frontend = acceptor.frontend
@@ -60,6 +63,14 @@ final class TCPStream: LoopObject, ConnectionOwner, QueueWaiter {
     }
 
     var loop: EventLoop { context.loop }
+
+    /// The address the client reached: from its PROXY header, or asked of the kernel once.
+    var reached: SocketAddress {
+        if let a = localAddress { return a }
+        let a = client.localAddress
+        localAddress = a
+        return a
+    }
 
     func start() {
         connect()
@@ -90,8 +101,13 @@ final class TCPStream: LoopObject, ConnectionOwner, QueueWaiter {
         slotServer = chosen
         triedServer = chosen
         do {
-            let c = try Connection.open(to: chosen, context: context) { [client] in client.localAddress.port }
+            let c = try Connection.open(to: chosen, context: context) { [unowned self] in reached.port }
             c.owner = self
+            if let v = chosen.definition.options.sendProxy {
+                // The client's address and the one it reached; UNKNOWN/LOCAL for a UNIX client.
+                let unix = clientAddress.family == AF_UNIX
+                c.preface = ProxyProtocol.encode(v, source: unix ? nil : clientAddress, destination: unix ? nil : reached)
+            }
             server = c
             connecting = !c.connected
         } catch {
@@ -149,6 +165,11 @@ final class TCPStream: LoopObject, ConnectionOwner, QueueWaiter {
                 logConnection(early: true)
                 loggedEarly = true
             }
+        }
+        // A stage's preface (the PROXY header) goes before any byte of the client's.
+        if s.preface != nil {
+            guard let done = s.flushPreface() else { close(); return }
+            if !done { updateDeadline(); return }
         }
         if splicing {
             if upPipe == nil {

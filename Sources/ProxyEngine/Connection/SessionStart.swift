@@ -1,0 +1,105 @@
+import ProxyConfig
+import ProxyRules
+import ProxySystem
+import Glibc
+
+/// How an accepted connection becomes a session: `tcp-request connection` rules on the
+/// real addresses, the PROXY-protocol stage when the listener or a rule expects one, then
+/// `tcp-request content` rules and the route (TCP mode) on the addresses the stage gave,
+/// and the `TCPStream` or `HTTPTransaction` that carries it.
+extension LoopContext {
+    /// Sets up a new connection, whose slot its acceptor reserved.
+    func accepted(fd: FileDescriptor, client: SocketAddress, acceptor: Acceptor) {
+        let frontend = acceptor.frontend
+        if client.family != AF_UNIX { try? Socket.setOption(fd, level: Int32(IPPROTO_TCP), name: TCP_NODELAY, value: 1) }
+        if frontend.settings.options.clientKeepAlive { try? Socket.setOption(fd, level: SOL_SOCKET, name: SO_KEEPALIVE, value: 1) }
+        var expectProxy = acceptor.listener.options.acceptProxy
+        if !frontend.tcpConnectionRules.isEmpty {
+            let local = Socket.localAddress(fd)
+            let samples = ConnectionSamples(client: HTTPTransaction.ip(of: client), clientPort: client.port,
+                                            local: HTTPTransaction.ip(of: local), localPort: local.port, model: model)
+            let verdict = frontend.tcpConnectionRules.evaluate(samples)
+            if verdict.reject {
+                fd.close()
+                connectionEnded(acceptor)
+                return
+            }
+            if verdict.expectProxy { expectProxy = true }
+        }
+        guard let connection = try? Connection.accepted(fd, context: self) else {
+            fd.close(); connectionEnded(acceptor); return
+        }
+        if expectProxy {
+            let stage = ProxyProtocolReceiver(connection: connection, peer: client, acceptor: acceptor, context: self)
+            sessions += 1
+            openSessions[ObjectIdentifier(stage)] = stage
+            stage.start()
+            return
+        }
+        startSession(connection, peer: client, local: nil, acceptor: acceptor)
+    }
+
+    /// Hands a connection to its application, with the client's address (`peer`) and the
+    /// address it reached (`local`, nil to ask the kernel), as a PROXY header may have set them.
+    /// `bytesWaiting`: the stage saw bytes after its header, which no new event will announce.
+    func startSession(_ connection: Connection, peer: SocketAddress, local: SocketAddress?, acceptor: Acceptor, bytesWaiting: Bool = false) {
+        let frontend = acceptor.frontend
+        if frontend.mode == .tcp {
+            let localAddress = local ?? connection.localAddress
+            let samples = ConnectionSamples(client: HTTPTransaction.ip(of: peer), clientPort: peer.port,
+                                            local: HTTPTransaction.ip(of: localAddress), localPort: localAddress.port, model: model)
+            // tcp-request content rules, then the route: in TCP mode both read the connection.
+            if frontend.tcpContentRules.rejects(samples) {
+                connection.close()
+                connectionEnded(acceptor)
+                return
+            }
+            var chosen: Backend?
+            for (b, g) in frontend.routes where g.allows(samples) { chosen = b; break }
+            guard let backend = chosen ?? frontend.defaultBackend else {
+                connection.close()
+                connectionEnded(acceptor)
+                return
+            }
+            if backend.mode == .tcp {
+                let s = TCPStream(connection: connection, peer: peer, local: local, acceptor: acceptor, backend: backend, context: self)
+                sessions += 1
+                openSessions[ObjectIdentifier(s)] = s
+                s.start()
+                return
+            }
+        }
+        let s = HTTPTransaction(connection: connection, peer: peer, local: local, acceptor: acceptor, context: self)
+        sessions += 1
+        openSessions[ObjectIdentifier(s)] = s
+        s.updateDeadline()
+        if bytesWaiting { s.progress() }
+    }
+
+    /// Resumes the acceptors paused here, unless the operator paused them (SIGTTOU).
+    func resumePausedAcceptors() {
+        guard !pausedAcceptors.isEmpty, !adminPaused else { return }
+        let list = pausedAcceptors
+        pausedAcceptors.removeAll()
+        acceptorsPaused.store(false, ordering: .relaxed)
+        for a in list { a.resumeAccepting() }
+    }
+
+    /// A connection ended: its slot goes back, and a paused acceptor may go on.
+    func connectionEnded(_ acceptor: Acceptor) {
+        acceptor.releaseSlot()
+        resumePausedAcceptors()
+        // A connection handed over by another loop's acceptor: wake that one if it paused.
+        if let a = acceptingContext, a.acceptorsPaused.load(ordering: .relaxed) {
+            a.loop.post { a.resumePausedAcceptors() }
+        }
+    }
+
+    func sessionClosed(_ s: LoopObject) {
+        sessions -= 1
+        openSessions[ObjectIdentifier(s)] = nil
+        if let h = s as? HTTPTransaction { connectionEnded(h.acceptor) } else if let t = s as? TCPStream { connectionEnded(t.acceptor) }
+        else if let p = s as? ProxyProtocolReceiver { connectionEnded(p.acceptor) }
+        onSessionClosed?()
+    }
+}
