@@ -69,15 +69,18 @@ enum ProxyProtocol {
         if proto == "UNKNOWN" { return .complete(Header(source: nil, destination: nil, length: end + 1)) }
         guard proto == "TCP4" || proto == "TCP6" else { return .invalid("PROXY protocol v1: unknown protocol '\(proto)'") }
         guard fields.count == 5 else { return .invalid("PROXY protocol v1: expected 4 fields after \(proto)") }
+        // TCP4 takes dotted IPv4 only; TCP6 any IPv6 form (an IPv4-mapped one included).
+        let v4 = proto == "TCP4"
         guard let src = IPAddress(parsing: fields[1]), let dst = IPAddress(parsing: fields[2]),
-              src.isV4 == (proto == "TCP4"), dst.isV4 == (proto == "TCP4"),
-              (proto == "TCP4") == !fields[1].contains(":"), (proto == "TCP4") == !fields[2].contains(":") else {
+              v4 == !fields[1].contains(":"), v4 == !fields[2].contains(":") else {
             return .invalid("PROXY protocol v1: bad \(proto) address")
         }
         guard let sport = port(fields[3]), let dport = port(fields[4]) else {
             return .invalid("PROXY protocol v1: bad port")
         }
-        return .complete(Header(source: address(src, sport), destination: address(dst, dport), length: end + 1))
+        if v4 { return .complete(Header(source: address(src, sport), destination: address(dst, dport), length: end + 1)) }
+        return .complete(Header(source: SocketAddress(ipv6: src.bytes16, port: sport),
+                                destination: SocketAddress(ipv6: dst.bytes16, port: dport), length: end + 1))
     }
 
     /// A decimal port, 0 to 65535, without sign or leading zeros (as the protocol requires).
@@ -173,7 +176,12 @@ enum ProxyProtocol {
 
     /// The address as the v1 line writes it: dotted IPv4, or IPv6 text.
     static func text(_ a: SocketAddress) -> String {
-        guard let ip = ip(of: a) else { return "" }
-        return ip.description
+        if let v4 = a.ipv4 { return IPAddress(v4: v4).description }
+        guard a.family == AF_INET6 else { return "" }
+        // IPv6 text even for an IPv4-mapped address (`::ffff:192.0.2.7`), which TCP6 needs.
+        var bytes = a.addressBytes
+        var buffer = [CChar](repeating: 0, count: 64)
+        guard inet_ntop(AF_INET6, &bytes, &buffer, 64) != nil else { return "" }
+        return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 }
