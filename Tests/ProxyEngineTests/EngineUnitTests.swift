@@ -146,6 +146,27 @@ func backend(_ balance: String, servers: [String], extra: String = "") throws ->
     }
 }
 
+/// A server's runtime state: what the runtime API will change, read by every loop.
+@Suite struct ServerRuntimeState {
+    @Test func adminStateWeightAndAddress() throws {
+        let b = try backend("roundrobin", servers: ["", "disabled"])
+        let s = b.servers[0]
+        #expect(s.isUsable && s.acceptsPersistent && s.adminState == .ready)
+        #expect(b.servers[1].adminState == .maintenance && !b.servers[1].isUsable)
+        s.setAdminState(.drain)
+        #expect(!s.isUsable && s.acceptsPersistent)
+        s.setAdminState(.maintenance)
+        #expect(!s.isUsable && !s.acceptsPersistent && s.isDisabled)
+        s.setAdminState(.ready)
+        s.setWeight(0)
+        #expect(!s.isUsable && s.acceptsPersistent)
+        s.setWeight(1000)
+        #expect(s.weight == 256 && s.isUsable)
+        s.setAddress(SocketAddress(ipv4: 0x7F00_0002, port: 9))
+        #expect(s.address.ipv4 == 0x7F00_0002 && s.address.port == 9)
+    }
+}
+
 /// The backend queue: first in, first out; a full queue refuses; cancelled tickets are
 /// passed over; and from four threads at once every ticket is taken exactly once.
 @Suite struct BackendQueueOrder {

@@ -30,7 +30,7 @@ extension Backend {
     func admit(_ waiter: QueueWaiter, loop: EventLoop, _ r: AdmissionRequest, scratch: inout [Server]) -> Admission {
         let mayPick = r.wokenTicket != nil || queue.isEmpty
         if mayPick {
-            if let p = r.persisted, p.isUsable, p.hasRoom, p !== r.excluding, p.reserveSlot() { return .server(p) }
+            if let p = r.persisted, p.acceptsPersistent, p.hasRoom, p !== r.excluding, p.reserveSlot() { return .server(p) }
             for _ in 0..<4 {
                 guard let candidate = balancer.pick(hashKey: r.hashKey, allBackups: settings.options.allBackups,
                                                     excluding: r.excluding, scratch: &scratch)

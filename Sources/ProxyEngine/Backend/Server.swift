@@ -5,13 +5,30 @@ import ProxySystem
 import Synchronization
 import Glibc
 
-/// A server as the loops see it: its address and the live state every thread shares.
+/// What an operator set a server to (HAProxy's administrative states).
+public enum ServerAdminState: Int, Sendable {
+    /// Takes traffic as its health allows.
+    case ready = 0
+    /// No new traffic, except clients its persistence cookie sends back.
+    case drain = 1
+    /// No traffic at all (`disabled`, or maintenance set at run time).
+    case maintenance = 2
+}
+
+/// A server as the loops see it: its configuration, and the live state every thread shares
+/// and the runtime API changes: administrative state, weight, address, health, slots.
 public final class Server: @unchecked Sendable {
     public let name: String
     public let backendName: String
-    public let address: SocketAddress
     public let definition: ServerDefinition
-    public let weight: Int
+    /// Where connections go; changed at run time (`set server ... addr`) under its lock.
+    private let currentAddress: Locked<SocketAddress>
+    public var address: SocketAddress { currentAddress.withLock { $0 } }
+    /// The weight now (0 to 256); the configured one is `definition.options.weight`.
+    private let currentWeight: Atomic<Int>
+    public var weight: Int { currentWeight.load(ordering: .relaxed) }
+    private let admin: Atomic<Int>
+    public var adminState: ServerAdminState { ServerAdminState(rawValue: admin.load(ordering: .relaxed)) ?? .ready }
     public let maxconn: Int
     public let maxqueue: Int
     public let isBackup: Bool
@@ -21,8 +38,8 @@ public final class Server: @unchecked Sendable {
     public let active = Atomic<Int>(0)
     /// Health: UP unless its checks say otherwise.
     public let isUp = Atomic<Bool>(true)
-    /// Administratively disabled (`disabled`).
-    public let isDisabled: Bool
+    /// In maintenance (`disabled`, or set at run time): no traffic, no checks.
+    public var isDisabled: Bool { adminState == .maintenance }
     /// When the server last came back UP (coarse ms), for `slowstart`; 0 when not ramping.
     public let upSince = Atomic<Int64>(0)
     let slowStart: Int64
@@ -32,18 +49,35 @@ public final class Server: @unchecked Sendable {
         self.keepAlive = keepAlive
         name = definition.name
         backendName = backend
-        self.address = address
-        weight = definition.options.weight
+        currentAddress = Locked(address)
+        currentWeight = Atomic(definition.options.weight)
+        admin = Atomic(definition.options.disabled ? ServerAdminState.maintenance.rawValue : ServerAdminState.ready.rawValue)
         maxconn = definition.options.maxconn
         maxqueue = definition.options.maxqueue
         isBackup = definition.options.backup
-        isDisabled = definition.options.disabled
         slowStart = Int64(definition.options.slowStart ?? 0)
         self.index = index
     }
 
-    /// Usable for new traffic: up, enabled and with a weight.
-    @inline(__always) public var isUsable: Bool { !isDisabled && weight > 0 && isUp.load(ordering: .relaxed) }
+    /// Usable for new traffic: ready, up and with a weight.
+    @inline(__always) public var isUsable: Bool {
+        admin.load(ordering: .relaxed) == ServerAdminState.ready.rawValue && weight > 0 && isUp.load(ordering: .relaxed)
+    }
+
+    /// May take a client its persistence cookie names: up and not in maintenance (a
+    /// draining server still serves the clients it has).
+    @inline(__always) public var acceptsPersistent: Bool {
+        admin.load(ordering: .relaxed) != ServerAdminState.maintenance.rawValue && isUp.load(ordering: .relaxed)
+    }
+
+    /// Sets the administrative state (the runtime API's `set server ... state`).
+    public func setAdminState(_ state: ServerAdminState) { admin.store(state.rawValue, ordering: .relaxed) }
+
+    /// Sets the weight, 0 to 256 (the runtime API's `set weight`).
+    public func setWeight(_ w: Int) { currentWeight.store(max(0, min(256, w)), ordering: .relaxed) }
+
+    /// Points new connections at another address (the runtime API's `set server ... addr`).
+    public func setAddress(_ a: SocketAddress) { currentAddress.withLock { $0 = a } }
 
     /// The weight to balance with now, scaled by 16 (as HAProxy scales) so that a ramp has
     /// room: during `slowstart` after coming back UP it grows from 1 to the full weight.

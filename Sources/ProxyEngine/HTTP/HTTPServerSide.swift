@@ -68,7 +68,8 @@ extension HTTPTransaction {
         let excluded = retriesLeft < backend.settings.retries && backend.settings.options.redispatch && retriesLeft == 0 ? triedServer : nil
         releaseSlot()
         var request = AdmissionRequest(hashKey: key, excluding: excluded, wokenTicket: woken)
-        // A valid persistence cookie wins over the balancer while its server is usable.
+        // A valid persistence cookie wins over the balancer while its server takes its clients
+        // (up, not in maintenance: a draining or weight-0 server still does, as in HAProxy).
         request.persisted = persistServer
         if excluded != nil { request.fallback = triedServer }
         let chosen: Server
