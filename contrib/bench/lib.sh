@@ -9,7 +9,7 @@ need() {
     if [ ${#missing[@]} -gt 0 ]; then
         echo "installing: ${missing[*]}" >&2
         export DEBIAN_FRONTEND=noninteractive
-        apt-get update -qq && apt-get install -y -qq haproxy hyperfine wrk hey sysstat nginx-light socat curl >/dev/null
+        apt-get update -qq && apt-get install -y -qq haproxy hyperfine wrk hey sysstat nginx-light socat curl stunnel4 openssl >/dev/null
     fi
 }
 
