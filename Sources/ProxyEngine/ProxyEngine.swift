@@ -132,6 +132,7 @@ public final class ProxyEngine: @unchecked Sendable {
                 for c in context.checks { c.stop() }
                 for (_, s) in context.openSessions {
                     if let h = s as? HTTPTransaction { h.close() } else if let t = s as? TCPStream { t.close() }
+                    else if let p = s as? ProxyProtocolReceiver { p.close() }
                 }
                 context.pool.closeAll()
                 loop.stop()

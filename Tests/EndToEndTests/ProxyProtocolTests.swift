@@ -155,12 +155,15 @@ import Testing
         backend one
             server h 127.0.0.1:\(ports + 2) send-proxy
         backend two
+            http-reuse always
             server h 127.0.0.1:\(ports + 2) send-proxy-v2
 
         """, waitFor: ports)
-        for (port, name) in [(ports, "v1"), (ports + 1, "v2")] {
-            let (code, body, _) = try TestBed.curl(["--interface", "127.0.0.4", "http://127.0.0.1:\(port)/"])
-            let seen = code == 200 && body.hasPrefix("seen 127.0.0.4:") && body.contains("via 127.0.0.1:\(port)")
+        // A connection opened with one client's header is never reused for another client,
+        // even with `http-reuse always`: each sees its own address.
+        for (port, name, client) in [(ports, "v1", "127.0.0.4"), (ports + 1, "v2", "127.0.0.4"), (ports + 1, "v2", "127.0.0.6")] {
+            let (code, body, _) = try TestBed.curl(["--interface", client, "http://127.0.0.1:\(port)/"])
+            let seen = code == 200 && body.hasPrefix("seen \(client):") && body.contains("via 127.0.0.1:\(port)")
             #expect(seen, "\(name): \(code) \(body)")
         }
     }

@@ -31,7 +31,9 @@ final class ConnectionPool {
         guard let server = c.server else { c.close(); return }
         let key = ObjectIdentifier(server)
         // A server reached on the client's port is not pooled: the next client's port may differ.
-        if c.eof || c.closed || server.followsClientPort { c.close(); return }
+        // Nor is one opened with a PROXY header: it names its client, so it is private to it
+        // (HAProxy makes such connections private too).
+        if c.eof || c.closed || server.followsClientPort || server.definition.options.sendProxy != nil { c.close(); return }
         if model.stopping.load(ordering: .relaxed) || (idle[key]?.count ?? 0) >= maxIdlePerServer {
             c.close(abort: true)
             return
