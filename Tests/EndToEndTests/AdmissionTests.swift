@@ -140,4 +140,67 @@ import Testing
         """])
         #expect(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "first waiting second", "\(r.stdout) \(r.stderr)")
     }
+
+    /// A TCP connection waits in the queue for `timeout queue` from when it first queued,
+    /// then is closed.
+    @Test func tcpQueueTimesOut() throws {
+        let bed = try TestBed()
+        let port = TestBed.freePort()
+        let echo = try bed.backend(name: "echo", kind: "echo")
+        try bed.proxy(config(port: port, backend: echo, maxconn: 1, extra: "    timeout queue 500ms", mode: "tcp"), waitFor: port)
+        let r = try Harness.run(Harness.which("python3")!, ["-c", """
+        import socket, time
+        a = socket.create_connection(('127.0.0.1', \(port))); a.settimeout(5)
+        a.sendall(b'first'); a.recv(100)
+        start = time.time()
+        b = socket.create_connection(('127.0.0.1', \(port))); b.settimeout(5)
+        b.sendall(b'second')
+        try:
+            got = b.recv(100)
+        except ConnectionResetError:
+            got = b''
+        waited = time.time() - start
+        print('closed' if got == b'' else got, 'in time' if 0.4 < waited < 2.5 else waited)
+        """])
+        #expect(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "closed in time", "\(r.stdout) \(r.stderr)")
+    }
+
+    /// A queued request the balancer cannot place while some other server has room (a
+    /// backup, while the normal server is merely full) waits without spinning.
+    @Test func aWaitingRequestDoesNotSpin() throws {
+        let bed = try TestBed()
+        let port = TestBed.freePort()
+        let b = try bed.backend(name: "slow")
+        let spare = try bed.backend(name: "spare")
+        let proxy = try bed.proxy(config(port: port, backend: b, maxconn: 1, extra: "    timeout queue 10s")
+            .replacingOccurrences(of: "maxconn 1\n", with: "maxconn 1\n    server spare 127.0.0.1:\(spare) backup\n"), waitFor: port)
+        let pid = proxy.processIdentifier
+        func cpuTicks() -> Int {
+            let stat = bed.read("/proc/\(pid)/stat")
+            guard let close = stat.lastIndex(of: ")") else { return 0 }
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            return (Int(fields[11]) ?? 0) + (Int(fields[12]) ?? 0)
+        }
+        let load = try Harness.run(Harness.which("python3")!, ["-c", """
+        import socket, threading, time
+        def one(path, out):
+            s = socket.create_connection(('127.0.0.1', \(port))); s.settimeout(10)
+            s.sendall(('GET %s HTTP/1.1\\r\\nHost: a\\r\\nConnection: close\\r\\n\\r\\n' % path).encode())
+            data = b''
+            while True:
+                c = s.recv(4096)
+                if not c: break
+                data += c
+            out.append(data[9:12].decode())
+        out = []
+        a = threading.Thread(target=one, args=('/slow?ms=1500', out)); a.start(); time.sleep(0.2)
+        one('/', out)
+        a.join()
+        print(sorted(out))
+        """])
+        #expect(load.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "['200', '200']", "\(load.stdout) \(load.stderr)")
+        let ticks = cpuTicks()
+        // 1.5 s of waiting: a spinning loop would burn over 100 ticks; an idle one a few.
+        #expect(ticks < 60, "the proxy used \(ticks) ticks of CPU while a request waited")
+    }
 }

@@ -25,12 +25,15 @@ struct AdmissionRequest {
 extension Backend {
     /// The only way to a server, for HTTP and TCP alike. A server's `maxconn` slot is taken
     /// with a compare-and-swap (two loops never both take the last one). While requests
-    /// wait, a newcomer queues behind them (FIFO, as HAProxy's queue); a request woken from
-    /// the queue that still finds no slot goes back to the front, keeping its place.
+    /// wait, a newcomer the balancer could send anywhere queues behind them (FIFO, as
+    /// HAProxy's backend queue); one bound to a server (a persistence cookie, `balance
+    /// source|uri`) takes a free slot there at once, as HAProxy's server queues let it. A
+    /// request woken from the queue that still finds no slot goes back to the front, keeping
+    /// its place, and waits for the next freed slot.
     func admit(_ waiter: QueueWaiter, loop: EventLoop, _ r: AdmissionRequest, scratch: inout [Server]) -> Admission {
-        let mayPick = r.wokenTicket != nil || queue.isEmpty
+        if let p = r.persisted, p.acceptsPersistent, p.hasRoom, p !== r.excluding, p.reserveSlot() { return .server(p) }
+        let mayPick = r.wokenTicket != nil || hashesRequests || queue.isEmpty
         if mayPick {
-            if let p = r.persisted, p.acceptsPersistent, p.hasRoom, p !== r.excluding, p.reserveSlot() { return .server(p) }
             for _ in 0..<4 {
                 guard let candidate = balancer.pick(hashKey: r.hashKey, allBackups: settings.options.allBackups,
                                                     excluding: r.excluding, scratch: &scratch)
@@ -41,26 +44,37 @@ extension Backend {
         guard servers.contains(where: { $0.isUsable }) else {
             return .refused(status: 503, reason: "no server available", state: "SC")
         }
-        let ticket: QueueTicket
         if let woken = r.wokenTicket {
-            ticket = woken
+            // The slot it was woken for went to another request: it is that request's to
+            // free, and the release wakes this one again. Never woken again from here, so a
+            // request the balancer cannot place cannot spin.
             queue.requeueFirst(woken)
-        } else {
-            ticket = QueueTicket(waiter, loop: loop)
-            guard queue.enqueue(ticket, limit: queueLimit) else {
-                return .refused(status: 503, reason: "queue full", state: "sQ")
-            }
+            return .queued(woken)
         }
-        // A slot may have been freed between the pick and the enqueue: look again.
-        if servers.contains(where: { $0.isUsable && $0.hasRoom }) { slotFreed() }
+        let ticket = QueueTicket(waiter, loop: loop)
+        guard queue.enqueue(ticket, limit: queueLimit) else {
+            return .refused(status: 503, reason: "queue full", state: "sQ")
+        }
+        // A slot may have been freed between the pick and the enqueue (that release saw no
+        // waiter): look again, at the servers the balancer would choose among.
+        if hasRoom(excluding: r.excluding, scratch: &scratch) { slotFreed() }
         return .queued(ticket)
     }
 
     /// Gives back a slot `admit` granted on `server`, and wakes the oldest waiting request.
     @inline(__always)
     func release(_ server: Server) {
-        server.active.subtract(1, ordering: .relaxed)
+        // Sequentially consistent, as `enqueue`'s count and the look-again in `admit`: a
+        // release and an enqueue racing each other cannot both miss the other.
+        server.active.subtract(1, ordering: .sequentiallyConsistent)
         if !queue.isEmpty { slotFreed() }
+    }
+
+    /// Whether a server the balancer would choose among (normal ones, else backups) has a
+    /// free slot now.
+    func hasRoom(excluding: Server?, scratch: inout [Server]) -> Bool {
+        balancer.eligible(allBackups: settings.options.allBackups, excluding: excluding, into: &scratch)
+        return scratch.contains { $0.maxconn == 0 || $0.active.load(ordering: .sequentiallyConsistent) < $0.maxconn }
     }
 
     /// A queued request leaves (timeout, close). When a freed slot had already taken its

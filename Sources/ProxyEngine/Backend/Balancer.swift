@@ -75,8 +75,10 @@ final class Balancer: @unchecked Sendable {
             var best: Server?
             var bestScore = Int.max
             for s in scratch where s.hasRoom {
-                // Fewest connections per unit of weight.
-                let score = (s.active.load(ordering: .relaxed) + 1) * 256 / s.weight
+                // Fewest connections per unit of weight (read once: the runtime API may set it to 0).
+                let w = s.weight
+                guard w > 0 else { continue }
+                let score = (s.active.load(ordering: .relaxed) + 1) * 256 / w
                 if score < bestScore { best = s; bestScore = score }
             }
             return best

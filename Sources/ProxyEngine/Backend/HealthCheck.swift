@@ -11,7 +11,14 @@ final class HealthCheck: LoopObject {
     let server: Server
     let backend: Backend
     unowned(unsafe) let context: LoopContext
-    let address: SocketAddress
+    /// Where checks go: the server's address now (the runtime API may change it), or `addr`,
+    /// with `port` when set.
+    var address: SocketAddress {
+        var a = server.address
+        if let ip = options.checkAddress { a = Backend.socketAddress(ip, port: a.port) }
+        if let port = options.checkPort { a.setPort(UInt16(port)) }
+        return a
+    }
     /// What a check sends: the PROXY header (`check-send-proxy`, or a `send-proxy` server
     /// checked on its own address and port), then the HTTP request (`option httpchk`).
     let request: [UInt8]?
@@ -39,10 +46,6 @@ final class HealthCheck: LoopObject {
         self.backend = backend
         self.context = context
         options = server.definition.options
-        var a = server.address
-        if let ip = options.checkAddress { a = Backend.socketAddress(ip, port: a.port) }
-        if let port = options.checkPort { a.setPort(UInt16(port)) }
-        address = a
         var request: [UInt8]?
         if let h = backend.settings.httpCheck {
             var text = "\(h.method) \(h.uri) \(h.version)\r\n"
@@ -116,6 +119,7 @@ final class HealthCheck: LoopObject {
         response.removeAll(keepingCapacity: true)
         startedMs = context.loop.now
         do {
+            let address = self.address
             let s = try Socket.make(family: address.family)
             fd = s
             switch try Socket.connect(s, address) {

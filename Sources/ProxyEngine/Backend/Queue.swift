@@ -47,8 +47,8 @@ final class BackendQueue: @unchecked Sendable {
     /// waits costs no lock.
     private let waiting = Atomic<Int>(0)
 
-    var isEmpty: Bool { waiting.load(ordering: .acquiring) == 0 }
-    var count: Int { waiting.load(ordering: .acquiring) }
+    var isEmpty: Bool { waiting.load(ordering: .sequentiallyConsistent) == 0 }
+    var count: Int { waiting.load(ordering: .sequentiallyConsistent) }
 
     /// Adds `ticket` at the end unless `limit` tickets already wait.
     func enqueue(_ ticket: QueueTicket, limit: Int) -> Bool {
@@ -56,7 +56,7 @@ final class BackendQueue: @unchecked Sendable {
             guard e.live < limit else { return false }
             e.tickets.append(ticket)
             e.live += 1
-            waiting.store(e.live, ordering: .releasing)
+            waiting.store(e.live, ordering: .sequentiallyConsistent)
             return true
         }
     }
@@ -83,7 +83,13 @@ final class BackendQueue: @unchecked Sendable {
         entries.withLock { e in
             guard ticket.leave(as: QueueTicket.cancelled) else { return false }
             e.live -= 1
-            waiting.store(e.live, ordering: .releasing)
+            waiting.store(e.live, ordering: .sequentiallyConsistent)
+            // Cancelled tickets (each holding its closed waiter) are dropped once they
+            // outnumber the waiting ones, so the array stays bounded by the queue's limit.
+            if e.tickets.count - e.head > 2 * e.live + 32 {
+                e.tickets = e.tickets[e.head...].filter { $0.isWaiting }
+                e.head = 0
+            }
             return true
         }
     }

@@ -76,10 +76,14 @@ final class ProxyProtocolReceiver: LoopObject, ConnectionOwner {
         case .complete(let header):
             finished = true
             context.loop.clearDeadline(self)
+            // A FIN that came with the header brings no new edge: the application reads it now.
+            context.startSession(connection, peer: header.source ?? peer, local: header.destination, acceptor: acceptor,
+                                 bytesWaiting: seen > header.length || connection.hangup)
+            // The stage is over (the connection's slot now goes with its session, or was
+            // released if rules refused it): a soft stop may be waiting for this count.
             context.sessions -= 1
             context.openSessions[ObjectIdentifier(self)] = nil
-            context.startSession(connection, peer: header.source ?? peer, local: header.destination, acceptor: acceptor,
-                                 bytesWaiting: seen > header.length)
+            context.onSessionClosed?()
         }
     }
 

@@ -39,8 +39,9 @@ final class TCPStream: LoopObject, ConnectionOwner, QueueWaiter {
     var connectedMs: Int64 = -1
     var bytesToClient = 0
 
-    /// Its place in the backend's queue while every server is at its `maxconn`.
+    /// Its place in the backend's queue while every server is at its `maxconn`, and since when.
     var queueTicket: QueueTicket?
+    var queuedAtMs: Int64 = 0
 
     func releaseSlot() {
         guard let s = slotServer else { return }
@@ -90,9 +91,9 @@ final class TCPStream: LoopObject, ConnectionOwner, QueueWaiter {
         case .server(let s):
             chosen = s
         case .queued(let ticket):
+            if queueTicket == nil && woken == nil { queuedAtMs = loop.now }
             queueTicket = ticket
-            let t = backend.settings.timeouts
-            loop.setDeadline(self, loop.now + Int64(t.queue ?? t.connect ?? 5000))
+            updateDeadline()
             return
         case .refused:
             close()
@@ -294,6 +295,11 @@ final class TCPStream: LoopObject, ConnectionOwner, QueueWaiter {
         let t = frontend.settings.timeouts
         let b = backend.settings.timeouts
         let ms: Int?
+        if queueTicket != nil {
+            // `timeout queue` (else `timeout connect`) from the first time it queued.
+            loop.setDeadline(self, queuedAtMs + Int64(b.queue ?? b.connect ?? 5000))
+            return
+        }
         if connecting {
             ms = b.connect ?? 5000
         } else if client.writeShut || server?.writeShut == true {
