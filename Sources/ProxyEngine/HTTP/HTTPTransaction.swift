@@ -125,9 +125,10 @@ final class HTTPTransaction: LoopObject, QueueWaiter, ConnectionOwner {
         let maxHead = context.model.configuration.global.bufferSize - context.model.configuration.global.maxRewrite
         parser = HTTPParser(maxHeadLength: maxHead)
         responseParser = HTTPParser(maxHeadLength: maxHead)
-        // Room for a typical head's headers at once, rather than growing through 1, 2, 4, 8.
-        request.headers.reserveCapacity(16)
-        response.headers.reserveCapacity(16)
+        // Room for a typical head's headers at once (8: most requests and responses; a larger
+        // head grows it once per connection); an idle connection keeps what it has.
+        request.headers.reserveCapacity(8)
+        response.headers.reserveCapacity(8)
         acceptedAt = Clock.wallClock()
         super.init()
         connection.owner = self
