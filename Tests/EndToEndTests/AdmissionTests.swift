@@ -118,13 +118,20 @@ import Testing
         #expect(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "503 503 503 0.0 503 waited 200", "\(r.stdout) \(r.stderr)")
     }
 
-    /// TCP connections queue too: with `maxconn 1`, a second connection is forwarded only
-    /// once the first one ends.
-    @Test func tcpConnectionsWaitForASlot() throws {
+    /// A TCP proxy in front of an echo server with one slot.
+    func tcpEchoWithOneSlot(queueTimeout: String) throws -> (TestBed, Int) {
         let bed = try TestBed()
         let port = TestBed.freePort()
         let echo = try bed.backend(name: "echo", kind: "echo")
-        try bed.proxy(config(port: port, backend: echo, maxconn: 1, extra: "    timeout queue 10s", mode: "tcp"), waitFor: port)
+        try bed.proxy(config(port: port, backend: echo, maxconn: 1, extra: "    timeout queue \(queueTimeout)", mode: "tcp"), waitFor: port)
+        return (bed, port)
+    }
+
+    /// TCP connections queue too: with `maxconn 1`, a second connection is forwarded only
+    /// once the first one ends.
+    @Test func tcpConnectionsWaitForASlot() throws {
+        let (bed, port) = try tcpEchoWithOneSlot(queueTimeout: "10s")
+        defer { withExtendedLifetime(bed) {} }
         let r = try Harness.run(Harness.which("python3")!, ["-c", """
         import socket
         a = socket.create_connection(('127.0.0.1', \(port))); a.settimeout(5)
@@ -144,10 +151,8 @@ import Testing
     /// A TCP connection waits in the queue for `timeout queue` from when it first queued,
     /// then is closed.
     @Test func tcpQueueTimesOut() throws {
-        let bed = try TestBed()
-        let port = TestBed.freePort()
-        let echo = try bed.backend(name: "echo", kind: "echo")
-        try bed.proxy(config(port: port, backend: echo, maxconn: 1, extra: "    timeout queue 500ms", mode: "tcp"), waitFor: port)
+        let (bed, port) = try tcpEchoWithOneSlot(queueTimeout: "500ms")
+        defer { withExtendedLifetime(bed) {} }
         let r = try Harness.run(Harness.which("python3")!, ["-c", """
         import socket, time
         a = socket.create_connection(('127.0.0.1', \(port))); a.settimeout(5)

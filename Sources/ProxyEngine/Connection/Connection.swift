@@ -157,6 +157,12 @@ final class Connection: LoopObject {
         } catch {
             return nil
         }
+        return wrote(result)
+    }
+
+    /// Counts what a write moved; a full socket is no longer writable until its next edge.
+    @inline(__always)
+    func wrote(_ result: IOResult<Int>) -> Int {
         switch result {
         case .done(let n):
             bytesOut += n
@@ -221,14 +227,7 @@ final class Connection: LoopObject {
 
     /// splice(2) from a pipe into this socket: bytes moved (0 when the socket is full).
     func splice(from pipe: FileDescriptor, count: Int) throws -> Int {
-        switch try KernelPipe.splice(from: pipe, to: fd, count: count) {
-        case .done(let n):
-            bytesOut += n
-            return n
-        case .wouldBlock:
-            writable = false
-            return 0
-        }
+        wrote(try KernelPipe.splice(from: pipe, to: fd, count: count))
     }
 
     // MARK: ending
