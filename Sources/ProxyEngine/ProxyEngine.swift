@@ -47,7 +47,7 @@ public final class ProxyEngine: @unchecked Sendable {
         // Health checks: each checked server on one loop, first checks spread over `inter`.
         var all: [(Server, Backend)] = []
         for (_, b) in model.backends.sorted(by: { $0.key < $1.key }) {
-            for s in b.servers where s.definition.options.check && !s.isDisabled { all.append((s, b)) }
+            for s in b.servers where s.definition.options.check { all.append((s, b)) }
         }
         for (i, (s, b)) in all.enumerated() {
             let context = contexts[i % contexts.count]

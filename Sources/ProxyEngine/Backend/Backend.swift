@@ -16,6 +16,14 @@ public final class Backend: @unchecked Sendable {
     public let settings: ProxySettings
     /// `balance source|uri`: requests need a hash key.
     let hashesRequests: Bool
+    /// Map-based hashing and `static-rr`: one server's weight cannot change alone (the
+    /// runtime API accepts only 0 or the initial weight, as HAProxy does).
+    public var hasStaticAlgorithm: Bool {
+        switch settings.balance {
+        case .source, .uri, .staticRoundRobin: return true
+        default: return false
+        }
+    }
     /// Read on every request: kept apart so reading one never copies the settings.
     let forwardFor: ForwardFor?
     let timeouts: Timeouts

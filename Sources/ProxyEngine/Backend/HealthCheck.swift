@@ -105,6 +105,12 @@ final class HealthCheck: LoopObject {
 
     override func timerFired() {
         if stopped || context.model.stopping.load(ordering: .relaxed) { stop(); return }
+        // In maintenance a server is not checked (HAProxy's `disable server`); the check
+        // resumes at the next interval once it is ready or draining again.
+        if server.isDisabled && !inProgress {
+            context.loop.setDeadline(self, context.loop.now + Int64(options.inter))
+            return
+        }
         if inProgress {
             complete(false, reason: connected ? "Layer7 timeout" : "Layer4 timeout", code: nil)
             return
@@ -263,7 +269,7 @@ final class HealthCheck: LoopObject {
     }
 
     func transition(up: Bool, reason: String, code: Int?, duration: Int64) {
-        server.isUp.store(up, ordering: .relaxed)
+        server.setUp(up)
         server.upSince.store(up ? max(1, context.loop.now) : 0, ordering: .relaxed)
         let active = backend.servers.filter { !$0.isBackup && $0.isUsable }.count
         let backups = backend.servers.filter { $0.isBackup && $0.isUsable }.count

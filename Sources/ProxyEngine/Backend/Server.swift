@@ -71,7 +71,18 @@ public final class Server: @unchecked Sendable {
     }
 
     /// Sets the administrative state (the runtime API's `set server ... state`).
-    public func setAdminState(_ state: ServerAdminState) { admin.store(state.rawValue, ordering: .relaxed) }
+    public func setAdminState(_ state: ServerAdminState) {
+        if admin.exchange(state.rawValue, ordering: .relaxed) != state.rawValue { markChanged() }
+    }
+
+    /// Sets the health (checks, or the runtime API's `set server ... health`).
+    public func setUp(_ up: Bool) {
+        if isUp.exchange(up, ordering: .relaxed) != up { markChanged() }
+    }
+
+    /// When the server's state last changed (wall seconds): `show servers state`.
+    public let lastChange = Atomic<Int>(Clock.wallClock().seconds)
+    func markChanged() { lastChange.store(Clock.wallClock().seconds, ordering: .relaxed) }
 
     /// Sets the weight, 0 to 256 (the runtime API's `set weight`).
     public func setWeight(_ w: Int) { currentWeight.store(max(0, min(256, w)), ordering: .relaxed) }

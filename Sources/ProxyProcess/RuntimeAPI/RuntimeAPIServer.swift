@@ -3,9 +3,10 @@ import ProxyEngine
 import ProxySystem
 import Glibc
 
-/// The `stats socket` lines: their listening sockets and the CLI sessions on them, served by
-/// the control loop. A session sends one line of `;`-separated commands (HAProxy's
-/// non-interactive mode), gets the answers, and is closed.
+/// The `stats socket` lines: their listening sockets and the CLI sessions on them, served
+/// by the control loop. A session sends one line of `;`-separated commands (HAProxy's
+/// non-interactive mode), gets the answers, and is closed; after `prompt` it stays open,
+/// answering line after line behind a `> ` prompt, until `quit` or the client closes.
 ///
 /// A UNIX socket is bound as `PATH.PID.tmp` and renamed into place at the point of no
 /// return, so a reload that fails leaves the old process's socket where it was, and after
@@ -33,6 +34,10 @@ final class RuntimeAPIServer {
         var output: [UInt8] = []
         var written = 0
         var deadline: UInt64
+        /// `prompt` was given: more lines follow, each answered behind `> `.
+        var interactive = false
+        /// Close once the output is written (non-interactive, or `quit`).
+        var closing = false
         init(fd: FileDescriptor, endpoint: Int, deadline: UInt64) {
             self.fd = fd
             self.endpoint = endpoint
@@ -242,27 +247,33 @@ final class RuntimeAPIServer {
             switch r {
             case .done(let n)? where n > 0:
                 session.input += chunk[0..<n]
-                if let newline = session.input.firstIndex(of: UInt8(ascii: "\n")) {
+                while !session.closing, let newline = session.input.firstIndex(of: UInt8(ascii: "\n")) {
                     let line = String(decoding: session.input[..<newline], as: UTF8.self)
-                    run(line, in: session, epoll: epoll)
-                    return
+                    session.input.removeSubrange(...newline)
+                    guard run(line, in: session, epoll: epoll) else { return }
                 }
+                if session.closing { flush(session, epoll: epoll); return }
                 if session.input.count > Self.maxLine { end(session, epoll: epoll); return }
+                if !session.output.isEmpty { flush(session, epoll: epoll); return }
             case .wouldBlock?:
                 return
             default:
                 // End of stream: a line without its newline still counts, as with HAProxy.
-                if !session.input.isEmpty {
-                    run(String(decoding: session.input, as: UTF8.self), in: session, epoll: epoll)
-                } else {
-                    end(session, epoll: epoll)
+                if !session.input.isEmpty && !session.closing {
+                    let line = String(decoding: session.input, as: UTF8.self)
+                    session.input = []
+                    guard run(line, in: session, epoll: epoll) else { return }
                 }
+                session.closing = true
+                flush(session, epoll: epoll)
                 return
             }
         }
     }
 
-    private func run(_ line: String, in session: Session, epoll: Epoll) {
+    /// Runs one line's commands into the session's output. False when the session is gone
+    /// (`_getsocks` hands it the listeners and ends it).
+    private func run(_ line: String, in session: Session, epoll: Epoll) -> Bool {
         let settings = endpoints[session.endpoint].settings
         for command in RuntimeCommands.split(line) {
             if command == ["_getsocks"] {
@@ -272,14 +283,18 @@ final class RuntimeAPIServer {
                     ListenerExport.send(engine.listeners, to: session.fd)
                 }
                 end(session, epoll: epoll)
-                return
+                return false
             }
-            if command == ["quit"] { break }
+            if command == ["quit"] { session.closing = true; break }
+            if command == ["prompt"] { session.interactive.toggle() }
             if let commands { session.output += Array(commands.run(command, level: settings.level).utf8) }
         }
-        session.input = []
-        if session.output.isEmpty { end(session, epoll: epoll); return }
-        flush(session, epoll: epoll)
+        if session.interactive && !session.closing {
+            session.output += Array("> ".utf8)
+        } else {
+            session.closing = true
+        }
+        return true
     }
 
     private func flush(_ session: Session, epoll: Epoll) {
@@ -298,7 +313,12 @@ final class RuntimeAPIServer {
                 return
             }
         }
-        end(session, epoll: epoll)
+        if session.closing { end(session, epoll: epoll); return }
+        // Interactive: all written; wait for the next line.
+        session.output = []
+        session.written = 0
+        session.deadline = Clock.monotonicNanoseconds() + idleTimeoutNanoseconds
+        try? epoll.modify(session.fd, events: Epoll.readable | Epoll.readHangup, token: Self.sessionToken + UInt64(session.fd.rawValue))
     }
 
     private func end(_ session: Session, epoll: Epoll) {

@@ -51,8 +51,19 @@ struct RuntimeCommands {
     /// in `RuntimeAPIServer`; `_getsocks` needs `expose-fd listeners` rather than a level.
     static let commands: [Command] = [
         Command(words: ["help"], level: .user, help: "list the commands"),
-        Command(words: ["show", "info"], level: .user, help: "report information about the running process"),
+        Command(words: ["prompt"], level: .user, help: "toggle interactive mode with prompt"),
         Command(words: ["quit"], level: .user, help: "close this connection"),
+        Command(words: ["show", "info"], level: .user, help: "report information about the running process"),
+        Command(words: ["show", "version"], level: .user, help: "show version of the current process"),
+        Command(words: ["show", "cli", "level"], level: .user, help: "display the level of the current CLI session"),
+        Command(words: ["show", "backend"], level: .user, help: "list backends in the current running config"),
+        Command(words: ["show", "servers", "state"], level: .user, help: "dump volatile server information (all or for a single backend)"),
+        Command(words: ["show", "env"], level: .operator, help: "dump environment variables known to the process"),
+        Command(words: ["get", "weight"], level: .user, help: "report a server's current weight"),
+        Command(words: ["set", "weight"], level: .admin, help: "change a server's weight (deprecated)"),
+        Command(words: ["set", "server"], level: .admin, help: "change a server's state, weight, health or address"),
+        Command(words: ["disable", "server"], level: .admin, help: "disable a server for maintenance (use 'set server' instead)"),
+        Command(words: ["enable", "server"], level: .admin, help: "enable a disabled server (use 'set server' instead)"),
     ]
 
     func run(_ words: [String], level: AccessLevel) -> String {
@@ -62,8 +73,39 @@ struct RuntimeCommands {
         guard command.level <= level else { return "Permission denied\n\n" }
         switch command.words {
         case ["show", "info"]: return info()
+        case ["show", "version"]: return "2.6.12-proxy-\(ProxyMain.version)\n\n"
+        case ["show", "cli", "level"]: return "\(level)\n\n"
+        case ["show", "backend"]: return showBackend()
+        case ["show", "servers", "state"]: return showServersState(words)
+        case ["show", "env"]: return showEnvironment(words.count > 2 ? words[2] : nil)
+        case ["get", "weight"]: return getWeight(words)
+        case ["set", "weight"]: return setWeight(words.count > 2 ? words[2] : nil, words.count > 3 ? words[3] : nil)
+        case ["set", "server"]: return setServer(words)
+        case ["disable", "server"], ["enable", "server"]:
+            return answer(server(words.count > 2 ? words[2] : nil).map { _, s in
+                s.setAdminState(words[0] == "disable" ? .maintenance : .ready)
+                return Self.done
+            })
+        case ["prompt"]: return "\n"
         default: return usage(level)
         }
+    }
+
+    /// `show env [NAME]`: the environment the process runs with, `NAME=value` per line.
+    func showEnvironment(_ name: String?) -> String {
+        var lines: [String] = []
+        var p = environ
+        while let entry = p.pointee {
+            let text = String(cString: entry)
+            if let name {
+                if text.hasPrefix(name + "=") { return text + "\n\n" }
+            } else {
+                lines.append(text)
+            }
+            p += 1
+        }
+        if name != nil { return "Variable not found\n\n" }
+        return lines.map { $0 + "\n" }.joined() + "\n"
     }
 
     /// The commands this level may use, as HAProxy lists them.

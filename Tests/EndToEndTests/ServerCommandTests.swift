@@ -1,0 +1,136 @@
+import Foundation
+import Glibc
+import Testing
+
+/// The runtime API's server commands: the same command sequence sent to HAProxy 2.6 and to
+/// `proxy`, answers compared byte for byte; levels; interactive mode; and a command that
+/// changes traffic (maintenance, weight 0, an address).
+@Suite(.serialized) struct ServerCommands {
+    func config(port: Int, socket: String, a: Int, b: Int, c: Int) -> String {
+        """
+        global
+            stats socket \(socket) level admin
+            stats socket \(socket).op level operator
+            stats socket \(socket).user level user
+        \(TestBed.defaults("http"))
+        frontend web
+            bind 127.0.0.1:\(port)
+            default_backend app
+        backend app
+            server a 127.0.0.1:\(a) weight 10
+            server b 127.0.0.1:\(b)
+        backend st
+            balance source
+            server c 127.0.0.1:\(c)
+
+        """
+    }
+
+    static let sequence = [
+        "get weight app/a", "get weight app/x", "get weight nope/a", "get weight app", "get weight",
+        "set weight app/a 50%", "get weight app/a", "set weight app/a 300", "set weight app/a -5", "set weight app/a",
+        "set weight app/a 0", "get weight app/a", "set weight app/a 200%", "get weight app/a",
+        "set weight st/c 5", "set weight st/c 0", "set weight st/c 100%",
+        "set server app/a state bogus", "set server app/a state", "set server app/a state drain", "set server app/a weight 20",
+        "get weight app/a", "set server app/a health bogus", "set server app/a health down", "set server app/a health up",
+        "set server app/b addr 127.0.0.9 port 81", "set server app/b addr 127.0.0.9", "set server app/b addr 127.0.0.10",
+        "set server app/b addr 127.0.0.10 port 82", "set server app/b addr 127.0.0.10 port 82", "set server app/b addr bogus",
+        "set server app/b addr 127.0.0.11 port bogus", "set server app", "set server app/a", "set server app/zz state ready",
+        "disable server app/zz", "disable server app", "enable server", "disable server app/a", "enable server app/a",
+        "set server #3/#1 state ready", "get weight #3/#1", "get weight #9/a", "get weight app/#2",
+        "show servers state nope", "show backend", "show cli level", "show env NOPE_PROXY_TEST_X",
+    ]
+
+    /// Every answer of the sequence, as HAProxy 2.6 gives it and as we do.
+    @Test(.enabled(if: Harness.haproxyInstalled, "needs haproxy"))
+    func sameAnswersAsHAProxy() throws {
+        let bed = try TestBed()
+        let ports = TestBed.freePortRange(5)
+        let ours = bed.directory + "/p.sock", theirs = bed.directory + "/h.sock"
+        try config(port: ports + 1, socket: theirs, a: ports + 2, b: ports + 3, c: ports + 4)
+            .write(toFile: bed.directory + "/h.cfg", atomically: true, encoding: .utf8)
+        try bed.start(Harness.which("haproxy")!, ["-f", bed.directory + "/h.cfg"], log: bed.directory + "/haproxy.log")
+        #expect(TestBed.waitForPort(ports + 1))
+        try bed.proxy(config(port: ports, socket: ours, a: ports + 2, b: ports + 3, c: ports + 4), waitFor: ports)
+        for command in Self.sequence {
+            let expected = cli(theirs, command) ?? "<no answer>"
+            let got = cli(ours, command) ?? "<no answer>"
+            #expect(got == expected, "'\(command)': HAProxy \(expected.debugDescription), proxy \(got.debugDescription)")
+            #expect(expected != "<no answer>", "HAProxy did not answer '\(command)'")
+        }
+        #expect(cli(ours, "get weight app/b") == "1 (initial 1)\n\n")
+        // Both list the same servers with the same names, addresses, states and weights.
+        func columns(_ text: String) -> [String] {
+            text.split(separator: "\n").dropFirst(2).map { line in
+                let f = line.split(separator: " ")
+                return [f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[18]].joined(separator: " ")
+            }
+        }
+        let h = cli(theirs, "show servers state") ?? "", p = cli(ours, "show servers state") ?? ""
+        #expect(p.hasPrefix(String(h.split(separator: "\n")[0...1].joined(separator: "\n"))))
+        #expect(columns(p) == columns(h), "\(p)\n\(h)")
+    }
+
+    /// `set weight`, `set server` and `disable/enable server` need admin; `get weight` and
+    /// `show servers state` any level; `show env` operator.
+    @Test func levels() throws {
+        let bed = try TestBed()
+        let ports = TestBed.freePortRange(4)
+        let socket = bed.directory + "/p.sock"
+        try bed.proxy(config(port: ports, socket: socket, a: ports + 1, b: ports + 2, c: ports + 3), waitFor: ports)
+        for (path, level) in [(socket + ".user", "user"), (socket + ".op", "operator")] {
+            #expect(cli(path, "show cli level") == level + "\n\n")
+            #expect(cli(path, "get weight app/a") == "10 (initial 10)\n\n")
+            #expect(cli(path, "show servers state app")?.hasPrefix("1\n# be_id be_name") == true)
+            for write in ["set weight app/a 5", "set server app/a state maint", "disable server app/a", "enable server app/a"] {
+                #expect(cli(path, write) == "Permission denied\n\n", "\(level): \(write)")
+            }
+        }
+        #expect(cli(socket + ".user", "show env HOME") == "Permission denied\n\n")
+        #expect(cli(socket + ".op", "show env NOPE_PROXY_TEST_X") == "Variable not found\n\n")
+        #expect(cli(socket, "set weight app/a 5") == "\n" && cli(socket, "get weight app/a") == "5 (initial 10)\n\n")
+    }
+
+    /// `prompt`: the connection stays open, each answer followed by `> `, until `quit`.
+    @Test func interactiveMode() throws {
+        let bed = try TestBed()
+        let ports = TestBed.freePortRange(4)
+        let socket = bed.directory + "/p.sock"
+        try bed.proxy(config(port: ports, socket: socket, a: ports + 1, b: ports + 2, c: ports + 3), waitFor: ports)
+        let r = try Harness.run(Harness.which("python3")!, ["-c", """
+        import socket, time
+        s = socket.socket(socket.AF_UNIX); s.connect('\(socket)'); s.settimeout(3)
+        out = b''
+        for line in [b'prompt\\n', b'show cli level\\n', b'get weight app/a; get weight app/b\\r\\n', b'quit\\n']:
+            s.sendall(line); time.sleep(0.1)
+        while True:
+            c = s.recv(4096)
+            if not c: break
+            out += c
+        print(repr(out.decode()))
+        """])
+        #expect(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+                == "'\\n> admin\\n\\n> 10 (initial 10)\\n\\n1 (initial 1)\\n\\n> '", "\(r.stdout) \(r.stderr)")
+    }
+
+    /// The commands change traffic: maintenance takes a server out, `ready` brings it back,
+    /// weight 0 drains it, and a new address is where the next connection goes.
+    @Test func commandsSteerTraffic() throws {
+        let bed = try TestBed()
+        let ports = TestBed.freePortRange(2)
+        let a = try bed.backend(name: "a"), b = try bed.backend(name: "b"), moved = try bed.backend(name: "moved")
+        let socket = bed.directory + "/p.sock"
+        try bed.proxy(config(port: ports, socket: socket, a: a, b: b, c: ports + 1), waitFor: ports)
+        func names(_ n: Int) -> Set<String> {
+            Set((0..<n).compactMap { _ in (try? TestBed.curl(["http://127.0.0.1:\(ports)/"]))?.1.split(separator: " ").first.map(String.init) })
+        }
+        #expect(names(6) == ["a", "b"])
+        #expect(cli(socket, "disable server app/a") == "\n")
+        #expect(names(6) == ["b"])
+        #expect(cli(socket, "set server app/a state ready; set weight app/b 0") == "\n\n")
+        #expect(names(6) == ["a"])
+        #expect(cli(socket, "set server app/a addr 127.0.0.1 port \(moved)")?.contains("port changed from '\(a)' to '\(moved)'") == true)
+        #expect(names(6) == ["moved"])
+        #expect(cli(socket, "show servers state app")?.contains("3 app 1 a 127.0.0.1 2 0 10 10 ") == true)
+    }
+}
