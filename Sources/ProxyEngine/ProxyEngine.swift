@@ -1,4 +1,5 @@
 import ProxyConfig
+import ProxyRules
 import ProxySystem
 import Synchronization
 import Glibc
@@ -120,6 +121,18 @@ public final class ProxyEngine: @unchecked Sendable {
                 for a in list { a.resumeAccepting() }
             }
         }
+    }
+
+    /// Evaluates an expression that needs no request (constants, the environment, process
+    /// state, `proc.` variables, with converters): the runtime API's `set var`.
+    public func evaluateProcessExpression(_ e: SampleExpression) -> SampleValue? {
+        var value: SampleValue?
+        _ = ProcessSamples.visit(e.fetch, model: model, backend: nil) { raw in
+            let (v, fold) = e.convert(raw)
+            value = SampleValue(v, fold: fold)
+            return true
+        }
+        return value
     }
 
     /// Hard stop: close every connection now and end the loops.

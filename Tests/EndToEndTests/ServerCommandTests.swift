@@ -134,3 +134,49 @@ import Testing
         #expect(cli(socket, "show servers state app")?.contains("3 app 1 a 127.0.0.1 2 0 10 10 ") == true)
     }
 }
+
+/// The seed thread's wish: one site of several into maintenance at run time, with no reload.
+@Suite(.serialized) struct ProcessVariablesAtRunTime {
+    @Test func oneSiteIntoMaintenanceWithoutAReload() throws {
+        let bed = try TestBed()
+        let port = TestBed.freePort()
+        let app = try bed.backend(name: "app")
+        let socket = bed.directory + "/p.sock"
+        try bed.proxy("""
+        global
+            stats socket \(socket)
+        \(TestBed.defaults("http"))
+        frontend web
+            bind 127.0.0.1:\(port)
+            acl site_a_maint var(proc.site_a_maint) -m bool
+            use_backend maintenance if site_a_maint { hdr(host) -i a.example.com }
+            default_backend app
+        backend maintenance
+            http-request return status 503 content-type text/plain string "site A is under maintenance"
+        backend app
+            server s 127.0.0.1:\(app)
+
+        """, waitFor: port)
+        func status(_ host: String) -> Int { (try? TestBed.curl(["-H", "Host: \(host)", "http://127.0.0.1:\(port)/"]))?.0 ?? 0 }
+        #expect(status("a.example.com") == 200 && status("b.example.com") == 200)
+        // The socket's default level is operator: enough, with no experimental mode.
+        #expect(cli(socket, "show cli level") == "operator\n\n")
+        #expect(cli(socket, "set var proc.site_a_maint bool(1)") == "\n")
+        #expect(cli(socket, "get var proc.site_a_maint") == "proc.site_a_maint: type=bool value=<1>\n\n")
+        #expect(status("a.example.com") == 503 && status("b.example.com") == 200)
+        #expect(cli(socket, "set var proc.site_a_maint expr bool(0)") == "\n")
+        #expect(status("a.example.com") == 200)
+        #expect(cli(socket, "set var proc.site_a_maint int(1),add(1)") == "\n")
+        #expect(cli(socket, "get var proc.site_a_maint") == "proc.site_a_maint: type=sint value=<2>\n\n")
+        #expect(status("a.example.com") == 503)
+        #expect(cli(socket, "unset var proc.site_a_maint") == "\n")
+        #expect(cli(socket, "get var proc.site_a_maint") == "Variable not found.\n\n")
+        #expect(status("a.example.com") == 200)
+        // HAProxy's answers for the errors; a fetch that needs a request is refused.
+        #expect(cli(socket, "set var txn.x int(1)") == "'set var': cannot set variable 'txn.x', only scope 'proc' is permitted here.\n\n")
+        #expect(cli(socket, "set var proc.y") == "Missing either 'expr', 'fmt' or expression.\n\n")
+        #expect(cli(socket, "get var") == "Missing process-wide variable identifier.\n\n")
+        #expect(cli(socket, "set var proc.y path")?.contains("is not available here") == true)
+        #expect(cli(socket, "set var proc.f fmt hello; get var proc.f") == "\nproc.f: type=str value=<hello>\n\n")
+    }
+}

@@ -64,6 +64,11 @@ struct RuntimeCommands {
         Command(words: ["set", "server"], level: .admin, help: "change a server's state, weight, health or address"),
         Command(words: ["disable", "server"], level: .admin, help: "disable a server for maintenance (use 'set server' instead)"),
         Command(words: ["enable", "server"], level: .admin, help: "enable a disabled server (use 'set server' instead)"),
+        Command(words: ["set", "var"], level: .operator, help: "set a process-wide variable (proc.NAME) from an expression or a format"),
+        Command(words: ["get", "var"], level: .operator, help: "retrieve contents of a process-wide variable"),
+        Command(words: ["unset", "var"], level: .operator, help: "remove a process-wide variable"),
+        Command(words: ["experimental-mode"], level: .admin, help: "accepted for HAProxy's scripts; 'set var' needs no mode here"),
+        Command(words: ["expert-mode"], level: .admin, help: "accepted for HAProxy's scripts; nothing is hidden here"),
     ]
 
     func run(_ words: [String], level: AccessLevel) -> String {
@@ -86,7 +91,10 @@ struct RuntimeCommands {
                 s.setAdminState(words[0] == "disable" ? .maintenance : .ready)
                 return Self.done
             })
-        case ["prompt"]: return "\n"
+        case ["prompt"], ["experimental-mode"], ["expert-mode"]: return "\n"
+        case ["set", "var"]: return setVariable(words)
+        case ["get", "var"]: return getVariable(words)
+        case ["unset", "var"]: return unsetVariable(words)
         default: return usage(level)
         }
     }
