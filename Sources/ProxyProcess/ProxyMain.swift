@@ -9,6 +9,8 @@ public enum ProxyMain {
 
     /// Runs `proxy` with `arguments` (without the program name) and returns the exit status.
     public static func run(_ arguments: [String]) -> Int32 {
+        // `proxy cli ...` is the runtime API's client: nothing after it is a proxy flag.
+        if arguments.first == "cli" { return CLIClient.run(Array(arguments.dropFirst())) }
         let options: CommandLineOptions
         do {
             options = try CommandLineOptions.parse(arguments)

@@ -328,9 +328,14 @@ public enum FetchRegistry {
         e["always_true"] = noArgs(.constantBool(true), nil, "always_true")
         e["always_false"] = noArgs(.constantBool(false), nil, "always_false")
         e["bool"] = Entry(arguments: 1...1, build: { args in
-            guard let v = Int64(args[0]) else { throw RuleError("fetch 'bool' takes 0 or 1") }
-            return .constantBool(v != 0)
-        }, method: nil, usage: "bool(<0|1>)")
+            switch args[0].lowercased() {
+            case "true": return .constantBool(true)
+            case "false": return .constantBool(false)
+            default:
+                guard let v = Int64(args[0]) else { throw RuleError("fetch 'bool' takes true, false, 0 or 1") }
+                return .constantBool(v != 0)
+            }
+        }, method: nil, usage: "bool(<true|false|0|1>)")
         e["int"] = Entry(arguments: 1...1, build: { args in
             guard let v = Int64(args[0]) else { throw RuleError("fetch 'int' takes an integer, not '\(args[0])'") }
             return .constantInt(v)

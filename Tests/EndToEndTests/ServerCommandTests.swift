@@ -161,7 +161,7 @@ import Testing
         #expect(status("a.example.com") == 200 && status("b.example.com") == 200)
         // The socket's default level is operator: enough, with no experimental mode.
         #expect(cli(socket, "show cli level") == "operator\n\n")
-        #expect(cli(socket, "set var proc.site_a_maint bool(1)") == "\n")
+        #expect(cli(socket, "set var proc.site_a_maint bool(true)") == "\n")
         #expect(cli(socket, "get var proc.site_a_maint") == "proc.site_a_maint: type=bool value=<1>\n\n")
         #expect(status("a.example.com") == 503 && status("b.example.com") == 200)
         #expect(cli(socket, "set var proc.site_a_maint expr bool(0)") == "\n")
@@ -178,5 +178,42 @@ import Testing
         #expect(cli(socket, "get var") == "Missing process-wide variable identifier.\n\n")
         #expect(cli(socket, "set var proc.y path")?.contains("is not available here") == true)
         #expect(cli(socket, "set var proc.f fmt hello; get var proc.f") == "\nproc.f: type=str value=<hello>\n\n")
+    }
+}
+
+/// `proxy cli`: the built-in client, with a command or reading lines.
+@Suite(.serialized) struct BuiltInClient {
+    @Test func commandsAndExitStatus() throws {
+        let bed = try TestBed()
+        let port = TestBed.freePort()
+        let socket = bed.directory + "/admin.sock"
+        try bed.proxy("""
+        global
+            stats socket \(socket) level admin
+            stats socket 127.0.0.1:\(port + 1) level user
+        \(TestBed.defaults("http"))
+        frontend web
+            bind 127.0.0.1:\(port)
+            default_backend app
+        backend app
+            server a 127.0.0.1:9 weight 10
+
+        """, waitFor: port)
+        // The seed's one-liner: words joined as HAProxy's CLI reads them.
+        let set = try Harness.proxy(["cli", "-s", socket, "set", "var", "proc.site_a_maint", "bool(true)"])
+        #expect(set.status == 0 && set.stdout == "\n", "\(set.stdout) \(set.stderr)")
+        let get = try Harness.proxy(["cli", "get var proc.site_a_maint; get weight app/a"], environment: ["PROXY_SOCKET": socket])
+        #expect(get.status == 0 && get.stdout == "proc.site_a_maint: type=bool value=<1>\n\n10 (initial 10)\n\n", "\(get.stdout)")
+        let unknown = try Harness.proxy(["cli", "-s", socket, "bogus"])
+        #expect(unknown.status == 1 && unknown.stdout.hasPrefix("Unknown command"))
+        let denied = try Harness.proxy(["cli", "-s", "ipv4@127.0.0.1:\(port + 1)", "set weight app/a 1"])
+        #expect(denied.status == 1 && denied.stdout == "Permission denied\n\n")
+        let level = try Harness.proxy(["cli", "-s", "127.0.0.1:\(port + 1)", "show", "cli", "level"])
+        #expect(level.status == 0 && level.stdout == "user\n\n")
+        let missing = try Harness.proxy(["cli", "-s", bed.directory + "/nope.sock", "show info"])
+        #expect(missing.status == 2 && missing.stderr.contains("cannot reach the runtime API"), "\(missing.stderr)")
+        // Lines from standard input, one answer each.
+        let lines = try Harness.run("/bin/sh", ["-c", "printf 'show cli level\\n\\nget weight app/a\\n' | '\(Harness.proxyBinary)' cli -s '\(socket)'"])
+        #expect(lines.status == 0 && lines.stdout == "admin\n\n10 (initial 10)\n\n", "\(lines.stdout)")
     }
 }
