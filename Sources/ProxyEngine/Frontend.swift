@@ -28,7 +28,11 @@ public final class Frontend: @unchecked Sendable {
     let tcpContentRules: [Rule<TCPRequestAction>]
     var logDestinations: [LogDestination] = []
 
-    init(definition: ProxyDefinition, backends: [String: Backend], logger: Logger) {
+    /// Its counters, one set per loop (`show stat`).
+    public let counters: StatCounterSet
+
+    init(definition: ProxyDefinition, backends: [String: Backend], logger: Logger, threads: Int = 1) {
+        counters = StatCounterSet(threads: threads)
         name = definition.name
         self.definition = definition
         settings = definition.settings

@@ -26,11 +26,12 @@ public final class RuntimeModel: @unchecked Sendable {
     public init(configuration: Configuration, logger: Logger? = nil) throws {
         self.configuration = configuration
         var backends: [String: Backend] = [:]
-        for p in configuration.proxies where p.isBackend { backends[p.name] = try Backend(definition: p) }
+        let threads = configuration.global.threads
+        for p in configuration.proxies where p.isBackend { backends[p.name] = try Backend(definition: p, threads: threads) }
         self.backends = backends
         let logger = logger ?? Logger(configuration: configuration)
         self.logger = logger
-        frontends = configuration.proxies.filter(\.isFrontend).map { Frontend(definition: $0, backends: backends, logger: logger) }
+        frontends = configuration.proxies.filter(\.isFrontend).map { Frontend(definition: $0, backends: backends, logger: logger, threads: threads) }
         maxConnections = configuration.global.maxconn ?? 4096
         maxPipes = configuration.global.maxpipes ?? maxConnections / 2
     }

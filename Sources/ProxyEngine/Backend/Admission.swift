@@ -31,14 +31,14 @@ extension Backend {
     /// request woken from the queue that still finds no slot goes back to the front, keeping
     /// its place, and waits for the next freed slot.
     func admit(_ waiter: QueueWaiter, loop: EventLoop, _ r: AdmissionRequest, scratch: inout [Server]) -> Admission {
-        if let p = r.persisted, p.acceptsPersistent, p.hasRoom, p !== r.excluding, p.reserveSlot() { return .server(p) }
+        if let p = r.persisted, p.acceptsPersistent, p.hasRoom, p !== r.excluding, p.reserveSlot() { return granted(p, loop) }
         let mayPick = r.wokenTicket != nil || hashesRequests || queue.isEmpty
         if mayPick {
             for _ in 0..<4 {
                 guard let candidate = balancer.pick(hashKey: r.hashKey, allBackups: settings.options.allBackups,
                                                     excluding: r.excluding, scratch: &scratch)
                     ?? (r.fallback?.hasRoom == true ? r.fallback : nil) else { break }
-                if candidate.reserveSlot() { return .server(candidate) }
+                if candidate.reserveSlot() { return granted(candidate, loop) }
             }
         }
         guard servers.contains(where: { $0.isUsable }) else {
@@ -55,15 +55,29 @@ extension Backend {
         guard queue.enqueue(ticket, limit: queueLimit) else {
             return .refused(status: 503, reason: "queue full", state: "sQ")
         }
+        StatCounterSet.raise(counters.peakQueue, to: queue.count)
         // A slot may have been freed between the pick and the enqueue (that release saw no
         // waiter): look again, at the servers the balancer would choose among.
         if hasRoom(excluding: r.excluding, scratch: &scratch) { slotFreed() }
         return .queued(ticket)
     }
 
+    /// Counts a granted slot: sessions and balancer choices, and the peaks.
+    @inline(__always)
+    func granted(_ s: Server, _ loop: EventLoop) -> Admission {
+        let mine = s.counters.thread(loop.index), ours = counters.thread(loop.index)
+        mine.add(mine.sessions); mine.add(mine.chosen)
+        ours.add(ours.sessions); ours.add(ours.chosen)
+        StatCounterSet.raise(s.counters.peakSessions, to: s.active.load(ordering: .relaxed))
+        let now = active.wrappingAdd(1, ordering: .relaxed).newValue
+        StatCounterSet.raise(counters.peakSessions, to: now)
+        return .server(s)
+    }
+
     /// Gives back a slot `admit` granted on `server`, and wakes the oldest waiting request.
     @inline(__always)
     func release(_ server: Server) {
+        active.wrappingSubtract(1, ordering: .relaxed)
         // Sequentially consistent, as `enqueue`'s count and the look-again in `admit`: a
         // release and an enqueue racing each other cannot both miss the other.
         server.active.subtract(1, ordering: .sequentiallyConsistent)

@@ -33,7 +33,13 @@ public final class Backend: @unchecked Sendable {
     /// The proxy's HTTP rules, compiled.
     let rules: CompiledHTTPRules
 
-    init(definition: ProxyDefinition) throws {
+    /// Its counters, one set per loop (`show stat`).
+    public let counters: StatCounterSet
+    /// Slots its servers hold now (`scur`).
+    public let active = Atomic<Int>(0)
+
+    init(definition: ProxyDefinition, threads: Int = 1) throws {
+        counters = StatCounterSet(threads: threads)
         name = definition.name
         self.definition = definition
         settings = definition.settings
@@ -46,7 +52,7 @@ public final class Backend: @unchecked Sendable {
         var list: [Server] = []
         for (i, s) in definition.servers.enumerated() {
             list.append(Server(definition: s, backend: definition.name, index: i, address: try Self.resolve(s.address),
-                                      keepAlive: definition.settings.options.serverKeepAlive))
+                                      keepAlive: definition.settings.options.serverKeepAlive, threads: threads))
         }
         servers = list
         serverIndex = Dictionary(list.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
@@ -86,6 +92,9 @@ public final class Backend: @unchecked Sendable {
         }
         return total
     }
+
+    /// Requests waiting in its queue now (`qcur`).
+    public var queued: Int { queue.count }
 
     /// A slot may be free: wake the oldest queued request on its loop.
     func slotFreed() {

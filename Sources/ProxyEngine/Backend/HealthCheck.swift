@@ -266,10 +266,30 @@ final class HealthCheck: LoopObject {
             if isUp && failures >= options.fall { transition(up: false, reason: reason, code: code, duration: duration) }
         }
         if !stopped { context.loop.setDeadline(self, context.loop.now + nextInterval) }
+        let o = options
+        server.lastCheck.withLock { r in
+            r.status = Self.shortStatus(ok, reason)
+            r.code = code
+            r.durationMs = duration
+            r.description = String(reason.prefix { $0 != "," })
+            if !ok { r.failures += 1 }
+            r.health = isUp ? o.rise + o.fall - 1 - failures : successes
+        }
+    }
+
+    /// HAProxy's short check status for a result (`show stat`'s `check_status`).
+    static func shortStatus(_ ok: Bool, _ reason: String) -> String {
+        if ok { return reason.hasPrefix("Layer7") ? "L7OK" : "L4OK" }
+        if reason.hasPrefix("Layer4 timeout") { return "L4TOUT" }
+        if reason.hasPrefix("Layer4") { return "L4CON" }
+        if reason.hasPrefix("Layer7 timeout") { return "L7TOUT" }
+        if reason.hasPrefix("Layer7 wrong status") || reason.hasPrefix("Layer7 response does not match") { return "L7STS" }
+        return "L7RSP"
     }
 
     func transition(up: Bool, reason: String, code: Int?, duration: Int64) {
         server.setUp(up)
+        if !up { server.lastCheck.withLock { $0.downTransitions += 1 } }
         server.upSince.store(up ? max(1, context.loop.now) : 0, ordering: .relaxed)
         let active = backend.servers.filter { !$0.isBackup && $0.isUsable }.count
         let backups = backend.servers.filter { $0.isBackup && $0.isUsable }.count

@@ -44,7 +44,14 @@ public final class Server: @unchecked Sendable {
     public let upSince = Atomic<Int64>(0)
     let slowStart: Int64
 
-    init(definition: ServerDefinition, backend: String, index: Int, address: SocketAddress, keepAlive: Bool) {
+    /// Its counters, one set per loop (`show stat`).
+    public let counters: StatCounterSet
+
+    /// The last check's result, for `show stat` (written by its check's loop).
+    public let lastCheck = Locked(CheckResult())
+
+    init(definition: ServerDefinition, backend: String, index: Int, address: SocketAddress, keepAlive: Bool, threads: Int = 1) {
+        counters = StatCounterSet(threads: threads)
         self.definition = definition
         self.keepAlive = keepAlive
         name = definition.name
@@ -132,4 +139,20 @@ public final class Server: @unchecked Sendable {
 
     /// Below its `maxconn` (0 means unlimited).
     @inline(__always) public var hasRoom: Bool { maxconn == 0 || active.load(ordering: .relaxed) < maxconn }
+}
+
+/// What the last health check found, as `show stat` reports it.
+public struct CheckResult: Sendable {
+    /// HAProxy's short status (`L4OK`, `L7OK`, `L4CON`, `L4TOUT`, `L7STS`, ...), empty before the first.
+    public var status = ""
+    /// The HTTP status of a layer-7 check.
+    public var code: Int?
+    public var durationMs: Int64 = 0
+    public var description = ""
+    /// Failed checks and UP-to-DOWN transitions (`chkfail`, `chkdown`).
+    public var failures = 0
+    public var downTransitions = 0
+    /// The health counter: `rise + fall - 1` when up, counting down to 0 as checks fail.
+    public var health = 0
+    public init() {}
 }

@@ -290,6 +290,7 @@ extension HTTPTransaction {
 
     /// Once the response is on its way, logs and either closes or waits for the next request.
     func endTransactionWhenFlushed() {
+        countTransaction()
         if loggedEarly { loggedEarly = false; bytesToClient = 0; terminationState = "--" } else { logTransaction() }
         variables.transactionDone()
         if let t = toServer { buffers.give(t); toServer = nil }

@@ -151,6 +151,9 @@ final class HTTPTransaction: LoopObject, QueueWaiter, ConnectionOwner {
     var slotServer: Server?
     /// The backend that granted `slotServer` (it gets the slot back).
     var slotBackend: Backend?
+    /// The client connection's byte counts already added to the statistics.
+    var countedIn = 0
+    var countedOut = 0
     var queueTicket: QueueTicket?
     /// The server the client's persistence cookie names (while it is usable).
     var persistServer: Server?
@@ -443,6 +446,12 @@ final class HTTPTransaction: LoopObject, QueueWaiter, ConnectionOwner {
 
     func close() {
         guard !closed else { return }
+        // Bytes of a request that never finished count for the frontend.
+        let c = frontend.counters.thread(loop.index)
+        c.add(c.bytesIn, client.bytesIn - countedIn)
+        c.add(c.bytesOut, client.bytesOut - countedOut)
+        countedIn = client.bytesIn
+        countedOut = client.bytesOut
         closed = true
         releaseSlot()
         cancelQueueTicket()
@@ -454,7 +463,18 @@ final class HTTPTransaction: LoopObject, QueueWaiter, ConnectionOwner {
         context.sessionClosed(self)
     }
 
-    // MARK: logging
+    // MARK: statistics and logging
+
+    /// Adds the finished transaction to the frontend's, backend's and server's counters.
+    func countTransaction() {
+        let i = loop.index
+        let bin = client.bytesIn - countedIn, bout = client.bytesOut - countedOut
+        countedIn = client.bytesIn
+        countedOut = client.bytesOut
+        frontend.counters.thread(i).transaction(status: logStatus, bytesIn: bin, bytesOut: bout)
+        if let b = backend { b.counters.thread(i).transaction(status: logStatus, bytesIn: bin, bytesOut: bout) }
+        if let s = triedServer { s.counters.thread(i).transaction(status: logStatus, bytesIn: bin, bytesOut: bout) }
+    }
 
     func logTransaction(early: Bool = false) {
         let o = frontend.settings.options

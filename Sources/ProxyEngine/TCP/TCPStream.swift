@@ -314,6 +314,13 @@ final class TCPStream: LoopObject, ConnectionOwner, QueueWaiter {
         guard !closed else { return }
         closed = true
         logConnection()
+        // Bytes from and to the client, for the frontend, the backend and the server.
+        let i = loop.index
+        for set in [frontend.counters, backend.counters, triedServer?.counters].compactMap({ $0 }) {
+            let c = set.thread(i)
+            c.add(c.bytesIn, client.bytesIn)
+            c.add(c.bytesOut, client.bytesOut)
+        }
         releaseSlot()
         if let t = queueTicket { queueTicket = nil; backend.cancel(t) }
         loop.clearDeadline(self)

@@ -54,6 +54,7 @@ struct RuntimeCommands {
         Command(words: ["prompt"], level: .user, help: "toggle interactive mode with prompt"),
         Command(words: ["quit"], level: .user, help: "close this connection"),
         Command(words: ["show", "info"], level: .user, help: "report information about the running process"),
+        Command(words: ["show", "stat"], level: .user, help: "report counters for each proxy and server"),
         Command(words: ["show", "version"], level: .user, help: "show version of the current process"),
         Command(words: ["show", "cli", "level"], level: .user, help: "display the level of the current CLI session"),
         Command(words: ["show", "backend"], level: .user, help: "list backends in the current running config"),
@@ -78,6 +79,7 @@ struct RuntimeCommands {
         guard command.level <= level else { return "Permission denied\n\n" }
         switch command.words {
         case ["show", "info"]: return info()
+        case ["show", "stat"]: return showStat(words, level: level)
         case ["show", "version"]: return "2.6.12-proxy-\(ProxyMain.version)\n\n"
         case ["show", "cli", "level"]: return "\(level)\n\n"
         case ["show", "backend"]: return showBackend()

@@ -1,0 +1,156 @@
+import ProxyConfig
+import ProxyEngine
+import ProxyRules
+import ProxySystem
+import Glibc
+
+/// `show stat`: HAProxy 2.6.12's CSV, byte for byte in its layout. The header is Debian's
+/// 2.6.12 header up to and including the `-` column (the module columns after it, which
+/// HAProxy does not promise, are left out); every line ends with `,`; each row kind has
+/// HAProxy's shape, with the same fields empty. Values come from the per-thread counters,
+/// summed here; a figure we do not measure (rates, timings, compression, cache) is empty,
+/// or 0 where we do not have the feature at all.
+extension RuntimeCommands {
+    static let statFields = "pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,dreq,dresp,ereq,econ,eresp,wretr,wredis,status,weight,act,bck,chkfail,chkdown,lastchg,downtime,qlimit,pid,iid,sid,throttle,lbtot,tracked,type,rate,rate_lim,rate_max,check_status,check_code,check_duration,hrsp_1xx,hrsp_2xx,hrsp_3xx,hrsp_4xx,hrsp_5xx,hrsp_other,hanafail,req_rate,req_rate_max,req_tot,cli_abrt,srv_abrt,comp_in,comp_out,comp_byp,comp_rsp,lastsess,last_chk,last_agt,qtime,ctime,rtime,ttime,agent_status,agent_code,agent_duration,check_desc,agent_desc,check_rise,check_fall,check_health,agent_rise,agent_fall,agent_health,addr,cookie,mode,algo,conn_rate,conn_rate_max,conn_tot,intercepted,dcon,dses,wrew,connect,reuse,cache_lookups,cache_hits,srv_icur,src_ilim,qtime_max,ctime_max,rtime_max,ttime_max,eint,idle_conn_cur,safe_conn_cur,used_conn_cur,need_conn_est,uweight,agg_server_status,agg_server_check_status,agg_check_status".split(separator: ",").map(String.init)
+
+    /// Each row kind's shape, from HAProxy 2.6.12's output: `@` is a field we fill (empty
+    /// when we have no value), anything else is written as it is.
+    static let statShapes: [String: [String]] = [
+        "httpFrontend": "@,@,,,@,@,@,@,@,@,0,0,0,,,,,@,,,,,,,,,@,@,@,,,,@,,0,,,,,@,@,@,@,@,@,,,,@,,,0,0,0,0,,,,,,,,,,,,,,,,,,,,,@,,,,@,0,0,0,0,,,0,0,,,,,,,0,,,,,,,,",
+        "tcpFrontend": "@,@,,,@,@,@,@,@,@,0,0,0,,,,,@,,,,,,,,,@,@,@,,,,@,,0,,,,,,,,,,,,,,@,,,0,0,0,0,,,,,,,,,,,,,,,,,,,,,@,,,,@,,0,0,0,,,,,,,,,,,0,,,,,,,,",
+        "httpServer": "@,@,@,@,@,@,@,@,@,@,,0,,@,0,0,0,@,@,@,@,,,@,,,@,@,@,,@,,@,,,,,,,@,@,@,@,@,@,,,,@,0,0,,,,,,,,,,,,,,,,,,,,,,,@,,@,,,,,,,,0,@,0,,,0,,,,,,0,0,0,0,0,@,,,",
+        "httpCheckedServer": "@,@,@,@,@,@,,@,@,@,,0,,@,0,0,0,@,@,@,@,@,@,@,,,@,@,@,,@,,@,,,,@,,@,@,@,@,@,@,@,,,,@,0,0,,,,,,,,,,,,,,,@,,@,@,@,,,,@,,@,,,,,,,,0,@,0,,,0,,,,,,0,0,0,0,0,@,,,",
+        "tcpServer": "@,@,@,@,@,@,,@,@,@,,0,,@,0,0,0,@,@,@,@,,,@,,,@,@,@,,@,,@,,,,,,,,,,,,,,,,,0,0,,,,,,,,,,,,,,,,,,,,,,,@,,@,,,,,,,,0,@,0,,,0,,,,,,0,0,0,0,0,@,,,",
+        "httpBackend": "@,@,@,@,@,@,@,@,@,@,0,0,,@,0,0,0,@,@,@,@,,@,@,,,@,@,@,,@,,@,,,,,,,@,@,@,@,@,@,,,,@,0,0,0,0,0,0,,,,,,,,,,,,,,,,,,,,,@,@,,,,,,,0,@,0,0,0,,,,,,,0,,,,,@,@,@,@",
+        "tcpBackend": "@,@,@,@,@,@,@,@,@,@,0,0,,@,0,0,0,@,@,@,@,,@,@,,,@,@,@,,@,,@,,,,,,,,,,,,,,,,,0,0,0,0,0,0,,,,,,,,,,,,,,,,,,,,,@,@,,,,,,,0,@,0,,,,,,,,,0,,,,,@,@,@,@",
+
+    ].mapValues { $0.split(separator: ",", omittingEmptySubsequences: false).map(String.init) }
+
+    /// One CSV row of a kind, its `@` fields taken from `values` by column name.
+    func statRow(_ kind: String, _ values: [String: String]) -> String {
+        let shape = Self.statShapes[kind]!
+        var fields: [String] = []
+        fields.reserveCapacity(104)
+        for (i, name) in Self.statFields.enumerated() {
+            let s = shape[i]
+            fields.append(s == "@" ? (values[name] ?? "") : s)
+        }
+        return fields.joined(separator: ",") + ",-,\n"
+    }
+
+    /// The counters every row kind shares.
+    func counterValues(_ t: StatTotals, http: Bool) -> [String: String] {
+        var v: [String: String] = [
+            "stot": "\(t.sessions)", "bin": "\(t.bytesIn)", "bout": "\(t.bytesOut)", "smax": "\(t.peakSessions)",
+            "econ": "\(t.connectErrors)", "pid": "1",
+        ]
+        if http {
+            for (i, name) in ["hrsp_1xx", "hrsp_2xx", "hrsp_3xx", "hrsp_4xx", "hrsp_5xx", "hrsp_other"].enumerated() {
+                v[name] = "\(t.responses[i])"
+            }
+        }
+        v["req_tot"] = "\(t.requests)"
+        return v
+    }
+
+    /// `show stat`: frontends, servers and backends, in the order of the configuration.
+    func showStat(_ words: [String], level: AccessLevel) -> String {
+        let model = engine.model
+        var text = "# " + Self.statFields.joined(separator: ",") + ",-,\n"
+        let stopping = stopping()
+        let now = Clock.wallClock().seconds
+        for (name, id) in proxyIDs {
+            if let f = model.frontends.first(where: { $0.name == name }) {
+                let http = f.mode == .http
+                var v = counterValues(f.counters.totals, http: http)
+                v["pxname"] = name; v["svname"] = "FRONTEND"; v["iid"] = "\(id)"; v["sid"] = "0"; v["type"] = "0"
+                v["scur"] = "\(f.active.load(ordering: .relaxed))"
+                v["slim"] = "\(f.settings.maxconn ?? model.maxConnections)"
+                v["status"] = stopping ? "STOP" : "OPEN"
+                v["mode"] = http ? "http" : "tcp"
+                v["conn_tot"] = v["stot"]
+                text += statRow(http ? "httpFrontend" : "tcpFrontend", v)
+            }
+            guard let b = model.backends[name] else { continue }
+            let http = b.mode == .http
+            let usableActive = b.servers.filter { !$0.isBackup && $0.isUsable }
+            let usableBackup = b.servers.filter { $0.isBackup && $0.isUsable }
+            for (i, s) in b.servers.enumerated() {
+                let o = s.definition.options
+                var v = counterValues(s.counters.totals, http: http)
+                let check = s.lastCheck.withLock { $0 }
+                v["pxname"] = name; v["svname"] = s.name; v["iid"] = "\(id)"; v["sid"] = "\(i + 1)"; v["type"] = "2"
+                v["qcur"] = "0"; v["qmax"] = "0"
+                v["scur"] = "\(s.active.load(ordering: .relaxed))"
+                v["slim"] = o.maxconn > 0 ? "\(o.maxconn)" : ""
+                v["status"] = serverStatus(s)
+                v["weight"] = "\(s.weight)"; v["uweight"] = "\(s.weight)"
+                v["act"] = s.isBackup ? "0" : "1"; v["bck"] = s.isBackup ? "1" : "0"
+                v["lastchg"] = "\(max(0, now - s.lastChange.load(ordering: .relaxed)))"
+                v["lbtot"] = "\(s.counters.totals.chosen)"
+                v["connect"] = v["stot"]
+                v["mode"] = http ? "http" : "tcp"
+                // The address only from operator level, as HAProxy hides it from `user`.
+                if level >= .operator {
+                    let a = s.address
+                    v["addr"] = a.family == AF_UNIX ? (a.unixPath ?? "") : (a.family == AF_INET6 ? "[\(ProxyProtocolText.ip(a))]:\(a.port)" : "\(ProxyProtocolText.ip(a)):\(a.port)")
+                }
+                v["agg_server_status"] = v["status"]
+                if o.check {
+                    v["chkfail"] = "\(check.failures)"; v["chkdown"] = "\(check.downTransitions)"
+                    v["check_status"] = check.status.isEmpty ? "INI" : check.status
+                    v["check_code"] = check.code.map { "\($0)" } ?? ""
+                    v["check_duration"] = check.status.isEmpty ? "" : "\(check.durationMs)"
+                    v["check_desc"] = check.description
+                    v["check_rise"] = "\(o.rise)"; v["check_fall"] = "\(o.fall)"; v["check_health"] = "\(check.health)"
+                }
+                text += statRow(o.check && http ? "httpCheckedServer" : http ? "httpServer" : "tcpServer", v)
+            }
+            var v = counterValues(b.counters.totals, http: http)
+            v["pxname"] = name; v["svname"] = "BACKEND"; v["iid"] = "\(id)"; v["sid"] = "0"; v["type"] = "1"
+            v["qcur"] = "\(b.queued)"; v["qmax"] = "\(b.counters.totals.peakQueue)"
+            v["scur"] = "\(b.active.load(ordering: .relaxed))"
+            v["slim"] = "\(max(1, (model.maxConnections + 9) / 10))"  // HAProxy's default fullconn
+            let up = !usableActive.isEmpty || !usableBackup.isEmpty
+            v["status"] = up ? "UP" : "DOWN"
+            let serving = usableActive.isEmpty ? usableBackup : usableActive
+            v["weight"] = "\(serving.reduce(0) { $0 + $1.weight })"; v["uweight"] = v["weight"]
+            v["act"] = "\(usableActive.count)"; v["bck"] = "\(usableBackup.count)"
+            v["chkdown"] = "0"
+            v["lastchg"] = "\(max(0, now - (b.servers.map { $0.lastChange.load(ordering: .relaxed) }.max() ?? now)))"
+            v["lbtot"] = "\(b.counters.totals.chosen)"
+            v["connect"] = v["stot"]
+            v["mode"] = http ? "http" : "tcp"
+            v["algo"] = b.settings.balance.name
+            v["agg_server_status"] = "\(up ? 0 : 1)"; v["agg_server_check_status"] = "0"; v["agg_check_status"] = "0"
+            text += statRow(http ? "httpBackend" : "tcpBackend", v)
+        }
+        return text + "\n"
+    }
+
+    /// A server's status as `show stat` spells it.
+    func serverStatus(_ s: Server) -> String {
+        switch s.adminState {
+        case .maintenance: return "MAINT"
+        case .drain: return "DRAIN"
+        case .ready:
+            if !s.definition.options.check { return s.isUp.load(ordering: .relaxed) ? "no check" : "DOWN" }
+            return s.isUp.load(ordering: .relaxed) ? "UP" : "DOWN"
+        }
+    }
+}
+
+extension BalanceAlgorithm {
+    /// The name `show stat` prints in `algo`.
+    var name: String {
+        switch self {
+        case .roundRobin: return "roundrobin"
+        case .staticRoundRobin: return "static-rr"
+        case .leastConnections: return "leastconn"
+        case .first: return "first"
+        case .source: return "source"
+        case .uri: return "uri"
+        case .random: return "random"
+        }
+    }
+}
