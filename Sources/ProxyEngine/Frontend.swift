@@ -28,11 +28,12 @@ public final class Frontend: @unchecked Sendable {
     let tcpContentRules: [Rule<TCPRequestAction>]
     var logDestinations: [LogDestination] = []
 
-    /// Its counters, one set per loop (`show stat`).
-    public let counters: StatCounterSet
+    /// Where its counters start in each loop's block (`CounterTable`).
+    public internal(set) var statBase = 0
+    /// The most sessions it held at once (`smax`).
+    public let peakSessions = Atomic<Int>(0)
 
-    init(definition: ProxyDefinition, backends: [String: Backend], logger: Logger, threads: Int = 1) {
-        counters = StatCounterSet(threads: threads)
+    init(definition: ProxyDefinition, backends: [String: Backend], logger: Logger) {
         name = definition.name
         self.definition = definition
         settings = definition.settings

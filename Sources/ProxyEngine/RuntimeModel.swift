@@ -21,17 +21,28 @@ public final class RuntimeModel: @unchecked Sendable {
     /// `proc.` variables, shared by every loop.
     public let processVariables = Locked<VariableTable>([:])
     public let logger: Logger
+    /// Every frontend's, backend's and server's counters, one block per loop.
+    public let counters: CounterTable
 
     /// `logger` is opened by the start-up before any chroot; tests let the model open one.
     public init(configuration: Configuration, logger: Logger? = nil) throws {
         self.configuration = configuration
         var backends: [String: Backend] = [:]
-        let threads = configuration.global.threads
-        for p in configuration.proxies where p.isBackend { backends[p.name] = try Backend(definition: p, threads: threads) }
+        for p in configuration.proxies where p.isBackend { backends[p.name] = try Backend(definition: p) }
         self.backends = backends
         let logger = logger ?? Logger(configuration: configuration)
         self.logger = logger
-        frontends = configuration.proxies.filter(\.isFrontend).map { Frontend(definition: $0, backends: backends, logger: logger, threads: threads) }
+        frontends = configuration.proxies.filter(\.isFrontend).map { Frontend(definition: $0, backends: backends, logger: logger) }
+        // Every frontend, backend and server gets its slots in each loop's counter block.
+        var objects = 0
+        func next() -> Int { defer { objects += 1 }; return objects * StatField.allCases.count }
+        for f in frontends { f.statBase = next() }
+        for p in configuration.proxies {
+            guard let b = backends[p.name] else { continue }
+            b.statBase = next()
+            for s in b.servers { s.statBase = next() }
+        }
+        counters = CounterTable(threads: configuration.global.threads, objects: objects)
         maxConnections = configuration.global.maxconn ?? 4096
         maxPipes = configuration.global.maxpipes ?? maxConnections / 2
     }

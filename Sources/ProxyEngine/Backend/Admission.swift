@@ -30,15 +30,15 @@ extension Backend {
     /// source|uri`) takes a free slot there at once, as HAProxy's server queues let it. A
     /// request woken from the queue that still finds no slot goes back to the front, keeping
     /// its place, and waits for the next freed slot.
-    func admit(_ waiter: QueueWaiter, loop: EventLoop, _ r: AdmissionRequest, scratch: inout [Server]) -> Admission {
-        if let p = r.persisted, p.acceptsPersistent, p.hasRoom, p !== r.excluding, p.reserveSlot() { return granted(p, loop) }
+    func admit(_ waiter: QueueWaiter, loop: EventLoop, counters: LoopCounters, _ r: AdmissionRequest, scratch: inout [Server]) -> Admission {
+        if let p = r.persisted, p.acceptsPersistent, p.hasRoom, p !== r.excluding, p.reserveSlot() { return granted(p, counters) }
         let mayPick = r.wokenTicket != nil || hashesRequests || queue.isEmpty
         if mayPick {
             for _ in 0..<4 {
                 guard let candidate = balancer.pick(hashKey: r.hashKey, allBackups: settings.options.allBackups,
                                                     excluding: r.excluding, scratch: &scratch)
                     ?? (r.fallback?.hasRoom == true ? r.fallback : nil) else { break }
-                if candidate.reserveSlot() { return granted(candidate, loop) }
+                if candidate.reserveSlot() { return granted(candidate, counters) }
             }
         }
         guard servers.contains(where: { $0.isUsable }) else {
@@ -55,7 +55,7 @@ extension Backend {
         guard queue.enqueue(ticket, limit: queueLimit) else {
             return .refused(status: 503, reason: "queue full", state: "sQ")
         }
-        StatCounterSet.raise(counters.peakQueue, to: queue.count)
+        CounterTable.raise(peakQueue, to: queue.count)
         // A slot may have been freed between the pick and the enqueue (that release saw no
         // waiter): look again, at the servers the balancer would choose among.
         if hasRoom(excluding: r.excluding, scratch: &scratch) { slotFreed() }
@@ -64,13 +64,11 @@ extension Backend {
 
     /// Counts a granted slot: sessions and balancer choices, and the peaks.
     @inline(__always)
-    func granted(_ s: Server, _ loop: EventLoop) -> Admission {
-        let mine = s.counters.thread(loop.index), ours = counters.thread(loop.index)
-        mine.add(mine.sessions); mine.add(mine.chosen)
-        ours.add(ours.sessions); ours.add(ours.chosen)
-        StatCounterSet.raise(s.counters.peakSessions, to: s.active.load(ordering: .relaxed))
-        let now = active.wrappingAdd(1, ordering: .relaxed).newValue
-        StatCounterSet.raise(counters.peakSessions, to: now)
+    func granted(_ s: Server, _ counters: LoopCounters) -> Admission {
+        counters.add(s.statBase, .sessions); counters.add(s.statBase, .chosen)
+        counters.add(statBase, .sessions); counters.add(statBase, .chosen)
+        CounterTable.raise(s.peakSessions, to: s.active.load(ordering: .relaxed))
+        CounterTable.raise(peakSessions, to: active.wrappingAdd(1, ordering: .relaxed).newValue)
         return .server(s)
     }
 

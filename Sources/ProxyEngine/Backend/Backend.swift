@@ -33,13 +33,16 @@ public final class Backend: @unchecked Sendable {
     /// The proxy's HTTP rules, compiled.
     let rules: CompiledHTTPRules
 
-    /// Its counters, one set per loop (`show stat`).
-    public let counters: StatCounterSet
+    /// Where its counters start in each loop's block (`CounterTable`).
+    public internal(set) var statBase = 0
+    /// The most sessions it held at once (`smax`).
+    public let peakSessions = Atomic<Int>(0)
+    /// The most requests its queue held at once (`qmax`).
+    public let peakQueue = Atomic<Int>(0)
     /// Slots its servers hold now (`scur`).
     public let active = Atomic<Int>(0)
 
-    init(definition: ProxyDefinition, threads: Int = 1) throws {
-        counters = StatCounterSet(threads: threads)
+    init(definition: ProxyDefinition) throws {
         name = definition.name
         self.definition = definition
         settings = definition.settings
@@ -52,7 +55,7 @@ public final class Backend: @unchecked Sendable {
         var list: [Server] = []
         for (i, s) in definition.servers.enumerated() {
             list.append(Server(definition: s, backend: definition.name, index: i, address: try Self.resolve(s.address),
-                                      keepAlive: definition.settings.options.serverKeepAlive, threads: threads))
+                                      keepAlive: definition.settings.options.serverKeepAlive))
         }
         servers = list
         serverIndex = Dictionary(list.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })

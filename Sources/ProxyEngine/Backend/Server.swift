@@ -44,14 +44,15 @@ public final class Server: @unchecked Sendable {
     public let upSince = Atomic<Int64>(0)
     let slowStart: Int64
 
-    /// Its counters, one set per loop (`show stat`).
-    public let counters: StatCounterSet
+    /// Where its counters start in each loop's block (`CounterTable`).
+    public internal(set) var statBase = 0
+    /// The most sessions it held at once (`smax`).
+    public let peakSessions = Atomic<Int>(0)
 
     /// The last check's result, for `show stat` (written by its check's loop).
     public let lastCheck = Locked(CheckResult())
 
-    init(definition: ServerDefinition, backend: String, index: Int, address: SocketAddress, keepAlive: Bool, threads: Int = 1) {
-        counters = StatCounterSet(threads: threads)
+    init(definition: ServerDefinition, backend: String, index: Int, address: SocketAddress, keepAlive: Bool) {
         self.definition = definition
         self.keepAlive = keepAlive
         name = definition.name

@@ -11,9 +11,8 @@ extension LoopContext {
     /// Sets up a new connection, whose slot its acceptor reserved.
     func accepted(fd: FileDescriptor, client: SocketAddress, acceptor: Acceptor) {
         let frontend = acceptor.frontend
-        let counted = frontend.counters.thread(loop.index)
-        counted.add(counted.sessions)
-        StatCounterSet.raise(frontend.counters.peakSessions, to: frontend.active.load(ordering: .relaxed))
+        counters.add(frontend.statBase, .sessions)
+        CounterTable.raise(frontend.peakSessions, to: frontend.active.load(ordering: .relaxed))
         if client.family != AF_UNIX { try? Socket.setOption(fd, level: Int32(IPPROTO_TCP), name: TCP_NODELAY, value: 1) }
         if frontend.settings.options.clientKeepAlive { try? Socket.setOption(fd, level: SOL_SOCKET, name: SO_KEEPALIVE, value: 1) }
         var expectProxy = acceptor.listener.options.acceptProxy

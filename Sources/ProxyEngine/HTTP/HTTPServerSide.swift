@@ -73,7 +73,7 @@ extension HTTPTransaction {
         request.persisted = persistServer
         if excluded != nil { request.fallback = triedServer }
         let chosen: Server
-        switch backend.admit(self, loop: loop, request, scratch: &context.scratchServers) {
+        switch backend.admit(self, loop: loop, counters: context.counters, request, scratch: &context.scratchServers) {
         case .server(let s):
             chosen = s
         case .queued(let ticket):

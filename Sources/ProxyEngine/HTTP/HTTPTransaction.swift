@@ -447,9 +447,8 @@ final class HTTPTransaction: LoopObject, QueueWaiter, ConnectionOwner {
     func close() {
         guard !closed else { return }
         // Bytes of a request that never finished count for the frontend.
-        let c = frontend.counters.thread(loop.index)
-        c.add(c.bytesIn, client.bytesIn - countedIn)
-        c.add(c.bytesOut, client.bytesOut - countedOut)
+        context.counters.add(frontend.statBase, .bytesIn, client.bytesIn - countedIn)
+        context.counters.add(frontend.statBase, .bytesOut, client.bytesOut - countedOut)
         countedIn = client.bytesIn
         countedOut = client.bytesOut
         closed = true
@@ -467,13 +466,13 @@ final class HTTPTransaction: LoopObject, QueueWaiter, ConnectionOwner {
 
     /// Adds the finished transaction to the frontend's, backend's and server's counters.
     func countTransaction() {
-        let i = loop.index
+        let counters = context.counters
         let bin = client.bytesIn - countedIn, bout = client.bytesOut - countedOut
         countedIn = client.bytesIn
         countedOut = client.bytesOut
-        frontend.counters.thread(i).transaction(status: logStatus, bytesIn: bin, bytesOut: bout)
-        if let b = backend { b.counters.thread(i).transaction(status: logStatus, bytesIn: bin, bytesOut: bout) }
-        if let s = triedServer { s.counters.thread(i).transaction(status: logStatus, bytesIn: bin, bytesOut: bout) }
+        counters.transaction(frontend.statBase, status: logStatus, bytesIn: bin, bytesOut: bout)
+        if let b = backend { counters.transaction(b.statBase, status: logStatus, bytesIn: bin, bytesOut: bout) }
+        if let s = triedServer { counters.transaction(s.statBase, status: logStatus, bytesIn: bin, bytesOut: bout) }
     }
 
     func logTransaction(early: Bool = false) {

@@ -27,9 +27,13 @@ final class LoopContext: @unchecked Sendable {
     /// Called after each session closes (the soft stop watches it).
     var onSessionClosed: (() -> Void)?
 
+    /// This loop's block of statistics counters.
+    let counters: LoopCounters
+
     init(loop: EventLoop, model: RuntimeModel) {
         self.loop = loop
         self.model = model
+        counters = model.counters.loop(loop.index)
         pool = ConnectionPool(model: model)
         scratchServers.reserveCapacity(64)
     }

@@ -1,58 +1,61 @@
 import Synchronization
 
-/// One thread's counters for one frontend, backend or server. Only its own loop writes them
-/// (relaxed atomics, never contended); the runtime API sums every thread's on read.
-public final class StatCounters: @unchecked Sendable {
-    /// Sessions (connections on a frontend; requests or connections given to a backend or
-    /// server), HAProxy's `stot`.
-    let sessions = Atomic<Int>(0)
-    let bytesIn = Atomic<Int>(0)
-    let bytesOut = Atomic<Int>(0)
-    let requests = Atomic<Int>(0)
+/// What each frontend, backend and server counts (`show stat`, the exporters).
+public enum StatField: Int, CaseIterable {
+    /// Sessions: connections on a frontend; requests or connections given to a backend or
+    /// server (HAProxy's `stot`).
+    case sessions
+    case bytesIn, bytesOut, requests
     /// Times the balancer chose it (`lbtot`).
-    let chosen = Atomic<Int>(0)
+    case chosen
     /// Responses by class: 1xx to 5xx, then other.
-    let h1xx = Atomic<Int>(0), h2xx = Atomic<Int>(0), h3xx = Atomic<Int>(0)
-    let h4xx = Atomic<Int>(0), h5xx = Atomic<Int>(0), hOther = Atomic<Int>(0)
-    /// Connection attempts that failed (`econ`) and responses that failed (`eresp`).
-    let connectErrors = Atomic<Int>(0)
-    let responseErrors = Atomic<Int>(0)
-
-    init() {}
-
-    @inline(__always) func add(_ a: borrowing Atomic<Int>, _ n: Int = 1) { a.wrappingAdd(n, ordering: .relaxed) }
-
-    /// A finished HTTP transaction: its status and bytes.
-    @inline(__always) func transaction(status: Int, bytesIn bin: Int, bytesOut bout: Int) {
-        add(requests)
-        add(bytesIn, bin)
-        add(bytesOut, bout)
-        switch status / 100 {
-        case 1: add(h1xx)
-        case 2: add(h2xx)
-        case 3: add(h3xx)
-        case 4: add(h4xx)
-        case 5: add(h5xx)
-        default: add(hOther)
-        }
-    }
+    case h1xx, h2xx, h3xx, h4xx, h5xx, hOther
+    /// Failed connection attempts (`econ`) and failed responses (`eresp`).
+    case connectErrors, responseErrors
 }
 
-/// The counters of one frontend, backend or server: one `StatCounters` per loop, plus the
-/// peaks, which every thread may raise (a compare-and-swap, only when a new peak is reached).
-public final class StatCounterSet: @unchecked Sendable {
-    let perThread: [StatCounters]
-    let peakSessions = Atomic<Int>(0)
-    let peakQueue = Atomic<Int>(0)
+/// Every counter of every frontend, backend and server, one contiguous block per loop: a
+/// loop writes only its own block (relaxed atomics, never contended, no reference counting
+/// on the data path); `show stat` sums the blocks on read. Each object owns the slots from
+/// its `statBase` on, one per `StatField`.
+public final class CounterTable: @unchecked Sendable {
+    let slots: Int
+    let blocks: [UnsafeMutablePointer<Atomic<Int>>]
 
-    init(threads: Int) {
-        perThread = (0..<max(1, threads)).map { _ in StatCounters() }
+    init(threads: Int, objects: Int) {
+        slots = max(1, objects) * StatField.allCases.count
+        blocks = (0..<max(1, threads)).map { _ in
+            let p = UnsafeMutablePointer<Atomic<Int>>.allocate(capacity: max(1, objects) * StatField.allCases.count)
+            for i in 0..<(max(1, objects) * StatField.allCases.count) { (p + i).initialize(to: Atomic(0)) }
+            return p
+        }
+    }
+
+    deinit {
+        for p in blocks {
+            p.deinitialize(count: slots)
+            p.deallocate()
+        }
     }
 
     /// The counters loop `index` writes.
-    @inline(__always) func thread(_ index: Int) -> StatCounters { perThread[index] }
+    func loop(_ index: Int) -> LoopCounters { LoopCounters(base: blocks[index]) }
 
-    /// Raises a peak to `value` if it is higher.
+    /// One object's counters, every loop's added up.
+    public func totals(_ base: Int) -> StatTotals {
+        var t = StatTotals()
+        for p in blocks {
+            func v(_ f: StatField) -> Int { (p + base + f.rawValue).pointee.load(ordering: .relaxed) }
+            t.sessions += v(.sessions); t.bytesIn += v(.bytesIn); t.bytesOut += v(.bytesOut)
+            t.requests += v(.requests); t.chosen += v(.chosen)
+            t.responses[0] += v(.h1xx); t.responses[1] += v(.h2xx); t.responses[2] += v(.h3xx)
+            t.responses[3] += v(.h4xx); t.responses[4] += v(.h5xx); t.responses[5] += v(.hOther)
+            t.connectErrors += v(.connectErrors); t.responseErrors += v(.responseErrors)
+        }
+        return t
+    }
+
+    /// Raises a peak to `value` if it is higher (a compare-and-swap only at a new peak).
     @inline(__always) static func raise(_ peak: borrowing Atomic<Int>, to value: Int) {
         var current = peak.load(ordering: .relaxed)
         while value > current {
@@ -61,28 +64,31 @@ public final class StatCounterSet: @unchecked Sendable {
             current = seen
         }
     }
+}
 
-    /// Every thread's counters added up.
-    public var totals: StatTotals {
-        var t = StatTotals()
-        for c in perThread {
-            t.sessions += c.sessions.load(ordering: .relaxed)
-            t.bytesIn += c.bytesIn.load(ordering: .relaxed)
-            t.bytesOut += c.bytesOut.load(ordering: .relaxed)
-            t.requests += c.requests.load(ordering: .relaxed)
-            t.chosen += c.chosen.load(ordering: .relaxed)
-            t.responses[0] += c.h1xx.load(ordering: .relaxed)
-            t.responses[1] += c.h2xx.load(ordering: .relaxed)
-            t.responses[2] += c.h3xx.load(ordering: .relaxed)
-            t.responses[3] += c.h4xx.load(ordering: .relaxed)
-            t.responses[4] += c.h5xx.load(ordering: .relaxed)
-            t.responses[5] += c.hOther.load(ordering: .relaxed)
-            t.connectErrors += c.connectErrors.load(ordering: .relaxed)
-            t.responseErrors += c.responseErrors.load(ordering: .relaxed)
+/// One loop's block of counters: a plain pointer, so counting costs no reference counting.
+struct LoopCounters {
+    let base: UnsafeMutablePointer<Atomic<Int>>
+
+    @inline(__always) func add(_ object: Int, _ field: StatField, _ n: Int = 1) {
+        (base + object + field.rawValue).pointee.wrappingAdd(n, ordering: .relaxed)
+    }
+
+    /// A finished HTTP transaction: its status and bytes.
+    @inline(__always) func transaction(_ object: Int, status: Int, bytesIn: Int, bytesOut: Int) {
+        add(object, .requests)
+        add(object, .bytesIn, bytesIn)
+        add(object, .bytesOut, bytesOut)
+        let field: StatField
+        switch status / 100 {
+        case 1: field = .h1xx
+        case 2: field = .h2xx
+        case 3: field = .h3xx
+        case 4: field = .h4xx
+        case 5: field = .h5xx
+        default: field = .hOther
         }
-        t.peakSessions = peakSessions.load(ordering: .relaxed)
-        t.peakQueue = peakQueue.load(ordering: .relaxed)
-        return t
+        add(object, field)
     }
 }
 
@@ -92,5 +98,4 @@ public struct StatTotals: Sendable {
     /// 1xx, 2xx, 3xx, 4xx, 5xx, other.
     public var responses = [0, 0, 0, 0, 0, 0]
     public var connectErrors = 0, responseErrors = 0
-    public var peakSessions = 0, peakQueue = 0
 }

@@ -87,7 +87,7 @@ final class TCPStream: LoopObject, ConnectionOwner, QueueWaiter {
             request.hashKey = Backend.sourceKey(ip, family: clientAddress.family)
         }
         let chosen: Server
-        switch backend.admit(self, loop: loop, request, scratch: &context.scratchServers) {
+        switch backend.admit(self, loop: loop, counters: context.counters, request, scratch: &context.scratchServers) {
         case .server(let s):
             chosen = s
         case .queued(let ticket):
@@ -315,11 +315,9 @@ final class TCPStream: LoopObject, ConnectionOwner, QueueWaiter {
         closed = true
         logConnection()
         // Bytes from and to the client, for the frontend, the backend and the server.
-        let i = loop.index
-        for set in [frontend.counters, backend.counters, triedServer?.counters].compactMap({ $0 }) {
-            let c = set.thread(i)
-            c.add(c.bytesIn, client.bytesIn)
-            c.add(c.bytesOut, client.bytesOut)
+        for base in [frontend.statBase, backend.statBase, triedServer?.statBase].compactMap({ $0 }) {
+            context.counters.add(base, .bytesIn, client.bytesIn)
+            context.counters.add(base, .bytesOut, client.bytesOut)
         }
         releaseSlot()
         if let t = queueTicket { queueTicket = nil; backend.cancel(t) }

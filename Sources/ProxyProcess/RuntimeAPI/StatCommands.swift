@@ -39,9 +39,9 @@ extension RuntimeCommands {
     }
 
     /// The counters every row kind shares.
-    func counterValues(_ t: StatTotals, http: Bool) -> [String: String] {
+    func counterValues(_ t: StatTotals, peak: Int, http: Bool) -> [String: String] {
         var v: [String: String] = [
-            "stot": "\(t.sessions)", "bin": "\(t.bytesIn)", "bout": "\(t.bytesOut)", "smax": "\(t.peakSessions)",
+            "stot": "\(t.sessions)", "bin": "\(t.bytesIn)", "bout": "\(t.bytesOut)", "smax": "\(peak)",
             "econ": "\(t.connectErrors)", "pid": "1",
         ]
         if http {
@@ -62,7 +62,7 @@ extension RuntimeCommands {
         for (name, id) in proxyIDs {
             if let f = model.frontends.first(where: { $0.name == name }) {
                 let http = f.mode == .http
-                var v = counterValues(f.counters.totals, http: http)
+                var v = counterValues(model.counters.totals(f.statBase), peak: f.peakSessions.load(ordering: .relaxed), http: http)
                 v["pxname"] = name; v["svname"] = "FRONTEND"; v["iid"] = "\(id)"; v["sid"] = "0"; v["type"] = "0"
                 v["scur"] = "\(f.active.load(ordering: .relaxed))"
                 v["slim"] = "\(f.settings.maxconn ?? model.maxConnections)"
@@ -77,7 +77,7 @@ extension RuntimeCommands {
             let usableBackup = b.servers.filter { $0.isBackup && $0.isUsable }
             for (i, s) in b.servers.enumerated() {
                 let o = s.definition.options
-                var v = counterValues(s.counters.totals, http: http)
+                var v = counterValues(model.counters.totals(s.statBase), peak: s.peakSessions.load(ordering: .relaxed), http: http)
                 let check = s.lastCheck.withLock { $0 }
                 v["pxname"] = name; v["svname"] = s.name; v["iid"] = "\(id)"; v["sid"] = "\(i + 1)"; v["type"] = "2"
                 v["qcur"] = "0"; v["qmax"] = "0"
@@ -87,7 +87,7 @@ extension RuntimeCommands {
                 v["weight"] = "\(s.weight)"; v["uweight"] = "\(s.weight)"
                 v["act"] = s.isBackup ? "0" : "1"; v["bck"] = s.isBackup ? "1" : "0"
                 v["lastchg"] = "\(max(0, now - s.lastChange.load(ordering: .relaxed)))"
-                v["lbtot"] = "\(s.counters.totals.chosen)"
+                v["lbtot"] = "\(model.counters.totals(s.statBase).chosen)"
                 v["connect"] = v["stot"]
                 v["mode"] = http ? "http" : "tcp"
                 // The address only from operator level, as HAProxy hides it from `user`.
@@ -106,9 +106,9 @@ extension RuntimeCommands {
                 }
                 text += statRow(o.check && http ? "httpCheckedServer" : http ? "httpServer" : "tcpServer", v)
             }
-            var v = counterValues(b.counters.totals, http: http)
+            var v = counterValues(model.counters.totals(b.statBase), peak: b.peakSessions.load(ordering: .relaxed), http: http)
             v["pxname"] = name; v["svname"] = "BACKEND"; v["iid"] = "\(id)"; v["sid"] = "0"; v["type"] = "1"
-            v["qcur"] = "\(b.queued)"; v["qmax"] = "\(b.counters.totals.peakQueue)"
+            v["qcur"] = "\(b.queued)"; v["qmax"] = "\(b.peakQueue.load(ordering: .relaxed))"
             v["scur"] = "\(b.active.load(ordering: .relaxed))"
             v["slim"] = "\(max(1, (model.maxConnections + 9) / 10))"  // HAProxy's default fullconn
             let up = !usableActive.isEmpty || !usableBackup.isEmpty
@@ -118,7 +118,7 @@ extension RuntimeCommands {
             v["act"] = "\(usableActive.count)"; v["bck"] = "\(usableBackup.count)"
             v["chkdown"] = "0"
             v["lastchg"] = "\(max(0, now - (b.servers.map { $0.lastChange.load(ordering: .relaxed) }.max() ?? now)))"
-            v["lbtot"] = "\(b.counters.totals.chosen)"
+            v["lbtot"] = "\(model.counters.totals(b.statBase).chosen)"
             v["connect"] = v["stot"]
             v["mode"] = http ? "http" : "tcp"
             v["algo"] = b.settings.balance.name
