@@ -83,3 +83,46 @@ import Testing
         }
     }
 }
+
+/// Debian's prometheus-haproxy-exporter reads our `show stat` through the stats socket as
+/// it reads HAProxy's: `haproxy_up 1`, and per-frontend and per-server values that match.
+@Suite(.serialized) struct HAProxyExporterReadsUs {
+    static let exporter = Harness.which("prometheus-haproxy-exporter")
+
+    @Test(.enabled(if: exporter != nil, "needs prometheus-haproxy-exporter"))
+    func scrapesTheStatsSocket() throws {
+        let bed = try TestBed()
+        let ports = TestBed.freePortRange(2)
+        let app = try bed.backend(name: "app")
+        let socket = bed.directory + "/p.sock"
+        try bed.proxy("""
+        global
+            stats socket \(socket) level admin
+        \(TestBed.defaults("http"))
+        frontend web
+            bind 127.0.0.1:\(ports)
+            default_backend app
+        backend app
+            server a 127.0.0.1:\(app)
+            server b 127.0.0.1:\(app)
+
+        """, waitFor: ports)
+        for _ in 0..<5 { _ = try TestBed.curl(["http://127.0.0.1:\(ports)/"]) }
+        #expect(cli(socket, "disable server app/b") == "\n")
+        try bed.start(Self.exporter!, ["--haproxy.scrape-uri=unix:\(socket)", "--web.listen-address=127.0.0.1:\(ports + 1)"],
+                      log: bed.directory + "/exporter.log")
+        #expect(TestBed.waitForPort(ports + 1))
+        var metrics = ""
+        let scraped = TestBed.waitUntil {
+            metrics = (try? TestBed.curl(["http://127.0.0.1:\(ports + 1)/metrics"]))?.1 ?? ""
+            return metrics.contains("haproxy_up 1")
+        }
+        #expect(scraped, "\(bed.read(bed.directory + "/exporter.log"))")
+        for line in ["haproxy_up 1", "haproxy_frontend_http_requests_total{frontend=\"web\"} 5",
+                     "haproxy_server_up{backend=\"app\",server=\"a\"} 1", "haproxy_server_up{backend=\"app\",server=\"b\"} 0",
+                     "haproxy_backend_up{backend=\"app\"} 1", "haproxy_frontend_current_sessions{frontend=\"web\"} 0"] {
+            #expect(metrics.contains(line), "missing \(line)")
+        }
+        #expect(!metrics.contains("haproxy_exporter_csv_parse_failures 1"))
+    }
+}
