@@ -135,6 +135,25 @@ public final class ProxyEngine: @unchecked Sendable {
         return value
     }
 
+    /// Closes every connection using `server` now, on each loop (`shutdown sessions server`):
+    /// logged with the `K` termination flag, as HAProxy does.
+    public func shutdownSessions(server: Server) {
+        for (i, loop) in loops.enumerated() {
+            let context = contexts[i]
+            loop.post {
+                for (_, s) in context.openSessions {
+                    if let h = s as? HTTPTransaction, h.slotServer === server || h.server?.server === server {
+                        h.terminationState = "KD"
+                        if h.responseStarted { h.logTransaction() }
+                        h.close()
+                    } else if let t = s as? TCPStream, t.triedServer === server {
+                        t.close()
+                    }
+                }
+            }
+        }
+    }
+
     /// Hard stop: close every connection now and end the loops.
     public func hardStop() {
         model.stopping.store(true, ordering: .relaxed)

@@ -39,6 +39,8 @@ import Testing
         "disable server app/zz", "disable server app", "enable server", "disable server app/a", "enable server app/a",
         "set server #3/#1 state ready", "get weight #3/#1", "get weight #9/a", "get weight app/#2",
         "show servers state nope", "show backend", "show cli level", "show env NOPE_PROXY_TEST_X",
+        "disable health app/a", "enable health app/a", "disable health app", "shutdown sessions server app/a",
+        "shutdown sessions server app/zz", "set maxconn server app/a 10", "clear counters", "clear counters all",
     ]
 
     /// Every answer of the sequence, as HAProxy 2.6 gives it and as we do.
@@ -87,6 +89,8 @@ import Testing
             }
         }
         #expect(cli(socket + ".user", "show env HOME") == "Permission denied\n\n")
+        #expect(cli(socket + ".op", "clear counters") == "\n" && cli(socket + ".op", "clear counters all") == "Permission denied\n\n")
+        #expect(cli(socket + ".op", "shutdown sessions server app/a") == "Permission denied\n\n")
         #expect(cli(socket + ".op", "show env NOPE_PROXY_TEST_X") == "Variable not found\n\n")
         #expect(cli(socket, "set weight app/a 5") == "\n" && cli(socket, "get weight app/a") == "5 (initial 10)\n\n")
     }
@@ -132,6 +136,21 @@ import Testing
         #expect(cli(socket, "set server app/a addr 127.0.0.1 port \(moved)")?.contains("port changed from '\(a)' to '\(moved)'") == true)
         #expect(names(6) == ["moved"])
         #expect(cli(socket, "show servers state app")?.contains("3 app 1 a 127.0.0.1 2 0 10 10 ") == true)
+        // A request in flight on a server is cut by `shutdown sessions server`.
+        let r = try Harness.run(Harness.which("python3")!, ["-c", """
+        import socket, time
+        s = socket.create_connection(('127.0.0.1', \(ports))); s.settimeout(10)
+        s.sendall(b'GET /slow?ms=5000 HTTP/1.1\\r\\nHost: a\\r\\n\\r\\n')
+        time.sleep(0.3)
+        k = socket.socket(socket.AF_UNIX); k.connect('\(socket)'); k.sendall(b'shutdown sessions server app/a\\n'); k.recv(100)
+        start = time.time()
+        try:
+            got = s.recv(100)
+        except ConnectionResetError:
+            got = b''
+        print('cut' if got == b'' and time.time() - start < 2 else 'not cut')
+        """])
+        #expect(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "cut", "\(r.stdout) \(r.stderr)")
     }
 }
 

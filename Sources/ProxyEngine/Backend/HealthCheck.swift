@@ -107,7 +107,7 @@ final class HealthCheck: LoopObject {
         if stopped || context.model.stopping.load(ordering: .relaxed) { stop(); return }
         // In maintenance a server is not checked (HAProxy's `disable server`); the check
         // resumes at the next interval once it is ready or draining again.
-        if server.isDisabled && !inProgress {
+        if (server.isDisabled || !server.checksEnabled.load(ordering: .relaxed)) && !inProgress {
             context.loop.setDeadline(self, context.loop.now + Int64(options.inter))
             return
         }

@@ -29,7 +29,12 @@ public final class Server: @unchecked Sendable {
     public var weight: Int { currentWeight.load(ordering: .relaxed) }
     private let admin: Atomic<Int>
     public var adminState: ServerAdminState { ServerAdminState(rawValue: admin.load(ordering: .relaxed)) ?? .ready }
-    public let maxconn: Int
+    /// `maxconn` now (0: no limit); the runtime API's `set maxconn server` changes it.
+    private let currentMaxconn: Atomic<Int>
+    public var maxconn: Int { currentMaxconn.load(ordering: .relaxed) }
+    public func setMaxconn(_ n: Int) { currentMaxconn.store(max(0, n), ordering: .relaxed) }
+    /// Health checks running (`disable health` pauses them; the server then counts as up).
+    public let checksEnabled = Atomic<Bool>(true)
     public let maxqueue: Int
     public let isBackup: Bool
     /// Position in its backend.
@@ -60,7 +65,7 @@ public final class Server: @unchecked Sendable {
         currentAddress = Locked(address)
         currentWeight = Atomic(definition.options.weight)
         admin = Atomic(definition.options.disabled ? ServerAdminState.maintenance.rawValue : ServerAdminState.ready.rawValue)
-        maxconn = definition.options.maxconn
+        currentMaxconn = Atomic(definition.options.maxconn)
         maxqueue = definition.options.maxqueue
         isBackup = definition.options.backup
         slowStart = Int64(definition.options.slowStart ?? 0)
@@ -128,9 +133,10 @@ public final class Server: @unchecked Sendable {
     /// take the last one).
     @inline(__always)
     public func reserveSlot() -> Bool {
-        guard maxconn > 0 else { active.add(1, ordering: .relaxed); return true }
+        let limit = maxconn
+        guard limit > 0 else { active.add(1, ordering: .relaxed); return true }
         var current = active.load(ordering: .relaxed)
-        while current < maxconn {
+        while current < limit {
             let (exchanged, original) = active.compareExchange(expected: current, desired: current + 1, ordering: .acquiringAndReleasing)
             if exchanged { return true }
             current = original
@@ -139,7 +145,10 @@ public final class Server: @unchecked Sendable {
     }
 
     /// Below its `maxconn` (0 means unlimited).
-    @inline(__always) public var hasRoom: Bool { maxconn == 0 || active.load(ordering: .relaxed) < maxconn }
+    @inline(__always) public var hasRoom: Bool {
+        let limit = maxconn
+        return limit == 0 || active.load(ordering: .relaxed) < limit
+    }
 }
 
 /// What the last health check found, as `show stat` reports it.

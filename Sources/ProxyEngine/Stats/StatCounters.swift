@@ -55,6 +55,12 @@ public final class CounterTable: @unchecked Sendable {
         return t
     }
 
+    /// Sets every counter to 0 (`clear counters all`). A loop adding at that moment may
+    /// keep its increment or lose it, as in HAProxy.
+    public func clearAll() {
+        for p in blocks { for i in 0..<slots { (p + i).pointee.store(0, ordering: .relaxed) } }
+    }
+
     /// Raises a peak to `value` if it is higher (a compare-and-swap only at a new peak).
     @inline(__always) static func raise(_ peak: borrowing Atomic<Int>, to value: Int) {
         var current = peak.load(ordering: .relaxed)

@@ -65,6 +65,11 @@ struct RuntimeCommands {
         Command(words: ["set", "server"], level: .admin, help: "change a server's state, weight, health or address"),
         Command(words: ["disable", "server"], level: .admin, help: "disable a server for maintenance (use 'set server' instead)"),
         Command(words: ["enable", "server"], level: .admin, help: "enable a disabled server (use 'set server' instead)"),
+        Command(words: ["disable", "health"], level: .admin, help: "disable health checks on a server (it counts as up)"),
+        Command(words: ["enable", "health"], level: .admin, help: "enable health checks on a server"),
+        Command(words: ["shutdown", "sessions", "server"], level: .admin, help: "kill sessions on a server"),
+        Command(words: ["set", "maxconn", "server"], level: .admin, help: "change a server's maxconn setting"),
+        Command(words: ["clear", "counters"], level: .operator, help: "clear max statistics counters (or all counters with 'all')"),
         Command(words: ["set", "var"], level: .operator, help: "set a process-wide variable (proc.NAME) from an expression or a format"),
         Command(words: ["get", "var"], level: .operator, help: "retrieve contents of a process-wide variable"),
         Command(words: ["unset", "var"], level: .operator, help: "remove a process-wide variable"),
@@ -94,10 +99,50 @@ struct RuntimeCommands {
                 return Self.done
             })
         case ["prompt"], ["experimental-mode"], ["expert-mode"]: return "\n"
+        case ["disable", "health"], ["enable", "health"]:
+            return answer(server(words.count > 2 ? words[2] : nil).flatMap { _, s in
+                let enable = words[0] == "enable"
+                if enable && !s.definition.options.check {
+                    return .failure(CommandError("Health check was not configured on this server, cannot enable."))
+                }
+                s.checksEnabled.store(enable, ordering: .relaxed)
+                // Unchecked, a server counts as up; the next check decides again.
+                if !enable { s.setUp(true) }
+                return .success(Self.done)
+            })
+        case ["shutdown", "sessions", "server"]:
+            return answer(server(words.count > 3 ? words[3] : nil).map { _, s in
+                engine.shutdownSessions(server: s)
+                return Self.done
+            })
+        case ["set", "maxconn", "server"]:
+            return answer(server(words.count > 3 ? words[3] : nil).flatMap { _, s in
+                guard words.count > 4, let n = Int(words[4]), n >= 0 else { return .failure(CommandError("Require <maxconn>.")) }
+                s.setMaxconn(n)
+                return .success(Self.done)
+            })
+        case ["clear", "counters"]:
+            if words.count > 2, words[2] == "all" {
+                guard level >= .admin else { return "Permission denied\n\n" }
+                engine.model.counters.clearAll()
+            }
+            clearPeaks()
+            return Self.done
         case ["set", "var"]: return setVariable(words)
         case ["get", "var"]: return getVariable(words)
         case ["unset", "var"]: return unsetVariable(words)
         default: return usage(level)
+        }
+    }
+
+    /// `clear counters`: the peaks start again from now.
+    func clearPeaks() {
+        let model = engine.model
+        for f in model.frontends { f.peakSessions.store(f.active.load(ordering: .relaxed), ordering: .relaxed) }
+        for b in model.backends.values {
+            b.peakSessions.store(b.active.load(ordering: .relaxed), ordering: .relaxed)
+            b.peakQueue.store(b.queued, ordering: .relaxed)
+            for s in b.servers { s.peakSessions.store(s.active.load(ordering: .relaxed), ordering: .relaxed) }
         }
     }
 
