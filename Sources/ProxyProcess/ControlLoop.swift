@@ -57,7 +57,7 @@ struct ControlLoop {
             for (_, b) in engine.model.backends {
                 for s in b.servers { lines.append("server \(b.name) \(s.name) \(s.isUp.load(ordering: .relaxed) ? "up" : "down")") }
             }
-            return lines
+            return lines + RuntimeState.lines(engine.model)
         }
         while engine.runningLoops > 0 {
             var timeout: Int32 = 1000

@@ -155,6 +155,8 @@ enum Handover {
         var descriptors: [Int32] = []
         /// Server health carried over: "backend/server" → up.
         var serverStates: [String: Bool] = [:]
+        /// The runtime API's changes (`RuntimeState`), as lines.
+        var runtimeLines: [String] = []
     }
 
     /// Reads the old side's reply out of `reader`: nil until it is complete. Throws on any
@@ -190,6 +192,7 @@ enum Handover {
                 for line in lines.dropLast() {
                     let w = line.split(separator: " ")
                     if w.first == "server", w.count >= 4 { reply.serverStates["\(w[1])/\(w[2])"] = w[3] == "up" }
+                    else if let k = w.first, k.hasPrefix("server-") || k == "var" { reply.runtimeLines.append(String(line)) }
                 }
                 finished = true
             }

@@ -15,6 +15,8 @@ struct HandoverClient {
     var channels: [Channel] = []
     var sockets = InheritedSockets()
     var serverStates: [String: Bool] = [:]
+    /// The runtime API's changes the old processes carried (`RuntimeState`).
+    var runtimeLines: [String] = []
     /// Pids with no endpoint (gone, HAProxy, an older build): signalled only.
     var signalOnly: [Int32] = []
     /// Notes for stderr (a peer speaking another protocol version, say).
@@ -93,6 +95,7 @@ struct HandoverClient {
                             throw Handover.ProtocolError("\(extra.count) descriptors arrived outside any batch")
                         }
                         serverStates.merge(reply.serverStates) { a, _ in a }
+                        runtimeLines += reply.runtimeLines
                         pending.remove(i)
                         continue
                     }

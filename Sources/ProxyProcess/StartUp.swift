@@ -265,6 +265,15 @@ final class StartUp {
                 if let up = handover.serverStates["\(b.name)/\(srv.name)"] { srv.isUp.store(up, ordering: .relaxed) }
             }
         }
+        // The runtime API's changes survive the reload, unless this file changed that item.
+        let carried = RuntimeState.apply(handover.runtimeLines, to: model)
+        for note in carried.overridden {
+            ProxyMain.printError("proxy: warning: \(note)\n")
+            model.logger.alert(note, level: .notice)
+        }
+        if carried.kept > 0 && !options.quiet {
+            ProxyMain.printError("proxy: \(carried.kept) runtime change\(carried.kept == 1 ? "" : "s") carried over from the old process\n")
+        }
         do {
             let e = try ProxyEngine(model: model, listeners: listeners, threads: configuration.global.threads)
             engine = e

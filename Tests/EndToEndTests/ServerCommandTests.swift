@@ -236,3 +236,54 @@ import Testing
         #expect(lines.status == 0 && lines.stdout == "admin\n\n10 (initial 10)\n\n", "\(lines.stdout)")
     }
 }
+
+/// Runtime changes survive a reload: admin state, weight, address and `proc.` variables are
+/// carried to the new process, unless its file changed that same item (then the file wins
+/// and the start-up says so).
+@Suite(.serialized) struct RuntimeChangesSurviveAReload {
+    func config(port: Int, socket: String, a: Int, b: Int, weightB: Int = 10) -> String {
+        """
+        global
+            stats socket \(socket) level admin
+        \(TestBed.defaults("http"))
+        frontend web
+            bind 127.0.0.1:\(port)
+            default_backend app
+        backend app
+            server a 127.0.0.1:\(a) weight 10
+            server b 127.0.0.1:\(b) weight \(weightB)
+
+        """
+    }
+
+    @Test func carriedUnlessTheFileChangedThem() throws {
+        let bed = try TestBed()
+        let port = TestBed.freePort()
+        let a = try bed.backend(name: "a"), b = try bed.backend(name: "b"), moved = try bed.backend(name: "moved")
+        let socket = bed.directory + "/p.sock"
+        let first = try bed.proxy(config(port: port, socket: socket, a: a, b: b), waitFor: port)
+        #expect(cli(socket, "set server app/a state maint; set weight app/b 7; set var proc.site_maint bool(true)") == "\n\n\n")
+        #expect(cli(socket, "set server app/b addr 127.0.0.1 port \(moved)")?.contains("port changed") == true)
+        // A reload with the same file: every change is still in force.
+        let (second, log) = try bed.startProxy(config(port: port, socket: socket, a: a, b: b), name: "same.cfg",
+                                               arguments: ["-sf", String(first.processIdentifier)])
+        #expect(TestBed.waitUntil { !first.isRunning })
+        #expect(TestBed.waitUntil { bed.read(log).contains("serving") }, "\(bed.read(log))")
+        #expect(bed.read(log).contains("runtime changes carried over"), "\(bed.read(log))")
+        #expect(cli(socket, "get weight app/b") == "7 (initial 10)\n\n")
+        #expect(cli(socket, "get var proc.site_maint") == "proc.site_maint: type=bool value=<1>\n\n")
+        #expect(cli(socket, "show servers state app")?.contains("3 app 1 a 127.0.0.1 2 1 ") == true)
+        let (_, body, _) = try TestBed.curl(["http://127.0.0.1:\(port)/"])
+        #expect(body.hasPrefix("moved "), "\(body)")
+        // A reload whose file changed b's weight: the file wins for that item, and says so.
+        let (third, log3) = try bed.startProxy(config(port: port, socket: socket, a: a, b: b, weightB: 20), name: "changed.cfg",
+                                               arguments: ["-sf", String(second.processIdentifier)])
+        #expect(TestBed.waitUntil { !second.isRunning })
+        #expect(TestBed.waitUntil { bed.read(log3).contains("serving") })
+        #expect(bed.read(log3).contains("server app/b: 'weight' changed in the configuration (10 -> 20); its runtime value 7 is dropped"),
+                "\(bed.read(log3))")
+        #expect(cli(socket, "get weight app/b") == "20 (initial 20)\n\n")
+        #expect(cli(socket, "show servers state app")?.contains("3 app 1 a 127.0.0.1 2 1 ") == true)
+        kill(third.processIdentifier, SIGTERM)
+    }
+}

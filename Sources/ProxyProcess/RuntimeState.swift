@@ -1,0 +1,149 @@
+import ProxyConfig
+import ProxyEngine
+import ProxyRules
+import ProxySystem
+import Glibc
+
+/// Runtime changes that survive a reload: what the runtime API set (a server's admin state,
+/// weight, address, maxconn, paused checks; `proc.` variables) travels over the handover as
+/// state lines, beside the configured value it overrode. The new process applies each one
+/// unless its own file changed that same item from the old file; then the file wins, and
+/// the start-up says so.
+///
+///     server-admin   BACKEND SERVER ready|drain|maint CONFIGURED-DISABLED(0|1)
+///     server-weight  BACKEND SERVER RUNTIME CONFIGURED
+///     server-maxconn BACKEND SERVER RUNTIME CONFIGURED
+///     server-addr    BACKEND SERVER IP PORT CONFIGURED-ADDRESS
+///     server-checks  BACKEND SERVER on|off
+///     var            NAME bool|int|str|ip HEX-VALUE
+enum RuntimeState {
+    /// The lines describing `model`'s runtime state, for the handover.
+    static func lines(_ model: RuntimeModel) -> [String] {
+        var out: [String] = []
+        for (_, b) in model.backends {
+            for s in b.servers {
+                let o = s.definition.options
+                let id = "\(b.name) \(s.name)"
+                let state = s.adminState == .ready ? "ready" : s.adminState == .drain ? "drain" : "maint"
+                out.append("server-admin \(id) \(state) \(o.disabled ? 1 : 0)")
+                out.append("server-weight \(id) \(s.weight) \(o.weight)")
+                out.append("server-maxconn \(id) \(s.maxconn) \(o.maxconn)")
+                let a = s.address
+                if a.family == AF_INET || a.family == AF_INET6 {
+                    out.append("server-addr \(id) \(ProxyProtocolText.ip(a)) \(a.port) \(configured(s))")
+                }
+                out.append("server-checks \(id) \(s.checksEnabled.load(ordering: .relaxed) ? "on" : "off")")
+            }
+        }
+        for (name, value) in model.processVariables.withLock({ $0 }) {
+            let (type, bytes): (String, [UInt8])
+            switch value {
+            case .boolean(let b): (type, bytes) = ("bool", [b ? 0x31 : 0x30])
+            case .integer(let i): (type, bytes) = ("int", Array(String(i).utf8))
+            case .string(let s): (type, bytes) = ("str", s)
+            case .ip(let ip): (type, bytes) = ("ip", Array(ip.description.utf8))
+            }
+            out.append("var \(name) \(type) \(hex(bytes))")
+        }
+        return out
+    }
+
+    /// A server's configured address as its file wrote it (what a reload compares).
+    static func configured(_ s: Server) -> String {
+        let d = s.definition.address
+        return "\(d.host):\(d.port.map(String.init) ?? "-")"
+    }
+
+    static func hex(_ bytes: [UInt8]) -> String {
+        bytes.isEmpty ? "-" : bytes.map { String($0, radix: 16).leftPadded(2) }.joined()
+    }
+
+    static func unhex(_ text: Substring) -> [UInt8]? {
+        if text == "-" { return [] }
+        guard text.count % 2 == 0 else { return nil }
+        var out: [UInt8] = []
+        var i = text.startIndex
+        while i < text.endIndex {
+            let j = text.index(i, offsetBy: 2)
+            guard let b = UInt8(text[i..<j], radix: 16) else { return nil }
+            out.append(b)
+            i = j
+        }
+        return out
+    }
+
+    /// Applies the carried lines to a new model; returns what the start-up reports: each
+    /// item the new file changed (the file wins), and how many changes were kept.
+    static func apply(_ lines: [String], to model: RuntimeModel) -> (kept: Int, overridden: [String]) {
+        var kept = 0
+        var overridden: [String] = []
+        for line in lines {
+            let w = line.split(separator: " ")
+            guard let kind = w.first else { continue }
+            if kind == "var", w.count == 4 {
+                guard let bytes = unhex(w[3]) else { continue }
+                let text = String(decoding: bytes, as: UTF8.self)
+                let value: SampleValue?
+                switch w[2] {
+                case "bool": value = .boolean(text == "1")
+                case "int": value = Int64(text).map { .integer($0) }
+                case "str": value = .string(bytes)
+                case "ip": value = IPAddress(parsing: text).map { .ip($0) }
+                default: value = nil
+                }
+                if let value {
+                    model.processVariables.withLock { $0[String(w[1])] = value }
+                    kept += 1
+                }
+                continue
+            }
+            guard kind.hasPrefix("server-"), w.count >= 4, let b = model.backends[String(w[1])],
+                  let s = b.server(named: String(w[2])) else { continue }
+            let o = s.definition.options
+            let item = "server \(w[1])/\(w[2])"
+            switch kind {
+            case "server-admin" where w.count == 5:
+                let state: ServerAdminState = w[3] == "drain" ? .drain : w[3] == "maint" ? .maintenance : .ready
+                let runtimeChanged = state != (w[4] == "1" ? .maintenance : .ready)
+                guard runtimeChanged else { continue }
+                if (w[4] == "1") != o.disabled {
+                    overridden.append("\(item): 'disabled' changed in the configuration; its runtime state '\(w[3])' is dropped")
+                } else {
+                    s.setAdminState(state)
+                    kept += 1
+                }
+            case "server-weight" where w.count == 5, "server-maxconn" where w.count == 5:
+                guard let runtime = Int(w[3]), let old = Int(w[4]), runtime != old else { continue }
+                let isWeight = kind == "server-weight"
+                let configured = isWeight ? o.weight : o.maxconn
+                if configured != old {
+                    overridden.append("\(item): '\(isWeight ? "weight" : "maxconn")' changed in the configuration (\(old) -> \(configured)); its runtime value \(runtime) is dropped")
+                } else if isWeight {
+                    s.setWeight(runtime)
+                    kept += 1
+                } else {
+                    s.setMaxconn(runtime)
+                    kept += 1
+                }
+            case "server-addr" where w.count == 6:
+                guard let ip = IPAddress(parsing: String(w[3])), let port = UInt16(w[4]) else { continue }
+                let current = s.address
+                guard ProxyProtocolText.ip(current) != String(w[3]) || current.port != port else { continue }
+                if configured(s) != String(w[5]) {
+                    overridden.append("\(item): its address changed in the configuration; the runtime address \(w[3]):\(w[4]) is dropped")
+                } else {
+                    s.setAddress(ip.isV4 ? SocketAddress(ipv4: ip.v4Value, port: port) : SocketAddress(ipv6: ip.bytes16, port: port))
+                    kept += 1
+                }
+            case "server-checks":
+                if w[3] == "off" {
+                    s.checksEnabled.store(false, ordering: .relaxed)
+                    kept += 1
+                }
+            default:
+                continue
+            }
+        }
+        return (kept, overridden)
+    }
+}
