@@ -61,6 +61,10 @@ import Testing
             #expect(expected != "<no answer>", "HAProxy did not answer '\(command)'")
         }
         #expect(cli(ours, "get weight app/b") == "1 (initial 1)\n\n")
+        // `show info`: the same keys in the same order.
+        func keys(_ text: String?) -> [String] { (text ?? "").split(separator: "\n").map { String($0.prefix { $0 != ":" }) } }
+        #expect(keys(cli(ours, "show info")) == keys(cli(theirs, "show info")))
+        #expect(cli(ours, "show info")?.contains("Version: 2.6.12-proxy-") == true)
         // Both list the same servers with the same names, addresses, states and weights.
         func columns(_ text: String) -> [String] {
             text.split(separator: "\n").dropFirst(2).map { line in

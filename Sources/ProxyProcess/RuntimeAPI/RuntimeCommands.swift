@@ -172,29 +172,45 @@ struct RuntimeCommands {
         return text + "\n"
     }
 
+    /// `show info`: every key Debian's HAProxy 2.6.12 prints, in its order. Values we have
+    /// are real; SSL, compression, peers and pools, which we do not have, are 0; rates and
+    /// the idle percentage, which we do not measure, are empty.
     func info() -> String {
-        let uptime = max(0, Clock.wallClock().seconds - startedAt)
+        let now = Clock.wallClock().seconds
+        let uptime = max(0, now - startedAt)
         let days = uptime / 86_400, hours = uptime / 3600 % 24, minutes = uptime / 60 % 60, seconds = uptime % 60
         let model = engine.model
         let pipes = model.pipesInUse.load(ordering: .relaxed)
+        var cumConns = 0, cumReq = 0, bytesOut = 0
+        for f in model.frontends {
+            let t = model.counters.totals(f.statBase)
+            cumConns += t.sessions; cumReq += t.requests; bytesOut += t.bytesOut
+        }
+        let current = model.activeConnections.load(ordering: .relaxed)
+        let version = "2.6.12-proxy-\(ProxyMain.version)"
         let fields: [(String, String)] = [
-            ("Name", "proxy"),
-            ("Version", ProxyMain.version),
-            ("Nbthread", "\(threads)"),
-            ("Process_num", "1"),
-            ("Pid", "\(ProcessCalls.pid)"),
+            ("Name", "proxy"), ("Version", version), ("Release_date", ProxyMain.releaseDate),
+            ("Nbthread", "\(threads)"), ("Nbproc", "1"), ("Process_num", "1"), ("Pid", "\(ProcessCalls.pid)"),
             ("Uptime", "\(days)d \(hours)h\(String(minutes).leftPadded(2))m\(String(seconds).leftPadded(2))s"),
-            ("Uptime_sec", "\(uptime)"),
-            ("Ulimit-n", "\(model.configuration.global.ulimitN ?? 0)"),
-            ("Maxsock", "\(model.configuration.global.maxsock ?? 0)"),
-            ("Maxconn", "\(model.maxConnections)"),
-            ("CurrConns", "\(model.activeConnections.load(ordering: .relaxed))"),
-            ("Maxpipes", "\(model.maxPipes)"),
-            ("PipesUsed", "\(pipes)"),
+            ("Uptime_sec", "\(uptime)"), ("Memmax_MB", "0"), ("PoolAlloc_MB", "0"), ("PoolUsed_MB", "0"), ("PoolFailed", "0"),
+            ("Ulimit-n", "\(model.configuration.global.ulimitN ?? 0)"), ("Maxsock", "\(model.configuration.global.maxsock ?? 0)"),
+            ("Maxconn", "\(model.maxConnections)"), ("Hard_maxconn", "\(model.maxConnections)"),
+            ("CurrConns", "\(current)"), ("CumConns", "\(cumConns)"), ("CumReq", "\(cumReq)"),
+            ("MaxSslConns", "0"), ("CurrSslConns", "0"), ("CumSslConns", "0"),
+            ("Maxpipes", "\(model.maxPipes)"), ("PipesUsed", "\(pipes)"),
             ("PipesFree", "0"),  // pipes are closed, never pooled
-            ("Stopping", stopping() ? "1" : "0"),
-            ("Listeners", "\(engine.listeners.count)"),
-            ("DroppedLogs", "\(model.logger.dropped.load(ordering: .relaxed))"),
+            ("ConnRate", ""), ("ConnRateLimit", "0"), ("MaxConnRate", ""), ("SessRate", ""), ("SessRateLimit", "0"),
+            ("MaxSessRate", ""), ("SslRate", "0"), ("SslRateLimit", "0"), ("MaxSslRate", "0"), ("SslFrontendKeyRate", "0"),
+            ("SslFrontendMaxKeyRate", "0"), ("SslFrontendSessionReuse_pct", "0"), ("SslBackendKeyRate", "0"),
+            ("SslBackendMaxKeyRate", "0"), ("SslCacheLookups", "0"), ("SslCacheMisses", "0"), ("CompressBpsIn", "0"),
+            ("CompressBpsOut", "0"), ("CompressBpsRateLim", "0"), ("Tasks", "\(current)"), ("Run_queue", "0"),
+            ("Idle_pct", ""), ("node", ProcessCalls.hostname), ("Stopping", stopping() ? "1" : "0"),
+            ("Jobs", "\(current + engine.listeners.count)"), ("Unstoppable Jobs", "0"), ("Listeners", "\(engine.listeners.count)"),
+            ("ActivePeers", "0"), ("ConnectedPeers", "0"), ("DroppedLogs", "\(model.logger.dropped.load(ordering: .relaxed))"),
+            ("BusyPolling", "0"), ("FailedResolutions", "0"), ("TotalBytesOut", "\(bytesOut)"), ("TotalSplicdedBytesOut", ""),
+            ("BytesOutRate", ""), ("DebugCommandsIssued", "0"), ("CumRecvLogs", "0"), ("Build info", version),
+            ("Memmax_bytes", "0"), ("PoolAlloc_bytes", "0"), ("PoolUsed_bytes", "0"), ("Start_time_sec", "\(startedAt)"),
+            ("Tainted", "0"),
         ]
         return fields.map { "\($0.0): \($0.1)\n" }.joined() + "\n"
     }
