@@ -61,6 +61,12 @@ import Testing
             #expect(expected != "<no answer>", "HAProxy did not answer '\(command)'")
         }
         #expect(cli(ours, "get weight app/b") == "1 (initial 1)\n\n")
+        // `show stat` filters: the same rows.
+        func rows(_ text: String?) -> [String] { (text ?? "").split(separator: "\n").map { $0.split(separator: ",").prefix(2).joined(separator: ",") } }
+        for command in ["show stat -1 4 -1", "show stat app 2 -1", "show stat 3 -1 2", "show stat no-maint", "show stat up",
+                        "show stat nope 4 -1"] {
+            #expect(rows(cli(ours, command)) == rows(cli(theirs, command)), "\(command)")
+        }
         // `show info`: the same keys in the same order.
         func keys(_ text: String?) -> [String] { (text ?? "").split(separator: "\n").map { String($0.prefix { $0 != ":" }) } }
         #expect(keys(cli(ours, "show info")) == keys(cli(theirs, "show info")))

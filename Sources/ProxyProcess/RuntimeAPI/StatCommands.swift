@@ -56,11 +56,25 @@ extension RuntimeCommands {
     /// `show stat`: frontends, servers and backends, in the order of the configuration.
     func showStat(_ words: [String], level: AccessLevel) -> String {
         let model = engine.model
+        // `show stat [{iid|proxy} type sid] [up|no-maint]`: a proxy (-1: all), a type mask
+        // (1 frontends, 2 backends, 4 servers) and a server id (-1: all).
+        var args = Array(words.dropFirst(2))
+        let onlyUp = args.contains("up"), noMaint = args.contains("no-maint")
+        args.removeAll { $0 == "up" || $0 == "no-maint" || $0 == "typed" || $0 == "json" || $0 == "desc" }
+        var proxyFilter: Int?, typeMask = 7, serverFilter: Int?
+        if args.count >= 3 {
+            if let n = Int(args[0]) { proxyFilter = n == -1 ? nil : n } else {
+                guard let id = proxyIDs.first(where: { $0.name == args[0] })?.id else { return "No such proxy.\n\n" }
+                proxyFilter = id
+            }
+            typeMask = Int(args[1]).map { $0 == -1 ? 7 : $0 } ?? 7
+            serverFilter = Int(args[2]).flatMap { $0 == -1 ? nil : $0 }
+        }
         var text = "# " + Self.statFields.joined(separator: ",") + ",-,\n"
         let stopping = stopping()
         let now = Clock.wallClock().seconds
-        for (name, id) in proxyIDs {
-            if let f = model.frontends.first(where: { $0.name == name }) {
+        for (name, id) in proxyIDs where proxyFilter == nil || proxyFilter == id {
+            if typeMask & 1 != 0, let f = model.frontends.first(where: { $0.name == name }) {
                 let http = f.mode == .http
                 var v = counterValues(model.counters.totals(f.statBase), peak: f.peakSessions.load(ordering: .relaxed), http: http)
                 v["pxname"] = name; v["svname"] = "FRONTEND"; v["iid"] = "\(id)"; v["sid"] = "0"; v["type"] = "0"
@@ -75,7 +89,9 @@ extension RuntimeCommands {
             let http = b.mode == .http
             let usableActive = b.servers.filter { !$0.isBackup && $0.isUsable }
             let usableBackup = b.servers.filter { $0.isBackup && $0.isUsable }
-            for (i, s) in b.servers.enumerated() {
+            for (i, s) in b.servers.enumerated() where typeMask & 4 != 0 && (serverFilter == nil || serverFilter == i + 1) {
+                if onlyUp && !(s.isUp.load(ordering: .relaxed) && s.adminState != .maintenance) { continue }
+                if noMaint && s.adminState == .maintenance { continue }
                 let o = s.definition.options
                 var v = counterValues(model.counters.totals(s.statBase), peak: s.peakSessions.load(ordering: .relaxed), http: http)
                 let check = s.lastCheck.withLock { $0 }
@@ -106,6 +122,7 @@ extension RuntimeCommands {
                 }
                 text += statRow(o.check && http ? "httpCheckedServer" : http ? "httpServer" : "tcpServer", v)
             }
+            guard typeMask & 2 != 0 else { continue }
             var v = counterValues(model.counters.totals(b.statBase), peak: b.peakSessions.load(ordering: .relaxed), http: http)
             v["pxname"] = name; v["svname"] = "BACKEND"; v["iid"] = "\(id)"; v["sid"] = "0"; v["type"] = "1"
             v["qcur"] = "\(b.queued)"; v["qmax"] = "\(b.peakQueue.load(ordering: .relaxed))"
