@@ -16,6 +16,11 @@ import Glibc
 ///     server-addr    BACKEND SERVER IP PORT CONFIGURED-ADDRESS
 ///     server-checks  BACKEND SERVER on|off
 ///     var            NAME bool|int|str|ip HEX-VALUE
+///     counters       frontend|backend NAME VALUES...  /  counters server BACKEND SERVER VALUES...
+///
+/// Counters are carried as the old process's totals when the new one asks: they never go
+/// back to 0 at a reload (Prometheus `rate()` sees no reset); what the old process still
+/// counts while it drains after that moment is not carried yet.
 enum RuntimeState {
     /// The lines describing `model`'s runtime state, for the handover.
     static func lines(_ model: RuntimeModel) -> [String] {
@@ -33,6 +38,14 @@ enum RuntimeState {
                     out.append("server-addr \(id) \(ProxyProtocolText.ip(a)) \(a.port) \(configured(s))")
                 }
                 out.append("server-checks \(id) \(s.checksEnabled.load(ordering: .relaxed) ? "on" : "off")")
+            }
+        }
+        let c = model.counters
+        for f in model.frontends { out.append("counters frontend \(f.name) " + c.values(f.statBase).map(String.init).joined(separator: " ")) }
+        for (_, b) in model.backends {
+            out.append("counters backend \(b.name) " + c.values(b.statBase).map(String.init).joined(separator: " "))
+            for s in b.servers {
+                out.append("counters server \(b.name) \(s.name) " + c.values(s.statBase).map(String.init).joined(separator: " "))
             }
         }
         for (name, value) in model.processVariables.withLock({ $0 }) {
@@ -77,9 +90,35 @@ enum RuntimeState {
     static func apply(_ lines: [String], to model: RuntimeModel) -> (kept: Int, overridden: [String]) {
         var kept = 0
         var overridden: [String] = []
+        var carried: [Int: [Int]] = [:]
+        defer { for (base, v) in carried { model.counters.carry(base, v) } }
         for line in lines {
             let w = line.split(separator: " ")
             guard let kind = w.first else { continue }
+            if kind == "counters", w.count >= 3 {
+                let values: ArraySlice<Substring>
+                let base: Int?
+                switch w[1] {
+                case "frontend":
+                    base = model.frontends.first { $0.name == w[2] }?.statBase
+                    values = w.dropFirst(3)
+                case "backend":
+                    base = model.backends[String(w[2])]?.statBase
+                    values = w.dropFirst(3)
+                case "server" where w.count >= 4:
+                    base = model.backends[String(w[2])]?.server(named: String(w[3]))?.statBase
+                    values = w.dropFirst(4)
+                default:
+                    continue
+                }
+                // Several old processes (`-sf $(pidof proxy)`): each already carries its
+                // predecessors' totals, so the largest is taken, never the sum.
+                if let base {
+                    let v = values.compactMap { Int($0) }
+                    carried[base] = carried[base].map { zip($0, v).map { max($0, $1) } } ?? v
+                }
+                continue
+            }
             if kind == "var", w.count == 4 {
                 guard let bytes = unhex(w[3]) else { continue }
                 let text = String(decoding: bytes, as: UTF8.self)

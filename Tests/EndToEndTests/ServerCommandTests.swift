@@ -274,6 +274,13 @@ import Testing
         let first = try bed.proxy(config(port: port, socket: socket, a: a, b: b), waitFor: port)
         #expect(cli(socket, "set server app/a state maint; set weight app/b 7; set var proc.site_maint bool(true)") == "\n\n\n")
         #expect(cli(socket, "set server app/b addr 127.0.0.1 port \(moved)")?.contains("port changed") == true)
+        func frontendRequests() -> Int {
+            let row = (cli(socket, "show stat") ?? "").split(separator: "\n").first { $0.hasPrefix("web,FRONTEND,") } ?? ""
+            return Int(row.split(separator: ",", omittingEmptySubsequences: false)[48]) ?? -1
+        }
+        for _ in 0..<3 { _ = try TestBed.curl(["http://127.0.0.1:\(port)/"]) }
+        let before = frontendRequests()
+        #expect(before == 3)
         // A reload with the same file: every change is still in force.
         let (second, log) = try bed.startProxy(config(port: port, socket: socket, a: a, b: b), name: "same.cfg",
                                                arguments: ["-sf", String(first.processIdentifier)])
@@ -285,6 +292,9 @@ import Testing
         #expect(cli(socket, "show servers state app")?.contains("3 app 1 a 127.0.0.1 2 1 ") == true)
         let (_, body, _) = try TestBed.curl(["http://127.0.0.1:\(port)/"])
         #expect(body.hasPrefix("moved "), "\(body)")
+        _ = try TestBed.curl(["http://127.0.0.1:\(port)/"])
+        // The counters went on from the old process's totals: no reset at the reload.
+        #expect(frontendRequests() == before + 2)
         // A reload whose file changed b's weight: the file wins for that item, and says so.
         let (third, log3) = try bed.startProxy(config(port: port, socket: socket, a: a, b: b, weightB: 20), name: "changed.cfg",
                                                arguments: ["-sf", String(second.processIdentifier)])

@@ -55,6 +55,19 @@ public final class CounterTable: @unchecked Sendable {
         return t
     }
 
+    /// Every field of one object, every loop's added up, in `StatField` order (the handover
+    /// carries them to the next process).
+    public func values(_ base: Int) -> [Int] {
+        StatField.allCases.map { f in blocks.reduce(0) { $0 + ($1 + base + f.rawValue).pointee.load(ordering: .relaxed) } }
+    }
+
+    /// Adds an older process's totals to one object's counters (a reload: no counter goes
+    /// back to 0). Done before the loops start.
+    public func carry(_ base: Int, _ values: [Int]) {
+        guard let p = blocks.first else { return }
+        for (f, v) in zip(StatField.allCases, values) { (p + base + f.rawValue).pointee.wrappingAdd(v, ordering: .relaxed) }
+    }
+
     /// Sets every counter to 0 (`clear counters all`). A loop adding at that moment may
     /// keep its increment or lose it, as in HAProxy.
     public func clearAll() {
