@@ -29,6 +29,16 @@ final class TestBed {
             p.waitUntilExit()
         }
         processes.removeAll()
+        // Daemons (-D) a test started are not children: those that published a pidfile, or
+        // got stuck before publishing it (PIDFILE.PID.tmp), are stopped too, never left running.
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] {
+            let parts = name.split(separator: ".")
+            var pid: Int32?
+            if name.hasSuffix(".tmp"), parts.count >= 3, name.contains(".pid.") { pid = Int32(parts[parts.count - 2]) }
+            if name.hasSuffix(".pid") { pid = Int32(read(directory + "/" + name).trimmingCharacters(in: .whitespacesAndNewlines)) }
+            // Only a process started on this bed's config (a pid may have been reused since).
+            if let pid, pid > 1, read("/proc/\(pid)/cmdline").contains(directory) { kill(pid, SIGKILL) }
+        }
     }
 
     /// Ports handed out by this test process, below the kernel's ephemeral range (32768+),
