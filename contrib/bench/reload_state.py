@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""Runtime state across reloads: sets a server to maint, another's weight and address and a
+proc. variable through the runtime API, then reloads N times (-D -p -sf) under a steady
+trickle of requests, checking after every reload that each change is still in force and
+that the frontend's request counter never went back. Prints the figures and the verdict.
+
+  reload_state.py [--reloads 100] [--proxy PATH]
+"""
+import argparse, os, socket, subprocess, sys, tempfile, threading, time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from benchlib import wait_port  # noqa: E402
+ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
+
+CFG = """global
+    stats socket %(d)s/admin.sock level admin
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 10s
+    timeout server 10s
+frontend web
+    bind 127.0.0.1:18180
+    acl maint var(proc.maint) -m bool
+    http-request return status 503 content-type text/plain string "maint" if maint { path /maint }
+    default_backend app
+backend app
+    server a 127.0.0.1:18000 weight 10
+    server b 127.0.0.1:18000 weight 10
+    server c 127.0.0.1:18000 weight 10
+"""
+
+
+def cli(d, line):
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(5)
+    s.connect(d + "/admin.sock")
+    s.sendall((line + "\n").encode())
+    out = b""
+    while True:
+        c = s.recv(65536)
+        if not c:
+            break
+        out += c
+    return out.decode()
+
+
+def requests(d):
+    for line in cli(d, "show stat").splitlines():
+        if line.startswith("web,FRONTEND,"):
+            return int(line.split(",")[48])
+    return -1
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--reloads", type=int, default=100)
+    ap.add_argument("--proxy", default=os.path.join(ROOT, ".build/release/proxy"))
+    a = ap.parse_args()
+    d = tempfile.mkdtemp(prefix="reload-state-")
+    cfg = os.path.join(d, "proxy.cfg")
+    open(cfg, "w").write(CFG % {"d": d})
+    nginx = subprocess.Popen(["nginx", "-c", os.path.join(HERE, "nginx.conf")], stderr=subprocess.DEVNULL)
+    wait_port(18000)
+    pidfile = os.path.join(d, "proxy.pid")
+    subprocess.run([a.proxy, "-f", cfg, "-D", "-p", pidfile], check=True)
+    wait_port(18180)
+    assert cli(d, "set server app/a state maint; set weight app/b 3; set var proc.maint bool(true)") == "\n\n\n"
+    stop = threading.Event()
+    failed = [0]
+    sent = [0]
+
+    def load():
+        while not stop.is_set():
+            try:
+                s = socket.create_connection(("127.0.0.1", 18180), timeout=5)
+                s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                data = b""
+                while True:
+                    c = s.recv(65536)
+                    if not c:
+                        break
+                    data += c
+                s.close()
+                sent[0] += 1
+                if not data.startswith(b"HTTP/1.1 200"):
+                    failed[0] += 1
+            except OSError:
+                failed[0] += 1
+            time.sleep(0.005)
+
+    t = threading.Thread(target=load)
+    t.start()
+    lost, resets, reload_failures = 0, 0, 0
+    last = requests(d)
+    try:
+        for i in range(a.reloads):
+            time.sleep(0.05)  # requests in between, on each generation
+            old = open(pidfile).read().strip()
+            r = subprocess.run([a.proxy, "-f", cfg, "-D", "-p", pidfile, "-sf", old], capture_output=True, text=True)
+            if r.returncode != 0:
+                reload_failures += 1
+                continue
+            state = cli(d, "show servers state app")
+            ok = (" a 127.0.0.1 2 1 " in state and cli(d, "get weight app/b") == "3 (initial 10)\n\n"
+                  and cli(d, "get var proc.maint") == "proc.maint: type=bool value=<1>\n\n")
+            if not ok:
+                lost += 1
+            now = requests(d)
+            if now < last:
+                resets += 1
+            last = now
+    finally:
+        stop.set()
+        t.join()
+        try:
+            os.kill(int(open(pidfile).read().strip()), 15)
+        except (OSError, ValueError):
+            pass
+        nginx.terminate()
+        nginx.wait()
+    print("reloads %d (failed %d), requests %d (failed %d), changes lost after a reload: %d, counter resets: %d, final req_tot %d"
+          % (a.reloads, reload_failures, sent[0], failed[0], lost, resets, last))
+    print("bar: 0 lost changes and 0 counter resets over >= 100 reloads:", "met" if lost == 0 and resets == 0 and reload_failures == 0 else "NOT met")
+
+
+if __name__ == "__main__":
+    main()
