@@ -141,6 +141,8 @@ public struct CommandLineOptions: Equatable, Sendable {
             -m <megabytes> limit the process's memory (RLIMIT_AS)
             -L <name>      local peer name, exported as HAPROXY_LOCALPEER
             -C <dir>       change to <dir> before loading files
+       proxy cli [-s <socket>] [<command>...]
+                           talk to the runtime API (stats socket); see 'proxy cli -h'
 
     """
 }
