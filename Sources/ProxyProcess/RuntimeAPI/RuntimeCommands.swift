@@ -83,7 +83,11 @@ struct RuntimeCommands {
         }
         guard command.level <= level else { return "Permission denied\n\n" }
         switch command.words {
-        case ["show", "info"]: return info()
+        case ["show", "info"]:
+            if let form = words.dropFirst(2).first(where: { $0 == "typed" || $0 == "json" }) {
+                return "'show info \(form)' is not available yet; use 'show info'.\n\n"
+            }
+            return info()
         case ["show", "stat"]: return showStat(words, level: level)
         case ["show", "version"]: return "2.6.12-proxy-\(ProxyMain.version)\n\n"
         case ["show", "cli", "level"]: return "\(level)\n\n"

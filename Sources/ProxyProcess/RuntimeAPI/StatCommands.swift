@@ -59,8 +59,12 @@ extension RuntimeCommands {
         // `show stat [{iid|proxy} type sid] [up|no-maint]`: a proxy (-1: all), a type mask
         // (1 frontends, 2 backends, 4 servers) and a server id (-1: all).
         var args = Array(words.dropFirst(2))
+        // The typed and JSON forms are not built yet: said, never answered with CSV instead.
+        if let form = args.first(where: { $0 == "typed" || $0 == "json" }) {
+            return "'show stat \(form)' is not available yet; use 'show stat' (CSV).\n\n"
+        }
         let onlyUp = args.contains("up"), noMaint = args.contains("no-maint")
-        args.removeAll { $0 == "up" || $0 == "no-maint" || $0 == "typed" || $0 == "json" || $0 == "desc" }
+        args.removeAll { $0 == "up" || $0 == "no-maint" || $0 == "desc" }
         var proxyFilter: Int?, typeMask = 7, serverFilter: Int?
         if args.count >= 3 {
             if let n = Int(args[0]) { proxyFilter = n == -1 ? nil : n } else {
