@@ -63,8 +63,7 @@ enum RuntimeState {
 
     /// A server's configured address as its file wrote it (what a reload compares).
     static func configured(_ s: Server) -> String {
-        let d = s.definition.address
-        return "\(d.host):\(d.port.map(String.init) ?? "-")"
+        s.definition.address.description + (s.definition.address.portOffset.map { "+\($0)" } ?? "")
     }
 
     static func hex(_ bytes: [UInt8]) -> String {

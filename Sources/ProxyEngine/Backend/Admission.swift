@@ -31,14 +31,14 @@ extension Backend {
     /// request woken from the queue that still finds no slot goes back to the front, keeping
     /// its place, and waits for the next freed slot.
     func admit(_ waiter: QueueWaiter, loop: EventLoop, counters: LoopCounters, _ r: AdmissionRequest, scratch: inout [Server]) -> Admission {
-        if let p = r.persisted, p.acceptsPersistent, p.hasRoom, p !== r.excluding, p.reserveSlot() { return granted(p, counters) }
+        if let p = r.persisted, p.acceptsPersistent, p.hasRoom, p !== r.excluding, p.reserveSlot() { return granted(p, counters, balanced: false) }
         let mayPick = r.wokenTicket != nil || hashesRequests || queue.isEmpty
         if mayPick {
             for _ in 0..<4 {
                 guard let candidate = balancer.pick(hashKey: r.hashKey, allBackups: settings.options.allBackups,
                                                     excluding: r.excluding, scratch: &scratch)
                     ?? (r.fallback?.hasRoom == true ? r.fallback : nil) else { break }
-                if candidate.reserveSlot() { return granted(candidate, counters) }
+                if candidate.reserveSlot() { return granted(candidate, counters, balanced: true) }
             }
         }
         guard servers.contains(where: { $0.isUsable }) else {
@@ -64,9 +64,14 @@ extension Backend {
 
     /// Counts a granted slot: sessions and balancer choices, and the peaks.
     @inline(__always)
-    func granted(_ s: Server, _ counters: LoopCounters) -> Admission {
-        counters.add(s.statBase, .sessions); counters.add(s.statBase, .chosen)
-        counters.add(statBase, .sessions); counters.add(statBase, .chosen)
+    func granted(_ s: Server, _ counters: LoopCounters, balanced: Bool) -> Admission {
+        counters.add(s.statBase, .sessions)
+        counters.add(statBase, .sessions)
+        // `lbtot` counts the balancer's picks only, not a persistence cookie's, as HAProxy does.
+        if balanced {
+            counters.add(s.statBase, .chosen)
+            counters.add(statBase, .chosen)
+        }
         CounterTable.raise(s.peakSessions, to: s.active.load(ordering: .relaxed))
         CounterTable.raise(peakSessions, to: active.wrappingAdd(1, ordering: .relaxed).newValue)
         return .server(s)

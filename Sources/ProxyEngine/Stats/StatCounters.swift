@@ -43,15 +43,13 @@ public final class CounterTable: @unchecked Sendable {
 
     /// One object's counters, every loop's added up.
     public func totals(_ base: Int) -> StatTotals {
+        let v = values(base)
+        func f(_ field: StatField) -> Int { v[field.rawValue] }
         var t = StatTotals()
-        for p in blocks {
-            func v(_ f: StatField) -> Int { (p + base + f.rawValue).pointee.load(ordering: .relaxed) }
-            t.sessions += v(.sessions); t.bytesIn += v(.bytesIn); t.bytesOut += v(.bytesOut)
-            t.requests += v(.requests); t.chosen += v(.chosen)
-            t.responses[0] += v(.h1xx); t.responses[1] += v(.h2xx); t.responses[2] += v(.h3xx)
-            t.responses[3] += v(.h4xx); t.responses[4] += v(.h5xx); t.responses[5] += v(.hOther)
-            t.connectErrors += v(.connectErrors); t.responseErrors += v(.responseErrors)
-        }
+        t.sessions = f(.sessions); t.bytesIn = f(.bytesIn); t.bytesOut = f(.bytesOut)
+        t.requests = f(.requests); t.chosen = f(.chosen)
+        t.responses = [f(.h1xx), f(.h2xx), f(.h3xx), f(.h4xx), f(.h5xx), f(.hOther)]
+        t.connectErrors = f(.connectErrors); t.responseErrors = f(.responseErrors)
         return t
     }
 

@@ -291,6 +291,12 @@ final class TCPStream: LoopObject, ConnectionOwner, QueueWaiter {
         context.model.logger.log(line, to: frontend.logDestinations)
     }
 
+    /// The client's bytes, for one object's counters.
+    @inline(__always) func countBytes(_ base: Int) {
+        context.counters.add(base, .bytesIn, client.bytesIn)
+        context.counters.add(base, .bytesOut, client.bytesOut)
+    }
+
     func updateDeadline() {
         let t = frontend.settings.timeouts
         let b = backend.settings.timeouts
@@ -315,10 +321,9 @@ final class TCPStream: LoopObject, ConnectionOwner, QueueWaiter {
         closed = true
         logConnection()
         // Bytes from and to the client, for the frontend, the backend and the server.
-        for base in [frontend.statBase, backend.statBase, triedServer?.statBase].compactMap({ $0 }) {
-            context.counters.add(base, .bytesIn, client.bytesIn)
-            context.counters.add(base, .bytesOut, client.bytesOut)
-        }
+        countBytes(frontend.statBase)
+        countBytes(backend.statBase)
+        if let s = triedServer { countBytes(s.statBase) }
         releaseSlot()
         if let t = queueTicket { queueTicket = nil; backend.cancel(t) }
         loop.clearDeadline(self)

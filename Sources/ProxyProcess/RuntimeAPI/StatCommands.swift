@@ -97,7 +97,8 @@ extension RuntimeCommands {
                 if onlyUp && !(s.isUp.load(ordering: .relaxed) && s.adminState != .maintenance) { continue }
                 if noMaint && s.adminState == .maintenance { continue }
                 let o = s.definition.options
-                var v = counterValues(model.counters.totals(s.statBase), peak: s.peakSessions.load(ordering: .relaxed), http: http)
+                let totals = model.counters.totals(s.statBase)
+                var v = counterValues(totals, peak: s.peakSessions.load(ordering: .relaxed), http: http)
                 let check = s.lastCheck.withLock { $0 }
                 v["pxname"] = name; v["svname"] = s.name; v["iid"] = "\(id)"; v["sid"] = "\(i + 1)"; v["type"] = "2"
                 v["qcur"] = "0"; v["qmax"] = "0"
@@ -107,13 +108,13 @@ extension RuntimeCommands {
                 v["weight"] = "\(s.weight)"; v["uweight"] = "\(s.weight)"
                 v["act"] = s.isBackup ? "0" : "1"; v["bck"] = s.isBackup ? "1" : "0"
                 v["lastchg"] = "\(max(0, now - s.lastChange.load(ordering: .relaxed)))"
-                v["lbtot"] = "\(model.counters.totals(s.statBase).chosen)"
+                v["lbtot"] = "\(totals.chosen)"
                 v["connect"] = v["stot"]
                 v["mode"] = http ? "http" : "tcp"
                 // The address only from operator level, as HAProxy hides it from `user`.
                 if level >= .operator {
                     let a = s.address
-                    v["addr"] = a.family == AF_UNIX ? (a.unixPath ?? "") : (a.family == AF_INET6 ? "[\(ProxyProtocolText.ip(a))]:\(a.port)" : "\(ProxyProtocolText.ip(a)):\(a.port)")
+                    v["addr"] = a.family == AF_UNIX ? (a.unixPath ?? "") : a.description
                 }
                 v["agg_server_status"] = v["status"]
                 if o.check {
@@ -127,7 +128,8 @@ extension RuntimeCommands {
                 text += statRow(o.check && http ? "httpCheckedServer" : http ? "httpServer" : "tcpServer", v)
             }
             guard typeMask & 2 != 0 else { continue }
-            var v = counterValues(model.counters.totals(b.statBase), peak: b.peakSessions.load(ordering: .relaxed), http: http)
+            let totals = model.counters.totals(b.statBase)
+            var v = counterValues(totals, peak: b.peakSessions.load(ordering: .relaxed), http: http)
             v["pxname"] = name; v["svname"] = "BACKEND"; v["iid"] = "\(id)"; v["sid"] = "0"; v["type"] = "1"
             v["qcur"] = "\(b.queued)"; v["qmax"] = "\(b.peakQueue.load(ordering: .relaxed))"
             v["scur"] = "\(b.active.load(ordering: .relaxed))"
@@ -139,7 +141,7 @@ extension RuntimeCommands {
             v["act"] = "\(usableActive.count)"; v["bck"] = "\(usableBackup.count)"
             v["chkdown"] = "0"
             v["lastchg"] = "\(max(0, now - (b.servers.map { $0.lastChange.load(ordering: .relaxed) }.max() ?? now)))"
-            v["lbtot"] = "\(model.counters.totals(b.statBase).chosen)"
+            v["lbtot"] = "\(totals.chosen)"
             v["connect"] = v["stot"]
             v["mode"] = http ? "http" : "tcp"
             v["algo"] = b.settings.balance.name

@@ -15,11 +15,18 @@ extension RuntimeCommands {
         guard let word else {
             return .failure(CommandError(verb == "get" ? "Missing process-wide variable identifier." : "Missing variable name."))
         }
-        guard word.hasPrefix("proc."), word.count > 5 else {
+        // The name checked as the config checks it, so `var(proc.NAME)` can read what is set.
+        let parsed: (VariableScope, String)
+        do { parsed = try VariableScope.parseName(word, what: "'\(verb) var'") } catch let e as RuleError {
+            return .failure(CommandError(verb == "get" ? "Variable not found." : e.message))
+        } catch {
+            return .failure(CommandError("Variable not found."))
+        }
+        guard parsed.0 == .proc else {
             if verb == "get" { return .failure(CommandError("Variable not found.")) }
             return .failure(CommandError("'\(verb) var': cannot set variable '\(word)', only scope 'proc' is permitted here."))
         }
-        return .success(String(word.dropFirst(5)))
+        return .success(parsed.1)
     }
 
     /// `set var proc.NAME [expr] EXPR` or `set var proc.NAME fmt TEXT`: an expression of
