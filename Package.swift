@@ -1,6 +1,6 @@
 // swift-tools-version:6.0
 // proxy: a reverse proxy and zero-downtime reloader for Linux.
-// No package dependencies: the Swift toolchain and one small C shim only.
+// No package dependencies: the Swift toolchain, one small C shim, and libcrypt from the system.
 import PackageDescription
 
 // Release builds drop Swift's run-time exclusivity checks (swift_beginAccess): they were a
@@ -15,7 +15,8 @@ let package = Package(
     ],
     targets: [
         // Only what Swift cannot import from Glibc: epoll, signalfd, timerfd, eventfd, splice, CMSG.
-        .target(name: "CProxySys"),
+        // crypt(3) for `stats auth` hashes comes from the system's libcrypt.
+        .target(name: "CProxySys", linkerSettings: [.linkedLibrary("crypt")]),
         // One thin wrapper per syscall, errno as a typed error.
         .target(name: "ProxySystem", dependencies: ["CProxySys"], swiftSettings: engineSettings),
         // Fetches, converters, matchers, ACLs, conditions and constant folding.
@@ -26,8 +27,10 @@ let package = Package(
         .target(name: "ProxyConfig", dependencies: ["ProxyRules", "ProxySystem"], swiftSettings: engineSettings),
         // Event loops, listeners, HTTP and TCP sessions, balancing, logging.
         .target(name: "ProxyEngine", dependencies: ["ProxyConfig", "ProxyRules", "ProxyHTTP", "ProxySystem"], swiftSettings: engineSettings),
+        // What operators see and steer: the runtime API's commands, the stats page, Prometheus.
+        .target(name: "ProxyControl", dependencies: ["ProxyEngine", "ProxyConfig", "ProxyRules", "ProxySystem", "CProxySys"], swiftSettings: engineSettings),
         // Command line, the ordered start-up, handover and stop.
-        .target(name: "ProxyProcess", dependencies: ["ProxyEngine", "ProxyConfig", "ProxyRules", "ProxySystem"], swiftSettings: engineSettings),
+        .target(name: "ProxyProcess", dependencies: ["ProxyControl", "ProxyEngine", "ProxyConfig", "ProxyRules", "ProxySystem"], swiftSettings: engineSettings),
         .executableTarget(name: "proxy", dependencies: ["ProxyProcess"], swiftSettings: engineSettings),
 
         .testTarget(name: "ProxyRulesTests", dependencies: ["ProxyRules"]),

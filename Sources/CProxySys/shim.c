@@ -1,5 +1,8 @@
 #define _GNU_SOURCE
 #include "CProxySys.h"
+#include <crypt.h>
+#include <stdlib.h>
+#include <string.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
@@ -83,3 +86,12 @@ int cproxy_errno(void) { return errno; }
 int cproxy_open_directory(const char *path) { return open(path, O_PATH | O_DIRECTORY | O_CLOEXEC); }
 
 char **cproxy_environ(void) { return environ; }
+
+int cproxy_crypt_matches(const char *password, const char *hash) {
+    struct crypt_data *data = calloc(1, sizeof(struct crypt_data));
+    if (data == NULL) return 0;
+    const char *out = crypt_r(password, hash, data);
+    int ok = out != NULL && out[0] != '*' && strcmp(out, hash) == 0;
+    free(data);
+    return ok;
+}

@@ -5,7 +5,7 @@ import ProxySystem
 extension ConfigParser {
     static let httpRequestActions = ["return", "deny", "allow", "redirect", "set-header", "add-header", "del-header",
                                      "replace-header", "replace-value", "set-path", "replace-path", "set-uri",
-                                     "replace-uri", "set-var", "set-var-fmt", "unset-var", "tarpit"]
+                                     "replace-uri", "set-var", "set-var-fmt", "unset-var", "tarpit", "use-service"]
     static let httpResponseActions = ["set-header", "add-header", "del-header", "replace-header", "replace-value", "set-status",
                                       "set-var", "set-var-fmt", "unset-var"]
 
@@ -124,6 +124,12 @@ extension ConfigParser {
                 try Values.expect(rest, 2, usage: "http-request \(action) <regex> <replacement>")
                 let r = try regexReplacement(rest.first!, rest.last!, "http-request \(action)")
                 parsed = action == "replace-path" ? .replacePath(r) : .replaceURI(r)
+            case "use-service":
+                try Values.expect(rest, 1, usage: "http-request use-service prometheus-exporter [if|unless <condition>]")
+                guard let name = LocalServiceName(rawValue: rest.first!) else {
+                    throw ConfigError("http-request use-service: unknown service '\(rest.first!)'; the one service is 'prometheus-exporter'")
+                }
+                parsed = .useService(name)
             default:
                 throw unknownAction(action, "http-request", Self.httpRequestActions)
             }
@@ -361,7 +367,7 @@ extension ConfigParser {
                                    "set-src", "set-dst", "set-method", "set-query", "set-nice", "track-sc0", "track-sc1",
                                    "track-sc2", "auth", "early-hint", "cache-use", "cache-store", "wait-for-body",
                                    "do-resolve", "silent-drop", "reject", "normalize-uri", "set-timeout", "unset-var",
-                                   "use-service", "set-priority-class", "strict-mode", "disable-l7-retry", "send-spoe-group"]
+                                   "set-priority-class", "strict-mode", "disable-l7-retry", "send-spoe-group"]
         if others.contains(action) { return ConfigError("'\(keyword) \(action)' is not supported yet") }
         return ConfigError("unknown action '\(action)' for '\(keyword)'\(hint); the actions are \(known.joined(separator: ", "))")
     }

@@ -51,13 +51,6 @@ public enum NotEnforced: String, CaseIterable, Sendable {
     case hashType = "hash-type"
     case spliceInHTTPMode = "option splice-auto, splice-request and splice-response in http mode"
     case httplogCLF = "option httplog clf"
-    case statsEnable = "stats enable"
-    case statsURI = "stats uri"
-    case statsRealm = "stats realm"
-    case statsAuth = "stats auth"
-    case statsRefresh = "stats refresh"
-    case statsAdmin = "stats admin"
-    case statsHideVersion = "stats hide-version"
     case bindName = "bind name"
     case bindID = "bind id"
     case bindNice = "bind nice"
@@ -561,6 +554,13 @@ public enum HTTPRequestAction: Sendable {
     case setVariable(VariableScope, String, SampleExpression)
     case setVariableFormat(VariableScope, String, String)
     case unsetVariable(VariableScope, String)
+    /// `use-service NAME`: the proxy answers the request itself (final).
+    case useService(LocalServiceName)
+}
+
+/// What `http-request use-service` can name.
+public enum LocalServiceName: String, Sendable {
+    case prometheusExporter = "prometheus-exporter"
 }
 
 /// The actions of `http-response`.
@@ -622,15 +622,23 @@ public struct ErrorPage: Sendable, Equatable {
     public var bytes: [UInt8]
 }
 
-/// `stats enable|uri|realm|auth|refresh|admin|hide-version`.
+/// `stats enable|uri|realm|auth|refresh|admin|hide-version|show-legends|show-node|show-desc|scope`:
+/// the stats page a proxy serves.
 public struct StatsSettings: Sendable {
     public var enabled = false
-    public var uri: String?
+    /// The prefix of the targets the page answers; HAProxy's default.
+    public var uri = "/haproxy?stats"
     public var realm: String?
     public var credentials: [(user: String, password: String)] = []
     public var refresh: Milliseconds?
     public var admin: Condition?
     public var hideVersion = false
+    public var showLegends = false
+    /// `stats show-node [NAME]`: nil when not asked for; empty means the host name.
+    public var showNode: String?
+    public var showDescription: String?
+    /// `stats scope`: the proxies shown (empty: all).
+    public var scopes: [String] = []
 }
 
 /// `http-reuse never|safe|aggressive|always`.

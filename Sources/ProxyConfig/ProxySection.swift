@@ -693,7 +693,8 @@ extension ConfigParser {
         return (args[..<index], condition)
     }
 
-    /// `stats enable|uri|realm|auth|refresh|admin|hide-version` in a proxy.
+    /// `stats enable|uri|realm|auth|refresh|admin|hide-version|show-legends|show-node|show-desc|scope`
+    /// in a proxy.
     func parseProxyStats(_ args: ArraySlice<String>, at location: SourceLocation) throws {
         guard let sub = args.first else { throw ConfigError("'stats' needs a subcommand: enable, uri, realm, auth, refresh, admin, hide-version") }
         let rest = args.dropFirst()
@@ -701,43 +702,55 @@ extension ConfigParser {
         case "enable":
             try Values.expect(rest, 0, usage: "stats enable")
             settings.stats.enabled = true
-            notEnforced(.statsEnable, at: location)
         case "uri":
             try Values.expect(rest, 1, usage: "stats uri <prefix>")
             settings.stats.uri = rest.first!
             settings.stats.enabled = true
-            notEnforced(.statsURI, at: location)
         case "realm":
             try Values.expect(rest, 1, usage: "stats realm <realm>")
             settings.stats.realm = rest.first!
-            notEnforced(.statsRealm, at: location)
+            settings.stats.enabled = true
         case "auth":
             try Values.expect(rest, 1, usage: "stats auth <user>:<password>")
             let text = rest.first!
             guard let colon = text.firstIndex(of: ":") else {
-                warning("stats auth: '\(text)' has no ':'; the form is 'stats auth <user>:<password>'", at: location)
-                return
+                throw ConfigError("stats auth: '\(text)' has no ':'; the form is 'stats auth <user>:<password>'")
             }
             settings.stats.credentials.append((String(text[..<colon]), String(text[text.index(after: colon)...])))
-            notEnforced(.statsAuth, at: location)
+            settings.stats.enabled = true
         case "refresh":
             try Values.expect(rest, 1, usage: "stats refresh <time>")
             settings.stats.refresh = try Values.time(rest.first!, for: "stats refresh")
-            notEnforced(.statsRefresh, at: location)
+            settings.stats.enabled = true
         case "admin":
             guard proxy != nil else { throw ConfigError("'stats admin' is not allowed in a defaults section") }
             let (action, condition) = try splitCondition(rest)
             if !action.isEmpty || condition == nil { throw ConfigError("the form is 'stats admin if|unless <condition>'") }
+            if let c = condition { checkCondition(c, .request, "stats admin", at: location) }
             settings.stats.admin = condition
-            notEnforced(.statsAdmin, at: location)
         case "hide-version":
             try Values.expect(rest, 0, usage: "stats hide-version")
             settings.stats.hideVersion = true
-            notEnforced(.statsHideVersion, at: location)
+            settings.stats.enabled = true
+        case "show-legends":
+            try Values.expect(rest, 0, usage: "stats show-legends")
+            settings.stats.showLegends = true
+            settings.stats.enabled = true
+        case "show-node":
+            guard rest.count <= 1 else { throw ConfigError("the form is 'stats show-node [<name>]'") }
+            settings.stats.showNode = rest.first ?? ""
+            settings.stats.enabled = true
+        case "show-desc":
+            settings.stats.showDescription = rest.joined(separator: " ")
+            settings.stats.enabled = true
+        case "scope":
+            try Values.expect(rest, 1, usage: "stats scope <proxy>|.")
+            settings.stats.scopes.append(rest.first!)
+            settings.stats.enabled = true
         case "socket", "timeout":
             throw ConfigError("'stats \(sub)' belongs in the global section")
         default:
-            let known = ["enable", "uri", "realm", "auth", "refresh", "admin", "hide-version"]
+            let known = ["enable", "uri", "realm", "auth", "refresh", "admin", "hide-version", "show-legends", "show-node", "show-desc", "scope"]
             var hint = ""
             if let near = Similarity.closest(to: sub, in: known) { hint = "; did you mean 'stats \(near)'?" }
             throw ConfigError("'stats \(sub)' is not supported yet\(hint)")

@@ -23,6 +23,10 @@ public final class RuntimeModel: @unchecked Sendable {
     public let logger: Logger
     /// Every frontend's, backend's and server's counters, one block per loop.
     public let counters: CounterTable
+    /// The stats page and the Prometheus exporter, installed before the loops start.
+    public let services = LocalServices()
+    /// This process's place in its chain of reloads: 0 for a fresh start, the old one's + 1.
+    public let generation = Atomic<Int>(0)
 
     /// `logger` is opened by the start-up before any chroot; tests let the model open one.
     public init(configuration: Configuration, logger: Logger? = nil) throws {

@@ -1,13 +1,12 @@
 import ProxyConfig
+import ProxyControl
 import ProxyRules
 import ProxySystem
 import Glibc
 
 /// The process entry point: parses the command line and runs the requested mode.
 public enum ProxyMain {
-    public static let version = "0.1.0"
-    /// What `show info` says in `Release_date`.
-    public static let releaseDate = "2026/11/30"
+    public static let version = ProductVersion.version
 
     /// Runs `proxy` with `arguments` (without the program name) and returns the exit status.
     public static func run(_ arguments: [String]) -> Int32 {

@@ -1,4 +1,5 @@
 import ProxyConfig
+import ProxyControl
 import ProxyEngine
 import ProxyRules
 import ProxySystem
@@ -17,6 +18,7 @@ import Glibc
 ///     server-checks  BACKEND SERVER on|off
 ///     var            NAME bool|int|str|ip HEX-VALUE
 ///     counters       frontend|backend NAME VALUES...  /  counters server BACKEND SERVER VALUES...
+///     generation     N (the old process's place in the chain of reloads)
 ///
 /// Counters are carried as the old process's totals when the new one asks: they never go
 /// back to 0 at a reload (Prometheus `rate()` sees no reset); what the old process still
@@ -24,7 +26,7 @@ import Glibc
 enum RuntimeState {
     /// The lines describing `model`'s runtime state, for the handover.
     static func lines(_ model: RuntimeModel) -> [String] {
-        var out: [String] = []
+        var out: [String] = ["generation \(model.generation.load(ordering: .relaxed))"]
         for (_, b) in model.backends {
             for s in b.servers {
                 let o = s.definition.options
@@ -35,7 +37,7 @@ enum RuntimeState {
                 out.append("server-maxconn \(id) \(s.maxconn) \(o.maxconn)")
                 let a = s.address
                 if a.family == AF_INET || a.family == AF_INET6 {
-                    out.append("server-addr \(id) \(ProxyProtocolText.ip(a)) \(a.port) \(configured(s))")
+                    out.append("server-addr \(id) \(AddressText.ip(a)) \(a.port) \(configured(s))")
                 }
                 out.append("server-checks \(id) \(s.checksEnabled.load(ordering: .relaxed) ? "on" : "off")")
             }
@@ -94,6 +96,10 @@ enum RuntimeState {
         for line in lines {
             let w = line.split(separator: " ")
             guard let kind = w.first else { continue }
+            if kind == "generation", w.count == 2, let n = Int(w[1]) {
+                model.generation.store(n + 1, ordering: .relaxed)
+                continue
+            }
             if kind == "counters", w.count >= 3 {
                 let values: ArraySlice<Substring>
                 let base: Int?
@@ -166,7 +172,7 @@ enum RuntimeState {
             case "server-addr" where w.count == 6:
                 guard let ip = IPAddress(parsing: String(w[3])), let port = UInt16(w[4]) else { continue }
                 let current = s.address
-                guard ProxyProtocolText.ip(current) != String(w[3]) || current.port != port else { continue }
+                guard AddressText.ip(current) != String(w[3]) || current.port != port else { continue }
                 if configured(s) != String(w[5]) {
                     overridden.append("\(item): its address changed in the configuration; the runtime address \(w[3]):\(w[4]) is dropped")
                 } else {

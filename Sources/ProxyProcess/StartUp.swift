@@ -1,4 +1,5 @@
 import ProxyConfig
+import ProxyControl
 import ProxyEngine
 import ProxySystem
 import Glibc
@@ -277,14 +278,17 @@ final class StartUp {
         do {
             let e = try ProxyEngine(model: model, listeners: listeners, threads: configuration.global.threads)
             engine = e
+            // The runtime API, the stats page and the metrics read the same engine.
+            let commands = RuntimeCommands(engine: e, startedAt: Clock.wallClock().seconds, threads: configuration.global.threads,
+                                           stopping: { [model] in model.stopping.load(ordering: .relaxed) })
+            model.services.statsPage = StatsPage(commands: commands)
+            model.services.prometheus = PrometheusExporter(commands: commands)
+            runtimeAPI?.commands = commands
             try e.start()
         } catch {
             throw Failure("proxy: cannot start the engine: \(error)")
         }
         for note in notes { model.logger.alert(note) }
-        let startedAt = Clock.wallClock().seconds
-        runtimeAPI?.commands = RuntimeCommands(engine: engine!, startedAt: startedAt, threads: configuration.global.threads,
-                                               stopping: { [model] in model.stopping.load(ordering: .relaxed) })
     }
 
     // MARK: 8. the point of no return

@@ -9,7 +9,6 @@ import ProxyRules
         #expect(NotEnforced.allCases.map(\.rawValue) == [
             "server-state-file", "close-spread-time", "stats socket name", "hash-type",
             "option splice-auto, splice-request and splice-response in http mode", "option httplog clf",
-            "stats enable", "stats uri", "stats realm", "stats auth", "stats refresh", "stats admin", "stats hide-version",
             "bind name", "bind id", "bind nice", "bind process", "bind thread",
             "ssl", "crt", "alpn", "npn", "namespace",
         ])
@@ -34,13 +33,6 @@ import ProxyRules
             bind 127.0.0.1:8080 name main id 3 nice 10 process 1 thread 1 accept-proxy ssl crt /x.pem alpn h2 npn h2 namespace blue
             option httplog clf
             option splice-auto
-            stats enable
-            stats uri /s
-            stats realm R
-            stats auth a:b
-            stats refresh 5s
-            stats admin if TRUE
-            stats hide-version
             default_backend app
         backend app
             hash-type consistent

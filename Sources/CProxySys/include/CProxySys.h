@@ -27,6 +27,9 @@ ssize_t cproxy_send_fds(int sock, const void *data, size_t len, const int *fds, 
 ssize_t cproxy_recv_fds(int sock, void *data, size_t len, int *fds, int max, int *count, int *truncated);
 /// The C library's errno, read without the Swift overlay's indirection.
 int cproxy_errno(void);
+/// 1 when crypt(3) of `password` with the settings of `hash` gives `hash` (libcrypt's
+/// crypt_r, thread-safe), 0 otherwise or when the hash's method is unknown.
+int cproxy_crypt_matches(const char *password, const char *hash);
 
 // open(2) of a directory with O_PATH (a _GNU_SOURCE flag), for the *at() calls.
 int cproxy_open_directory(const char *path);

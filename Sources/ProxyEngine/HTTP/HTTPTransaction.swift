@@ -26,6 +26,8 @@ final class HTTPTransaction: LoopObject, QueueWaiter, ConnectionOwner {
         /// A response is still going out: the next request (pipelined) waits for it, so a
         /// response never shares the output buffer with another.
         case flushing
+        /// A request for a service (the stats page's form): waiting for its body.
+        case service
     }
 
     /// The client's connection; events from it and from the server connection come here.
@@ -91,6 +93,10 @@ final class HTTPTransaction: LoopObject, QueueWaiter, ConnectionOwner {
     var variables = SessionVariables()
     /// The answer a tarpit gives once its delay is over.
     var tarpitResponse: (bytes: [UInt8], status: Int)?
+    /// A service waiting for the request body (`.service`).
+    var pendingService: ServiceRoute?
+    /// What is left of a local response larger than the output buffer, sent as it drains.
+    var localTail: ArraySlice<UInt8> = []
     var pathRange = ByteRange.empty
     /// The balancing key (`balance source|uri`) and the transaction it was computed for.
     var hashKey: (transaction: Int, key: UInt64)?
@@ -217,6 +223,8 @@ final class HTTPTransaction: LoopObject, QueueWaiter, ConnectionOwner {
             respondWithError(503, reason: "timeout in the queue", state: "sQ")
         case .flushing:
             close()
+        case .service:
+            respondWithError(408, reason: "timeout while waiting for the request body", state: "cR")
         case .tarpit:
             terminationState = "PT"
             let answer = tarpitResponse ?? (HTTPStatusText.errorPage(500), 500)
@@ -247,9 +255,12 @@ final class HTTPTransaction: LoopObject, QueueWaiter, ConnectionOwner {
         case .tunnel:
             ms = backendTimeouts.tunnel ?? t.tunnel ?? backendTimeouts.server ?? t.client
         case .draining:
-            ms = t.clientFin ?? 1000
+            // A large local response still going out gets the client timeout, not client-fin.
+            ms = (output?.isEmpty ?? true) ? (t.clientFin ?? 1000) : t.client
         case .flushing:
             ms = t.client
+        case .service:
+            ms = t.httpRequest ?? t.client
         case .tarpit:
             return
         }
@@ -290,6 +301,8 @@ final class HTTPTransaction: LoopObject, QueueWaiter, ConnectionOwner {
                 break
             case .flushing:
                 if output?.isEmpty ?? true { finishFlushing(); moved = true }
+            case .service:
+                if readServiceBody() { moved = true }
             }
             if !moved { break }
         }
@@ -317,8 +330,19 @@ final class HTTPTransaction: LoopObject, QueueWaiter, ConnectionOwner {
             return false
         }
         bytesToClient += n
-        if out.isEmpty { out.clear() }
+        if out.isEmpty {
+            out.clear()
+            if !localTail.isEmpty { refillFromLocalTail(out) }
+        }
         return n > 0
+    }
+
+    /// Moves the next part of a large local response into the drained output buffer.
+    func refillFromLocalTail(_ out: Buffer) {
+        let n = min(out.freeSpace, localTail.count)
+        let ok = localTail.withUnsafeBytes { out.append(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+        precondition(ok, "a drained buffer takes its free space")
+        localTail = localTail.dropFirst(n)
     }
 
     func flushToServer() -> Bool {
@@ -341,14 +365,11 @@ final class HTTPTransaction: LoopObject, QueueWaiter, ConnectionOwner {
         output = out
         if out.isEmpty { out.clear() }
         // A new transaction starts only once the last response is out (parseOrReadHead), so
-        // the buffer is empty: only a response rendered larger than tune.bufsize fails here,
-        // and the client gets a 500 instead of a cut one.
+        // the buffer is empty; a response larger than it (the stats page, the metrics) goes
+        // out in buffer-sized parts, the rest held in `localTail` until the buffer drains.
         if !out.append(bytes) {
-            logStatus = 500
-            terminationState = "PR"
-            closeAfterResponse = true
-            out.clear()
-            if !out.append(HTTPStatusText.errorPage(500)) { close(); return }
+            localTail = bytes[...]
+            refillFromLocalTail(out)
         }
         // Skip the request body, if any, by closing afterwards (we do not read it).
         if let inBuf = input {

@@ -24,6 +24,7 @@ struct CompiledRequestRule {
         case setURI(LogFormat)
         case replaceURI(RegexReplacement)
         case variable(VariableScope, String, VariableAssignment)
+        case service(LocalServiceName)
     }
     let guardState: RuleGuard
     let action: Action
@@ -48,6 +49,7 @@ struct CompiledRequestRule {
         case .setVariable(let scope, let name, let e): action = .variable(scope, name, .expression(e))
         case .setVariableFormat(let scope, let name, let f): action = .variable(scope, name, .format(LogFormat(f)))
         case .unsetVariable(let scope, let name): action = .variable(scope, name, .unset)
+        case .useService(let name): action = .service(name)
         }
     }
 
@@ -226,6 +228,11 @@ extension HTTPTransaction {
                 }
             case .variable(let scope, let name, let assignment):
                 assign(scope, name, assignment, samples)
+            case .service(let name):
+                switch name {
+                case .prometheusExporter: startService(.prometheus)
+                }
+                return true
             }
         }
         return applyLegacyRequestRules(legacy)

@@ -1,4 +1,5 @@
 import ProxyConfig
+import ProxyControl
 import ProxyEngine
 import ProxySystem
 import Glibc

@@ -27,7 +27,7 @@ extension RuntimeCommands {
     ].mapValues { $0.split(separator: ",", omittingEmptySubsequences: false).map(String.init) }
 
     /// One CSV row of a kind, its `@` fields taken from `values` by column name.
-    func statRow(_ kind: String, _ values: [String: String]) -> String {
+    public func statRow(_ kind: String, _ values: [String: String]) -> String {
         let shape = Self.statShapes[kind]!
         var fields: [String] = []
         fields.reserveCapacity(104)
@@ -74,10 +74,33 @@ extension RuntimeCommands {
             typeMask = Int(args[1]).map { $0 == -1 ? 7 : $0 } ?? 7
             serverFilter = Int(args[2]).flatMap { $0 == -1 ? nil : $0 }
         }
-        var text = "# " + Self.statFields.joined(separator: ",") + ",-,\n"
+        var text = Self.statHeader
+        for row in statRows(level: level, proxyFilter: proxyFilter, typeMask: typeMask, serverFilter: serverFilter,
+                            onlyUp: onlyUp, noMaint: noMaint) {
+            text += statRow(row.kind, row.values)
+        }
+        return text + "\n"
+    }
+
+    /// One row of `show stat`: its shape and its values by column name.
+    public struct StatRow {
+        public var kind: String
+        public var values: [String: String]
+        public var isFrontend: Bool { kind.hasSuffix("Frontend") }
+        public var isBackend: Bool { kind.hasSuffix("Backend") }
+    }
+
+    /// `show stat`'s header line.
+    public static let statHeader = "# " + statFields.joined(separator: ",") + ",-,\n"
+
+    /// The rows of `show stat`, in the order of the configuration, filtered as asked.
+    public func statRows(level: AccessLevel, proxyFilter: Int? = nil, typeMask: Int = 7, serverFilter: Int? = nil,
+                         onlyUp: Bool = false, noMaint: Bool = false, proxies: Set<String>? = nil) -> [StatRow] {
+        let model = engine.model
+        var rows: [StatRow] = []
         let stopping = stopping()
         let now = Clock.wallClock().seconds
-        for (name, id) in proxyIDs where proxyFilter == nil || proxyFilter == id {
+        for (name, id) in proxyIDs where (proxyFilter == nil || proxyFilter == id) && (proxies?.contains(name) ?? true) {
             if typeMask & 1 != 0, let f = model.frontends.first(where: { $0.name == name }) {
                 let http = f.mode == .http
                 var v = counterValues(model.counters.totals(f.statBase), peak: f.peakSessions.load(ordering: .relaxed), http: http)
@@ -87,7 +110,7 @@ extension RuntimeCommands {
                 v["status"] = stopping ? "STOP" : "OPEN"
                 v["mode"] = http ? "http" : "tcp"
                 v["conn_tot"] = v["stot"]
-                text += statRow(http ? "httpFrontend" : "tcpFrontend", v)
+                rows.append(StatRow(kind: http ? "httpFrontend" : "tcpFrontend", values: v))
             }
             guard let b = model.backends[name] else { continue }
             let http = b.mode == .http
@@ -125,7 +148,7 @@ extension RuntimeCommands {
                     v["check_desc"] = check.description
                     v["check_rise"] = "\(o.rise)"; v["check_fall"] = "\(o.fall)"; v["check_health"] = "\(check.health)"
                 }
-                text += statRow(o.check && http ? "httpCheckedServer" : http ? "httpServer" : "tcpServer", v)
+                rows.append(StatRow(kind: o.check && http ? "httpCheckedServer" : http ? "httpServer" : "tcpServer", values: v))
             }
             guard typeMask & 2 != 0 else { continue }
             let totals = model.counters.totals(b.statBase)
@@ -146,13 +169,13 @@ extension RuntimeCommands {
             v["mode"] = http ? "http" : "tcp"
             v["algo"] = b.settings.balance.name
             v["agg_server_status"] = "\(up ? 0 : 1)"; v["agg_server_check_status"] = "0"; v["agg_check_status"] = "0"
-            text += statRow(http ? "httpBackend" : "tcpBackend", v)
+            rows.append(StatRow(kind: http ? "httpBackend" : "tcpBackend", values: v))
         }
-        return text + "\n"
+        return rows
     }
 
     /// A server's status as `show stat` spells it.
-    func serverStatus(_ s: Server) -> String {
+    public func serverStatus(_ s: Server) -> String {
         switch s.adminState {
         case .maintenance: return "MAINT"
         case .drain: return "DRAIN"

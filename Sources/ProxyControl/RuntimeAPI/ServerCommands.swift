@@ -10,7 +10,7 @@ import Glibc
 /// with an empty line only; an error with HAProxy's sentence.
 extension RuntimeCommands {
     /// Proxies in declaration order with HAProxy's ids: the first user proxy is #2.
-    var proxyIDs: [(name: String, id: Int)] {
+    public var proxyIDs: [(name: String, id: Int)] {
         engine.model.configuration.proxies.enumerated().map { ($0.element.name, $0.offset + 2) }
     }
 
@@ -138,11 +138,11 @@ extension RuntimeCommands {
         let by = " by 'stats socket command'"
         guard let text, let ip = IPAddress(parsing: text) else { return .failure(CommandError("Invalid addr '\(text ?? "")'\(by)")) }
         var address = s.address
-        let oldIP = ProxyProtocolText.ip(address)
+        let oldIP = AddressText.ip(address)
         let oldPort = address.port
         var parts: [String] = []
         var next = ip.isV4 ? SocketAddress(ipv4: ip.v4Value, port: oldPort) : SocketAddress(ipv6: ip.bytes16, port: oldPort)
-        let newIP = ProxyProtocolText.ip(next)
+        let newIP = AddressText.ip(next)
         parts.append(newIP == oldIP ? "no need to change the addr" : "IP changed from '\(oldIP)' to '\(newIP)'")
         if let portText {
             if let p = UInt16(portText) {
@@ -182,7 +182,7 @@ extension RuntimeCommands {
                 let check = o.check ? "\(s.isUp.load(ordering: .relaxed) ? 15 : 7) \(s.isUp.load(ordering: .relaxed) ? 3 : 2) \(s.isUp.load(ordering: .relaxed) ? o.rise + o.fall - 1 : 0) 6"
                     : "1 0 \(op == 2 ? 2 : 0) 0"
                 let a = s.address
-                let addr = a.family == AF_UNIX ? (a.unixPath ?? "-") : ProxyProtocolText.ip(a)
+                let addr = a.family == AF_UNIX ? (a.unixPath ?? "-") : AddressText.ip(a)
                 text += "\(id) \(b.name) \(i + 1) \(s.name) \(addr) \(op) \(admin) \(s.weight) \(o.weight) \(max(0, now - s.lastChange.load(ordering: .relaxed))) \(check) 0 0 0 - \(a.port) - 0 \(o.checkPort ?? 0) - - 0\n"
             }
         }
@@ -196,8 +196,8 @@ extension RuntimeCommands {
 }
 
 /// Addresses as the runtime API prints them: dotted IPv4, or IPv6 text.
-enum ProxyProtocolText {
-    static func ip(_ a: SocketAddress) -> String {
+public enum AddressText {
+    public static func ip(_ a: SocketAddress) -> String {
         if let v4 = a.ipv4 { return IPAddress(v4: v4).description }
         let b = a.addressBytes
         return b.count == 16 ? IPAddress(bytes16: b).description : a.description

@@ -6,16 +6,23 @@ import Glibc
 /// The runtime API's commands: words in, text out. Each answer ends with an empty line, as
 /// HAProxy's CLI does, so scripts that read up to it work unchanged. `_getsocks` and `quit`
 /// act on the connection and live in `RuntimeAPIServer`.
-struct RuntimeCommands {
-    let engine: ProxyEngine
+public struct RuntimeCommands {
+    public let engine: ProxyEngine
     let startedAt: Int
     let threads: Int
     /// True once this process is soft-stopping.
     var stopping: () -> Bool
 
+    public init(engine: ProxyEngine, startedAt: Int, threads: Int, stopping: @escaping () -> Bool) {
+        self.engine = engine
+        self.startedAt = startedAt
+        self.threads = threads
+        self.stopping = stopping
+    }
+
     /// A command line split into commands (`;`), each into words. A backslash escapes the
     /// next character, as in HAProxy.
-    static func split(_ line: String) -> [[String]] {
+    public static func split(_ line: String) -> [[String]] {
         var commands: [[String]] = []
         var words: [String] = []
         var word = ""
@@ -77,7 +84,7 @@ struct RuntimeCommands {
         Command(words: ["expert-mode"], level: .admin, help: "accepted for HAProxy's scripts; nothing is hidden here"),
     ]
 
-    func run(_ words: [String], level: AccessLevel) -> String {
+    public func run(_ words: [String], level: AccessLevel) -> String {
         guard let command = Self.commands.first(where: { words.starts(with: $0.words) }) else {
             return "Unknown command: '\(words.joined(separator: " "))'.\n" + usage(level)
         }
@@ -89,7 +96,7 @@ struct RuntimeCommands {
             }
             return info()
         case ["show", "stat"]: return showStat(words, level: level)
-        case ["show", "version"]: return "2.6.12-proxy-\(ProxyMain.version)\n\n"
+        case ["show", "version"]: return ProductVersion.compatible + "\n\n"
         case ["show", "cli", "level"]: return "\(level)\n\n"
         case ["show", "backend"]: return showBackend()
         case ["show", "servers", "state"]: return showServersState(words)
@@ -191,9 +198,9 @@ struct RuntimeCommands {
             cumConns += t.sessions; cumReq += t.requests; bytesOut += t.bytesOut
         }
         let current = model.activeConnections.load(ordering: .relaxed)
-        let version = "2.6.12-proxy-\(ProxyMain.version)"
+        let version = ProductVersion.compatible
         let fields: [(String, String)] = [
-            ("Name", "proxy"), ("Version", version), ("Release_date", ProxyMain.releaseDate),
+            ("Name", "proxy"), ("Version", version), ("Release_date", ProductVersion.releaseDate),
             ("Nbthread", "\(threads)"), ("Nbproc", "1"), ("Process_num", "1"), ("Pid", "\(ProcessCalls.pid)"),
             ("Uptime", "\(days)d \(hours)h\(String(minutes).leftPadded(2))m\(String(seconds).leftPadded(2))s"),
             ("Uptime_sec", "\(uptime)"), ("Memmax_MB", "0"), ("PoolAlloc_MB", "0"), ("PoolUsed_MB", "0"), ("PoolFailed", "0"),
@@ -222,5 +229,5 @@ struct RuntimeCommands {
 
 extension String {
     func padding(to width: Int) -> String { count >= width ? self : self + String(repeating: " ", count: width - count) }
-    func leftPadded(_ width: Int) -> String { count >= width ? self : String(repeating: "0", count: width - count) + self }
+    public func leftPadded(_ width: Int) -> String { count >= width ? self : String(repeating: "0", count: width - count) + self }
 }
