@@ -27,6 +27,8 @@ public final class Frontend: @unchecked Sendable {
     let tcpConnectionRules: [Rule<TCPRequestAction>]
     let tcpContentRules: [Rule<TCPRequestAction>]
     var logDestinations: [LogDestination] = []
+    /// Its stats page, when `stats` lines enable one (read per request: nil costs one test).
+    let statsPage: StatsEndpoint?
 
     /// Where its counters start in each loop's block (`CounterTable`).
     public internal(set) var statBase = 0
@@ -48,5 +50,6 @@ public final class Frontend: @unchecked Sendable {
         tcpConnectionRules = definition.tcpRequestRules.filter { $0.action.layer == .connection }
         tcpContentRules = definition.tcpRequestRules.filter { $0.action.layer == .content }
         logDestinations = logger.destinations(for: definition.settings.logs)
+        statsPage = definition.settings.stats.enabled ? StatsEndpoint(definition.settings.stats) : nil
     }
 }

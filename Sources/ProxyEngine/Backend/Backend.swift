@@ -30,6 +30,8 @@ public final class Backend: @unchecked Sendable {
     let balancer: Balancer
     /// Error pages by status (raw responses read at load).
     public let errorPages: [Int: [UInt8]]
+    /// Its stats page, when `stats` lines enable one (read per request: nil costs one test).
+    let statsPage: StatsEndpoint?
     /// The proxy's HTTP rules, compiled.
     let rules: CompiledHTTPRules
 
@@ -62,6 +64,7 @@ public final class Backend: @unchecked Sendable {
         balancer = Balancer(algorithm: definition.settings.balance, servers: list)
         let pages = definition.settings.errorPages.mapValues(\.bytes)
         errorPages = pages
+        statsPage = definition.settings.stats.enabled ? StatsEndpoint(definition.settings.stats) : nil
         rules = CompiledHTTPRules(definition, errorPages: pages)
     }
 

@@ -87,7 +87,7 @@ extension HTTPTransaction {
         }
         // Frontend rules, then routing, then the backend's own rules.
         if applyRequestRules(frontend.rules.request, legacy: frontend.rules.legacyRequest) { return }
-        if matchesStats(settings.stats) { startService(.stats(proxyName: frontend.name, settings.stats)); return }
+        if let stats = frontend.statsPage, matchesStats(stats.settings) { startService(.stats(proxyName: frontend.name, stats.settings)); return }
         var chosen: Backend?
         let samples = HTTPSamples(session: self, phase: .request)
         for (b, guardState) in frontend.routes {
@@ -105,7 +105,7 @@ extension HTTPTransaction {
         }
         if backend !== frontend.ownBackend {
             if applyRequestRules(backend.rules.request, legacy: backend.rules.legacyRequest) { return }
-            if matchesStats(backend.settings.stats) { startService(.stats(proxyName: backend.name, backend.settings.stats)); return }
+            if let stats = backend.statsPage, matchesStats(stats.settings) { startService(.stats(proxyName: backend.name, stats.settings)); return }
         }
         if backend.settings.options.httpConnectionMode == .close { closeAfterResponse = true }
         persistServer = nil

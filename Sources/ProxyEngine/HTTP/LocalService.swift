@@ -49,6 +49,12 @@ public final class LocalServices: @unchecked Sendable {
     public init() {}
 }
 
+/// A proxy's stats page settings, boxed so the per-request test is one pointer load.
+final class StatsEndpoint: Sendable {
+    let settings: StatsSettings
+    init(_ settings: StatsSettings) { self.settings = settings }
+}
+
 /// Which service a request goes to, with what it needs.
 enum ServiceRoute {
     case stats(proxyName: String, StatsSettings)
@@ -59,7 +65,6 @@ extension HTTPTransaction {
     /// True when the request's target starts with `stats uri` of a proxy with stats enabled,
     /// and its method is one the page answers (as HAProxy: GET, HEAD, POST).
     func matchesStats(_ s: StatsSettings) -> Bool {
-        guard s.enabled else { return false }
         let p = requestBytes
         let t = request.target
         guard t.count >= s.uri.utf8.count else { return false }
