@@ -183,6 +183,9 @@ extension ACLTerm {
         case .constantInt(let i):
             sample = .integer(i)
             shown = "\(expression)"
+        case .constantIP(let ip):
+            sample = .ip(ip)
+            shown = "\(expression)"
         default:
             return (false, "\(expression) is not known at load")
         }

@@ -88,6 +88,10 @@ public enum Fetch: Equatable, Sendable, CustomStringConvertible {
     case constantBool(Bool)
     case constantInt(Int64)
     case constantString(String)
+    /// `ipv4(...)` and `ipv6(...)`.
+    case constantIP(IPAddress)
+    /// `bin(HEX)`: bytes, matched and stored as a string is.
+    case constantBinary([UInt8])
     case source, sourcePort, destination, destinationPort
     case path, url, query, method, requestVersion
     case urlParameter(String, delimiter: UInt8?)
@@ -113,7 +117,7 @@ public enum Fetch: Equatable, Sendable, CustomStringConvertible {
     /// Where the value is known.
     public var scope: FetchScope {
         switch self {
-        case .env, .envInteger, .constantBool, .constantInt, .constantString: return .load
+        case .env, .envInteger, .constantBool, .constantInt, .constantString, .constantIP, .constantBinary: return .load
         case .backendUsableServers, .serverIsUp, .stopping, .variable: return .process
         case .source, .sourcePort, .destination, .destinationPort: return .connection
         default: return .request
@@ -123,7 +127,7 @@ public enum Fetch: Equatable, Sendable, CustomStringConvertible {
     /// What it needs, and so where a rule may use it.
     public var usage: FetchUsage {
         switch self {
-        case .env, .envInteger, .constantBool, .constantInt, .constantString: return .load
+        case .env, .envInteger, .constantBool, .constantInt, .constantString, .constantIP, .constantBinary: return .load
         case .backendUsableServers, .serverIsUp, .stopping: return .process
         case .source, .sourcePort, .destination, .destinationPort: return .connection
         case .method, .requestVersion: return .capturedRequest
@@ -141,12 +145,12 @@ public enum Fetch: Equatable, Sendable, CustomStringConvertible {
 
     public var outputType: SampleType {
         switch self {
-        case .env, .constantString, .path, .url, .query, .method, .requestVersion, .responseVersion, .urlParameter, .header,
+        case .env, .constantString, .constantBinary, .path, .url, .query, .method, .requestVersion, .responseVersion, .urlParameter, .header,
              .fullHeader, .cookie: return .string
         case .envInteger, .constantInt, .sourcePort, .destinationPort, .headerCount, .requestLength,
              .contentLength, .backendUsableServers, .status: return .integer
         case .constantBool, .isHTTP, .serverIsUp, .stopping: return .boolean
-        case .source, .destination: return .ip
+        case .source, .destination, .constantIP: return .ip
         case .variable: return .any
         }
     }
@@ -165,6 +169,8 @@ public enum Fetch: Equatable, Sendable, CustomStringConvertible {
         case .constantBool(let b): return "bool(\(b ? 1 : 0))"
         case .constantInt(let i): return "int(\(i))"
         case .constantString(let s): return "str(\(s))"
+        case .constantIP(let ip): return ip.isV4 ? "ipv4(\(ip))" : "ipv6(\(ip))"
+        case .constantBinary(let b): return "bin(\(b.map { String($0, radix: 16).count == 1 ? "0" + String($0, radix: 16) : String($0, radix: 16) }.joined()))"
         case .source: return "src"
         case .sourcePort: return "src_port"
         case .destination: return "dst"
@@ -325,6 +331,28 @@ public enum FetchRegistry {
             return .variable(scope, name, defaultValue: args.count > 1 ? args[1] : nil)
         }, method: nil, usage: "var(<scope>.<name>[,<default>])")
         e["str"] = Entry(arguments: 1...1, build: { args in .constantString(args[0]) }, method: nil, usage: "str(<text>)")
+        e["ipv4"] = Entry(arguments: 1...1, build: { args in
+            guard let ip = IPAddress(parsing: args[0]), ip.isV4 else { throw RuleError("fetch 'ipv4' takes an IPv4 address, not '\(args[0])'") }
+            return .constantIP(ip)
+        }, method: nil, usage: "ipv4(<address>)")
+        e["ipv6"] = Entry(arguments: 1...1, build: { args in
+            guard let ip = IPAddress(parsing: args[0]), !ip.isV4 else { throw RuleError("fetch 'ipv6' takes an IPv6 address, not '\(args[0])'") }
+            return .constantIP(ip)
+        }, method: nil, usage: "ipv6(<address>)")
+        e["bin"] = Entry(arguments: 1...1, build: { args in
+            let hex = Array(args[0].utf8)
+            guard hex.count % 2 == 0 else { throw RuleError("fetch 'bin' takes an even number of hex digits, not '\(args[0])'") }
+            var bytes: [UInt8] = []
+            var i = 0
+            while i < hex.count {
+                guard let b = UInt8(String(decoding: hex[i..<i + 2], as: UTF8.self), radix: 16) else {
+                    throw RuleError("fetch 'bin' takes hex digits, not '\(args[0])'")
+                }
+                bytes.append(b)
+                i += 2
+            }
+            return .constantBinary(bytes)
+        }, method: nil, usage: "bin(<hex>)")
         e["always_true"] = noArgs(.constantBool(true), nil, "always_true")
         e["always_false"] = noArgs(.constantBool(false), nil, "always_false")
         e["bool"] = Entry(arguments: 1...1, build: { args in

@@ -151,7 +151,7 @@ public final class PrometheusExporter: LocalService, @unchecked Sendable {
         each("response_errors_total", "counter", "Responses that failed") { totals[$0].responseErrors }
         out.family("haproxy_backend_status", "gauge", "The backend's state, one-hot: UP while a server can take traffic")
         for i in backends.indices {
-            let up = !serving[i].active.isEmpty || !serving[i].backup.isEmpty
+            let up = !serving[i].active.isEmpty || !serving[i].backup.isEmpty || backends[i].servers.isEmpty
             out.sample("haproxy_backend_status", labels[i] + [("state", "DOWN")], up ? 0 : 1)
             out.sample("haproxy_backend_status", labels[i] + [("state", "UP")], up ? 1 : 0)
         }

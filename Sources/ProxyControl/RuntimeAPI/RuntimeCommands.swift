@@ -60,6 +60,7 @@ public struct RuntimeCommands {
         Command(words: ["help"], level: .user, help: "list the commands"),
         Command(words: ["prompt"], level: .user, help: "toggle interactive mode with prompt"),
         Command(words: ["quit"], level: .user, help: "close this connection"),
+        Command(words: ["set", "timeout", "cli"], level: .user, help: "change this session's idle timeout (seconds)"),
         Command(words: ["show", "info"], level: .user, help: "report information about the running process"),
         Command(words: ["show", "stat"], level: .user, help: "report counters for each proxy and server"),
         Command(words: ["show", "version"], level: .user, help: "show version of the current process"),

@@ -157,7 +157,7 @@ extension RuntimeCommands {
             v["qcur"] = "\(b.queued)"; v["qmax"] = "\(b.peakQueue.load(ordering: .relaxed))"
             v["scur"] = "\(b.active.load(ordering: .relaxed))"
             v["slim"] = "\(max(1, (model.maxConnections + 9) / 10))"  // HAProxy's default fullconn
-            let up = !usableActive.isEmpty || !usableBackup.isEmpty
+            let up = !usableActive.isEmpty || !usableBackup.isEmpty || b.servers.isEmpty  // no server at all: UP, as HAProxy says
             v["status"] = up ? "UP" : "DOWN"
             let serving = usableActive.isEmpty ? usableBackup : usableActive
             v["weight"] = "\(serving.reduce(0) { $0 + $1.weight })"; v["uweight"] = v["weight"]

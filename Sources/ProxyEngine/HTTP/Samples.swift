@@ -13,6 +13,8 @@ enum ProcessSamples {
         case .constantBool(let b): return visit(.boolean(b))
         case .constantInt(let i): return visit(.integer(i))
         case .constantString(let s): return Array(s.utf8).withUnsafeBytes { visit(.bytes($0)) }
+        case .constantIP(let ip): return visit(.ip(ip))
+        case .constantBinary(let b): return b.withUnsafeBytes { visit(.bytes($0)) }
         case .env(let name):
             guard let v = getenv(name) else { return false }
             return visit(.bytes(UnsafeRawBufferPointer(start: v, count: strlen(v))))

@@ -35,6 +35,8 @@ final class RuntimeAPIServer {
         var output: [UInt8] = []
         var written = 0
         var deadline: UInt64
+        /// `set timeout cli`: this session's idle timeout, when it set one.
+        var timeoutNanoseconds: UInt64?
         /// `prompt` was given: more lines follow, each answered behind `> `.
         var interactive = false
         /// Close once the output is written (non-interactive, or `quit`).
@@ -288,6 +290,10 @@ final class RuntimeAPIServer {
             }
             if command == ["quit"] { session.closing = true; break }
             if command == ["prompt"] { session.interactive.toggle() }
+            if command.count >= 3, command[0] == "set", command[1] == "timeout", command[2] == "cli" {
+                session.output += Array(Self.setTimeout(command, session).utf8)
+                continue
+            }
             if let commands { session.output += Array(commands.run(command, level: settings.level).utf8) }
         }
         if session.interactive && !session.closing {
@@ -296,6 +302,20 @@ final class RuntimeAPIServer {
             session.closing = true
         }
         return true
+    }
+
+    /// `set timeout cli <delay>`: the session's idle timeout, in seconds unless a unit says
+    /// otherwise (HAProxy's form; hatop sends it).
+    static func setTimeout(_ words: [String], _ session: Session) -> String {
+        guard words.count == 4 else { return "Expects an integer value.\n\n" }
+        let text = words[3]
+        let digits = text.prefix { $0.isASCII && $0.isNumber }
+        let unit = text.dropFirst(digits.count)
+        let scale: UInt64? = ["": 1_000_000_000, "s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "m": 60_000_000_000,
+                              "h": 3_600_000_000_000, "d": 86_400_000_000_000][String(unit)]
+        guard let n = UInt64(digits), let scale, n > 0, n <= UInt64(Int32.max) else { return "Expects an integer value.\n\n" }
+        session.timeoutNanoseconds = n * scale
+        return "\n"
     }
 
     private func flush(_ session: Session, epoll: Epoll) {
@@ -318,7 +338,7 @@ final class RuntimeAPIServer {
         // Interactive: all written; wait for the next line.
         session.output = []
         session.written = 0
-        session.deadline = Clock.monotonicNanoseconds() + idleTimeoutNanoseconds
+        session.deadline = Clock.monotonicNanoseconds() + (session.timeoutNanoseconds ?? idleTimeoutNanoseconds)
         try? epoll.modify(session.fd, events: Epoll.readable | Epoll.readHangup, token: Self.sessionToken + UInt64(session.fd.rawValue))
     }
 
