@@ -21,6 +21,12 @@ public final class Frontend: @unchecked Sendable {
     /// For a `listen` section: itself as a backend.
     let ownBackend: Backend?
     public let active = Atomic<Int>(0)
+    /// Its `maxconn` (Int.max: none), changed at run time by `set maxconn frontend`.
+    public let maxconn: Atomic<Int>
+    /// `disable frontend`: its TCP listeners refuse connections until `enable frontend`.
+    public let disabled = Atomic<Bool>(false)
+    /// The listen backlog its sockets were given, for `enable frontend` to listen again.
+    public var backlog: Int { settings.backlog ?? settings.maxconn ?? 1024 }
     public let errorPages: [Int: [UInt8]]
     /// The proxy's HTTP rules, compiled.
     let rules: CompiledHTTPRules
@@ -39,6 +45,7 @@ public final class Frontend: @unchecked Sendable {
         name = definition.name
         self.definition = definition
         settings = definition.settings
+        maxconn = Atomic(definition.settings.maxconn ?? .max)
         forwardFor = definition.settings.options.forwardFor
         timeouts = definition.settings.timeouts
         routes = definition.useBackendRules.compactMap { r in backends[r.backend].map { ($0, r.guardState) } }

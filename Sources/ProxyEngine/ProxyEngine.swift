@@ -40,6 +40,11 @@ public final class ProxyEngine: @unchecked Sendable {
         for context in contexts.dropFirst() { context.acceptingContext = accepting }
         for l in listeners {
             guard let f = frontends[l.frontendName] else { continue }
+            // An inherited socket may come from a frontend the old process had disabled (shut
+            // for reading): listening again revives it, and changes nothing on a live one.
+            if l.isTCP && !f.disabled.load(ordering: .relaxed) {
+                try? Socket.listen(l.fd, backlog: Int32(clamping: l.options.backlog ?? f.backlog))
+            }
             let a = Acceptor(listener: l, frontend: f, context: accepting)
             if contexts.count > 1 { a.handOffTo = contexts }
             try a.start()
@@ -108,6 +113,39 @@ public final class ProxyEngine: @unchecked Sendable {
                 for a in context.acceptors where !a.paused { a.pause() }
             }
         }
+    }
+
+    /// `disable frontend` / `enable frontend`: a disabled frontend's TCP listeners refuse
+    /// connections (shut for reading, as HAProxy pauses them) and are not polled; enabling
+    /// listens again. False when it already was in that state.
+    public func setFrontend(_ frontend: Frontend, enabled: Bool) -> Bool {
+        guard frontend.disabled.compareExchange(expected: enabled, desired: !enabled, ordering: .acquiringAndReleasing).exchanged else {
+            return false
+        }
+        let mine = listeners.filter { $0.frontendName == frontend.name }
+        if !enabled {
+            for l in mine where l.isTCP { _ = Glibc.shutdown(l.fd.rawValue, Int32(SHUT_RD)) }
+        } else {
+            for l in mine where l.isTCP { try? Socket.listen(l.fd, backlog: Int32(clamping: l.options.backlog ?? frontend.backlog)) }
+        }
+        let context = contexts[0]
+        contexts[0].loop.post {
+            for a in context.acceptors where a.frontend === frontend {
+                if enabled {
+                    context.pausedAcceptors.removeAll { $0 === a }
+                    a.resumeAccepting()
+                } else {
+                    a.pause()
+                }
+            }
+        }
+        return true
+    }
+
+    /// A limit was raised (`set maxconn`): acceptors paused at the old one go on.
+    public func limitsChanged() {
+        let context = contexts[0]
+        contexts[0].loop.post { context.resumePausedAcceptors() }
     }
 
     /// Resumes accepting after `pauseAccepting` (SIGTTIN).

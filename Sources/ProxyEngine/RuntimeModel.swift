@@ -13,6 +13,8 @@ public final class RuntimeModel: @unchecked Sendable {
     /// Connections open across all loops (global `maxconn`).
     public let activeConnections = Atomic<Int>(0)
     public let maxConnections: Int
+    /// The limit in force: `maxConnections` until `set maxconn global` lowers it.
+    public let connectionLimit = Atomic<Int>(0)
     /// Kernel pipes held by TCP splicing across all loops, and the most it may hold (`maxpipes`).
     public let pipesInUse = Atomic<Int>(0)
     public let maxPipes: Int
@@ -48,6 +50,7 @@ public final class RuntimeModel: @unchecked Sendable {
         }
         counters = CounterTable(threads: configuration.global.threads, objects: objects)
         maxConnections = configuration.global.maxconn ?? 4096
+        connectionLimit.store(maxConnections, ordering: .relaxed)
         maxPipes = configuration.global.maxpipes ?? maxConnections / 2
     }
 }

@@ -192,7 +192,7 @@ enum Handover {
                 for line in lines.dropLast() {
                     let w = line.split(separator: " ")
                     if w.first == "server", w.count >= 4 { reply.serverStates["\(w[1])/\(w[2])"] = w[3] == "up" }
-                    else if let k = w.first, k.hasPrefix("server-") || k == "var" || k == "counters" { reply.runtimeLines.append(String(line)) }
+                    else if let k = w.first, RuntimeState.carries(k) { reply.runtimeLines.append(String(line)) }
                 }
                 finished = true
             }

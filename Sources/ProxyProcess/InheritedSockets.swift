@@ -5,7 +5,8 @@ import Glibc
 
 /// Listening sockets received from another process (our handover, HAProxy's `-x`), each
 /// identified by asking the kernel what it is: whatever key the sender declared is only a
-/// hint. A descriptor that is not a listening stream socket is refused.
+/// hint. A descriptor that is not a listening stream socket (or a TCP listener paused by
+/// `disable frontend`) is refused.
 struct InheritedSockets {
     /// A received socket as the kernel describes it.
     struct Observed {
@@ -35,11 +36,21 @@ struct InheritedSockets {
 
     /// The listener key of a listening socket, from getsockname and its socket options.
     static func observe(_ fd: FileDescriptor, interfaceHint: String? = nil) -> ListenerKey? {
-        guard (try? Socket.option(fd, level: SOL_SOCKET, name: SO_ACCEPTCONN)) == 1,
-              (try? Socket.option(fd, level: SOL_SOCKET, name: SO_TYPE)) == Socket.streamType,
+        guard (try? Socket.option(fd, level: SOL_SOCKET, name: SO_TYPE)) == Socket.streamType,
               let domain = try? Socket.option(fd, level: SOL_SOCKET, name: SO_DOMAIN) else { return nil }
         let local = Socket.localAddress(fd)
         guard local.family == domain else { return nil }
+        if (try? Socket.option(fd, level: SOL_SOCKET, name: SO_ACCEPTCONN)) != 1 {
+            // A TCP listener the old process paused (`disable frontend` shut it for reading):
+            // still bound to its port, connected to nothing. The new engine listens again
+            // unless the frontend is carried as disabled.
+            var peer = sockaddr_storage()
+            var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+            let connected = withUnsafeMutablePointer(to: &peer) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getpeername(fd.rawValue, $0, &length) }
+            } == 0
+            guard local.family == AF_INET || local.family == AF_INET6, local.port != 0, !connected else { return nil }
+        }
         var key: ListenerKey
         switch local.family {
         case AF_INET:

@@ -19,11 +19,19 @@ import Glibc
 ///     var            NAME bool|int|str|ip HEX-VALUE
 ///     counters       frontend|backend NAME VALUES...  /  counters server BACKEND SERVER VALUES...
 ///     generation     N (the old process's place in the chain of reloads)
+///     frontend-state   FRONTEND disabled
+///     frontend-maxconn FRONTEND RUNTIME CONFIGURED (0: none)
+///     global-maxconn   RUNTIME CONFIGURED
 ///
 /// Counters are carried as the old process's totals when the new one asks: they never go
 /// back to 0 at a reload (Prometheus `rate()` sees no reset); what the old process still
 /// counts while it drains after that moment is not carried yet.
 enum RuntimeState {
+    /// True for the first word of a line this carries (the handover passes those on).
+    static func carries(_ kind: Substring) -> Bool {
+        kind.hasPrefix("server-") || kind.hasPrefix("frontend-") || ["var", "counters", "generation", "global-maxconn"].contains(kind)
+    }
+
     /// The lines describing `model`'s runtime state, for the handover.
     static func lines(_ model: RuntimeModel) -> [String] {
         var out: [String] = ["generation \(model.generation.load(ordering: .relaxed))"]
@@ -42,6 +50,12 @@ enum RuntimeState {
                 out.append("server-checks \(id) \(s.checksEnabled.load(ordering: .relaxed) ? "on" : "off")")
             }
         }
+        for f in model.frontends {
+            if f.disabled.load(ordering: .relaxed) { out.append("frontend-state \(f.name) disabled") }
+            let runtime = f.maxconn.load(ordering: .relaxed)
+            out.append("frontend-maxconn \(f.name) \(runtime == .max ? 0 : runtime) \(f.settings.maxconn ?? 0)")
+        }
+        out.append("global-maxconn \(model.connectionLimit.load(ordering: .relaxed)) \(model.maxConnections)")
         let c = model.counters
         for f in model.frontends { out.append("counters frontend \(f.name) " + c.values(f.statBase).map(String.init).joined(separator: " ")) }
         for (_, b) in model.backends {
@@ -137,6 +151,32 @@ enum RuntimeState {
                 }
                 if let value {
                     model.processVariables.withLock { $0[String(w[1])] = value }
+                    kept += 1
+                }
+                continue
+            }
+            if kind == "frontend-state", w.count == 3, w[2] == "disabled",
+               let f = model.frontends.first(where: { $0.name == w[1] }) {
+                // Applied before the engine starts: its acceptors stay off, its sockets shut.
+                f.disabled.store(true, ordering: .relaxed)
+                kept += 1
+                continue
+            }
+            if kind == "frontend-maxconn", w.count == 4, let f = model.frontends.first(where: { $0.name == w[1] }),
+               let runtime = Int(w[2]), let old = Int(w[3]), runtime != old {
+                if (f.settings.maxconn ?? 0) != old {
+                    overridden.append("frontend \(w[1]): 'maxconn' changed in the configuration; its runtime value \(runtime) is dropped")
+                } else {
+                    f.maxconn.store(runtime == 0 ? .max : runtime, ordering: .relaxed)
+                    kept += 1
+                }
+                continue
+            }
+            if kind == "global-maxconn", w.count == 3, let runtime = Int(w[1]), let old = Int(w[2]), runtime != old {
+                if model.maxConnections != old {
+                    overridden.append("global: 'maxconn' changed in the configuration; its runtime value \(runtime) is dropped")
+                } else {
+                    model.connectionLimit.store(min(runtime, model.maxConnections), ordering: .relaxed)
                     kept += 1
                 }
                 continue

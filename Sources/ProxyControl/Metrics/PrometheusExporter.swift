@@ -74,7 +74,7 @@ public final class PrometheusExporter: LocalService, @unchecked Sendable {
             ("relative_process_id", "This worker's number (always 1)", 1),
             ("uptime_seconds", "Seconds since this process started", max(0, now - commands.startedAt)),
             ("max_fds", "The file-descriptor limit of this process", Int(limit.rlim_cur)),
-            ("max_connections", "The most connections this process accepts at once", model.maxConnections),
+            ("max_connections", "The most connections this process accepts at once", model.connectionLimit.load(ordering: .relaxed)),
             ("hard_max_connections", "The most connections this process accepts at once", model.maxConnections),
             ("current_connections", "Connections open now", model.activeConnections.load(ordering: .relaxed)),
         ]
@@ -108,15 +108,16 @@ public final class PrometheusExporter: LocalService, @unchecked Sendable {
         }
         each("current_sessions", "gauge", "Sessions open now") { frontends[$0].active.load(ordering: .relaxed) }
         each("max_sessions", "gauge", "The most sessions open at once") { frontends[$0].peakSessions.load(ordering: .relaxed) }
-        each("limit_sessions", "gauge", "The frontend's maxconn") { frontends[$0].settings.maxconn ?? model.maxConnections }
+        each("limit_sessions", "gauge", "The frontend's maxconn") { self.commands.sessionLimit(frontends[$0]) }
         each("sessions_total", "counter", "Sessions accepted") { totals[$0].sessions }
         each("bytes_in_total", "counter", "Bytes received from clients") { totals[$0].bytesIn }
         each("bytes_out_total", "counter", "Bytes sent to clients") { totals[$0].bytesOut }
         out.family("haproxy_frontend_status", "gauge", "The frontend's state, one-hot: UP while it accepts")
         let stopping = commands.stopping()
         for i in frontends.indices {
-            out.sample("haproxy_frontend_status", labels[i] + [("state", "DOWN")], stopping ? 1 : 0)
-            out.sample("haproxy_frontend_status", labels[i] + [("state", "UP")], stopping ? 0 : 1)
+            let down = stopping || frontends[i].disabled.load(ordering: .relaxed)
+            out.sample("haproxy_frontend_status", labels[i] + [("state", "DOWN")], down ? 1 : 0)
+            out.sample("haproxy_frontend_status", labels[i] + [("state", "UP")], down ? 0 : 1)
         }
         let http = frontends.indices.filter { frontends[$0].mode == .http }
         out.family("haproxy_frontend_http_responses_total", "counter", "HTTP responses by status class")

@@ -77,6 +77,10 @@ public struct RuntimeCommands {
         Command(words: ["enable", "health"], level: .admin, help: "enable health checks on a server"),
         Command(words: ["shutdown", "sessions", "server"], level: .admin, help: "kill sessions on a server"),
         Command(words: ["set", "maxconn", "server"], level: .admin, help: "change a server's maxconn setting"),
+        Command(words: ["set", "maxconn", "frontend"], level: .admin, help: "change a frontend's maxconn setting"),
+        Command(words: ["set", "maxconn", "global"], level: .admin, help: "change the per-process maxconn setting"),
+        Command(words: ["disable", "frontend"], level: .admin, help: "temporarily disable specific frontend (its ports refuse)"),
+        Command(words: ["enable", "frontend"], level: .admin, help: "re-enable specific frontend"),
         Command(words: ["clear", "counters"], level: .operator, help: "clear max statistics counters (or all counters with 'all')"),
         Command(words: ["set", "var"], level: .operator, help: "set a process-wide variable (proc.NAME) from an expression or a format"),
         Command(words: ["get", "var"], level: .operator, help: "retrieve contents of a process-wide variable"),
@@ -133,6 +137,9 @@ public struct RuntimeCommands {
                 s.setMaxconn(n)
                 return .success(Self.done)
             })
+        case ["set", "maxconn", "frontend"]: return setMaxconnFrontend(words)
+        case ["set", "maxconn", "global"]: return setMaxconnGlobal(words)
+        case ["disable", "frontend"], ["enable", "frontend"]: return setFrontendState(words)
         case ["clear", "counters"]:
             if words.count > 2, words[2] == "all" {
                 guard level >= .admin else { return "Permission denied\n\n" }
@@ -206,7 +213,7 @@ public struct RuntimeCommands {
             ("Uptime", "\(days)d \(hours)h\(String(minutes).leftPadded(2))m\(String(seconds).leftPadded(2))s"),
             ("Uptime_sec", "\(uptime)"), ("Memmax_MB", "0"), ("PoolAlloc_MB", "0"), ("PoolUsed_MB", "0"), ("PoolFailed", "0"),
             ("Ulimit-n", "\(model.configuration.global.ulimitN ?? 0)"), ("Maxsock", "\(model.configuration.global.maxsock ?? 0)"),
-            ("Maxconn", "\(model.maxConnections)"), ("Hard_maxconn", "\(model.maxConnections)"),
+            ("Maxconn", "\(model.connectionLimit.load(ordering: .relaxed))"), ("Hard_maxconn", "\(model.maxConnections)"),
             ("CurrConns", "\(current)"), ("CumConns", "\(cumConns)"), ("CumReq", "\(cumReq)"),
             ("MaxSslConns", "0"), ("CurrSslConns", "0"), ("CumSslConns", "0"),
             ("Maxpipes", "\(model.maxPipes)"), ("PipesUsed", "\(pipes)"),

@@ -106,8 +106,8 @@ extension RuntimeCommands {
                 var v = counterValues(model.counters.totals(f.statBase), peak: f.peakSessions.load(ordering: .relaxed), http: http)
                 v["pxname"] = name; v["svname"] = "FRONTEND"; v["iid"] = "\(id)"; v["sid"] = "0"; v["type"] = "0"
                 v["scur"] = "\(f.active.load(ordering: .relaxed))"
-                v["slim"] = "\(f.settings.maxconn ?? model.maxConnections)"
-                v["status"] = stopping ? "STOP" : "OPEN"
+                v["slim"] = "\(sessionLimit(f))"
+                v["status"] = stopping ? "STOP" : f.disabled.load(ordering: .relaxed) ? "PAUSED" : "OPEN"
                 v["mode"] = http ? "http" : "tcp"
                 v["conn_tot"] = v["stot"]
                 rows.append(StatRow(kind: http ? "httpFrontend" : "tcpFrontend", values: v))

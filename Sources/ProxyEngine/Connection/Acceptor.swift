@@ -40,6 +40,8 @@ final class Acceptor: LoopObject {
     static let events = Epoll.readable
 
     func start() throws {
+        // A frontend disabled before a reload stays so: its socket refuses, nothing polls it.
+        if frontend.disabled.load(ordering: .relaxed) { paused = true; return }
         try context.loop.register(listener.fd, events: Self.events, object: self)
     }
 
@@ -67,8 +69,8 @@ final class Acceptor: LoopObject {
     /// Reserves a connection slot at every level, or none at all.
     func reserveSlot() -> Bool {
         let model = context.model
-        guard Self.reserve(model.activeConnections, below: model.maxConnections) else { return false }
-        guard Self.reserve(frontend.active, below: frontend.settings.maxconn ?? .max) else {
+        guard Self.reserve(model.activeConnections, below: model.connectionLimit.load(ordering: .relaxed)) else { return false }
+        guard Self.reserve(frontend.active, below: frontend.maxconn.load(ordering: .relaxed)) else {
             model.activeConnections.subtract(1, ordering: .relaxed)
             return false
         }
@@ -167,7 +169,7 @@ final class Acceptor: LoopObject {
     }
 
     func resumeAccepting() {
-        guard paused, !stopped else { return }
+        guard paused, !stopped, !frontend.disabled.load(ordering: .relaxed) else { return }
         paused = false
         context.loop.clearDeadline(self)
         try? context.loop.register(listener.fd, events: Self.events, object: self)

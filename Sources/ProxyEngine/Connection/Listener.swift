@@ -18,6 +18,12 @@ public struct Listener: Sendable {
         self.options = options
     }
 
+    /// An IPv4 or IPv6 stream listener (what `disable frontend` shuts and listens again).
+    public var isTCP: Bool {
+        if case .inet = key.address { return true }
+        return false
+    }
+
     /// The socket address a listener key binds to.
     public static func socketAddress(for key: ListenerKey) throws -> SocketAddress? {
         switch key.address {
