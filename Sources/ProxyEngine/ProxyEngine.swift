@@ -17,6 +17,8 @@ public final class ProxyEngine: @unchecked Sendable {
     /// Rung once every loop has stopped accepting (after `softStop`).
     public let stoppedAccepting: EventFD
     private let running = Atomic<Int>(0)
+    /// Questions to every loop (`show sess`), answered on the control thread.
+    public let queries: LoopQueries
     /// Loops that have stopped accepting (after `softStop`).
     private let notAccepting = Atomic<Int>(0)
 
@@ -32,6 +34,7 @@ public final class ProxyEngine: @unchecked Sendable {
         }
         self.loops = loops
         finished = try EventFD()
+        queries = try LoopQueries()
         stoppedAccepting = try EventFD()
         let frontends = Dictionary(model.frontends.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         // The first loop accepts, and hands connections to every loop in turn.

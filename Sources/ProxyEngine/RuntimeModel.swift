@@ -27,6 +27,8 @@ public final class RuntimeModel: @unchecked Sendable {
     public let counters: CounterTable
     /// The stats page and the Prometheus exporter, installed before the loops start.
     public let services = LocalServices()
+    /// The last refused request and response per proxy (`show errors`).
+    public let errors = ErrorCaptures()
     /// This process's place in its chain of reloads: 0 for a fresh start, the old one's + 1.
     public let generation = Atomic<Int>(0)
 

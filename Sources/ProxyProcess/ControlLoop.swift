@@ -20,6 +20,7 @@ struct ControlLoop {
         static let finished: UInt64 = 2
         static let stoppedAccepting: UInt64 = 3
         static let handover: UInt64 = 4
+        static let queries: UInt64 = 5
         /// A successor's channel: this plus its descriptor.
         static let channel: UInt64 = 1 << 32
     }
@@ -29,6 +30,7 @@ struct ControlLoop {
         try? epoll.add(signals.fd, events: Epoll.readable, token: Token.signals)
         try? epoll.add(engine.finished.fd, events: Epoll.readable, token: Token.finished)
         try? epoll.add(engine.stoppedAccepting.fd, events: Epoll.readable, token: Token.stoppedAccepting)
+        try? epoll.add(engine.queries.doorbell.fd, events: Epoll.readable, token: Token.queries)
         if let e = endpoint { try? epoll.add(e.fd, events: Epoll.readable, token: Token.handover) }
         var events = [EpollEvent](repeating: EpollEvent(), count: 16)
         var softStopping = false
@@ -81,6 +83,8 @@ struct ControlLoop {
                     }
                 case Token.finished:
                     engine.finished.drain()
+                case Token.queries:
+                    engine.queries.runAnswered()
                 case Token.stoppedAccepting:
                     engine.stoppedAccepting.drain()
                     endpoint?.acknowledgeStops()
@@ -108,6 +112,7 @@ struct ControlLoop {
             let now = Clock.monotonicNanoseconds()
             for fd in endpoint?.expire(now: now) ?? [] { epoll.remove(fd) }
             runtimeAPI.expire(epoll: epoll)
+            engine.queries.runAnswered()
             if let d = graceDeadline, now >= d { beginSoftStop() }
             if let d = hardDeadline, now >= d {
                 hardDeadline = nil

@@ -76,6 +76,9 @@ public struct RuntimeCommands {
         Command(words: ["disable", "health"], level: .admin, help: "disable health checks on a server (it counts as up)"),
         Command(words: ["enable", "health"], level: .admin, help: "enable health checks on a server"),
         Command(words: ["shutdown", "sessions", "server"], level: .admin, help: "kill sessions on a server"),
+        Command(words: ["show", "errors"], level: .operator, help: "report the last request and response errors for each proxy"),
+        Command(words: ["show", "sess"], level: .operator, help: "report the list of current sessions or dump this exact session"),
+        Command(words: ["shutdown", "session"], level: .admin, help: "kill a specific session"),
         Command(words: ["set", "maxconn", "server"], level: .admin, help: "change a server's maxconn setting"),
         Command(words: ["set", "maxconn", "frontend"], level: .admin, help: "change a frontend's maxconn setting"),
         Command(words: ["set", "maxconn", "global"], level: .admin, help: "change the per-process maxconn setting"),
@@ -137,6 +140,7 @@ public struct RuntimeCommands {
                 s.setMaxconn(n)
                 return .success(Self.done)
             })
+        case ["show", "errors"]: return showErrors(words)
         case ["set", "maxconn", "frontend"]: return setMaxconnFrontend(words)
         case ["set", "maxconn", "global"]: return setMaxconnGlobal(words)
         case ["disable", "frontend"], ["enable", "frontend"]: return setFrontendState(words)

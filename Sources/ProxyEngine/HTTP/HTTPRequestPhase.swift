@@ -26,6 +26,7 @@ extension HTTPTransaction {
                     startTransaction()
                     return true
                 case .invalid(let e):
+                    captureError(isRequest: true, reason: e.reason, bytes: inBuf.readable)
                     respondWithError(e.status, reason: e.reason, state: "PR")
                     return true
                 case .incomplete:
@@ -113,6 +114,13 @@ extension HTTPTransaction {
         if let cookie = backend.settings.cookie { applyPersistence(cookie, backend) }
         retriesLeft = backend.settings.retries
         connectToServer()
+    }
+
+    /// Keeps a refused message for `show errors`.
+    func captureError(isRequest: Bool, reason: String, bytes: UnsafeRawBufferPointer) {
+        context.model.errors.record(isRequest: isRequest, frontend: frontend.name, backend: backend?.name,
+                                    server: server?.server?.name ?? slotServer?.name, source: "\(clientIP):\(clientPort)",
+                                    reason: reason, bytes: bytes)
     }
 
     func equal(_ p: UnsafeRawBufferPointer, _ r: ByteRange, _ s: String) -> Bool {
@@ -284,6 +292,7 @@ extension HTTPTransaction {
                 inBuf.head += n
                 requestBody = .done
             case .invalid(let why):
+                captureError(isRequest: true, reason: why, bytes: chunk)
                 respondWithError(400, reason: why, state: "PR")
             }
             return true

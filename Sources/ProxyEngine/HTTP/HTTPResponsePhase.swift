@@ -30,6 +30,7 @@ extension HTTPTransaction {
                             return true
                         }
                     case .invalid(let e):
+                        captureError(isRequest: false, reason: e.reason, bytes: inBuf.readable)
                         respondWithError(502, reason: e.reason, state: "PH")
                         return true
                     case .complete:

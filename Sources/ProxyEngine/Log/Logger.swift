@@ -189,7 +189,7 @@ public final class Logger: @unchecked Sendable {
     }
 
     /// `25/Nov/2026:01:14:25.123`, as HAProxy's `%tr`.
-    static func acceptDate(seconds: Int, microseconds: Int) -> String {
+    public static func acceptDate(seconds: Int, microseconds: Int) -> String {
         var t = time_t(seconds)
         var tm = Glibc.tm()
         localtime_r(&t, &tm)

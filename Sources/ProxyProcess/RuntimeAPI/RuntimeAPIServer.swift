@@ -41,6 +41,10 @@ final class RuntimeAPIServer {
         var interactive = false
         /// Close once the output is written (non-interactive, or `quit`).
         var closing = false
+        /// A command answered by the data loops is under way: later lines wait for it.
+        var waiting = false
+        /// The client closed while a command was under way.
+        var ended = false
         init(fd: FileDescriptor, endpoint: Int, deadline: UInt64) {
             self.fd = fd
             self.endpoint = endpoint
@@ -250,10 +254,10 @@ final class RuntimeAPIServer {
             switch r {
             case .done(let n)? where n > 0:
                 session.input += chunk[0..<n]
-                while !session.closing, let newline = session.input.firstIndex(of: UInt8(ascii: "\n")) {
-                    let line = String(decoding: session.input[..<newline], as: UTF8.self)
-                    session.input.removeSubrange(...newline)
-                    guard run(line, in: session, epoll: epoll) else { return }
+                guard runBufferedLines(session, epoll: epoll) else { return }
+                if session.waiting {
+                    if session.input.count > Self.maxLine { end(session, epoll: epoll) }
+                    continue
                 }
                 if session.closing { flush(session, epoll: epoll); return }
                 if session.input.count > Self.maxLine { end(session, epoll: epoll); return }
@@ -262,23 +266,63 @@ final class RuntimeAPIServer {
                 return
             default:
                 // End of stream: a line without its newline still counts, as with HAProxy.
-                if !session.input.isEmpty && !session.closing {
-                    let line = String(decoding: session.input, as: UTF8.self)
-                    session.input = []
-                    guard run(line, in: session, epoll: epoll) else { return }
+                session.ended = true
+                if session.waiting {
+                    // The answer under way finishes the session (`resume`).
+                    epoll.remove(session.fd)
+                    return
                 }
-                session.closing = true
-                flush(session, epoll: epoll)
+                finishAtEnd(session, epoll: epoll)
                 return
             }
         }
     }
 
+    /// Runs the complete lines buffered, until one waits for the loops; false when the
+    /// session is gone.
+    private func runBufferedLines(_ session: Session, epoll: Epoll) -> Bool {
+        while !session.closing, !session.waiting, let newline = session.input.firstIndex(of: UInt8(ascii: "\n")) {
+            let line = String(decoding: session.input[..<newline], as: UTF8.self)
+            session.input.removeSubrange(...newline)
+            guard run(line, in: session, epoll: epoll) else { return false }
+        }
+        return true
+    }
+
+    /// The client closed: a last line without its newline runs, then the session ends.
+    private func finishAtEnd(_ session: Session, epoll: Epoll) {
+        if !session.input.isEmpty && !session.closing && !session.waiting {
+            let line = String(decoding: session.input, as: UTF8.self)
+            session.input = []
+            guard run(line, in: session, epoll: epoll) else { return }
+            if session.waiting { return }
+        }
+        session.closing = true
+        flush(session, epoll: epoll)
+    }
+
+    /// A command answered by the loops is done: the lines that waited run, then the output
+    /// goes out.
+    private func resume(_ session: Session, epoll: Epoll) {
+        guard runBufferedLines(session, epoll: epoll), !session.waiting else { return }
+        if session.ended { finishAtEnd(session, epoll: epoll); return }
+        flush(session, epoll: epoll)
+    }
+
     /// Runs one line's commands into the session's output. False when the session is gone
     /// (`_getsocks` hands it the listeners and ends it).
     private func run(_ line: String, in session: Session, epoll: Epoll) -> Bool {
+        runCommands(RuntimeCommands.split(line), from: 0, in: session, epoll: epoll)
+    }
+
+    /// Runs a line's commands from `start`. A command the data loops answer suspends the
+    /// line: its answer, then the commands after it, come when the loops have answered.
+    private func runCommands(_ list: [[String]], from start: Int, in session: Session, epoll: Epoll) -> Bool {
         let settings = endpoints[session.endpoint].settings
-        for command in RuntimeCommands.split(line) {
+        var i = start
+        while i < list.count {
+            let command = list[i]
+            i += 1
             if command == ["_getsocks"] {
                 // Refused without `expose-fd listeners`: nothing is sent, as HAProxy does.
                 if settings.exposeListeners, let engine = commands?.engine {
@@ -294,7 +338,26 @@ final class RuntimeAPIServer {
                 session.output += Array(Self.setTimeout(command, session).utf8)
                 continue
             }
-            if let commands { session.output += Array(commands.run(command, level: settings.level).utf8) }
+            guard let commands else { continue }
+            let next = i
+            // An answer given at once (a refusal) comes back inside the call.
+            var immediate: String?
+            var inCall = true
+            let started = commands.runOnLoops(command, level: settings.level) { [weak self] answer in
+                if inCall { immediate = answer; return }
+                guard let self, self.sessions[session.fd.rawValue] === session else { return }
+                session.output += Array(answer.utf8)
+                session.waiting = false
+                guard self.runCommands(list, from: next, in: session, epoll: epoll) else { return }
+                self.resume(session, epoll: epoll)
+            }
+            inCall = false
+            if started {
+                if let immediate { session.output += Array(immediate.utf8); continue }
+                session.waiting = true
+                return true
+            }
+            session.output += Array(commands.run(command, level: settings.level).utf8)
         }
         if session.interactive && !session.closing {
             session.output += Array("> ".utf8)
