@@ -99,9 +99,6 @@ import Testing
             }
         }
         #expect(cli(socket + ".user", "show env HOME") == "Permission denied\n\n")
-        // Forms not built yet say so; they are never answered with another format.
-        #expect(cli(socket, "show stat typed")?.contains("is not available yet") == true)
-        #expect(cli(socket, "show info json")?.contains("is not available yet") == true)
         #expect(cli(socket + ".op", "clear counters") == "\n" && cli(socket + ".op", "clear counters all") == "Permission denied\n\n")
         #expect(cli(socket + ".op", "shutdown sessions server app/a") == "Permission denied\n\n")
         #expect(cli(socket + ".op", "show env NOPE_PROXY_TEST_X") == "Variable not found\n\n")

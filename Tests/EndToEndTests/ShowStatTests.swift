@@ -84,6 +84,62 @@ import Testing
     }
 }
 
+/// The `typed` and `json` forms beside HAProxy 2.6's: for every field both print, the same
+/// position, tags and type; the JSON parses and carries the same values as the typed form.
+@Suite(.serialized) struct TypedFormsBesideHAProxy {
+    @Test(.enabled(if: Harness.haproxyInstalled, "needs haproxy"))
+    func typedAndJSON() throws {
+        let bed = try TestBed()
+        let ports = TestBed.freePortRange(4)
+        let app = try bed.backend(name: "app")
+        let ours = bed.directory + "/p.sock", theirs = bed.directory + "/h.sock"
+        let stat = ShowStatBesideHAProxy()
+        try stat.config(ports: ports + 2, socket: theirs, app: app).write(toFile: bed.directory + "/h.cfg", atomically: true, encoding: .utf8)
+        try bed.start(Harness.which("haproxy")!, ["-f", bed.directory + "/h.cfg"], log: bed.directory + "/haproxy.log")
+        #expect(TestBed.waitForPort(ports + 2))
+        try bed.proxy(stat.config(ports: ports, socket: ours, app: app), waitFor: ports)
+        #expect(TestBed.waitUntil { [ours, theirs].allSatisfy { (cli($0, "show stat") ?? "").contains("L4OK") } })
+        /// `OBJ.POS.NAME -> TAGS:TYPE` and the values, by object and field.
+        func typed(_ text: String) -> (tags: [String: String], values: [String: String]) {
+            var tags: [String: String] = [:], values: [String: String] = [:]
+            for line in text.split(separator: "\n") {
+                let parts = line.split(separator: ":", maxSplits: 3, omittingEmptySubsequences: false)
+                guard parts.count == 4 else { continue }
+                let head = parts[0].split(separator: ".")
+                let key = head.count == 6 ? "\(head[0]).\(head[3]).\(head[4])" : "\(head[0]).\(head[1])"
+                tags[key] = "\(parts[1]):\(parts[2])"
+                values[String(parts[0])] = String(parts[3])
+            }
+            return (tags, values)
+        }
+        for command in ["show stat typed", "show info typed"] {
+            let (mine, myValues) = typed(cli(ours, command) ?? ""), (reference, _) = typed(cli(theirs, command) ?? "")
+            #expect(!mine.isEmpty && !reference.isEmpty)
+            for (key, tag) in mine {
+                if let t = reference[key] { #expect(tag == t, "\(command) \(key): ours \(tag), HAProxy's \(t)") }
+            }
+            // The keys HAProxy prints and we print too cover most of ours.
+            #expect(mine.keys.filter { reference[$0] != nil }.count * 10 >= mine.count * 9, "\(command): \(mine.keys.filter { reference[$0] == nil }.sorted())")
+            if command == "show stat typed" {
+                #expect(myValues["F.2.0.17.status.1"] == "OPEN" && myValues["S.3.1.1.svname.1"] == "a")
+            }
+        }
+        // JSON: parses, and says what the typed form says.
+        for command in ["show stat json", "show info json"] {
+            let text = cli(ours, command) ?? ""
+            let parsed = try? JSONSerialization.jsonObject(with: Data(text.utf8))
+            #expect(parsed != nil, "\(command): \(text.prefix(300))")
+            let reference = try? JSONSerialization.jsonObject(with: Data((cli(theirs, command) ?? "").utf8))
+            #expect(type(of: parsed) == type(of: reference))
+        }
+        let objects = (try? JSONSerialization.jsonObject(with: Data((cli(ours, "show stat json") ?? "").utf8))) as? [[[String: Any]]] ?? []
+        let frontend = objects.first { ($0.first?["objType"] as? String) == "Frontend" } ?? []
+        let status = frontend.first { (($0["field"] as? [String: Any])?["name"] as? String) == "status" }
+        #expect(((status?["value"] as? [String: Any])?["value"] as? String) == "OPEN")
+        #expect(((status?["tags"] as? [String: Any])?["origin"] as? String) == "Status")
+    }
+}
+
 /// Debian's prometheus-haproxy-exporter reads our `show stat` through the stats socket as
 /// it reads HAProxy's: `haproxy_up 1`, and per-frontend and per-server values that match.
 @Suite(.serialized) struct HAProxyExporterReadsUs {

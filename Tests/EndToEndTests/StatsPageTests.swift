@@ -92,6 +92,11 @@ import Testing
         try csv.write(toFile: bed.directory + "/page.csv", atomically: true, encoding: .utf8)
         let py = try Harness.run(Harness.which("python3")!, ["-c", script, bed.directory + "/page.csv"])
         #expect(py.stdout == "MAINT 5\n", "\(py.stdout) \(py.stderr)")
+        // ;typed and ;json, as the socket's forms.
+        let typed = try TestBed.curl(["-u", "admin:secret", "http://127.0.0.1:\(port)/haproxy?stats;typed"]).1
+        #expect(typed.contains("S.3.2.17.status.1:SGP:str:MAINT"), "\(typed.prefix(500))")
+        let json = try TestBed.curl(["-u", "admin:secret", "http://127.0.0.1:\(port)/haproxy?stats;json"]).1
+        #expect(((try? JSONSerialization.jsonObject(with: Data(json.utf8))) as? [[[String: Any]]])?.count == 304)
         // ;up hides servers that are not up.
         let up = try TestBed.curl(["-u", "admin:secret", "http://127.0.0.1:\(port)/haproxy?stats;csv;up"]).1
         #expect(!up.contains("app,s1,") && up.contains("app,s2,"))

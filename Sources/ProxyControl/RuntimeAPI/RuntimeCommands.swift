@@ -100,7 +100,7 @@ public struct RuntimeCommands {
         switch command.words {
         case ["show", "info"]:
             if let form = words.dropFirst(2).first(where: { $0 == "typed" || $0 == "json" }) {
-                return "'show info \(form)' is not available yet; use 'show info'.\n\n"
+                return infoTyped(infoFields(), json: form == "json") + "\n"
             }
             return info()
         case ["show", "stat"]: return showStat(words, level: level)
@@ -199,6 +199,11 @@ public struct RuntimeCommands {
     /// are real; SSL, compression, peers and pools, which we do not have, are 0; rates and
     /// the idle percentage, which we do not measure, are empty.
     func info() -> String {
+        infoFields().map { "\($0.0): \($0.1)\n" }.joined() + "\n"
+    }
+
+    /// `show info`'s fields, in order.
+    func infoFields() -> [(String, String)] {
         let now = Clock.wallClock().seconds
         let uptime = max(0, now - startedAt)
         let days = uptime / 86_400, hours = uptime / 3600 % 24, minutes = uptime / 60 % 60, seconds = uptime % 60
@@ -235,7 +240,7 @@ public struct RuntimeCommands {
             ("Memmax_bytes", "0"), ("PoolAlloc_bytes", "0"), ("PoolUsed_bytes", "0"), ("Start_time_sec", "\(startedAt)"),
             ("Tainted", "0"),
         ]
-        return fields.map { "\($0.0): \($0.1)\n" }.joined() + "\n"
+        return fields
     }
 }
 

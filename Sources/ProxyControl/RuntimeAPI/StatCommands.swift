@@ -59,12 +59,9 @@ extension RuntimeCommands {
         // `show stat [{iid|proxy} type sid] [up|no-maint]`: a proxy (-1: all), a type mask
         // (1 frontends, 2 backends, 4 servers) and a server id (-1: all).
         var args = Array(words.dropFirst(2))
-        // The typed and JSON forms are not built yet: said, never answered with CSV instead.
-        if let form = args.first(where: { $0 == "typed" || $0 == "json" }) {
-            return "'show stat \(form)' is not available yet; use 'show stat' (CSV).\n\n"
-        }
+        let form = args.first { $0 == "typed" || $0 == "json" }
         let onlyUp = args.contains("up"), noMaint = args.contains("no-maint")
-        args.removeAll { $0 == "up" || $0 == "no-maint" || $0 == "desc" }
+        args.removeAll { $0 == "up" || $0 == "no-maint" || $0 == "desc" || $0 == "typed" || $0 == "json" }
         var proxyFilter: Int?, typeMask = 7, serverFilter: Int?
         if args.count >= 3 {
             if let n = Int(args[0]) { proxyFilter = n == -1 ? nil : n } else {
@@ -74,11 +71,12 @@ extension RuntimeCommands {
             typeMask = Int(args[1]).map { $0 == -1 ? 7 : $0 } ?? 7
             serverFilter = Int(args[2]).flatMap { $0 == -1 ? nil : $0 }
         }
+        let rows = statRows(level: level, proxyFilter: proxyFilter, typeMask: typeMask, serverFilter: serverFilter,
+                            onlyUp: onlyUp, noMaint: noMaint)
+        if form == "typed" { return statTyped(rows) + "\n" }
+        if form == "json" { return statJSON(rows) + "\n" }
         var text = Self.statHeader
-        for row in statRows(level: level, proxyFilter: proxyFilter, typeMask: typeMask, serverFilter: serverFilter,
-                            onlyUp: onlyUp, noMaint: noMaint) {
-            text += statRow(row.kind, row.values)
-        }
+        for row in rows { text += statRow(row.kind, row.values) }
         return text + "\n"
     }
 

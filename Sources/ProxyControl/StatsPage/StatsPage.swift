@@ -60,14 +60,17 @@ public final class StatsPage: LocalService, @unchecked Sendable {
             return ServiceResponse(status: 303, headers: [("location", base + ";st=" + code), ("cache-control", "no-cache"),
                                                           ("content-type", "text/plain")])
         }
-        if modifiers.json || modifiers.typed {
-            let form = modifiers.json ? "json" : "typed"
-            return ServiceResponse(status: 501, headers: [("content-type", "text/plain"), ("cache-control", "no-cache")],
-                                   body: Array("The ;\(form) form is not available yet; use ;csv.\n".utf8))
-        }
         let proxies = scope(settings, proxyName)
         let level: AccessLevel = settings.showLegends || request.adminAllowed ? .operator : .user
         let rows = commands.statRows(level: level, onlyUp: modifiers.up, noMaint: modifiers.noMaint, proxies: proxies)
+        if modifiers.json {
+            return ServiceResponse(status: 200, headers: [("content-type", "application/json"), ("cache-control", "no-cache")],
+                                   body: Array(commands.statJSON(rows).utf8))
+        }
+        if modifiers.typed {
+            return ServiceResponse(status: 200, headers: [("content-type", "text/plain"), ("cache-control", "no-cache")],
+                                   body: Array(commands.statTyped(rows).utf8))
+        }
         if modifiers.csv {
             var text = RuntimeCommands.statHeader
             for row in rows { text += commands.statRow(row.kind, row.values) }
