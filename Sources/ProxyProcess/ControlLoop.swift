@@ -14,6 +14,9 @@ struct ControlLoop {
     let configuration: Configuration
     let endpoint: HandoverEndpoint?
     let runtimeAPI: RuntimeAPIServer
+    /// Channels to the old processes this one replaced: each sends its final counter deltas
+    /// when it exits, then closes.
+    var predecessors: [FileDescriptor] = []
 
     enum Token {
         static let signals: UInt64 = 1
@@ -21,6 +24,9 @@ struct ControlLoop {
         static let stoppedAccepting: UInt64 = 3
         static let handover: UInt64 = 4
         static let queries: UInt64 = 5
+        /// A predecessor's channel: this plus its descriptor (inside the channel range, so
+        /// matched first).
+        static let predecessor: UInt64 = 1 << 36
         /// A successor's channel: this plus its descriptor.
         static let channel: UInt64 = 1 << 32
     }
@@ -32,6 +38,34 @@ struct ControlLoop {
         try? epoll.add(engine.stoppedAccepting.fd, events: Epoll.readable, token: Token.stoppedAccepting)
         try? epoll.add(engine.queries.doorbell.fd, events: Epoll.readable, token: Token.queries)
         if let e = endpoint { try? epoll.add(e.fd, events: Epoll.readable, token: Token.handover) }
+        var readers: [Int32: Handover.FrameReader] = [:]
+        for fd in predecessors {
+            readers[fd.rawValue] = Handover.FrameReader()
+            try? epoll.add(fd, events: Epoll.readable | Epoll.readHangup, token: Token.predecessor + UInt64(fd.rawValue))
+        }
+        /// Reads a predecessor's channel: its deltas are added; at `end` or EOF it is closed.
+        func readPredecessor(_ raw: Int32) {
+            guard var reader = readers[raw] else { return }
+            let fd = FileDescriptor(rawValue: raw)
+            var ended = false
+            while true {
+                guard let r = try? UnixSocket.receive(fd) else { break }
+                for extra in r.1 { FileDescriptor(rawValue: extra).close() }
+                if r.0.isEmpty { ended = true; break }
+                reader.feed(r.0, fds: [])
+            }
+            while let text = try? reader.next() {
+                let lines = text.split(separator: "\n").map(String.init)
+                RuntimeState.applyDeltas(lines, to: engine.model)
+                if lines.last == "end" { ended = true }
+            }
+            readers[raw] = reader
+            if ended {
+                epoll.remove(fd)
+                fd.close()
+                readers[raw] = nil
+            }
+        }
         var events = [EpollEvent](repeating: EpollEvent(), count: 16)
         var softStopping = false
         var hardDeadline: UInt64?
@@ -92,10 +126,13 @@ struct ControlLoop {
                     for channel in endpoint?.acceptAll() ?? [] {
                         try? epoll.add(channel, events: Epoll.readable | Epoll.readHangup, token: Token.channel + UInt64(channel.rawValue))
                     }
+                case Token.predecessor..<Token.predecessor + (1 << 32):
+                    readPredecessor(Int32(truncatingIfNeeded: token - Token.predecessor))
                 case Token.channel..<RuntimeAPIServer.listenerToken:
                     guard let endpoint else { break }
                     let fd = FileDescriptor(rawValue: Int32(truncatingIfNeeded: token - Token.channel))
-                    switch endpoint.readable(fd, sockets: sockets, serverStates: states) {
+                    switch endpoint.readable(fd, sockets: sockets, serverStates: states,
+                                             snapshot: { RuntimeState.counterSnapshot(engine.model) }) {
                     case .stop:
                         // The acknowledgement goes out once no loop accepts any more.
                         beginSoftStop()
@@ -121,6 +158,24 @@ struct ControlLoop {
         }
         engine.join()
         runtimeAPI.closeListeners(epoll: epoll)
+        // Counters stay exact across reloads: what the older processes still count comes in
+        // as they exit, so wait for them (bounded by hard-stop-after when set), then hand
+        // everything counted since the successor's snapshot to the newest successor.
+        let waitUntil = configuration.global.hardStopAfter.map { Clock.monotonicNanoseconds() + UInt64($0) * 1_000_000 }
+        while !readers.isEmpty {
+            if let w = waitUntil, Clock.monotonicNanoseconds() >= w { break }
+            let n = events.withUnsafeMutableBufferPointer { epoll.wait($0.baseAddress!, capacity: 16, timeoutMilliseconds: 1000) }
+            for i in 0..<n {
+                let token = events[i].data.u64
+                if token >= Token.predecessor && token < Token.predecessor + (1 << 32) {
+                    readPredecessor(Int32(truncatingIfNeeded: token - Token.predecessor))
+                } else if token == Token.signals {
+                    // SIGTERM or SIGINT while waiting: stop waiting.
+                    while let sig = signals.next() { if sig == SIGTERM || sig == SIGINT { readers.removeAll() } }
+                }
+            }
+        }
+        endpoint?.sendFinalDeltas { RuntimeState.deltaLines(since: $0, engine.model) }
         endpoint?.close()
         return 0
     }

@@ -17,6 +17,9 @@ struct HandoverClient {
     var serverStates: [String: Bool] = [:]
     /// The runtime API's changes the old processes carried (`RuntimeState`).
     var runtimeLines: [String] = []
+    /// The channels of the old processes that confirmed they stopped, kept open: each sends
+    /// what it counted after its snapshot when it exits (`RuntimeState.deltaLines`).
+    var predecessors: [FileDescriptor] = []
     /// Pids with no endpoint (gone, HAProxy, an older build): signalled only.
     var signalOnly: [Int32] = []
     /// Notes for stderr (a peer speaking another protocol version, say).
@@ -95,7 +98,7 @@ struct HandoverClient {
                             throw Handover.ProtocolError("\(extra.count) descriptors arrived outside any batch")
                         }
                         serverStates.merge(reply.serverStates) { a, _ in a }
-                        runtimeLines += reply.runtimeLines
+                        runtimeLines += ["from \(channels[i].pid)"] + reply.runtimeLines
                         pending.remove(i)
                         continue
                     }
@@ -171,7 +174,9 @@ struct HandoverClient {
             }
             waiting = still
         }
-        for c in channels { c.fd.close() }
+        for (i, c) in channels.enumerated() {
+            if unconfirmed.contains(i) { c.fd.close() } else { predecessors.append(c.fd) }
+        }
         let pids = Set(channels.indices).subtracting(unconfirmed).map { channels[$0].pid }
         channels = []
         return Set(pids)

@@ -15,6 +15,10 @@ final class HandoverEndpoint {
         var answered = false
         /// Waiting for the engine to stop accepting before saying `stopped`.
         var awaitingAcknowledgement = false
+        /// The counters as sent in the reply: what this successor starts from.
+        var snapshot: [String: [Int]] = [:]
+        /// Told `stopped`: the successor, in the order they came (the newest gets the deltas).
+        var successorOrder: Int?
         let deadline: UInt64
         init(fd: FileDescriptor, deadline: UInt64) {
             self.fd = fd
@@ -24,6 +28,10 @@ final class HandoverEndpoint {
 
     let fd: FileDescriptor
     private(set) var channels: [Int32: Channel] = [:]
+    /// The counters the first confirmed successor started from: the final deltas are
+    /// counted from there, whichever successor is newest at exit.
+    private var baseline: [String: [Int]]?
+    private var successors = 0
     /// How long a successor may take to ask, once connected.
     static let requestTimeoutNanoseconds: UInt64 = 5_000_000_000
 
@@ -64,7 +72,8 @@ final class HandoverEndpoint {
     }
 
     /// Reads a readable channel and acts on it.
-    func readable(_ channelFD: FileDescriptor, sockets: () -> [(fd: Int32, hint: String)], serverStates: () -> [String]) -> Request {
+    func readable(_ channelFD: FileDescriptor, sockets: () -> [(fd: Int32, hint: String)], serverStates: () -> [String],
+                  snapshot: () -> [String: [Int]]) -> Request {
         guard let c = channels[channelFD.rawValue] else { return .closed }
         var ended = false
         while true {
@@ -78,7 +87,9 @@ final class HandoverEndpoint {
             while let text = try c.reader.next() {
                 if !c.answered, text == "\(Handover.magic) \(Handover.version) sockets" {
                     c.answered = true
-                    try send(Handover.reply(sockets: sockets(), serverStates: serverStates()), on: c.fd)
+                    let states = serverStates()
+                    c.snapshot = snapshot()
+                    try send(Handover.reply(sockets: sockets(), serverStates: states), on: c.fd)
                     result = .answered
                 } else if c.answered, text == "stop" {
                     c.awaitingAcknowledgement = true
@@ -111,8 +122,24 @@ final class HandoverEndpoint {
             try? Socket.setBlocking(c.fd, true)
             try? Socket.setTimeouts(c.fd, milliseconds: 1000)
             try? UnixSocket.send(c.fd, Handover.frame("stopped"), fds: [])
-            drop(c)
+            try? Socket.setNonBlocking(c.fd)
+            c.awaitingAcknowledgement = false
+            c.successorOrder = successors
+            successors += 1
+            if baseline == nil { baseline = c.snapshot }
         }
+    }
+
+    /// At exit: what this process counted since its first successor's snapshot goes to the
+    /// newest successor still connected, which adds it to its own counters (and, if it is
+    /// itself draining, passes it on the same way when it exits).
+    func sendFinalDeltas(_ lines: (_ baseline: [String: [Int]]) -> [String]) {
+        guard let baseline, let newest = channels.values.filter({ $0.successorOrder != nil })
+            .max(by: { $0.successorOrder! < $1.successorOrder! }) else { return }
+        let text = (lines(baseline) + ["end"]).joined(separator: "\n")
+        try? Socket.setBlocking(newest.fd, true)
+        try? Socket.setTimeouts(newest.fd, milliseconds: 1000)
+        try? UnixSocket.send(newest.fd, Handover.frame(text), fds: [])
     }
 
     /// Channels that never asked in time.

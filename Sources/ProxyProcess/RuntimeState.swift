@@ -77,6 +77,65 @@ enum RuntimeState {
         return out
     }
 
+    /// A `counters KIND NAME... VALUES` (or `delta ...`) line's object in `model` and values.
+    static func counterLine(_ w: [Substring], _ model: RuntimeModel) -> (Int, [Int])? {
+        let base: Int?
+        let values: ArraySlice<Substring>
+        switch w[1] {
+        case "frontend":
+            base = model.frontends.first { $0.name == w[2] }?.statBase
+            values = w.dropFirst(3)
+        case "backend":
+            base = model.backends[String(w[2])]?.statBase
+            values = w.dropFirst(3)
+        case "server" where w.count >= 4:
+            base = model.backends[String(w[2])]?.server(named: String(w[3]))?.statBase
+            values = w.dropFirst(4)
+        default:
+            return nil
+        }
+        guard let base else { return nil }
+        return (base, values.compactMap { Int($0) })
+    }
+
+    /// Every object's counters, by `KIND NAME`: what a successor starts from.
+    static func counterSnapshot(_ model: RuntimeModel) -> [String: [Int]] {
+        var out: [String: [Int]] = [:]
+        let c = model.counters
+        for f in model.frontends { out["frontend \(f.name)"] = c.values(f.statBase) }
+        for (_, b) in model.backends {
+            out["backend \(b.name)"] = c.values(b.statBase)
+            for s in b.servers { out["server \(b.name) \(s.name)"] = c.values(s.statBase) }
+        }
+        return out
+    }
+
+    /// What was counted since `baseline`: one `delta KIND NAME VALUES` line per object that
+    /// moved (a value that went down, after `clear counters`, counts as 0).
+    static func deltaLines(since baseline: [String: [Int]], _ model: RuntimeModel) -> [String] {
+        var lines: [String] = []
+        for (key, now) in counterSnapshot(model) {
+            let before = baseline[key] ?? Array(repeating: 0, count: now.count)
+            let delta = zip(now, before).map { max(0, $0 - $1) }
+            if delta.contains(where: { $0 > 0 }) { lines.append("delta \(key) " + delta.map(String.init).joined(separator: " ")) }
+        }
+        return lines.sorted()
+    }
+
+    /// Adds a predecessor's final deltas to this process's counters (any thread: the adds
+    /// are atomic). Returns how many objects they touched.
+    @discardableResult
+    static func applyDeltas(_ lines: [String], to model: RuntimeModel) -> Int {
+        var n = 0
+        for line in lines {
+            let w = line.split(separator: " ")
+            guard w.first == "delta", w.count >= 3, let (base, values) = counterLine(w, model) else { continue }
+            model.counters.carry(base, values)
+            n += 1
+        }
+        return n
+    }
+
     /// A server's configured address as its file wrote it (what a reload compares).
     static func configured(_ s: Server) -> String {
         s.definition.address.description + (s.definition.address.portOffset.map { "+\($0)" } ?? "")
@@ -105,37 +164,31 @@ enum RuntimeState {
     static func apply(_ lines: [String], to model: RuntimeModel) -> (kept: Int, overridden: [String]) {
         var kept = 0
         var overridden: [String] = []
-        var carried: [Int: [Int]] = [:]
-        defer { for (base, v) in carried { model.counters.carry(base, v) } }
+        // The counters come from the newest old process (the highest generation): its totals
+        // already hold its predecessors', and each older one still draining sends what it
+        // counts after that to its newest successor when it exits.
+        var blocks: [(generation: Int, counters: [Int: [Int]])] = []
+        defer {
+            if let newest = blocks.enumerated().max(by: { ($0.element.generation, $0.offset) < ($1.element.generation, $1.offset) })?.element {
+                model.generation.store(newest.generation + 1, ordering: .relaxed)
+                for (base, v) in newest.counters { model.counters.carry(base, v) }
+            }
+        }
         for line in lines {
             let w = line.split(separator: " ")
             guard let kind = w.first else { continue }
+            if kind == "from" {
+                blocks.append((0, [:]))
+                continue
+            }
             if kind == "generation", w.count == 2, let n = Int(w[1]) {
-                model.generation.store(n + 1, ordering: .relaxed)
+                if blocks.isEmpty { blocks.append((0, [:])) }
+                blocks[blocks.count - 1].generation = n
                 continue
             }
             if kind == "counters", w.count >= 3 {
-                let values: ArraySlice<Substring>
-                let base: Int?
-                switch w[1] {
-                case "frontend":
-                    base = model.frontends.first { $0.name == w[2] }?.statBase
-                    values = w.dropFirst(3)
-                case "backend":
-                    base = model.backends[String(w[2])]?.statBase
-                    values = w.dropFirst(3)
-                case "server" where w.count >= 4:
-                    base = model.backends[String(w[2])]?.server(named: String(w[3]))?.statBase
-                    values = w.dropFirst(4)
-                default:
-                    continue
-                }
-                // Several old processes (`-sf $(pidof proxy)`): each already carries its
-                // predecessors' totals, so the largest is taken, never the sum.
-                if let base {
-                    let v = values.compactMap { Int($0) }
-                    carried[base] = carried[base].map { zip($0, v).map { max($0, $1) } } ?? v
-                }
+                if blocks.isEmpty { blocks.append((0, [:])) }
+                if let (base, values) = counterLine(w, model) { blocks[blocks.count - 1].counters[base] = values }
                 continue
             }
             if kind == "var", w.count == 4 {

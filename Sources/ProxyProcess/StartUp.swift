@@ -70,7 +70,7 @@ final class StartUp {
         pointOfNoReturn()
         guard let engine, let signals, let control, let runtimeAPI else { return 1 }
         return ControlLoop(engine: engine, signals: signals, epoll: control, configuration: configuration,
-                           endpoint: endpoint, runtimeAPI: runtimeAPI).run()
+                           endpoint: endpoint, runtimeAPI: runtimeAPI, predecessors: handover.predecessors).run()
     }
 
     // MARK: 1. prepare
