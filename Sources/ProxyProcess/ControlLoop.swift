@@ -16,7 +16,7 @@ struct ControlLoop {
     let runtimeAPI: RuntimeAPIServer
     /// Channels to the old processes this one replaced: each sends its final counter deltas
     /// when it exits, then closes.
-    var predecessors: [FileDescriptor] = []
+    var predecessors: [(fd: FileDescriptor, reader: Handover.FrameReader)] = []
 
     enum Token {
         static let signals: UInt64 = 1
@@ -39,9 +39,9 @@ struct ControlLoop {
         try? epoll.add(engine.queries.doorbell.fd, events: Epoll.readable, token: Token.queries)
         if let e = endpoint { try? epoll.add(e.fd, events: Epoll.readable, token: Token.handover) }
         var readers: [Int32: Handover.FrameReader] = [:]
-        for fd in predecessors {
-            readers[fd.rawValue] = Handover.FrameReader()
-            try? epoll.add(fd, events: Epoll.readable | Epoll.readHangup, token: Token.predecessor + UInt64(fd.rawValue))
+        for p in predecessors {
+            readers[p.fd.rawValue] = p.reader
+            try? epoll.add(p.fd, events: Epoll.readable | Epoll.readHangup, token: Token.predecessor + UInt64(p.fd.rawValue))
         }
         /// Reads a predecessor's channel: its deltas are added; at `end` or EOF it is closed.
         func readPredecessor(_ raw: Int32) {
@@ -87,6 +87,8 @@ struct ControlLoop {
                 hardDeadline = Clock.monotonicNanoseconds() + UInt64(after) * 1_000_000
             }
         }
+        // Frames that came with `stopped`, already read.
+        for p in predecessors { readPredecessor(p.fd.rawValue) }
         let sockets = { engine.listeners.map { (fd: $0.fd.rawValue, hint: "listener " + Handover.encode($0.key)) } + runtimeAPI.handoverSockets }
         let states = { () -> [String] in
             var lines: [String] = []
@@ -131,8 +133,7 @@ struct ControlLoop {
                 case Token.channel..<RuntimeAPIServer.listenerToken:
                     guard let endpoint else { break }
                     let fd = FileDescriptor(rawValue: Int32(truncatingIfNeeded: token - Token.channel))
-                    switch endpoint.readable(fd, sockets: sockets, serverStates: states,
-                                             snapshot: { RuntimeState.counterSnapshot(engine.model) }) {
+                    switch endpoint.readable(fd, sockets: sockets, serverStates: states) {
                     case .stop:
                         // The acknowledgement goes out once no loop accepts any more.
                         beginSoftStop()

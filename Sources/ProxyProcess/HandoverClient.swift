@@ -19,7 +19,9 @@ struct HandoverClient {
     var runtimeLines: [String] = []
     /// The channels of the old processes that confirmed they stopped, kept open: each sends
     /// what it counted after its snapshot when it exits (`RuntimeState.deltaLines`).
-    var predecessors: [FileDescriptor] = []
+    /// Each with what was already read past `stopped` (a predecessor with nothing to drain
+    /// sends its deltas right behind it).
+    var predecessors: [(fd: FileDescriptor, reader: Handover.FrameReader)] = []
     /// Pids with no endpoint (gone, HAProxy, an older build): signalled only.
     var signalOnly: [Int32] = []
     /// Notes for stderr (a peer speaking another protocol version, say).
@@ -168,14 +170,16 @@ struct HandoverClient {
                     for fd in r.1 { FileDescriptor(rawValue: fd).close() }
                     channels[i].reader.feed(r.0, fds: [])
                 }
-                while let text = try? channels[i].reader.next() { if text == "stopped" { confirmed = true } }
+                // Only up to `stopped`: the frames behind it are the final deltas, for the
+                // control loop, which gets this reader with them.
+                while !confirmed, let text = try? channels[i].reader.next() { if text == "stopped" { confirmed = true } }
                 if confirmed { continue }
                 if ended { unconfirmed.insert(i) } else { still.append(i) }
             }
             waiting = still
         }
         for (i, c) in channels.enumerated() {
-            if unconfirmed.contains(i) { c.fd.close() } else { predecessors.append(c.fd) }
+            if unconfirmed.contains(i) { c.fd.close() } else { predecessors.append((c.fd, c.reader)) }
         }
         let pids = Set(channels.indices).subtracting(unconfirmed).map { channels[$0].pid }
         channels = []

@@ -72,8 +72,7 @@ final class HandoverEndpoint {
     }
 
     /// Reads a readable channel and acts on it.
-    func readable(_ channelFD: FileDescriptor, sockets: () -> [(fd: Int32, hint: String)], serverStates: () -> [String],
-                  snapshot: () -> [String: [Int]]) -> Request {
+    func readable(_ channelFD: FileDescriptor, sockets: () -> [(fd: Int32, hint: String)], serverStates: () -> [String]) -> Request {
         guard let c = channels[channelFD.rawValue] else { return .closed }
         var ended = false
         while true {
@@ -87,8 +86,10 @@ final class HandoverEndpoint {
             while let text = try c.reader.next() {
                 if !c.answered, text == "\(Handover.magic) \(Handover.version) sockets" {
                     c.answered = true
+                    // The baseline is read from the very lines sent: the successor starts from
+                    // exactly these values, and whatever is counted after them is a delta.
                     let states = serverStates()
-                    c.snapshot = snapshot()
+                    c.snapshot = RuntimeState.snapshot(fromLines: states)
                     try send(Handover.reply(sockets: sockets(), serverStates: states), on: c.fd)
                     result = .answered
                 } else if c.answered, text == "stop" {

@@ -110,6 +110,19 @@ enum RuntimeState {
         return out
     }
 
+    /// The counters in the `counters` lines of `lines`, by `KIND NAME`, as `counterSnapshot`.
+    static func snapshot(fromLines lines: [String]) -> [String: [Int]] {
+        var out: [String: [Int]] = [:]
+        for line in lines where line.hasPrefix("counters ") {
+            let w = line.split(separator: " ")
+            guard w.count >= 3 else { continue }
+            let nameWords = w[1] == "server" ? 3 : 2
+            guard w.count > nameWords else { continue }
+            out[w[1...nameWords].joined(separator: " ")] = w.dropFirst(nameWords + 1).compactMap { Int($0) }
+        }
+        return out
+    }
+
     /// What was counted since `baseline`: one `delta KIND NAME VALUES` line per object that
     /// moved (a value that went down, after `clear counters`, counts as 0).
     static func deltaLines(since baseline: [String: [Int]], _ model: RuntimeModel) -> [String] {
