@@ -57,23 +57,32 @@ enum CLIClient {
 
     /// Sends one command line and prints the whole answer.
     static func ask(_ line: String, socket: String) -> Int32 {
-        let fd: FileDescriptor
-        do { fd = try connect(socket) } catch let e as SystemError {
+        let text: String
+        do { text = try exchange(line, socket: socket) } catch let e as SystemError {
             ProxyMain.printError("proxy cli: cannot reach the runtime API at \(socket): \(e.reason)\n")
             return 2
         } catch {
-            ProxyMain.printError("proxy cli: cannot reach the runtime API at \(socket)\n")
+            ProxyMain.printError("proxy cli: \(error)\n")
             return 2
         }
+        write(text)
+        return text.hasPrefix("Unknown command") || text.contains("Permission denied") ? 1 : 0
+    }
+
+    /// The runtime API closed the connection before the command was sent.
+    struct Closed: Error, CustomStringConvertible {
+        var description: String { "the runtime API closed the connection" }
+    }
+
+    /// Sends one command line and returns the whole answer (until the server closes).
+    static func exchange(_ line: String, socket: String, timeoutMilliseconds: Int = 60_000) throws -> String {
+        let fd = try connect(socket, timeoutMilliseconds: timeoutMilliseconds)
         defer { fd.close() }
         let bytes = Array((line + "\n").utf8)
         var sent = 0
         while sent < bytes.count {
             let r = bytes[sent...].withUnsafeBytes { try? Socket.write(fd, from: $0.baseAddress!, count: $0.count) }
-            guard case .done(let n)? = r, n > 0 else {
-                ProxyMain.printError("proxy cli: the runtime API closed the connection\n")
-                return 2
-            }
+            guard case .done(let n)? = r, n > 0 else { throw Closed() }
             sent += n
         }
         var answer: [UInt8] = []
@@ -83,9 +92,7 @@ enum CLIClient {
             guard case .done(let n)? = r, n > 0 else { break }
             answer += chunk[0..<n]
         }
-        let text = String(decoding: answer, as: UTF8.self)
-        write(text)
-        return text.hasPrefix("Unknown command") || text.contains("Permission denied") ? 1 : 0
+        return String(decoding: answer, as: UTF8.self)
     }
 
     /// Writes to standard output now (unbuffered: a prompt shows before the line is read).
@@ -99,10 +106,11 @@ enum CLIClient {
         }
     }
 
-    /// A blocking connection to the socket, waiting up to 60 s for each answer's bytes.
-    static func connect(_ spec: String) throws -> FileDescriptor {
-        if spec.hasPrefix("abns@") { return try UnixSocket.connect(abstract: String(spec.dropFirst(5)), timeoutMilliseconds: 60_000) }
-        if spec.hasPrefix("unix@") { return try UnixSocket.connect(path: String(spec.dropFirst(5)), timeoutMilliseconds: 60_000) }
+    /// A blocking connection to the socket, waiting up to `timeoutMilliseconds` (60 s by
+    /// default: a master CLI `reload` answers late) for each answer's bytes.
+    static func connect(_ spec: String, timeoutMilliseconds: Int = 60_000) throws -> FileDescriptor {
+        if spec.hasPrefix("abns@") { return try UnixSocket.connect(abstract: String(spec.dropFirst(5)), timeoutMilliseconds: timeoutMilliseconds) }
+        if spec.hasPrefix("unix@") { return try UnixSocket.connect(path: String(spec.dropFirst(5)), timeoutMilliseconds: timeoutMilliseconds) }
         var inet = spec
         for prefix in ["ipv4@", "ipv6@", "tcp@"] where inet.hasPrefix(prefix) { inet = String(inet.dropFirst(prefix.count)) }
         if !inet.hasPrefix("/"), let colon = inet.lastIndex(of: ":"), let port = UInt16(inet[inet.index(after: colon)...]) {
@@ -113,7 +121,7 @@ enum CLIClient {
             let fd = try Socket.make(family: address.family)
             do {
                 try Socket.setBlocking(fd, true)
-                try Socket.setTimeouts(fd, milliseconds: 60_000)
+                try Socket.setTimeouts(fd, milliseconds: timeoutMilliseconds)
                 _ = try Socket.connect(fd, address)
             } catch {
                 fd.close()
@@ -121,6 +129,6 @@ enum CLIClient {
             }
             return fd
         }
-        return try UnixSocket.connect(path: spec, timeoutMilliseconds: 60_000)
+        return try UnixSocket.connect(path: spec, timeoutMilliseconds: timeoutMilliseconds)
     }
 }

@@ -125,7 +125,8 @@ public struct CommandLineOptions: Equatable, Sendable {
             -c             check the configuration and exit: 0 when valid, 1 with every error
             -cc <cond>     evaluate a .if condition: exit 0 when true, 1 when false, 2 on error
             -q             quiet: print errors only
-            -V             verbose: with -c, show how load-time rules were decided
+            -V             verbose: with -c, show how load-time rules were decided, which rules
+                           read proc. variables, and with -x SOCKET what a reload keeps
             -v             print the version
             -D             run in the background once serving (daemon)
             -p <file>      write the serving process's pid to <file>

@@ -75,6 +75,10 @@ public enum ProxyMain {
         if options.checkOnly {
             if options.verbose {
                 for rule in configuration.foldedRules { print(rule.description) }
+                for line in ReloadPreview.runtimeVariableRules(configuration) { print(line) }
+                if let socket = options.socketTransfer {
+                    for line in ReloadPreview.describe(configuration, socket: socket) { print(line) }
+                }
                 let ms = Double(Clock.monotonicNanoseconds() - started) / 1e6
                 print("Loaded \(configuration.files.count) file\(configuration.files.count == 1 ? "" : "s"), \(configuration.proxies.count) proxies in \(formatMilliseconds(ms)) ms")
             }

@@ -174,9 +174,10 @@ enum RuntimeState {
 
     /// Applies the carried lines to a new model; returns what the start-up reports: each
     /// item the new file changed (the file wins), and how many changes were kept.
-    static func apply(_ lines: [String], to model: RuntimeModel) -> (kept: Int, overridden: [String]) {
-        var kept = 0
+    static func apply(_ lines: [String], to model: RuntimeModel) -> (kept: Int, overridden: [String], keptItems: [String]) {
+        var keptItems: [String] = []
         var overridden: [String] = []
+        func keep(_ what: String) { keptItems.append(what) }
         // The counters come from the newest old process (the highest generation): its totals
         // already hold its predecessors', and each older one still draining sends what it
         // counts after that to its newest successor when it exits.
@@ -217,7 +218,7 @@ enum RuntimeState {
                 }
                 if let value {
                     model.processVariables.withLock { $0[String(w[1])] = value }
-                    kept += 1
+                    keep("variable proc.\(w[1]) = \(String(decoding: value.text, as: UTF8.self))")
                 }
                 continue
             }
@@ -225,7 +226,7 @@ enum RuntimeState {
                let f = model.frontends.first(where: { $0.name == w[1] }) {
                 // Applied before the engine starts: its acceptors stay off, its sockets shut.
                 f.disabled.store(true, ordering: .relaxed)
-                kept += 1
+                keep("frontend \(w[1]): disabled")
                 continue
             }
             if kind == "frontend-maxconn", w.count == 4, let f = model.frontends.first(where: { $0.name == w[1] }),
@@ -234,7 +235,7 @@ enum RuntimeState {
                     overridden.append("frontend \(w[1]): 'maxconn' changed in the configuration; its runtime value \(runtime) is dropped")
                 } else {
                     f.maxconn.store(runtime == 0 ? .max : runtime, ordering: .relaxed)
-                    kept += 1
+                    keep("frontend \(w[1]): maxconn \(runtime)")
                 }
                 continue
             }
@@ -243,7 +244,7 @@ enum RuntimeState {
                     overridden.append("global: 'maxconn' changed in the configuration; its runtime value \(runtime) is dropped")
                 } else {
                     model.connectionLimit.store(min(runtime, model.maxConnections), ordering: .relaxed)
-                    kept += 1
+                    keep("global: maxconn \(runtime)")
                 }
                 continue
             }
@@ -260,7 +261,7 @@ enum RuntimeState {
                     overridden.append("\(item): 'disabled' changed in the configuration; its runtime state '\(w[3])' is dropped")
                 } else {
                     s.setAdminState(state)
-                    kept += 1
+                    keep("\(item): state \(w[3])")
                 }
             case "server-weight" where w.count == 5, "server-maxconn" where w.count == 5:
                 guard let runtime = Int(w[3]), let old = Int(w[4]), runtime != old else { continue }
@@ -270,10 +271,10 @@ enum RuntimeState {
                     overridden.append("\(item): '\(isWeight ? "weight" : "maxconn")' changed in the configuration (\(old) -> \(configured)); its runtime value \(runtime) is dropped")
                 } else if isWeight {
                     s.setWeight(runtime)
-                    kept += 1
+                    keep("\(item): weight \(runtime)")
                 } else {
                     s.setMaxconn(runtime)
-                    kept += 1
+                    keep("\(item): maxconn \(runtime)")
                 }
             case "server-addr" where w.count == 6:
                 guard let ip = IPAddress(parsing: String(w[3])), let port = UInt16(w[4]) else { continue }
@@ -283,17 +284,17 @@ enum RuntimeState {
                     overridden.append("\(item): its address changed in the configuration; the runtime address \(w[3]):\(w[4]) is dropped")
                 } else {
                     s.setAddress(ip.isV4 ? SocketAddress(ipv4: ip.v4Value, port: port) : SocketAddress(ipv6: ip.bytes16, port: port))
-                    kept += 1
+                    keep("\(item): address \(w[3]) port \(w[4])")
                 }
             case "server-checks":
                 if w[3] == "off" {
                     s.checksEnabled.store(false, ordering: .relaxed)
-                    kept += 1
+                    keep("\(item): health checks disabled")
                 }
             default:
                 continue
             }
         }
-        return (kept, overridden)
+        return (keptItems.count, overridden, keptItems)
     }
 }

@@ -307,3 +307,36 @@ import Testing
         kill(third.processIdentifier, SIGTERM)
     }
 }
+
+/// `proxy -c -V -x SOCKET`: before a reload, what it would keep of the running process's
+/// runtime changes and what the file would override; and which rules read `proc.` variables.
+@Suite(.serialized) struct ReloadPreviewTests {
+    @Test func checkModeAsksTheRunningProcess() throws {
+        let bed = try TestBed()
+        let port = TestBed.freePort()
+        let a = try bed.backend(name: "a")
+        let socket = bed.directory + "/p.sock"
+        let base = RuntimeChangesSurviveAReload()
+        var config = base.config(port: port, socket: socket, a: a, b: a)
+        config = config.replacingOccurrences(of: "    default_backend app", with: """
+            acl site_maint var(proc.site_maint) -m bool
+            use_backend app if site_maint
+            default_backend app
+        """)
+        try bed.proxy(config, waitFor: port)
+        #expect(cli(socket, "set server app/a state drain; set weight app/b 7; set var proc.site_maint bool(true)") == "\n\n\n")
+        let changed = config.replacingOccurrences(of: "server b 127.0.0.1:\(a) weight 10", with: "server b 127.0.0.1:\(a) weight 30")
+        try changed.write(toFile: bed.directory + "/next.cfg", atomically: true, encoding: .utf8)
+        let r = try Harness.run(Harness.proxyBinary, ["-c", "-V", "-f", bed.directory + "/next.cfg", "-x", socket])
+        #expect(r.status == 0, "\(r.stdout) \(r.stderr)")
+        for line in ["use_backend app reads proc.site_maint at run time",
+                     "a reload with this file keeps 2 changes, the file overrides 1",
+                     "  keeps: server app/a: state drain", "  keeps: variable proc.site_maint = 1",
+                     "  file wins: server app/b: 'weight' changed in the configuration (10 -> 30); its runtime value 7 is dropped"] {
+            #expect(r.stdout.contains(line), "missing '\(line)' in:\n\(r.stdout)")
+        }
+        // No process there: said, within the 100 ms, and the check still passes.
+        let gone = try Harness.run(Harness.proxyBinary, ["-c", "-V", "-f", bed.directory + "/next.cfg", "-x", bed.directory + "/none.sock"])
+        #expect(gone.status == 0 && gone.stdout.contains("cannot reach the running process at"), "\(gone.stdout)")
+    }
+}

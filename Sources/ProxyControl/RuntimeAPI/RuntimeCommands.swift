@@ -85,6 +85,7 @@ public struct RuntimeCommands {
         Command(words: ["disable", "frontend"], level: .admin, help: "temporarily disable specific frontend (its ports refuse)"),
         Command(words: ["enable", "frontend"], level: .admin, help: "re-enable specific frontend"),
         Command(words: ["clear", "counters"], level: .operator, help: "clear max statistics counters (or all counters with 'all')"),
+        Command(words: ["show", "runtime-state"], level: .operator, help: "the runtime changes a reload carries (proxy -c -V -x reads it)"),
         Command(words: ["set", "var"], level: .operator, help: "set a process-wide variable (proc.NAME) from an expression or a format"),
         Command(words: ["get", "var"], level: .operator, help: "retrieve contents of a process-wide variable"),
         Command(words: ["unset", "var"], level: .operator, help: "remove a process-wide variable"),

@@ -334,6 +334,15 @@ final class RuntimeAPIServer {
             }
             if command == ["quit"] { session.closing = true; break }
             if command == ["prompt"] { session.interactive.toggle() }
+            if command == ["show", "runtime-state"] {
+                // Ours: what a reload would carry (`proxy -c -V -x SOCKET` compares it).
+                if settings.level < .operator {
+                    session.output += Array("Permission denied\n\n".utf8)
+                } else if let engine = commands?.engine {
+                    session.output += Array((RuntimeState.lines(engine.model).joined(separator: "\n") + "\n\n").utf8)
+                }
+                continue
+            }
             if command.count >= 3, command[0] == "set", command[1] == "timeout", command[2] == "cli" {
                 session.output += Array(Self.setTimeout(command, session).utf8)
                 continue
