@@ -6,7 +6,8 @@ import Glibc
 /// `proxy cli [-s SOCKET] [COMMAND...]`: the runtime API's client, so no socat is needed.
 /// With a command (its words joined as HAProxy's CLI reads them), it prints the answer and
 /// exits 0, or 1 for `Unknown command` or `Permission denied`, or 2 when the socket cannot
-/// be reached. Without one, it reads commands line by line behind a `proxy> ` prompt. It
+/// be reached. Without one, it reads commands line by line behind a `proxy> ` prompt, with
+/// line editing and history on a terminal (`LineEditor`). It
 /// waits for long answers rather than cutting them short. A separate process: blocking
 /// calls are fine here, no event loop runs.
 enum CLIClient {
@@ -43,15 +44,15 @@ enum CLIClient {
         // master CLI) leaves the next line unaffected.
         var worst: Int32 = 0
         let tty = isatty(0) == 1
+        var editor = tty ? LineEditor() : nil
         while true {
-            if tty { write("proxy> ") }
-            guard let line = readLine() else { break }
+            let read = editor != nil ? editor!.readLine(prompt: "proxy> ") : readLine()
+            guard let line = read else { break }
             let trimmed = line.trimmingBlanks()
             if trimmed.isEmpty { continue }
             if trimmed == "quit" || trimmed == "exit" { break }
             worst = max(worst, ask(trimmed, socket: socket))
         }
-        if tty { write("\n") }
         return worst
     }
 
