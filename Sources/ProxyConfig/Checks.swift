@@ -6,6 +6,7 @@ extension ConfigParser {
         endSection()
         config.files = files
         config.environment = environment
+        config.patternReferences = references
         config.reindex()
         checkGlobal()
         checkNames()
@@ -61,6 +62,9 @@ extension ConfigParser {
             }
             var targets: [(String, SourceLocation)] = p.useBackendRules.map { ($0.backend, $0.location) }
             if let d = p.settings.defaultBackend { targets.append((d, p.settings.defaultBackendLocation ?? p.location)) }
+            if p.mode == .tcp, let r = p.useBackendRules.first(where: { $0.backend.contains("%[") }) {
+                error("\(label): 'use_backend \(r.backend)' computes the backend's name per request, which needs 'mode http' here", at: r.location)
+            }
             for (name, location) in targets where !name.contains("%[") {
                 guard let backend = config.backend(named: name) else {
                     error("\(label) routes to backend '\(name)', which does not exist\(backendHint(name))", at: location)

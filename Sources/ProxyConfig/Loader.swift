@@ -63,6 +63,8 @@ public struct ConfigLoader: Sendable {
         parser.resolvesNames = resolvesNames
         parser.ignoresResolutionFailures = ignoresResolutionFailures
         parser.diagnostics = pathDiagnostics
+        // Kept after the load: the engine compiles the rules' formats from this configuration.
+        PatternReferences.loading = parser.references
         if files.isEmpty && pathDiagnostics.isEmpty {
             parser.diagnostics.append(Diagnostic(.error, "no configuration file given; use -f FILE", at: nil))
         }
@@ -90,6 +92,7 @@ public struct ConfigLoader: Sendable {
     public func load(bytes: [UInt8], name: String) -> LoadResult {
         let parser = ConfigParser(environment: environment)
         parser.resolvesNames = resolvesNames
+        PatternReferences.loading = parser.references
         parser.parseFile(name: name, bytes: bytes)
         return parser.finish(files: [name])
     }
@@ -102,6 +105,8 @@ final class ConfigParser {
     var environment: Environment
     var resolvesNames = true
     var ignoresResolutionFailures = false
+    /// The ACL and map files, shared by every rule that names them (the runtime API edits them).
+    lazy var references = PatternReferences(read: { [unowned self] in try self.loadPatternFile($0) })
 
     enum Section {
         case none
@@ -277,6 +282,7 @@ final class ConfigParser {
     /// Starts sections, or hands a keyword line to the current section's parser.
     func dispatch(_ words: [String], at location: SourceLocation) {
         currentLocation = location
+        references.location = "file '\(location.file)' line \(location.line)"
         let keyword = words[0]
         switch keyword {
         case "global":

@@ -16,6 +16,8 @@ public struct Configuration: Sendable {
     public var foldedRules: [FoldedRule] = []
     /// Keywords that parse but have no effect yet.
     public var unenforcedKeywords: [UnenforcedKeyword] = []
+    /// The ACL pattern files and map files, as loaded (the runtime API changes them).
+    public var patternReferences: PatternReferences?
 
     public init() {}
 

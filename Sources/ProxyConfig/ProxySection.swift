@@ -121,7 +121,9 @@ extension ConfigParser {
             let (action, condition) = try splitCondition(args)
             try Values.expect(action, 1, usage: "use_backend <backend> [if|unless <condition>]")
             if let c = condition { checkCondition(c, .request, "use_backend", at: location) }
-            proxy!.useBackendRules.append(UseBackendRule(backend: action.first!, condition: condition, location: location))
+            let name = action.first!
+            if name.contains("%[") { _ = try checkFormat(name, "use_backend", phase: .request) }
+            proxy!.useBackendRules.append(UseBackendRule(backend: name, condition: condition, location: location))
         case "server":
             try parseServer(args, at: location)
         case "default-server":

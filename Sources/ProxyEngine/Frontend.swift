@@ -15,8 +15,14 @@ public final class Frontend: @unchecked Sendable {
     /// Read on every request: kept apart so reading one never copies the settings.
     let forwardFor: ForwardFor?
     let timeouts: Timeouts
+    /// Where a `use_backend` rule sends: a backend, or a name computed per request
+    /// (`use_backend %[req.hdr(host),lower,map(hosts.map,www)]`).
+    enum Route {
+        case fixed(Backend)
+        case dynamic(LogFormat)
+    }
     /// `use_backend` rules with their targets resolved.
-    let routes: [(Backend, RuleGuard)]
+    let routes: [(Route, RuleGuard)]
     let defaultBackend: Backend?
     /// For a `listen` section: itself as a backend.
     let ownBackend: Backend?
@@ -48,7 +54,10 @@ public final class Frontend: @unchecked Sendable {
         maxconn = Atomic(definition.settings.maxconn ?? .max)
         forwardFor = definition.settings.options.forwardFor
         timeouts = definition.settings.timeouts
-        routes = definition.useBackendRules.compactMap { r in backends[r.backend].map { ($0, r.guardState) } }
+        routes = definition.useBackendRules.compactMap { r in
+            if r.backend.contains("%[") { return (.dynamic(LogFormat(r.backend)), r.guardState) }
+            return backends[r.backend].map { (.fixed($0), r.guardState) }
+        }
         ownBackend = definition.kind == .listen ? backends[definition.name] : nil
         defaultBackend = definition.settings.defaultBackend.flatMap { backends[$0] } ?? ownBackend
         let pages = definition.settings.errorPages.mapValues(\.bytes)

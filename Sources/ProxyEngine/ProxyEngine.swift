@@ -169,7 +169,7 @@ public final class ProxyEngine: @unchecked Sendable {
     public func evaluateProcessExpression(_ e: SampleExpression) -> SampleValue? {
         var value: SampleValue?
         _ = ProcessSamples.visit(e.fetch, model: model, backend: nil) { raw in
-            let (v, fold) = e.convert(raw)
+            guard let (v, fold) = e.convert(raw) else { return false }
             value = SampleValue(v, fold: fold)
             return true
         }

@@ -9,6 +9,8 @@ public protocol SampleContext {
 public struct ACLTerm: Sendable, CustomStringConvertible {
     public let expression: SampleExpression
     public let patterns: PatternSet
+    /// For a term that reads files (`-f`): its patterns as the files are now.
+    public let live: LivePatterns?
     /// The words after the ACL name, as written.
     public let text: String
 
@@ -21,7 +23,8 @@ public struct ACLTerm: Sendable, CustomStringConvertible {
     /// `loadPatternFile` reads a `-f` file into lines (the caller owns file access).
     public static func parse<S: Collection>(_ words: S, loadPatternFile: (String) throws -> [String]) throws -> ACLTerm
     where S.Element == String {
-        var rest = Array(words)[...]
+        let words0 = Array(words)
+        var rest = words0[...]
         guard let first = rest.popFirst() else {
             throw RuleError("missing fetch method, e.g. 'acl name path_beg /static'")
         }
@@ -62,6 +65,35 @@ public struct ACLTerm: Sendable, CustomStringConvertible {
             throw RuleError("'-m ip' cannot match '\(expression)', which gives a \(expression.outputType.rawValue)")
         }
         var patterns = PatternSet(method: chosen, ignoreCase: ignoreCase)
+        var words: [(String, PatternSet.Operator?)] = []
+        var op: PatternSet.Operator?
+        while let word = rest.popFirst() {
+            if let o = PatternSet.Operator(rawValue: word), chosen == .integer || chosen == .length {
+                op = o
+                continue
+            }
+            try patterns.add(word, operator: op)
+            words.append((word, op))
+        }
+        let text = Array(words0).joined(separator: " ")
+        // While a configuration loads, files become shared references that the runtime API
+        // can change (`add acl FILE ...`), and the term reads them as they are now.
+        if let registry = PatternReferences.loading {
+            if files.isEmpty {
+                let r = registry.inline(words.map(\.0), fetch: expression.keyword)
+                r.matchMethod = chosen
+                r.ignoreCase = ignoreCase
+                return ACLTerm(expression: expression, patterns: patterns, live: nil, text: text)
+            }
+            var references: [PatternReference] = []
+            for file in files {
+                do { references.append(try registry.file(file, kind: .acl, usedAs: "acl")) } catch let e as RuleError { throw e } catch {
+                    throw RuleError("cannot read pattern file '\(file)': \(error)")
+                }
+            }
+            let live = try LivePatterns(method: chosen, ignoreCase: ignoreCase, words: words, references: references)
+            return ACLTerm(expression: expression, patterns: patterns, live: live, text: text)
+        }
         for file in files {
             let lines: [String]
             do { lines = try loadPatternFile(file) } catch let e as RuleError { throw e } catch {
@@ -73,24 +105,23 @@ public struct ACLTerm: Sendable, CustomStringConvertible {
                 try patterns.add(line, operator: nil)
             }
         }
-        var op: PatternSet.Operator?
-        while let word = rest.popFirst() {
-            if let o = PatternSet.Operator(rawValue: word), chosen == .integer || chosen == .length {
-                op = o
-                continue
-            }
-            try patterns.add(word, operator: op)
-        }
-        return ACLTerm(expression: expression, patterns: patterns, text: Array(words).joined(separator: " "))
+        return ACLTerm(expression: expression, patterns: patterns, live: nil, text: text)
     }
 
     /// Matches this term at run time.
     @inline(__always)
     public func matches<C: SampleContext>(_ context: C) -> Bool {
         let expression = self.expression
+        if let live {
+            let box = live.published.value
+            return context.visitSamples(of: expression.fetch) { raw in
+                guard let (sample, fold) = expression.convert(raw) else { return false }
+                return box.set.matches(sample, fold: fold)
+            }
+        }
         let patterns = self.patterns
         return context.visitSamples(of: expression.fetch) { raw in
-            let (sample, fold) = expression.convert(raw)
+            guard let (sample, fold) = expression.convert(raw) else { return false }
             return patterns.matches(sample, fold: fold)
         }
     }

@@ -192,7 +192,10 @@ extension ACLTerm {
         guard var value = sample else { return (false, shown) }
         let matched: Bool = storage.withUnsafeBytes { raw in
             if case .env = expression.fetch { value = .bytes(raw) }
-            let (converted, fold) = expression.convert(value)
+            guard let (converted, fold) = expression.convert(value) else {
+                shown += ", \(expression) has no value"
+                return false
+            }
             if !expression.converters.isEmpty {
                 switch converted {
                 case .integer(let i): shown += ", \(expression)=\(i)"

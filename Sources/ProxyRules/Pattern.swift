@@ -51,6 +51,9 @@ public struct PatternSet: Sendable {
     /// Integer comparison operators, applying to the values after them.
     enum Operator: String { case eq, ge, gt, le, lt }
 
+    /// Adds one pattern as written (the runtime API's `get acl` tries them one by one).
+    public mutating func add(_ text: String) throws { try add(text, operator: nil) }
+
     /// Adds one pattern as written; `op` applies to integer methods.
     mutating func add(_ text: String, operator op: Operator?) throws {
         switch method {
@@ -113,7 +116,7 @@ public struct PatternSet: Sendable {
 
     /// True when the (converted) sample matches any pattern.
     @inline(__always)
-    func matches(_ sample: Sample, fold: CaseFold) -> Bool {
+    public func matches(_ sample: Sample, fold: CaseFold) -> Bool {
         switch method {
         case .found: return true
         case .boolean:

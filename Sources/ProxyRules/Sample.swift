@@ -24,6 +24,8 @@ public enum CaseFold: Sendable {
 public enum Converter: Equatable, Sendable, CustomStringConvertible {
     case lower, upper, bool
     case add(Int64), sub(Int64), mul(Int64), div(Int64)
+    /// `map(FILE[,DEFAULT])` and the other `map_*` forms.
+    case map(MapLookup)
 
     public var description: String {
         switch self {
@@ -34,10 +36,11 @@ public enum Converter: Equatable, Sendable, CustomStringConvertible {
         case .sub(let n): return "sub(\(n))"
         case .mul(let n): return "mul(\(n))"
         case .div(let n): return "div(\(n))"
+        case .map(let m): return m.description
         }
     }
 
-    static let names = ["lower", "upper", "bool", "add", "sub", "mul", "div"]
+    static let names = ["lower", "upper", "bool", "add", "sub", "mul", "div", "map"]
 
     /// Parses one converter call, e.g. `add(2)`.
     static func parse(_ text: String) throws -> Converter {
@@ -61,6 +64,8 @@ public enum Converter: Equatable, Sendable, CustomStringConvertible {
         case "mul": return .mul(try intArg())
         case "div":
             return .div(try intArg())
+        case _ where name.hasPrefix("map"):
+            return .map(try mapConverter(name, args))
         case "int":
             throw RuleError("'int' is not a converter; match integers with '-m int', or use env_int(NAME) for an environment variable")
         default:
@@ -68,6 +73,33 @@ public enum Converter: Equatable, Sendable, CustomStringConvertible {
             if let near = Similarity.closest(to: name, in: names) { hint = "; did you mean '\(near)'?" }
             throw RuleError("unknown converter '\(name)'\(hint)")
         }
+    }
+
+    /// `map[_METHOD][_OUTPUT](FILE[,DEFAULT])`: the file is loaded (once, shared) while the
+    /// configuration loads.
+    static func mapConverter(_ name: String, _ args: [String]?) throws -> MapLookup {
+        var base = name
+        var output = SampleType.string
+        for (suffix, type) in [("_int", SampleType.integer), ("_ip", .ip), ("_str", .string)] where base.hasSuffix(suffix) && base != "map_str" {
+            base = String(base.dropLast(suffix.count))
+            output = type
+            break
+        }
+        guard let method = MapLookup.methods[base] else {
+            let known = Array(MapLookup.methods.keys).sorted()
+            var hint = ""
+            if let near = Similarity.closest(to: name, in: known) { hint = "; did you mean '\(near)'?" }
+            throw RuleError("unknown converter '\(name)'\(hint)")
+        }
+        guard let args, args.count == 1 || args.count == 2, !args[0].isEmpty else {
+            throw RuleError("converter '\(name)' takes a map file and an optional default: \(name)(<file>[,<default>])")
+        }
+        guard let registry = PatternReferences.loading else { throw RuleError("converter '\(name)' needs its map file loaded with the configuration") }
+        let reference: PatternReference
+        do { reference = try registry.file(args[0], kind: .map, usedAs: "map") } catch let e as RuleError { throw e } catch {
+            throw RuleError("cannot read map file '\(args[0])': \(error)")
+        }
+        return try MapLookup(name: name, method: method, output: output, reference: reference, defaultValue: args.count == 2 ? args[1] : nil)
     }
 
     /// The type this converter produces from `input`, or an error when it cannot take it.
@@ -82,6 +114,8 @@ public enum Converter: Equatable, Sendable, CustomStringConvertible {
         case .add, .sub, .mul, .div:
             if input == .ip { throw RuleError("converter '\(self)' needs an integer, but gets an address") }
             return .integer
+        case .map(let m):
+            return m.output
         }
     }
 }
@@ -131,8 +165,9 @@ public struct SampleExpression: Equatable, Sendable, CustomStringConvertible {
     }
 
     /// The sample after the converters. Strings stay borrowed; case converters become a fold.
+    /// Nil when a converter has no answer (a map without the key and without a default).
     @inline(__always)
-    public func convert(_ sample: Sample) -> (Sample, CaseFold) {
+    public func convert(_ sample: Sample) -> (Sample, CaseFold)? {
         if converters.isEmpty { return (sample, .none) }
         var value = sample
         var fold = CaseFold.none
@@ -150,6 +185,10 @@ public struct SampleExpression: Equatable, Sendable, CustomStringConvertible {
                     let (q, o) = v.dividedReportingOverflow(by: n)
                     value = .integer(o ? .max : q)
                 }
+            case .map(let m):
+                guard let found = m.apply(value, fold: fold) else { return nil }
+                value = found
+                fold = .none
             }
         }
         return (value, fold)

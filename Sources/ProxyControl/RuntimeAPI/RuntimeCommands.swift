@@ -85,6 +85,21 @@ public struct RuntimeCommands {
         Command(words: ["disable", "frontend"], level: .admin, help: "temporarily disable specific frontend (its ports refuse)"),
         Command(words: ["enable", "frontend"], level: .admin, help: "re-enable specific frontend"),
         Command(words: ["clear", "counters"], level: .operator, help: "clear max statistics counters (or all counters with 'all')"),
+        Command(words: ["show", "acl"], level: .operator, help: "report the ACL files, or one's entries"),
+        Command(words: ["get", "acl"], level: .operator, help: "report whether a value matches an ACL file, and which pattern"),
+        Command(words: ["add", "acl"], level: .admin, help: "add a pattern to an ACL file ([@version] file pattern)"),
+        Command(words: ["del", "acl"], level: .admin, help: "delete a pattern (or #id) from an ACL file"),
+        Command(words: ["clear", "acl"], level: .admin, help: "delete every pattern of an ACL file ([@version] file)"),
+        Command(words: ["prepare", "acl"], level: .admin, help: "start a new version of an ACL file"),
+        Command(words: ["commit", "acl"], level: .admin, help: "make a prepared version of an ACL file current (@version file)"),
+        Command(words: ["show", "map"], level: .operator, help: "report the map files, or one's entries"),
+        Command(words: ["get", "map"], level: .operator, help: "report the value a key finds in a map file"),
+        Command(words: ["add", "map"], level: .admin, help: "add an entry to a map file ([@version] file key value, or file << payload)"),
+        Command(words: ["set", "map"], level: .admin, help: "change the value of a key (or #id) in a map file"),
+        Command(words: ["del", "map"], level: .admin, help: "delete a key (or #id) from a map file"),
+        Command(words: ["clear", "map"], level: .admin, help: "delete every entry of a map file ([@version] file)"),
+        Command(words: ["prepare", "map"], level: .admin, help: "start a new version of a map file"),
+        Command(words: ["commit", "map"], level: .admin, help: "make a prepared version of a map file current (@version file)"),
         Command(words: ["show", "runtime-state"], level: .operator, help: "the runtime changes a reload carries (proxy -c -V -x reads it)"),
         Command(words: ["set", "var"], level: .operator, help: "set a process-wide variable (proc.NAME) from an expression or a format"),
         Command(words: ["get", "var"], level: .operator, help: "retrieve contents of a process-wide variable"),
@@ -142,6 +157,11 @@ public struct RuntimeCommands {
                 return .success(Self.done)
             })
         case ["show", "errors"]: return showErrors(words)
+        case ["show", "acl"], ["get", "acl"], ["add", "acl"], ["del", "acl"], ["clear", "acl"], ["prepare", "acl"], ["commit", "acl"]:
+            return runPatternCommand(words[0], .acl, words, level: level)
+        case ["show", "map"], ["get", "map"], ["add", "map"], ["set", "map"], ["del", "map"], ["clear", "map"], ["prepare", "map"],
+             ["commit", "map"]:
+            return runPatternCommand(words[0], .map, words, level: level)
         case ["set", "maxconn", "frontend"]: return setMaxconnFrontend(words)
         case ["set", "maxconn", "global"]: return setMaxconnGlobal(words)
         case ["disable", "frontend"], ["enable", "frontend"]: return setFrontendState(words)

@@ -57,7 +57,11 @@ extension LoopContext {
                 return
             }
             var chosen: Backend?
-            for (b, g) in frontend.routes where g.allows(samples) { chosen = b; break }
+            // A TCP frontend has fixed routes only (the loader refuses a computed name there).
+            for (route, g) in frontend.routes where g.allows(samples) {
+                if case .fixed(let b) = route { chosen = b }
+                break
+            }
             guard let backend = chosen ?? frontend.defaultBackend else {
                 connection.close()
                 connectionEnded(acceptor)

@@ -91,13 +91,20 @@ extension HTTPTransaction {
         if let stats = frontend.statsPage, matchesStats(stats.settings) { startService(.stats(proxyName: frontend.name, stats.settings)); return }
         var chosen: Backend?
         let samples = HTTPSamples(session: self, phase: .request)
-        for (b, guardState) in frontend.routes {
+        routing: for (route, guardState) in frontend.routes {
             switch guardState {
-            case .always: chosen = b
+            case .always: break
             case .never: continue
-            case .when(let c): if c.evaluate(samples) { chosen = b }
+            case .when(let c): if !c.evaluate(samples) { continue }
             }
-            if chosen != nil { break }
+            switch route {
+            case .fixed(let b): chosen = b
+            case .dynamic(let format):
+                // A computed name that names no backend ends the rules: the default backend
+                // takes the request, as in HAProxy.
+                chosen = context.model.backends[String(decoding: format.render(samples), as: UTF8.self)]
+            }
+            break routing
         }
         backend = chosen ?? frontend.defaultBackend
         guard let backend else {

@@ -255,7 +255,7 @@ extension HTTPTransaction {
         case .expression(let e):
             var got = false
             _ = samples.visitSamples(of: e.fetch) { raw in
-                let (v, fold) = e.convert(raw)
+                guard let (v, fold) = e.convert(raw) else { return false }
                 value = SampleValue(v, fold: fold)
                 got = true
                 return true

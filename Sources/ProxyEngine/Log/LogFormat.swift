@@ -67,7 +67,7 @@ struct LogFormat {
             case .literal(let l): out += l
             case .sample(let e):
                 _ = samples.visitSamples(of: e.fetch) { raw in
-                    let (v, fold) = e.convert(raw)
+                    guard let (v, fold) = e.convert(raw) else { return false }
                     out += SampleValue(v, fold: fold).text
                     return true
                 }

@@ -1,3 +1,4 @@
+import ProxyRules
 import ProxySystem
 import Synchronization
 
@@ -54,6 +55,9 @@ public final class EventLoop: @unchecked Sendable {
     private var heap: [LoopObject] = []
     /// Registered objects, kept alive while registered.
     private var registered: [Int32: LoopObject] = [:]
+
+    /// This loop's turns, for objects published to every loop (`Published`).
+    let turns = Quiescence.Turns()
 
     public init(index: Int, bufferSize: Int) throws {
         self.index = index
@@ -219,11 +223,17 @@ public final class EventLoop: @unchecked Sendable {
     public func run() {
         let capacity: Int32 = 256
         let events = UnsafeMutablePointer<EpollEvent>.allocate(capacity: Int(capacity))
-        defer { events.deallocate() }
+        Quiescence.shared.register(turns)
+        defer {
+            events.deallocate()
+            Quiescence.shared.unregister(turns)
+        }
         while running {
             var timeout = again.isEmpty ? nextTimeout : 0
             if let trimDue = buffers.trimIfNeeded(now: now), timeout < 0 || trimDue < timeout { timeout = trimDue }
+            turns.advance()  // idle: holds no published object
             let n = epoll.wait(events, capacity: capacity, timeoutMilliseconds: timeout)
+            turns.advance()
             now = Clock.coarseMilliseconds()
             for i in 0..<n {
                 let token = events[i].data.u64

@@ -283,10 +283,36 @@ final class RuntimeAPIServer {
     private func runBufferedLines(_ session: Session, epoll: Epoll) -> Bool {
         while !session.closing, !session.waiting, let newline = session.input.firstIndex(of: UInt8(ascii: "\n")) {
             let line = String(decoding: session.input[..<newline], as: UTF8.self)
+            let trimmed = line.trimmingBlanks()
+            if trimmed.hasSuffix("<<") {
+                // A payload follows, up to an empty line: wait until it is all here.
+                guard let end = Self.payloadEnd(session.input, from: newline + 1) else { return true }
+                let payload = String(decoding: session.input[(newline + 1)..<end.start], as: UTF8.self)
+                session.input.removeSubrange(..<end.next)
+                var commands = RuntimeCommands.split(trimmed)
+                if !commands.isEmpty { commands[commands.count - 1].append(payload) }
+                guard runCommands(commands, from: 0, in: session, epoll: epoll) else { return false }
+                continue
+            }
             session.input.removeSubrange(...newline)
             guard run(line, in: session, epoll: epoll) else { return false }
         }
         return true
+    }
+
+    /// Where a payload starting at `from` ends: the start of its empty line, and just past it.
+    static func payloadEnd(_ input: [UInt8], from: Int) -> (start: Int, next: Int)? {
+        var lineStart = from
+        var i = from
+        while i < input.count {
+            if input[i] == UInt8(ascii: "\n") {
+                let line = input[lineStart..<i]
+                if line.isEmpty || line.elementsEqual([UInt8(ascii: "\r")]) { return (lineStart, i + 1) }
+                lineStart = i + 1
+            }
+            i += 1
+        }
+        return nil
     }
 
     /// The client closed: a last line without its newline runs, then the session ends.
