@@ -656,7 +656,7 @@ extension ConfigParser {
             throw ConfigError("ACL name '\(name)' has an invalid character '\(bad)'; use letters, digits, '-', '_', '.', ':'")
         }
         if args.count < 2 { throw ConfigError("acl '\(name)' needs a fetch, e.g. 'acl \(name) path_beg /static'") }
-        let term = try ACLTerm.parse(args.dropFirst(), loadPatternFile: loadPatternFile)
+        let term = try ACLTerm.parse(args.dropFirst(), loadPatternFile: loadPatternFile, references: references)
         noteReferences(term, at: currentLocation)
         if let existing = proxy!.acls[name] { existing.append(term) } else { proxy!.acls[name] = ACL(name: name, terms: [term]) }
     }
@@ -688,7 +688,7 @@ extension ConfigParser {
         let condition = try Condition.parse(polarity: polarity, args[(index + 1)...],
                                              lookup: { p?.acls[$0] },
                                              knownNames: { Array(p?.acls.keys ?? [:].keys) },
-                                             loadPatternFile: loadPatternFile)
+                                             loadPatternFile: loadPatternFile, references: references)
         for f in condition.alternatives.joined() where f.text.hasPrefix("{") {
             for t in f.acl.terms { noteReferences(t, at: currentLocation) }
         }

@@ -1,5 +1,6 @@
 import ProxyConfig
 import ProxyEngine
+import ProxyRules
 import ProxySystem
 import Glibc
 
@@ -151,6 +152,8 @@ struct ControlLoop {
             for fd in endpoint?.expire(now: now) ?? [] { epoll.remove(fd) }
             runtimeAPI.expire(epoll: epoll)
             engine.queries.runAnswered()
+            // Indexes replaced by map and ACL changes, once no loop can hold them.
+            Quiescence.shared.reclaim()
             if let d = graceDeadline, now >= d { beginSoftStop() }
             if let d = hardDeadline, now >= d {
                 hardDeadline = nil

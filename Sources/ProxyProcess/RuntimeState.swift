@@ -19,6 +19,7 @@ import Glibc
 ///     var            NAME bool|int|str|ip HEX-VALUE
 ///     counters       frontend|backend NAME VALUES...  /  counters server BACKEND SERVER VALUES...
 ///     generation     N (the old process's place in the chain of reloads)
+///     pattern        acl|map HEX-PATH LOADED-DIGEST [HEX-KEY[:HEX-VALUE]]... (a file changed at run time)
 ///     frontend-state   FRONTEND disabled
 ///     frontend-maxconn FRONTEND RUNTIME CONFIGURED (0: none)
 ///     global-maxconn   RUNTIME CONFIGURED
@@ -29,7 +30,7 @@ import Glibc
 enum RuntimeState {
     /// True for the first word of a line this carries (the handover passes those on).
     static func carries(_ kind: Substring) -> Bool {
-        kind.hasPrefix("server-") || kind.hasPrefix("frontend-") || ["var", "counters", "generation", "global-maxconn"].contains(kind)
+        kind.hasPrefix("server-") || kind.hasPrefix("frontend-") || ["var", "counters", "generation", "global-maxconn", "pattern"].contains(kind)
     }
 
     /// The lines describing `model`'s runtime state, for the handover.
@@ -56,6 +57,10 @@ enum RuntimeState {
             out.append("frontend-maxconn \(f.name) \(runtime == .max ? 0 : runtime) \(f.settings.maxconn ?? 0)")
         }
         out.append("global-maxconn \(model.connectionLimit.load(ordering: .relaxed)) \(model.maxConnections)")
+        for r in model.configuration.patternReferences?.all ?? [] where !r.path.isEmpty && r.entries != r.loaded {
+            let items = r.entries.map { hex(Array($0.key.utf8)) + ($0.value.map { ":" + hex(Array($0.utf8)) } ?? "") }
+            out.append((["pattern", r.kind.rawValue, hex(Array(r.path.utf8)), digest(r.loaded)] + items).joined(separator: " "))
+        }
         let c = model.counters
         for f in model.frontends { out.append("counters frontend \(f.name) " + c.values(f.statBase).map(String.init).joined(separator: " ")) }
         for (_, b) in model.backends {
@@ -149,6 +154,16 @@ enum RuntimeState {
         return n
     }
 
+    /// What a file held at load (FNV-1a over its keys and values): a reload compares it to
+    /// tell whether the new file changed it.
+    static func digest(_ entries: [PatternReference.Entry]) -> String {
+        var h: UInt64 = 0xcbf29ce484222325
+        for e in entries {
+            for b in Array(e.key.utf8) + [0] + Array((e.value ?? "").utf8) + [1] { h = (h ^ UInt64(b)) &* 0x100000001b3 }
+        }
+        return String(h, radix: 16)
+    }
+
     /// A server's configured address as its file wrote it (what a reload compares).
     static func configured(_ s: Server) -> String {
         s.definition.address.description + (s.definition.address.portOffset.map { "+\($0)" } ?? "")
@@ -219,6 +234,29 @@ enum RuntimeState {
                 if let value {
                     model.processVariables.withLock { $0[String(w[1])] = value }
                     keep("variable proc.\(w[1]) = \(String(decoding: value.text, as: UTF8.self))")
+                }
+                continue
+            }
+            if kind == "pattern", w.count >= 4, let kindValue = PatternReference.Kind(rawValue: String(w[1])),
+               let pathBytes = unhex(w[2]), let refs = model.configuration.patternReferences {
+                let path = String(decoding: pathBytes, as: UTF8.self)
+                guard let r = refs.find(path, kind: kindValue), !r.path.isEmpty else { continue }
+                guard digest(r.loaded) == w[3] else {
+                    overridden.append("\(kindValue.rawValue) \(path): the file changed; its runtime entries are dropped")
+                    continue
+                }
+                var items: [(String, String?)] = []
+                for item in w.dropFirst(4) {
+                    let parts = item.split(separator: ":", maxSplits: 1)
+                    guard let k = unhex(parts[0]) else { continue }
+                    let v = parts.count == 2 ? unhex(parts[1]).map { String(decoding: $0, as: UTF8.self) } : nil
+                    items.append((String(decoding: k, as: UTF8.self), v))
+                }
+                do {
+                    try r.replace(with: items)
+                    keep("\(kindValue.rawValue) \(path): \(items.count) entr\(items.count == 1 ? "y" : "ies") set at run time")
+                } catch {
+                    overridden.append("\(kindValue.rawValue) \(path): its runtime entries no longer load (\(error)); the file wins")
                 }
                 continue
             }

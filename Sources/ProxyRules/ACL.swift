@@ -20,8 +20,10 @@ public struct ACLTerm: Sendable, CustomStringConvertible {
     public var isLoadTime: Bool { expression.fetch.scope == .load }
 
     /// Parses `FETCH[,CONV...] [FLAGS] [OPERATOR] [VALUE...]`.
-    /// `loadPatternFile` reads a `-f` file into lines (the caller owns file access).
-    public static func parse<S: Collection>(_ words: S, loadPatternFile: (String) throws -> [String]) throws -> ACLTerm
+    /// `loadPatternFile` reads a `-f` file into lines (the caller owns file access); with
+    /// `references` (a configuration being loaded), files become shared references instead.
+    public static func parse<S: Collection>(_ words: S, loadPatternFile: (String) throws -> [String],
+                                            references: PatternReferences? = nil) throws -> ACLTerm
     where S.Element == String {
         let words0 = Array(words)
         var rest = words0[...]
@@ -78,7 +80,7 @@ public struct ACLTerm: Sendable, CustomStringConvertible {
         let text = Array(words0).joined(separator: " ")
         // While a configuration loads, files become shared references that the runtime API
         // can change (`add acl FILE ...`), and the term reads them as they are now.
-        if let registry = PatternReferences.loading {
+        if let registry = references {
             if files.isEmpty {
                 let r = registry.inline(words.map(\.0), fetch: expression.keyword)
                 r.matchMethod = chosen

@@ -26,7 +26,8 @@ public struct Condition: Sendable, CustomStringConvertible {
     /// predefined ACLs (`TRUE`, `METH_GET`...) are found here.
     public static func parse<S: Collection>(polarity: Polarity, _ words: S, lookup: (String) -> ACL?,
                                             knownNames: () -> [String],
-                                            loadPatternFile: (String) throws -> [String]) throws -> Condition
+                                            loadPatternFile: (String) throws -> [String],
+                                            references: PatternReferences? = nil) throws -> Condition
     where S.Element == String {
         let tokens = Array(words)
         if tokens.isEmpty { throw RuleError("missing condition after '\(polarity.rawValue)'") }
@@ -62,7 +63,7 @@ public struct Condition: Sendable, CustomStringConvertible {
                 guard i < tokens.count else { throw RuleError("'{' has no matching '}'") }
                 i += 1
                 if inner.isEmpty { throw RuleError("empty anonymous ACL '{ }'") }
-                let term = try ACLTerm.parse(inner, loadPatternFile: loadPatternFile)
+                let term = try ACLTerm.parse(inner, loadPatternFile: loadPatternFile, references: references)
                 let text = "{ " + inner.joined(separator: " ") + " }"
                 alternatives[alternatives.count - 1].append(Factor(negated: negated, acl: ACL(name: text, terms: [term]), text: text))
                 continue

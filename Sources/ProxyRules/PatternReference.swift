@@ -1,3 +1,5 @@
+import Glibc
+
 /// One ACL pattern file or map file as loaded and changed at run time (HAProxy's pattern
 /// reference): its entries with stable ids, the versions `prepare`/`commit` build, and the
 /// indexes of the ACL terms and map converters that read it, rebuilt and published to the
@@ -150,7 +152,21 @@ public final class PatternReference: @unchecked Sendable {
 /// runs) and leaves it, so the engine compiling that configuration's formats finds the
 /// same references; files are read through `read`.
 public final class PatternReferences: @unchecked Sendable {
-    nonisolated(unsafe) public static var loading: PatternReferences?
+    /// The references of the configuration this thread loads (per thread: loads in
+    /// parallel, as tests do, never see each other's files).
+    public static var loading: PatternReferences? {
+        get { pthread_getspecific(key).map { Unmanaged<PatternReferences>.fromOpaque($0).takeUnretainedValue() } }
+        set {
+            if let old = pthread_getspecific(key) { Unmanaged<PatternReferences>.fromOpaque(old).release() }
+            pthread_setspecific(key, newValue.map { Unmanaged.passRetained($0).toOpaque() })
+        }
+    }
+
+    private static let key: pthread_key_t = {
+        var k = pthread_key_t()
+        pthread_key_create(&k, nil)
+        return k
+    }()
 
     public private(set) var all: [PatternReference] = []
     /// Reads a file's lines (the loader owns file access).

@@ -78,12 +78,13 @@ public enum Converter: Equatable, Sendable, CustomStringConvertible {
     /// `map[_METHOD][_OUTPUT](FILE[,DEFAULT])`: the file is loaded (once, shared) while the
     /// configuration loads.
     static func mapConverter(_ name: String, _ args: [String]?) throws -> MapLookup {
+        // map, map_MATCH, or map_MATCH_OUTPUT (map_str_int: string keys, integer values).
         var base = name
         var output = SampleType.string
-        for (suffix, type) in [("_int", SampleType.integer), ("_ip", .ip), ("_str", .string)] where base.hasSuffix(suffix) && base != "map_str" {
-            base = String(base.dropLast(suffix.count))
+        let parts = name.split(separator: "_")
+        if parts.count == 3, let type = ["int": SampleType.integer, "ip": .ip, "str": .string][String(parts[2])] {
+            base = parts[0] + "_" + parts[1]
             output = type
-            break
         }
         guard let method = MapLookup.methods[base] else {
             let known = Array(MapLookup.methods.keys).sorted()
