@@ -41,7 +41,7 @@ public final class Quiescence: @unchecked Sendable {
         public let count = Atomic<UInt64>(0)
         public init() {}
         /// Before epoll_wait (idle) and after it (running).
-        @inline(__always) public func advance() { count.add(1, ordering: .sequentiallyConsistent) }
+        @inlinable public func advance() { count.add(1, ordering: .sequentiallyConsistent) }
     }
 
     private struct Retired: @unchecked Sendable {
