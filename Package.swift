@@ -20,7 +20,7 @@ let package = Package(
         // One thin wrapper per syscall, errno as a typed error.
         .target(name: "ProxySystem", dependencies: ["CProxySys"], swiftSettings: engineSettings),
         // Fetches, converters, matchers, ACLs, conditions and constant folding.
-        .target(name: "ProxyRules", swiftSettings: engineSettings),
+        .target(name: "ProxyRules", dependencies: ["ProxySystem"], swiftSettings: engineSettings),
         // HTTP/1 heads parsed in place over bytes, body framing, error pages.
         .target(name: "ProxyHTTP", swiftSettings: engineSettings),
         // Config text to a checked, typed model, with file:line diagnostics.
@@ -33,7 +33,7 @@ let package = Package(
         .target(name: "ProxyProcess", dependencies: ["ProxyControl", "ProxyEngine", "ProxyConfig", "ProxyRules", "ProxySystem"], swiftSettings: engineSettings),
         .executableTarget(name: "proxy", dependencies: ["ProxyProcess"], swiftSettings: engineSettings),
 
-        .testTarget(name: "ProxyRulesTests", dependencies: ["ProxyRules"]),
+        .testTarget(name: "ProxyRulesTests", dependencies: ["ProxyRules", "ProxySystem"]),
         .testTarget(name: "ProxyConfigTests", dependencies: ["ProxyConfig", "ProxyRules", "ProxySystem"]),
         .testTarget(name: "ProxyHTTPTests", dependencies: ["ProxyHTTP"]),
         .testTarget(name: "ProxyProcessTests", dependencies: ["ProxyProcess"]),

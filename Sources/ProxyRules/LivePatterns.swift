@@ -1,3 +1,4 @@
+import ProxySystem
 /// A compiled pattern set, boxed so it can be published to the loops.
 public final class PatternSetBox: @unchecked Sendable {
     public let set: PatternSet

@@ -1,3 +1,4 @@
+import ProxySystem
 import Glibc
 
 /// A map file's entries indexed for one match method: exact keys in a dictionary, prefixes

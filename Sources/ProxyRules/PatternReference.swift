@@ -1,3 +1,4 @@
+import ProxySystem
 import Glibc
 
 /// One ACL pattern file or map file as loaded and changed at run time (HAProxy's pattern

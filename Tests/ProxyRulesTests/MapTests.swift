@@ -1,5 +1,6 @@
 import Testing
 @testable import ProxyRules
+import ProxySystem
 
 /// The `map_*` converters over a map file: each match method, typed outputs, the default,
 /// and an entry changed at run time seen by the next lookup.

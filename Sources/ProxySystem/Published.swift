@@ -50,7 +50,8 @@ public final class Quiescence: @unchecked Sendable {
         let seen: [(Turns, UInt64)]
     }
 
-    private let state = Mutex<(loops: [Turns], retired: [Retired])>(([], []))
+    /// A pthread mutex (`Locked`), which ThreadSanitizer sees, unlike a futex-parked Mutex.
+    private let state = Locked<(loops: [Turns], retired: [Retired])>(([], []))
 
     public func register(_ t: Turns) { state.withLock { $0.loops.append(t) } }
 
