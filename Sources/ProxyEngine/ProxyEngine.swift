@@ -47,6 +47,11 @@ public final class ProxyEngine: @unchecked Sendable {
             // for reading): listening again revives it, and changes nothing on a live one.
             if l.isTCP && !f.disabled.load(ordering: .relaxed) {
                 try? Socket.listen(l.fd, backlog: Int32(clamping: l.options.backlog ?? f.backlog))
+            } else if l.isTCP, (try? Socket.option(l.fd, level: SOL_SOCKET, name: SO_ACCEPTCONN)) == 1 {
+                // Carried over as disabled: a listener bound fresh refuses like the others. Only
+                // a listening socket is shut: shutting a shut one again leaves it unable to
+                // listen (the kernel marks it disconnecting).
+                _ = Glibc.shutdown(l.fd.rawValue, Int32(SHUT_RD))
             }
             let a = Acceptor(listener: l, frontend: f, context: accepting)
             if contexts.count > 1 { a.handOffTo = contexts }
@@ -120,8 +125,10 @@ public final class ProxyEngine: @unchecked Sendable {
 
     /// `disable frontend` / `enable frontend`: a disabled frontend's TCP listeners refuse
     /// connections (shut for reading, as HAProxy pauses them) and are not polled; enabling
-    /// listens again. False when it already was in that state.
-    public func setFrontend(_ frontend: Frontend, enabled: Bool) -> Bool {
+    /// listens again. False when it already was in that state, nil while soft-stopping.
+    public func setFrontend(_ frontend: Frontend, enabled: Bool) -> Bool? {
+        // A process that is stopping shares its sockets with its successor: not its call.
+        guard !model.stopping.load(ordering: .relaxed) else { return nil }
         guard frontend.disabled.compareExchange(expected: enabled, desired: !enabled, ordering: .acquiringAndReleasing).exchanged else {
             return false
         }

@@ -162,13 +162,25 @@ struct ControlLoop {
         }
         engine.join()
         runtimeAPI.closeListeners(epoll: epoll)
+        // A successor that asked just before the last loop ended still hears `stopped`.
+        endpoint?.acknowledgeStops()
         // Counters stay exact across reloads: what the older processes still count comes in
         // as they exit, so wait for them (bounded by hard-stop-after when set), then hand
-        // everything counted since the successor's snapshot to the newest successor.
+        // everything counted since the successor's snapshot to the newest successor. No new
+        // successor is taken meanwhile (it is refused at once and signals this process
+        // instead), and the wait watches only the predecessors and the signals.
+        endpoint?.closeListener()
         let waitUntil = configuration.global.hardStopAfter.map { Clock.monotonicNanoseconds() + UInt64($0) * 1_000_000 }
-        while !readers.isEmpty {
+        let waiting = try? Epoll()
+        if let waiting {
+            try? waiting.add(signals.fd, events: Epoll.readable, token: Token.signals)
+            for raw in readers.keys {
+                try? waiting.add(FileDescriptor(rawValue: raw), events: Epoll.readable | Epoll.readHangup, token: Token.predecessor + UInt64(raw))
+            }
+        }
+        while !readers.isEmpty, let waiting {
             if let w = waitUntil, Clock.monotonicNanoseconds() >= w { break }
-            let n = events.withUnsafeMutableBufferPointer { epoll.wait($0.baseAddress!, capacity: 16, timeoutMilliseconds: 1000) }
+            let n = events.withUnsafeMutableBufferPointer { waiting.wait($0.baseAddress!, capacity: 16, timeoutMilliseconds: 1000) }
             for i in 0..<n {
                 let token = events[i].data.u64
                 if token >= Token.predecessor && token < Token.predecessor + (1 << 32) {
@@ -181,6 +193,7 @@ struct ControlLoop {
         }
         endpoint?.sendFinalDeltas { RuntimeState.deltaLines(since: $0, engine.model) }
         endpoint?.close()
+        waiting?.fd.close()
         return 0
     }
 }

@@ -15,6 +15,7 @@ struct HandoverClient {
     var channels: [Channel] = []
     var sockets = InheritedSockets()
     var serverStates: [String: Bool] = [:]
+    private var newestGeneration = -1
     /// The runtime API's changes the old processes carried (`RuntimeState`).
     var runtimeLines: [String] = []
     /// The channels of the old processes that confirmed they stopped, kept open: each sends
@@ -99,7 +100,12 @@ struct HandoverClient {
                             sockets.add(extra)
                             throw Handover.ProtocolError("\(extra.count) descriptors arrived outside any batch")
                         }
-                        serverStates.merge(reply.serverStates) { a, _ in a }
+                        // Health comes from the newest old process, as the rest of the state.
+                        let generation = reply.runtimeLines.first { $0.hasPrefix("generation ") }.flatMap { Int($0.dropFirst(11)) } ?? 0
+                        if generation >= newestGeneration {
+                            newestGeneration = generation
+                            serverStates = reply.serverStates
+                        }
                         runtimeLines += ["from \(channels[i].pid)"] + reply.runtimeLines
                         pending.remove(i)
                         continue

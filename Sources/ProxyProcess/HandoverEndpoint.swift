@@ -43,6 +43,15 @@ final class HandoverEndpoint {
     func close() {
         for c in channels.values { c.fd.close() }
         channels = [:]
+        closeListener()
+    }
+
+    private var listening = true
+
+    /// Takes no more successors (an exiting process); the channels stay open.
+    func closeListener() {
+        guard listening else { return }
+        listening = false
         fd.close()
     }
 

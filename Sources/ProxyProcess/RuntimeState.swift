@@ -154,6 +154,22 @@ enum RuntimeState {
         return n
     }
 
+    /// The lines of the old process with the highest generation (the last of equals); the
+    /// replies of several old processes are told apart by their `from PID` lines.
+    static func newestBlock(_ lines: [String]) -> ArraySlice<String> {
+        var blocks: [ArraySlice<String>] = []
+        var start = lines.startIndex
+        for (i, line) in lines.enumerated() where line.hasPrefix("from ") {
+            if i > start { blocks.append(lines[start..<i]) }
+            start = i + 1
+        }
+        if start < lines.endIndex { blocks.append(lines[start...]) }
+        func generation(_ b: ArraySlice<String>) -> Int {
+            b.first { $0.hasPrefix("generation ") }.flatMap { Int($0.dropFirst(11)) } ?? 0
+        }
+        return blocks.enumerated().max { (generation($0.element), $0.offset) < (generation($1.element), $1.offset) }?.element ?? []
+    }
+
     /// What a file held at load (FNV-1a over its keys and values): a reload compares it to
     /// tell whether the new file changed it.
     static func digest(_ entries: [PatternReference.Entry]) -> String {
@@ -189,35 +205,25 @@ enum RuntimeState {
 
     /// Applies the carried lines to a new model; returns what the start-up reports: each
     /// item the new file changed (the file wins), and how many changes were kept.
-    static func apply(_ lines: [String], to model: RuntimeModel) -> (kept: Int, overridden: [String], keptItems: [String]) {
+    static func apply(_ allLines: [String], to model: RuntimeModel) -> (kept: Int, overridden: [String], keptItems: [String]) {
         var keptItems: [String] = []
         var overridden: [String] = []
         func keep(_ what: String) { keptItems.append(what) }
-        // The counters come from the newest old process (the highest generation): its totals
-        // already hold its predecessors', and each older one still draining sends what it
-        // counts after that to its newest successor when it exits.
-        var blocks: [(generation: Int, counters: [Int: [Int]])] = []
-        defer {
-            if let newest = blocks.enumerated().max(by: { ($0.element.generation, $0.offset) < ($1.element.generation, $1.offset) })?.element {
-                model.generation.store(newest.generation + 1, ordering: .relaxed)
-                for (base, v) in newest.counters { model.counters.carry(base, v) }
-            }
-        }
+        // Everything comes from the newest old process (the highest generation): its state is
+        // the operator's latest word, and its counters already hold its predecessors' (each
+        // older one still draining sends what it counts after that to its newest successor).
+        let lines = newestBlock(allLines)
+        var counters: [Int: [Int]] = [:]
+        defer { for (base, v) in counters { model.counters.carry(base, v) } }
         for line in lines {
             let w = line.split(separator: " ")
             guard let kind = w.first else { continue }
-            if kind == "from" {
-                blocks.append((0, [:]))
-                continue
-            }
             if kind == "generation", w.count == 2, let n = Int(w[1]) {
-                if blocks.isEmpty { blocks.append((0, [:])) }
-                blocks[blocks.count - 1].generation = n
+                model.generation.store(n + 1, ordering: .relaxed)
                 continue
             }
             if kind == "counters", w.count >= 3 {
-                if blocks.isEmpty { blocks.append((0, [:])) }
-                if let (base, values) = counterLine(w, model) { blocks[blocks.count - 1].counters[base] = values }
+                if let (base, values) = counterLine(w, model) { counters[base] = values }
                 continue
             }
             if kind == "var", w.count == 4 {

@@ -72,11 +72,14 @@ public final class PatternReference: @unchecked Sendable {
     // MARK: run-time changes (the control thread)
 
     /// A new entry at the end of the current version (`add acl|map`).
-    public func add(key: String, value: String?) throws {
+    public func add(key: String, value: String?) throws { try add(contentsOf: [(key, value)]) }
+
+    /// New entries at the end, all or none (a payload): the indexes are built once.
+    public func add(contentsOf items: [(String, String?)]) throws {
         var next = entries
-        next.append(Entry(id: nextEntryID, key: key, value: value))
+        for (i, (k, v)) in items.enumerated() { next.append(Entry(id: nextEntryID + i, key: k, value: v)) }
         try install(next)
-        nextEntryID += 1
+        nextEntryID += items.count
     }
 
     /// The entries a `#ID` or a key designates.

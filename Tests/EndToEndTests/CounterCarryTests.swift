@@ -66,4 +66,32 @@ import Testing
         #expect(cli(socket, "show info")?.contains("\nCumReq: 8\n") == true)
         kill(third.processIdentifier, SIGTERM)
     }
+
+    /// `-sf $(pidof proxy)` while an older process still waits for its own predecessor: the
+    /// waiting one refuses the handover at once (it takes no new successor), the reload goes
+    /// on with the others, and every count still ends in the newest process.
+    @Test func reloadWhileAnOldProcessWaits() throws {
+        let bed = try TestBed()
+        let port = TestBed.freePort()
+        let app = try bed.backend(name: "app")
+        let socket = bed.directory + "/p.sock"
+        let a = try bed.proxy(config(port: port, socket: socket, app: app), waitFor: port)
+        let slowOne = try slow(port, ms: 2500)
+        #expect(TestBed.waitUntil { field(socket, "web,FRONTEND,", 4) == 1 })
+        let (b, logB) = try bed.startProxy(config(port: port, socket: socket, app: app), name: "b.cfg", arguments: ["-sf", String(a.processIdentifier)])
+        #expect(TestBed.waitUntil { bed.read(logB).contains("serving") })
+        let (c, logC) = try bed.startProxy(config(port: port, socket: socket, app: app), name: "c.cfg", arguments: ["-sf", String(b.processIdentifier)])
+        #expect(TestBed.waitUntil { bed.read(logC).contains("serving") })
+        // B has stopped serving and waits for A's counts; D names every old pid.
+        let started = Date()
+        let (d, logD) = try bed.startProxy(config(port: port, socket: socket, app: app), name: "d.cfg",
+                                           arguments: ["-sf", String(a.processIdentifier), String(b.processIdentifier), String(c.processIdentifier)])
+        #expect(TestBed.waitUntil { bed.read(logD).contains("serving") }, "\(bed.read(logD))")
+        #expect(Date().timeIntervalSince(started) < 2.5, "the reload waited on a process that takes no successor")
+        _ = try TestBed.curl(["http://127.0.0.1:\(port)/"])
+        slowOne.waitUntilExit()
+        #expect(TestBed.waitUntil(timeout: 15) { !a.isRunning && !b.isRunning && !c.isRunning })
+        #expect(TestBed.waitUntil { field(socket, "web,FRONTEND,", 48) == 2 }, "req_tot \(field(socket, "web,FRONTEND,", 48))")
+        kill(d.processIdentifier, SIGTERM)
+    }
 }

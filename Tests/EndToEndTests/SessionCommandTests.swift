@@ -75,6 +75,10 @@ import Testing
         #expect(cli(user, "show errors") == "Permission denied\n\n")
         #expect(cli(operatorSocket, "show sess") == "\n")
         #expect(cli(operatorSocket, "shutdown session 0x1") == "Permission denied\n\n")
+        // A timeout past what the timers hold is refused, not a crash.
+        #expect(cli(user, "set timeout cli 1000000d") == "Timeout too large: at most 2147483647 ms.\n\n")
+        #expect(cli(user, "set timeout cli 300000000m") == "Timeout too large: at most 2147483647 ms.\n\n")
+        #expect(cli(user, "set timeout cli 30") == "\n" && cli(user, "show cli level") == "user\n\n")
     }
 
     @Test func lastRefusedRequestIsCaptured() throws {

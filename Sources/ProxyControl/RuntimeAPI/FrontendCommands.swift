@@ -37,8 +37,10 @@ extension RuntimeCommands {
         guard words.count > 2 else { return "Frontend name expected.\n\n" }
         guard let f = frontend(words[2]) else { return "No such frontend.\n\n" }
         let enable = words[0] == "enable"
-        if !engine.setFrontend(f, enabled: enable) {
-            return enable ? "All sockets are already enabled.\n\n" : "All sockets are already disabled.\n\n"
+        switch engine.setFrontend(f, enabled: enable) {
+        case nil: return "This process is stopping; its successor owns the sockets now.\n\n"
+        case false?: return enable ? "All sockets are already enabled.\n\n" : "All sockets are already disabled.\n\n"
+        case true?: break
         }
         return Self.done
     }

@@ -85,7 +85,7 @@ extension RuntimeCommands {
                 if let version {
                     for (k, v) in items where !r.add(version: version, key: k, value: v) { return "Unknown version.\n\n" }
                 } else {
-                    for (k, v) in items { try r.add(key: k, value: v) }
+                    try r.add(contentsOf: items)
                 }
                 return Self.done
             case "set":

@@ -268,8 +268,9 @@ final class RuntimeAPIServer {
                 // End of stream: a line without its newline still counts, as with HAProxy.
                 session.ended = true
                 if session.waiting {
-                    // The answer under way finishes the session (`resume`).
-                    epoll.remove(session.fd)
+                    // The answer under way finishes the session (`resume`); the descriptor
+                    // stays registered, with no events, so its output can still wait for room.
+                    try? epoll.modify(session.fd, events: 0, token: Self.sessionToken + UInt64(session.fd.rawValue))
                     return
                 }
                 finishAtEnd(session, epoll: epoll)
@@ -411,8 +412,11 @@ final class RuntimeAPIServer {
         let unit = text.dropFirst(digits.count)
         let scale: UInt64? = ["": 1_000_000_000, "s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "m": 60_000_000_000,
                               "h": 3_600_000_000_000, "d": 86_400_000_000_000][String(unit)]
-        guard let n = UInt64(digits), let scale, n > 0, n <= UInt64(Int32.max) else { return "Expects an integer value.\n\n" }
-        session.timeoutNanoseconds = n * scale
+        // At most about 24 days (2^31 - 1 ms), as HAProxy's timers hold.
+        guard let n = UInt64(digits), let scale, n > 0 else { return "Expects an integer value.\n\n" }
+        let (ns, overflow) = n.multipliedReportingOverflow(by: scale)
+        guard !overflow, ns <= UInt64(Int32.max) * 1_000_000 else { return "Timeout too large: at most 2147483647 ms.\n\n" }
+        session.timeoutNanoseconds = ns
         return "\n"
     }
 
