@@ -6,7 +6,7 @@ extension ConfigParser {
     static let globalKeywords = [
         "daemon", "maxconn", "pidfile", "nbthread", "log", "stats", "hard-stop-after", "grace",
         "close-spread-time", "user", "group", "uid", "gid", "chroot", "ulimit-n", "tune.bufsize",
-        "tune.maxrewrite", "server-state-file", "setenv", "presetenv", "unsetenv", "resetenv",
+        "tune.maxrewrite", "server-state-file", "setenv", "presetenv", "unsetenv", "resetenv", "set-var", "set-var-fmt",
         "strict-limits", "noreuseport", "zero-warning", "fd-hard-limit", "maxpipes",
     ]
 
@@ -17,7 +17,7 @@ extension ConfigParser {
         "ssl-default-server-options", "tune.ssl.default-dh-param", "ca-base", "crt-base",
         "log-send-hostname", "log-tag", "lua-load", "stats bind-process", "cpu-map", "h1-case-adjust",
         "insecure-fork-wanted", "expose-experimental-directives", "maxsslconn", "maxconnrate",
-        "server-state-base", "localpeer", "set-var", "unix-bind", "busy-polling",
+        "server-state-base", "localpeer", "unix-bind", "busy-polling",
     ]
 
     func parseGlobalKeyword(_ words: [String], at location: SourceLocation) throws {
@@ -99,6 +99,24 @@ extension ConfigParser {
             try Values.expect(args, 2, usage: "\(keyword) <name> <value>")
             let name = args.first!, value = args.last!
             if keyword == "setenv" || environment[name] == nil { environment.set(name, value) }
+        case "set-var", "set-var-fmt":
+            // HAProxy 2.6: a process variable's value at start, from load-time fetches
+            // (constants, the environment) or a format of them.
+            try Values.expect(args, 2, usage: "\(keyword) proc.<name> <\(keyword == "set-var" ? "expression" : "format")>")
+            let (scope, name) = try VariableScope.parseName(args.first!, what: keyword)
+            guard scope == .proc else { throw ConfigError("\(keyword): only 'proc.' variables can be set in global, not '\(args.first!)'") }
+            var v = InitialVariable(name: name, text: "\(keyword) \(args.joined(separator: " "))")
+            if keyword == "set-var" {
+                let e = try SampleExpression.parse(args.last!)
+                guard e.fetch.scope == .load else {
+                    throw ConfigError("set-var: '\(args.last!)' is not known at start; in global only constants and the environment are (e.g. str(on), env(NAME), int(1))")
+                }
+                v.expression = e
+            } else {
+                v.format = args.last!
+            }
+            config.global.initialVariables.removeAll { $0.name == name }
+            config.global.initialVariables.append(v)
         case "unsetenv":
             for name in args { environment.unset(name) }
         case "resetenv":

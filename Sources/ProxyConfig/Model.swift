@@ -96,6 +96,9 @@ public struct FoldedRule: Sendable, CustomStringConvertible {
 
 /// The `global` section.
 public struct GlobalSettings: Sendable {
+    /// `set-var proc.NAME EXPR` and `set-var-fmt proc.NAME FORMAT`: process variables' values
+    /// at start, each with its line as written (a reload compares them).
+    public var initialVariables: [InitialVariable] = []
     public var daemon = false
     public var maxconn: Int?
     public var pidfile: String?
@@ -615,6 +618,15 @@ public struct LegacyRewrite: Sendable {
     }
     public var direction: Direction
     public var operation: Operation
+}
+
+/// A `global set-var` or `set-var-fmt` line.
+public struct InitialVariable: Sendable {
+    public var name: String
+    public var expression: SampleExpression?
+    public var format: String?
+    /// The line as written, from `set-var` on.
+    public var text: String
 }
 
 /// `errorfile CODE FILE`, read at load.

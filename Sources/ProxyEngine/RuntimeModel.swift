@@ -54,5 +54,21 @@ public final class RuntimeModel: @unchecked Sendable {
         maxConnections = configuration.global.maxconn ?? 4096
         connectionLimit.store(maxConnections, ordering: .relaxed)
         maxPipes = configuration.global.maxpipes ?? maxConnections / 2
+        // `global set-var` / `set-var-fmt`: the variables' values at start (a reload may then
+        // carry a runtime value over them).
+        for v in configuration.global.initialVariables {
+            if let e = v.expression {
+                var value: SampleValue?
+                _ = ProcessSamples.visit(e.fetch, model: self, backend: nil) { raw in
+                    guard let (converted, fold) = e.convert(raw) else { return false }
+                    value = SampleValue(converted, fold: fold)
+                    return true
+                }
+                if let value { processVariables.withLock { $0[v.name] = value } }
+            } else if let f = v.format {
+                let text = LogFormat(f).renderConstant(model: self)
+                processVariables.withLock { $0[v.name] = .string(text) }
+            }
+        }
     }
 }

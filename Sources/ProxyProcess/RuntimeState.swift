@@ -16,7 +16,8 @@ import Glibc
 ///     server-maxconn BACKEND SERVER RUNTIME CONFIGURED
 ///     server-addr    BACKEND SERVER IP PORT CONFIGURED-ADDRESS
 ///     server-checks  BACKEND SERVER on|off
-///     var            NAME bool|int|str|ip HEX-VALUE
+///     server-checkcounts BACKEND SERVER FAILED-CHECKS UP-TO-DOWN-TRANSITIONS (counters, carried)
+///     var            NAME bool|int|str|ip HEX-VALUE HEX-CONFIGURED-LINE (its global set-var)
 ///     counters       frontend|backend NAME VALUES...  /  counters server BACKEND SERVER VALUES...
 ///     generation     N (the old process's place in the chain of reloads)
 ///     pattern        acl|map HEX-PATH LOADED-DIGEST [HEX-KEY[:HEX-VALUE]]... (a file changed at run time)
@@ -49,6 +50,10 @@ enum RuntimeState {
                     out.append("server-addr \(id) \(AddressText.ip(a)) \(a.port) \(configured(s))")
                 }
                 out.append("server-checks \(id) \(s.checksEnabled.load(ordering: .relaxed) ? "on" : "off")")
+                let check = s.lastCheck.withLock { $0 }
+                if check.failures > 0 || check.downTransitions > 0 {
+                    out.append("server-checkcounts \(id) \(check.failures) \(check.downTransitions)")
+                }
             }
         }
         for f in model.frontends {
@@ -77,7 +82,8 @@ enum RuntimeState {
             case .string(let s): (type, bytes) = ("str", s)
             case .ip(let ip): (type, bytes) = ("ip", Array(ip.description.utf8))
             }
-            out.append("var \(name) \(type) \(hex(bytes))")
+            let configured = model.configuration.global.initialVariables.first { $0.name == name }?.text ?? ""
+            out.append("var \(name) \(type) \(hex(bytes)) \(hex(Array(configured.utf8)))")
         }
         return out
     }
@@ -226,8 +232,15 @@ enum RuntimeState {
                 if let (base, values) = counterLine(w, model) { counters[base] = values }
                 continue
             }
-            if kind == "var", w.count == 4 {
+            if kind == "var", w.count == 4 || w.count == 5 {
                 guard let bytes = unhex(w[3]) else { continue }
+                // A `global set-var` line changed since the old file: the file wins.
+                let oldLine = w.count == 5 ? unhex(w[4]).map { String(decoding: $0, as: UTF8.self) } ?? "" : ""
+                let newLine = model.configuration.global.initialVariables.first { $0.name == w[1] }?.text ?? ""
+                if oldLine != newLine {
+                    overridden.append("variable proc.\(w[1]): its 'set-var' line changed in the configuration; the runtime value is dropped")
+                    continue
+                }
                 let text = String(decoding: bytes, as: UTF8.self)
                 let value: SampleValue?
                 switch w[2] {
@@ -330,6 +343,11 @@ enum RuntimeState {
                     s.setAddress(ip.isV4 ? SocketAddress(ipv4: ip.v4Value, port: port) : SocketAddress(ipv6: ip.bytes16, port: port))
                     keep("\(item): address \(w[3]) port \(w[4])")
                 }
+            case "server-checkcounts" where w.count == 5:
+                // Counters: they go on from the old process's (the old one checks no more
+                // once it stops, so there is nothing to add later).
+                guard s.definition.options.check, let failures = Int(w[3]), let downs = Int(w[4]) else { continue }
+                s.lastCheck.withLock { $0.failures += failures; $0.downTransitions += downs }
             case "server-checks":
                 if w[3] == "off" {
                     s.checksEnabled.store(false, ordering: .relaxed)

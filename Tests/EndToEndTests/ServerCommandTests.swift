@@ -308,6 +308,59 @@ import Testing
     }
 }
 
+/// `global set-var` gives a process variable its value at start; a runtime value survives a
+/// reload unless the `set-var` line itself changed (then the file wins, and says so).
+@Suite(.serialized) struct GlobalSetVar {
+    func config(port: Int, socket: String, app: Int, line: String) -> String {
+        """
+        global
+            stats socket \(socket) level admin
+            \(line)
+            set-var-fmt proc.greeting "hello %[env(USER_NAME)]"
+        \(TestBed.defaults("http"))
+        frontend web
+            bind 127.0.0.1:\(port)
+            http-request return status 503 content-type text/plain string "maintenance" if { var(proc.mode) -m str maint }
+            default_backend app
+        backend app
+            server s 127.0.0.1:\(app)
+
+        """
+    }
+
+    @Test func startValueThenRuntimeThenFile() throws {
+        let bed = try TestBed()
+        let port = TestBed.freePort()
+        let app = try bed.backend(name: "app")
+        let socket = bed.directory + "/p.sock"
+        let first = try bed.proxy(config(port: port, socket: socket, app: app, line: "set-var proc.mode str(normal)"), waitFor: port,
+                                  environment: ["USER_NAME": "ops"])
+        #expect(cli(socket, "get var proc.mode") == "proc.mode: type=str value=<normal>\n\n")
+        #expect(cli(socket, "get var proc.greeting") == "proc.greeting: type=str value=<hello ops>\n\n")
+        #expect(try TestBed.curl(["http://127.0.0.1:\(port)/"]).0 == 200)
+        #expect(cli(socket, "set var proc.mode str(maint)") == "\n")
+        #expect(try TestBed.curl(["http://127.0.0.1:\(port)/"]).0 == 503)
+        // Same file: the runtime value is kept.
+        let (second, log2) = try bed.startProxy(config(port: port, socket: socket, app: app, line: "set-var proc.mode str(normal)"),
+                                                name: "same.cfg", arguments: ["-sf", String(first.processIdentifier)])
+        #expect(TestBed.waitUntil { bed.read(log2).contains("serving") })
+        #expect(try TestBed.curl(["http://127.0.0.1:\(port)/"]).0 == 503)
+        // The set-var line changed: the file wins.
+        let (third, log3) = try bed.startProxy(config(port: port, socket: socket, app: app, line: "set-var proc.mode str(open)"),
+                                               name: "changed.cfg", arguments: ["-sf", String(second.processIdentifier)])
+        #expect(TestBed.waitUntil { bed.read(log3).contains("serving") })
+        #expect(bed.read(log3).contains("variable proc.mode: its 'set-var' line changed in the configuration; the runtime value is dropped"),
+                "\(bed.read(log3))")
+        #expect(cli(socket, "get var proc.mode") == "proc.mode: type=str value=<open>\n\n")
+        #expect(try TestBed.curl(["http://127.0.0.1:\(port)/"]).0 == 200)
+        kill(third.processIdentifier, SIGTERM)
+        // A fetch that needs a request cannot give a start value.
+        try "global\n    set-var proc.x path\n".write(toFile: bed.directory + "/bad.cfg", atomically: true, encoding: .utf8)
+        let bad = try Harness.run(Harness.proxyBinary, ["-c", "-f", bed.directory + "/bad.cfg"])
+        #expect(bad.status == 1 && bad.stderr.contains("bad.cfg:2: error:") && bad.stderr.contains("is not known at start"), "\(bad.stderr)")
+    }
+}
+
 /// `proxy -c -V -x SOCKET`: before a reload, what it would keep of the running process's
 /// runtime changes and what the file would override; and which rules read `proc.` variables.
 @Suite(.serialized) struct ReloadPreviewTests {

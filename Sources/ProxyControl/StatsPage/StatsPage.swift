@@ -273,7 +273,9 @@ public final class StatsPage: LocalService, @unchecked Sendable {
                 label = form ? "<input type=\"checkbox\" name=\"s\" value=\"\(f("svname"))\"> \(f("svname"))" : f("svname")
                 css = Self.rowClass(status, backup: v["bck"] == "1")
             }
-            h += "<tr class=\"\(css)\"><td class=ac>\(label)</td>"
+            // `stats show-legends` (or an admin): the server's address as a tooltip.
+            let legend = (v["addr"] ?? "").isEmpty || row.isFrontend || row.isBackend ? "" : " title=\"\(f("addr"))\""
+            h += "<tr class=\"\(css)\"><td class=ac\(legend)>\(label)</td>"
             for k in ["qcur", "qmax", "qlimit", "scur", "smax", "slim", "stot", "lbtot", "bin", "bout", "econ", "eresp",
                       "hrsp_1xx", "hrsp_2xx", "hrsp_3xx", "hrsp_4xx", "hrsp_5xx"] {
                 h += "<td>\(f(k))</td>"

@@ -59,6 +59,25 @@ struct LogFormat {
         segments.flatMap { if case .literal(let l) = $0 { return l } else { return [] } }
     }
 
+    /// Renders the format with no request: literals and load-time or process fetches
+    /// (`global set-var-fmt`); an alias that needs a connection renders empty.
+    func renderConstant(model: RuntimeModel) -> [UInt8] {
+        var out: [UInt8] = []
+        for s in segments {
+            switch s {
+            case .literal(let l): out += l
+            case .sample(let e):
+                _ = ProcessSamples.visit(e.fetch, model: model, backend: nil) { raw in
+                    guard let (v, fold) = e.convert(raw) else { return false }
+                    out += SampleValue(v, fold: fold).text
+                    return true
+                }
+            case .alias: break
+            }
+        }
+        return out
+    }
+
     /// Renders the format in one phase of a transaction.
     func render(_ samples: HTTPSamples) -> [UInt8] {
         var out: [UInt8] = []
