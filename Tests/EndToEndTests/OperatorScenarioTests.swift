@@ -41,6 +41,7 @@ import Testing
         func status(_ host: String) -> Int { (try? TestBed.curl(["-H", "Host: \(host)", "http://127.0.0.1:\(port)/"]))?.0 ?? 0 }
         // Site B (and every other host) is under a steady load the whole time.
         let load = try SteadyLoad(port: port, directory: bed.directory)
+        #expect(TestBed.waitUntil { Int(showStat(socket, "web,FRONTEND,")[safe: 48] ?? "") ?? 0 >= 10 }, "the load never started")
         #expect(cli(socket, "set var proc.site_a_maint bool(true)") == "\n")
         #expect(status("a.example.com") == 503 && status("b.example.com") == 200)
         for i in 0..<3 {
@@ -70,7 +71,7 @@ import Testing
 
         """, waitFor: port)
         let load = try SteadyLoad(port: port, directory: bed.directory)
-        #expect(TestBed.waitUntil { Int(showStat(socket, "web,a,")[7]) ?? 0 > 5 })
+        #expect(TestBed.waitUntil { Int(showStat(socket, "web,a,")[safe: 7] ?? "") ?? 0 > 5 })
         // Ansible's haproxy module: drain, then poll show stat until scur is 0 and DRAIN.
         #expect(cli(socket, "set server web/a state drain") == "\n")
         #expect(TestBed.waitUntil { let r = showStat(socket, "web,a,"); return r[4] == "0" && r[17] == "DRAIN" })
@@ -110,6 +111,7 @@ import Testing
         }
         var current = try bed.proxy(config(), waitFor: port)
         let load = try SteadyLoad(port: port, directory: bed.directory)
+        #expect(TestBed.waitUntil { Int(showStat(socket, "web,FRONTEND,")[safe: 48] ?? "") ?? 0 >= 10 }, "the load never started")
         #expect(cli(socket, "set server app/a state maint; set server app/b state drain; set weight app/c 5") == "\n\n\n")
         #expect(cli(socket, "set server app/c addr 127.0.0.1 port \(moved)")?.contains("port changed") == true)
         #expect(cli(socket, "add map \(bed.directory)/hosts.map y.example.com be_y") == "\n")
@@ -135,4 +137,9 @@ import Testing
         #expect(result.failed == 0 && result.ok > 0, "\(result)")
         kill(current.processIdentifier, SIGTERM)
     }
+}
+
+extension Array {
+    /// The element at `i`, or nil past the end (a row not there yet).
+    subscript(safe i: Int) -> Element? { indices.contains(i) ? self[i] : nil }
 }
