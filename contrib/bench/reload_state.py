@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Runtime state across reloads: sets a server to maint, another's weight and address and a
-proc. variable through the runtime API, then reloads N times (-D -p -sf) under a steady
+"""Runtime state across reloads: sets a server to maint, another's weight and address, a
+proc. variable, a frontend's maxconn and a map entry through the runtime API, then reloads N times (-D -p -sf) under a steady
 trickle of requests, checking after every reload that each change is still in force and
 that the frontend's request counter never went back. Prints the figures and the verdict.
 
@@ -24,7 +24,10 @@ frontend web
     bind 127.0.0.1:18180
     acl maint var(proc.maint) -m bool
     http-request return status 503 content-type text/plain string "maint" if maint { path /maint }
+    use_backend %%[req.hdr(host),lower,map(%(d)s/hosts.map,app)]
     default_backend app
+backend special
+    http-request return status 200 content-type text/plain string "special"
 backend app
     server a 127.0.0.1:18000 weight 10
     server b 127.0.0.1:18000 weight 10
@@ -61,12 +64,14 @@ def main():
     d = tempfile.mkdtemp(prefix="reload-state-")
     cfg = os.path.join(d, "proxy.cfg")
     open(cfg, "w").write(CFG % {"d": d})
+    open(os.path.join(d, "hosts.map"), "w").write("other.example.com app\n")
     nginx = subprocess.Popen(["nginx", "-c", os.path.join(HERE, "nginx.conf")], stderr=subprocess.DEVNULL)
     wait_port(18000)
     pidfile = os.path.join(d, "proxy.pid")
     subprocess.run([a.proxy, "-f", cfg, "-D", "-p", pidfile], check=True)
     wait_port(18180)
     assert cli(d, "set server app/a state maint; set weight app/b 3; set var proc.maint bool(true)") == "\n\n\n"
+    assert cli(d, "set maxconn frontend web 777; add map %s/hosts.map special.example.com special" % d) == "\n\n"
     stop = threading.Event()
     failed = [0]
     sent = [0]
@@ -106,9 +111,12 @@ def main():
                 continue
             state = cli(d, "show servers state app")
             ok = (" a 127.0.0.1 2 1 " in state and cli(d, "get weight app/b") == "3 (initial 10)\n\n"
-                  and cli(d, "get var proc.maint") == "proc.maint: type=bool value=<1>\n\n")
+                  and cli(d, "get var proc.maint") == "proc.maint: type=bool value=<1>\n\n"
+                  and [l for l in cli(d, "show stat").splitlines() if l.startswith("web,FRONTEND,")][0].split(",")[6] == "777"
+                  and "found=yes" in cli(d, "get map %s/hosts.map special.example.com" % d))
             if not ok:
                 lost += 1
+                print("reload %d lost a change:" % i, state.strip().splitlines()[-3:], file=sys.stderr)
             now = requests(d)
             if now < last:
                 resets += 1
