@@ -26,14 +26,6 @@ import Testing
         return index < fields.count ? Int(fields[index]) ?? -1 : -1
     }
 
-    /// A slow request in the background; its curl process.
-    func slow(_ port: Int, ms: Int) throws -> Process {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: Harness.which("curl")!)
-        p.arguments = ["-s", "-o", "/dev/null", "http://127.0.0.1:\(port)/slow?ms=\(ms)"]
-        try p.run()
-        return p
-    }
 
     @Test func drainingProcessesHandTheirCountsOn() throws {
         let bed = try TestBed()
@@ -43,13 +35,13 @@ import Testing
         let first = try bed.proxy(config(port: port, socket: socket, app: app), waitFor: port)
         for _ in 0..<3 { _ = try TestBed.curl(["http://127.0.0.1:\(port)/"]) }
         // A slow request that the first process will finish after the second took its snapshot.
-        let slowOne = try slow(port, ms: 1500)
+        let slowOne = try TestBed.slowRequest(port, ms: 1500)
         #expect(TestBed.waitUntil { field(socket, "web,FRONTEND,", 4) == 1 })  // scur
         let (second, log2) = try bed.startProxy(config(port: port, socket: socket, app: app), name: "b.cfg",
                                                 arguments: ["-sf", String(first.processIdentifier)])
         #expect(TestBed.waitUntil { bed.read(log2).contains("serving") }, "\(bed.read(log2))")
         // Another slow one on the second, then a third process while both drain.
-        let slowTwo = try slow(port, ms: 1200)
+        let slowTwo = try TestBed.slowRequest(port, ms: 1200)
         #expect(TestBed.waitUntil { field(socket, "web,FRONTEND,", 4) == 1 })
         for _ in 0..<2 { _ = try TestBed.curl(["http://127.0.0.1:\(port)/"]) }
         let (third, log3) = try bed.startProxy(config(port: port, socket: socket, app: app), name: "c.cfg",
@@ -76,7 +68,7 @@ import Testing
         let app = try bed.backend(name: "app")
         let socket = bed.directory + "/p.sock"
         let a = try bed.proxy(config(port: port, socket: socket, app: app), waitFor: port)
-        let slowOne = try slow(port, ms: 2500)
+        let slowOne = try TestBed.slowRequest(port, ms: 2500)
         #expect(TestBed.waitUntil { field(socket, "web,FRONTEND,", 4) == 1 })
         let (b, logB) = try bed.startProxy(config(port: port, socket: socket, app: app), name: "b.cfg", arguments: ["-sf", String(a.processIdentifier)])
         #expect(TestBed.waitUntil { bed.read(logB).contains("serving") })

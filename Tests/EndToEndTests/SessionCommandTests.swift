@@ -20,16 +20,6 @@ import Testing
         """
     }
 
-    /// Starts a slow request in the background; returns the curl process.
-    func slow(_ port: Int, ms: Int) throws -> Process {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: Harness.which("curl")!)
-        p.arguments = ["-s", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:\(port)/slow?ms=\(ms)"]
-        let out = Pipe()
-        p.standardOutput = out
-        try p.run()
-        return p
-    }
 
     @Test func listAndKillSessions() throws {
         let bed = try TestBed()
@@ -37,7 +27,7 @@ import Testing
         let app = try bed.backend(name: "app")
         let socket = bed.directory + "/s.sock"
         try bed.proxy(config(port, app: app, socket: socket), waitFor: port)
-        let clients = try (0..<3).map { _ in try slow(port, ms: 8000) }
+        let clients = try (0..<3).map { _ in try TestBed.slowRequest(port, ms: 8000) }
         var listing = ""
         #expect(TestBed.waitUntil {
             listing = cli(socket, "show sess") ?? ""

@@ -168,6 +168,17 @@ final class TestBed {
 
     func log() -> String { (try? String(contentsOfFile: proxyLog, encoding: .utf8)) ?? "" }
 
+    /// Starts a request to the test backend's `/slow?ms=N` through `port`, in the background;
+    /// returns the curl process.
+    static func slowRequest(_ port: Int, ms: Int) throws -> Process {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: Harness.which("curl") ?? "/usr/bin/curl")
+        p.arguments = ["-s", "-o", "/dev/null", "http://127.0.0.1:\(port)/slow?ms=\(ms)"]
+        p.standardOutput = FileHandle.nullDevice
+        try p.run()
+        return p
+    }
+
     /// Runs curl; returns (status code, body, headers).
     static func curl(_ arguments: [String], timeout: Int = 10) throws -> (Int, String, String) {
         let dir = NSTemporaryDirectory()

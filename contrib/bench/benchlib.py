@@ -12,3 +12,19 @@ def wait_port(port, timeout=10):
         except OSError:
             time.sleep(0.02)
     return False
+
+
+def cli(path, line):
+    """One command line to the runtime API's UNIX socket at `path`; the whole answer."""
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(5)
+    s.connect(path)
+    s.sendall((line + "\n").encode())
+    out = b""
+    while True:
+        c = s.recv(65536)
+        if not c:
+            break
+        out += c
+    s.close()
+    return out.decode()

@@ -10,7 +10,7 @@ import argparse, os, socket, subprocess, sys, tempfile, threading, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from benchlib import wait_port  # noqa: E402
+from benchlib import wait_port, cli as runtime_cli  # noqa: E402
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 
 CFG = """global
@@ -36,17 +36,7 @@ backend app
 
 
 def cli(d, line):
-    s = socket.socket(socket.AF_UNIX)
-    s.settimeout(5)
-    s.connect(d + "/admin.sock")
-    s.sendall((line + "\n").encode())
-    out = b""
-    while True:
-        c = s.recv(65536)
-        if not c:
-            break
-        out += c
-    return out.decode()
+    return runtime_cli(d + "/admin.sock", line)
 
 
 def requests(d):

@@ -8,6 +8,8 @@ maintenance, the 303 landing on the page's "[ DONE ]" line.
 """
 import os, socket, subprocess, sys, tempfile, time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench"))
+from benchlib import cli as runtime_cli  # noqa: E402
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
@@ -29,16 +31,7 @@ def free_port():
 
 
 def cli(line):
-    s = socket.socket(socket.AF_UNIX)
-    s.connect(sock)
-    s.sendall((line + "\n").encode())
-    data = b""
-    while True:
-        c = s.recv(65536)
-        if not c:
-            break
-        data += c
-    return data.decode()
+    return runtime_cli(sock, line)
 
 
 def wait(cond, timeout=10):

@@ -120,10 +120,7 @@ public final class PrometheusExporter: LocalService, @unchecked Sendable {
             out.sample("haproxy_frontend_status", labels[i] + [("state", "UP")], down ? 0 : 1)
         }
         let http = frontends.indices.filter { frontends[$0].mode == .http }
-        out.family("haproxy_frontend_http_responses_total", "counter", "HTTP responses by status class")
-        for (c, code) in Self.codes.enumerated() {
-            for i in http { out.sample("haproxy_frontend_http_responses_total", labels[i] + [("code", code)], totals[i].responses[c]) }
-        }
+        Self.responsesByClass(&out, "haproxy_frontend_http_responses_total", labels, totals, http)
         out.family("haproxy_frontend_http_requests_total", "counter", "HTTP requests received")
         for i in http { out.sample("haproxy_frontend_http_requests_total", labels[i], totals[i].requests) }
         each("connections_total", "counter", "Connections accepted") { totals[$0].sessions }
@@ -168,10 +165,7 @@ public final class PrometheusExporter: LocalService, @unchecked Sendable {
         }
         each("loadbalanced_total", "counter", "Times the balancer chose a server") { totals[$0].chosen }
         let http = backends.indices.filter { backends[$0].mode == .http }
-        out.family("haproxy_backend_http_responses_total", "counter", "HTTP responses by status class")
-        for (c, code) in Self.codes.enumerated() {
-            for i in http { out.sample("haproxy_backend_http_responses_total", labels[i] + [("code", code)], totals[i].responses[c]) }
-        }
+        Self.responsesByClass(&out, "haproxy_backend_http_responses_total", labels, totals, http)
         out.family("haproxy_backend_http_requests_total", "counter", "HTTP requests given to this backend")
         for i in http { out.sample("haproxy_backend_http_requests_total", labels[i], totals[i].requests) }
         each("connection_attempts_total", "counter", "Connection attempts to its servers") { totals[$0].sessions }
@@ -225,12 +219,17 @@ public final class PrometheusExporter: LocalService, @unchecked Sendable {
         out.family("haproxy_server_check_duration_seconds", "gauge", "How long the last health check took")
         for i in checked { out.sample("haproxy_server_check_duration_seconds", labels[i], milliseconds: Int(checks[i].durationMs)) }
         let http = servers.indices.filter { servers[$0].0.mode == .http }
-        out.family("haproxy_server_http_responses_total", "counter", "HTTP responses by status class")
-        for (c, code) in Self.codes.enumerated() {
-            for i in http { out.sample("haproxy_server_http_responses_total", labels[i] + [("code", code)], totals[i].responses[c]) }
-        }
+        Self.responsesByClass(&out, "haproxy_server_http_responses_total", labels, totals, http)
         each("connection_attempts_total", "counter", "Connection attempts") { totals[$0].sessions }
         each("uweight", "gauge", "The server's user weight") { servers[$0].1.weight }
+    }
+
+    /// `*_http_responses_total`: one sample per status class and object.
+    static func responsesByClass(_ out: inout MetricsText, _ name: String, _ labels: [[(String, String)]], _ totals: [StatTotals], _ rows: [Int]) {
+        out.family(name, "counter", "HTTP responses by status class")
+        for (c, code) in codes.enumerated() {
+            for i in rows { out.sample(name, labels[i] + [("code", code)], totals[i].responses[c]) }
+        }
     }
 
     /// `show stat`'s status as the exporter's one-hot state: `UP 1/3` and `no check` are UP.
