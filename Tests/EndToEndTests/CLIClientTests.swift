@@ -3,9 +3,7 @@ import Testing
 
 /// `proxy cli` on a terminal (tmux): line editing and history of our own.
 @Suite(.serialized) struct CLILineEditingTests {
-    static let tmuxPath = Harness.which("tmux")
-
-    @Test(.enabled(if: tmuxPath != nil, "needs tmux"))
+    @Test(.enabled(if: Terminal.tmux != nil, "needs tmux"))
     func editingAndHistory() throws {
         let bed = try TestBed()
         let port = TestBed.freePort()
@@ -20,13 +18,10 @@ import Testing
             server a 127.0.0.1:\(app)
 
         """, waitFor: port)
-        let session = "cli-\(getpid())-\(port)"
-        func tmux(_ arguments: [String]) -> String { (try? Harness.run(Self.tmuxPath!, ["-L", session] + arguments))?.stdout ?? "" }
-        _ = tmux(["new-session", "-d", "-s", session, "-x", "120", "-y", "40",
-                  "HOME=\(bed.directory) \(Harness.proxyBinary) cli -s \(socket)"])
-        defer { _ = tmux(["kill-server"]) }
-        func screen() -> String { tmux(["capture-pane", "-p", "-t", session]) }
-        func keys(_ k: String...) { _ = tmux(["send-keys", "-t", session] + k) }
+        let terminal = Terminal("HOME=\(bed.directory) \(Harness.proxyBinary) cli -s \(socket)", name: "cli-\(getpid())-\(port)",
+                                width: 120, height: 40)
+        func screen() -> String { terminal.screen }
+        func keys(_ k: String...) { for key in k { terminal.keys(key) } }
         // (tmux drops the prompt's trailing space.)
         #expect(TestBed.waitUntil { screen().contains("proxy>") }, "\(screen())")
         // A typo mended with backspace.

@@ -7,10 +7,6 @@ import Testing
 @Suite(.serialized) struct HatopTests {
     static let tools = Harness.which("hatop") != nil && Harness.which("tmux") != nil
 
-    func tmux(_ arguments: [String]) -> String {
-        (try? Harness.run(Harness.which("tmux")!, arguments))?.stdout ?? ""
-    }
-
     @Test(.enabled(if: tools, "needs hatop and tmux"))
     func hatopShowsAndSteersServers() throws {
         let bed = try TestBed()
@@ -29,10 +25,8 @@ import Testing
             server beta 127.0.0.1:\(app)
 
         """, waitFor: port)
-        let session = "hatop-\(getpid())-\(port)"
-        _ = tmux(["-L", session, "new-session", "-d", "-s", session, "-x", "200", "-y", "50", "hatop -s \(socket)"])
-        defer { _ = tmux(["-L", session, "kill-server"]) }
-        func screen() -> String { tmux(["-L", session, "capture-pane", "-p", "-t", session]) }
+        let terminal = Terminal("hatop -s \(socket)", name: "hatop-\(getpid())-\(port)")
+        func screen() -> String { terminal.screen }
         func line(_ server: String) -> String {
             screen().split(separator: "\n").first { $0.hasPrefix(server + " ") }.map(String.init) ?? ""
         }
@@ -40,11 +34,11 @@ import Testing
         #expect(shown, "\(screen())")
         #expect(screen().contains("Version: 2.6.12-proxy-"))
         // The embedded CLI (mode 5), then back to the status screen (mode 1).
-        _ = tmux(["-L", session, "send-keys", "-t", session, "Escape", "5"])
+        terminal.keys("Escape", "5")
         #expect(TestBed.waitUntil { screen().contains("embedded interactive") }, "\(screen())")
-        _ = tmux(["-L", session, "send-keys", "-t", session, "disable server app/beta", "Enter"])
+        terminal.keys("disable server app/beta", "Enter")
         #expect(TestBed.waitUntil { (cli(socket, "show stat") ?? "").contains("app,beta,0,0,0,0,,0,0,0,,0,,0,0,0,0,MAINT") })
-        _ = tmux(["-L", session, "send-keys", "-t", session, "Escape", "1"])
+        terminal.keys("Escape", "1")
         #expect(TestBed.waitUntil { line("beta").contains("MAINT") }, "\(screen())")
         // Traffic goes to alpha only.
         for _ in 0..<4 { #expect(try TestBed.curl(["http://127.0.0.1:\(port)/"]).0 == 200) }

@@ -22,21 +22,7 @@ import Testing
         let port = TestBed.freePort()
         let app = try bed.backend(name: "app")
         let socket = bed.directory + "/p.sock"
-        let config = """
-        global
-            stats socket \(socket)
-        \(TestBed.defaults("http"))
-        frontend web
-            bind 127.0.0.1:\(port)
-            acl site_a_maint var(proc.site_a_maint) -m bool
-            use_backend maintenance if site_a_maint { hdr(host) -i a.example.com }
-            default_backend app
-        backend maintenance
-            http-request return status 503 content-type text/plain string "site A is under maintenance"
-        backend app
-            server s 127.0.0.1:\(app)
-
-        """
+        let config = ProcessVariablesAtRunTime.seedConfig(port: port, socket: socket, app: app)
         var current = try bed.proxy(config, waitFor: port)
         func status(_ host: String) -> Int { (try? TestBed.curl(["-H", "Host: \(host)", "http://127.0.0.1:\(port)/"]))?.0 ?? 0 }
         // Site B (and every other host) is under a steady load the whole time.

@@ -166,12 +166,9 @@ import Testing
 
 /// The seed thread's wish: one site of several into maintenance at run time, with no reload.
 @Suite(.serialized) struct ProcessVariablesAtRunTime {
-    @Test func oneSiteIntoMaintenanceWithoutAReload() throws {
-        let bed = try TestBed()
-        let port = TestBed.freePort()
-        let app = try bed.backend(name: "app")
-        let socket = bed.directory + "/p.sock"
-        try bed.proxy("""
+    /// Two sites behind one frontend; site A's maintenance is a `proc.` variable.
+    static func seedConfig(port: Int, socket: String, app: Int) -> String {
+        """
         global
             stats socket \(socket)
         \(TestBed.defaults("http"))
@@ -185,7 +182,15 @@ import Testing
         backend app
             server s 127.0.0.1:\(app)
 
-        """, waitFor: port)
+        """
+    }
+
+    @Test func oneSiteIntoMaintenanceWithoutAReload() throws {
+        let bed = try TestBed()
+        let port = TestBed.freePort()
+        let app = try bed.backend(name: "app")
+        let socket = bed.directory + "/p.sock"
+        try bed.proxy(Self.seedConfig(port: port, socket: socket, app: app), waitFor: port)
         func status(_ host: String) -> Int { (try? TestBed.curl(["-H", "Host: \(host)", "http://127.0.0.1:\(port)/"]))?.0 ?? 0 }
         #expect(status("a.example.com") == 200 && status("b.example.com") == 200)
         // The socket's default level is operator: enough, with no experimental mode.
