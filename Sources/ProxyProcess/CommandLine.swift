@@ -2,6 +2,8 @@
 public struct CommandLineOptions: Equatable, Sendable {
     public var configPaths: [String] = []
     public var checkOnly = false
+    /// `-e FILE` / `--env-file FILE` (ours): variables set before the configuration is read.
+    public var envFiles: [String] = []
     public var quiet = false
     public var verbose = false
     public var showVersion = false
@@ -68,6 +70,7 @@ public struct CommandLineOptions: Equatable, Sendable {
             case "-D": o.daemon = true
             case "-p": o.pidFile = try value(arg)
             case "-x": o.socketTransfer = try value(arg)
+            case "-e", "--env-file": o.envFiles.append(try value(arg))
             case "-dR": o.noReusePort = true
             case "-db", "-d": o.foreground = true
             case "-dW": o.zeroWarning = true
@@ -133,6 +136,8 @@ public struct CommandLineOptions: Equatable, Sendable {
             -sf <pid>*     once serving, tell these pids to finish their work and exit (SIGUSR1)
             -st <pid>*     once serving, tell these pids to exit at once (SIGTERM)
             -x <socket>    take the listening sockets from this stats socket (HAProxy's -x)
+            -e <file>      (--env-file) set NAME=value lines before reading the configuration,
+                           overriding the environment; read at every start and reload (ours)
             -dR            do not use SO_REUSEPORT
             -dW            refuse to start (and fail -c) on any warning
             -dr            start a server whose name does not resolve disabled, instead of failing

@@ -35,6 +35,21 @@ public enum ProxyMain {
                 return 1
             } catch { return 1 }
         }
+        // `-e FILE`: its variables override the inherited ones, for the configuration and
+        // `show env`; a malformed file stops everything before anything is touched.
+        for file in options.envFiles {
+            do {
+                let set = try EnvFile.apply(file)
+                if options.verbose && options.checkOnly {
+                    for (k, v) in set { print("\(file): \(k)=\(v)") }
+                }
+            } catch let e as EnvFile.Failure {
+                printError("\(e.description)\nproxy: nothing was started\n")
+                return 1
+            } catch {
+                return 1
+            }
+        }
         // `-L`: the local peer name, which a config may read as ${HAPROXY_LOCALPEER}.
         if let peer = options.localPeer { ProcessEnvironment.set("HAPROXY_LOCALPEER", peer) }
         let environment = Environment(ProcessEnvironment.snapshot())
