@@ -72,7 +72,7 @@ struct ControlLoop {
         var hardDeadline: UInt64?
         /// `grace`: a SIGUSR1 waits this long, still accepting, before the soft stop begins.
         var graceDeadline: UInt64?
-        func beginSoftStop(afterGrace: Bool = false) {
+        func beginSoftStop(afterGrace: Bool = false, bound: Int? = nil) {
             // Repeated SIGUSR1 (or stop) does nothing more.
             guard !softStopping else { return }
             if afterGrace, graceDeadline == nil, let grace = configuration.global.grace, grace > 0 {
@@ -84,10 +84,13 @@ struct ControlLoop {
             softStopping = true
             engine.softStop()
             runtimeAPI.closeListeners(epoll: epoll)
-            if let after = configuration.global.hardStopAfter {
+            if let after = configuration.global.hardStopAfter ?? bound {
                 hardDeadline = Clock.monotonicNanoseconds() + UInt64(after) * 1_000_000
             }
         }
+        /// PID 1 (a container's init): SIGTERM is what runtimes send to stop, so it drains,
+        /// bounded by hard-stop-after (30 s when unset); every other signal is ours to handle.
+        let isInit = ProcessCalls.pid == 1
         // Frames that came with `stopped`, already read.
         for p in predecessors { readPredecessor(p.fd.rawValue) }
         let sockets = { engine.listeners.map { (fd: $0.fd.rawValue, hint: "listener " + Handover.encode($0.key)) } + runtimeAPI.handoverSockets }
@@ -112,7 +115,9 @@ struct ControlLoop {
                     while let sig = signals.next() {
                         switch sig {
                         case SIGUSR1: beginSoftStop(afterGrace: true)
+                        case SIGTERM where isInit: beginSoftStop(bound: 30_000)
                         case SIGTERM, SIGINT: engine.hardStop()
+                        case SIGCHLD: ProcessCalls.reapAny()
                         case SIGTTOU: engine.pauseAccepting()
                         case SIGTTIN: engine.resumeAccepting()
                         default: break

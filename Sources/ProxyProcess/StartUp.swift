@@ -97,7 +97,9 @@ final class StartUp {
         // Signals are blocked before any thread starts, so every thread inherits the mask and
         // only the control loop's signalfd sees them.
         do {
-            signals = try SignalFD(signals: [SIGTERM, SIGINT, SIGUSR1, SIGTTOU, SIGTTIN, SIGHUP, SIGPIPE])
+            // As PID 1 (a container's init) it also reaps the orphans the kernel gives it.
+            signals = try SignalFD(signals: [SIGTERM, SIGINT, SIGUSR1, SIGTTOU, SIGTTIN, SIGHUP, SIGPIPE]
+                                   + (ProcessCalls.pid == 1 ? [SIGCHLD, SIGUSR2, SIGQUIT] : []))
         } catch {
             throw Failure("proxy: \(error)")
         }

@@ -1,0 +1,73 @@
+import Foundation
+import Testing
+
+/// `proxy` as PID 1 in a new PID namespace (what a container runs): SIGTERM drains the
+/// requests in flight, then exits 0; orphans handed to it are reaped; SIGINT stops at once.
+@Suite(.serialized) struct ContainerInitTests {
+    static let available = Harness.isRoot && Harness.which("unshare") != nil && Harness.which("nsenter") != nil
+
+    /// Starts `proxy -f CONFIG` as PID 1 under unshare; returns unshare and proxy's host pid.
+    func startAsInit(_ bed: TestBed, _ config: String, port: Int) throws -> (Process, Int32) {
+        let path = bed.directory + "/init.cfg"
+        try config.write(toFile: path, atomically: true, encoding: .utf8)
+        let unshare = try bed.start(Harness.which("unshare")!, ["--pid", "--fork", "--mount-proc", Harness.proxyBinary, "-f", path],
+                                    log: bed.directory + "/init.log")
+        #expect(TestBed.waitForPort(port), "\(bed.read(bed.directory + "/init.log"))")
+        var child: Int32 = 0
+        _ = TestBed.waitUntil {
+            let out = (try? Harness.run("/usr/bin/pgrep", ["-P", String(unshare.processIdentifier)]))?.stdout ?? ""
+            child = Int32(out.split(separator: "\n").first ?? "") ?? 0
+            return child > 0
+        }
+        return (unshare, child)
+    }
+
+    func config(_ port: Int, _ app: Int) -> String {
+        """
+        \(TestBed.defaults("http"))
+        frontend web
+            bind 127.0.0.1:\(port)
+            default_backend app
+        backend app
+            server s 127.0.0.1:\(app)
+
+        """
+    }
+
+    @Test(.enabled(if: available, "needs root, unshare and nsenter"))
+    func sigtermDrainsThenExitsZero() throws {
+        let bed = try TestBed()
+        let port = TestBed.freePort()
+        let app = try bed.backend(name: "app")
+        let (unshare, proxy) = try startAsInit(bed, config(port, app), port: port)
+        #expect(proxy > 0)
+        // An orphan handed to PID 1: a child of a process entered into the namespace.
+        _ = try Harness.run(Harness.which("nsenter")!, ["-t", String(proxy), "-p", "-m", "/bin/sh", "-c", "sleep 0.2 & exit 0"])
+        let zombies = {
+            ((try? Harness.run("/bin/ps", ["-o", "stat=", "--ppid", String(proxy)]))?.stdout ?? "").split(separator: "\n").filter { $0.hasPrefix("Z") }.count
+        }
+        #expect(TestBed.waitUntil(timeout: 3) { zombies() == 0 }, "an orphan was left a zombie")
+        // A request in flight when the runtime says stop: it completes, then PID 1 exits 0.
+        let slow = try TestBed.slowRequest(port, ms: 1500)
+        #expect(TestBed.waitUntil { kill(proxy, 0) == 0 })
+        usleep(300_000)
+        kill(proxy, SIGTERM)
+        slow.waitUntilExit()
+        #expect(slow.terminationStatus == 0, "the request in flight failed")
+        #expect(TestBed.waitUntil(timeout: 10) { !unshare.isRunning })
+        #expect(unshare.terminationStatus == 0, "\(bed.read(bed.directory + "/init.log"))")
+    }
+
+    @Test(.enabled(if: available, "needs root, unshare and nsenter"))
+    func sigintStopsAtOnce() throws {
+        let bed = try TestBed()
+        let port = TestBed.freePort()
+        let app = try bed.backend(name: "app")
+        let (unshare, proxy) = try startAsInit(bed, config(port, app), port: port)
+        let slow = try TestBed.slowRequest(port, ms: 5000)
+        usleep(300_000)
+        kill(proxy, SIGINT)
+        #expect(TestBed.waitUntil(timeout: 3) { !unshare.isRunning })
+        slow.waitUntilExit()
+    }
+}
