@@ -70,4 +70,44 @@ import Testing
         #expect(TestBed.waitUntil(timeout: 3) { !unshare.isRunning })
         slow.waitUntilExit()
     }
+
+    /// contrib/docker/entrypoint.sh: it execs proxy, so proxy is PID 1 and drains on SIGTERM;
+    /// `-c` checks and exits; the env file is read when present.
+    @Test(.enabled(if: available, "needs root, unshare and nsenter"))
+    func theContainerEntrypoint() throws {
+        let bed = try TestBed()
+        let port = TestBed.freePort()
+        let app = try bed.backend(name: "app")
+        let path = bed.directory + "/proxy.cfg"
+        try """
+        \(TestBed.defaults("http"))
+        frontend web
+            bind 127.0.0.1:\(port)
+            http-request return status 503 if { env_int(MAINT) gt 0 }
+            default_backend app
+        backend app
+            server s 127.0.0.1:\(app)
+
+        """.write(toFile: path, atomically: true, encoding: .utf8)
+        try "MAINT=1\n".write(toFile: bed.directory + "/env", atomically: true, encoding: .utf8)
+        let entrypoint = Harness.root + "/contrib/docker/entrypoint.sh"
+        let environment = ["PROXY": Harness.proxyBinary, "PROXY_CONFIG": path, "PROXY_ENVFILE": bed.directory + "/env"]
+        let check = try Harness.run(entrypoint, ["-c"], environment: environment)
+        #expect(check.status == 0 && check.stdout.contains("Configuration file is valid"), "\(check.stdout) \(check.stderr)")
+        let unshare = try bed.start(Harness.which("unshare")!, ["--pid", "--fork", "--mount-proc", entrypoint],
+                                    log: bed.directory + "/init.log", environment: environment)
+        #expect(TestBed.waitForPort(port), "\(bed.read(bed.directory + "/init.log"))")
+        #expect(try TestBed.curl(["http://127.0.0.1:\(port)/"]).0 == 503, "the env file was read")
+        var proxy: Int32 = 0
+        _ = TestBed.waitUntil {
+            let out = (try? Harness.run("/usr/bin/pgrep", ["-P", String(unshare.processIdentifier)]))?.stdout ?? ""
+            proxy = Int32(out.split(separator: "\n").first ?? "") ?? 0
+            return proxy > 0
+        }
+        let comm = (try? String(contentsOfFile: "/proc/\(proxy)/comm", encoding: .utf8)) ?? ""
+        #expect(comm.hasPrefix("proxy"), "PID 1 is \(comm)")
+        kill(proxy, SIGTERM)
+        #expect(TestBed.waitUntil(timeout: 10) { !unshare.isRunning })
+        #expect(unshare.terminationStatus == 0, "\(bed.read(bed.directory + "/init.log"))")
+    }
 }
