@@ -2,6 +2,13 @@
 public struct CommandLineOptions: Equatable, Sendable {
     public var configPaths: [String] = []
     public var checkOnly = false
+    /// `-W` / `-Ws`: run as the master of a worker (`Master`); `-Ws` also speaks sd_notify.
+    public var masterWorker = false
+    public var systemdNotify = false
+    /// `-S PATH`: the master CLI's socket.
+    public var masterSocket: String?
+    /// Set by a master for its workers: where the worker writes its verdict.
+    public var workerVerdictFD: Int32?
     /// `-e FILE` / `--env-file FILE` (ours): variables set before the configuration is read.
     public var envFiles: [String] = []
     public var quiet = false
@@ -89,8 +96,14 @@ public struct CommandLineOptions: Equatable, Sendable {
                     pids.append(try parsePID(arguments[i], flag: arg))
                 }
                 if arg == "-sf" { o.softStopPIDs += pids } else { o.terminatePIDs += pids }
-            case "-W", "-Ws", "-S":
-                throw UsageError(message: "option '\(arg)' (master-worker mode) is not supported yet")
+            case "-W": o.masterWorker = true
+            case "-Ws": o.masterWorker = true; o.systemdNotify = true
+            case "-S": o.masterSocket = try value(arg)
+            case "--worker-verdict-fd":
+                // Internal: a master's worker reports its verdict on this descriptor.
+                let text = try value(arg)
+                guard let n = Int32(text), n > 2 else { throw UsageError(message: "option '\(arg)' needs a descriptor number") }
+                o.workerVerdictFD = n
             default:
                 throw UsageError(message: "unknown option '\(arg)'")
             }
@@ -136,6 +149,10 @@ public struct CommandLineOptions: Equatable, Sendable {
             -sf <pid>*     once serving, tell these pids to finish their work and exit (SIGUSR1)
             -st <pid>*     once serving, tell these pids to exit at once (SIGTERM)
             -x <socket>    take the listening sockets from this stats socket (HAProxy's -x)
+            -W             master-worker: a master supervises one worker and reloads it
+                           on SIGUSR2/SIGHUP or the master CLI's 'reload'
+            -Ws            -W, and tell systemd (sd_notify) when it is ready and reloading
+            -S <path>      the master CLI socket (show proc, reload)
             -e <file>      (--env-file) set NAME=value lines before reading the configuration,
                            overriding the environment; read at every start and reload (ours)
             -dR            do not use SO_REUSEPORT

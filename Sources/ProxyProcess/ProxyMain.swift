@@ -35,6 +35,13 @@ public enum ProxyMain {
                 return 1
             } catch { return 1 }
         }
+        // `-W`: this process is the master; its workers are this binary again. The master
+        // checks the configuration (with the environment file over a copy of its own
+        // environment, so a line later removed from the file reverts) and never applies the
+        // file to itself.
+        if options.masterWorker && options.workerVerdictFD == nil && !options.checkOnly {
+            return runMaster(options, arguments)
+        }
         // `-e FILE`: its variables override the inherited ones, for the configuration and
         // `show env`; a malformed file stops everything before anything is touched.
         for file in options.envFiles {
@@ -108,6 +115,40 @@ public enum ProxyMain {
             return 1
         }
         return StartUp(configuration: configuration, options: options).run()
+    }
+
+    static func runMaster(_ options: CommandLineOptions, _ arguments: [String]) -> Int32 {
+        if options.daemon {
+            printError("proxy: -D is not supported with -W yet; run the master in the foreground (systemd, containers, the init script without -W)\n")
+            return 1
+        }
+        guard let executable = ProcessCalls.executablePath() else {
+            printError("proxy: cannot find this binary's path (/proc/self/exe) to start workers\n")
+            return 1
+        }
+        var environment = Environment(ProcessEnvironment.snapshot())
+        for file in options.envFiles {
+            do {
+                let bytes = try FileSystem.readFile(file)
+                for (k, v) in try EnvFile.parse(String(decoding: bytes, as: UTF8.self), name: file) { environment.set(k, v) }
+            } catch let e as EnvFile.Failure {
+                printError("\(e.description)\nproxy: nothing was started\n")
+                return 1
+            } catch {
+                printError("\(file): error: cannot read the environment file: \(error)\nproxy: nothing was started\n")
+                return 1
+            }
+        }
+        var loader = ConfigLoader(environment: environment)
+        loader.ignoresResolutionFailures = options.ignoreResolutionFailures
+        let result = loader.load(paths: options.configPaths)
+        report(result.diagnostics, quiet: options.quiet)
+        guard result.configuration != nil else {
+            let count = result.diagnostics.filter { $0.severity == .error }.count
+            printError("proxy: \(count) error\(count == 1 ? "" : "s") in the configuration; nothing was started\n")
+            return 1
+        }
+        return Master(options: options, arguments: arguments, executable: executable).run()
     }
 
     static func formatMilliseconds(_ ms: Double) -> String {

@@ -175,6 +175,11 @@ final class StartUp {
     // MARK: 3. daemon
 
     private func daemonize() throws {
+        // A master's worker: the verdict goes to the master, in the foreground.
+        if let fd = options.workerVerdictFD {
+            verdict = FileDescriptor(rawValue: fd)
+            return
+        }
         guard (options.daemon || configuration.global.daemon) && !options.foreground else { return }
         let pipe: (read: FileDescriptor, write: FileDescriptor)
         do { pipe = try Pipe.make() } catch { throw Failure("proxy: cannot start the daemon: \(error)") }
@@ -329,6 +334,8 @@ final class StartUp {
             _ = try? withUnsafeBytes(of: &ok) { try verdict.writeAll($0) }
             verdict.close()
             self.verdict = nil
+        }
+        if options.workerVerdictFD == nil && (options.daemon || configuration.global.daemon) && !options.foreground {
             try? ProcessCalls.detachStandardStreams(keepError: options.verbose)
             if !options.verbose { logger?.detachStandardStreams() }
         } else if !options.quiet {

@@ -266,6 +266,6 @@ public struct RuntimeCommands {
 }
 
 extension String {
-    func padding(to width: Int) -> String { count >= width ? self : self + String(repeating: " ", count: width - count) }
+    public func padding(to width: Int) -> String { count >= width ? self : self + String(repeating: " ", count: width - count) }
     public func leftPadded(_ width: Int) -> String { count >= width ? self : String(repeating: "0", count: width - count) + self }
 }

@@ -1,0 +1,149 @@
+import Foundation
+import Testing
+
+/// `-W` / `-Ws`: a master supervising one worker. Reloads by SIGUSR2 and by the master CLI
+/// under load lose no request and say `Success=1`; a bad configuration says `Success=0`
+/// and the worker serves on; the environment file is read at every reload, and a line
+/// removed from it reverts; a worker that dies is replaced; a burst of reloads is merged;
+/// `-Ws` speaks sd_notify; SIGTERM ends everything.
+@Suite(.serialized) struct MasterWorkerTests {
+    func config(_ port: Int, _ app: Int) -> String {
+        """
+        \(TestBed.defaults("http"))
+        frontend web
+            bind 127.0.0.1:\(port)
+            http-request return status 503 if { env_int(MAINT) gt 0 }
+            default_backend app
+        backend app
+            server s 127.0.0.1:\(app)
+
+        """
+    }
+
+    /// Starts a master; returns it and the master CLI's path.
+    func startMaster(_ bed: TestBed, port: Int, app: Int, extra: [String] = [], environment: [String: String] = [:]) throws -> (Process, String) {
+        let cfg = bed.directory + "/m.cfg", master = bed.directory + "/master.sock"
+        try config(port, app).write(toFile: cfg, atomically: true, encoding: .utf8)
+        if !FileManager.default.fileExists(atPath: bed.directory + "/env") {
+            try "MAINT=0\n".write(toFile: bed.directory + "/env", atomically: true, encoding: .utf8)
+        }
+        let p = try bed.start(Harness.proxyBinary, ["-W", "-f", cfg, "-e", bed.directory + "/env", "-S", master] + extra,
+                              log: bed.directory + "/master.log", environment: environment)
+        #expect(TestBed.waitForPort(port), "\(bed.read(bed.directory + "/master.log"))")
+        return (p, master)
+    }
+
+    func workers(_ master: String) -> [Int32] {
+        let text = cli(master, "show proc") ?? ""
+        guard let start = text.range(of: "# workers\n"), let end = text.range(of: "# old workers") else { return [] }
+        return text[start.upperBound..<end.lowerBound].split(separator: "\n").compactMap { Int32($0.split(separator: " ").first ?? "") }
+    }
+
+    func status(_ port: Int) -> Int { (try? TestBed.curl(["http://127.0.0.1:\(port)/"]))?.0 ?? 0 }
+
+    @Test func reloadsUnderLoadAndTheirVerdicts() throws {
+        let bed = try TestBed()
+        let port = TestBed.freePort()
+        let app = try bed.backend(name: "app")
+        let (master, socket) = try startMaster(bed, port: port, app: app)
+        defer { kill(master.processIdentifier, SIGTERM) }
+        let proc = cli(socket, "show proc") ?? ""
+        #expect(proc.hasPrefix("#<PID>          <type>          <reloads>       <uptime>        <version>\n"), "\(proc)")
+        #expect(proc.contains("\(master.processIdentifier)") && proc.contains("master") && workers(socket).count == 1, "\(proc)")
+        let load = try SteadyLoad(port: port, directory: bed.directory)
+        #expect(TestBed.waitUntil { self.status(port) == 200 })
+        for i in 0..<10 {
+            let before = workers(socket)
+            kill(master.processIdentifier, SIGUSR2)
+            #expect(TestBed.waitUntil { let w = self.workers(socket); return w.count == 1 && w != before }, "SIGUSR2 reload \(i)")
+        }
+        for i in 0..<10 {
+            let answer = cli(socket, "reload") ?? ""
+            #expect(answer.hasPrefix("Success=1\n--\n"), "CLI reload \(i): \(answer)")
+        }
+        let result = load.finish()
+        #expect(result.failed == 0 && result.ok > 0, "\(result)")
+        // A bad configuration: Success=0, and the worker serves on.
+        let serving = workers(socket)
+        try (config(port, app) + "    frobnicate\n").write(toFile: bed.directory + "/m.cfg", atomically: true, encoding: .utf8)
+        let bad = cli(socket, "reload") ?? ""
+        #expect(bad.hasPrefix("Success=0\n--\n"), "\(bad)")
+        #expect(workers(socket) == serving && status(port) == 200)
+        #expect(cli(socket, "show proc")?.contains("[failed: 1]") == true)
+        #expect(bed.read(bed.directory + "/master.log").contains("keyword 'frobnicate'"))
+    }
+
+    @Test func envFileAtEveryReloadAndRevert() throws {
+        let bed = try TestBed()
+        let port = TestBed.freePort()
+        let app = try bed.backend(name: "app")
+        let (master, socket) = try startMaster(bed, port: port, app: app, environment: ["MAINT": "0"])
+        defer { kill(master.processIdentifier, SIGTERM) }
+        #expect(status(port) == 200)
+        try "MAINT=1\n".write(toFile: bed.directory + "/env", atomically: true, encoding: .utf8)
+        #expect(cli(socket, "reload")?.hasPrefix("Success=1") == true)
+        #expect(status(port) == 503, "the file's MAINT=1 applies at the reload")
+        // The line removed: the inherited MAINT=0 is back (the master never applied the file).
+        try "# nothing\n".write(toFile: bed.directory + "/env", atomically: true, encoding: .utf8)
+        #expect(cli(socket, "reload")?.hasPrefix("Success=1") == true)
+        #expect(status(port) == 200)
+    }
+
+    @Test func aDeadWorkerIsReplacedAndBurstsMerge() throws {
+        let bed = try TestBed()
+        let port = TestBed.freePort()
+        let app = try bed.backend(name: "app")
+        let (master, socket) = try startMaster(bed, port: port, app: app)
+        let first = workers(socket)
+        #expect(first.count == 1)
+        kill(first[0], SIGKILL)
+        #expect(TestBed.waitUntil(timeout: 10) { let w = self.workers(socket); return w.count == 1 && w != first })
+        #expect(TestBed.waitUntil { self.status(port) == 200 })
+        #expect(bed.read(bed.directory + "/master.log").contains("exited unexpectedly"))
+        // 50 reload signals at once: at most two reloads more.
+        let before = Int(cli(socket, "show proc")?.split(separator: "\n")[1].split(separator: " ", omittingEmptySubsequences: true)[2] ?? "") ?? -1
+        for _ in 0..<50 { kill(master.processIdentifier, SIGUSR2) }
+        usleep(1_500_000)
+        let after = Int(cli(socket, "show proc")?.split(separator: "\n")[1].split(separator: " ", omittingEmptySubsequences: true)[2] ?? "") ?? -1
+        #expect(after > before && after - before <= 2, "\(before) -> \(after)")
+        // SIGTERM: the workers stop, then the master, with 0.
+        let last = workers(socket)
+        kill(master.processIdentifier, SIGTERM)
+        master.waitUntilExit()
+        #expect(master.terminationStatus == 0)
+        #expect(last.allSatisfy { kill($0, 0) != 0 })
+    }
+
+    @Test func systemdNotify() throws {
+        let bed = try TestBed()
+        let port = TestBed.freePort()
+        let app = try bed.backend(name: "app")
+        let path = bed.directory + "/notify.sock"
+        let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in for (i, b) in path.utf8.enumerated() { raw[i] = b } }
+        let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+        #expect(bound == 0)
+        var messages: [String] = []
+        func collect(until: (String) -> Bool) -> Bool {
+            TestBed.waitUntil {
+                var buffer = [UInt8](repeating: 0, count: 4096)
+                let n = recv(fd, &buffer, buffer.count, Int32(MSG_DONTWAIT))
+                if n > 0 { messages.append(String(decoding: buffer[0..<n], as: UTF8.self)) }
+                return messages.contains(where: until)
+            }
+        }
+        let (master, socket) = try startMaster(bed, port: port, app: app, extra: ["-Ws"].filter { _ in true }, environment: ["NOTIFY_SOCKET": path])
+        #expect(collect { $0.contains("READY=1") && $0.contains("MAINPID=\(master.processIdentifier)") }, "\(messages)")
+        #expect(cli(socket, "reload")?.hasPrefix("Success=1") == true)
+        #expect(collect { $0.contains("RELOADING=1") && $0.contains("MONOTONIC_USEC=") }, "\(messages)")
+        #expect(collect { $0.contains("STATUS=Ready, generation 1") }, "\(messages)")
+        try (config(port, app) + "    frobnicate\n").write(toFile: bed.directory + "/m.cfg", atomically: true, encoding: .utf8)
+        #expect(cli(socket, "reload")?.hasPrefix("Success=0") == true)
+        #expect(collect { $0.contains("STATUS=Reload 2 failed") }, "\(messages)")
+        kill(master.processIdentifier, SIGTERM)
+        #expect(collect { $0.contains("STOPPING=1") }, "\(messages)")
+    }
+}
