@@ -9,6 +9,8 @@ public struct CommandLineOptions: Equatable, Sendable {
     public var masterSocket: String?
     /// Set by a master for its workers: where the worker writes its verdict.
     public var workerVerdictFD: Int32?
+    /// Set by a master for a worker replacing one that died: the listeners it held.
+    public var inheritedDescriptors: [Int32] = []
     /// `-e FILE` / `--env-file FILE` (ours): variables set before the configuration is read.
     public var envFiles: [String] = []
     public var quiet = false
@@ -104,6 +106,10 @@ public struct CommandLineOptions: Equatable, Sendable {
                 let text = try value(arg)
                 guard let n = Int32(text), n > 2 else { throw UsageError(message: "option '\(arg)' needs a descriptor number") }
                 o.workerVerdictFD = n
+            case "--inherit-fds":
+                // Internal: descriptors a master passes to a replacement worker.
+                let text = try value(arg)
+                o.inheritedDescriptors = text.split(separator: ",").compactMap { Int32($0) }.filter { $0 > 2 }
             default:
                 throw UsageError(message: "unknown option '\(arg)'")
             }

@@ -141,6 +141,16 @@ struct HandoverClient {
         channels.removeAll { $0.pid < 0 }
     }
 
+    /// A master keeping a worker's listeners: the channels close without `stop` (the worker
+    /// serves on), and the received descriptors are the caller's.
+    mutating func keepSocketsOnly() -> [Int32] {
+        for c in channels where c.pid > 0 { c.fd.close() }
+        channels = []
+        let kept = sockets.received
+        sockets = InheritedSockets()
+        return kept
+    }
+
     /// A failed start: close the channels without saying `stop` (the old processes go on
     /// as they were) and every received descriptor.
     mutating func abandon() {

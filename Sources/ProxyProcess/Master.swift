@@ -12,7 +12,9 @@ import Glibc
 /// only a worker that serves replaces the current one, and the master never re-executes
 /// itself, so a bad configuration or binary leaves everything as it was. Reloads asked for
 /// during one are merged into one more after it. A worker that dies unexpectedly is
-/// replaced after 1 s, doubling to 60 s. The master runs no data loop.
+/// replaced after 1 s, doubling to 60 s, and takes the listeners the master kept a copy of,
+/// so none is closed meanwhile (connections wait in the backlog). The master runs no data
+/// loop.
 final class Master {
     struct Worker {
         let pid: Int32
@@ -43,6 +45,9 @@ final class Master {
     var waitingForReload: [FileDescriptor] = []
     let notify: SystemdNotify?
     var cli: FileDescriptor?
+    /// The listening sockets, as the serving worker holds them: a copy kept here so that a
+    /// worker's death closes none of them; its replacement takes them.
+    var held: [Int32] = []
 
     enum Token {
         static let signals: UInt64 = 1
@@ -127,6 +132,7 @@ final class Master {
             }
         }
         notify?.send("STOPPING=1")
+        for fd in held { FileDescriptor(rawValue: fd).close() }
         if let cli { cli.close() }
         if let path = options.masterSocket { unlink(path) }
         return 0
@@ -143,9 +149,17 @@ final class Master {
             return false
         }
         var args = [executable] + workerArguments + ["--worker-verdict-fd", "3"]
-        if let r = replacing { args += ["-sf", String(r.pid)] }
+        var descriptors: [(from: Int32, to: Int32)] = [(pipe.write.rawValue, 3)]
+        if let r = replacing {
+            args += ["-sf", String(r.pid)]
+        } else if !held.isEmpty {
+            // A replacement: the listeners the master kept, from descriptor 4 on.
+            let targets = held.indices.map { Int32(4 + $0) }
+            descriptors += zip(held, targets).map { ($0, $1) }
+            args += ["--inherit-fds", targets.map(String.init).joined(separator: ",")]
+        }
         let pid: Int32
-        do { pid = try ProcessCalls.spawn(executable, args, descriptors: [(pipe.write.rawValue, 3)]) } catch {
+        do { pid = try ProcessCalls.spawn(executable, args, descriptors: descriptors) } catch {
             pipe.read.close()
             pipe.write.close()
             log("cannot start a worker from \(executable): \(error)")
@@ -184,6 +198,7 @@ final class Master {
             if let c = current { old.append(c) }
             current = worker
             backoffSeconds = 1
+            holdListeners(of: worker)
             lastReloadOK = true
             lastMessage = "worker \(worker.pid) serving, generation \(reloads)"
             log(isReload ? "reload \(reloads): \(lastMessage)" : lastMessage)
@@ -207,6 +222,18 @@ final class Master {
             reloadPending = false
             reload(epoll: epoll)
         }
+    }
+
+    /// Takes a copy of the serving worker's listening sockets over the handover (asking for
+    /// them and never saying `stop`).
+    func holdListeners(of worker: Worker) {
+        for fd in held { FileDescriptor(rawValue: fd).close() }
+        held = []
+        guard var client = try? HandoverClient.collect(from: [worker.pid], timeoutMilliseconds: 2000) else {
+            log("could not keep a copy of worker \(worker.pid)'s listeners; if it dies, its replacement binds them again")
+            return
+        }
+        held = client.keepSocketsOnly()
     }
 
     func reload(epoll: Epoll) {

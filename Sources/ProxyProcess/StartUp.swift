@@ -123,6 +123,8 @@ final class StartUp {
                 ProxyMain.printError("proxy: warning: -x: \(error); binding the listeners afresh with SO_REUSEPORT\n")
             }
         }
+        // A master's replacement worker (its predecessor died): the listeners the master held.
+        if !options.inheritedDescriptors.isEmpty { handover.sockets.add(options.inheritedDescriptors) }
         for note in handover.sockets.refused { ProxyMain.printError("proxy: warning: an old process sent a socket that was refused: \(note)\n") }
         let frontendKeys = configuration.frontends.flatMap(\.binds).flatMap(\.listenerKeys)
         let inherited = handover.sockets.match(frontendKeys + RuntimeAPIServer.inheritableKeys(configuration))

@@ -97,6 +97,10 @@ import Testing
         let first = workers(socket)
         #expect(first.count == 1)
         kill(first[0], SIGKILL)
+        // The master kept the listeners: a connection made while no worker runs waits in the
+        // backlog and is served by the replacement, instead of being refused.
+        usleep(100_000)
+        #expect((try? TestBed.curl(["http://127.0.0.1:\(port)/"], timeout: 8))?.0 == 200, "refused while the worker was replaced")
         #expect(TestBed.waitUntil(timeout: 10) { let w = self.workers(socket); return w.count == 1 && w != first })
         #expect(TestBed.waitUntil { self.status(port) == 200 })
         #expect(bed.read(bed.directory + "/master.log").contains("exited unexpectedly"))
