@@ -5,6 +5,7 @@ import ProxySystem
 extension ConfigParser {
     static let globalKeywords = [
         "daemon", "maxconn", "pidfile", "nbthread", "log", "stats", "hard-stop-after", "grace",
+        "mworker-max-reloads", "mworker-max-old-workers",
         "close-spread-time", "user", "group", "uid", "gid", "chroot", "ulimit-n", "tune.bufsize",
         "tune.maxrewrite", "server-state-file", "setenv", "presetenv", "unsetenv", "resetenv", "set-var", "set-var-fmt",
         "strict-limits", "noreuseport", "zero-warning", "fd-hard-limit", "maxpipes",
@@ -47,6 +48,13 @@ extension ConfigParser {
             config.global.logs.append(try parseLog(args, inGlobal: true))
         case "stats":
             try parseGlobalStats(args, at: location)
+        case "mworker-max-reloads", "mworker-max-old-workers":
+            // Under -W: a worker that survived this many reloads is stopped (HAProxy's, 50 by
+            // default as in 3.3); at most this many old workers at once, the oldest stopped
+            // first (ours, 8 by default).
+            try Values.expect(args, 1, usage: "\(keyword) <number>")
+            let n = try Values.integer(args.first!, for: keyword, in: 1...100_000)
+            if keyword == "mworker-max-reloads" { config.global.masterMaxReloads = n } else { config.global.masterMaxOldWorkers = n }
         case "hard-stop-after":
             try Values.expect(args, 1, usage: "hard-stop-after <time>")
             config.global.hardStopAfter = try Values.time(args.first!, for: "hard-stop-after")

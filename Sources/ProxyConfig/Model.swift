@@ -99,6 +99,9 @@ public struct GlobalSettings: Sendable {
     /// `set-var proc.NAME EXPR` and `set-var-fmt proc.NAME FORMAT`: process variables' values
     /// at start, each with its line as written (a reload compares them).
     public var initialVariables: [InitialVariable] = []
+    /// Under -W: `mworker-max-reloads` (50) and `mworker-max-old-workers` (8, ours).
+    public var masterMaxReloads = 50
+    public var masterMaxOldWorkers = 8
     public var daemon = false
     public var maxconn: Int?
     public var pidfile: String?

@@ -56,8 +56,14 @@ final class Master {
         static let session: UInt64 = 1 << 32
     }
 
-    init(options: CommandLineOptions, arguments: [String], executable: String) {
+    /// `mworker-max-reloads` and `mworker-max-old-workers`, from the configuration at start.
+    let maxReloads: Int
+    let maxOldWorkers: Int
+
+    init(options: CommandLineOptions, arguments: [String], executable: String, maxReloads: Int = 50, maxOldWorkers: Int = 8) {
         self.options = options
+        self.maxReloads = maxReloads
+        self.maxOldWorkers = maxOldWorkers
         self.executable = executable
         var out: [String] = []
         var i = 0
@@ -199,6 +205,7 @@ final class Master {
             current = worker
             backoffSeconds = 1
             holdListeners(of: worker)
+            boundOldWorkers()
             lastReloadOK = true
             lastMessage = "worker \(worker.pid) serving, generation \(reloads)"
             log(isReload ? "reload \(reloads): \(lastMessage)" : lastMessage)
@@ -222,6 +229,25 @@ final class Master {
             reloadPending = false
             reload(epoll: epoll)
         }
+    }
+
+    /// Old workers past `mworker-max-reloads`, or beyond `mworker-max-old-workers` (the
+    /// oldest first), are stopped at once, and the log says so.
+    func boundOldWorkers() {
+        var stopped = Set<Int32>()
+        for w in old where reloads - w.generation >= maxReloads {
+            log("old worker \(w.pid) has lived through \(reloads - w.generation) reloads (mworker-max-reloads \(maxReloads)); stopping it")
+            _ = try? ProcessCalls.signal(w.pid, SIGTERM)
+            stopped.insert(w.pid)
+        }
+        let alive = old.filter { !stopped.contains($0.pid) }
+        for w in alive.prefix(max(0, alive.count - maxOldWorkers)) {
+            log("more than \(maxOldWorkers) old workers (mworker-max-old-workers); stopping the oldest, \(w.pid)")
+            _ = try? ProcessCalls.signal(w.pid, SIGTERM)
+            stopped.insert(w.pid)
+        }
+        // A worker told to stop at once no longer counts (it is reaped when it exits).
+        old.removeAll { stopped.contains($0.pid) }
     }
 
     /// Takes a copy of the serving worker's listening sockets over the handover (asking for

@@ -143,12 +143,13 @@ public enum ProxyMain {
         loader.ignoresResolutionFailures = options.ignoreResolutionFailures
         let result = loader.load(paths: options.configPaths)
         report(result.diagnostics, quiet: options.quiet)
-        guard result.configuration != nil else {
+        guard let configuration = result.configuration else {
             let count = result.diagnostics.filter { $0.severity == .error }.count
             printError("proxy: \(count) error\(count == 1 ? "" : "s") in the configuration; nothing was started\n")
             return 1
         }
-        return Master(options: options, arguments: arguments, executable: executable).run()
+        return Master(options: options, arguments: arguments, executable: executable,
+                      maxReloads: configuration.global.masterMaxReloads, maxOldWorkers: configuration.global.masterMaxOldWorkers).run()
     }
 
     static func formatMilliseconds(_ ms: Double) -> String {

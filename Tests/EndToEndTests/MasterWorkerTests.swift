@@ -150,4 +150,28 @@ import Testing
         kill(master.processIdentifier, SIGTERM)
         #expect(collect { $0.contains("STOPPING=1") }, "\(messages)")
     }
+
+    /// Long-lived connections on every old worker and quick reloads: never more old workers
+    /// than `mworker-max-old-workers`, the oldest stopped first, and `show proc` lists them.
+    @Test func oldWorkersAreBounded() throws {
+        let bed = try TestBed()
+        let port = TestBed.freePort()
+        let app = try bed.backend(name: "app")
+        let cfg = bed.directory + "/m.cfg", socket = bed.directory + "/master.sock"
+        try ("global\n    mworker-max-old-workers 2\n" + config(port, app)).write(toFile: cfg, atomically: true, encoding: .utf8)
+        let master = try bed.start(Harness.proxyBinary, ["-W", "-f", cfg, "-S", socket], log: bed.directory + "/master.log")
+        defer { kill(master.processIdentifier, SIGTERM) }
+        #expect(TestBed.waitForPort(port))
+        var clients: [Process] = []
+        defer { for c in clients { c.terminate() } }
+        for i in 0..<5 {
+            clients.append(try TestBed.slowRequest(port, ms: 20_000))
+            usleep(200_000)
+            #expect(cli(socket, "reload")?.hasPrefix("Success=1") == true, "reload \(i)")
+            let text = cli(socket, "show proc") ?? ""
+            let olds = text.components(separatedBy: "# old workers\n").last?.split(separator: "\n").count ?? -1
+            #expect(olds <= 2, "\(text)")
+        }
+        #expect(bed.read(bed.directory + "/master.log").contains("more than 2 old workers (mworker-max-old-workers); stopping the oldest"))
+    }
 }
