@@ -9,6 +9,9 @@ public struct CommandLineOptions: Equatable, Sendable {
     public var masterSocket: String?
     /// Set by a master for its workers: where the worker writes its verdict.
     public var workerVerdictFD: Int32?
+    /// Set by a master: the pipe it sends its orders on (`U` soft stop, `T` stop; its end of
+    /// file, the master gone, is a stop too).
+    public var masterPipeFD: Int32?
     /// Set by a master for a worker replacing one that died: the listeners it held.
     public var inheritedDescriptors: [Int32] = []
     /// `-e FILE` / `--env-file FILE` (ours): variables set before the configuration is read.
@@ -106,6 +109,11 @@ public struct CommandLineOptions: Equatable, Sendable {
                 let text = try value(arg)
                 guard let n = Int32(text), n > 2 else { throw UsageError(message: "option '\(arg)' needs a descriptor number") }
                 o.workerVerdictFD = n
+            case "--master-pipe-fd":
+                // Internal: the master's orders to its worker (no signal needed across users).
+                let text = try value(arg)
+                guard let n = Int32(text), n > 2 else { throw UsageError(message: "option '\(arg)' needs a descriptor number") }
+                o.masterPipeFD = n
             case "--inherit-fds":
                 // Internal: descriptors a master passes to a replacement worker.
                 let text = try value(arg)

@@ -18,6 +18,8 @@ struct ControlLoop {
     /// Channels to the old processes this one replaced: each sends its final counter deltas
     /// when it exits, then closes.
     var predecessors: [(fd: FileDescriptor, reader: Handover.FrameReader)] = []
+    /// Under -W: the master's orders (`U` soft stop, `T` stop, end of file: the master is gone).
+    var masterPipe: FileDescriptor?
 
     enum Token {
         static let signals: UInt64 = 1
@@ -25,6 +27,7 @@ struct ControlLoop {
         static let stoppedAccepting: UInt64 = 3
         static let handover: UInt64 = 4
         static let queries: UInt64 = 5
+        static let master: UInt64 = 6
         /// A predecessor's channel: this plus its descriptor (inside the channel range, so
         /// matched first).
         static let predecessor: UInt64 = 1 << 36
@@ -38,6 +41,11 @@ struct ControlLoop {
         try? epoll.add(engine.finished.fd, events: Epoll.readable, token: Token.finished)
         try? epoll.add(engine.stoppedAccepting.fd, events: Epoll.readable, token: Token.stoppedAccepting)
         try? epoll.add(engine.queries.doorbell.fd, events: Epoll.readable, token: Token.queries)
+        var masterOrders = masterPipe
+        if let m = masterOrders {
+            try? Socket.setNonBlocking(m)
+            try? epoll.add(m, events: Epoll.readable | Epoll.readHangup, token: Token.master)
+        }
         if let e = endpoint { try? epoll.add(e.fd, events: Epoll.readable, token: Token.handover) }
         var readers: [Int32: Handover.FrameReader] = [:]
         for p in predecessors {
@@ -127,6 +135,22 @@ struct ControlLoop {
                     engine.finished.drain()
                 case Token.queries:
                     engine.queries.runAnswered()
+                case Token.master:
+                    guard let m = masterOrders else { break }
+                    var byte: UInt8 = 0
+                    var n = 0
+                    do { n = try withUnsafeMutableBytes(of: &byte) { try m.read(into: $0) } } catch let e as SystemError where e.code == EAGAIN {
+                        break
+                    } catch {}
+                    if n == 1 && byte == UInt8(ascii: "U") {
+                        beginSoftStop(afterGrace: true)
+                    } else {
+                        // `T`, or the master gone: stop now.
+                        epoll.remove(m)
+                        m.close()
+                        masterOrders = nil
+                        engine.hardStop()
+                    }
                 case Token.stoppedAccepting:
                     engine.stoppedAccepting.drain()
                     endpoint?.acknowledgeStops()

@@ -21,6 +21,15 @@ final class Master {
         let startedAt: Int
         /// Reloads the master had done when this worker started.
         let generation: Int
+        /// The write end of the worker's order pipe: the master stops a worker by writing to
+        /// it (no signal, so no capability is needed when the worker runs as another user).
+        let orders: FileDescriptor
+    }
+
+    /// Tells a worker to soft-stop (`U`) or stop (`T`).
+    func order(_ w: Worker, _ letter: Character) {
+        var byte = letter.asciiValue!
+        _ = withUnsafeBytes(of: &byte) { try? w.orders.writeAll($0) }
     }
 
     let options: CommandLineOptions
@@ -154,13 +163,20 @@ final class Master {
             log("cannot start a worker: \(error)")
             return false
         }
-        var args = [executable] + workerArguments + ["--worker-verdict-fd", "3"]
-        var descriptors: [(from: Int32, to: Int32)] = [(pipe.write.rawValue, 3)]
+        let orders: (read: FileDescriptor, write: FileDescriptor)
+        do { orders = try Pipe.make() } catch {
+            pipe.read.close()
+            pipe.write.close()
+            log("cannot start a worker: \(error)")
+            return false
+        }
+        var args = [executable] + workerArguments + ["--worker-verdict-fd", "3", "--master-pipe-fd", "4"]
+        var descriptors: [(from: Int32, to: Int32)] = [(pipe.write.rawValue, 3), (orders.read.rawValue, 4)]
         if let r = replacing {
             args += ["-sf", String(r.pid)]
         } else if !held.isEmpty {
-            // A replacement: the listeners the master kept, from descriptor 4 on.
-            let targets = held.indices.map { Int32(4 + $0) }
+            // A replacement: the listeners the master kept, from descriptor 5 on.
+            let targets = held.indices.map { Int32(5 + $0) }
             descriptors += zip(held, targets).map { ($0, $1) }
             args += ["--inherit-fds", targets.map(String.init).joined(separator: ",")]
         }
@@ -168,11 +184,14 @@ final class Master {
         do { pid = try ProcessCalls.spawn(executable, args, descriptors: descriptors) } catch {
             pipe.read.close()
             pipe.write.close()
+            orders.read.close()
+            orders.write.close()
             log("cannot start a worker from \(executable): \(error)")
             return false
         }
         pipe.write.close()
-        let worker = Worker(pid: pid, startedAt: Clock.wallClock().seconds, generation: reloads)
+        orders.read.close()
+        let worker = Worker(pid: pid, startedAt: Clock.wallClock().seconds, generation: reloads, orders: orders.write)
         starting = (worker, pipe.read, replacing != nil)
         try? epoll.add(pipe.read, events: Epoll.readable, token: Token.verdict)
         if replacing != nil {
@@ -199,7 +218,7 @@ final class Master {
     func finish(_ started: Worker, ok: Bool, isReload: Bool, epoll: Epoll) {
         if isReload { reloads += 1 }
         // A worker's reloads count from the generation it serves in.
-        let worker = Worker(pid: started.pid, startedAt: started.startedAt, generation: reloads)
+        let worker = Worker(pid: started.pid, startedAt: started.startedAt, generation: reloads, orders: started.orders)
         if ok {
             if let c = current { old.append(c) }
             current = worker
@@ -218,7 +237,7 @@ final class Master {
             lastMessage = "worker \(worker.pid) did not start (see its messages above); \(current.map { "worker \($0.pid) serves on" } ?? "no worker serves")"
             log(isReload ? "reload \(reloads) failed: \(lastMessage)" : lastMessage)
             notify?.send("READY=1\nSTATUS=Reload \(reloads) failed")
-            _ = try? ProcessCalls.signal(worker.pid, SIGTERM)
+            order(worker, "T")
             if current == nil && !isReload && !stopping {
                 // The first worker failed: nothing serves, so the master has nothing to do.
                 stopping = true
@@ -237,13 +256,13 @@ final class Master {
         var stopped = Set<Int32>()
         for w in old where reloads - w.generation >= maxReloads {
             log("old worker \(w.pid) has lived through \(reloads - w.generation) reloads (mworker-max-reloads \(maxReloads)); stopping it")
-            _ = try? ProcessCalls.signal(w.pid, SIGTERM)
+            order(w, "T")
             stopped.insert(w.pid)
         }
         let alive = old.filter { !stopped.contains($0.pid) }
         for w in alive.prefix(max(0, alive.count - maxOldWorkers)) {
             log("more than \(maxOldWorkers) old workers (mworker-max-old-workers); stopping the oldest, \(w.pid)")
-            _ = try? ProcessCalls.signal(w.pid, SIGTERM)
+            order(w, "T")
             stopped.insert(w.pid)
         }
         // A worker told to stop at once no longer counts (it is reaped when it exits).
@@ -280,8 +299,7 @@ final class Master {
             while let (pid, status) = ProcessCalls.reapOne() { exited(pid, status: status, epoll: epoll) }
         case SIGTERM, SIGINT, SIGUSR1:
             stopping = true
-            let forward = signal == SIGUSR1 ? SIGUSR1 : SIGTERM
-            for w in [current, starting?.worker].compactMap({ $0 }) + old { _ = try? ProcessCalls.signal(w.pid, forward) }
+            for w in [current, starting?.worker].compactMap({ $0 }) + old { order(w, signal == SIGUSR1 ? "U" : "T") }
         case SIGTTOU, SIGTTIN:
             if let c = current { _ = try? ProcessCalls.signal(c.pid, signal) }
         default:
@@ -290,6 +308,7 @@ final class Master {
     }
 
     func exited(_ pid: Int32, status: Int32, epoll: Epoll) {
+        for w in [current, starting?.worker].compactMap({ $0 }) + old where w.pid == pid { w.orders.close() }
         if let s = starting, s.worker.pid == pid {
             // Died before its verdict: the pipe's end of file says so too; read it now.
             readVerdict(epoll: epoll)

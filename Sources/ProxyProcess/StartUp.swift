@@ -70,7 +70,8 @@ final class StartUp {
         pointOfNoReturn()
         guard let engine, let signals, let control, let runtimeAPI else { return 1 }
         return ControlLoop(engine: engine, signals: signals, epoll: control, configuration: configuration,
-                           endpoint: endpoint, runtimeAPI: runtimeAPI, predecessors: handover.predecessors).run()
+                           endpoint: endpoint, runtimeAPI: runtimeAPI, predecessors: handover.predecessors,
+                           masterPipe: options.masterPipeFD.map { FileDescriptor(rawValue: $0) }).run()
     }
 
     // MARK: 1. prepare
