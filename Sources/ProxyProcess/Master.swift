@@ -317,6 +317,9 @@ final class Master {
         old.removeAll { $0.pid == pid }
         if let c = current, c.pid == pid {
             current = nil
+            // The worker being started took over from it (a reload) and told it to stop: it
+            // may exit before that worker's verdict is read. Not a death to recover from.
+            if let s = starting, s.isReload { return }
             if !stopping {
                 log("worker \(pid) exited unexpectedly (status \(status)); a new one starts in \(backoffSeconds) s")
                 respawnAt = Clock.monotonicNanoseconds() + backoffSeconds * 1_000_000_000

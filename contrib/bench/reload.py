@@ -11,7 +11,7 @@ import argparse, os, re, signal, socket, statistics, subprocess, sys, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from benchlib import wait_port  # noqa: E402
+from benchlib import wait_port, cli  # noqa: E402
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 PIDFILE = "/tmp/proxy-bench-reload.pid"
 
@@ -136,6 +136,111 @@ def latency(subject, count):
     return statistics.median(samples), max(samples)
 
 
+class MasterSubject:
+    """-W: a master in the foreground, reloaded by SIGUSR2 and by its master CLI's `reload`,
+    in turn. HAProxy 2.6 re-executes its master; proxy starts a new worker."""
+
+    def __init__(self, name, binary, config):
+        self.name, self.binary, self.config = name, binary, config
+        self.sock = "/tmp/proxy-bench-master-%s.sock" % name.split()[0]
+        self.process = None
+
+    def start(self):
+        self.stop_all()
+        self.process = subprocess.Popen([self.binary, "-W", "-f", self.config, "-S", self.sock], cwd=ROOT,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if not wait_port(18080):
+            raise SystemExit("%s did not start" % self.name)
+        deadline = time.time() + 5
+        while time.time() < deadline and not self.worker():
+            time.sleep(0.02)
+
+    def cli(self, line):
+        try:
+            return cli(self.sock, line)
+        except OSError:
+            return ""
+
+    def worker(self):
+        """The current worker's pid, from `show proc`."""
+        text = self.cli("show proc")
+        if "# workers\n" not in text:
+            return None
+        rest = text.split("# workers\n", 1)[1].split("\n")
+        return int(rest[0].split()[0]) if rest and rest[0] and rest[0][0].isdigit() else None
+
+    def reload(self, n):
+        if n % 2:
+            os.kill(self.process.pid, signal.SIGUSR2)
+        else:
+            s = socket.socket(socket.AF_UNIX)
+            s.connect(self.sock)
+            s.sendall(b"reload\n")
+            s.close()
+
+    def pids(self):
+        out = subprocess.run(["pgrep", "-f", "%s .*-f %s" % (self.binary, self.config)], capture_output=True, text=True).stdout
+        return [int(p) for p in out.split()]
+
+    def stop_all(self):
+        if self.process:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+            self.process = None
+        for p in self.pids():
+            try:
+                os.kill(p, signal.SIGKILL)
+            except OSError:
+                pass
+        time.sleep(0.3)
+
+
+def master_under_load(subject, duration, interval, close):
+    subject.start()
+    args = ["wrk", "-t1", "-c50", "-d%ds" % duration, "http://127.0.0.1:18080/"]
+    if close:
+        args[1:1] = ["-H", "Connection: close"]
+    wrk = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+    reloads = 0
+    end = time.time() + duration - 0.5
+    time.sleep(0.3)
+    while time.time() < end:
+        subject.reload(reloads)
+        reloads += 1
+        time.sleep(interval)
+    out = wrk.communicate()[0]
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errors = sum(int(x) for x in m.groups()) if m else 0
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    non2xx = int(m.group(1)) if m else 0
+    subject.stop_all()
+    return dict(requests=requests, errors=errors, non2xx=non2xx, reloads=reloads)
+
+
+def master_latency(subject, count):
+    """From the reload order to `show proc` naming a new worker."""
+    subject.start()
+    samples = []
+    for n in range(count):
+        before = subject.worker()
+        t0 = time.perf_counter()
+        subject.reload(n)
+        while True:
+            w = subject.worker()
+            if w and w != before:
+                break
+            if time.perf_counter() - t0 > 5:
+                break
+        samples.append((time.perf_counter() - t0) * 1000)
+        time.sleep(0.05)
+    subject.stop_all()
+    return statistics.median(samples), max(samples)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", type=int, default=20)
@@ -144,6 +249,7 @@ def main():
     ap.add_argument("--proxy", default=os.path.join(ROOT, ".build/release/proxy"))
     ap.add_argument("--only", default="", help="run only subjects whose name starts with this")
     ap.add_argument("--modes", default="keep-alive,close")
+    ap.add_argument("--master-worker", action="store_true", help="-W beside HAProxy -W, reloaded by SIGUSR2 and the master CLI")
     a = ap.parse_args()
     os.makedirs("/tmp/proxy-bench-www", exist_ok=True)
     with open("/tmp/proxy-bench-www/index.html", "w") as f:
@@ -156,6 +262,28 @@ def main():
         Subject("haproxy -x -sf", "haproxy", os.path.join(HERE, "reload-x.cfg"), ["-x", "/tmp/proxy-bench-haproxy.sock"]),
     ]
     subjects = [s for s in subjects if s.name.startswith(a.only)]
+    if a.master_worker:
+        masters = [MasterSubject("proxy -W", a.proxy, os.path.join(HERE, "reload.cfg")),
+                   MasterSubject("haproxy -W", "haproxy", os.path.join(HERE, "reload.cfg"))]
+        try:
+            print("%-16s %-11s %9s %8s %8s %8s" % ("subject", "clients", "requests", "errors", "non-2xx", "reloads"))
+            for close in [m == "close" for m in a.modes.split(",")]:
+                for s in masters:
+                    r = master_under_load(s, a.duration, a.interval, close)
+                    print("%-16s %-11s %9d %8d %8d %8d" % (s.name, "close" if close else "keep-alive", r["requests"], r["errors"],
+                                                          r["non2xx"], r["reloads"]), flush=True)
+            print()
+            for s in masters:
+                med, worst = master_latency(s, a.latency_reloads)
+                print("reload latency %-16s median %7.1f ms   max %7.1f ms   (%d reloads, to a new worker in show proc)"
+                      % (s.name, med, worst, a.latency_reloads), flush=True)
+            print("bars (proxy -W): 0 errors and 0 non-2xx in both modes; median reload latency < 10 ms")
+        finally:
+            nginx.terminate()
+            nginx.wait()
+            for s in masters:
+                s.stop_all()
+        return
     try:
         print("%-16s %-11s %9s %8s %8s %8s %9s %10s  %s" % ("subject", "clients", "requests", "errors", "non-2xx",
                                                              "reloads", "survivors", "failed", "fds/RSS KiB first -> last"))
