@@ -401,8 +401,8 @@ final class Master {
         func row(_ pid: Int32, _ type: String, _ reloads: String, _ since: Int) -> String {
             "\(String(pid).padding(to: 16))\(type.padding(to: 16))\(reloads.padding(to: 16))\(uptime(since).padding(to: 16))\(ProductVersion.compatible)\n"
         }
-        var text = "#\("<PID>".padding(to: 15))\("<type>".padding(to: 16))\("<reloads>".padding(to: 16))\("<uptime>".padding(to: 16))<version>\n"
-        text += row(ProcessCalls.pid, "master", failedReloads > 0 ? "\(reloads) [failed: \(failedReloads)]" : "\(reloads)", startedAt)
+        var text = "#\("<PID>".padding(to: 15))\("<type>".padding(to: 16))\("<reloads>".padding(to: 16))\("<uptime>".padding(to: 16))\("<version>".padding(to: 15))\n"
+        text += row(ProcessCalls.pid, "master", "\(reloads) [failed: \(failedReloads)]", startedAt)
         text += "# workers\n"
         if let c = current { text += row(c.pid, "worker", "\(reloads - c.generation)", c.startedAt) }
         text += "# old workers\n"

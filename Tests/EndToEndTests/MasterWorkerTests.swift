@@ -48,7 +48,8 @@ import Testing
         let (master, socket) = try startMaster(bed, port: port, app: app)
         defer { kill(master.processIdentifier, SIGTERM) }
         let proc = cli(socket, "show proc") ?? ""
-        #expect(proc.hasPrefix("#<PID>          <type>          <reloads>       <uptime>        <version>\n"), "\(proc)")
+        #expect(proc.hasPrefix("#<PID>          <type>          <reloads>       <uptime>        <version>      \n"), "\(proc)")
+        #expect(proc.contains(" master          0 [failed: 0]   "), "\(proc)")
         #expect(proc.contains("\(master.processIdentifier)") && proc.contains("master") && workers(socket).count == 1, "\(proc)")
         let load = try SteadyLoad(port: port, directory: bed.directory)
         #expect(TestBed.waitUntil { self.status(port) == 200 })

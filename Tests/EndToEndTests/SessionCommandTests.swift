@@ -63,7 +63,9 @@ import Testing
                       waitFor: port)
         #expect(cli(user, "show sess") == "Permission denied\n\n")
         #expect(cli(user, "show errors") == "Permission denied\n\n")
-        #expect(cli(operatorSocket, "show sess") == "\n")
+        // Allowed (the port probe's connection may still be listed on a slow machine).
+        let sessions = cli(operatorSocket, "show sess") ?? ""
+        #expect(sessions.hasSuffix("\n") && !sessions.contains("Permission denied"), "\(sessions)")
         #expect(cli(operatorSocket, "shutdown session 0x1") == "Permission denied\n\n")
         // A timeout past what the timers hold is refused, not a crash.
         #expect(cli(user, "set timeout cli 1000000d") == "Timeout too large: at most 2147483647 ms.\n\n")

@@ -166,8 +166,13 @@ class MasterSubject:
         text = self.cli("show proc")
         if "# workers\n" not in text:
             return None
-        rest = text.split("# workers\n", 1)[1].split("\n")
-        return int(rest[0].split()[0]) if rest and rest[0] and rest[0][0].isdigit() else None
+        # The current worker is the one with 0 reloads (HAProxy lists its old workers in the
+        # same section until they exit).
+        for line in text.split("# workers\n", 1)[1].split("\n"):
+            f = line.split()
+            if len(f) >= 3 and f[0].isdigit() and f[1] == "worker" and f[2] == "0":
+                return int(f[0])
+        return None
 
     def reload(self, n):
         if n % 2:
