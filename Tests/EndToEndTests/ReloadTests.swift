@@ -189,8 +189,12 @@ extension TestBed {
         // An idle tunnel: a client that connects and waits.
         let python = Harness.which("python3")!
         let client = try bed.start(python, ["-c", "import socket,time; s=socket.create_connection(('127.0.0.1', \(port))); time.sleep(30)"])
-        // The tunnel is up once the proxy has connected to the echo server.
-        #expect(TestBed.waitUntil { establishedConnections(toPort: echo) >= 1 })
+        // The tunnel is up once the proxy has connected to the echo server for that client (the
+        // port probe's short connection must not count: wait until it has gone and the client's
+        // stays).
+        #expect(TestBed.waitUntil { establishedConnections(toPort: echo) >= 1 && establishedConnections(toPort: port) >= 1 })
+        usleep(300_000)
+        #expect(establishedConnections(toPort: echo) >= 1)
         let started = Date()
         kill(p.processIdentifier, SIGUSR1)
         #expect(TestBed.waitUntil(timeout: 5) { !p.isRunning })
