@@ -26,7 +26,9 @@ import Testing
 
     func row(_ socket: String, _ name: String) -> [String] {
         let line = (cli(socket, "show stat") ?? "").split(separator: "\n").first { $0.hasPrefix("\(name),FRONTEND,") } ?? ""
-        return line.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+        let fields = line.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+        // A row not there (yet) reads as empty fields, never an out-of-range crash.
+        return fields + Array(repeating: "", count: max(0, 110 - fields.count))
     }
 
     /// curl's verdict: the status, or 0 when the connection was refused.

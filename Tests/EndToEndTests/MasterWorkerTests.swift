@@ -30,6 +30,8 @@ import Testing
         let p = try bed.start(Harness.proxyBinary, ["-W", "-f", cfg, "-e", bed.directory + "/env", "-S", master] + extra,
                               log: bed.directory + "/master.log", environment: environment)
         #expect(TestBed.waitForPort(port), "\(bed.read(bed.directory + "/master.log"))")
+        // The port answers as soon as the worker serves; the master reads its verdict just after.
+        #expect(TestBed.waitUntil { self.workers(master).count == 1 }, "\(bed.read(bed.directory + "/master.log"))")
         return (p, master)
     }
 
@@ -96,7 +98,7 @@ import Testing
         let app = try bed.backend(name: "app")
         let (master, socket) = try startMaster(bed, port: port, app: app)
         let first = workers(socket)
-        #expect(first.count == 1)
+        try #require(first.count == 1)
         kill(first[0], SIGKILL)
         // The master kept the listeners: a connection made while no worker runs waits in the
         // backlog and is served by the replacement, instead of being refused.

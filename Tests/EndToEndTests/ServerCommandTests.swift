@@ -281,7 +281,8 @@ import Testing
         #expect(cli(socket, "set server app/b addr 127.0.0.1 port \(moved)")?.contains("port changed") == true)
         func frontendRequests() -> Int {
             let row = (cli(socket, "show stat") ?? "").split(separator: "\n").first { $0.hasPrefix("web,FRONTEND,") } ?? ""
-            return Int(row.split(separator: ",", omittingEmptySubsequences: false)[48]) ?? -1
+            let fields = row.split(separator: ",", omittingEmptySubsequences: false)
+            return fields.count > 48 ? Int(fields[48]) ?? -1 : -1
         }
         for _ in 0..<3 { _ = try TestBed.curl(["http://127.0.0.1:\(port)/"]) }
         let before = frontendRequests()
