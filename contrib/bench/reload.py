@@ -66,6 +66,16 @@ class Subject:
         time.sleep(0.3)
 
 
+def wrk_figures(out):
+    """wrk's report: requests, socket errors, non-2xx responses."""
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errors = sum(int(x) for x in m.groups()) if m else 0
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    non2xx = int(m.group(1)) if m else 0
+    return requests, errors, non2xx
+
+
 def fds_and_rss(pid):
     try:
         fds = len(os.listdir("/proc/%d/fd" % pid))
@@ -100,11 +110,7 @@ def under_load(subject, duration, interval, close):
             first = fds_and_rss(max(pids)) if pids else (None, None)
         time.sleep(interval)
     out = wrk.communicate()[0]
-    requests = int(re.search(r"(\d+) requests in", out).group(1))
-    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    errors = sum(int(x) for x in m.groups()) if m else 0
-    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    non2xx = int(m.group(1)) if m else 0
+    requests, errors, non2xx = wrk_figures(out)
     # Let the draining processes finish, then look at the survivor.
     deadline = time.time() + 35
     while time.time() < deadline and len(subject.pids()) > 1:
@@ -217,11 +223,7 @@ def master_under_load(subject, duration, interval, close):
         reloads += 1
         time.sleep(interval)
     out = wrk.communicate()[0]
-    requests = int(re.search(r"(\d+) requests in", out).group(1))
-    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    errors = sum(int(x) for x in m.groups()) if m else 0
-    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    non2xx = int(m.group(1)) if m else 0
+    requests, errors, non2xx = wrk_figures(out)
     subject.stop_all()
     return dict(requests=requests, errors=errors, non2xx=non2xx, reloads=reloads)
 
