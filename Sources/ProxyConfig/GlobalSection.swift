@@ -55,6 +55,7 @@ extension ConfigParser {
             try Values.expect(args, 1, usage: "\(keyword) <number>")
             let n = try Values.integer(args.first!, for: keyword, in: 1...100_000)
             if keyword == "mworker-max-reloads" { config.global.masterMaxReloads = n } else { config.global.masterMaxOldWorkers = n }
+            config.global.masterSettingsLocation = location
         case "hard-stop-after":
             try Values.expect(args, 1, usage: "hard-stop-after <time>")
             config.global.hardStopAfter = try Values.time(args.first!, for: "hard-stop-after")

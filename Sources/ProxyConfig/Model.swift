@@ -102,6 +102,8 @@ public struct GlobalSettings: Sendable {
     /// Under -W: `mworker-max-reloads` (50) and `mworker-max-old-workers` (8, ours).
     public var masterMaxReloads = 50
     public var masterMaxOldWorkers = 8
+    /// Where an `mworker-*` line was: it only acts under -W, and says so otherwise.
+    public var masterSettingsLocation: SourceLocation?
     public var daemon = false
     public var maxconn: Int?
     public var pidfile: String?

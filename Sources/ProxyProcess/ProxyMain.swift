@@ -94,6 +94,10 @@ public enum ProxyMain {
             }
         }
         if options.foreground { configuration.global.daemon = false }
+        // `mworker-*` acts only in a master (-W); without one it would do nothing: said.
+        if let at = configuration.global.masterSettingsLocation, !options.masterWorker, !options.quiet {
+            printError("\(at): warning: 'mworker-max-reloads' and 'mworker-max-old-workers' act only in master-worker mode (-W); ignored here\n")
+        }
         if options.checkOnly {
             if options.verbose {
                 for rule in configuration.foldedRules { print(rule.description) }

@@ -162,6 +162,9 @@ import Testing
         let app = try bed.backend(name: "app")
         let cfg = bed.directory + "/m.cfg", socket = bed.directory + "/master.sock"
         try ("global\n    mworker-max-old-workers 2\n" + config(port, app)).write(toFile: cfg, atomically: true, encoding: .utf8)
+        // Without -W the line would do nothing: the check says so.
+        let check = try Harness.run(Harness.proxyBinary, ["-c", "-f", cfg])
+        #expect(check.status == 0 && check.stderr.contains("m.cfg:2: warning: 'mworker-max-reloads' and 'mworker-max-old-workers' act only in master-worker mode"), "\(check.stderr)")
         let master = try bed.start(Harness.proxyBinary, ["-W", "-f", cfg, "-S", socket], log: bed.directory + "/master.log")
         defer { kill(master.processIdentifier, SIGTERM) }
         #expect(TestBed.waitForPort(port))
