@@ -27,17 +27,26 @@ enum Addresses {
 
     /// A `bind` address: `[ipv4@|ipv6@]HOST:PORT[-PORT]`, `*:80`, `:80`, `unix@path`, `/path`,
     /// `abns@name`, `fd@N`. A port range gives one address per port.
-    static func listen(_ text: String, resolving: Bool = true) throws -> [ListenAddress] {
+    static func listen(_ text: String, resolving: Bool = true, descriptorNames: String? = nil) throws -> [ListenAddress] {
         var rest = Substring(text)
         var forced: AddressFamily?
         if rest.hasPrefix("unix@") { return [.unix(path: try nonEmpty(String(rest.dropFirst(5)), text))] }
         if rest.hasPrefix("/") { return [.unix(path: String(rest))] }
         if rest.hasPrefix("abns@") { return [.abstract(name: try nonEmpty(String(rest.dropFirst(5)), text))] }
         if rest.hasPrefix("fd@") {
-            guard let fd = Int32(rest.dropFirst(3)), fd >= 0 else {
-                throw ConfigError("'\(text)': fd@ needs a descriptor number, e.g. fd@3")
+            let word = rest.dropFirst(3)
+            if let fd = Int32(word), fd >= 0 { return [.inheritedFD(fd)] }
+            guard !word.isEmpty else { throw ConfigError("'\(text)': fd@ needs a descriptor number or a name, e.g. fd@3 or fd@web") }
+            // systemd's socket activation: FileDescriptorName= of the .socket unit, listed in
+            // LISTEN_FDNAMES in the order of the descriptors from 3 on.
+            guard let names = descriptorNames else {
+                throw ConfigError("'\(text)': no LISTEN_FDNAMES in the environment to find '\(word)' in; name descriptors only under systemd's socket activation (run with -W so every reload sees them), or use fd@3")
             }
-            return [.inheritedFD(fd)]
+            let list = names.split(separator: ":", omittingEmptySubsequences: false)
+            guard let i = list.firstIndex(where: { $0 == word }) else {
+                throw ConfigError("'\(text)': LISTEN_FDNAMES has no '\(word)' (it has \(list.map { "'\($0)'" }.joined(separator: ", "))); set FileDescriptorName= in the .socket unit")
+            }
+            return [.inheritedFD(Int32(3 + i))]
         }
         if rest.hasPrefix("ipv4@") { forced = .ipv4; rest = rest.dropFirst(5) }
         else if rest.hasPrefix("ipv6@") { forced = .ipv6; rest = rest.dropFirst(5) }

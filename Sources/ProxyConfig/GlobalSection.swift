@@ -5,7 +5,7 @@ import ProxySystem
 extension ConfigParser {
     static let globalKeywords = [
         "daemon", "maxconn", "pidfile", "nbthread", "log", "stats", "hard-stop-after", "grace",
-        "mworker-max-reloads", "mworker-max-old-workers",
+        "mworker-max-reloads", "mworker-max-old-workers", "master-worker",
         "close-spread-time", "user", "group", "uid", "gid", "chroot", "ulimit-n", "tune.bufsize",
         "tune.maxrewrite", "server-state-file", "setenv", "presetenv", "unsetenv", "resetenv", "set-var", "set-var-fmt",
         "strict-limits", "noreuseport", "zero-warning", "fd-hard-limit", "maxpipes",
@@ -13,7 +13,7 @@ extension ConfigParser {
 
     /// Keywords HAProxy has in `global` that we do not support yet.
     static let knownUnsupportedGlobal: Set<String> = [
-        "nbproc", "master-worker", "description", "node", "quiet", "debug", "spread-checks",
+        "nbproc", "description", "node", "quiet", "debug", "spread-checks",
         "ssl-default-bind-ciphers", "ssl-default-bind-options", "ssl-default-server-ciphers",
         "ssl-default-server-options", "tune.ssl.default-dh-param", "ca-base", "crt-base",
         "log-send-hostname", "log-tag", "lua-load", "stats bind-process", "cpu-map", "h1-case-adjust",
@@ -56,6 +56,15 @@ extension ConfigParser {
             let n = try Values.integer(args.first!, for: keyword, in: 1...100_000)
             if keyword == "mworker-max-reloads" { config.global.masterMaxReloads = n } else { config.global.masterMaxOldWorkers = n }
             config.global.masterSettingsLocation = location
+        case "master-worker":
+            // As -W; what a worker's unexpected death does.
+            guard args.count <= 1 else { throw ConfigError("'master-worker' takes at most one option: exit-on-failure or no-exit-on-failure") }
+            switch args.first {
+            case nil, "no-exit-on-failure": config.global.masterExitOnFailure = false
+            case "exit-on-failure": config.global.masterExitOnFailure = true
+            default: throw ConfigError("'master-worker \(args.first!)': the option is exit-on-failure (HAProxy's default: a worker's death stops everything) or no-exit-on-failure (ours: it is replaced)")
+            }
+            config.global.masterWorker = true
         case "hard-stop-after":
             try Values.expect(args, 1, usage: "hard-stop-after <time>")
             config.global.hardStopAfter = try Values.time(args.first!, for: "hard-stop-after")

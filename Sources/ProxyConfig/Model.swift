@@ -102,6 +102,11 @@ public struct GlobalSettings: Sendable {
     /// Under -W: `mworker-max-reloads` (50) and `mworker-max-old-workers` (8, ours).
     public var masterMaxReloads = 50
     public var masterMaxOldWorkers = 8
+    /// `master-worker` in global: as -W. `exit-on-failure` (ours) makes a worker's
+    /// unexpected death end everything, as HAProxy does by default; `no-exit-on-failure`
+    /// (HAProxy's) is our default.
+    public var masterWorker = false
+    public var masterExitOnFailure = false
     /// Where an `mworker-*` line was: it only acts under -W, and says so otherwise.
     public var masterSettingsLocation: SourceLocation?
     public var daemon = false
@@ -214,6 +219,14 @@ public struct LogDestination: Sendable, Hashable {
     public var minLevel: LogLevel = .emergency
     public var length: Int?
     public var sample: LogSampling?
+
+    public init(address: Address, format: Format = .local, facility: String, length: Int? = nil, sample: LogSampling? = nil) {
+        self.address = address
+        self.format = format
+        self.facility = facility
+        self.length = length
+        self.sample = sample
+    }
 }
 
 /// What a proxy section is.

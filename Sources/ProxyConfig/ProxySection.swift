@@ -248,7 +248,7 @@ extension ConfigParser {
         }
         var addresses: [ListenAddress] = []
         do {
-            for part in addressList.split(separator: ",") { addresses += try Addresses.listen(String(part), resolving: resolvesNames) }
+            for part in addressList.split(separator: ",") { addresses += try Addresses.listen(String(part), resolving: resolvesNames, descriptorNames: environment["LISTEN_FDNAMES"]) }
         } catch let e as ConfigError {
             throw ConfigError("bind: \(e.message)")
         }

@@ -12,6 +12,8 @@ public struct CommandLineOptions: Equatable, Sendable {
     /// Set by a master: the pipe it sends its orders on (`U` soft stop, `T` stop; its end of
     /// file, the master gone, is a stop too).
     public var masterPipeFD: Int32?
+    /// Set by a master running as PID 1 (a container): logs go to stdout unless `log` says.
+    public var defaultLogToStandardOutput = false
     /// Set by a master for a worker replacing one that died: the listeners it held.
     public var inheritedDescriptors: [Int32] = []
     /// `-e FILE` / `--env-file FILE` (ours): variables set before the configuration is read.
@@ -114,6 +116,9 @@ public struct CommandLineOptions: Equatable, Sendable {
                 let text = try value(arg)
                 guard let n = Int32(text), n > 2 else { throw UsageError(message: "option '\(arg)' needs a descriptor number") }
                 o.masterPipeFD = n
+            case "--logs-to-stdout":
+                // Internal: a PID 1 master's worker; with no global `log` line, `log global` goes to stdout.
+                o.defaultLogToStandardOutput = true
             case "--inherit-fds":
                 // Internal: descriptors a master passes to a replacement worker.
                 let text = try value(arg)

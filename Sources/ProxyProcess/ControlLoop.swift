@@ -18,7 +18,8 @@ struct ControlLoop {
     /// Channels to the old processes this one replaced: each sends its final counter deltas
     /// when it exits, then closes.
     var predecessors: [(fd: FileDescriptor, reader: Handover.FrameReader)] = []
-    /// Under -W: the master's orders (`U` soft stop, `T` stop, end of file: the master is gone).
+    /// Under -W: the master's order channel (a SOCK_SEQPACKET pair): `U` soft stop, `T` stop,
+    /// `S` a routed CLI connection; end of file: the master is gone.
     var masterPipe: FileDescriptor?
 
     enum Token {
@@ -136,20 +137,30 @@ struct ControlLoop {
                 case Token.queries:
                     engine.queries.runAnswered()
                 case Token.master:
+                    // Orders, one per message: `U` soft stop, `T` stop, `S` + level with a
+                    // CLI connection the master routes here; end of file: the master is gone.
                     guard let m = masterOrders else { break }
-                    var byte: UInt8 = 0
-                    var n = 0
-                    do { n = try withUnsafeMutableBytes(of: &byte) { try m.read(into: $0) } } catch let e as SystemError where e.code == EAGAIN {
-                        break
-                    } catch {}
-                    if n == 1 && byte == UInt8(ascii: "U") {
-                        beginSoftStop(afterGrace: true)
-                    } else {
+                    while true {
+                        let message: ([UInt8], [Int32])
+                        do { message = try UnixSocket.receive(m, capacity: 64) } catch let e as SystemError where e.code == EAGAIN {
+                            break
+                        } catch { message = ([], []) }
+                        let (bytes, fds) = message
+                        if bytes.first == UInt8(ascii: "S"), bytes.count == 2, fds.count == 1, let level = AccessLevel(rawValue: Int(bytes[1])) {
+                            runtimeAPI.adopt(FileDescriptor(rawValue: fds[0]), level: level, epoll: epoll)
+                            continue
+                        }
+                        for fd in fds { FileDescriptor(rawValue: fd).close() }
+                        if bytes == [UInt8(ascii: "U")] {
+                            beginSoftStop(afterGrace: true)
+                            continue
+                        }
                         // `T`, or the master gone: stop now.
                         epoll.remove(m)
                         m.close()
                         masterOrders = nil
                         engine.hardStop()
+                        break
                     }
                 case Token.stoppedAccepting:
                     engine.stoppedAccepting.drain()

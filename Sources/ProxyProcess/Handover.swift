@@ -110,6 +110,13 @@ enum Handover {
         return escape(address) + " " + escape(options)
     }
 
+    /// The `fd@N` a hint line says its listener was bound from, if any.
+    static func declaredDescriptor(_ hint: String) -> Int32? {
+        let w = hint.split(separator: " ")
+        guard w.count == 3, w[0] == "listener", let key = decode(w[1], w[2]), case .inheritedFD(let n) = key.address else { return nil }
+        return n
+    }
+
     static func decode(_ address: Substring, _ options: Substring) -> ListenerKey? {
         let a = unescape(address)
         let parts = a.split(separator: ",", maxSplits: 3, omittingEmptySubsequences: false).map(String.init)
@@ -153,6 +160,8 @@ enum Handover {
     /// What the new side read from one old process.
     struct Reply {
         var descriptors: [Int32] = []
+        /// Each descriptor's hint line, as sent (a label only: the kernel says what it is).
+        var hints: [String] = []
         /// Server health carried over: "backend/server" → up.
         var serverStates: [String: Bool] = [:]
         /// The runtime API's changes (`RuntimeState`), as lines.
@@ -186,6 +195,7 @@ enum Handover {
                         throw ProtocolError("a malformed descriptor batch after \(reply.descriptors.count) of \(expected)")
                     }
                     reply.descriptors += try reader.take(k)
+                    reply.hints += lines.dropFirst().map(String.init)
                     continue
                 }
                 guard lines.last == "end" else { throw ProtocolError("the state did not end with 'end'") }

@@ -95,7 +95,7 @@ struct HandoverClient {
                 do {
                     if let reply = try parsers[i].advance(&channels[i].reader) {
                         let extra = channels[i].reader.takeAll()
-                        sockets.add(reply.descriptors)
+                        sockets.add(reply.descriptors, declared: reply.hints.map(Handover.declaredDescriptor))
                         if !extra.isEmpty {
                             sockets.add(extra)
                             throw Handover.ProtocolError("\(extra.count) descriptors arrived outside any batch")

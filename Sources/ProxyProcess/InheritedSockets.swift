@@ -12,6 +12,9 @@ struct InheritedSockets {
     struct Observed {
         let fd: Int32
         let key: ListenerKey
+        /// The `fd@N` this socket serves: N itself for a descriptor given at that number
+        /// (socket activation, a master), or the number the old process's `bind fd@N` used.
+        var declaredFD: Int32?
     }
 
     /// Every descriptor received, so that those left unused can be closed.
@@ -22,12 +25,13 @@ struct InheritedSockets {
     private(set) var refused: [String] = []
 
     /// Takes ownership of `fds`; `interfaceHints` are names sent alongside (HAProxy's `-x`).
-    mutating func add(_ fds: [Int32], interfaceHints: [String?] = []) {
+    /// `declared`: the `fd@N` each one served (`asThemselves`: each serves its own number).
+    mutating func add(_ fds: [Int32], interfaceHints: [String?] = [], declared: [Int32?] = [], asThemselves: Bool = false) {
         for (i, fd) in fds.enumerated() {
             received.append(fd)
             let hint = i < interfaceHints.count ? interfaceHints[i] : nil
             if let key = Self.observe(FileDescriptor(rawValue: fd), interfaceHint: hint) {
-                observed.append(Observed(fd: fd, key: key))
+                observed.append(Observed(fd: fd, key: key, declaredFD: asThemselves ? fd : i < declared.count ? declared[i] : nil))
             } else {
                 refused.append("descriptor \(fd) is not a listening stream socket")
             }
@@ -89,6 +93,13 @@ struct InheritedSockets {
         var result: [ListenerKey: Int32] = [:]
         var taken = Set<Int32>()
         for want in wanted where result[want] == nil {
+            if case .inheritedFD(let n) = want.address {
+                if let o = observed.first(where: { !taken.contains($0.fd) && $0.declaredFD == n }) {
+                    result[want] = o.fd
+                    taken.insert(o.fd)
+                }
+                continue
+            }
             let hit = observed.first { o in
                 guard !taken.contains(o.fd), o.key.address == want.address, o.key.interface == want.interface,
                       o.key.transparent == want.transparent else { return false }

@@ -21,9 +21,12 @@ final class Master {
         let startedAt: Int
         /// Reloads the master had done when this worker started.
         let generation: Int
-        /// The write end of the worker's order pipe: the master stops a worker by writing to
-        /// it (no signal, so no capability is needed when the worker runs as another user).
+        /// The master's end of the worker's order channel (a SOCK_SEQPACKET pair): the master
+        /// stops a worker by writing to it (no signal, so no capability is needed when the
+        /// worker runs as another user) and passes it routed CLI connections.
         let orders: FileDescriptor
+        /// The read end of the worker's standard error, copied to the master's.
+        let output: FileDescriptor?
     }
 
     /// Tells a worker to soft-stop (`U`) or stop (`T`).
@@ -50,10 +53,16 @@ final class Master {
     var respawnAt: UInt64?
     var backoffSeconds: UInt64 = 1
     var stopping = false
-    /// Master CLI sessions waiting for the verdict of the reload they asked for.
-    var waitingForReload: [FileDescriptor] = []
     let notify: SystemdNotify?
-    var cli: FileDescriptor?
+    var cli: MasterCLI?
+    /// What the worker being started wrote to its standard error: the `reload` answer's log.
+    var startupLog: [UInt8] = []
+    /// Output pipes by descriptor, to the worker's pid.
+    var outputs: [Int32: Int32] = [:]
+    /// -D: the started parent waits on this for the first worker's verdict.
+    var daemonVerdict: FileDescriptor?
+    /// PID 1: a SIGTERM drain hard-stops what is left at this time.
+    var drainDeadline: UInt64?
     /// The listening sockets, as the serving worker holds them: a copy kept here so that a
     /// worker's death closes none of them; its replacement takes them.
     var held: [Int32] = []
@@ -62,15 +71,36 @@ final class Master {
         static let signals: UInt64 = 1
         static let verdict: UInt64 = 2
         static let cli: UInt64 = 3
-        static let session: UInt64 = 1 << 32
+        /// A worker's standard error: this plus the descriptor.
+        static let output: UInt64 = 1 << 34
     }
 
     /// `mworker-max-reloads` and `mworker-max-old-workers`, from the configuration at start.
     let maxReloads: Int
     let maxOldWorkers: Int
+    /// `master-worker exit-on-failure`: a worker's unexpected death ends everything, with its
+    /// status (HAProxy's behaviour), instead of a replacement.
+    let exitOnFailure: Bool
+    var exitStatus: Int32 = 0
+    let cliSettings: MasterCLI.Settings?
+    let daemon: Bool
+    /// Socket-activated listeners (systemd), at 3, 4, ...: passed at the same numbers to a
+    /// first worker and to a replacement; a reload's worker takes them over the handover.
+    let activated: [Int32]
+    /// -p, or `pidfile`: the master's pid.
+    let pidFile: String?
+    /// `hard-stop-after`, which bounds a PID 1 drain.
+    let hardStopAfter: Int?
 
-    init(options: CommandLineOptions, arguments: [String], executable: String, maxReloads: Int = 50, maxOldWorkers: Int = 8) {
+    init(options: CommandLineOptions, arguments: [String], executable: String, maxReloads: Int = 50, maxOldWorkers: Int = 8,
+         exitOnFailure: Bool = false, cli: MasterCLI.Settings? = nil, daemon: Bool = false, activated: [Int32] = [], hardStopAfter: Int? = nil, pidFile: String? = nil) {
         self.options = options
+        self.pidFile = pidFile
+        self.activated = activated
+        self.hardStopAfter = hardStopAfter
+        self.exitOnFailure = exitOnFailure
+        self.cliSettings = cli
+        self.daemon = daemon
         self.maxReloads = maxReloads
         self.maxOldWorkers = maxOldWorkers
         self.executable = executable
@@ -79,7 +109,7 @@ final class Master {
         while i < arguments.count {
             let a = arguments[i]
             switch a {
-            case "-W", "-Ws", "-D": break
+            case "-W", "-Ws", "-D", "-db", "-d": break
             case "-S", "-p": i += 1
             case "-sf", "-st":
                 while i + 1 < arguments.count, !arguments[i + 1].hasPrefix("-") { i += 1 }
@@ -96,6 +126,31 @@ final class Master {
     // MARK: run
 
     func run() -> Int32 {
+        if daemon {
+            // -D: the parent stays until the first worker's verdict and exits with it; the
+            // master goes on in a new session.
+            let pipe: (read: FileDescriptor, write: FileDescriptor)
+            do { pipe = try Pipe.make() } catch {
+                ProxyMain.printError("proxy: cannot start the daemon: \(error)\n")
+                return 1
+            }
+            do {
+                switch try ProcessCalls.fork() {
+                case .parent:
+                    pipe.write.close()
+                    var byte: UInt8 = 1
+                    let n = withUnsafeMutableBytes(of: &byte) { (try? pipe.read.read(into: $0)) ?? 0 }
+                    ProcessCalls.exitNow(n == 1 ? Int32(byte) : 1)
+                case .child:
+                    pipe.read.close()
+                    daemonVerdict = pipe.write
+                    try? ProcessCalls.newSession()
+                }
+            } catch {
+                ProxyMain.printError("proxy: cannot start the daemon: \(error)\n")
+                return 1
+            }
+        }
         let signals: SignalFD
         let epoll: Epoll
         do {
@@ -106,27 +161,34 @@ final class Master {
             ProxyMain.printError("proxy: cannot start the master: \(error)\n")
             return 1
         }
-        if let path = options.masterSocket {
+        if let settings = cliSettings {
             do {
-                cli = try Self.listen(path)
-                try epoll.add(cli!, events: Epoll.readable, token: Token.cli)
+                cli = try MasterCLI(settings, master: self)
+                try epoll.add(cli!.listener, events: Epoll.readable, token: Token.cli)
             } catch {
-                ProxyMain.printError("proxy: cannot open the master CLI socket '\(path)': \(error)\n")
+                ProxyMain.printError("proxy: cannot open the master CLI socket '\(settings.path)': \(error)\n")
                 return 1
             }
         }
-        if let path = options.pidFile {
+        if let path = pidFile {
             do { try PidFile.prepare(path, pid: ProcessCalls.pid).change.publish() } catch {
                 ProxyMain.printError("proxy: cannot write pidfile '\(path)': \(error)\n")
+                cli?.close()
                 return 1
             }
         }
-        guard startWorker(replacing: nil, epoll: epoll) else { return 1 }
+        guard startWorker(replacing: nil, epoll: epoll) else {
+            cli?.close()
+            return 1
+        }
         var events = [EpollEvent](repeating: EpollEvent(), count: 16)
         while true {
             if stopping && current == nil && old.isEmpty && starting == nil { break }
             var timeout: Int32 = 1000
-            if let r = respawnAt { timeout = Int32(min(1000, r > Clock.monotonicNanoseconds() ? (r - Clock.monotonicNanoseconds()) / 1_000_000 + 1 : 0)) }
+            let now = Clock.monotonicNanoseconds()
+            for d in [respawnAt, drainDeadline].compactMap({ $0 }) {
+                timeout = min(timeout, Int32(min(1000, d > now ? (d - now) / 1_000_000 + 1 : 0)))
+            }
             let n = events.withUnsafeMutableBufferPointer { epoll.wait($0.baseAddress!, capacity: 16, timeoutMilliseconds: timeout) }
             for i in 0..<n {
                 let token = events[i].data.u64
@@ -136,21 +198,28 @@ final class Master {
                 case Token.verdict:
                     readVerdict(epoll: epoll)
                 case Token.cli:
-                    acceptCLI(epoll: epoll)
+                    cli?.accept(epoll: epoll)
+                case Token.output..<(Token.output + (1 << 32)):
+                    readOutput(Int32(truncatingIfNeeded: token - Token.output), epoll: epoll)
                 default:
-                    if token >= Token.session { serveCLI(FileDescriptor(rawValue: Int32(truncatingIfNeeded: token - Token.session)), epoll: epoll) }
+                    _ = cli?.handle(token: token, events: events[i].events, epoll: epoll)
                 }
             }
+            cli?.expire(epoll: epoll)
             if let r = respawnAt, Clock.monotonicNanoseconds() >= r, !stopping, starting == nil {
                 respawnAt = nil
                 _ = startWorker(replacing: nil, epoll: epoll)
             }
+            if let d = drainDeadline, Clock.monotonicNanoseconds() >= d {
+                drainDeadline = nil
+                log("the drain's bound is reached; stopping the workers left")
+                for w in [current, starting?.worker].compactMap({ $0 }) + old { order(w, "T") }
+            }
         }
         notify?.send("STOPPING=1")
         for fd in held { FileDescriptor(rawValue: fd).close() }
-        if let cli { cli.close() }
-        if let path = options.masterSocket { unlink(path) }
-        return 0
+        cli?.close()
+        return exitStatus
     }
 
     // MARK: workers
@@ -158,46 +227,82 @@ final class Master {
     /// Spawns a worker; `replacing` names the one it takes over from (a reload).
     @discardableResult
     func startWorker(replacing: Worker?, epoll: Epoll) -> Bool {
-        let pipe: (read: FileDescriptor, write: FileDescriptor)
-        do { pipe = try Pipe.make(nonBlocking: true) } catch {
+        var opened: [FileDescriptor] = []
+        func fail(_ error: Error) -> Bool {
+            for fd in opened { fd.close() }
             log("cannot start a worker: \(error)")
             return false
         }
-        let orders: (read: FileDescriptor, write: FileDescriptor)
-        do { orders = try Pipe.make() } catch {
-            pipe.read.close()
-            pipe.write.close()
-            log("cannot start a worker: \(error)")
-            return false
+        let verdict: (read: FileDescriptor, write: FileDescriptor)
+        let orders: (FileDescriptor, FileDescriptor)
+        let output: (read: FileDescriptor, write: FileDescriptor)
+        do {
+            verdict = try Pipe.make(nonBlocking: true)
+            opened += [verdict.read, verdict.write]
+            orders = try UnixSocket.pair()
+            opened += [orders.0, orders.1]
+            output = try Pipe.make(nonBlocking: true)
+            opened += [output.read, output.write]
+        } catch {
+            return fail(error)
         }
-        var args = [executable] + workerArguments + ["--worker-verdict-fd", "3", "--master-pipe-fd", "4"]
-        var descriptors: [(from: Int32, to: Int32)] = [(pipe.write.rawValue, 3), (orders.read.rawValue, 4)]
+        // Descriptors 3, 4, ... : socket-activated listeners keep their numbers; then the
+        // verdict, the orders, and (a replacement for a dead worker) the listeners kept here.
+        let base = Int32(3 + activated.count)
+        var args = [executable] + workerArguments + ["--worker-verdict-fd", String(base), "--master-pipe-fd", String(base + 1)]
+        if ProcessCalls.pid == 1 { args.append("--logs-to-stdout") }
+        var descriptors: [(from: Int32, to: Int32)] = replacing == nil ? activated.map { ($0, $0) } : []
+        descriptors += [(verdict.write.rawValue, base), (orders.1.rawValue, base + 1), (output.write.rawValue, 2)]
         if let r = replacing {
             args += ["-sf", String(r.pid)]
-        } else if !held.isEmpty {
-            // A replacement: the listeners the master kept, from descriptor 5 on.
-            let targets = held.indices.map { Int32(5 + $0) }
+        } else {
+            let targets = held.indices.map { base + 2 + Int32($0) }
             descriptors += zip(held, targets).map { ($0, $1) }
-            args += ["--inherit-fds", targets.map(String.init).joined(separator: ",")]
+            let inherited = activated + targets
+            if !inherited.isEmpty { args += ["--inherit-fds", inherited.map(String.init).joined(separator: ",")] }
         }
         let pid: Int32
         do { pid = try ProcessCalls.spawn(executable, args, descriptors: descriptors) } catch {
-            pipe.read.close()
-            pipe.write.close()
-            orders.read.close()
-            orders.write.close()
             log("cannot start a worker from \(executable): \(error)")
-            return false
+            return fail(error)
         }
-        pipe.write.close()
-        orders.read.close()
-        let worker = Worker(pid: pid, startedAt: Clock.wallClock().seconds, generation: reloads, orders: orders.write)
-        starting = (worker, pipe.read, replacing != nil)
-        try? epoll.add(pipe.read, events: Epoll.readable, token: Token.verdict)
+        verdict.write.close()
+        orders.1.close()
+        output.write.close()
+        let worker = Worker(pid: pid, startedAt: Clock.wallClock().seconds, generation: reloads, orders: orders.0, output: output.read)
+        startupLog = []
+        outputs[output.read.rawValue] = pid
+        try? epoll.add(output.read, events: Epoll.readable | Epoll.readHangup, token: Token.output + UInt64(output.read.rawValue))
+        starting = (worker, verdict.read, replacing != nil)
+        try? epoll.add(verdict.read, events: Epoll.readable, token: Token.verdict)
         if replacing != nil {
-            notify?.send("RELOADING=1\nMONOTONIC_USEC=\(Clock.monotonicNanoseconds() / 1000)")
+            notify?.send("RELOADING=1\nMONOTONIC_USEC=\(Clock.monotonicNanoseconds() / 1000)\nSTATUS=Reloading")
         }
         return true
+    }
+
+    /// Copies what a worker wrote on its standard error to the master's, and keeps what the
+    /// worker being started writes for the `reload` answer.
+    func readOutput(_ raw: Int32, epoll: Epoll) {
+        let fd = FileDescriptor(rawValue: raw)
+        var chunk = [UInt8](repeating: 0, count: 8192)
+        while true {
+            let r = chunk.withUnsafeMutableBytes { try? Socket.read(fd, into: $0.baseAddress!, count: $0.count) }
+            switch r {
+            case .done(let n)? where n > 0:
+                if let s = starting, outputs[raw] == s.worker.pid, startupLog.count < 64 * 1024 {
+                    startupLog += chunk[0..<min(n, 64 * 1024 - startupLog.count)]
+                }
+                _ = chunk[0..<n].withUnsafeBytes { try? FileDescriptor.standardError.writeAll($0) }
+            case .wouldBlock?:
+                return
+            default:
+                epoll.remove(fd)
+                fd.close()
+                outputs[raw] = nil
+                return
+            }
+        }
     }
 
     /// The worker being started said how it went (a byte: 0 serving), or died first.
@@ -210,6 +315,8 @@ final class Master {
         } catch {}
         epoll.remove(s.verdict)
         s.verdict.close()
+        // What it wrote before its verdict is in its pipe already: read it for the answer.
+        if let out = s.worker.output, outputs[out.rawValue] != nil { readOutput(out.rawValue, epoll: epoll) }
         starting = nil
         let ok = n == 1 && byte == 0
         finish(s.worker, ok: ok, isReload: s.isReload, epoll: epoll)
@@ -218,7 +325,8 @@ final class Master {
     func finish(_ started: Worker, ok: Bool, isReload: Bool, epoll: Epoll) {
         if isReload { reloads += 1 }
         // A worker's reloads count from the generation it serves in.
-        let worker = Worker(pid: started.pid, startedAt: started.startedAt, generation: reloads, orders: started.orders)
+        let worker = Worker(pid: started.pid, startedAt: started.startedAt, generation: reloads, orders: started.orders, output: started.output)
+        let log = String(decoding: startupLog, as: UTF8.self)
         if ok {
             if let c = current { old.append(c) }
             current = worker
@@ -227,23 +335,34 @@ final class Master {
             boundOldWorkers()
             lastReloadOK = true
             lastMessage = "worker \(worker.pid) serving, generation \(reloads)"
-            log(isReload ? "reload \(reloads): \(lastMessage)" : lastMessage)
+            self.log(isReload ? "reload \(reloads): \(lastMessage)" : lastMessage)
             if isReload || notify != nil {
                 notify?.send("READY=1\nMAINPID=\(ProcessCalls.pid)\nSTATUS=Ready, generation \(reloads)")
+            }
+            if let d = daemonVerdict {
+                var zero: UInt8 = 0
+                _ = withUnsafeBytes(of: &zero) { try? d.writeAll($0) }
+                d.close()
+                daemonVerdict = nil
+                try? ProcessCalls.detachStandardStreams(keepError: false)
             }
         } else {
             if isReload { failedReloads += 1 }
             lastReloadOK = false
-            lastMessage = "worker \(worker.pid) did not start (see its messages above); \(current.map { "worker \($0.pid) serves on" } ?? "no worker serves")"
-            log(isReload ? "reload \(reloads) failed: \(lastMessage)" : lastMessage)
-            notify?.send("READY=1\nSTATUS=Reload \(reloads) failed")
+            lastMessage = "worker \(worker.pid) did not start; \(current.map { "worker \($0.pid) serves on" } ?? "no worker serves")"
+            self.log(isReload ? "reload \(reloads) failed: \(lastMessage)" : lastMessage)
+            // The first error line says why, for systemctl status.
+            let reason = log.split(separator: "\n").first { $0.contains("error") || $0.contains("cannot") }.map { ": " + $0 } ?? ""
+            notify?.send("READY=1\nSTATUS=Reload \(reloads) failed\(reason)")
             order(worker, "T")
             if current == nil && !isReload && !stopping {
                 // The first worker failed: nothing serves, so the master has nothing to do.
                 stopping = true
+                exitStatus = 1
             }
         }
-        answerReloads(ok: ok)
+        cli?.reloadFinished(ok: ok, message: log + (log.isEmpty || log.hasSuffix("\n") ? "" : "\n") + lastMessage, epoll: epoll)
+        startupLog = []
         if reloadPending && !stopping {
             reloadPending = false
             reload(epoll: epoll)
@@ -291,12 +410,28 @@ final class Master {
         startWorker(replacing: current, epoll: epoll)
     }
 
+    /// `reload` on the master CLI.
+    func requestReload(epoll: Epoll) { reload(epoll: epoll) }
+
+    /// A worker `@!PID` can reach: the serving one or an old one.
+    func workerForRouting(_ pid: Int32) -> Worker? {
+        ([current].compactMap { $0 } + old).first { $0.pid == pid }
+    }
+
     func handle(signal: Int32, epoll: Epoll) {
         switch signal {
         case SIGUSR2, SIGHUP:
             reload(epoll: epoll)
         case SIGCHLD:
             while let (pid, status) = ProcessCalls.reapOne() { exited(pid, status: status, epoll: epoll) }
+        case SIGTERM where ProcessCalls.pid == 1:
+            // A container runtime's stop: drain, bounded by hard-stop-after (30 s unset).
+            guard drainDeadline == nil else { break }
+            stopping = true
+            let bound = UInt64(hardStopAfter ?? 30_000)
+            drainDeadline = Clock.monotonicNanoseconds() + bound * 1_000_000
+            log("SIGTERM as PID 1: draining for at most \(bound / 1000) s")
+            for w in [current, starting?.worker].compactMap({ $0 }) + old { order(w, "U") }
         case SIGTERM, SIGINT, SIGUSR1:
             stopping = true
             for w in [current, starting?.worker].compactMap({ $0 }) + old { order(w, signal == SIGUSR1 ? "U" : "T") }
@@ -320,75 +455,17 @@ final class Master {
             // The worker being started took over from it (a reload) and told it to stop: it
             // may exit before that worker's verdict is read. Not a death to recover from.
             if let s = starting, s.isReload { return }
-            if !stopping {
+            if !stopping && exitOnFailure {
+                log("worker \(pid) exited unexpectedly (status \(status)); master-worker exit-on-failure: stopping everything")
+                stopping = true
+                exitStatus = status == 0 ? 1 : status
+                for w in old { order(w, "T") }
+            } else if !stopping {
                 log("worker \(pid) exited unexpectedly (status \(status)); a new one starts in \(backoffSeconds) s")
                 respawnAt = Clock.monotonicNanoseconds() + backoffSeconds * 1_000_000_000
                 backoffSeconds = min(60, backoffSeconds * 2)
             }
         }
-    }
-
-    // MARK: the master CLI
-
-    static func listen(_ path: String) throws -> FileDescriptor {
-        unlink(path)
-        let fd = try Socket.make(family: AF_UNIX)
-        do {
-            try Socket.bind(fd, try SocketAddress(checkedUnixPath: path))
-            chmod(path, 0o600)
-            try Socket.listen(fd, backlog: 16)
-            try Socket.setNonBlocking(fd)
-        } catch {
-            fd.close()
-            throw error
-        }
-        return fd
-    }
-
-    func acceptCLI(epoll: Epoll) {
-        guard let cli else { return }
-        while let r = try? Socket.accept(cli), case .done(let (fd, _)) = r {
-            try? epoll.add(fd, events: Epoll.readable | Epoll.readHangup, token: Token.session + UInt64(fd.rawValue))
-        }
-    }
-
-    /// One command line per connection, as the runtime API's non-interactive mode.
-    func serveCLI(_ fd: FileDescriptor, epoll: Epoll) {
-        var chunk = [UInt8](repeating: 0, count: 4096)
-        let r = chunk.withUnsafeMutableBytes { try? Socket.read(fd, into: $0.baseAddress!, count: $0.count) }
-        guard case .done(let n)? = r, n > 0 else {
-            epoll.remove(fd)
-            fd.close()
-            waitingForReload.removeAll { $0 == fd }
-            return
-        }
-        let line = String(decoding: chunk[0..<n], as: UTF8.self).trimmingBlanks()
-        epoll.remove(fd)
-        switch line {
-        case "reload":
-            // Answered once the new worker has said how it went (HAProxy 2.7's form).
-            waitingForReload.append(fd)
-            reload(epoll: epoll)
-        case "show proc":
-            write(showProc(), to: fd)
-        case "help", "":
-            write("The following commands are valid at this level:\n  help           : list the commands\n  reload         : reload the workers, then say Success=1 or Success=0\n  show proc      : the master and its workers\n\n", to: fd)
-        default:
-            write("Unknown command: '\(line)'. Use 'help'.\n\n", to: fd)
-        }
-    }
-
-    func answerReloads(ok: Bool) {
-        for fd in waitingForReload { write("Success=\(ok ? 1 : 0)\n--\n\(lastMessage)\n\n", to: fd) }
-        waitingForReload = []
-    }
-
-    func write(_ text: String, to fd: FileDescriptor) {
-        try? Socket.setBlocking(fd, true)
-        try? Socket.setTimeouts(fd, milliseconds: 1000)
-        let bytes = Array(text.utf8)
-        _ = bytes.withUnsafeBytes { try? fd.writeAll($0) }
-        fd.close()
     }
 
     /// HAProxy's `show proc` layout.

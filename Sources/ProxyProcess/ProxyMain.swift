@@ -39,9 +39,13 @@ public enum ProxyMain {
         // checks the configuration (with the environment file over a copy of its own
         // environment, so a line later removed from the file reverts) and never applies the
         // file to itself.
-        if options.masterWorker && options.workerVerdictFD == nil && !options.checkOnly {
+        // As PID 1 (a container's init) the master is implied: it handles every signal,
+        // reaps every orphan, and keeps the listeners while a worker is replaced.
+        let isWorker = options.workerVerdictFD != nil
+        if (options.masterWorker || ProcessCalls.pid == 1) && !isWorker && !options.checkOnly {
             return runMaster(options, arguments)
         }
+        let inheritedEnvironment = ProcessEnvironment.snapshot()
         // `-e FILE`: its variables override the inherited ones, for the configuration and
         // `show env`; a malformed file stops everything before anything is touched.
         for file in options.envFiles {
@@ -94,8 +98,19 @@ public enum ProxyMain {
             }
         }
         if options.foreground { configuration.global.daemon = false }
+        // In a container (a PID 1 master's worker) there is no syslog: with no global `log`
+        // line, `log global` writes to stdout, where the runtime collects it.
+        if options.defaultLogToStandardOutput && configuration.global.logs.isEmpty {
+            configuration.global.logs = [.target(LogDestination(address: .stdout, format: .raw, facility: "local0"))]
+        }
         // `mworker-*` acts only in a master (-W); without one it would do nothing: said.
-        if let at = configuration.global.masterSettingsLocation, !options.masterWorker, !options.quiet {
+        // `master-worker` in the file: this process becomes the master, in the environment
+        // it inherited (the master never applies the environment file to itself).
+        if configuration.global.masterWorker && !isWorker && !options.checkOnly {
+            ProcessEnvironment.replace(with: inheritedEnvironment)
+            return runMaster(options, arguments)
+        }
+        if let at = configuration.global.masterSettingsLocation, !options.masterWorker, !configuration.global.masterWorker, !options.quiet {
             printError("\(at): warning: 'mworker-max-reloads' and 'mworker-max-old-workers' act only in master-worker mode (-W); ignored here\n")
         }
         if options.checkOnly {
@@ -122,9 +137,14 @@ public enum ProxyMain {
     }
 
     static func runMaster(_ options: CommandLineOptions, _ arguments: [String]) -> Int32 {
-        if options.daemon {
-            printError("proxy: -D is not supported with -W yet; run the master in the foreground (systemd, containers, the init script without -W)\n")
-            return 1
+        var cli: MasterCLI.Settings?
+        if let text = options.masterSocket {
+            switch MasterCLI.Settings.parse(text) {
+            case .success(let s): cli = s
+            case .failure(let e):
+                printError("proxy: \(e.message)\n")
+                return 1
+            }
         }
         guard let executable = ProcessCalls.executablePath() else {
             printError("proxy: cannot find this binary's path (/proc/self/exe) to start workers\n")
@@ -152,8 +172,12 @@ public enum ProxyMain {
             printError("proxy: \(count) error\(count == 1 ? "" : "s") in the configuration; nothing was started\n")
             return 1
         }
+        let g = configuration.global
         return Master(options: options, arguments: arguments, executable: executable,
-                      maxReloads: configuration.global.masterMaxReloads, maxOldWorkers: configuration.global.masterMaxOldWorkers).run()
+                      maxReloads: g.masterMaxReloads, maxOldWorkers: g.masterMaxOldWorkers, exitOnFailure: g.masterExitOnFailure,
+                      cli: cli, daemon: (options.daemon || g.daemon) && !options.foreground,
+                      activated: SocketActivation.fromEnvironment() ?? [], hardStopAfter: g.hardStopAfter,
+                      pidFile: options.pidFile ?? g.pidfile).run()
     }
 
     static func formatMilliseconds(_ ms: Double) -> String {

@@ -125,7 +125,9 @@ final class StartUp {
             }
         }
         // A master's replacement worker (its predecessor died): the listeners the master held.
-        if !options.inheritedDescriptors.isEmpty { handover.sockets.add(options.inheritedDescriptors) }
+        if !options.inheritedDescriptors.isEmpty { handover.sockets.add(options.inheritedDescriptors, asThemselves: true) }
+        // systemd's socket activation, when this process is the one it started.
+        if let activated = SocketActivation.fromEnvironment() { handover.sockets.add(activated, asThemselves: true) }
         for note in handover.sockets.refused { ProxyMain.printError("proxy: warning: an old process sent a socket that was refused: \(note)\n") }
         let frontendKeys = configuration.frontends.flatMap(\.binds).flatMap(\.listenerKeys)
         let inherited = handover.sockets.match(frontendKeys + RuntimeAPIServer.inheritableKeys(configuration))
@@ -170,6 +172,7 @@ final class StartUp {
         case EADDRNOTAVAIL: return " (the address is not configured on this host)"
         case ENODEV: return " (no such network interface)"
         case EPERM: return " (binding to an interface needs CAP_NET_RAW before Linux 5.7)"
+        case ENOTSOCK: return " (fd@N takes a listening socket this process was given: systemd's socket activation, a master, or a parent that passed it)"
         case ENAMETOOLONG: return " (a UNIX socket path holds at most \(SocketAddress.maxUnixPathLength) bytes)"
         default: return ""
         }
@@ -206,7 +209,8 @@ final class StartUp {
 
     private func writePidFile() throws {
         bindHandoverEndpoint()
-        guard let path = options.pidFile ?? configuration.global.pidfile else { return }
+        // A master's worker: the pidfile is the master's.
+        guard options.workerVerdictFD == nil, let path = options.pidFile ?? configuration.global.pidfile else { return }
         do {
             pidFile = try PidFile.prepare(path, pid: ProcessCalls.pid)
         } catch let e as SystemError {
@@ -332,12 +336,6 @@ final class StartUp {
             engine?.model.logger.alert(p)
         }
         handover.sockets.closeUnused(keeping: Set(listeners.map(\.fd.rawValue)).union(runtimeAPI?.endpoints.compactMap { $0.fd?.rawValue } ?? []))
-        if let verdict {
-            var ok: UInt8 = 0
-            _ = try? withUnsafeBytes(of: &ok) { try verdict.writeAll($0) }
-            verdict.close()
-            self.verdict = nil
-        }
         if options.workerVerdictFD == nil && (options.daemon || configuration.global.daemon) && !options.foreground {
             try? ProcessCalls.detachStandardStreams(keepError: options.verbose)
             if !options.verbose { logger?.detachStandardStreams() }
@@ -346,6 +344,13 @@ final class StartUp {
             let taken = listeners.filter { handover.sockets.received.contains($0.fd.rawValue) }.count
             let note = taken > 0 ? " (\(taken) listener\(taken == 1 ? "" : "s") taken over)" : ""
             ProxyMain.printError("proxy \(ProxyMain.version) (pid \(ProcessCalls.pid)): serving \(addresses)\(note)\n")
+        }
+        // The verdict last, so that a master's `reload` answer carries the line above.
+        if let verdict {
+            var ok: UInt8 = 0
+            _ = try? withUnsafeBytes(of: &ok) { try verdict.writeAll($0) }
+            verdict.close()
+            self.verdict = nil
         }
     }
 

@@ -56,6 +56,13 @@ public enum UnixSocket {
         return (Array(buffer[0..<n]), received)
     }
 
+    /// A connected pair (socketpair(2)), close-on-exec; SOCK_SEQPACKET keeps message bounds.
+    public static func pair(type: Int32 = Int32(SOCK_SEQPACKET.rawValue)) throws -> (FileDescriptor, FileDescriptor) {
+        var fds: [Int32] = [-1, -1]
+        _ = try retryingOnInterrupt("socketpair") { socketpair(AF_UNIX, type | Int32(SOCK_CLOEXEC.rawValue), 0, &fds) }
+        return (FileDescriptor(rawValue: fds[0]), FileDescriptor(rawValue: fds[1]))
+    }
+
     /// SO_PEERCRED of a connected UNIX socket.
     public static func peer(_ socket: FileDescriptor) -> PeerCredentials? {
         var pid: Int32 = 0

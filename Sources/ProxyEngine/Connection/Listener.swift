@@ -42,7 +42,10 @@ public struct Listener: Sendable {
     public static func bind(_ key: ListenerKey, frontend: String, options: BindOptions, backlog: Int,
                             reusePort: Bool) throws -> Listener {
         if case .inheritedFD(let n) = key.address {
+            // Only a listening socket this process was given: never some other descriptor
+            // that happens to have that number.
             let fd = FileDescriptor(rawValue: n)
+            guard (try? Socket.option(fd, level: SOL_SOCKET, name: SO_ACCEPTCONN)) == 1 else { throw SystemError("bind", code: ENOTSOCK) }
             try Socket.setNonBlocking(fd)
             return Listener(key: key, fd: fd, frontendName: frontend, options: options)
         }

@@ -30,7 +30,10 @@ final class RuntimeAPIServer {
     /// A CLI connection: the bytes of its command line, then the answer being written.
     final class Session {
         let fd: FileDescriptor
+        /// The `stats socket` it came in on; -1 for a session the master passed (`@N` on the
+        /// master CLI), which carries its own level.
         let endpoint: Int
+        var level: AccessLevel?
         var input: [UInt8] = []
         var output: [UInt8] = []
         var written = 0
@@ -245,6 +248,17 @@ final class RuntimeAPIServer {
         return false
     }
 
+    /// A connection the master passed for a command routed here from its CLI (`@1` or
+    /// `@!PID`), served like a `stats socket` session at the master CLI's level. Old workers
+    /// take them too, after their listeners have closed, so what they still hold can be seen.
+    func adopt(_ fd: FileDescriptor, level: AccessLevel, epoll: Epoll) {
+        try? Socket.setNonBlocking(fd)
+        let session = Session(fd: fd, endpoint: -1, deadline: Clock.monotonicNanoseconds() + idleTimeoutNanoseconds)
+        session.level = level
+        sessions[fd.rawValue] = session
+        try? epoll.add(fd, events: Epoll.readable | Epoll.readHangup, token: Self.sessionToken + UInt64(fd.rawValue))
+    }
+
     private func read(_ session: Session, epoll: Epoll) {
         var chunk = [UInt8](repeating: 0, count: 4096)
         while true {
@@ -345,14 +359,15 @@ final class RuntimeAPIServer {
     /// Runs a line's commands from `start`. A command the data loops answer suspends the
     /// line: its answer, then the commands after it, come when the loops have answered.
     private func runCommands(_ list: [[String]], from start: Int, in session: Session, epoll: Epoll) -> Bool {
-        let settings = endpoints[session.endpoint].settings
+        let level = session.level ?? endpoints[session.endpoint].settings.level
+        let exposesListeners = session.endpoint >= 0 && endpoints[session.endpoint].settings.exposeListeners
         var i = start
         while i < list.count {
             let command = list[i]
             i += 1
             if command == ["_getsocks"] {
                 // Refused without `expose-fd listeners`: nothing is sent, as HAProxy does.
-                if settings.exposeListeners, let engine = commands?.engine {
+                if exposesListeners, let engine = commands?.engine {
                     epoll.remove(session.fd)
                     ListenerExport.send(engine.listeners, to: session.fd)
                 }
@@ -363,7 +378,7 @@ final class RuntimeAPIServer {
             if command == ["prompt"] { session.interactive.toggle() }
             if command == ["show", "runtime-state"] {
                 // Ours: what a reload would carry (`proxy -c -V -x SOCKET` compares it).
-                if settings.level < .operator {
+                if level < .operator {
                     session.output += Array("Permission denied\n\n".utf8)
                 } else if let engine = commands?.engine {
                     session.output += Array((RuntimeState.lines(engine.model).joined(separator: "\n") + "\n\n").utf8)
@@ -379,7 +394,7 @@ final class RuntimeAPIServer {
             // An answer given at once (a refusal) comes back inside the call.
             var immediate: String?
             var inCall = true
-            let started = commands.runOnLoops(command, level: settings.level) { [weak self] answer in
+            let started = commands.runOnLoops(command, level: level) { [weak self] answer in
                 if inCall { immediate = answer; return }
                 guard let self, self.sessions[session.fd.rawValue] === session else { return }
                 session.output += Array(answer.utf8)
@@ -393,7 +408,7 @@ final class RuntimeAPIServer {
                 session.waiting = true
                 return true
             }
-            session.output += Array(commands.run(command, level: settings.level).utf8)
+            session.output += Array(commands.run(command, level: level).utf8)
         }
         if session.interactive && !session.closing {
             session.output += Array("> ".utf8)
