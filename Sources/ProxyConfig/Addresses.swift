@@ -40,7 +40,7 @@ enum Addresses {
             // systemd's socket activation: FileDescriptorName= of the .socket unit, listed in
             // LISTEN_FDNAMES in the order of the descriptors from 3 on.
             guard let names = descriptorNames else {
-                throw ConfigError("'\(text)': no LISTEN_FDNAMES in the environment to find '\(word)' in; name descriptors only under systemd's socket activation (run with -W so every reload sees them), or use fd@3")
+                throw ConfigError("'\(text)': no LISTEN_FDNAMES in the environment to find '\(word)' in; names come from systemd's socket activation (run with -W so every reload sees them), or use fd@3")
             }
             let list = names.split(separator: ":", omittingEmptySubsequences: false)
             guard let i = list.firstIndex(where: { $0 == word }) else {

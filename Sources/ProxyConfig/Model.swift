@@ -220,10 +220,13 @@ public struct LogDestination: Sendable, Hashable {
     public var length: Int?
     public var sample: LogSampling?
 
-    public init(address: Address, format: Format = .local, facility: String, length: Int? = nil, sample: LogSampling? = nil) {
+    public init(address: Address, format: Format = .local, facility: String, maxLevel: LogLevel = .debug, minLevel: LogLevel = .emergency,
+                length: Int? = nil, sample: LogSampling? = nil) {
         self.address = address
         self.format = format
         self.facility = facility
+        self.maxLevel = maxLevel
+        self.minLevel = minLevel
         self.length = length
         self.sample = sample
     }

@@ -248,7 +248,17 @@ extension ConfigParser {
         }
         var addresses: [ListenAddress] = []
         do {
-            for part in addressList.split(separator: ",") { addresses += try Addresses.listen(String(part), resolving: resolvesNames, descriptorNames: environment["LISTEN_FDNAMES"]) }
+            for part in addressList.split(separator: ",") {
+                let names = environment["LISTEN_FDNAMES"]
+                if part.hasPrefix("fd@"), Int32(part.dropFirst(3)) == nil, !part.dropFirst(3).isEmpty, names == nil {
+                    // `-c` in ExecStartPre= or ExecReload= runs without systemd's sockets: the
+                    // name is resolved when the service itself starts (a start without it fails).
+                    warning("bind '\(part)': LISTEN_FDNAMES is not set, so the name is not checked here; systemd sets it for the service's ExecStart= only", at: location)
+                    addresses.append(.inheritedFD(-1))
+                    continue
+                }
+                addresses += try Addresses.listen(String(part), resolving: resolvesNames, descriptorNames: names)
+            }
         } catch let e as ConfigError {
             throw ConfigError("bind: \(e.message)")
         }

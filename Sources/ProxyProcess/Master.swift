@@ -253,6 +253,11 @@ final class Master {
         if ProcessCalls.pid == 1 { args.append("--logs-to-stdout") }
         var descriptors: [(from: Int32, to: Int32)] = replacing == nil ? activated.map { ($0, $0) } : []
         descriptors += [(verdict.write.rawValue, base), (orders.1.rawValue, base + 1), (output.write.rawValue, 2)]
+        if daemon, let null = try? FileDescriptor.open("/dev/null", flags: O_RDWR) {
+            // A daemon's workers hold no terminal: their standard error comes here anyway.
+            opened.append(null)
+            descriptors += [(null.rawValue, 0), (null.rawValue, 1)]
+        }
         if let r = replacing {
             args += ["-sf", String(r.pid)]
         } else {
@@ -266,9 +271,7 @@ final class Master {
             log("cannot start a worker from \(executable): \(error)")
             return fail(error)
         }
-        verdict.write.close()
-        orders.1.close()
-        output.write.close()
+        for fd in opened where fd != verdict.read && fd != orders.0 && fd != output.read { fd.close() }
         let worker = Worker(pid: pid, startedAt: Clock.wallClock().seconds, generation: reloads, orders: orders.0, output: output.read)
         startupLog = []
         outputs[output.read.rawValue] = pid

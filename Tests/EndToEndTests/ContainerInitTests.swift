@@ -111,3 +111,68 @@ import Testing
         #expect(unshare.terminationStatus == 0, "\(bed.read(bed.directory + "/init.log"))")
     }
 }
+
+/// As PID 1 the master is implied (no -W needed): SIGUSR2 starts a new worker, and with no
+/// global `log` line, `log global` writes to stdout, where a container runtime collects it.
+@Suite(.serialized) struct ContainerMasterTests {
+    @Test(.enabled(if: ContainerInitTests.available, "needs root, unshare and nsenter"))
+    func theMasterIsImpliedAndLogsGoToStdout() throws {
+        let bed = try TestBed()
+        let port = TestBed.freePort()
+        let app = try bed.backend(name: "app")
+        let config = """
+        \(TestBed.defaults("http"))
+            log global
+            option httplog
+        frontend web
+            bind 127.0.0.1:\(port)
+            default_backend app
+        backend app
+            server s 127.0.0.1:\(app)
+
+        """
+        let (unshare, proxy) = try ContainerInitTests().startAsInit(bed, config, port: port)
+        defer { kill(proxy, SIGINT) }
+        func workers() -> [Int32] {
+            ((try? Harness.run("/usr/bin/pgrep", ["-P", String(proxy)]))?.stdout ?? "").split(separator: "\n").compactMap { Int32($0) }
+        }
+        #expect(TestBed.waitUntil { workers().count == 1 }, "PID 1 runs as a master with one worker")
+        let first = workers()
+        #expect(try TestBed.curl(["http://127.0.0.1:\(port)/logged-path"]).0 == 200)
+        #expect(TestBed.waitUntil { bed.read(bed.directory + "/init.log").contains("GET /logged-path HTTP/1.1") },
+                "\(bed.read(bed.directory + "/init.log"))")
+        kill(proxy, SIGUSR2)
+        #expect(TestBed.waitUntil { let w = workers(); return w.count == 1 && w != first }, "SIGUSR2 to PID 1 reloads")
+        #expect(try TestBed.curl(["http://127.0.0.1:\(port)/"]).0 == 200)
+        kill(proxy, SIGTERM)
+        #expect(TestBed.waitUntil(timeout: 10) { !unshare.isRunning })
+        #expect(unshare.terminationStatus == 0)
+    }
+}
+
+/// contrib/kubernetes/proxy.yaml: its ConfigMap's config and env file load (`-dr`: the
+/// cluster's service name does not resolve here), and the sidecar's commands exist.
+@Suite struct KubernetesExampleTests {
+    /// The block under `  NAME: |` in the manifest, de-indented.
+    static func block(_ text: String, _ name: String) -> String {
+        var out: [Substring] = []
+        var inside = false
+        for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
+            if line == "  \(name): |" { inside = true; continue }
+            if inside {
+                if line.hasPrefix("    ") || line.isEmpty { out.append(line.dropFirst(min(4, line.count))) } else { break }
+            }
+        }
+        return out.joined(separator: "\n") + "\n"
+    }
+
+    @Test func theConfigMapLoads() throws {
+        let bed = try TestBed()
+        let manifest = try String(contentsOfFile: Harness.root + "/contrib/kubernetes/proxy.yaml", encoding: .utf8)
+        try Self.block(manifest, "proxy.cfg").write(toFile: bed.directory + "/proxy.cfg", atomically: true, encoding: .utf8)
+        try Self.block(manifest, "env").write(toFile: bed.directory + "/env", atomically: true, encoding: .utf8)
+        let r = try Harness.run(Harness.proxyBinary, ["-c", "-dr", "-f", bed.directory + "/proxy.cfg", "-e", bed.directory + "/env"])
+        #expect(r.status == 0 && r.stdout.contains("Configuration file is valid"), "\(r.stdout) \(r.stderr)")
+        #expect(manifest.contains("proxy cli -s /run/proxy/master.sock reload") && manifest.contains("monitor-uri /healthz"))
+    }
+}
