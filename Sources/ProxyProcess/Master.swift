@@ -50,6 +50,12 @@ final class Master {
     /// The worker being started, and its verdict pipe.
     var starting: (worker: Worker, verdict: FileDescriptor, isReload: Bool)?
     var reloadPending = false
+    /// Reloads started so far (a CLI `reload` is answered by the first one started after it).
+    var reloadStarts = 0
+    /// When the last reload started: the next starts no sooner than `reloadSpacing` after it,
+    /// so a burst of requests (consul-template, 20 `systemctl reload`) costs two reloads.
+    var lastReloadStartedAt: UInt64 = 0
+    static let reloadSpacing: UInt64 = 150_000_000
     var respawnAt: UInt64?
     var backoffSeconds: UInt64 = 1
     var stopping = false
@@ -186,7 +192,8 @@ final class Master {
             if stopping && current == nil && old.isEmpty && starting == nil { break }
             var timeout: Int32 = 1000
             let now = Clock.monotonicNanoseconds()
-            for d in [respawnAt, drainDeadline].compactMap({ $0 }) {
+            let pendingAt = reloadPending ? lastReloadStartedAt + Self.reloadSpacing : nil
+            for d in [respawnAt, drainDeadline, pendingAt].compactMap({ $0 }) {
                 timeout = min(timeout, Int32(min(1000, d > now ? (d - now) / 1_000_000 + 1 : 0)))
             }
             let n = events.withUnsafeMutableBufferPointer { epoll.wait($0.baseAddress!, capacity: 16, timeoutMilliseconds: timeout) }
@@ -206,6 +213,7 @@ final class Master {
                 }
             }
             cli?.expire(epoll: epoll)
+            startPendingReload(epoll: epoll)
             if let r = respawnAt, Clock.monotonicNanoseconds() >= r, !stopping, starting == nil {
                 respawnAt = nil
                 _ = startWorker(replacing: nil, epoll: epoll)
@@ -364,12 +372,9 @@ final class Master {
                 exitStatus = 1
             }
         }
-        cli?.reloadFinished(ok: ok, message: log + (log.isEmpty || log.hasSuffix("\n") ? "" : "\n") + lastMessage, epoll: epoll)
+        cli?.reloadFinished(ok: ok, message: log + (log.isEmpty || log.hasSuffix("\n") ? "" : "\n") + lastMessage, upTo: reloadStarts, epoll: epoll)
         startupLog = []
-        if reloadPending && !stopping {
-            reloadPending = false
-            reload(epoll: epoll)
-        }
+        // A reload asked for meanwhile starts from the run loop, once spaced.
     }
 
     /// Old workers past `mworker-max-reloads`, or beyond `mworker-max-old-workers` (the
@@ -405,12 +410,31 @@ final class Master {
 
     func reload(epoll: Epoll) {
         guard !stopping else { return }
-        if starting != nil {
+        if starting != nil || Clock.monotonicNanoseconds() < lastReloadStartedAt + Self.reloadSpacing {
             // Merged: one more reload after this one, however many were asked for.
             reloadPending = true
             return
         }
-        startWorker(replacing: current, epoll: epoll)
+        startReload(epoll: epoll)
+    }
+
+    func startReload(epoll: Epoll) {
+        reloadPending = false
+        reloadStarts += 1
+        lastReloadStartedAt = Clock.monotonicNanoseconds()
+        if !startWorker(replacing: current, epoll: epoll) {
+            // Nothing started (no descriptor left, say): a failed reload, said as such.
+            failedReloads += 1
+            lastReloadOK = false
+            lastMessage = "the new worker could not be started; \(current.map { "worker \($0.pid) serves on" } ?? "no worker serves")"
+            cli?.reloadFinished(ok: false, message: lastMessage, upTo: reloadStarts, epoll: epoll)
+        }
+    }
+
+    /// Starts the merged reload once the last one is over and spaced.
+    func startPendingReload(epoll: Epoll) {
+        guard reloadPending, !stopping, starting == nil, Clock.monotonicNanoseconds() >= lastReloadStartedAt + Self.reloadSpacing else { return }
+        startReload(epoll: epoll)
     }
 
     /// `reload` on the master CLI.

@@ -85,6 +85,8 @@ final class MasterCLI {
         /// Reading the relay waits while the client has not taken this much.
         var relayPaused = false
         var waitingForReload = false
+        /// Reloads the master had started when this session asked: answered by a later one.
+        var reloadTicket = 0
         var deadline: UInt64
         init(fd: FileDescriptor, deadline: UInt64) {
             self.fd = fd
@@ -166,8 +168,8 @@ final class MasterCLI {
 
     /// The reload the sessions asked for is over: each hears the verdict, then its
     /// connection closes (commands after `reload` on its line are not run, as HAProxy).
-    func reloadFinished(ok: Bool, message: String, epoll: Epoll) {
-        for s in sessions.values where s.waitingForReload {
+    func reloadFinished(ok: Bool, message: String, upTo started: Int, epoll: Epoll) {
+        for s in sessions.values where s.waitingForReload && s.reloadTicket < started {
             s.waitingForReload = false
             s.output += Array("Success=\(ok ? 1 : 0)\n--\n\(message)\n\n".utf8)
             s.pending = []
@@ -284,6 +286,7 @@ final class MasterCLI {
         case ["reload"]:
             guard settings.level >= .operator else { s.output += Array("Permission denied\n\n".utf8); return }
             s.waitingForReload = true
+            s.reloadTicket = master.reloadStarts
             master.requestReload(epoll: epoll)
         case ["show", "proc"]:
             s.output += Array(master.showProc().utf8)
