@@ -5,7 +5,7 @@ import Glibc
 
 /// `proxy cli [-s SOCKET] [COMMAND...]`: the runtime API's client, so no socat is needed.
 /// With a command (its words joined as HAProxy's CLI reads them), it prints the answer and
-/// exits 0, or 1 for `Unknown command` or `Permission denied`, or 2 when the socket cannot
+/// exits 0, or 1 for `Unknown command`, `Permission denied` or a failed reload (`Success=0`), or 2 when the socket cannot
 /// be reached. Without one, it reads commands line by line behind a `proxy> ` prompt, with
 /// line editing and history on a terminal (`LineEditor`). It
 /// waits for long answers rather than cutting them short. A separate process: blocking
@@ -67,7 +67,9 @@ enum CLIClient {
             return 2
         }
         write(text)
-        return text.hasPrefix("Unknown command") || text.contains("Permission denied") ? 1 : 0
+        // A master's `reload` that failed is a failure too: `ExecReload=proxy cli ... reload`
+        // makes `systemctl reload` say so.
+        return text.hasPrefix("Unknown command") || text.contains("Permission denied") || text.hasPrefix("Success=0") ? 1 : 0
     }
 
     /// The runtime API closed the connection before the command was sent.

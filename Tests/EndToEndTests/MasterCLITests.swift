@@ -111,6 +111,13 @@ import Testing
         let answer = cli(admin, "reload") ?? ""
         #expect(answer.hasPrefix("Success=0\n--\n") && answer.contains("m.cfg:12: error:") && answer.contains("frobnicate"), "\(answer)")
         #expect(cli(admin, "prompt; show proc")?.contains("master[ReloadFailed]> ") == true)
+        // `proxy cli ... reload` (the unit's ExecReload=) fails with the reload, so
+        // `systemctl reload` does too.
+        let failing = try Harness.run(Harness.proxyBinary, ["cli", "-s", admin, "reload"])
+        #expect(failing.status == 1 && failing.stdout.contains("Success=0"), "\(failing.stdout)")
+        try worker.config(port, app).write(toFile: cfg, atomically: true, encoding: .utf8)
+        let passing = try Harness.run(Harness.proxyBinary, ["cli", "-s", admin, "reload"])
+        #expect(passing.status == 0 && passing.stdout.hasPrefix("Success=1"), "\(passing.stdout)")
     }
 
     /// `master-worker` in the file is -W; `exit-on-failure` ends everything when a worker

@@ -55,12 +55,13 @@ import Testing
         #expect(proc.contains("\(master.processIdentifier)") && proc.contains("master") && workers(socket).count == 1, "\(proc)")
         let load = try SteadyLoad(port: port, directory: bed.directory)
         #expect(TestBed.waitUntil { self.status(port) == 200 })
-        for i in 0..<10 {
+        // 100 reloads by signal and 100 by the CLI, under load (the count).
+        for i in 0..<100 {
             let before = workers(socket)
             kill(master.processIdentifier, SIGUSR2)
             #expect(TestBed.waitUntil { let w = self.workers(socket); return w.count == 1 && w != before }, "SIGUSR2 reload \(i)")
         }
-        for i in 0..<10 {
+        for i in 0..<100 {
             let answer = cli(socket, "reload") ?? ""
             #expect(answer.hasPrefix("Success=1\n--\n"), "CLI reload \(i): \(answer)")
         }

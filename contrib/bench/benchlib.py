@@ -20,6 +20,8 @@ def cli(path, line):
     s.settimeout(5)
     s.connect(path)
     s.sendall((line + "\n").encode())
+    # HAProxy's master CLI answers a non-interactive line once the client has finished.
+    s.shutdown(socket.SHUT_WR)
     out = b""
     while True:
         c = s.recv(65536)
