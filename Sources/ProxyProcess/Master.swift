@@ -135,24 +135,7 @@ final class Master {
         if daemon {
             // -D: the parent stays until the first worker's verdict and exits with it; the
             // master goes on in a new session.
-            let pipe: (read: FileDescriptor, write: FileDescriptor)
-            do { pipe = try Pipe.make() } catch {
-                ProxyMain.printError("proxy: cannot start the daemon: \(error)\n")
-                return 1
-            }
-            do {
-                switch try ProcessCalls.fork() {
-                case .parent:
-                    pipe.write.close()
-                    var byte: UInt8 = 1
-                    let n = withUnsafeMutableBytes(of: &byte) { (try? pipe.read.read(into: $0)) ?? 0 }
-                    ProcessCalls.exitNow(n == 1 ? Int32(byte) : 1)
-                case .child:
-                    pipe.read.close()
-                    daemonVerdict = pipe.write
-                    try? ProcessCalls.newSession()
-                }
-            } catch {
+            do { daemonVerdict = try ProcessCalls.daemonize() } catch {
                 ProxyMain.printError("proxy: cannot start the daemon: \(error)\n")
                 return 1
             }

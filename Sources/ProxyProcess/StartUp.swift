@@ -187,22 +187,8 @@ final class StartUp {
             return
         }
         guard (options.daemon || configuration.global.daemon) && !options.foreground else { return }
-        let pipe: (read: FileDescriptor, write: FileDescriptor)
-        do { pipe = try Pipe.make() } catch { throw Failure("proxy: cannot start the daemon: \(error)") }
-        let result: ProcessCalls.ForkResult
-        do { result = try ProcessCalls.fork() } catch { throw Failure("proxy: cannot start the daemon: \(error)") }
-        switch result {
-        case .parent:
-            // The parent's verdict is the child's: 0 only once the child serves.
-            pipe.write.close()
-            var byte: UInt8 = 1
-            let n = withUnsafeMutableBytes(of: &byte) { (try? pipe.read.read(into: $0)) ?? 0 }
-            ProcessCalls.exitNow(n == 1 ? Int32(byte) : 1)
-        case .child:
-            pipe.read.close()
-            verdict = pipe.write
-            try? ProcessCalls.newSession()
-        }
+        // The parent's verdict is the child's: 0 only once the child serves.
+        do { verdict = try ProcessCalls.daemonize() } catch { throw Failure("proxy: cannot start the daemon: \(error)") }
     }
 
     // MARK: 4. pidfile

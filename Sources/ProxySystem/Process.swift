@@ -28,6 +28,32 @@ public enum ProcessCalls {
         return pid == 0 ? .child : .parent(child: pid)
     }
 
+    /// `-D`: forks; the parent waits for the child's verdict (a byte written on the returned
+    /// descriptor: 0 serving) and exits with it, 1 if the child ends first; the child goes
+    /// on in a new session with that descriptor. Call it before any thread starts.
+    public static func daemonize() throws -> FileDescriptor {
+        var fds: [Int32] = [0, 0]
+        _ = try retryingOnInterrupt("pipe2") { cproxy_pipe2(&fds, O_CLOEXEC) }
+        let read = FileDescriptor(rawValue: fds[0]), write = FileDescriptor(rawValue: fds[1])
+        let result: ForkResult
+        do { result = try fork() } catch {
+            read.close()
+            write.close()
+            throw error
+        }
+        switch result {
+        case .parent:
+            write.close()
+            var byte: UInt8 = 1
+            let n = withUnsafeMutableBytes(of: &byte) { (try? read.read(into: $0)) ?? 0 }
+            exitNow(n == 1 ? Int32(byte) : 1)
+        case .child:
+            read.close()
+            try? newSession()
+            return write
+        }
+    }
+
     /// setsid(2): a new session, without a controlling terminal.
     public static func newSession() throws {
         if setsid() < 0 { throw SystemError.last("setsid") }
