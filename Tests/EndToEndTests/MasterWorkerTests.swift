@@ -77,20 +77,44 @@ import Testing
         #expect(bed.read(bed.directory + "/master.log").contains("keyword 'frobnicate'"))
     }
 
+    /// The seed's switch under systemd: the env file flips HAPROXY_MAINT at a reload, and
+    /// traffic moves to the maintenance backend and back under load, without one failed
+    /// request; a line removed from the file reverts to the inherited value.
     @Test func envFileAtEveryReloadAndRevert() throws {
         let bed = try TestBed()
         let port = TestBed.freePort()
         let app = try bed.backend(name: "app")
-        let (master, socket) = try startMaster(bed, port: port, app: app, environment: ["MAINT": "0"])
+        let cfg = bed.directory + "/m.cfg", socket = bed.directory + "/master.sock"
+        try """
+        \(TestBed.defaults("http"))
+        frontend web
+            bind 127.0.0.1:\(port)
+            acl maintenance_mode env_int(HAPROXY_MAINT) gt 0
+            use_backend maintenance if maintenance_mode
+            default_backend app
+        backend app
+            server s 127.0.0.1:\(app)
+        backend maintenance
+            http-request return status 200 content-type text/plain string "maintenance"
+
+        """.write(toFile: cfg, atomically: true, encoding: .utf8)
+        try "HAPROXY_MAINT=0\n".write(toFile: bed.directory + "/env", atomically: true, encoding: .utf8)
+        let master = try bed.start(Harness.proxyBinary, ["-Ws", "-f", cfg, "-e", bed.directory + "/env", "-S", socket],
+                                   log: bed.directory + "/master.log", environment: ["HAPROXY_MAINT": "0"])
         defer { kill(master.processIdentifier, SIGTERM) }
-        #expect(status(port) == 200)
-        try "MAINT=1\n".write(toFile: bed.directory + "/env", atomically: true, encoding: .utf8)
+        #expect(TestBed.waitUntil { self.workers(socket).count == 1 }, "\(bed.read(bed.directory + "/master.log"))")
+        func body() -> String { (try? TestBed.curl(["http://127.0.0.1:\(port)/"]))?.1 ?? "" }
+        #expect(body() != "maintenance")
+        let load = try SteadyLoad(port: port, directory: bed.directory)
+        try "HAPROXY_MAINT=1\n".write(toFile: bed.directory + "/env", atomically: true, encoding: .utf8)
         #expect(cli(socket, "reload")?.hasPrefix("Success=1") == true)
-        #expect(status(port) == 503, "the file's MAINT=1 applies at the reload")
-        // The line removed: the inherited MAINT=0 is back (the master never applied the file).
+        #expect(body() == "maintenance", "the file's HAPROXY_MAINT=1 applies at the reload")
+        // The line removed: the inherited HAPROXY_MAINT=0 is back (the master never applied the file).
         try "# nothing\n".write(toFile: bed.directory + "/env", atomically: true, encoding: .utf8)
         #expect(cli(socket, "reload")?.hasPrefix("Success=1") == true)
-        #expect(status(port) == 200)
+        #expect(body() != "maintenance")
+        let result = load.finish()
+        #expect(result.failed == 0 && result.ok > 0, "\(result)")
     }
 
     @Test func aDeadWorkerIsReplacedAndBurstsMerge() throws {
@@ -153,16 +177,32 @@ import Testing
                 return messages.contains(where: until)
             }
         }
-        let (master, socket) = try startMaster(bed, port: port, app: app, extra: ["-Ws"].filter { _ in true }, environment: ["NOTIFY_SOCKET": path])
-        #expect(collect { $0.contains("READY=1") && $0.contains("MAINPID=\(master.processIdentifier)") }, "\(messages)")
+        let (master, socket) = try startMaster(bed, port: port, app: app, extra: ["-Ws"], environment: ["NOTIFY_SOCKET": path])
+        let pid = master.processIdentifier
+        #expect(collect { $0.contains("READY=1") }, "\(messages)")
         #expect(cli(socket, "reload")?.hasPrefix("Success=1") == true)
-        #expect(collect { $0.contains("RELOADING=1") && $0.contains("MONOTONIC_USEC=") }, "\(messages)")
         #expect(collect { $0.contains("STATUS=Ready, generation 1") }, "\(messages)")
         try (config(port, app) + "    frobnicate\n").write(toFile: bed.directory + "/m.cfg", atomically: true, encoding: .utf8)
         #expect(cli(socket, "reload")?.hasPrefix("Success=0") == true)
         #expect(collect { $0.contains("STATUS=Reload 2 failed") }, "\(messages)")
-        kill(master.processIdentifier, SIGTERM)
+        kill(pid, SIGTERM)
         #expect(collect { $0.contains("STOPPING=1") }, "\(messages)")
+        // The exact sequence: start, a good reload, a bad one (READY=1 again, with why), stop.
+        let shapes = messages.map { m -> String in
+            m.split(separator: "\n").map { line -> String in
+                if line.hasPrefix("MONOTONIC_USEC=") { return "MONOTONIC_USEC=N" }
+                if line.hasPrefix("STATUS=Reload 2 failed: ") && line.contains("frobnicate") { return "STATUS=Reload 2 failed: WHY" }
+                return String(line)
+            }.joined(separator: "|")
+        }
+        #expect(shapes == [
+            "READY=1|MAINPID=\(pid)|STATUS=Ready, generation 0",
+            "RELOADING=1|MONOTONIC_USEC=N|STATUS=Reloading",
+            "READY=1|MAINPID=\(pid)|STATUS=Ready, generation 1",
+            "RELOADING=1|MONOTONIC_USEC=N|STATUS=Reloading",
+            "READY=1|STATUS=Reload 2 failed: WHY",
+            "STOPPING=1",
+        ], "\(messages)")
     }
 
     /// Long-lived connections on every old worker and quick reloads: never more old workers

@@ -357,20 +357,12 @@ final class HTTPTransaction: LoopObject, QueueWaiter, ConnectionOwner {
 
     // MARK: local responses
 
-    /// Sends a complete response made by the proxy (rules, errors) and closes if asked.
+    /// Sends a complete response made by the proxy (rules, errors) and closes if asked. A
+    /// response after which the connection closes says `connection: close`, so a keep-alive
+    /// client (during a soft stop, say) never sends its next request into a closed socket.
     func sendLocal(_ bytes: [UInt8], status: Int, close shouldClose: Bool = false) {
         logStatus = status
         if shouldClose { closeAfterResponse = true }
-        let out = output ?? buffers.take()
-        output = out
-        if out.isEmpty { out.clear() }
-        // A new transaction starts only once the last response is out (parseOrReadHead), so
-        // the buffer is empty; a response larger than it (the stats page, the metrics) goes
-        // out in buffer-sized parts, the rest held in `localTail` until the buffer drains.
-        if !out.append(bytes) {
-            localTail = bytes[...]
-            refillFromLocalTail(out)
-        }
         // Skip the request body, if any, by closing afterwards (we do not read it).
         if let inBuf = input {
             inBuf.head += requestHeadLength
@@ -383,6 +375,17 @@ final class HTTPTransaction: LoopObject, QueueWaiter, ConnectionOwner {
                 lingerAlways = true
             }
         }
+        let response = closeAfterResponse ? Self.announcingClose(bytes) : bytes
+        let out = output ?? buffers.take()
+        output = out
+        if out.isEmpty { out.clear() }
+        // A new transaction starts only once the last response is out (parseOrReadHead), so
+        // the buffer is empty; a response larger than it (the stats page, the metrics) goes
+        // out in buffer-sized parts, the rest held in `localTail` until the buffer drains.
+        if !out.append(response) {
+            localTail = response[...]
+            refillFromLocalTail(out)
+        }
         parser.reset()
         if let s = server {
             server = nil
@@ -391,6 +394,22 @@ final class HTTPTransaction: LoopObject, QueueWaiter, ConnectionOwner {
         phase = .exchange
         _ = flushToClient()
         endTransactionWhenFlushed()
+    }
+
+    /// `response` with `connection: close` after its status line, unless its head already
+    /// has a Connection header.
+    static func announcingClose(_ response: [UInt8]) -> [UInt8] {
+        guard let lineEnd = response.firstIndex(of: UInt8(ascii: "\n")) else { return response }
+        var i = lineEnd + 1
+        while i < response.count {
+            guard let end = response[i...].firstIndex(of: UInt8(ascii: "\n")) else { break }
+            if end - i <= 1 { break }  // the empty line: the head ends
+            if end - i > 11, response[i..<(i + 11)].map({ $0 | 0x20 }).elementsEqual("connection:".utf8) { return response }
+            i = end + 1
+        }
+        var out = response
+        out.insert(contentsOf: Array("connection: close\r\n".utf8), at: lineEnd + 1)
+        return out
     }
 
     /// `http-request tarpit`: holds the request for `timeout tarpit` (else `timeout connect`)
