@@ -91,7 +91,8 @@ import Testing
         """.write(toFile: path, atomically: true, encoding: .utf8)
         try "MAINT=1\n".write(toFile: bed.directory + "/env", atomically: true, encoding: .utf8)
         let entrypoint = Harness.root + "/contrib/docker/entrypoint.sh"
-        let environment = ["PROXY": Harness.proxyBinary, "PROXY_CONFIG": path, "PROXY_ENVFILE": bed.directory + "/env"]
+        let environment = ["PROXY": Harness.proxyBinary, "PROXY_CONFIG": path, "PROXY_ENVFILE": bed.directory + "/env",
+                           "PROXY_MASTER_SOCKET": bed.directory + "/master.sock"]
         let check = try Harness.run(entrypoint, ["-c"], environment: environment)
         #expect(check.status == 0 && check.stdout.contains("Configuration file is valid"), "\(check.stdout) \(check.stderr)")
         let unshare = try bed.start(Harness.which("unshare")!, ["--pid", "--fork", "--mount-proc", entrypoint],
@@ -106,6 +107,10 @@ import Testing
         }
         let comm = (try? String(contentsOfFile: "/proc/\(proxy)/comm", encoding: .utf8)) ?? ""
         #expect(comm.hasPrefix("proxy"), "PID 1 is \(comm)")
+        // The seed's switch in a container: edit the env file, SIGUSR2 (docker kill -s USR2).
+        try "MAINT=0\n".write(toFile: bed.directory + "/env", atomically: true, encoding: .utf8)
+        kill(proxy, SIGUSR2)
+        #expect(TestBed.waitUntil { (try? TestBed.curl(["http://127.0.0.1:\(port)/"]))?.0 == 200 }, "SIGUSR2 to PID 1 reads the env file afresh")
         kill(proxy, SIGTERM)
         #expect(TestBed.waitUntil(timeout: 10) { !unshare.isRunning })
         #expect(unshare.terminationStatus == 0, "\(bed.read(bed.directory + "/init.log"))")
