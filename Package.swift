@@ -1,6 +1,7 @@
 // swift-tools-version:6.0
 // proxy: a reverse proxy and zero-downtime reloader for Linux.
-// No package dependencies: the Swift toolchain, one small C shim, and libcrypt from the system.
+// No package dependencies: the Swift toolchain, small C shims, and libcrypt and OpenSSL 3 from
+// the system (Debian's libssl-dev, as HAProxy uses).
 import PackageDescription
 
 // Release builds drop Swift's run-time exclusivity checks (swift_beginAccess): they were a
@@ -17,6 +18,10 @@ let package = Package(
         // Only what Swift cannot import from Glibc: epoll, signalfd, timerfd, eventfd, splice, CMSG.
         // crypt(3) for `stats auth` hashes comes from the system's libcrypt.
         .target(name: "CProxySys", linkerSettings: [.linkedLibrary("crypt")]),
+        // The system's OpenSSL 3, found by pkg-config; and the few calls the engine makes, with
+        // OpenSSL's macros and error queue kept in C.
+        .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
+        .target(name: "CProxyTLS", dependencies: ["COpenSSL"]),
         // One thin wrapper per syscall, errno as a typed error.
         .target(name: "ProxySystem", dependencies: ["CProxySys"], swiftSettings: engineSettings),
         // Fetches, converters, matchers, ACLs, conditions and constant folding.
@@ -26,7 +31,7 @@ let package = Package(
         // Config text to a checked, typed model, with file:line diagnostics.
         .target(name: "ProxyConfig", dependencies: ["ProxyRules", "ProxySystem"], swiftSettings: engineSettings),
         // Event loops, listeners, HTTP and TCP sessions, balancing, logging.
-        .target(name: "ProxyEngine", dependencies: ["ProxyConfig", "ProxyRules", "ProxyHTTP", "ProxySystem"], swiftSettings: engineSettings),
+        .target(name: "ProxyEngine", dependencies: ["ProxyConfig", "ProxyRules", "ProxyHTTP", "ProxySystem", "CProxyTLS"], swiftSettings: engineSettings),
         // What operators see and steer: the runtime API's commands, the stats page, Prometheus.
         .target(name: "ProxyControl", dependencies: ["ProxyEngine", "ProxyConfig", "ProxyRules", "ProxySystem", "CProxySys"], swiftSettings: engineSettings),
         // Command line, the ordered start-up, handover and stop.

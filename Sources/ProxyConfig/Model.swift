@@ -59,8 +59,6 @@ public enum NotEnforced: String, CaseIterable, Sendable {
     case bindProcess = "bind process"
     case bindThread = "bind thread"
     // These change bytes on the wire or security: `proxy -f` refuses them.
-    case ssl = "ssl"
-    case crt = "crt"
     case alpn = "alpn"
     case npn = "npn"
     case namespace = "namespace"
@@ -68,7 +66,7 @@ public enum NotEnforced: String, CaseIterable, Sendable {
     /// Whether ignoring it would change what goes on the wire, or security.
     public var changesWire: Bool {
         switch self {
-        case .ssl, .crt, .alpn, .npn, .namespace: return true
+        case .alpn, .npn, .namespace: return true
         default: return false
         }
     }

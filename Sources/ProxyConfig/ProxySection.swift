@@ -282,10 +282,8 @@ extension ConfigParser {
                 options.acceptProxy = true
             case "ssl":
                 options.ssl = true
-                notEnforced(.ssl, at: location)
             case "crt":
                 options.certificates.append(try value(opt))
-                notEnforced(.crt, at: location)
             case "v4v6": options.v4v6 = true
             case "v6only": options.v6only = true
             case "interface": options.interface = try value(opt)

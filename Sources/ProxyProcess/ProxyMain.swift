@@ -1,5 +1,6 @@
 import ProxyConfig
 import ProxyControl
+import ProxyEngine
 import ProxyRules
 import ProxySystem
 import Glibc
@@ -114,6 +115,20 @@ public enum ProxyMain {
             printError("\(at): warning: 'mworker-max-reloads' and 'mworker-max-old-workers' act only in master-worker mode (-W); ignored here\n")
         }
         if options.checkOnly {
+            // Certificates are checked as a start would: readable, a key that matches.
+            var certificateErrors = 0
+            for f in configuration.frontends {
+                for b in f.binds where b.options.ssl {
+                    do { _ = try TLSContext.load(b.options, at: b.location) } catch {
+                        printError("\(error)\n")
+                        certificateErrors += 1
+                    }
+                }
+            }
+            if certificateErrors > 0 {
+                printError("proxy: \(certificateErrors) error\(certificateErrors == 1 ? "" : "s") in the certificates; nothing would start\n")
+                return 1
+            }
             if options.verbose {
                 for rule in configuration.foldedRules { print(rule.description) }
                 for line in ReloadPreview.runtimeVariableRules(configuration) { print(line) }

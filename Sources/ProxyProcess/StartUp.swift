@@ -158,6 +158,8 @@ final class StartUp {
                 ProcessCalls.sleep(milliseconds: 10)
             } catch let e as BindError {
                 throw Failure("\(e.location): error: cannot bind \(e.address): \(e.error.reason)\(Self.hint(e.error.code))")
+            } catch let e as TLSContext.LoadError {
+                throw Failure(e.description)
             }
         }
         if listeners.isEmpty {

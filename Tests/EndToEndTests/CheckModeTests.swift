@@ -118,11 +118,11 @@ import Testing
 
     @Test func wireChangingKeywordsBlockStartButNotCheck() throws {
         let dir = try Harness.temporaryDirectory()
-        try "frontend f\n    bind 127.0.0.1:18210 ssl\n    timeout client 1s\n".write(toFile: dir + "/p.cfg", atomically: true, encoding: .utf8)
+        try "frontend f\n    bind 127.0.0.1:18210 namespace blue\n    timeout client 1s\n".write(toFile: dir + "/p.cfg", atomically: true, encoding: .utf8)
         let check = try Harness.proxy(["-c", "-f", dir + "/p.cfg"])
-        #expect(check.status == 0 && check.stderr.contains("p.cfg:2: warning: 'ssl' is accepted but not enforced yet"))
+        #expect(check.status == 0 && check.stderr.contains("p.cfg:2: warning: 'namespace' is accepted but not enforced yet"))
         let start = try Harness.proxy(["-f", dir + "/p.cfg"])
-        #expect(start.status == 1 && start.stderr.contains("p.cfg:2: error: 'ssl' changes bytes on the wire"))
+        #expect(start.status == 1 && start.stderr.contains("p.cfg:2: error: 'namespace' changes bytes on the wire"))
     }
 }
 

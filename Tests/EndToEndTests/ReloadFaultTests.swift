@@ -81,7 +81,7 @@ final class SteadyLoad {
 
         // A port held by a socket without SO_REUSEPORT, foreign to the old process.
         let held = TestBed.freePort()
-        let holder = try bed.start(Harness.which("python3")!, ["-c", "import socket,time\ns=socket.socket()\ns.bind(('127.0.0.1',\(held)))\ns.listen(5)\ntime.sleep(120)"])
+        let holder = try bed.start(Harness.which("python3")!, ["-c", "import socket,time\ns=socket.socket()\ns.bind(('127.0.0.1',\(held)))\ns.listen(5)\ntime.sleep(1800)"])
         #expect(TestBed.waitForPort(held))
         // An impostor: another uid squats the handover name of a decoy old pid.
         let decoy = try bed.start("/bin/sleep", ["120"])

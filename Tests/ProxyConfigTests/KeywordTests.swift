@@ -112,11 +112,12 @@ import ProxyRules
         #expect(keys.count == 2 && keys[0] != keys[1] && keys[1].v6only)
     }
 
-    /// `accept-proxy` is enforced now; `ssl` and `crt` still warn and refuse the start.
-    @Test func acceptProxyLoadsAndTLSIsRecordedAsWireChanging() throws {
-        let r = load("frontend f\n    timeout client 1s\n    bind :80 accept-proxy ssl crt /x.pem\n")
-        #expect(r.warnings.map(\.message) == ["'ssl' is accepted but not enforced yet", "'crt' is accepted but not enforced yet"])
-        #expect(r.configuration!.proxies[0].binds[0].options.acceptProxy)
+    /// `accept-proxy`, `ssl` and `crt` are enforced; `alpn` still warns and refuses the start.
+    @Test func acceptProxyAndTLSLoadAndALPNIsRecordedAsWireChanging() throws {
+        let r = load("frontend f\n    timeout client 1s\n    bind :80 accept-proxy ssl crt /x.pem alpn http/1.1\n")
+        #expect(r.warnings.map(\.message) == ["'alpn' is accepted but not enforced yet"])
+        let options = r.configuration!.proxies[0].binds[0].options
+        #expect(options.acceptProxy && options.ssl && options.certificates == ["/x.pem"])
         let allWire = r.configuration!.unenforcedKeywords.allSatisfy { $0.changesWire }
         #expect(allWire)
     }

@@ -10,9 +10,9 @@ import ProxyRules
             "server-state-file", "close-spread-time", "stats socket name", "hash-type",
             "option splice-auto, splice-request and splice-response in http mode", "option httplog clf",
             "bind name", "bind id", "bind nice", "bind process", "bind thread",
-            "ssl", "crt", "alpn", "npn", "namespace",
+            "alpn", "npn", "namespace",
         ])
-        #expect(NotEnforced.allCases.filter(\.changesWire).map(\.rawValue) == ["ssl", "crt", "alpn", "npn", "namespace"])
+        #expect(NotEnforced.allCases.filter(\.changesWire).map(\.rawValue) == ["alpn", "npn", "namespace"])
     }
 
     /// Each one is warned about where it is used, and recorded for the start-up to refuse.

@@ -124,7 +124,9 @@ final class Connection: LoopObject {
             if n < room && !hangup && transport == nil { readable = false }
             return n
         case .wouldBlock:
-            readable = false
+            // A TLS read that must first send (a handshake record) waits for writability,
+            // and stays readable so that the owner retries it then.
+            if let t = transport, t.wants == .write { writable = false } else { readable = false }
             return nil
         }
     }
@@ -141,8 +143,22 @@ final class Connection: LoopObject {
         guard !buffer.isEmpty else { return 0 }
         guard let n = send(buffer.base + buffer.head, count: buffer.count) else { return nil }
         buffer.head += n
-        if !buffer.isEmpty { writable = false }
-        return n
+        guard !buffer.isEmpty else { return n }
+        guard transport != nil else {
+            // A short write filled the socket: no more until its next edge.
+            writable = false
+            return n
+        }
+        // TLS takes a record at a time, so a short write says nothing about the socket:
+        // go on until all is out or the socket is full (edge-triggered).
+        var total = n
+        while !buffer.isEmpty && writable {
+            guard let m = send(buffer.base + buffer.head, count: buffer.count) else { return nil }
+            if m == 0 { break }
+            buffer.head += m
+            total += m
+        }
+        return total
     }
 
     /// Sends bytes now: the count written (0 and not writable when the socket is full), or
@@ -168,7 +184,8 @@ final class Connection: LoopObject {
             bytesOut += n
             return n
         case .wouldBlock:
-            writable = false
+            // A TLS write that must first read (a handshake record) waits for readability.
+            if let t = transport, t.wants == .read { readable = false } else { writable = false }
             return 0
         }
     }
@@ -249,6 +266,10 @@ final class Connection: LoopObject {
     func close(abort: Bool = false) {
         guard !closed else { return }
         closed = true
+        if let t = transport {
+            if !abort { t.close() }
+            transport = nil
+        }
         if abort { Socket.setResetOnClose(fd) }
         context.loop.forget(fd)
         fd.close()

@@ -10,6 +10,8 @@ public struct Listener: Sendable {
     public let fd: FileDescriptor
     public let frontendName: String
     public let options: BindOptions
+    /// `ssl`: the TLS context its connections start with.
+    public var tls: TLSContext?
 
     public init(key: ListenerKey, fd: FileDescriptor, frontendName: String, options: BindOptions) {
         self.key = key
@@ -97,15 +99,21 @@ public struct Listener: Sendable {
             for p in configuration.proxies where p.isFrontend {
                 let backlog = p.settings.backlog ?? p.settings.maxconn ?? 1024
                 for b in p.binds {
+                    // Certificates are loaded and checked here, before the point of no return.
+                    let tls = b.options.ssl ? try TLSContext.load(b.options, at: b.location) : nil
                     for key in b.listenerKeys {
                         if let fd = inherited[key] {
                             let f = FileDescriptor(rawValue: fd)
                             try Socket.setNonBlocking(f)
-                            listeners.append(Listener(key: key, fd: f, frontendName: p.name, options: b.options))
+                            var l = Listener(key: key, fd: f, frontendName: p.name, options: b.options)
+                            l.tls = tls
+                            listeners.append(l)
                             continue
                         }
                         do {
-                            listeners.append(try bind(key, frontend: p.name, options: b.options, backlog: backlog, reusePort: reusePort))
+                            var l = try bind(key, frontend: p.name, options: b.options, backlog: backlog, reusePort: reusePort)
+                            l.tls = tls
+                            listeners.append(l)
                         } catch let e as SystemError {
                             throw BindError(location: b.location, address: key.description, error: e)
                         }

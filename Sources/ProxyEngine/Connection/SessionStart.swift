@@ -46,6 +46,15 @@ extension LoopContext {
     /// `bytesWaiting`: the stage saw bytes after its header, which no new event will announce.
     func startSession(_ connection: Connection, peer: SocketAddress, local: SocketAddress?, acceptor: Acceptor, bytesWaiting: Bool = false) {
         let frontend = acceptor.frontend
+        // `bind ... ssl`: TLS after any PROXY header, under whatever the frontend speaks.
+        if let tls = acceptor.listener.tls {
+            guard let t = TLSTransport(accepting: connection.fd, context: tls) else {
+                connection.close(abort: true)
+                connectionEnded(acceptor)
+                return
+            }
+            connection.transport = t
+        }
         if frontend.mode == .tcp {
             let localAddress = local ?? connection.localAddress
             let samples = ConnectionSamples(client: HTTPTransaction.ip(of: peer), clientPort: peer.port,

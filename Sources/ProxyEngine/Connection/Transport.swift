@@ -15,6 +15,8 @@ protocol Transport: AnyObject {
     func write(_ connection: Connection, from pointer: UnsafeRawPointer, count: Int) throws -> IOResult<Int>
     /// Which readiness the last `.wouldBlock` waits for.
     var wants: TransportWait { get }
+    /// The connection closes: a last word to the peer (TLS close_notify), never waiting.
+    func close()
 }
 
 /// What a transport's blocked call waits for: the socket's readable or writable edge.

@@ -1,0 +1,44 @@
+// TLS on non-blocking sockets through the system's OpenSSL 3: the few calls the engine
+// needs, with OpenSSL's macros and error queue kept on this side. Handles are opaque.
+#ifndef CPROXY_TLS_H
+#define CPROXY_TLS_H
+#include <stddef.h>
+
+/// What a read or write returns when it moved no byte.
+enum {
+    CPROXY_TLS_WANT_READ = -1,   // waits for the socket to be readable
+    CPROXY_TLS_WANT_WRITE = -2,  // waits for the socket to be writable
+    CPROXY_TLS_CLOSED = -3,      // the peer's close_notify, or its FIN
+    CPROXY_TLS_ERROR = -4        // a protocol or socket error: the connection is over
+};
+
+/// A server context from PEM files (certificate, chain and key in one file, as HAProxy's
+/// `crt`); NULL with a message in `error` when a file is missing, unreadable, or its key
+/// does not match its certificate.
+void *cproxy_tls_server_context(const char *pem, char *error, size_t error_size);
+void cproxy_tls_context_free(void *context);
+
+/// A server-side session on a connected non-blocking socket; NULL when out of memory.
+void *cproxy_tls_accept(void *context, int fd);
+void cproxy_tls_free(void *session);
+
+/// Reads decrypted bytes (the handshake first, when not done): the count, or one of the
+/// codes above.
+long cproxy_tls_read(void *session, void *buffer, size_t length);
+/// Writes bytes to encrypt: the count taken (possibly fewer), or one of the codes above.
+long cproxy_tls_write(void *session, const void *buffer, size_t length);
+/// Sends close_notify if the handshake finished; never waits.
+void cproxy_tls_shutdown(void *session);
+
+/// 1 once the handshake is complete.
+int cproxy_tls_established(void *session);
+/// The negotiated protocol ("TLSv1.3") and cipher, or "" before the handshake.
+const char *cproxy_tls_protocol(void *session);
+const char *cproxy_tls_cipher(void *session);
+/// The server name the client asked for (SNI), or NULL.
+const char *cproxy_tls_server_name(void *session);
+/// 1 when the session was resumed.
+int cproxy_tls_reused(void *session);
+/// The OpenSSL version string.
+const char *cproxy_tls_library_version(void);
+#endif

@@ -1,0 +1,113 @@
+#include "CProxyTLS.h"
+#include <openssl/ssl.h>
+#include <openssl/err.h>
+#include <stdio.h>
+#include <string.h>
+
+static void describe_error(const char *what, const char *path, char *error, size_t size) {
+    unsigned long code = ERR_get_error();
+    char reason[256] = "";
+    if (code) ERR_error_string_n(code, reason, sizeof reason);
+    snprintf(error, size, "%s '%s'%s%s", what, path, code ? ": " : "", reason);
+    ERR_clear_error();
+}
+
+void *cproxy_tls_server_context(const char *pem, char *error, size_t error_size) {
+    ERR_clear_error();
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (!ctx) { describe_error("cannot create a TLS context for", pem, error, error_size); return NULL; }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
+    if (SSL_CTX_use_certificate_chain_file(ctx, pem) != 1) {
+        describe_error("cannot load the certificate chain from", pem, error, error_size);
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    if (SSL_CTX_use_PrivateKey_file(ctx, pem, SSL_FILETYPE_PEM) != 1) {
+        describe_error("cannot load the private key from", pem, error, error_size);
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    if (SSL_CTX_check_private_key(ctx) != 1) {
+        describe_error("the private key does not match the certificate in", pem, error, error_size);
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    return ctx;
+}
+
+void cproxy_tls_context_free(void *context) { SSL_CTX_free((SSL_CTX *)context); }
+
+void *cproxy_tls_accept(void *context, int fd) {
+    SSL *ssl = SSL_new((SSL_CTX *)context);
+    if (!ssl) { ERR_clear_error(); return NULL; }
+    if (SSL_set_fd(ssl, fd) != 1) { SSL_free(ssl); ERR_clear_error(); return NULL; }
+    SSL_set_accept_state(ssl);
+    return ssl;
+}
+
+void cproxy_tls_free(void *session) { SSL_free((SSL *)session); }
+
+static long outcome(SSL *ssl, int ret) {
+    switch (SSL_get_error(ssl, ret)) {
+    case SSL_ERROR_WANT_READ: return CPROXY_TLS_WANT_READ;
+    case SSL_ERROR_WANT_WRITE: return CPROXY_TLS_WANT_WRITE;
+    case SSL_ERROR_ZERO_RETURN: return CPROXY_TLS_CLOSED;
+    case SSL_ERROR_SYSCALL:
+        // The peer's FIN without close_notify (OpenSSL 3 reports it as SSL_ERROR_SSL with
+        // SSL_R_UNEXPECTED_EOF_WHILE_READING, unless SSL_OP_IGNORE_UNEXPECTED_EOF).
+        ERR_clear_error();
+        return CPROXY_TLS_ERROR;
+    default:
+        ERR_clear_error();
+        return CPROXY_TLS_ERROR;
+    }
+}
+
+long cproxy_tls_read(void *session, void *buffer, size_t length) {
+    SSL *ssl = (SSL *)session;
+    size_t n = 0;
+    ERR_clear_error();
+    int ret = SSL_read_ex(ssl, buffer, length, &n);
+    if (ret == 1) return (long)n;
+    return outcome(ssl, ret);
+}
+
+long cproxy_tls_write(void *session, const void *buffer, size_t length) {
+    SSL *ssl = (SSL *)session;
+    size_t n = 0;
+    ERR_clear_error();
+    int ret = SSL_write_ex(ssl, buffer, length, &n);
+    if (ret == 1) return (long)n;
+    return outcome(ssl, ret);
+}
+
+void cproxy_tls_shutdown(void *session) {
+    SSL *ssl = (SSL *)session;
+    if (SSL_is_init_finished(ssl)) {
+        ERR_clear_error();
+        (void)SSL_shutdown(ssl);
+        ERR_clear_error();
+    }
+}
+
+int cproxy_tls_established(void *session) { return SSL_is_init_finished((SSL *)session) ? 1 : 0; }
+
+const char *cproxy_tls_protocol(void *session) {
+    SSL *ssl = (SSL *)session;
+    return SSL_is_init_finished(ssl) ? SSL_get_version(ssl) : "";
+}
+
+const char *cproxy_tls_cipher(void *session) {
+    const char *name = SSL_get_cipher_name((SSL *)session);
+    return name ? name : "";
+}
+
+const char *cproxy_tls_server_name(void *session) {
+    return SSL_get_servername((SSL *)session, TLSEXT_NAMETYPE_host_name);
+}
+
+int cproxy_tls_reused(void *session) { return SSL_session_reused((SSL *)session) ? 1 : 0; }
+
+const char *cproxy_tls_library_version(void) { return OpenSSL_version(OPENSSL_VERSION); }

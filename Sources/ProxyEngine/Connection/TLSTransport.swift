@@ -1,0 +1,51 @@
+import CProxyTLS
+import ProxySystem
+import Glibc
+
+/// One TLS session over a connection's socket (server side, `bind ... ssl`): bytes read are
+/// decrypted, bytes written are encrypted, the handshake runs inside the first reads. It
+/// owns the OpenSSL session and frees it with itself.
+final class TLSTransport: Transport {
+    let session: UnsafeMutableRawPointer
+    private(set) var wants = TransportWait.read
+
+    /// A session for an accepted socket; nil when OpenSSL cannot make one.
+    init?(accepting fd: FileDescriptor, context: TLSContext) {
+        guard let s = cproxy_tls_accept(context.handle, fd.rawValue) else { return nil }
+        session = s
+    }
+
+    deinit { cproxy_tls_free(session) }
+
+    func read(_ connection: Connection, into pointer: UnsafeMutableRawPointer, count: Int) throws -> IOResult<Int> {
+        try outcome(cproxy_tls_read(session, pointer, count), "SSL_read")
+    }
+
+    func write(_ connection: Connection, from pointer: UnsafeRawPointer, count: Int) throws -> IOResult<Int> {
+        try outcome(cproxy_tls_write(session, pointer, count), "SSL_write")
+    }
+
+    private func outcome(_ r: Int, _ call: String) throws -> IOResult<Int> {
+        if r >= 0 { return .done(r) }
+        switch r {
+        case Int(CPROXY_TLS_WANT_READ):
+            wants = .read
+            return .wouldBlock
+        case Int(CPROXY_TLS_WANT_WRITE):
+            wants = .write
+            return .wouldBlock
+        case Int(CPROXY_TLS_CLOSED):
+            return .done(0)
+        default:
+            throw SystemError(call, code: EPROTO)
+        }
+    }
+
+    func close() { cproxy_tls_shutdown(session) }
+
+    /// `ssl_fc_protocol`, `ssl_fc_cipher`, `ssl_fc_sni`.
+    var established: Bool { cproxy_tls_established(session) == 1 }
+    var protocolName: String { String(cString: cproxy_tls_protocol(session)) }
+    var cipherName: String { String(cString: cproxy_tls_cipher(session)) }
+    var serverName: String? { cproxy_tls_server_name(session).map { String(cString: $0) } }
+}

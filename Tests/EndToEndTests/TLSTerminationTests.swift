@@ -1,0 +1,105 @@
+import Foundation
+import Glibc
+import Testing
+
+/// `bind ... ssl crt FILE` (the first step of the TLS issue): curl and `openssl s_client`
+/// against it in HTTP and TCP mode, keep-alive over one TLS connection, large bodies both
+/// ways through partial TLS writes, and certificates checked before anything starts: by
+/// `-c`, at start, and at a reload, which leaves the old process serving.
+@Suite(.serialized) struct TLSTerminationTests {
+    /// A self-signed certificate for localhost and 127.0.0.1, and its key, in one PEM file
+    /// (HAProxy's `crt` layout); returns (PEM with key, certificate alone for clients).
+    static func certificate(in directory: String, name: String = "site") throws -> (pem: String, ca: String) {
+        let key = directory + "/\(name).key", cert = directory + "/\(name).crt", pem = directory + "/\(name).pem"
+        let r = try Harness.run("/usr/bin/openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+                                                     "-days", "30", "-subj", "/CN=localhost",
+                                                     "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let both = try String(contentsOfFile: cert, encoding: .utf8) + String(contentsOfFile: key, encoding: .utf8)
+        try both.write(toFile: pem, atomically: true, encoding: .utf8)
+        return (pem, cert)
+    }
+
+    func config(_ https: Int, _ tcps: Int, app: Int, pem: String) -> String {
+        """
+        \(TestBed.defaults("http"))
+        frontend web
+            bind 127.0.0.1:\(https) ssl crt \(pem)
+            default_backend app
+        frontend raw
+            mode tcp
+            bind 127.0.0.1:\(tcps) ssl crt \(pem)
+            default_backend apptcp
+        backend app
+            server s 127.0.0.1:\(app)
+        backend apptcp
+            mode tcp
+            server s 127.0.0.1:\(app)
+
+        """
+    }
+
+    @Test func curlAndOpenSSLAgainstBindSSL() throws {
+        let bed = try TestBed()
+        let (pem, ca) = try Self.certificate(in: bed.directory)
+        let https = TestBed.freePort(), tcps = TestBed.freePort()
+        let app = try bed.backend(name: "app")
+        try bed.proxy(config(https, tcps, app: app, pem: pem), waitFor: https)
+        // HTTP over TLS, verified against the certificate; two requests on one connection.
+        let two = try Harness.run("/usr/bin/curl", ["-s", "--cacert", ca, "https://localhost:\(https)/a", "https://localhost:\(https)/b",
+                                                   "-w", "[%{http_code} %{num_connects}]"])
+        #expect(two.stdout.contains("app GET /a") && two.stdout.contains("app GET /b"), "\(two.stdout) \(two.stderr)")
+        #expect(two.stdout.contains("[200 1]") && two.stdout.contains("[200 0]"), "the second request reuses the TLS connection: \(two.stdout)")
+        // A large body both ways, through partial TLS writes, in HTTP and in TCP mode.
+        for port in [https, tcps] {
+            let big = try Harness.run("/bin/sh", ["-c", "curl -s --cacert \(ca) 'https://localhost:\(port)/big?bytes=3000000' | wc -c"])
+            #expect(big.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "3000000", "port \(port): \(big.stdout) \(big.stderr)")
+        }
+        let body = bed.directory + "/upload.bin"
+        FileManager.default.createFile(atPath: body, contents: Data(repeating: 0x61, count: 2_000_000))
+        let up = try Harness.run("/usr/bin/curl", ["-s", "--cacert", ca, "--data-binary", "@" + body, "https://localhost:\(https)/up",
+                                                  "-o", "/dev/null", "-w", "%{http_code} %{size_upload}"])
+        #expect(up.stdout == "200 2000000", "\(up.stdout) \(up.stderr)")
+        // openssl s_client: TLS 1.3 by default; TLS 1.1 is refused (1.2 is the floor).
+        let s = try Harness.run("/bin/sh", ["-c", "printf 'GET /s HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n' | openssl s_client -quiet -connect 127.0.0.1:\(https) -servername localhost 2>&1"])
+        #expect(s.stdout.contains("HTTP/1.1 200") && s.stdout.contains("app GET /s"), "\(s.stdout)")
+        let proto = try Harness.run("/bin/sh", ["-c", "openssl s_client -connect 127.0.0.1:\(https) </dev/null 2>&1"])
+        #expect(proto.stdout.contains("TLSv1.3"), "\(proto.stdout)")
+        let old = try Harness.run("/bin/sh", ["-c", "openssl s_client -tls1_1 -connect 127.0.0.1:\(https) </dev/null 2>&1"])
+        #expect(!old.stdout.contains("Cipher is TLS") || old.stdout.contains("Cipher is (NONE)"), "\(old.stdout)")
+        // Plain HTTP on the TLS port gets nothing served (the handshake fails), and the
+        // process serves on.
+        #expect((try? TestBed.curl(["-m", "3", "http://127.0.0.1:\(https)/"]))?.0 != 200)
+        #expect(try TestBed.curl(["--cacert", ca, "https://localhost:\(https)/"]).0 == 200)
+    }
+
+    @Test func certificatesAreCheckedBeforeAnythingStarts() throws {
+        let bed = try TestBed()
+        let (pem, ca) = try Self.certificate(in: bed.directory)
+        let (other, _) = try Self.certificate(in: bed.directory, name: "other")
+        // A certificate with another certificate's key.
+        let mismatch = bed.directory + "/mismatch.pem"
+        let cert = try String(contentsOfFile: bed.directory + "/site.crt", encoding: .utf8)
+        let key = try String(contentsOfFile: bed.directory + "/other.key", encoding: .utf8)
+        try (cert + key).write(toFile: mismatch, atomically: true, encoding: .utf8)
+        _ = other
+        let https = TestBed.freePort(), tcps = TestBed.freePort()
+        let app = try bed.backend(name: "app")
+        for (file, why) in [(mismatch, "key values mismatch"), (bed.directory + "/none.pem", "No such file or directory")] {
+            let path = bed.directory + "/bad.cfg"
+            try config(https, tcps, app: app, pem: file).write(toFile: path, atomically: true, encoding: .utf8)
+            let check = try Harness.run(Harness.proxyBinary, ["-c", "-f", path])
+            #expect(check.status == 1 && check.stderr.contains("bad.cfg:7: error: bind: cannot load") && check.stderr.contains(why), "\(check.stderr)")
+            let start = try Harness.run(Harness.proxyBinary, ["-f", path, "-D"])
+            #expect(start.status == 1 && start.stderr.contains("bad.cfg:7: error:"), "\(start.stderr)")
+        }
+        // A reload with a bad certificate: the old process serves on.
+        let p = try bed.proxy(config(https, tcps, app: app, pem: pem), waitFor: https)
+        let path = bed.directory + "/bad.cfg"
+        try config(https, tcps, app: app, pem: mismatch).write(toFile: path, atomically: true, encoding: .utf8)
+        let reload = try Harness.run(Harness.proxyBinary, ["-f", path, "-D", "-sf", String(p.processIdentifier)])
+        #expect(reload.status == 1 && reload.stderr.contains("key values mismatch"), "\(reload.stderr)")
+        #expect(p.isRunning)
+        #expect(try TestBed.curl(["--cacert", ca, "https://localhost:\(https)/"]).0 == 200)
+    }
+}
