@@ -111,6 +111,11 @@ public enum Fetch: Equatable, Sendable, CustomStringConvertible {
     case backendUsableServers(String?)
     case serverIsUp(backend: String, server: String)
     case stopping
+    /// `ssl_fc`: the client connection is TLS; `ssl_fc_sni`, `ssl_fc_protocol`, `ssl_fc_cipher`.
+    case tlsFrontend
+    case tlsServerName
+    case tlsProtocol
+    case tlsCipher
     /// `var(scope.name[,default])`.
     case variable(VariableScope, String, defaultValue: String?)
 
@@ -119,7 +124,7 @@ public enum Fetch: Equatable, Sendable, CustomStringConvertible {
         switch self {
         case .env, .envInteger, .constantBool, .constantInt, .constantString, .constantIP, .constantBinary: return .load
         case .backendUsableServers, .serverIsUp, .stopping, .variable: return .process
-        case .source, .sourcePort, .destination, .destinationPort: return .connection
+        case .source, .sourcePort, .destination, .destinationPort, .tlsFrontend, .tlsServerName, .tlsProtocol, .tlsCipher: return .connection
         default: return .request
         }
     }
@@ -129,7 +134,7 @@ public enum Fetch: Equatable, Sendable, CustomStringConvertible {
         switch self {
         case .env, .envInteger, .constantBool, .constantInt, .constantString, .constantIP, .constantBinary: return .load
         case .backendUsableServers, .serverIsUp, .stopping: return .process
-        case .source, .sourcePort, .destination, .destinationPort: return .connection
+        case .source, .sourcePort, .destination, .destinationPort, .tlsFrontend, .tlsServerName, .tlsProtocol, .tlsCipher: return .connection
         case .method, .requestVersion: return .capturedRequest
         case .header(_, _, let side), .fullHeader(_, _, let side), .headerCount(_, let side), .cookie(_, let side):
             switch side {
@@ -146,10 +151,10 @@ public enum Fetch: Equatable, Sendable, CustomStringConvertible {
     public var outputType: SampleType {
         switch self {
         case .env, .constantString, .constantBinary, .path, .url, .query, .method, .requestVersion, .responseVersion, .urlParameter, .header,
-             .fullHeader, .cookie: return .string
+             .fullHeader, .cookie, .tlsServerName, .tlsProtocol, .tlsCipher: return .string
         case .envInteger, .constantInt, .sourcePort, .destinationPort, .headerCount, .requestLength,
              .contentLength, .backendUsableServers, .status: return .integer
-        case .constantBool, .isHTTP, .serverIsUp, .stopping: return .boolean
+        case .constantBool, .isHTTP, .serverIsUp, .stopping, .tlsFrontend: return .boolean
         case .source, .destination, .constantIP: return .ip
         case .variable: return .any
         }
@@ -193,6 +198,10 @@ public enum Fetch: Equatable, Sendable, CustomStringConvertible {
         case .backendUsableServers(let b): return b.map { "nbsrv(\($0))" } ?? "nbsrv"
         case .serverIsUp(let b, let s): return "srv_is_up(\(b)/\(s))"
         case .stopping: return "stopping"
+        case .tlsFrontend: return "ssl_fc"
+        case .tlsServerName: return "ssl_fc_sni"
+        case .tlsProtocol: return "ssl_fc_protocol"
+        case .tlsCipher: return "ssl_fc_cipher"
         case .variable(let s, let n, let d): return "var(\(s.rawValue).\(n)" + (d.map { ",\($0)" } ?? "") + ")"
         }
     }
@@ -275,6 +284,10 @@ public enum FetchRegistry {
         e["req.len"] = noArgs(.requestLength, nil, "req.len")
         e["req.proto_http"] = noArgs(.isHTTP, nil, "req.proto_http")
         e["stopping"] = noArgs(.stopping, nil, "stopping")
+        e["ssl_fc"] = noArgs(.tlsFrontend, nil, "ssl_fc")
+        e["ssl_fc_sni"] = noArgs(.tlsServerName, nil, "ssl_fc_sni")
+        e["ssl_fc_protocol"] = noArgs(.tlsProtocol, nil, "ssl_fc_protocol")
+        e["ssl_fc_cipher"] = noArgs(.tlsCipher, nil, "ssl_fc_cipher")
         // No inspect-delay yet: the end of the wait is always reached; no RDP cookie is parsed.
         e["wait_end"] = noArgs(.isHTTP, nil, "wait_end")
         e["req.rdp_cookie_cnt"] = noArgs(.constantInt(0), nil, "req.rdp_cookie_cnt")

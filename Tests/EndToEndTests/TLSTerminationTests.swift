@@ -102,4 +102,28 @@ import Testing
         #expect(p.isRunning)
         #expect(try TestBed.curl(["--cacert", ca, "https://localhost:\(https)/"]).0 == 200)
     }
+
+    /// `ssl_fc` and friends: HAProxy's two idioms, redirect to https and tell the backend.
+    @Test func sslFetchesInRules() throws {
+        let bed = try TestBed()
+        let (pem, ca) = try Self.certificate(in: bed.directory)
+        let http = TestBed.freePort(), https = TestBed.freePort()
+        let app = try bed.backend(name: "app")
+        try bed.proxy("""
+        \(TestBed.defaults("http"))
+        frontend web
+            bind 127.0.0.1:\(http)
+            bind 127.0.0.1:\(https) ssl crt \(pem)
+            http-request redirect scheme https code 301 if !{ ssl_fc }
+            http-request set-header X-Test "https %[ssl_fc_protocol] %[ssl_fc_sni]" if { ssl_fc }
+            default_backend app
+        backend app
+            server s 127.0.0.1:\(app)
+
+        """, waitFor: https)
+        let plain = try TestBed.curl(["http://127.0.0.1:\(http)/page"])
+        #expect(plain.0 == 301 && plain.2.lowercased().contains("location: https://127.0.0.1:\(http)/page"), "\(plain.2)")
+        let secure = try TestBed.curl(["--cacert", ca, "https://localhost:\(https)/page"])
+        #expect(secure.0 == 200 && secure.2.contains("X-Seen-X-Test: https TLSv1.3 localhost"), "\(secure.2)")
+    }
 }

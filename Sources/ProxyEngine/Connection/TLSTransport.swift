@@ -43,9 +43,14 @@ final class TLSTransport: Transport {
 
     func close() { cproxy_tls_shutdown(session) }
 
-    /// `ssl_fc_protocol`, `ssl_fc_cipher`, `ssl_fc_sni`.
+    /// `ssl_fc_protocol`, `ssl_fc_cipher`, `ssl_fc_sni`: text owned by the OpenSSL session,
+    /// valid while it lives (a sample is visited in place, never kept).
     var established: Bool { cproxy_tls_established(session) == 1 }
-    var protocolName: String { String(cString: cproxy_tls_protocol(session)) }
-    var cipherName: String { String(cString: cproxy_tls_cipher(session)) }
-    var serverName: String? { cproxy_tls_server_name(session).map { String(cString: $0) } }
+    var protocolText: UnsafeRawBufferPointer { Self.bytes(cproxy_tls_protocol(session)) }
+    var cipherText: UnsafeRawBufferPointer { Self.bytes(cproxy_tls_cipher(session)) }
+    var serverNameText: UnsafeRawBufferPointer? { cproxy_tls_server_name(session).map(Self.bytes) }
+
+    private static func bytes(_ p: UnsafePointer<CChar>) -> UnsafeRawBufferPointer {
+        UnsafeRawBufferPointer(start: p, count: strlen(p))
+    }
 }

@@ -51,6 +51,8 @@ struct ConnectionSamples: SampleContext {
         case .sourcePort: return visit(.integer(Int64(clientPort)))
         case .destination: return visit(.ip(local))
         case .destinationPort: return visit(.integer(Int64(localPort)))
+        // Before any TLS handshake: not TLS yet.
+        case .tlsFrontend: return visit(.boolean(false))
         default: return ProcessSamples.visit(fetch, model: model, backend: nil, visit) ?? false
         }
     }
@@ -231,6 +233,17 @@ struct HTTPSamples: SampleContext {
             return message(side).visitCookie(name, inResponse: inResponse, visit)
         case .urlParameter(let name, let delimiter):
             return request.visitURLParameter(name, delimiter: delimiter ?? UInt8(ascii: "&"), visit)
+        case .tlsFrontend:
+            return visit(.boolean(session.client.transport is TLSTransport))
+        case .tlsServerName:
+            guard let t = session.client.transport as? TLSTransport, let name = t.serverNameText else { return false }
+            return visit(.bytes(name))
+        case .tlsProtocol:
+            guard let t = session.client.transport as? TLSTransport, t.established else { return false }
+            return visit(.bytes(t.protocolText))
+        case .tlsCipher:
+            guard let t = session.client.transport as? TLSTransport, t.established else { return false }
+            return visit(.bytes(t.cipherText))
         case .source:
             return visit(.ip(session.clientIP))
         case .sourcePort:
