@@ -12,32 +12,69 @@ static void describe_error(const char *what, const char *path, char *error, size
     ERR_clear_error();
 }
 
-void *cproxy_tls_server_context(const char *pem, char *error, size_t error_size) {
+/// ALPN: the first of our protocols the client offers; none in common: no ALPN answer
+/// (the client goes on without, as HTTP/1.1 clients do).
+static int select_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                       const unsigned char *in, unsigned int inlen, void *arg) {
+    (void)ssl;
+    const unsigned char *ours = (const unsigned char *)arg;
+    unsigned char *chosen = NULL;
+    unsigned char length = 0;
+    if (SSL_select_next_proto(&chosen, &length, ours + 1, ours[0], in, inlen) != OPENSSL_NPN_NEGOTIATED)
+        return SSL_TLSEXT_ERR_NOACK;
+    *out = chosen;
+    *outlen = length;
+    return SSL_TLSEXT_ERR_OK;
+}
+
+static int fail(SSL_CTX *ctx, const char *what, const char *value, char *error, size_t size) {
+    describe_error(what, value, error, size);
+    SSL_CTX_free(ctx);
+    return 0;
+}
+
+void *cproxy_tls_server_context(const char *pem, const struct cproxy_tls_settings *s, char *error, size_t error_size) {
     ERR_clear_error();
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
     if (!ctx) { describe_error("cannot create a TLS context for", pem, error, error_size); return NULL; }
-    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+    SSL_CTX_set_min_proto_version(ctx, s && s->min_version ? s->min_version : TLS1_2_VERSION);
+    if (s && s->max_version) SSL_CTX_set_max_proto_version(ctx, s->max_version);
+    long options = SSL_OP_NO_RENEGOTIATION;
+    if (!(s && s->prefer_client_ciphers)) options |= SSL_OP_CIPHER_SERVER_PREFERENCE;
+    if (s && s->no_tickets) options |= SSL_OP_NO_TICKET;
+    SSL_CTX_set_options(ctx, options);
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
-    if (SSL_CTX_use_certificate_chain_file(ctx, pem) != 1) {
-        describe_error("cannot load the certificate chain from", pem, error, error_size);
-        SSL_CTX_free(ctx);
-        return NULL;
+    // DHE suites get parameters sized to the certificate's key (tune.ssl.default-dh-param).
+    SSL_CTX_set_dh_auto(ctx, 1);
+    if (s && s->ciphers && SSL_CTX_set_cipher_list(ctx, s->ciphers) != 1)
+        return fail(ctx, "no cipher of", s->ciphers, error, error_size), NULL;
+    if (s && s->ciphersuites && SSL_CTX_set_ciphersuites(ctx, s->ciphersuites) != 1)
+        return fail(ctx, "no TLS 1.3 cipher suite of", s->ciphersuites, error, error_size), NULL;
+    if (s && s->curves && SSL_CTX_set1_groups_list(ctx, s->curves) != 1)
+        return fail(ctx, "unknown curves in", s->curves, error, error_size), NULL;
+    if (s && s->alpn && s->alpn_length > 0 && s->alpn_length < 256) {
+        // Kept for the context's life: one length byte, then the wire-format list.
+        unsigned char *list = OPENSSL_malloc(s->alpn_length + 1);
+        if (!list) return fail(ctx, "out of memory for the ALPN list of", pem, error, error_size), NULL;
+        list[0] = (unsigned char)s->alpn_length;
+        memcpy(list + 1, s->alpn, s->alpn_length);
+        SSL_CTX_set_ex_data(ctx, 0, list);
+        SSL_CTX_set_alpn_select_cb(ctx, select_alpn, list);
     }
-    if (SSL_CTX_use_PrivateKey_file(ctx, pem, SSL_FILETYPE_PEM) != 1) {
-        describe_error("cannot load the private key from", pem, error, error_size);
-        SSL_CTX_free(ctx);
-        return NULL;
-    }
-    if (SSL_CTX_check_private_key(ctx) != 1) {
-        describe_error("the private key does not match the certificate in", pem, error, error_size);
-        SSL_CTX_free(ctx);
-        return NULL;
-    }
+    if (SSL_CTX_use_certificate_chain_file(ctx, pem) != 1)
+        return fail(ctx, "cannot load the certificate chain from", pem, error, error_size), NULL;
+    if (SSL_CTX_use_PrivateKey_file(ctx, pem, SSL_FILETYPE_PEM) != 1)
+        return fail(ctx, "cannot load the private key from", pem, error, error_size), NULL;
+    if (SSL_CTX_check_private_key(ctx) != 1)
+        return fail(ctx, "the private key does not match the certificate in", pem, error, error_size), NULL;
     return ctx;
 }
 
-void cproxy_tls_context_free(void *context) { SSL_CTX_free((SSL_CTX *)context); }
+void cproxy_tls_context_free(void *context) {
+    SSL_CTX *ctx = (SSL_CTX *)context;
+    OPENSSL_free(SSL_CTX_get_ex_data(ctx, 0));
+    SSL_CTX_free(ctx);
+}
 
 void *cproxy_tls_accept(void *context, int fd) {
     SSL *ssl = SSL_new((SSL_CTX *)context);
@@ -106,6 +143,12 @@ const char *cproxy_tls_cipher(void *session) {
 
 const char *cproxy_tls_server_name(void *session) {
     return SSL_get_servername((SSL *)session, TLSEXT_NAMETYPE_host_name);
+}
+
+const char *cproxy_tls_alpn(void *session, unsigned int *length) {
+    const unsigned char *data = NULL;
+    SSL_get0_alpn_selected((SSL *)session, &data, length);
+    return (const char *)data;
 }
 
 int cproxy_tls_reused(void *session) { return SSL_session_reused((SSL *)session) ? 1 : 0; }

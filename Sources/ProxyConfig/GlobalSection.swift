@@ -6,6 +6,9 @@ extension ConfigParser {
     static let globalKeywords = [
         "daemon", "maxconn", "pidfile", "nbthread", "log", "stats", "hard-stop-after", "grace",
         "mworker-max-reloads", "mworker-max-old-workers", "master-worker",
+        "ssl-default-bind-ciphers", "ssl-default-bind-ciphersuites", "ssl-default-bind-curves", "ssl-default-bind-options",
+        "ssl-default-server-ciphers", "ssl-default-server-ciphersuites", "ssl-default-server-curves", "ssl-default-server-options",
+        "ssl-server-verify", "tune.ssl.default-dh-param", "crt-base", "ca-base",
         "close-spread-time", "user", "group", "uid", "gid", "chroot", "ulimit-n", "tune.bufsize",
         "tune.maxrewrite", "server-state-file", "setenv", "presetenv", "unsetenv", "resetenv", "set-var", "set-var-fmt",
         "strict-limits", "noreuseport", "zero-warning", "fd-hard-limit", "maxpipes",
@@ -14,8 +17,6 @@ extension ConfigParser {
     /// Keywords HAProxy has in `global` that we do not support yet.
     static let knownUnsupportedGlobal: Set<String> = [
         "nbproc", "description", "node", "quiet", "debug", "spread-checks",
-        "ssl-default-bind-ciphers", "ssl-default-bind-options", "ssl-default-server-ciphers",
-        "ssl-default-server-options", "tune.ssl.default-dh-param", "ca-base", "crt-base",
         "log-send-hostname", "log-tag", "lua-load", "stats bind-process", "cpu-map", "h1-case-adjust",
         "insecure-fork-wanted", "expose-experimental-directives", "maxsslconn", "maxconnrate",
         "server-state-base", "localpeer", "unix-bind", "busy-polling",
@@ -56,6 +57,38 @@ extension ConfigParser {
             let n = try Values.integer(args.first!, for: keyword, in: 1...100_000)
             if keyword == "mworker-max-reloads" { config.global.masterMaxReloads = n } else { config.global.masterMaxOldWorkers = n }
             config.global.masterSettingsLocation = location
+        case "ssl-default-bind-ciphers", "ssl-default-bind-ciphersuites", "ssl-default-bind-curves":
+            try Values.expect(args, 1, usage: "\(keyword) <list>")
+            let v = args.first!
+            if keyword.hasSuffix("ciphers") { config.global.defaultBindTLS.ciphers = v }
+            else if keyword.hasSuffix("ciphersuites") { config.global.defaultBindTLS.ciphersuites = v }
+            else { config.global.defaultBindTLS.curves = v }
+        case "ssl-default-bind-options":
+            var rest = args[...]
+            while let w = rest.popFirst() {
+                let known = try config.global.defaultBindTLS.apply(w) {
+                    guard let v = rest.popFirst() else { throw ConfigError("'\(w)' needs a value") }
+                    return v
+                }
+                if !known {
+                    throw ConfigError("ssl-default-bind-options: unknown option '\(w)' (no-sslv3, no-tlsv10..no-tlsv13, force-tlsv12, ssl-min-ver, ssl-max-ver, no-tls-tickets, prefer-client-ciphers)")
+                }
+            }
+        case "ssl-default-server-ciphers", "ssl-default-server-ciphersuites", "ssl-default-server-curves", "ssl-default-server-options",
+             "ssl-server-verify":
+            // They shape `server ... ssl`, which is not supported yet (a server line with
+            // `ssl` is refused): until then they change nothing, and say so.
+            guard !args.isEmpty else { throw ConfigError("'\(keyword)' needs a value") }
+            warning("'\(keyword)' applies to 'server ... ssl', which is not supported yet; it changes nothing here", at: location)
+        case "tune.ssl.default-dh-param":
+            // DHE parameters follow the certificate's key size (OpenSSL's automatic choice),
+            // which is what this bound asks for in practice; the value is checked.
+            try Values.expect(args, 1, usage: "tune.ssl.default-dh-param <bits>")
+            _ = try Values.integer(args.first!, for: keyword, in: 1024...16384)
+        case "crt-base", "ca-base":
+            try Values.expect(args, 1, usage: "\(keyword) <directory>")
+            if keyword == "crt-base" { config.global.certificateBase = args.first! } else { config.global.authorityBase = args.first! }
+            if keyword == "ca-base" { warning("'ca-base' serves 'ca-file', which is not supported yet; it changes nothing here", at: location) }
         case "master-worker":
             // As -W; what a worker's unexpected death does.
             guard args.count <= 1 else { throw ConfigError("'master-worker' takes at most one option: exit-on-failure or no-exit-on-failure") }

@@ -59,14 +59,12 @@ public enum NotEnforced: String, CaseIterable, Sendable {
     case bindProcess = "bind process"
     case bindThread = "bind thread"
     // These change bytes on the wire or security: `proxy -f` refuses them.
-    case alpn = "alpn"
-    case npn = "npn"
     case namespace = "namespace"
 
     /// Whether ignoring it would change what goes on the wire, or security.
     public var changesWire: Bool {
         switch self {
-        case .alpn, .npn, .namespace: return true
+        case .namespace: return true
         default: return false
         }
     }
@@ -94,6 +92,11 @@ public struct FoldedRule: Sendable, CustomStringConvertible {
 
 /// The `global` section.
 public struct GlobalSettings: Sendable {
+    /// `ssl-default-bind-ciphers|ciphersuites|curves|options`.
+    public var defaultBindTLS = TLSSettings()
+    /// `crt-base` and `ca-base`: where relative certificate and CA paths start.
+    public var certificateBase: String?
+    public var authorityBase: String?
     /// `set-var proc.NAME EXPR` and `set-var-fmt proc.NAME FORMAT`: process variables' values
     /// at start, each with its line as written (a reload compares them).
     public var initialVariables: [InitialVariable] = []
@@ -429,6 +432,9 @@ public struct BindOptions: Sendable, Equatable, Hashable {
     public var acceptProxy = false
     public var ssl = false
     public var certificates: [String] = []
+    /// The TLS settings of this line (`ciphers`, `ssl-min-ver`, `alpn`...), merged over the
+    /// global `ssl-default-bind-*` at load.
+    public var tls = TLSSettings()
     public var v4v6 = false
     public var v6only = false
     public var interface: String?

@@ -270,7 +270,10 @@ extension ConfigParser {
         }
         let knownOptions = ["name", "maxconn", "accept-proxy", "backlog", "ssl", "crt", "v4v6", "v6only", "interface",
                             "namespace", "transparent", "defer-accept", "tfo", "mode", "user", "group", "uid", "gid",
-                            "process", "thread", "alpn", "npn", "id", "nice", "level", "tcp-ut", "mss"]
+                            "process", "thread", "alpn", "npn", "id", "nice", "level", "tcp-ut", "mss", "ciphers", "ciphersuites",
+                            "curves", "ssl-min-ver", "ssl-max-ver", "no-sslv3", "no-tlsv10", "no-tlsv11", "no-tlsv12", "no-tlsv13",
+                            "force-tlsv12", "force-tlsv13", "no-tls-tickets", "prefer-client-ciphers", "allow-0rtt"]
+        var tlsOptionSeen = false
         while let opt = rest.popFirst() {
             switch opt {
             case "name":
@@ -309,17 +312,34 @@ extension ConfigParser {
             case "process", "thread", "id", "nice":
                 _ = try value(opt)
                 notEnforced(opt == "process" ? .bindProcess : opt == "thread" ? .bindThread : opt == "id" ? .bindID : .bindNice, at: location)
-            case "alpn", "npn":
+            case "alpn":
+                // We speak HTTP/1.1: `h2` is taken out of the list, with a warning, so that a
+                // real config loads; `h2` alone would offer nothing a client asked for.
+                let list = try value(opt).split(separator: ",").map(String.init)
+                let kept = list.filter { $0 != "h2" }
+                if kept.isEmpty { throw ConfigError("bind: 'alpn \(list.joined(separator: ","))': HTTP/2 is not offered; add http/1.1, e.g. 'alpn h2,http/1.1'") }
+                if kept.count < list.count { warning("bind: HTTP/2 is not offered yet: 'h2' is left out of alpn, and http/1.1 is negotiated", at: location) }
+                options.tls.alpn = kept
+                tlsOptionSeen = true
+            case "npn":
                 _ = try value(opt)
-                if !options.ssl { throw ConfigError("bind: '\(opt)' needs 'ssl'") }
-                notEnforced(opt == "alpn" ? .alpn : .npn, at: location)
+                warning("bind: 'npn' is obsolete (ALPN replaced it) and ignored", at: location)
+            case "allow-0rtt":
+                warning("bind: 'allow-0rtt' is accepted, but 0-RTT is not enabled (replayable early data is never taken)", at: location)
             case "expose-fd":
                 throw ConfigError("bind: 'expose-fd' belongs on a 'stats socket' line in the global section")
             default:
+                if try options.tls.apply(opt, next: { try value(opt) }) { tlsOptionSeen = true; continue }
                 var hint = ""
                 if let near = Similarity.closest(to: opt, in: knownOptions) { hint = "; did you mean '\(near)'?" }
                 throw ConfigError("bind: unknown option '\(opt)'\(hint)")
             }
+        }
+        if tlsOptionSeen && !options.ssl {
+            warning("bind: TLS options without 'ssl' on the line change nothing; add 'ssl crt ...'", at: location)
+        }
+        if options.ssl && options.tls.over(TLSSettings()).effectiveRange == nil {
+            throw ConfigError("bind: no TLS version is left between ssl-min-ver, ssl-max-ver and the no-tlsv1x options")
         }
         if options.v4v6 && options.v6only { throw ConfigError("bind: 'v4v6' and 'v6only' contradict each other") }
         if options.mode != nil || options.uid != nil || options.gid != nil,

@@ -119,7 +119,7 @@ public enum ProxyMain {
             var certificateErrors = 0
             for f in configuration.frontends {
                 for b in f.binds where b.options.ssl {
-                    do { _ = try TLSContext.load(b.options, at: b.location) } catch {
+                    do { _ = try TLSContext.load(b.options, global: configuration.global, at: b.location) } catch {
                         printError("\(error)\n")
                         certificateErrors += 1
                     }

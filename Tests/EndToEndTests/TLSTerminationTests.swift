@@ -126,4 +126,37 @@ import Testing
         let secure = try TestBed.curl(["--cacert", ca, "https://localhost:\(https)/page"])
         #expect(secure.0 == 200 && secure.2.contains("X-Seen-X-Test: https TLSv1.3 localhost"), "\(secure.2)")
     }
+
+    /// The settings real configs carry: `ssl-default-bind-*` in global, `crt-base`, versions
+    /// per line, ALPN with h2 left out; checked with `openssl s_client` and curl.
+    @Test func globalDefaultsAndLineSettings() throws {
+        let bed = try TestBed()
+        _ = try Self.certificate(in: bed.directory)
+        let ca = bed.directory + "/site.crt"
+        let a = TestBed.freePort(), b = TestBed.freePort()
+        try bed.proxy("""
+        global
+            crt-base \(bed.directory)
+            ssl-default-bind-ciphers ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384
+            ssl-default-bind-ciphersuites TLS_AES_128_GCM_SHA256
+            ssl-default-bind-options ssl-min-ver TLSv1.2 no-tls-tickets
+            tune.ssl.default-dh-param 2048
+        \(TestBed.defaults("http"))
+        frontend web
+            bind 127.0.0.1:\(a) ssl crt site.pem alpn h2,http/1.1
+            bind 127.0.0.1:\(b) ssl crt site.pem no-tlsv13
+            http-request return status 200 content-type text/plain string "ok"
+
+        """, waitFor: b)
+        #expect(bed.log().contains("'h2' is left out of alpn"), "\(bed.log())")
+        let v = try Harness.run("/usr/bin/curl", ["-sv", "--cacert", ca, "https://localhost:\(a)/"])
+        #expect(v.stdout == "ok" && v.stderr.contains("TLSv1.3 / TLS_AES_128_GCM_SHA256") && v.stderr.contains("ALPN: server accepted http/1.1"), "\(v.stderr)")
+        let twelve = try Harness.run("/bin/sh", ["-c", "openssl s_client -connect 127.0.0.1:\(b) </dev/null 2>&1"])
+        #expect(twelve.stdout.contains("New, TLSv1.2, Cipher is ECDHE-RSA-AES128-GCM-SHA256"), "\(twelve.stdout)")
+        // A cipher list OpenSSL matches nothing in: refused with the line, before anything starts.
+        let path = bed.directory + "/bad.cfg"
+        try "\(TestBed.defaults("http"))\nfrontend f\n    bind 127.0.0.1:\(TestBed.freePort()) ssl crt \(bed.directory)/site.pem ciphers NOSUCHCIPHER\n".write(toFile: path, atomically: true, encoding: .utf8)
+        let check = try Harness.run(Harness.proxyBinary, ["-c", "-f", path])
+        #expect(check.status == 1 && check.stderr.contains("bad.cfg:") && check.stderr.contains("no cipher of 'NOSUCHCIPHER'"), "\(check.stderr)")
+    }
 }

@@ -112,14 +112,19 @@ import ProxyRules
         #expect(keys.count == 2 && keys[0] != keys[1] && keys[1].v6only)
     }
 
-    /// `accept-proxy`, `ssl` and `crt` are enforced; `alpn` still warns and refuses the start.
-    @Test func acceptProxyAndTLSLoadAndALPNIsRecordedAsWireChanging() throws {
-        let r = load("frontend f\n    timeout client 1s\n    bind :80 accept-proxy ssl crt /x.pem alpn http/1.1\n")
-        #expect(r.warnings.map(\.message) == ["'alpn' is accepted but not enforced yet"])
+    /// `accept-proxy`, `ssl`, `crt` and the TLS options are enforced; `h2` is left out of
+    /// `alpn` with a warning (HTTP/2 is not offered), and `alpn` may come before `ssl`.
+    @Test func acceptProxyTLSAndALPN() throws {
+        let r = load("frontend f\n    timeout client 1s\n    bind :80 accept-proxy alpn h2,http/1.1 ssl crt /x.pem ssl-min-ver TLSv1.2 no-tlsv13 ciphers HIGH\n")
+        #expect(r.warnings.map(\.message) == ["bind: HTTP/2 is not offered yet: 'h2' is left out of alpn, and http/1.1 is negotiated"])
         let options = r.configuration!.proxies[0].binds[0].options
         #expect(options.acceptProxy && options.ssl && options.certificates == ["/x.pem"])
-        let allWire = r.configuration!.unenforcedKeywords.allSatisfy { $0.changesWire }
-        #expect(allWire)
+        #expect(options.tls.alpn == ["http/1.1"] && options.tls.ciphers == "HIGH" && options.tls.effectiveRange == 0x0303...0x0303)
+        #expect(r.configuration!.unenforcedKeywords.isEmpty)
+        let h2 = load("frontend f\n    timeout client 1s\n    bind :80 ssl crt /x.pem alpn h2\n")
+        #expect(h2.errors.first?.message.contains("HTTP/2 is not offered") == true)
+        let none = load("frontend f\n    timeout client 1s\n    bind :80 ssl crt /x.pem force-tlsv12 no-tlsv12\n")
+        #expect(none.errors.first?.message.contains("no TLS version is left") == true)
     }
 
     /// `tcp-request connection expect-proxy layer4`: only at the connection layer, with `layer4`.

@@ -10,9 +10,9 @@ import ProxyRules
             "server-state-file", "close-spread-time", "stats socket name", "hash-type",
             "option splice-auto, splice-request and splice-response in http mode", "option httplog clf",
             "bind name", "bind id", "bind nice", "bind process", "bind thread",
-            "alpn", "npn", "namespace",
+            "namespace",
         ])
-        #expect(NotEnforced.allCases.filter(\.changesWire).map(\.rawValue) == ["alpn", "npn", "namespace"])
+        #expect(NotEnforced.allCases.filter(\.changesWire).map(\.rawValue) == ["namespace"])
     }
 
     /// Each one is warned about where it is used, and recorded for the start-up to refuse.
@@ -30,7 +30,7 @@ import ProxyRules
             timeout client 1s
             timeout server 1s
         frontend web
-            bind 127.0.0.1:8080 name main id 3 nice 10 process 1 thread 1 accept-proxy ssl crt /x.pem alpn h2 npn h2 namespace blue
+            bind 127.0.0.1:8080 name main id 3 nice 10 process 1 thread 1 accept-proxy ssl crt /x.pem alpn h2,http/1.1 npn h2 namespace blue
             option httplog clf
             option splice-auto
             default_backend app

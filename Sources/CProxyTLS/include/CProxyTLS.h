@@ -12,10 +12,24 @@ enum {
     CPROXY_TLS_ERROR = -4        // a protocol or socket error: the connection is over
 };
 
+/// How a server context negotiates (`bind` options over `ssl-default-bind-*`); NULL or 0
+/// leaves OpenSSL's default.
+struct cproxy_tls_settings {
+    const char *ciphers;        // TLS 1.2 and below (`ciphers`)
+    const char *ciphersuites;   // TLS 1.3 (`ciphersuites`)
+    const char *curves;         // `curves` (groups)
+    int min_version;            // e.g. 0x0303 for TLS 1.2 (TLS1_2_VERSION); 0: TLS 1.2
+    int max_version;            // 0: the highest
+    int no_tickets;             // `no-tls-tickets`
+    int prefer_client_ciphers;  // `prefer-client-ciphers`
+    const unsigned char *alpn;  // the protocols offered, in ALPN wire format; NULL: no ALPN
+    size_t alpn_length;
+};
+
 /// A server context from PEM files (certificate, chain and key in one file, as HAProxy's
 /// `crt`); NULL with a message in `error` when a file is missing, unreadable, or its key
-/// does not match its certificate.
-void *cproxy_tls_server_context(const char *pem, char *error, size_t error_size);
+/// does not match its certificate, or a setting is refused by OpenSSL.
+void *cproxy_tls_server_context(const char *pem, const struct cproxy_tls_settings *settings, char *error, size_t error_size);
 void cproxy_tls_context_free(void *context);
 
 /// A server-side session on a connected non-blocking socket; NULL when out of memory.
@@ -37,6 +51,8 @@ const char *cproxy_tls_protocol(void *session);
 const char *cproxy_tls_cipher(void *session);
 /// The server name the client asked for (SNI), or NULL.
 const char *cproxy_tls_server_name(void *session);
+/// The protocol ALPN chose, or NULL.
+const char *cproxy_tls_alpn(void *session, unsigned int *length);
 /// 1 when the session was resumed.
 int cproxy_tls_reused(void *session);
 /// The OpenSSL version string.

@@ -14,16 +14,38 @@ public final class TLSContext: @unchecked Sendable {
         public var description: String { "\(location): error: \(message)" }
     }
 
-    /// Loads `options.certificates` (one PEM file with the key today).
-    public static func load(_ options: BindOptions, at location: SourceLocation) throws -> TLSContext {
-        guard let pem = options.certificates.first else {
+    /// Loads `options.certificates` (one PEM file with the key today, relative to
+    /// `crt-base`) with the line's TLS settings over the global `ssl-default-bind-*`.
+    public static func load(_ options: BindOptions, global: GlobalSettings, at location: SourceLocation) throws -> TLSContext {
+        guard var pem = options.certificates.first else {
             throw LoadError(location: location, message: "bind: 'ssl' needs a certificate: add 'crt /path/to/cert.pem' (certificate, chain and key in one PEM file)")
         }
         guard options.certificates.count == 1 else {
             throw LoadError(location: location, message: "bind: several 'crt' (SNI) are not supported yet; keep one")
         }
+        if !pem.hasPrefix("/"), let base = global.certificateBase { pem = base + (base.hasSuffix("/") ? "" : "/") + pem }
+        let tls = options.tls.over(global.defaultBindTLS)
+        guard let range = tls.effectiveRange else {
+            throw LoadError(location: location, message: "bind: no TLS version is left between ssl-min-ver, ssl-max-ver and the no-tlsv1x options")
+        }
+        // ALPN in wire format: each protocol's length, then its name.
+        var alpn: [UInt8] = []
+        for p in tls.alpn ?? [] where !p.isEmpty && p.utf8.count < 256 { alpn.append(UInt8(p.utf8.count)); alpn += p.utf8 }
         var error = [CChar](repeating: 0, count: 512)
-        guard let handle = cproxy_tls_server_context(pem, &error, error.count) else {
+        let handle: UnsafeMutableRawPointer? = tls.ciphers.withOptionalCString { ciphers in
+            tls.ciphersuites.withOptionalCString { suites in
+                tls.curves.withOptionalCString { curves in
+                    alpn.withUnsafeBufferPointer { a in
+                        var settings = cproxy_tls_settings(ciphers: ciphers, ciphersuites: suites, curves: curves,
+                                                           min_version: Int32(range.lowerBound), max_version: Int32(range.upperBound),
+                                                           no_tickets: tls.noTickets ? 1 : 0, prefer_client_ciphers: tls.preferClientCiphers ? 1 : 0,
+                                                           alpn: alpn.isEmpty ? nil : a.baseAddress, alpn_length: alpn.count)
+                        return cproxy_tls_server_context(pem, &settings, &error, error.count)
+                    }
+                }
+            }
+        }
+        guard let handle else {
             let text = String(decoding: error.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
             throw LoadError(location: location, message: "bind: \(text)")
         }
@@ -33,4 +55,14 @@ public final class TLSContext: @unchecked Sendable {
     private init(handle: UnsafeMutableRawPointer) { self.handle = handle }
 
     deinit { cproxy_tls_context_free(handle) }
+}
+
+extension Optional where Wrapped == String {
+    /// Calls `body` with a C string, or NULL for nil.
+    func withOptionalCString<R>(_ body: (UnsafePointer<CChar>?) -> R) -> R {
+        switch self {
+        case .some(let s): return s.withCString { body($0) }
+        case .none: return body(nil)
+        }
+    }
 }
