@@ -17,11 +17,12 @@ let package = Package(
     targets: [
         // Only what Swift cannot import from Glibc: epoll, signalfd, timerfd, eventfd, splice, CMSG.
         // crypt(3) for `stats auth` hashes comes from the system's libcrypt.
-        .target(name: "CProxySys", linkerSettings: [.linkedLibrary("crypt")]),
+        .target(name: "CProxySys", cSettings: [.unsafeFlags(["-gdwarf-4"])], linkerSettings: [.linkedLibrary("crypt")]),
         // The system's OpenSSL 3, found by pkg-config; and the few calls the engine makes, with
         // OpenSSL's macros and error queue kept in C.
         .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
-        .target(name: "CProxyTLS", dependencies: ["COpenSSL"]),
+        // DWARF 4: valgrind 3.19 (callgrind, for bench/cost.py) cannot read clang's DWARF 5 here.
+        .target(name: "CProxyTLS", dependencies: ["COpenSSL"], cSettings: [.unsafeFlags(["-gdwarf-4"])]),
         // One thin wrapper per syscall, errno as a typed error.
         .target(name: "ProxySystem", dependencies: ["CProxySys"], swiftSettings: engineSettings),
         // Fetches, converters, matchers, ACLs, conditions and constant folding.

@@ -27,6 +27,11 @@ final class Acceptor: LoopObject {
     /// Connections accepted here and still open (`bind ... maxconn`).
     let active = Atomic<Int>(0)
     let limit: Int
+    /// `bind ... ssl`: its TLS context, read per connection (kept here, not copied out of
+    /// the listener's options each time).
+    let tls: TLSContext?
+    /// `accept-proxy`.
+    let acceptsProxy: Bool
     /// When the last "out of descriptors" line was logged, to log once per episode.
     var lastResourceAlarmMs: Int64 = .min / 2
 
@@ -35,6 +40,8 @@ final class Acceptor: LoopObject {
         self.frontend = frontend
         self.context = context
         limit = listener.options.maxconn ?? .max
+        tls = listener.tls
+        acceptsProxy = listener.options.acceptProxy
     }
 
     static let events = Epoll.readable

@@ -15,7 +15,7 @@ extension LoopContext {
         CounterTable.raise(frontend.peakSessions, to: frontend.active.load(ordering: .relaxed))
         if client.family != AF_UNIX { try? Socket.setOption(fd, level: Int32(IPPROTO_TCP), name: TCP_NODELAY, value: 1) }
         if frontend.settings.options.clientKeepAlive { try? Socket.setOption(fd, level: SOL_SOCKET, name: SO_KEEPALIVE, value: 1) }
-        var expectProxy = acceptor.listener.options.acceptProxy
+        var expectProxy = acceptor.acceptsProxy
         if !frontend.tcpConnectionRules.isEmpty {
             let local = Socket.localAddress(fd)
             let samples = ConnectionSamples(client: HTTPTransaction.ip(of: client), clientPort: client.port,
@@ -47,7 +47,7 @@ extension LoopContext {
     func startSession(_ connection: Connection, peer: SocketAddress, local: SocketAddress?, acceptor: Acceptor, bytesWaiting: Bool = false) {
         let frontend = acceptor.frontend
         // `bind ... ssl`: TLS after any PROXY header, under whatever the frontend speaks.
-        if let tls = acceptor.listener.tls {
+        if let tls = acceptor.tls {
             guard let t = TLSTransport(accepting: connection.fd, context: tls) else {
                 connection.close(abort: true)
                 connectionEnded(acceptor)
