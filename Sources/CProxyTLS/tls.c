@@ -1,8 +1,11 @@
 #include "CProxyTLS.h"
 #include <openssl/ssl.h>
 #include <openssl/err.h>
+#include <openssl/x509v3.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
+#include <stdlib.h>
 
 static void describe_error(const char *what, const char *path, char *error, size_t size) {
     unsigned long code = ERR_get_error();
@@ -70,9 +73,98 @@ void *cproxy_tls_server_context(const char *pem, const struct cproxy_tls_setting
     return ctx;
 }
 
+/// The certificates SNI chooses among, kept on the first context (ex_data slot 1).
+struct sni_entry { char *name; SSL_CTX *ctx; };
+struct sni_table { struct sni_entry *entries; size_t count; SSL_CTX **owned; size_t owned_count; };
+
+static int sni_index = -1;
+
+static struct sni_table *table_of(SSL_CTX *ctx) {
+    return sni_index < 0 ? NULL : (struct sni_table *)SSL_CTX_get_ex_data(ctx, sni_index);
+}
+
+static SSL_CTX *lookup(struct sni_table *t, const char *name) {
+    for (size_t i = 0; i < t->count; i++)
+        if (strcasecmp(t->entries[i].name, name) == 0) return t->entries[i].ctx;
+    const char *dot = strchr(name, '.');
+    if (!dot) return NULL;
+    for (size_t i = 0; i < t->count; i++) {
+        const char *n = t->entries[i].name;
+        if (n[0] == '*' && n[1] == '.' && strcasecmp(n + 1, dot) == 0) return t->entries[i].ctx;
+    }
+    return NULL;
+}
+
+static int choose_certificate(SSL *ssl, int *alert, void *arg) {
+    (void)alert;
+    struct sni_table *t = (struct sni_table *)arg;
+    const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+    if (!name || !t) return SSL_TLSEXT_ERR_OK;
+    SSL_CTX *chosen = lookup(t, name);
+    if (chosen) SSL_set_SSL_CTX(ssl, chosen);
+    return SSL_TLSEXT_ERR_OK;
+}
+
+static int add_name(struct sni_table *t, const char *name, size_t length, SSL_CTX *ctx) {
+    struct sni_entry *grown = realloc(t->entries, (t->count + 1) * sizeof *grown);
+    if (!grown) return 0;
+    t->entries = grown;
+    char *copy = malloc(length + 1);
+    if (!copy) return 0;
+    memcpy(copy, name, length);
+    copy[length] = 0;
+    t->entries[t->count].name = copy;
+    t->entries[t->count].ctx = ctx;
+    t->count++;
+    return 1;
+}
+
+int cproxy_tls_add_sni(void *context, void *other) {
+    SSL_CTX *ctx = (SSL_CTX *)context, *add = (SSL_CTX *)other;
+    if (sni_index < 0) sni_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+    struct sni_table *t = table_of(ctx);
+    if (!t) {
+        t = calloc(1, sizeof *t);
+        if (!t) return 0;
+        SSL_CTX_set_ex_data(ctx, sni_index, t);
+        SSL_CTX_set_tlsext_servername_callback(ctx, choose_certificate);
+        SSL_CTX_set_tlsext_servername_arg(ctx, t);
+    }
+    SSL_CTX **owned = realloc(t->owned, (t->owned_count + 1) * sizeof *owned);
+    if (!owned) return 0;
+    t->owned = owned;
+    t->owned[t->owned_count++] = add;
+    X509 *cert = SSL_CTX_get0_certificate(add);
+    if (!cert) return 0;
+    int named = 0;
+    GENERAL_NAMES *names = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
+    for (int i = 0; names && i < sk_GENERAL_NAME_num(names); i++) {
+        GENERAL_NAME *g = sk_GENERAL_NAME_value(names, i);
+        if (g->type != GEN_DNS) continue;
+        const unsigned char *data = ASN1_STRING_get0_data(g->d.dNSName);
+        int length = ASN1_STRING_length(g->d.dNSName);
+        if (length > 0 && add_name(t, (const char *)data, (size_t)length, add)) named = 1;
+    }
+    GENERAL_NAMES_free(names);
+    if (!named) {
+        char cn[256];
+        int length = X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn, sizeof cn);
+        if (length > 0 && add_name(t, cn, (size_t)length, add)) named = 1;
+    }
+    return named;
+}
+
 void cproxy_tls_context_free(void *context) {
     SSL_CTX *ctx = (SSL_CTX *)context;
     OPENSSL_free(SSL_CTX_get_ex_data(ctx, 0));
+    struct sni_table *t = table_of(ctx);
+    if (t) {
+        for (size_t i = 0; i < t->count; i++) free(t->entries[i].name);
+        for (size_t i = 0; i < t->owned_count; i++) cproxy_tls_context_free(t->owned[i]);
+        free(t->entries);
+        free(t->owned);
+        free(t);
+    }
     SSL_CTX_free(ctx);
 }
 

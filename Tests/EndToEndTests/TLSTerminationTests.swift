@@ -159,4 +159,40 @@ import Testing
         let check = try Harness.run(Harness.proxyBinary, ["-c", "-f", path])
         #expect(check.status == 1 && check.stderr.contains("bad.cfg:") && check.stderr.contains("no cipher of 'NOSUCHCIPHER'"), "\(check.stderr)")
     }
+
+    /// `crt DIRECTORY`: every certificate in it loads; SNI picks by DNS name, wildcards
+    /// included; an unknown name gets the first (the default), as HAProxy does.
+    @Test func sniChoosesAmongADirectory() throws {
+        let bed = try TestBed()
+        let dir = bed.directory + "/certs"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        for (file, cn, san) in [("a", "a.example", "DNS:a.example"), ("b", "b.example", "DNS:b.example,DNS:www.b.example"), ("w", "*.c.example", "")] {
+            var args = ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", dir + "/\(file).key", "-out", bed.directory + "/\(file).crt",
+                        "-days", "30", "-subj", "/CN=\(cn)"]
+            if !san.isEmpty { args += ["-addext", "subjectAltName=\(san)"] }
+            #expect(try Harness.run("/usr/bin/openssl", args).status == 0)
+            let pem = try String(contentsOfFile: bed.directory + "/\(file).crt", encoding: .utf8) + String(contentsOfFile: dir + "/\(file).key", encoding: .utf8)
+            try pem.write(toFile: dir + "/\(file).pem", atomically: true, encoding: .utf8)
+        }
+        let port = TestBed.freePort()
+        try bed.proxy("""
+        \(TestBed.defaults("http"))
+        frontend web
+            bind 127.0.0.1:\(port) ssl crt \(dir)
+            http-request return status 200 content-type text/plain string "ok"
+
+        """, waitFor: port)
+        func subject(_ name: String) -> String {
+            let r = try? Harness.run("/bin/sh", ["-c", "openssl s_client -connect 127.0.0.1:\(port) -servername \(name) </dev/null 2>/dev/null | grep -m1 '^subject='"])
+            return r?.stdout.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
+        }
+        #expect(subject("a.example") == "subject=CN = a.example")
+        #expect(subject("www.b.example") == "subject=CN = b.example")
+        #expect(subject("x.c.example") == "subject=CN = *.c.example")
+        #expect(subject("y.x.c.example") == "subject=CN = a.example", "a wildcard covers one label")
+        #expect(subject("unknown.example") == "subject=CN = a.example")
+        let ok = try Harness.run("/usr/bin/curl", ["-s", "--cacert", bed.directory + "/b.crt", "--resolve", "www.b.example:\(port):127.0.0.1",
+                                                  "https://www.b.example:\(port)/"])
+        #expect(ok.stdout == "ok", "\(ok.stderr)")
+    }
 }

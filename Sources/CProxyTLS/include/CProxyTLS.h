@@ -32,6 +32,12 @@ struct cproxy_tls_settings {
 void *cproxy_tls_server_context(const char *pem, const struct cproxy_tls_settings *settings, char *error, size_t error_size);
 void cproxy_tls_context_free(void *context);
 
+/// Adds `other` (a context made like the first) as a certificate chosen by SNI: the client's
+/// server name is matched against each added certificate's DNS names (subjectAltName, else
+/// its CN), exactly, then by a `*.` wildcard one label deep; no match keeps the first
+/// context's certificate. `context` takes ownership of `other`. 0 when `other` has no name.
+int cproxy_tls_add_sni(void *context, void *other);
+
 /// A server-side session on a connected non-blocking socket; NULL when out of memory.
 void *cproxy_tls_accept(void *context, int fd);
 void cproxy_tls_free(void *session);

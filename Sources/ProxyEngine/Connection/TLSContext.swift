@@ -1,5 +1,6 @@
 import CProxyTLS
 import ProxyConfig
+import ProxySystem
 
 /// A `bind ... ssl crt FILE` line's TLS server context (OpenSSL's SSL_CTX): its certificate,
 /// chain and key, loaded and checked before the point of no return, shared by every loop
@@ -17,13 +18,23 @@ public final class TLSContext: @unchecked Sendable {
     /// Loads `options.certificates` (one PEM file with the key today, relative to
     /// `crt-base`) with the line's TLS settings over the global `ssl-default-bind-*`.
     public static func load(_ options: BindOptions, global: GlobalSettings, at location: SourceLocation) throws -> TLSContext {
-        guard var pem = options.certificates.first else {
+        guard !options.certificates.isEmpty else {
             throw LoadError(location: location, message: "bind: 'ssl' needs a certificate: add 'crt /path/to/cert.pem' (certificate, chain and key in one PEM file)")
         }
-        guard options.certificates.count == 1 else {
-            throw LoadError(location: location, message: "bind: several 'crt' (SNI) are not supported yet; keep one")
+        // Each `crt` is a PEM file, or a directory whose PEM files all load (HAProxy's
+        // companion files, .key .ocsp .issuer .sctl, are skipped), in name order.
+        var files: [String] = []
+        for var path in options.certificates {
+            if !path.hasPrefix("/"), let base = global.certificateBase { path = base + (base.hasSuffix("/") ? "" : "/") + path }
+            if let names = try? FileSystem.listDirectory(path) {
+                let skipped = [".key", ".ocsp", ".issuer", ".sctl"]
+                let pems = names.filter { n in !n.hasPrefix(".") && !skipped.contains { n.hasSuffix($0) } }.sorted()
+                guard !pems.isEmpty else { throw LoadError(location: location, message: "bind: crt '\(path)': the directory holds no certificate") }
+                files += pems.map { path + (path.hasSuffix("/") ? "" : "/") + $0 }
+            } else {
+                files.append(path)
+            }
         }
-        if !pem.hasPrefix("/"), let base = global.certificateBase { pem = base + (base.hasSuffix("/") ? "" : "/") + pem }
         let tls = options.tls.over(global.defaultBindTLS)
         guard let range = tls.effectiveRange else {
             throw LoadError(location: location, message: "bind: no TLS version is left between ssl-min-ver, ssl-max-ver and the no-tlsv1x options")
@@ -31,25 +42,36 @@ public final class TLSContext: @unchecked Sendable {
         // ALPN in wire format: each protocol's length, then its name.
         var alpn: [UInt8] = []
         for p in tls.alpn ?? [] where !p.isEmpty && p.utf8.count < 256 { alpn.append(UInt8(p.utf8.count)); alpn += p.utf8 }
-        var error = [CChar](repeating: 0, count: 512)
-        let handle: UnsafeMutableRawPointer? = tls.ciphers.withOptionalCString { ciphers in
-            tls.ciphersuites.withOptionalCString { suites in
-                tls.curves.withOptionalCString { curves in
-                    alpn.withUnsafeBufferPointer { a in
-                        var settings = cproxy_tls_settings(ciphers: ciphers, ciphersuites: suites, curves: curves,
-                                                           min_version: Int32(range.lowerBound), max_version: Int32(range.upperBound),
-                                                           no_tickets: tls.noTickets ? 1 : 0, prefer_client_ciphers: tls.preferClientCiphers ? 1 : 0,
-                                                           alpn: alpn.isEmpty ? nil : a.baseAddress, alpn_length: alpn.count)
-                        return cproxy_tls_server_context(pem, &settings, &error, error.count)
+        func make(_ pem: String) throws -> UnsafeMutableRawPointer {
+            var error = [CChar](repeating: 0, count: 512)
+            let handle: UnsafeMutableRawPointer? = tls.ciphers.withOptionalCString { ciphers in
+                tls.ciphersuites.withOptionalCString { suites in
+                    tls.curves.withOptionalCString { curves in
+                        alpn.withUnsafeBufferPointer { a in
+                            var settings = cproxy_tls_settings(ciphers: ciphers, ciphersuites: suites, curves: curves,
+                                                               min_version: Int32(range.lowerBound), max_version: Int32(range.upperBound),
+                                                               no_tickets: tls.noTickets ? 1 : 0, prefer_client_ciphers: tls.preferClientCiphers ? 1 : 0,
+                                                               alpn: alpn.isEmpty ? nil : a.baseAddress, alpn_length: alpn.count)
+                            return cproxy_tls_server_context(pem, &settings, &error, error.count)
+                        }
                     }
                 }
             }
+            guard let handle else {
+                let text = String(decoding: error.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+                throw LoadError(location: location, message: "bind: \(text)")
+            }
+            return handle
         }
-        guard let handle else {
-            let text = String(decoding: error.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-            throw LoadError(location: location, message: "bind: \(text)")
+        // The first certificate is the default; the others are chosen by SNI.
+        let context = TLSContext(handle: try make(files[0]))
+        for file in files.dropFirst() {
+            let other = try make(file)
+            guard cproxy_tls_add_sni(context.handle, other) == 1 else {
+                throw LoadError(location: location, message: "bind: the certificate in '\(file)' names no host (no DNS subjectAltName, no CN) for SNI to choose it by")
+            }
         }
-        return TLSContext(handle: handle)
+        return context
     }
 
     private init(handle: UnsafeMutableRawPointer) { self.handle = handle }
