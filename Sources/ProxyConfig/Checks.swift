@@ -7,6 +7,10 @@ extension ConfigParser {
         config.files = files
         config.environment = environment
         config.patternReferences = references
+        for i in config.proxies.indices where !config.proxies[i].redirectRules.isEmpty {
+            config.proxies[i].httpRequestRules += config.proxies[i].redirectRules
+            config.proxies[i].redirectRules = []
+        }
         config.reindex()
         checkGlobal()
         checkNames()

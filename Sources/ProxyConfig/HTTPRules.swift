@@ -140,6 +140,16 @@ extension ConfigParser {
                                             summary: "http-request \(name)"))
     }
 
+    /// `redirect location|prefix|scheme ... [if|unless COND]` at proxy level: the same as
+    /// `http-request redirect`, run after every `http-request` rule of the proxy (HAProxy's
+    /// order), whatever the lines' order.
+    func parseProxyRedirect(_ args: ArraySlice<String>, at location: SourceLocation) throws {
+        let (words, condition) = try splitCondition(args)
+        let parsed = HTTPRequestAction.redirect(try parseRedirect(words))
+        if let c = condition { checkCondition(c, .request, "redirect", at: location) }
+        proxy!.redirectRules.append(Rule(action: parsed, condition: condition, location: location, summary: "redirect"))
+    }
+
     func parseHTTPResponseRule(_ args: ArraySlice<String>, at location: SourceLocation) throws {
         let (words, condition) = try splitCondition(args)
         guard let action = words.first else {

@@ -717,6 +717,8 @@ public struct ProxyDefinition: Sendable {
     public var acls: [String: ACL] = [:]
     public var useBackendRules: [UseBackendRule] = []
     public var httpRequestRules: [Rule<HTTPRequestAction>] = []
+    /// Proxy-level `redirect` lines: appended after the `http-request` rules at load.
+    public var redirectRules: [Rule<HTTPRequestAction>] = []
     public var httpResponseRules: [Rule<HTTPResponseAction>] = []
     public var tcpRequestRules: [Rule<TCPRequestAction>] = []
     public var legacyRewrites: [Rule<LegacyRewrite>] = []

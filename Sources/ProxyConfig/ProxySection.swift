@@ -20,6 +20,7 @@ extension ConfigParser {
         add(["maxconn", "backlog", "monitor-uri", "default_backend", "clitimeout"], d, .frontend)
         add(["balance", "hash-type", "retries", "default-server", "cookie", "http-check", "srvtimeout", "contimeout"], d, .backend)
         add(["bind", "use_backend"], false, .frontend)
+        add(["redirect"], false, .any)
         add(["server"], false, .backend)
         add(["acl", "http-request", "http-response", "tcp-request", "reqrep", "reqirep", "rsprep", "rspirep",
              "reqadd", "rspadd", "reqdel", "reqidel", "rspdel", "rspidel", "reqdeny", "reqallow"], false, .any)
@@ -29,7 +30,7 @@ extension ConfigParser {
     /// HAProxy proxy keywords we do not support yet (so a typo hint is not offered for them).
     static let knownUnsupportedProxy: Set<String> = [
         "description", "id", "disabled", "enabled", "capture", "unique-id-format", "unique-id-header",
-        "log-format", "log-tag", "error-log-format", "filter", "compression", "rate-limit", "redirect",
+        "log-format", "log-tag", "error-log-format", "filter", "compression", "rate-limit",
         "use-server", "force-persist", "ignore-persist", "persist", "stick-table", "stick", "tcp-response",
         "http-after-response", "http-error", "errorloc", "errorloc302", "errorloc303", "errorfiles",
         "monitor", "monitor-net", "email-alert", "fullconn", "external-check", "source", "dispatch",
@@ -143,6 +144,8 @@ extension ConfigParser {
             try parseACL(args)
         case "http-request":
             try parseHTTPRequestRule(args, at: location)
+        case "redirect":
+            try parseProxyRedirect(args, at: location)
         case "http-response":
             try parseHTTPResponseRule(args, at: location)
         case "tcp-request":

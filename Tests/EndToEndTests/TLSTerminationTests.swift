@@ -103,7 +103,8 @@ import Testing
         #expect(try TestBed.curl(["--cacert", ca, "https://localhost:\(https)/"]).0 == 200)
     }
 
-    /// `ssl_fc` and friends: HAProxy's two idioms, redirect to https and tell the backend.
+    /// `ssl_fc` and friends: HAProxy's two idioms, redirect to https (the proxy-level
+    /// `redirect`, which runs after the `http-request` rules) and tell the backend.
     @Test func sslFetchesInRules() throws {
         let bed = try TestBed()
         let (pem, ca) = try Self.certificate(in: bed.directory)
@@ -114,7 +115,7 @@ import Testing
         frontend web
             bind 127.0.0.1:\(http)
             bind 127.0.0.1:\(https) ssl crt \(pem)
-            http-request redirect scheme https code 301 if !{ ssl_fc }
+            redirect scheme https code 301 if !{ ssl_fc }
             http-request set-header X-Test "https %[ssl_fc_protocol] %[ssl_fc_sni]" if { ssl_fc }
             default_backend app
         backend app

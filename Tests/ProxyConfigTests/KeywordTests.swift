@@ -127,6 +127,14 @@ import ProxyRules
         #expect(none.errors.first?.message.contains("no TLS version is left") == true)
     }
 
+    /// Proxy-level `redirect` runs after every `http-request` rule, whatever the line order.
+    @Test func proxyRedirectComesAfterHTTPRequestRules() throws {
+        let r = load("frontend f\n    mode http\n    timeout client 1s\n    bind :80\n    redirect scheme https code 301 if !{ ssl_fc }\n    http-request deny if { path /x }\n")
+        #expect(r.errors.isEmpty, "\(r.errors)")
+        let rules = r.configuration!.proxies[0].httpRequestRules.map(\.summary)
+        #expect(rules == ["http-request deny", "redirect"], "\(rules)")
+    }
+
     /// `tcp-request connection expect-proxy layer4`: only at the connection layer, with `layer4`.
     @Test func expectProxyRule() throws {
         let ok = load("frontend f\n    timeout client 1s\n    bind :80\n    tcp-request connection expect-proxy layer4 if { src 10.0.0.0/8 }\n")
