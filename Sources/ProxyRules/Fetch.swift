@@ -116,6 +116,9 @@ public enum Fetch: Equatable, Sendable, CustomStringConvertible {
     case tlsServerName
     case tlsProtocol
     case tlsCipher
+    /// `ssl_fc_alpn`, `ssl_fc_session_reused`.
+    case tlsALPN
+    case tlsResumed
     /// `var(scope.name[,default])`.
     case variable(VariableScope, String, defaultValue: String?)
 
@@ -124,7 +127,7 @@ public enum Fetch: Equatable, Sendable, CustomStringConvertible {
         switch self {
         case .env, .envInteger, .constantBool, .constantInt, .constantString, .constantIP, .constantBinary: return .load
         case .backendUsableServers, .serverIsUp, .stopping, .variable: return .process
-        case .source, .sourcePort, .destination, .destinationPort, .tlsFrontend, .tlsServerName, .tlsProtocol, .tlsCipher: return .connection
+        case .source, .sourcePort, .destination, .destinationPort, .tlsFrontend, .tlsServerName, .tlsProtocol, .tlsCipher, .tlsALPN, .tlsResumed: return .connection
         default: return .request
         }
     }
@@ -134,7 +137,7 @@ public enum Fetch: Equatable, Sendable, CustomStringConvertible {
         switch self {
         case .env, .envInteger, .constantBool, .constantInt, .constantString, .constantIP, .constantBinary: return .load
         case .backendUsableServers, .serverIsUp, .stopping: return .process
-        case .source, .sourcePort, .destination, .destinationPort, .tlsFrontend, .tlsServerName, .tlsProtocol, .tlsCipher: return .connection
+        case .source, .sourcePort, .destination, .destinationPort, .tlsFrontend, .tlsServerName, .tlsProtocol, .tlsCipher, .tlsALPN, .tlsResumed: return .connection
         case .method, .requestVersion: return .capturedRequest
         case .header(_, _, let side), .fullHeader(_, _, let side), .headerCount(_, let side), .cookie(_, let side):
             switch side {
@@ -151,10 +154,10 @@ public enum Fetch: Equatable, Sendable, CustomStringConvertible {
     public var outputType: SampleType {
         switch self {
         case .env, .constantString, .constantBinary, .path, .url, .query, .method, .requestVersion, .responseVersion, .urlParameter, .header,
-             .fullHeader, .cookie, .tlsServerName, .tlsProtocol, .tlsCipher: return .string
+             .fullHeader, .cookie, .tlsServerName, .tlsProtocol, .tlsCipher, .tlsALPN: return .string
         case .envInteger, .constantInt, .sourcePort, .destinationPort, .headerCount, .requestLength,
              .contentLength, .backendUsableServers, .status: return .integer
-        case .constantBool, .isHTTP, .serverIsUp, .stopping, .tlsFrontend: return .boolean
+        case .constantBool, .isHTTP, .serverIsUp, .stopping, .tlsFrontend, .tlsResumed: return .boolean
         case .source, .destination, .constantIP: return .ip
         case .variable: return .any
         }
@@ -202,6 +205,8 @@ public enum Fetch: Equatable, Sendable, CustomStringConvertible {
         case .tlsServerName: return "ssl_fc_sni"
         case .tlsProtocol: return "ssl_fc_protocol"
         case .tlsCipher: return "ssl_fc_cipher"
+        case .tlsALPN: return "ssl_fc_alpn"
+        case .tlsResumed: return "ssl_fc_session_reused"
         case .variable(let s, let n, let d): return "var(\(s.rawValue).\(n)" + (d.map { ",\($0)" } ?? "") + ")"
         }
     }
@@ -288,6 +293,8 @@ public enum FetchRegistry {
         e["ssl_fc_sni"] = noArgs(.tlsServerName, nil, "ssl_fc_sni")
         e["ssl_fc_protocol"] = noArgs(.tlsProtocol, nil, "ssl_fc_protocol")
         e["ssl_fc_cipher"] = noArgs(.tlsCipher, nil, "ssl_fc_cipher")
+        e["ssl_fc_alpn"] = noArgs(.tlsALPN, nil, "ssl_fc_alpn")
+        e["ssl_fc_session_reused"] = noArgs(.tlsResumed, nil, "ssl_fc_session_reused")
         // No inspect-delay yet: the end of the wait is always reached; no RDP cookie is parsed.
         e["wait_end"] = noArgs(.isHTTP, nil, "wait_end")
         e["req.rdp_cookie_cnt"] = noArgs(.constantInt(0), nil, "req.rdp_cookie_cnt")

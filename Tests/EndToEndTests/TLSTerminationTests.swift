@@ -108,7 +108,7 @@ import Testing
     @Test func sslFetchesInRules() throws {
         let bed = try TestBed()
         let (pem, ca) = try Self.certificate(in: bed.directory)
-        let http = TestBed.freePort(), https = TestBed.freePort()
+        let http = TestBed.freePort(), https = TestBed.freePort(), alpnPort = TestBed.freePort()
         let app = try bed.backend(name: "app")
         try bed.proxy("""
         \(TestBed.defaults("http"))
@@ -116,7 +116,8 @@ import Testing
             bind 127.0.0.1:\(http)
             bind 127.0.0.1:\(https) ssl crt \(pem)
             redirect scheme https code 301 if !{ ssl_fc }
-            http-request set-header X-Test "https %[ssl_fc_protocol] %[ssl_fc_sni]" if { ssl_fc }
+            bind 127.0.0.1:\(alpnPort) ssl crt \(pem) alpn h2,http/1.1
+            http-request set-header X-Test "https %[ssl_fc_protocol] %[ssl_fc_sni] alpn=%[ssl_fc_alpn] reused=%[ssl_fc_session_reused]" if { ssl_fc }
             default_backend app
         backend app
             server s 127.0.0.1:\(app)
@@ -124,8 +125,11 @@ import Testing
         """, waitFor: https)
         let plain = try TestBed.curl(["http://127.0.0.1:\(http)/page"])
         #expect(plain.0 == 301 && plain.2.lowercased().contains("location: https://127.0.0.1:\(http)/page"), "\(plain.2)")
-        let secure = try TestBed.curl(["--cacert", ca, "https://localhost:\(https)/page"])
-        #expect(secure.0 == 200 && secure.2.contains("X-Seen-X-Test: https TLSv1.3 localhost"), "\(secure.2)")
+        let secure = try TestBed.curl(["--cacert", ca, "https://localhost:\(alpnPort)/page"])
+        #expect(secure.0 == 200 && secure.2.contains("X-Seen-X-Test: https TLSv1.3 localhost alpn=http/1.1 reused=0"), "\(secure.2)")
+        // No ALPN on the line: none negotiated, the fetch is empty.
+        let noALPN = try TestBed.curl(["--cacert", ca, "https://localhost:\(https)/page"])
+        #expect(noALPN.2.contains("X-Seen-X-Test: https TLSv1.3 localhost alpn= reused=0"), "\(noALPN.2)")
     }
 
     /// The settings real configs carry: `ssl-default-bind-*` in global, `crt-base`, versions

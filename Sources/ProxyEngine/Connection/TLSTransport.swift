@@ -50,6 +50,13 @@ final class TLSTransport: Transport {
     var cipherText: UnsafeRawBufferPointer { Self.bytes(cproxy_tls_cipher(session)) }
     var serverNameText: UnsafeRawBufferPointer? { cproxy_tls_server_name(session).map(Self.bytes) }
 
+    var alpnText: UnsafeRawBufferPointer? {
+        var length: UInt32 = 0
+        guard let p = cproxy_tls_alpn(session, &length), length > 0 else { return nil }
+        return UnsafeRawBufferPointer(start: p, count: Int(length))
+    }
+    var resumed: Bool { cproxy_tls_reused(session) == 1 }
+
     private static func bytes(_ p: UnsafePointer<CChar>) -> UnsafeRawBufferPointer {
         UnsafeRawBufferPointer(start: p, count: strlen(p))
     }

@@ -244,6 +244,12 @@ struct HTTPSamples: SampleContext {
         case .tlsCipher:
             guard let t = session.client.transport as? TLSTransport, t.established else { return false }
             return visit(.bytes(t.cipherText))
+        case .tlsALPN:
+            guard let t = session.client.transport as? TLSTransport, let a = t.alpnText else { return false }
+            return visit(.bytes(a))
+        case .tlsResumed:
+            guard let t = session.client.transport as? TLSTransport else { return visit(.boolean(false)) }
+            return visit(.boolean(t.resumed))
         case .source:
             return visit(.ip(session.clientIP))
         case .sourcePort:
