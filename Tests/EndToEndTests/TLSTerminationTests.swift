@@ -25,6 +25,7 @@ import Testing
         \(TestBed.defaults("http"))
         frontend web
             bind 127.0.0.1:\(https) ssl crt \(pem)
+            log stdout format raw local0
             default_backend app
         frontend raw
             mode tcp
@@ -67,9 +68,10 @@ import Testing
         #expect(proto.stdout.contains("TLSv1.3"), "\(proto.stdout)")
         let old = try Harness.run("/bin/sh", ["-c", "openssl s_client -tls1_1 -connect 127.0.0.1:\(https) </dev/null 2>&1"])
         #expect(!old.stdout.contains("Cipher is TLS") || old.stdout.contains("Cipher is (NONE)"), "\(old.stdout)")
-        // Plain HTTP on the TLS port gets nothing served (the handshake fails), and the
-        // process serves on.
+        // Plain HTTP on the TLS port gets nothing served (the handshake fails, logged as
+        // HAProxy logs it), and the process serves on.
         #expect((try? TestBed.curl(["-m", "3", "http://127.0.0.1:\(https)/"]))?.0 != 200)
+        #expect(TestBed.waitUntil { bed.log().contains("] web/127.0.0.1:\(https): SSL handshake failure") }, "\(bed.log())")
         #expect(try TestBed.curl(["--cacert", ca, "https://localhost:\(https)/"]).0 == 200)
     }
 

@@ -91,6 +91,16 @@ extension LoopContext {
         if bytesWaiting { s.progress() }
     }
 
+    /// A client's TLS handshake failed: HAProxy's connection-error line (`SSL handshake
+    /// failure`) on the frontend's log, at notice.
+    func tlsHandshakeFailed(_ acceptor: Acceptor, peer: IPAddress, port: UInt16, at accepted: (seconds: Int, microseconds: Int)) {
+        let frontend = acceptor.frontend
+        guard !frontend.logDestinations.isEmpty else { return }
+        let date = Logger.acceptDate(seconds: accepted.seconds, microseconds: accepted.microseconds)
+        let bind = acceptor.listener.options.name ?? acceptor.listener.key.description
+        model.logger.log("\(peer):\(port) [\(date)] \(frontend.name)/\(bind): SSL handshake failure", to: frontend.logDestinations, level: .notice)
+    }
+
     /// Resumes the acceptors paused here, unless the operator paused them (SIGTTOU).
     func resumePausedAcceptors() {
         guard !pausedAcceptors.isEmpty, !adminPaused else { return }

@@ -8,6 +8,8 @@ import Glibc
 final class TLSTransport: Transport {
     let session: UnsafeMutableRawPointer
     private(set) var wants = TransportWait.read
+    /// The handshake failed (a protocol error before it finished): logged as HAProxy does.
+    private(set) var handshakeFailed = false
 
     /// A session for an accepted socket; nil when OpenSSL cannot make one.
     init?(accepting fd: FileDescriptor, context: TLSContext) {
@@ -37,6 +39,7 @@ final class TLSTransport: Transport {
         case Int(CPROXY_TLS_CLOSED):
             return .done(0)
         default:
+            if !established { handshakeFailed = true }
             throw SystemError(call, code: EPROTO)
         }
     }

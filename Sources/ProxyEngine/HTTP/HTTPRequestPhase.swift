@@ -40,7 +40,9 @@ extension HTTPTransaction {
             guard let n = client.read(into: inBuf) else { break }
             moved = true
             if n == 0 {
-                // Client closed: silently when idle, as HAProxy does.
+                // Client closed: silently when idle, as HAProxy does; a failed TLS handshake
+                // is logged and counted.
+                if let t = client.transport as? TLSTransport, t.handshakeFailed { context.tlsHandshakeFailed(acceptor, peer: clientIP, port: clientPort, at: acceptedAt) }
                 if !inBuf.isEmpty { terminationState = "CR" }
                 close()
                 return true
