@@ -17,6 +17,8 @@ protocol Transport: AnyObject {
     var wants: TransportWait { get }
     /// The connection closes: a last word to the peer (TLS close_notify), never waiting.
     func close()
+    /// The handshake failed before any byte of the application came (logged by the owner).
+    var handshakeFailed: Bool { get }
 }
 
 /// What a transport's blocked call waits for: the socket's readable or writable edge.

@@ -42,7 +42,7 @@ extension HTTPTransaction {
             if n == 0 {
                 // Client closed: silently when idle, as HAProxy does; a failed TLS handshake
                 // is logged and counted.
-                if let t = client.transport as? TLSTransport, t.handshakeFailed { context.tlsHandshakeFailed(acceptor, peer: clientIP, port: clientPort, at: acceptedAt) }
+                if client.transport?.handshakeFailed == true { context.tlsHandshakeFailed(acceptor, peer: clientIP, port: clientPort, at: acceptedAt) }
                 if !inBuf.isEmpty { terminationState = "CR" }
                 close()
                 return true
