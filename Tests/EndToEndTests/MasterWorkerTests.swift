@@ -106,6 +106,13 @@ import Testing
         func body() -> String { (try? TestBed.curl(["http://127.0.0.1:\(port)/"]))?.1 ?? "" }
         #expect(body() != "maintenance")
         let load = try SteadyLoad(port: port, directory: bed.directory)
+        /// Connections the serving worker has taken, from its runtime API through the master.
+        func taken() -> Int {
+            let info = cli(socket, "@1 show info") ?? ""
+            guard let line = info.split(separator: "\n").first(where: { $0.hasPrefix("CumConns: ") }) else { return 0 }
+            return Int(line.dropFirst(10)) ?? 0
+        }
+        #expect(TestBed.waitUntil { taken() >= 20 }, "the load reaches the worker")
         try "HAPROXY_MAINT=1\n".write(toFile: bed.directory + "/env", atomically: true, encoding: .utf8)
         #expect(cli(socket, "reload")?.hasPrefix("Success=1") == true)
         #expect(body() == "maintenance", "the file's HAPROXY_MAINT=1 applies at the reload")
@@ -113,6 +120,7 @@ import Testing
         try "# nothing\n".write(toFile: bed.directory + "/env", atomically: true, encoding: .utf8)
         #expect(cli(socket, "reload")?.hasPrefix("Success=1") == true)
         #expect(body() != "maintenance")
+        #expect(TestBed.waitUntil { taken() >= 20 }, "the load reaches the last worker")
         let result = load.finish()
         #expect(result.failed == 0 && result.ok > 0, "\(result)")
     }
