@@ -168,6 +168,23 @@ void cproxy_tls_context_free(void *context) {
     SSL_CTX_free(ctx);
 }
 
+int cproxy_tls_expired(void *context, char *when, size_t when_size) {
+    X509 *cert = SSL_CTX_get0_certificate((SSL_CTX *)context);
+    if (!cert) return 0;
+    const ASN1_TIME *end = X509_get0_notAfter(cert);
+    if (X509_cmp_current_time(end) >= 0) return 0;
+    BIO *bio = BIO_new(BIO_s_mem());
+    if (bio) {
+        ASN1_TIME_print(bio, end);
+        int n = BIO_read(bio, when, (int)when_size - 1);
+        when[n > 0 ? n : 0] = 0;
+        BIO_free(bio);
+    } else if (when_size) {
+        when[0] = 0;
+    }
+    return 1;
+}
+
 void *cproxy_tls_accept(void *context, int fd) {
     SSL *ssl = SSL_new((SSL_CTX *)context);
     if (!ssl) { ERR_clear_error(); return NULL; }

@@ -119,7 +119,10 @@ public enum ProxyMain {
             var certificateErrors = 0
             for f in configuration.frontends {
                 for b in f.binds where b.options.ssl {
-                    do { _ = try TLSContext.load(b.options, global: configuration.global, at: b.location) } catch {
+                    do {
+                        let context = try TLSContext.load(b.options, global: configuration.global, at: b.location)
+                        if !options.quiet { for w in context.warnings { printError(w + "\n") } }
+                    } catch {
                         printError("\(error)\n")
                         certificateErrors += 1
                     }

@@ -165,6 +165,12 @@ final class StartUp {
         if listeners.isEmpty {
             throw Failure("proxy: no frontend has a 'bind' line; nothing to serve")
         }
+        // An expired certificate loads (as in HAProxy) but is said, once per bind line.
+        var said = Set<ObjectIdentifier>()
+        for l in listeners {
+            guard let tls = l.tls, said.insert(ObjectIdentifier(tls)).inserted, !options.quiet else { continue }
+            for w in tls.warnings { ProxyMain.printError(w + "\n") }
+        }
     }
 
     static func hint(_ code: Int32) -> String {

@@ -95,6 +95,19 @@ import Testing
             let start = try Harness.run(Harness.proxyBinary, ["-f", path, "-D"])
             #expect(start.status == 1 && start.stderr.contains("bad.cfg:7: error:"), "\(start.stderr)")
         }
+        // An expired certificate loads, as in HAProxy, with a warning naming its date.
+        let caDir = bed.directory + "/ca"
+        try FileManager.default.createDirectory(atPath: caDir, withIntermediateDirectories: true)
+        try "".write(toFile: caDir + "/index.txt", atomically: true, encoding: .utf8)
+        try "01\n".write(toFile: caDir + "/serial", atomically: true, encoding: .utf8)
+        try "[ ca ]\ndefault_ca = c\n[ c ]\ndatabase = index.txt\nserial = serial\nnew_certs_dir = .\ndefault_md = sha256\npolicy = p\n[ p ]\ncommonName = supplied\n"
+            .write(toFile: caDir + "/ca.cnf", atomically: true, encoding: .utf8)
+        let made = try Harness.run("/bin/sh", ["-c", "cd \(caDir) && openssl req -newkey rsa:2048 -nodes -keyout old.key -out old.csr -subj /CN=localhost && openssl ca -batch -config ca.cnf -selfsign -keyfile old.key -in old.csr -out old.crt -startdate 20200101000000Z -enddate 20200102000000Z -notext && cat old.crt old.key > old.pem"])
+        #expect(made.status == 0, "\(made.stderr)")
+        try config(https, tcps, app: app, pem: caDir + "/old.pem").write(toFile: bed.directory + "/old.cfg", atomically: true, encoding: .utf8)
+        let expired = try Harness.run(Harness.proxyBinary, ["-c", "-f", bed.directory + "/old.cfg"])
+        #expect(expired.status == 0 && expired.stderr.contains("old.cfg:7: warning: bind: the certificate in '\(caDir)/old.pem' expired on Jan  2 00:00:00 2020 GMT"),
+                "\(expired.stderr)")
         // A reload with a bad certificate: the old process serves on.
         let p = try bed.proxy(config(https, tcps, app: app, pem: pem), waitFor: https)
         let path = bed.directory + "/bad.cfg"

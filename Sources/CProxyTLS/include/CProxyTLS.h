@@ -38,6 +38,9 @@ void cproxy_tls_context_free(void *context);
 /// context's certificate. `context` takes ownership of `other`. 0 when `other` has no name.
 int cproxy_tls_add_sni(void *context, void *other);
 
+/// 1 when the context's certificate has expired (its notAfter, as text, in `when`), else 0.
+int cproxy_tls_expired(void *context, char *when, size_t when_size);
+
 /// A server-side session on a connected non-blocking socket; NULL when out of memory.
 void *cproxy_tls_accept(void *context, int fd);
 void cproxy_tls_free(void *session);

@@ -7,6 +7,8 @@ import ProxySystem
 /// (OpenSSL makes sessions from one context on any thread).
 public final class TLSContext: @unchecked Sendable {
     let handle: UnsafeMutableRawPointer
+    /// What loads but deserves a word (an expired certificate), as `file:line: warning: ...`.
+    public private(set) var warnings: [String] = []
 
     /// A certificate that cannot serve: the message says which file and why.
     public struct LoadError: Error, CustomStringConvertible {
@@ -61,8 +63,14 @@ public final class TLSContext: @unchecked Sendable {
                 let text = String(decoding: error.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
                 throw LoadError(location: location, message: "bind: \(text)")
             }
+            var when = [CChar](repeating: 0, count: 64)
+            if cproxy_tls_expired(handle, &when, when.count) == 1 {
+                let date = String(decoding: when.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+                expired.append("\(location): warning: bind: the certificate in '\(pem)' expired on \(date); clients will refuse it")
+            }
             return handle
         }
+        var expired: [String] = []
         // The first certificate is the default; the others are chosen by SNI.
         let context = TLSContext(handle: try make(files[0]))
         for file in files.dropFirst() {
@@ -71,6 +79,7 @@ public final class TLSContext: @unchecked Sendable {
                 throw LoadError(location: location, message: "bind: the certificate in '\(file)' names no host (no DNS subjectAltName, no CN) for SNI to choose it by")
             }
         }
+        context.warnings = expired
         return context
     }
 
