@@ -75,7 +75,7 @@ void *cproxy_tls_server_context(const char *pem, const struct cproxy_tls_setting
 
 /// The certificates SNI chooses among, kept on the first context (ex_data slot 1).
 struct sni_entry { char *name; SSL_CTX *ctx; };
-struct sni_table { struct sni_entry *entries; size_t count; SSL_CTX **owned; size_t owned_count; };
+struct sni_table { struct sni_entry *entries; size_t count; SSL_CTX **owned; size_t owned_count; int strict; };
 
 static int sni_index = -1;
 
@@ -96,14 +96,21 @@ static SSL_CTX *lookup(struct sni_table *t, const char *name) {
 }
 
 static int choose_certificate(SSL *ssl, int *alert, void *arg) {
-    (void)alert;
     struct sni_table *t = (struct sni_table *)arg;
     const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
-    if (!name || !t) return SSL_TLSEXT_ERR_OK;
-    SSL_CTX *chosen = lookup(t, name);
-    if (chosen) SSL_set_SSL_CTX(ssl, chosen);
+    SSL_CTX *chosen = (name && t) ? lookup(t, name) : NULL;
+    if (chosen) {
+        SSL_set_SSL_CTX(ssl, chosen);
+        return SSL_TLSEXT_ERR_OK;
+    }
+    if (t && t->strict) {
+        *alert = SSL_AD_UNRECOGNIZED_NAME;
+        return SSL_TLSEXT_ERR_ALERT_FATAL;
+    }
     return SSL_TLSEXT_ERR_OK;
 }
+
+void cproxy_tls_context_free(void *context);
 
 static int add_name(struct sni_table *t, const char *name, size_t length, SSL_CTX *ctx) {
     struct sni_entry *grown = realloc(t->entries, (t->count + 1) * sizeof *grown);
@@ -119,22 +126,22 @@ static int add_name(struct sni_table *t, const char *name, size_t length, SSL_CT
     return 1;
 }
 
-int cproxy_tls_add_sni(void *context, void *other) {
-    SSL_CTX *ctx = (SSL_CTX *)context, *add = (SSL_CTX *)other;
+/// The table on `ctx`, made (with the SNI callback) on first use; NULL when out of memory.
+static struct sni_table *table_for(SSL_CTX *ctx) {
     if (sni_index < 0) sni_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
     struct sni_table *t = table_of(ctx);
-    if (!t) {
-        t = calloc(1, sizeof *t);
-        if (!t) return 0;
-        SSL_CTX_set_ex_data(ctx, sni_index, t);
-        SSL_CTX_set_tlsext_servername_callback(ctx, choose_certificate);
-        SSL_CTX_set_tlsext_servername_arg(ctx, t);
-    }
-    SSL_CTX **owned = realloc(t->owned, (t->owned_count + 1) * sizeof *owned);
-    if (!owned) return 0;
-    t->owned = owned;
-    t->owned[t->owned_count++] = add;
-    X509 *cert = SSL_CTX_get0_certificate(add);
+    if (t) return t;
+    t = calloc(1, sizeof *t);
+    if (!t) return NULL;
+    SSL_CTX_set_ex_data(ctx, sni_index, t);
+    SSL_CTX_set_tlsext_servername_callback(ctx, choose_certificate);
+    SSL_CTX_set_tlsext_servername_arg(ctx, t);
+    return t;
+}
+
+/// Enters the DNS names of `owner`'s certificate (subjectAltName, else CN): 1 if any.
+static int add_names(struct sni_table *t, SSL_CTX *owner) {
+    X509 *cert = SSL_CTX_get0_certificate(owner);
     if (!cert) return 0;
     int named = 0;
     GENERAL_NAMES *names = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
@@ -143,15 +150,35 @@ int cproxy_tls_add_sni(void *context, void *other) {
         if (g->type != GEN_DNS) continue;
         const unsigned char *data = ASN1_STRING_get0_data(g->d.dNSName);
         int length = ASN1_STRING_length(g->d.dNSName);
-        if (length > 0 && add_name(t, (const char *)data, (size_t)length, add)) named = 1;
+        if (length > 0 && add_name(t, (const char *)data, (size_t)length, owner)) named = 1;
     }
     GENERAL_NAMES_free(names);
     if (!named) {
         char cn[256];
         int length = X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn, sizeof cn);
-        if (length > 0 && add_name(t, cn, (size_t)length, add)) named = 1;
+        if (length > 0 && add_name(t, cn, (size_t)length, owner)) named = 1;
     }
     return named;
+}
+
+int cproxy_tls_add_sni(void *context, void *other) {
+    SSL_CTX *ctx = (SSL_CTX *)context, *add = (SSL_CTX *)other;
+    struct sni_table *t = table_for(ctx);
+    if (!t) { cproxy_tls_context_free(add); return 0; }
+    SSL_CTX **owned = realloc(t->owned, (t->owned_count + 1) * sizeof *owned);
+    if (!owned) { cproxy_tls_context_free(add); return 0; }
+    t->owned = owned;
+    t->owned[t->owned_count++] = add;
+    return add_names(t, add);
+}
+
+int cproxy_tls_set_strict_sni(void *context) {
+    SSL_CTX *ctx = (SSL_CTX *)context;
+    struct sni_table *t = table_for(ctx);
+    if (!t) return 0;
+    t->strict = 1;
+    // The first certificate is chosen only by its own names now.
+    return add_names(t, ctx);
 }
 
 void cproxy_tls_context_free(void *context) {

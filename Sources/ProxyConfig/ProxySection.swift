@@ -275,7 +275,7 @@ extension ConfigParser {
                             "namespace", "transparent", "defer-accept", "tfo", "mode", "user", "group", "uid", "gid",
                             "process", "thread", "alpn", "npn", "id", "nice", "level", "tcp-ut", "mss", "ciphers", "ciphersuites",
                             "curves", "ssl-min-ver", "ssl-max-ver", "no-sslv3", "no-tlsv10", "no-tlsv11", "no-tlsv12", "no-tlsv13",
-                            "force-tlsv12", "force-tlsv13", "no-tls-tickets", "prefer-client-ciphers", "allow-0rtt"]
+                            "force-tlsv12", "force-tlsv13", "no-tls-tickets", "prefer-client-ciphers", "allow-0rtt", "strict-sni"]
         var tlsOptionSeen = false
         while let opt = rest.popFirst() {
             switch opt {

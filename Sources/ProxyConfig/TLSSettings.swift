@@ -9,6 +9,8 @@ public struct TLSSettings: Sendable, Equatable, Hashable {
     /// `no-tlsv1x`: versions turned off one by one.
     public var disabledVersions: Set<Int> = []
     public var noTickets = false
+    /// `strict-sni`: no certificate for the client's server name, no handshake.
+    public var strictSNI = false
     public var preferClientCiphers = false
     /// `alpn`: the protocols offered, in the order given (h2 removed: not offered).
     public var alpn: [String]?
@@ -33,6 +35,7 @@ public struct TLSSettings: Sendable, Equatable, Hashable {
             }
             if word == "ssl-min-ver" { minVersion = v } else { maxVersion = v }
         case "no-tls-tickets": noTickets = true
+        case "strict-sni": strictSNI = true
         case "prefer-client-ciphers": preferClientCiphers = true
         case "ciphers": ciphers = try next()
         case "ciphersuites": ciphersuites = try next()
@@ -52,6 +55,7 @@ public struct TLSSettings: Sendable, Equatable, Hashable {
         if let v = maxVersion { r.maxVersion = v }
         r.disabledVersions.formUnion(disabledVersions)
         r.noTickets = r.noTickets || noTickets
+        r.strictSNI = r.strictSNI || strictSNI
         r.preferClientCiphers = r.preferClientCiphers || preferClientCiphers
         if let v = alpn { r.alpn = v }
         return r

@@ -214,5 +214,22 @@ import Testing
         let ok = try Harness.run("/usr/bin/curl", ["-s", "--cacert", bed.directory + "/b.crt", "--resolve", "www.b.example:\(port):127.0.0.1",
                                                   "https://www.b.example:\(port)/"])
         #expect(ok.stdout == "ok", "\(ok.stderr)")
+        // strict-sni: an unknown name, or none, gets no certificate at all.
+        let strict = TestBed.freePort()
+        let path = bed.directory + "/strict.cfg"
+        try "\(TestBed.defaults("http"))\nfrontend web\n    bind 127.0.0.1:\(strict) ssl crt \(dir) strict-sni\n    http-request return status 200 content-type text/plain string \"ok\"\n"
+            .write(toFile: path, atomically: true, encoding: .utf8)
+        let p = try bed.start(Harness.proxyBinary, ["-f", path], log: bed.directory + "/strict.log")
+        defer { kill(p.processIdentifier, SIGTERM) }
+        #expect(TestBed.waitForPort(strict))
+        func handshake(_ servername: String?) -> String {
+            let sni = servername.map { "-servername \($0)" } ?? "-noservername"
+            let r = try? Harness.run("/bin/sh", ["-c", "openssl s_client -connect 127.0.0.1:\(strict) \(sni) </dev/null 2>&1"])
+            return r?.stdout ?? ""
+        }
+        #expect(handshake("a.example").contains("subject=CN = a.example"))
+        #expect(handshake("x.c.example").contains("subject=CN = *.c.example"))
+        #expect(handshake("unknown.example").contains("unrecognized name"), "\(handshake("unknown.example"))")
+        #expect(!handshake(nil).contains("subject="), "no SNI, no certificate")
     }
 }

@@ -38,6 +38,11 @@ void cproxy_tls_context_free(void *context);
 /// context's certificate. `context` takes ownership of `other`. 0 when `other` has no name.
 int cproxy_tls_add_sni(void *context, void *other);
 
+/// `strict-sni`: a client whose server name matches no certificate (or that sends none) is
+/// refused with the `unrecognized_name` alert instead of getting the default certificate.
+/// 0 when the first certificate names no host.
+int cproxy_tls_set_strict_sni(void *context);
+
 /// 1 when the context's certificate has expired (its notAfter, as text, in `when`), else 0.
 int cproxy_tls_expired(void *context, char *when, size_t when_size);
 

@@ -79,6 +79,9 @@ public final class TLSContext: @unchecked Sendable {
                 throw LoadError(location: location, message: "bind: the certificate in '\(file)' names no host (no DNS subjectAltName, no CN) for SNI to choose it by")
             }
         }
+        if tls.strictSNI && cproxy_tls_set_strict_sni(context.handle) != 1 {
+            throw LoadError(location: location, message: "bind: strict-sni: the certificate in '\(files[0])' names no host (no DNS subjectAltName, no CN) to match")
+        }
         context.warnings = expired
         return context
     }
