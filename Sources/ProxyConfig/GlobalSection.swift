@@ -81,10 +81,11 @@ extension ConfigParser {
             guard !args.isEmpty else { throw ConfigError("'\(keyword)' needs a value") }
             warning("'\(keyword)' applies to 'server ... ssl', which is not supported yet; it changes nothing here", at: location)
         case "tune.ssl.default-dh-param":
-            // DHE parameters follow the certificate's key size (OpenSSL's automatic choice),
-            // which is what this bound asks for in practice; the value is checked.
+            // DHE parameters follow the certificate's key size (OpenSSL's automatic choice);
+            // the value is checked, and said not to be used.
             try Values.expect(args, 1, usage: "tune.ssl.default-dh-param <bits>")
-            _ = try Values.integer(args.first!, for: keyword, in: 1024...16384)
+            let bits = try Values.integer(args.first!, for: keyword, in: 1024...16384)
+            warning("'tune.ssl.default-dh-param \(bits)': DHE parameters follow each certificate's key size (OpenSSL's automatic choice); the value is not used", at: location)
         case "crt-base", "ca-base":
             try Values.expect(args, 1, usage: "\(keyword) <directory>")
             if keyword == "crt-base" { config.global.certificateBase = args.first! } else { config.global.authorityBase = args.first! }
