@@ -6,6 +6,10 @@
 #include <string.h>
 #include <strings.h>
 #include <stdlib.h>
+#include <pthread.h>
+#include <sys/stat.h>
+#include <dirent.h>
+#include <errno.h>
 
 static void describe_error(const char *what, const char *path, char *error, size_t size) {
     unsigned long code = ERR_get_error();
@@ -290,3 +294,158 @@ const char *cproxy_tls_alpn(void *session, unsigned int *length) {
 int cproxy_tls_reused(void *session) { return SSL_session_reused((SSL *)session) ? 1 : 0; }
 
 const char *cproxy_tls_library_version(void) { return OpenSSL_version(OPENSSL_VERSION); }
+
+// MARK: the client side (`server ... ssl`)
+
+/// The last session a server gave us, shared by every thread's connections to it: a new
+/// connection offers it (`no-ssl-reuse` passes no slot), the server's next ticket replaces it.
+struct cproxy_tls_reuse_slot { pthread_mutex_t lock; SSL_SESSION *session; };
+
+static int slot_index = -1;
+
+void *cproxy_tls_reuse_slot_new(void) {
+    struct cproxy_tls_reuse_slot *slot = calloc(1, sizeof *slot);
+    if (!slot) return NULL;
+    pthread_mutex_init(&slot->lock, NULL);
+    return slot;
+}
+
+void cproxy_tls_reuse_slot_free(void *p) {
+    struct cproxy_tls_reuse_slot *slot = p;
+    if (!slot) return;
+    if (slot->session) SSL_SESSION_free(slot->session);
+    pthread_mutex_destroy(&slot->lock);
+    free(slot);
+}
+
+/// A session the server offered (TLS 1.3 tickets arrive after the handshake): kept for the
+/// next connection when it can be resumed.
+static int keep_session(SSL *ssl, SSL_SESSION *session) {
+    struct cproxy_tls_reuse_slot *slot = slot_index < 0 ? NULL : SSL_get_ex_data(ssl, slot_index);
+    if (!slot || !SSL_SESSION_is_resumable(session)) return 0;
+    pthread_mutex_lock(&slot->lock);
+    SSL_SESSION *old = slot->session;
+    slot->session = session;
+    pthread_mutex_unlock(&slot->lock);
+    if (old) SSL_SESSION_free(old);
+    return 1;   // the slot holds the reference now
+}
+
+/// Every certificate file of a directory into the context's store (files starting with a dot
+/// skipped): 1 when at least one loaded.
+static int load_directory(SSL_CTX *ctx, const char *path) {
+    DIR *dir = opendir(path);
+    if (!dir) return 0;
+    X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+    int loaded = 0;
+    struct dirent *e;
+    char file[4096];
+    while ((e = readdir(dir))) {
+        if (e->d_name[0] == '.') continue;
+        if ((size_t)snprintf(file, sizeof file, "%s/%s", path, e->d_name) >= sizeof file) continue;
+        if (X509_STORE_load_file(store, file) == 1) loaded = 1;
+        ERR_clear_error();
+    }
+    closedir(dir);
+    return loaded;
+}
+
+static int load_authorities(SSL_CTX *ctx, const char *ca_file, const char *crl_file, char *error, size_t error_size) {
+    if (ca_file) {
+        if (strcmp(ca_file, "@system-ca") == 0) {
+            if (SSL_CTX_set_default_verify_paths(ctx) != 1)
+                return fail(ctx, "cannot load the system's certificate authorities", ca_file, error, error_size);
+        } else {
+            // A PEM file of authorities, or a directory of them (HAProxy's two forms).
+            struct stat st;
+            if (stat(ca_file, &st) != 0) {
+                snprintf(error, error_size, "cannot read the certificate authorities in '%s': %s", ca_file, strerror(errno));
+                SSL_CTX_free(ctx);
+                return 0;
+            }
+            int loaded = S_ISDIR(st.st_mode) ? load_directory(ctx, ca_file) : SSL_CTX_load_verify_locations(ctx, ca_file, NULL);
+            if (loaded != 1)
+                return fail(ctx, "cannot load the certificate authorities from", ca_file, error, error_size);
+        }
+    }
+    if (crl_file) {
+        X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+        if (X509_STORE_load_file(store, crl_file) != 1)
+            return fail(ctx, "cannot load the revocation list from", crl_file, error, error_size);
+        X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL);
+    }
+    return 1;
+}
+
+void *cproxy_tls_client_context(const struct cproxy_tls_client_settings *s, char *error, size_t error_size) {
+    ERR_clear_error();
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (!ctx) { describe_error("cannot create a TLS context for", "server", error, error_size); return NULL; }
+    if (slot_index < 0) slot_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+    SSL_CTX_set_min_proto_version(ctx, s->min_version ? s->min_version : TLS1_2_VERSION);
+    if (s->max_version) SSL_CTX_set_max_proto_version(ctx, s->max_version);
+    long options = SSL_OP_NO_RENEGOTIATION;
+    if (s->no_tickets) options |= SSL_OP_NO_TICKET;
+    SSL_CTX_set_options(ctx, options);
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_sess_set_new_cb(ctx, keep_session);
+    if (s->ciphers && SSL_CTX_set_cipher_list(ctx, s->ciphers) != 1)
+        return fail(ctx, "no cipher of", s->ciphers, error, error_size), NULL;
+    if (s->ciphersuites && SSL_CTX_set_ciphersuites(ctx, s->ciphersuites) != 1)
+        return fail(ctx, "no TLS 1.3 cipher suite of", s->ciphersuites, error, error_size), NULL;
+    if (s->curves && SSL_CTX_set1_groups_list(ctx, s->curves) != 1)
+        return fail(ctx, "unknown curves in", s->curves, error, error_size), NULL;
+    if (s->alpn && s->alpn_length > 0 && SSL_CTX_set_alpn_protos(ctx, s->alpn, (unsigned int)s->alpn_length) != 0)
+        return fail(ctx, "cannot offer the ALPN list of", "server", error, error_size), NULL;
+    if (!load_authorities(ctx, s->ca_file, s->crl_file, error, error_size)) return NULL;
+    SSL_CTX_set_verify(ctx, s->verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, NULL);
+    if (s->certificate) {
+        if (SSL_CTX_use_certificate_chain_file(ctx, s->certificate) != 1)
+            return fail(ctx, "cannot load the certificate chain from", s->certificate, error, error_size), NULL;
+        if (SSL_CTX_use_PrivateKey_file(ctx, s->certificate, SSL_FILETYPE_PEM) != 1)
+            return fail(ctx, "cannot load the private key from", s->certificate, error, error_size), NULL;
+        if (SSL_CTX_check_private_key(ctx) != 1)
+            return fail(ctx, "the private key does not match the certificate in", s->certificate, error, error_size), NULL;
+    }
+    return ctx;
+}
+
+void *cproxy_tls_connect(void *context, int fd, const char *server_name, const char *verify_host, void *reuse) {
+    SSL *ssl = SSL_new((SSL_CTX *)context);
+    if (!ssl) { ERR_clear_error(); return NULL; }
+    if (SSL_set_fd(ssl, fd) != 1) { SSL_free(ssl); ERR_clear_error(); return NULL; }
+    if (server_name && *server_name) SSL_set_tlsext_host_name(ssl, server_name);
+    // The certificate must name the SNI sent, else `verifyhost` (with `verify required`).
+    const char *host = (server_name && *server_name) ? server_name : verify_host;
+    if (host && *host && SSL_get_verify_mode(ssl) != SSL_VERIFY_NONE) SSL_set1_host(ssl, host);
+    struct cproxy_tls_reuse_slot *slot = reuse;
+    if (slot) {
+        SSL_set_ex_data(ssl, slot_index, slot);
+        pthread_mutex_lock(&slot->lock);
+        // A session resumes only under the name it was made for (a resumed session keeps
+        // its original SNI on the server's side).
+        if (slot->session) {
+            const char *was = SSL_SESSION_get0_hostname(slot->session);
+            int same = (!was && !(server_name && *server_name)) || (was && server_name && strcasecmp(was, server_name) == 0);
+            if (same) SSL_set_session(ssl, slot->session);
+        }
+        pthread_mutex_unlock(&slot->lock);
+    }
+    SSL_set_connect_state(ssl);
+    ERR_clear_error();
+    return ssl;
+}
+
+long cproxy_tls_handshake(void *session) {
+    SSL *ssl = (SSL *)session;
+    ERR_clear_error();
+    int ret = SSL_do_handshake(ssl);
+    if (ret == 1) return 1;
+    return outcome(ssl, ret);
+}
+
+const char *cproxy_tls_verify_error(void *session) {
+    long result = SSL_get_verify_result((SSL *)session);
+    return result == X509_V_OK ? NULL : X509_verify_cert_error_string(result);
+}

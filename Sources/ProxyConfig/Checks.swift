@@ -52,6 +52,26 @@ extension ConfigParser {
         }
     }
 
+    /// `server ... ssl`: verification needs authorities (HAProxy 2.6's rule, with the fix in
+    /// the message), and `sni` needs what is known when the connection opens.
+    func checkServerTLS(_ s: ServerDefinition, in p: ProxyDefinition) {
+        let tls = s.options.serverTLS
+        guard s.options.ssl || s.options.checksUseTLS else { return }
+        let verifies = tls.verify ?? config.global.serverVerify
+        if verifies && tls.caFile == nil {
+            error("server '\(p.name)/\(s.name)': 'ssl' verifies the server's certificate by default, but there is no 'ca-file' to verify it with; add 'ca-file /etc/ssl/certs/ca-certificates.crt' (or 'ca-file @system-ca'), or 'verify none' on the line (or 'ssl-server-verify none' in global) where the network is trusted", at: s.location)
+        }
+        if let e = tls.sni {
+            let phase: RulePhase = p.mode == .http ? .request : .connection
+            if !e.fetch.usage.isAvailable(in: phase) {
+                error("server '\(p.name)/\(s.name)': sni '\(e)' is not known when a connection to the server opens in mode \(p.mode.rawValue)\(p.mode == .tcp ? "; use ssl_fc_sni or a constant" : "")", at: s.location)
+            }
+        }
+        if tls.settings.over(config.global.defaultServerTLS).effectiveRange == nil {
+            error("server '\(p.name)/\(s.name)': no TLS version is left between ssl-min-ver, ssl-max-ver and the no-tlsv1x options", at: s.location)
+        }
+    }
+
     func backendHint(_ name: String) -> String {
         if let near = Similarity.closest(to: name, in: config.backends.map(\.name)) { return "; did you mean '\(near)'?" }
         return ""
@@ -94,6 +114,7 @@ extension ConfigParser {
                 if case .unix = s.address.host { continue }
                 error("server '\(s.name)' in \(label) has neither a service port nor a check port, so it cannot be checked; add a port to its address, or 'port N'", at: s.location)
             }
+            for s in p.servers { checkServerTLS(s, in: p) }
             if p.settings.cookie == nil {
                 for s in p.servers where s.options.cookie != nil {
                     warning("server '\(s.name)' has a cookie but \(label) has no 'cookie' line, so it is not used", at: s.location)

@@ -74,12 +74,30 @@ extension ConfigParser {
                     throw ConfigError("ssl-default-bind-options: unknown option '\(w)' (no-sslv3, no-tlsv10..no-tlsv13, force-tlsv12, ssl-min-ver, ssl-max-ver, no-tls-tickets, prefer-client-ciphers)")
                 }
             }
-        case "ssl-default-server-ciphers", "ssl-default-server-ciphersuites", "ssl-default-server-curves", "ssl-default-server-options",
-             "ssl-server-verify":
-            // They shape `server ... ssl`, which is not supported yet (a server line with
-            // `ssl` is refused): until then they change nothing, and say so.
-            guard !args.isEmpty else { throw ConfigError("'\(keyword)' needs a value") }
-            warning("'\(keyword)' applies to 'server ... ssl', which is not supported yet; it changes nothing here", at: location)
+        case "ssl-default-server-ciphers", "ssl-default-server-ciphersuites", "ssl-default-server-curves":
+            try Values.expect(args, 1, usage: "\(keyword) <list>")
+            let v = args.first!
+            if keyword.hasSuffix("ciphers") { config.global.defaultServerTLS.ciphers = v }
+            else if keyword.hasSuffix("ciphersuites") { config.global.defaultServerTLS.ciphersuites = v }
+            else { config.global.defaultServerTLS.curves = v }
+        case "ssl-default-server-options":
+            var rest = args[...]
+            while let w = rest.popFirst() {
+                let known = try w != "strict-sni" && w != "prefer-client-ciphers" && (config.global.defaultServerTLS.apply(w) {
+                    guard let v = rest.popFirst() else { throw ConfigError("'\(w)' needs a value") }
+                    return v
+                })
+                if !known {
+                    throw ConfigError("ssl-default-server-options: unknown option '\(w)' (no-sslv3, no-tlsv10..no-tlsv13, force-tlsv12, ssl-min-ver, ssl-max-ver, no-tls-tickets)")
+                }
+            }
+        case "ssl-server-verify":
+            try Values.expect(args, 1, usage: "ssl-server-verify none|required")
+            switch args.first! {
+            case "none": config.global.serverVerify = false
+            case "required": config.global.serverVerify = true
+            default: throw ConfigError("ssl-server-verify: the value is 'none' or 'required', not '\(args.first!)'")
+            }
         case "tune.ssl.default-dh-param":
             // DHE parameters follow the certificate's key size (OpenSSL's automatic choice);
             // the value is checked, and said not to be used.
@@ -89,7 +107,6 @@ extension ConfigParser {
         case "crt-base", "ca-base":
             try Values.expect(args, 1, usage: "\(keyword) <directory>")
             if keyword == "crt-base" { config.global.certificateBase = args.first! } else { config.global.authorityBase = args.first! }
-            if keyword == "ca-base" { warning("'ca-base' serves 'ca-file', which is not supported yet; it changes nothing here", at: location) }
         case "master-worker":
             // As -W; what a worker's unexpected death does.
             guard args.count <= 1 else { throw ConfigError("'master-worker' takes at most one option: exit-on-failure or no-exit-on-failure") }

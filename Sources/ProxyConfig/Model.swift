@@ -94,6 +94,10 @@ public struct FoldedRule: Sendable, CustomStringConvertible {
 public struct GlobalSettings: Sendable {
     /// `ssl-default-bind-ciphers|ciphersuites|curves|options`.
     public var defaultBindTLS = TLSSettings()
+    /// `ssl-default-server-ciphers|ciphersuites|curves|options`.
+    public var defaultServerTLS = TLSSettings()
+    /// `ssl-server-verify none|required`: the default of `server ... verify` (required).
+    public var serverVerify = true
     /// `crt-base` and `ca-base`: where relative certificate and CA paths start.
     public var certificateBase: String?
     public var authorityBase: String?
@@ -360,6 +364,37 @@ public struct ServerOptions: Sendable, Equatable {
     /// `check-send-proxy`: health checks send a PROXY header too (`LOCAL`/`UNKNOWN`).
     public var checkSendProxy = false
     public var slowStart: Milliseconds?
+    /// `ssl`: connections to the server are TLS (origination).
+    public var ssl = false
+    /// How the server's certificate is checked, and what we present (`verify`, `ca-file`...).
+    public var serverTLS = ServerTLSOptions()
+    /// `check-ssl` / `no-check-ssl`; nil: checks use TLS when `ssl` is set and neither
+    /// `port` nor `addr` sends them elsewhere (HAProxy's rule).
+    public var checkSSL: Bool?
+    public init() {}
+
+    /// Whether health checks run over TLS.
+    public var checksUseTLS: Bool { checkSSL ?? (ssl && checkPort == nil && checkAddress == nil) }
+}
+
+/// A `server` line's TLS options (origination), over the global `ssl-default-server-*`.
+public struct ServerTLSOptions: Sendable, Equatable {
+    /// `verify required|none`; nil: `ssl-server-verify` (required by default, as HAProxy 2.6).
+    public var verify: Bool?
+    /// `verifyhost`: the name the certificate must hold when no SNI is sent.
+    public var verifyHost: String?
+    public var caFile: String?
+    public var crlFile: String?
+    /// `crt`: our client certificate (chain and key in one PEM file).
+    public var certificate: String?
+    /// `sni EXPR`: the server name sent, evaluated per connection.
+    public var sni: SampleExpression?
+    /// `check-sni`: the name sent by TLS health checks.
+    public var checkSNI: String?
+    /// `no-ssl-reuse`: every connection makes a full handshake.
+    public var reuse = true
+    /// `ciphers`, `ssl-min-ver`, `no-tls-tickets`, `alpn`...
+    public var settings = TLSSettings()
     public init() {}
 }
 

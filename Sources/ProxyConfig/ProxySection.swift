@@ -380,11 +380,14 @@ extension ConfigParser {
     static let serverKeywords = ["check", "inter", "fastinter", "downinter", "rise", "fall", "port", "addr", "weight", "maxconn",
                      "maxqueue", "backup", "disabled", "enabled", "cookie", "send-proxy", "slowstart", "no-check",
                      "no-backup", "no-send-proxy", "send-proxy-v2", "send-proxy-v2-ssl", "send-proxy-v2-ssl-cn",
-                     "check-send-proxy"]
-    static let unsupportedServerKeywords: Set<String> = ["ssl", "verify", "ca-file", "crt", "sni", "resolvers", "init-addr", "resolve-prefer",
+                     "check-send-proxy", "ssl", "no-ssl", "verify", "verifyhost", "no-verifyhost", "ca-file", "crl-file", "crt",
+                     "sni", "alpn", "check-ssl", "no-check-ssl", "check-sni", "check-alpn", "ssl-reuse", "no-ssl-reuse",
+                     "tls-tickets", "no-tls-tickets", "ciphers", "ciphersuites", "ssl-min-ver", "ssl-max-ver", "no-sslv3",
+                     "no-tlsv10", "no-tlsv11", "no-tlsv12", "no-tlsv13", "force-tlsv12", "force-tlsv13"]
+    static let unsupportedServerKeywords: Set<String> = ["resolvers", "init-addr", "resolve-prefer",
                                                                     "on-marked-down", "on-marked-up", "on-error", "observe", "error-limit", "agent-check",
                                                                     "agent-port", "agent-inter", "id", "track", "redir", "minconn", "source", "usesrc",
-                                                                    "proto", "alpn", "check-ssl", "pool-max-conn",
+                                                                    "proto", "pool-max-conn",
                                                                     "tfo", "namespace", "health-check", "non-stick", "proxy-v2-options", "socks4"]
 
     func parseServerOptions(_ args: ArraySlice<String>, base: ServerOptions, at location: SourceLocation, isDefault: Bool) throws -> ServerOptions {
@@ -429,7 +432,49 @@ extension ConfigParser {
             case "check-send-proxy": o.checkSendProxy = true
             case "no-check-send-proxy": o.checkSendProxy = false
             case "slowstart": o.slowStart = try Values.time(try value(opt), for: "\(what) slowstart")
+            case "ssl": o.ssl = true
+            case "no-ssl": o.ssl = false
+            case "verify":
+                switch try value(opt) {
+                case "none": o.serverTLS.verify = false
+                case "required": o.serverTLS.verify = true
+                case let v: throw ConfigError("\(what) verify: the value is 'none' or 'required', not '\(v)'")
+                }
+            case "verifyhost": o.serverTLS.verifyHost = try value(opt)
+            case "no-verifyhost": o.serverTLS.verifyHost = nil
+            case "ca-file": o.serverTLS.caFile = try value(opt)
+            case "crl-file": o.serverTLS.crlFile = try value(opt)
+            case "crt": o.serverTLS.certificate = try value(opt)
+            case "sni":
+                let text = try value(opt)
+                do { o.serverTLS.sni = try SampleExpression.parse(text) } catch let e as RuleError {
+                    throw ConfigError("\(what) sni '\(text)': \(e.message); the value is a sample expression, e.g. 'sni req.hdr(host)' or 'sni str(example.com)'")
+                }
+                if o.serverTLS.sni!.outputType == .boolean {
+                    throw ConfigError("\(what) sni '\(text)': the expression gives a boolean, not a name")
+                }
+            case "alpn", "check-alpn":
+                // We speak HTTP/1.1 to servers: `h2` is taken out, as on `bind`.
+                let list = try value(opt).split(separator: ",").map(String.init)
+                let kept = list.filter { $0 != "h2" }
+                if kept.isEmpty { throw ConfigError("\(what) '\(opt) \(list.joined(separator: ","))': HTTP/2 is not spoken to servers; add http/1.1") }
+                if kept.count < list.count { warning("\(what): HTTP/2 is not spoken to servers yet: 'h2' is left out of \(opt)", at: location) }
+                if opt == "alpn" { o.serverTLS.settings.alpn = kept }
+            case "check-ssl": o.checkSSL = true
+            case "no-check-ssl": o.checkSSL = false
+            case "check-sni": o.serverTLS.checkSNI = try value(opt)
+            case "ssl-reuse": o.serverTLS.reuse = true
+            case "no-ssl-reuse": o.serverTLS.reuse = false
+            case "tls-tickets": o.serverTLS.settings.noTickets = false
+            case "curves", "strict-sni", "prefer-client-ciphers":
+                throw ConfigError("\(what): '\(opt)' is a 'bind' option; a server line does not take it")
+            case "npn":
+                _ = try value(opt)
+                warning("\(what): 'npn' is obsolete (ALPN replaced it) and ignored", at: location)
+            case "allow-0rtt":
+                warning("\(what): 'allow-0rtt' is accepted, but 0-RTT is not used (early data is never sent)", at: location)
             default:
+                if try o.serverTLS.settings.apply(opt, next: { try value(opt) }) { continue }
                 if Self.unsupportedServerKeywords.contains(opt) { throw ConfigError("\(what): option '\(opt)' is not supported yet") }
                 var hint = ""
                 if let near = Similarity.closest(to: opt, in: Self.serverKeywords) { hint = "; did you mean '\(near)'?" }

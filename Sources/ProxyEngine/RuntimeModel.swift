@@ -33,10 +33,13 @@ public final class RuntimeModel: @unchecked Sendable {
     public let generation = Atomic<Int>(0)
 
     /// `logger` is opened by the start-up before any chroot; tests let the model open one.
-    public init(configuration: Configuration, logger: Logger? = nil) throws {
+    /// `serverTLS`: the TLS servers' contexts (`ServerTLS.loadAll`), loaded before any chroot;
+    /// nil loads them here.
+    public init(configuration: Configuration, logger: Logger? = nil, serverTLS: [String: ServerTLS]? = nil) throws {
         self.configuration = configuration
         var backends: [String: Backend] = [:]
-        for p in configuration.proxies where p.isBackend { backends[p.name] = try Backend(definition: p) }
+        let tls = try serverTLS ?? ServerTLS.loadAll(configuration)
+        for p in configuration.proxies where p.isBackend { backends[p.name] = try Backend(definition: p, serverTLS: tls) }
         self.backends = backends
         let logger = logger ?? Logger(configuration: configuration)
         self.logger = logger

@@ -128,6 +128,10 @@ public enum ProxyMain {
                     }
                 }
             }
+            do { _ = try ServerTLS.loadAll(configuration) } catch {
+                printError("\(error)\n")
+                certificateErrors += 1
+            }
             if certificateErrors > 0 {
                 printError("proxy: \(certificateErrors) error\(certificateErrors == 1 ? "" : "s") in the certificates; nothing would start\n")
                 return 1

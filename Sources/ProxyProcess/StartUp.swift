@@ -41,6 +41,8 @@ final class StartUp {
     private var pidFile: PidFile?
     private var renamer: PrivilegedRenamer?
     private var engine: ProxyEngine?
+    /// The TLS servers' client contexts, read before any chroot.
+    private var serverTLS: [String: ServerTLS] = [:]
     private var logger: Logger?
     /// Messages for the log as well as stderr, sent once the logger exists.
     private var notes: [String] = []
@@ -132,6 +134,9 @@ final class StartUp {
         let frontendKeys = configuration.frontends.flatMap(\.binds).flatMap(\.listenerKeys)
         let inherited = handover.sockets.match(frontendKeys + RuntimeAPIServer.inheritableKeys(configuration))
         try bindListeners(inherited: inherited)
+        do { serverTLS = try ServerTLS.loadAll(configuration) } catch let e as TLSContext.LoadError {
+            throw Failure(e.description)
+        }
         do {
             runtimeAPI = try RuntimeAPIServer(configuration: configuration, inherited: inherited)
         } catch let e as RuntimeAPIServer.BindFailure {
@@ -265,7 +270,7 @@ final class StartUp {
 
     private func startEngine() throws {
         let model: RuntimeModel
-        do { model = try RuntimeModel(configuration: configuration, logger: logger) } catch {
+        do { model = try RuntimeModel(configuration: configuration, logger: logger, serverTLS: serverTLS) } catch {
             throw Failure("proxy: cannot start: \(error)")
         }
         // Only a checked server takes its carried health: without `check` it is always up.

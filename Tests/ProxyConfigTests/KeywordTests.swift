@@ -127,6 +127,38 @@ import ProxyRules
         #expect(none.errors.first?.message.contains("no TLS version is left") == true)
     }
 
+    /// `server ... ssl` and its options over `ssl-default-server-*`; checks follow `ssl`
+    /// unless `port` or `addr` sends them elsewhere (HAProxy's rule), or `check-ssl` says so.
+    @Test func serverTLSOptions() throws {
+        let r = load("""
+        global
+            ssl-default-server-options no-tls-tickets ssl-min-ver TLSv1.3
+            ssl-default-server-ciphers HIGH
+            ca-base /etc/ssl/certs
+        backend b
+            mode http
+            timeout connect 1s
+            timeout server 1s
+            default-server verify none
+            server a 10.0.0.1:443 ssl sni req.hdr(host) alpn h2,http/1.1 verifyhost a.example no-ssl-reuse check
+            server b 10.0.0.2:443 ssl verify required ca-file ca.pem check port 8080
+            server c 10.0.0.3:80 check-ssl check check-sni c.example
+
+        """)
+        #expect(r.errors.isEmpty, "\(r.errors)")
+        #expect(r.warnings.map(\.message) == ["server: HTTP/2 is not spoken to servers yet: 'h2' is left out of alpn"])
+        let c = r.configuration!
+        let servers = c.proxies[0].servers.map(\.options)
+        #expect(servers[0].ssl && servers[0].serverTLS.verify == false && servers[0].serverTLS.sni?.description == "req.hdr(host)")
+        #expect(servers[0].serverTLS.settings.alpn == ["http/1.1"] && !servers[0].serverTLS.reuse && servers[0].checksUseTLS)
+        #expect(servers[1].serverTLS.verify == true && servers[1].serverTLS.caFile == "ca.pem" && !servers[1].checksUseTLS)
+        #expect(!servers[2].ssl && servers[2].checksUseTLS && servers[2].serverTLS.checkSNI == "c.example")
+        #expect(c.global.defaultServerTLS.noTickets && c.global.defaultServerTLS.ciphers == "HIGH"
+                && c.global.defaultServerTLS.effectiveRange == 0x0304...0x0304)
+        let strict = load("backend b\n    server a 10.0.0.1:443 ssl strict-sni\n")
+        #expect(strict.errors.first?.message.contains("is a 'bind' option") == true)
+    }
+
     /// Proxy-level `redirect` runs after every `http-request` rule, whatever the line order.
     @Test func proxyRedirectComesAfterHTTPRequestRules() throws {
         let r = load("frontend f\n    mode http\n    timeout client 1s\n    bind :80\n    redirect scheme https code 301 if !{ ssl_fc }\n    http-request deny if { path /x }\n")

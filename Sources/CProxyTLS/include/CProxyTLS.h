@@ -69,6 +69,37 @@ const char *cproxy_tls_server_name(void *session);
 const char *cproxy_tls_alpn(void *session, unsigned int *length);
 /// 1 when the session was resumed.
 int cproxy_tls_reused(void *session);
+/// How a client context (`server ... ssl`) connects: the settings of the server line over
+/// `ssl-default-server-*`; NULL or 0 leaves OpenSSL's default.
+struct cproxy_tls_client_settings {
+    const char *ciphers;
+    const char *ciphersuites;
+    const char *curves;
+    int min_version;
+    int max_version;
+    int no_tickets;
+    int verify;                 // 1: the server's certificate must verify (`verify required`)
+    const char *ca_file;        // a PEM file or directory of authorities, or "@system-ca"
+    const char *crl_file;       // revocation lists checked with the authorities
+    const char *certificate;    // our client certificate, chain and key in one PEM file
+    const unsigned char *alpn;  // offered, in ALPN wire format
+    size_t alpn_length;
+};
+
+/// A client context; NULL with a message in `error` when a file cannot be loaded.
+void *cproxy_tls_client_context(const struct cproxy_tls_client_settings *settings, char *error, size_t error_size);
+/// A server's last resumable session, shared by the threads (thread-safe).
+void *cproxy_tls_reuse_slot_new(void);
+void cproxy_tls_reuse_slot_free(void *slot);
+/// A client-side session on a connecting non-blocking socket: `server_name` is sent as SNI,
+/// and the certificate must name it (else `verify_host`) when the context verifies; `reuse`
+/// (or NULL) offers the server's last session and keeps its next one. NULL when out of memory.
+void *cproxy_tls_connect(void *context, int fd, const char *server_name, const char *verify_host, void *reuse);
+/// Drives the handshake: 1 when complete, or one of the codes above.
+long cproxy_tls_handshake(void *session);
+/// Why the peer's certificate did not verify, or NULL.
+const char *cproxy_tls_verify_error(void *session);
+
 /// The OpenSSL version string.
 const char *cproxy_tls_library_version(void);
 #endif

@@ -44,7 +44,8 @@ public final class Backend: @unchecked Sendable {
     /// Slots its servers hold now (`scur`).
     public let active = Atomic<Int>(0)
 
-    init(definition: ProxyDefinition) throws {
+    /// `serverTLS` holds the TLS servers' contexts by `backend/server`, loaded beforehand.
+    init(definition: ProxyDefinition, serverTLS: [String: ServerTLS]) throws {
         name = definition.name
         self.definition = definition
         settings = definition.settings
@@ -57,7 +58,8 @@ public final class Backend: @unchecked Sendable {
         var list: [Server] = []
         for (i, s) in definition.servers.enumerated() {
             list.append(Server(definition: s, backend: definition.name, index: i, address: try Self.resolve(s.address),
-                                      keepAlive: definition.settings.options.serverKeepAlive))
+                                      keepAlive: definition.settings.options.serverKeepAlive,
+                                      tls: serverTLS["\(definition.name)/\(s.name)"]))
         }
         servers = list
         serverIndex = Dictionary(list.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })

@@ -11,10 +11,16 @@ final class ConnectionPool {
         self.model = model
     }
 
-    /// An idle connection to `server`, if one is pooled.
+    /// An idle connection to `server`, if one is pooled (a TLS one opened with `serverName`).
     @inline(__always)
-    func take(_ server: Server) -> Connection? {
+    func take(_ server: Server, serverName: String? = nil) -> Connection? {
         let key = ObjectIdentifier(server)
+        if server.tls?.serverName != nil {
+            guard let i = idle[key]?.lastIndex(where: { $0.serverName == serverName }) else { return nil }
+            let c = idle[key]!.remove(at: i)
+            if c.eof || c.closed || c.hangup { c.close(); return nil }
+            return c
+        }
         // Popped in place: copying the list out of the dictionary would copy its storage.
         while let c = idle[key]?.popLast() {
             if c.eof || c.closed || c.hangup { c.close(); continue }

@@ -1,3 +1,4 @@
+import CProxyTLS
 import ProxyConfig
 import ProxyHTTP
 import ProxyRules
@@ -32,6 +33,9 @@ final class HealthCheck: LoopObject {
     let connectTimeout: Int64
     let readTimeout: Int64?
     var fd: FileDescriptor?
+    /// The check's TLS session (`check-ssl`, or `ssl` checked on the server's own address).
+    var tls: UnsafeMutableRawPointer?
+    var handshakeDone = false
     var successes = 0
     var failures = 0
     var startedMs: Int64 = 0
@@ -112,7 +116,7 @@ final class HealthCheck: LoopObject {
             return
         }
         if inProgress {
-            complete(false, reason: connected ? "Layer7 timeout" : "Layer4 timeout", code: nil)
+            complete(false, reason: !connected ? "Layer4 timeout" : tls != nil && !handshakeDone ? "Layer6 timeout" : "Layer7 timeout", code: nil)
             return
         }
         begin()
@@ -128,6 +132,13 @@ final class HealthCheck: LoopObject {
             let address = self.address
             let s = try Socket.make(family: address.family)
             fd = s
+            handshakeDone = false
+            if let t = server.tls, t.forChecks {
+                tls = t.checkServerName.withOptionalCString { name in
+                    t.verifyHost.withOptionalCString { host in cproxy_tls_connect(t.context, s.rawValue, name, host, nil) }
+                }
+                if tls == nil { throw SystemError("SSL_new", code: ENOMEM) }
+            }
             switch try Socket.connect(s, address) {
             case .done: connected = true
             case .wouldBlock: break
@@ -165,12 +176,23 @@ final class HealthCheck: LoopObject {
             connected = true
             connectedNow()
         }
+        if let session = tls, !handshakeDone {
+            let r = cproxy_tls_handshake(session)
+            if r == Int(CPROXY_TLS_WANT_READ) || r == Int(CPROXY_TLS_WANT_WRITE) { return }
+            guard r == 1 else {
+                let why = cproxy_tls_verify_error(session).map { " (\(String(cString: $0)))" } ?? ""
+                complete(false, reason: "Layer6 invalid response, info: \"SSL handshake failure\(why)\"", code: nil)
+                return
+            }
+            handshakeDone = true
+        }
         guard let request else {
+            if tls != nil { complete(true, reason: "Layer6 check passed", code: nil); return }
             complete(true, reason: "Layer4 check passed", code: nil)
             return
         }
         while sent < request.count {
-            let r = request[sent...].withUnsafeBytes { try? Socket.write(s, from: $0.baseAddress!, count: $0.count) }
+            let r = request[sent...].withUnsafeBytes { send(s, $0.baseAddress!, $0.count) }
             guard case .done(let n)? = r, n > 0 else {
                 if case .wouldBlock? = r { return }
                 complete(false, reason: "Layer7 connection problem", code: nil)
@@ -184,7 +206,7 @@ final class HealthCheck: LoopObject {
         }
         var chunk = [UInt8](repeating: 0, count: 16384)
         while true {
-            let r = chunk.withUnsafeMutableBytes { try? Socket.read(s, into: $0.baseAddress!, count: $0.count) }
+            let r = chunk.withUnsafeMutableBytes { receive(s, $0.baseAddress!, $0.count) }
             switch r {
             case .done(let n)? where n > 0:
                 response += chunk[0..<n]
@@ -200,6 +222,27 @@ final class HealthCheck: LoopObject {
                 evaluate()
                 return
             }
+        }
+    }
+
+    /// Writes on the check's socket, through its TLS session when it has one; nil on failure.
+    func send(_ s: FileDescriptor, _ p: UnsafeRawPointer, _ count: Int) -> IOResult<Int>? {
+        guard let session = tls else { return try? Socket.write(s, from: p, count: count) }
+        return Self.tlsResult(cproxy_tls_write(session, p, count))
+    }
+
+    /// Reads from the check's socket (decrypted when TLS): `.done(0)` at its end, nil on failure.
+    func receive(_ s: FileDescriptor, _ p: UnsafeMutableRawPointer, _ count: Int) -> IOResult<Int>? {
+        guard let session = tls else { return try? Socket.read(s, into: p, count: count) }
+        return Self.tlsResult(cproxy_tls_read(session, p, count))
+    }
+
+    static func tlsResult(_ r: Int) -> IOResult<Int>? {
+        if r >= 0 { return .done(r) }
+        switch r {
+        case Int(CPROXY_TLS_WANT_READ), Int(CPROXY_TLS_WANT_WRITE): return .wouldBlock
+        case Int(CPROXY_TLS_CLOSED): return .done(0)
+        default: return nil
         }
     }
 
@@ -244,6 +287,11 @@ final class HealthCheck: LoopObject {
     }
 
     func finishAttempt() {
+        if let session = tls {
+            cproxy_tls_shutdown(session)
+            cproxy_tls_free(session)
+            tls = nil
+        }
         if let s = fd {
             context.loop.forget(s)
             s.close()
@@ -279,7 +327,9 @@ final class HealthCheck: LoopObject {
 
     /// HAProxy's short check status for a result (`show stat`'s `check_status`).
     static func shortStatus(_ ok: Bool, _ reason: String) -> String {
-        if ok { return reason.hasPrefix("Layer7") ? "L7OK" : "L4OK" }
+        if ok { return reason.hasPrefix("Layer7") ? "L7OK" : reason.hasPrefix("Layer6") ? "L6OK" : "L4OK" }
+        if reason.hasPrefix("Layer6 timeout") { return "L6TOUT" }
+        if reason.hasPrefix("Layer6") { return "L6RSP" }
         if reason.hasPrefix("Layer4 timeout") { return "L4TOUT" }
         if reason.hasPrefix("Layer4") { return "L4CON" }
         if reason.hasPrefix("Layer7 timeout") { return "L7TOUT" }

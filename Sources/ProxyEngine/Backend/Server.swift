@@ -54,11 +54,15 @@ public final class Server: @unchecked Sendable {
     /// The most sessions it held at once (`smax`).
     public let peakSessions = Atomic<Int>(0)
 
+    /// `ssl` / `check-ssl`: the TLS client side, loaded with the configuration.
+    public let tls: ServerTLS?
+
     /// The last check's result, for `show stat` (written by its check's loop).
     public let lastCheck = Locked(CheckResult())
 
-    init(definition: ServerDefinition, backend: String, index: Int, address: SocketAddress, keepAlive: Bool) {
+    init(definition: ServerDefinition, backend: String, index: Int, address: SocketAddress, keepAlive: Bool, tls: ServerTLS?) {
         self.definition = definition
+        self.tls = tls
         self.keepAlive = keepAlive
         name = definition.name
         backendName = backend

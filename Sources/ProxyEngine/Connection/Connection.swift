@@ -42,6 +42,9 @@ final class Connection: LoopObject {
     var requests = 0
     /// Bytes a stage puts on the wire before anything the owner writes: the PROXY header.
     var preface: [UInt8]?
+    /// The SNI a TLS server connection was opened with: a pooled one serves only requests
+    /// that would send the same.
+    var serverName: String?
 
     /// The events every connection is registered for: edge-triggered, both ways, FIN noticed.
     static let events = Epoll.readable | Epoll.writable | Epoll.readHangup | Epoll.edgeTriggered
@@ -65,7 +68,8 @@ final class Connection: LoopObject {
     /// Opens a non-blocking connection to `server` and registers it (edge-triggered).
     /// `destinationPort` is the port the client connected to: a server without a port of its
     /// own (or with `+N`/`-N`) is reached on that port (plus N), as in HAProxy.
-    static func open(to server: Server, context: LoopContext, destinationPort: () -> UInt16) throws -> Connection {
+    /// A TLS server (`ssl`) gets a TLS session sending `serverName` as SNI.
+    static func open(to server: Server, context: LoopContext, serverName: String? = nil, destinationPort: () -> UInt16) throws -> Connection {
         let address = server.followsClientPort ? server.address(forDestinationPort: destinationPort()) : server.address
         let fd = try Socket.make(family: address.family)
         if address.family != AF_UNIX {
@@ -75,8 +79,13 @@ final class Connection: LoopObject {
         let c = Connection(fd: fd, server: server, connected: false, context: context)
         c.readable = false
         do {
+            if let tls = server.tls, tls.forTraffic {
+                guard let t = TLSTransport(connecting: fd, to: tls, serverName: serverName) else { throw SystemError("SSL_new", code: ENOMEM) }
+                c.transport = t
+                c.serverName = serverName
+            }
             switch try Socket.connect(fd, address) {
-            case .done: c.connected = true; c.writable = true
+            case .done: c.established()
             case .wouldBlock: break
             }
             try context.loop.register(fd, events: events, object: c)
@@ -85,6 +94,14 @@ final class Connection: LoopObject {
             throw error
         }
         return c
+    }
+
+    /// The connect completed: writable now; a TLS client also reads, so that its handshake
+    /// starts even when the owner has nothing to send yet (a server that speaks first).
+    func established() {
+        connected = true
+        writable = true
+        if transport != nil { readable = true }
     }
 
     override func handle(events: UInt32) {

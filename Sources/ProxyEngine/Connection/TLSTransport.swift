@@ -2,9 +2,9 @@ import CProxyTLS
 import ProxySystem
 import Glibc
 
-/// One TLS session over a connection's socket (server side, `bind ... ssl`): bytes read are
-/// decrypted, bytes written are encrypted, the handshake runs inside the first reads. It
-/// owns the OpenSSL session and frees it with itself.
+/// One TLS session over a connection's socket, server side (`bind ... ssl`) or client side
+/// (`server ... ssl`): bytes read are decrypted, bytes written are encrypted, the handshake
+/// runs inside the first reads or writes. It owns the OpenSSL session and frees it with itself.
 final class TLSTransport: Transport {
     let session: UnsafeMutableRawPointer
     private(set) var wants = TransportWait.read
@@ -17,7 +17,20 @@ final class TLSTransport: Transport {
         session = s
     }
 
+    /// A client session on a connecting socket to a TLS server, sending `serverName` as SNI.
+    init?(connecting fd: FileDescriptor, to tls: ServerTLS, serverName: String?) {
+        let made = serverName.withOptionalCString { name in
+            tls.verifyHost.withOptionalCString { host in cproxy_tls_connect(tls.context, fd.rawValue, name, host, tls.reuse) }
+        }
+        guard let s = made else { return nil }
+        session = s
+        wants = .write
+    }
+
     deinit { cproxy_tls_free(session) }
+
+    /// Why the peer's certificate was refused, if it was.
+    var verifyError: String? { cproxy_tls_verify_error(session).map { String(cString: $0) } }
 
     func read(_ connection: Connection, into pointer: UnsafeMutableRawPointer, count: Int) throws -> IOResult<Int> {
         try outcome(cproxy_tls_read(session, pointer, count), "SSL_read")
@@ -42,6 +55,19 @@ final class TLSTransport: Transport {
             if !established { handshakeFailed = true }
             throw SystemError(call, code: EPROTO)
         }
+    }
+
+    /// Drives the handshake without moving application bytes: true once it is complete,
+    /// false while it waits (see `wants`); throws when it failed.
+    func handshake() throws -> Bool {
+        let r = cproxy_tls_handshake(session)
+        if r == 1 { return true }
+        if case .done = try outcome(r, "SSL_do_handshake") {
+            // The peer closed before the handshake finished.
+            handshakeFailed = true
+            throw SystemError("SSL_do_handshake", code: EPROTO)
+        }
+        return false
     }
 
     func close() { cproxy_tls_shutdown(session) }

@@ -89,21 +89,23 @@ extension HTTPTransaction {
         slotBackend = backend
         triedServer = chosen
         connectStartMs = loop.now
+        // `sni EXPR` names the TLS server per request: a connection serves the name it opened with.
+        let serverName = chosen.tls?.serverName == nil ? nil : chosen.tls!.serverName(in: HTTPSamples(session: self, phase: .request))
         // Reuse this session's own connection, or (not for a first request) a pooled one.
-        if let s = server, s.server === chosen, !s.eof, !s.closed {
+        if let s = server, s.server === chosen, !s.eof, !s.closed, s.serverName == serverName {
             sendRequest(on: s)
             return
         }
         if let s = server { server = nil; context.pool.release(s) }
         if transactions > 1 || backend.settings.httpReuse == .always || backend.settings.httpReuse == .aggressive,
-           backend.settings.httpReuse != .never, let pooled = context.pool.take(chosen) {
+           backend.settings.httpReuse != .never, let pooled = context.pool.take(chosen, serverName: serverName) {
             pooled.owner = self
             server = pooled
             sendRequest(on: pooled)
             return
         }
         do {
-            let c = try Connection.open(to: chosen, context: context) { [unowned self] in local.port }
+            let c = try Connection.open(to: chosen, context: context, serverName: serverName) { [unowned self] in local.port }
             c.owner = self
             if let v = chosen.definition.options.sendProxy { c.preface = proxyHeader(v) }
             server = c
@@ -149,8 +151,7 @@ extension HTTPTransaction {
             connectFailed(s.pendingError)
             return true
         }
-        s.connected = true
-        s.writable = true
+        s.established()
         connectedMs = loop.now
         phase = .exchange
         return true
@@ -169,6 +170,12 @@ extension HTTPTransaction {
     /// The server failed while sending the request or before a response head arrived.
     func serverFailed() {
         guard let s = server else { return }
+        // A TLS server that refused the handshake (or whose certificate did not verify) is a
+        // connection failure: retried, then 503 with `SC`, as HAProxy counts it.
+        if let t = s.transport, t.handshakeFailed, !responseStarted {
+            connectFailed(EPROTO)
+            return
+        }
         let wasReused = s.requests > 1
         server = nil
         s.close()

@@ -37,6 +37,33 @@ enum ProcessSamples {
     }
 }
 
+/// The `ssl_fc*` fetches, answered from the client connection's TLS session (nil: not TLS).
+enum TLSSamples {
+    static func visit(_ fetch: Fetch, _ tls: TLSTransport?, _ visit: (Sample) -> Bool) -> Bool {
+        switch fetch {
+        case .tlsFrontend:
+            return visit(.boolean(tls != nil))
+        case .tlsServerName:
+            guard let t = tls, let name = t.serverNameText else { return false }
+            return visit(.bytes(name))
+        case .tlsProtocol:
+            guard let t = tls, t.established else { return false }
+            return visit(.bytes(t.protocolText))
+        case .tlsCipher:
+            guard let t = tls, t.established else { return false }
+            return visit(.bytes(t.cipherText))
+        case .tlsALPN:
+            guard let t = tls, let a = t.alpnText else { return false }
+            return visit(.bytes(a))
+        case .tlsResumed:
+            guard let t = tls else { return visit(.boolean(false)) }
+            return visit(.boolean(t.resumed))
+        default:
+            return false
+        }
+    }
+}
+
 /// The fetches known when a connection is accepted (`tcp-request connection`, TCP routing).
 struct ConnectionSamples: SampleContext {
     let client: IPAddress
@@ -44,6 +71,8 @@ struct ConnectionSamples: SampleContext {
     let local: IPAddress
     let localPort: UInt16
     unowned(unsafe) let model: RuntimeModel
+    /// The client's TLS session, once one runs (a TCP stream's `sni ssl_fc_sni`).
+    var tls: TLSTransport? = nil
 
     func visitSamples(of fetch: Fetch, _ visit: (Sample) -> Bool) -> Bool {
         switch fetch {
@@ -51,8 +80,8 @@ struct ConnectionSamples: SampleContext {
         case .sourcePort: return visit(.integer(Int64(clientPort)))
         case .destination: return visit(.ip(local))
         case .destinationPort: return visit(.integer(Int64(localPort)))
-        // Before any TLS handshake: not TLS yet.
-        case .tlsFrontend: return visit(.boolean(false))
+        case .tlsFrontend, .tlsServerName, .tlsProtocol, .tlsCipher, .tlsALPN, .tlsResumed:
+            return TLSSamples.visit(fetch, tls, visit)
         default: return ProcessSamples.visit(fetch, model: model, backend: nil, visit) ?? false
         }
     }
@@ -233,23 +262,8 @@ struct HTTPSamples: SampleContext {
             return message(side).visitCookie(name, inResponse: inResponse, visit)
         case .urlParameter(let name, let delimiter):
             return request.visitURLParameter(name, delimiter: delimiter ?? UInt8(ascii: "&"), visit)
-        case .tlsFrontend:
-            return visit(.boolean(session.client.transport is TLSTransport))
-        case .tlsServerName:
-            guard let t = session.client.transport as? TLSTransport, let name = t.serverNameText else { return false }
-            return visit(.bytes(name))
-        case .tlsProtocol:
-            guard let t = session.client.transport as? TLSTransport, t.established else { return false }
-            return visit(.bytes(t.protocolText))
-        case .tlsCipher:
-            guard let t = session.client.transport as? TLSTransport, t.established else { return false }
-            return visit(.bytes(t.cipherText))
-        case .tlsALPN:
-            guard let t = session.client.transport as? TLSTransport, let a = t.alpnText else { return false }
-            return visit(.bytes(a))
-        case .tlsResumed:
-            guard let t = session.client.transport as? TLSTransport else { return visit(.boolean(false)) }
-            return visit(.boolean(t.resumed))
+        case .tlsFrontend, .tlsServerName, .tlsProtocol, .tlsCipher, .tlsALPN, .tlsResumed:
+            return TLSSamples.visit(fetch, session.client.transport as? TLSTransport, visit)
         case .source:
             return visit(.ip(session.clientIP))
         case .sourcePort:

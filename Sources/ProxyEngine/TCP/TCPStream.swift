@@ -65,6 +65,14 @@ final class TCPStream: LoopObject, ConnectionOwner, QueueWaiter {
 
     var loop: EventLoop { context.loop }
 
+    /// What a server's `sni` expression reads in a TCP stream: the connection and its TLS.
+    var streamSamples: ConnectionSamples {
+        let local = reached
+        return ConnectionSamples(client: HTTPTransaction.ip(of: clientAddress), clientPort: clientAddress.port,
+                                 local: HTTPTransaction.ip(of: local), localPort: local.port, model: context.model,
+                                 tls: client.transport as? TLSTransport)
+    }
+
     /// The address the client reached: from its PROXY header, or asked of the kernel once.
     var reached: SocketAddress {
         if let a = localAddress { return a }
@@ -73,9 +81,38 @@ final class TCPStream: LoopObject, ConnectionOwner, QueueWaiter {
         return a
     }
 
+    /// A TLS client's handshake runs before the server is chosen and reached, as in HAProxy:
+    /// its outcome (`ssl_fc_sni`...) is known to the route and to a server's `sni`.
+    var awaitingHandshake = false
+
     func start() {
+        if let t = client.transport as? TLSTransport, !t.established {
+            awaitingHandshake = true
+            progress()
+            return
+        }
         connect()
         if !closed { progress() }
+    }
+
+    /// Moves the client's TLS handshake on: true once it is done and the server is being
+    /// reached; false while it waits, or when it failed (logged as HAProxy does, closed).
+    func finishClientHandshake() -> Bool {
+        guard let t = client.transport as? TLSTransport else { awaitingHandshake = false; return true }
+        do {
+            guard try t.handshake() else {
+                if t.wants == .read { client.readable = false } else { client.writable = false }
+                updateDeadline()
+                return false
+            }
+        } catch {
+            context.tlsHandshakeFailed(acceptor, peer: HTTPTransaction.ip(of: clientAddress), port: clientAddress.port, at: acceptedAt)
+            close()
+            return false
+        }
+        awaitingHandshake = false
+        connect()
+        return !closed
     }
 
     func connect(woken: QueueTicket? = nil) {
@@ -102,7 +139,8 @@ final class TCPStream: LoopObject, ConnectionOwner, QueueWaiter {
         slotServer = chosen
         triedServer = chosen
         do {
-            let c = try Connection.open(to: chosen, context: context) { [unowned self] in reached.port }
+            let serverName = chosen.tls?.serverName == nil ? nil : chosen.tls!.serverName(in: streamSamples)
+            let c = try Connection.open(to: chosen, context: context, serverName: serverName) { [unowned self] in reached.port }
             c.owner = self
             if let v = chosen.definition.options.sendProxy {
                 // The client's address and the one it reached; UNKNOWN/LOCAL for a UNIX client.
@@ -114,6 +152,12 @@ final class TCPStream: LoopObject, ConnectionOwner, QueueWaiter {
         } catch {
             retryOrClose()
         }
+    }
+
+    /// The server connection failed: a TLS handshake that did not complete counts as a failed
+    /// connect (retried); anything later ends the stream.
+    func serverFailed() {
+        if let s = server, let t = s.transport, t.handshakeFailed, bytesToClient == 0 { retryOrClose() } else { close() }
     }
 
     func retryOrClose() {
@@ -149,6 +193,7 @@ final class TCPStream: LoopObject, ConnectionOwner, QueueWaiter {
     }
 
     func progress() {
+        if awaitingHandshake, !finishClientHandshake() { return }
         guard let s = server else { return }
         if connecting {
             guard s.writable || s.readable || s.errored else { updateDeadline(); return }
@@ -158,8 +203,7 @@ final class TCPStream: LoopObject, ConnectionOwner, QueueWaiter {
                 return
             }
             connecting = false
-            s.connected = true
-            s.writable = true
+            s.established()
             connectedMs = loop.now
             if frontend.settings.options.logASAP {
                 // Log now, totals so far prefixed with '+', as HAProxy does.
@@ -201,7 +245,7 @@ final class TCPStream: LoopObject, ConnectionOwner, QueueWaiter {
             var moved = false
             // client -> server
             if !up.isEmpty || s.preface != nil {
-                guard let n = s.write(from: up) else { close(); return }
+                guard let n = s.write(from: up) else { serverFailed(); return }
                 if up.isEmpty { up.clear() }
                 if n > 0 { moved = true }
             }
@@ -220,6 +264,7 @@ final class TCPStream: LoopObject, ConnectionOwner, QueueWaiter {
             if down.isEmpty && s.readable && !s.eof {
                 down.clear()
                 if s.read(into: down) != nil { moved = true }
+                if s.eof, let t = s.transport, t.handshakeFailed { serverFailed(); return }
             }
             if s.eof && down.isEmpty && !client.writeShut { client.shutdownWrite() }
             if client.writeShut && s.writeShut { close(); return }
