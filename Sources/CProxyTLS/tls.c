@@ -10,6 +10,10 @@
 #include <sys/stat.h>
 #include <dirent.h>
 #include <errno.h>
+#include <time.h>
+#include <openssl/rand.h>
+#include <openssl/evp.h>
+#include <openssl/core_names.h>
 
 static void describe_error(const char *what, const char *path, char *error, size_t size) {
     unsigned long code = ERR_get_error();
@@ -40,13 +44,17 @@ static int fail(SSL_CTX *ctx, const char *what, const char *value, char *error, 
     return 0;
 }
 
+static void enable_resumption(SSL_CTX *ctx, const char *session_context);
+
 void *cproxy_tls_server_context(const char *pem, const struct cproxy_tls_settings *s, char *error, size_t error_size) {
     ERR_clear_error();
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
     if (!ctx) { describe_error("cannot create a TLS context for", pem, error, error_size); return NULL; }
     SSL_CTX_set_min_proto_version(ctx, s && s->min_version ? s->min_version : TLS1_2_VERSION);
     if (s && s->max_version) SSL_CTX_set_max_proto_version(ctx, s->max_version);
-    long options = SSL_OP_NO_RENEGOTIATION;
+    // A peer that closes without close_notify (most clients) ends the stream, not the session:
+    // it stays resumable (HTTP has its own framing to detect truncation).
+    long options = SSL_OP_NO_RENEGOTIATION | SSL_OP_IGNORE_UNEXPECTED_EOF;
     if (!(s && s->prefer_client_ciphers)) options |= SSL_OP_CIPHER_SERVER_PREFERENCE;
     if (s && s->no_tickets) options |= SSL_OP_NO_TICKET;
     SSL_CTX_set_options(ctx, options);
@@ -74,6 +82,7 @@ void *cproxy_tls_server_context(const char *pem, const struct cproxy_tls_setting
         return fail(ctx, "cannot load the private key from", pem, error, error_size), NULL;
     if (SSL_CTX_check_private_key(ctx) != 1)
         return fail(ctx, "the private key does not match the certificate in", pem, error, error_size), NULL;
+    enable_resumption(ctx, s ? s->session_context : NULL);
     return ctx;
 }
 
@@ -224,7 +233,13 @@ void *cproxy_tls_accept(void *context, int fd) {
     return ssl;
 }
 
-void cproxy_tls_free(void *session) { SSL_free((SSL *)session); }
+void cproxy_tls_free(void *session) {
+    SSL *ssl = (SSL *)session;
+    // A peer that closes without close_notify (most browsers) leaves a good session: it
+    // stays in the cache (OpenSSL would drop it as if the connection had failed).
+    if (SSL_is_init_finished(ssl)) SSL_set_shutdown(ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
+    SSL_free(ssl);
+}
 
 static long outcome(SSL *ssl, int ret) {
     switch (SSL_get_error(ssl, ret)) {
@@ -384,7 +399,9 @@ void *cproxy_tls_client_context(const struct cproxy_tls_client_settings *s, char
     if (slot_index < 0) slot_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
     SSL_CTX_set_min_proto_version(ctx, s->min_version ? s->min_version : TLS1_2_VERSION);
     if (s->max_version) SSL_CTX_set_max_proto_version(ctx, s->max_version);
-    long options = SSL_OP_NO_RENEGOTIATION;
+    // A peer that closes without close_notify (most clients) ends the stream, not the session:
+    // it stays resumable (HTTP has its own framing to detect truncation).
+    long options = SSL_OP_NO_RENEGOTIATION | SSL_OP_IGNORE_UNEXPECTED_EOF;
     if (s->no_tickets) options |= SSL_OP_NO_TICKET;
     SSL_CTX_set_options(ctx, options);
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
@@ -448,4 +465,285 @@ long cproxy_tls_handshake(void *session) {
 const char *cproxy_tls_verify_error(void *session) {
     long result = SSL_get_verify_result((SSL *)session);
     return result == X509_V_OK ? NULL : X509_verify_cert_error_string(result);
+}
+
+// MARK: resumption that survives a reload
+
+/// The ticket keys every server context encrypts and decrypts tickets with: the newest
+/// encrypts, the others still decrypt (a ticket stays valid across one or two rotations).
+/// Process-wide, under a lock (handshakes on any thread); carried to the next process.
+struct ticket_key { unsigned char name[16], aes[32], hmac[32]; long long born; };
+enum { TICKET_KEYS = 3 };
+static struct {
+    pthread_mutex_t lock;
+    struct ticket_key keys[TICKET_KEYS];   // keys[0] is the newest
+    int count;
+    long lifetime;                         // rotation period, seconds (`tune.ssl.lifetime`)
+} tickets = { PTHREAD_MUTEX_INITIALIZER, {{{0}}}, 0, 300 };
+
+static long long now_seconds(void) { return (long long)time(NULL); }
+
+/// A new newest key; the oldest falls off. Called with the lock held.
+static int rotate_locked(long long now) {
+    struct ticket_key k;
+    if (RAND_bytes(k.name, sizeof k.name) != 1 || RAND_bytes(k.aes, sizeof k.aes) != 1 || RAND_bytes(k.hmac, sizeof k.hmac) != 1) return 0;
+    k.born = now;
+    memmove(&tickets.keys[1], &tickets.keys[0], (TICKET_KEYS - 1) * sizeof k);
+    tickets.keys[0] = k;
+    if (tickets.count < TICKET_KEYS) tickets.count++;
+    return 1;
+}
+
+static int ticket_callback(SSL *ssl, unsigned char *name, unsigned char *iv, EVP_CIPHER_CTX *cipher, EVP_MAC_CTX *mac, int encrypt) {
+    (void)ssl;
+    struct ticket_key k;
+    int renew = 0;
+    pthread_mutex_lock(&tickets.lock);
+    long long now = now_seconds();
+    if (tickets.count == 0 || now - tickets.keys[0].born >= tickets.lifetime) rotate_locked(now);
+    if (encrypt) {
+        if (tickets.count == 0) { pthread_mutex_unlock(&tickets.lock); return -1; }
+        k = tickets.keys[0];
+    } else {
+        int found = -1;
+        for (int i = 0; i < tickets.count; i++) if (memcmp(name, tickets.keys[i].name, 16) == 0) { found = i; break; }
+        if (found < 0) { pthread_mutex_unlock(&tickets.lock); return 0; }   // unknown: a full handshake
+        k = tickets.keys[found];
+        renew = found > 0;
+    }
+    pthread_mutex_unlock(&tickets.lock);
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, k.hmac, sizeof k.hmac),
+        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, "sha256", 0),
+        OSSL_PARAM_construct_end()
+    };
+    if (encrypt) {
+        memcpy(name, k.name, 16);
+        if (RAND_bytes(iv, EVP_MAX_IV_LENGTH) != 1) return -1;
+        if (EVP_EncryptInit_ex(cipher, EVP_aes_256_cbc(), NULL, k.aes, iv) != 1) return -1;
+        if (EVP_MAC_CTX_set_params(mac, params) != 1) return -1;
+        return 1;
+    }
+    if (EVP_DecryptInit_ex(cipher, EVP_aes_256_cbc(), NULL, k.aes, iv) != 1) return -1;
+    if (EVP_MAC_CTX_set_params(mac, params) != 1) return -1;
+    return renew ? 2 : 1;   // 2: valid, but a ticket under the newest key is issued
+}
+
+/// The session-ID cache (TLS 1.2 session IDs, TLS 1.3 stateful tickets with
+/// `no-tls-tickets`), shared by every thread and context: entries are kept serialised, so
+/// they can be handed to the next process as they are. Bounded (`tune.ssl.cachesize`),
+/// the least recently added leaving first.
+struct cached_session {
+    unsigned char id[SSL_MAX_SSL_SESSION_ID_LENGTH];
+    unsigned int id_length;
+    unsigned char *der;
+    int der_length;
+    struct cached_session *next_in_bucket, *newer, *older;
+};
+enum { BUCKETS = 4096 };
+static struct {
+    pthread_mutex_t lock;
+    struct cached_session *buckets[BUCKETS];
+    struct cached_session *newest, *oldest;
+    long count, capacity;
+} cache = { PTHREAD_MUTEX_INITIALIZER, {0}, NULL, NULL, 0, 20000 };
+
+static unsigned bucket_of(const unsigned char *id, unsigned length) {
+    unsigned h = 2166136261u;
+    for (unsigned i = 0; i < length; i++) h = (h ^ id[i]) * 16777619u;
+    return h % BUCKETS;
+}
+
+static struct cached_session **find_locked(const unsigned char *id, unsigned length) {
+    struct cached_session **p = &cache.buckets[bucket_of(id, length)];
+    while (*p && !((*p)->id_length == length && memcmp((*p)->id, id, length) == 0)) p = &(*p)->next_in_bucket;
+    return p;
+}
+
+static void unlink_locked(struct cached_session **slot) {
+    struct cached_session *e = *slot;
+    *slot = e->next_in_bucket;
+    if (e->newer) e->newer->older = e->older; else cache.newest = e->older;
+    if (e->older) e->older->newer = e->newer; else cache.oldest = e->newer;
+    cache.count--;
+    OPENSSL_free(e->der);
+    free(e);
+}
+
+/// Adds a serialised session (the DER takes ownership of `der`); 0 when out of memory.
+static int insert_locked(const unsigned char *id, unsigned length, unsigned char *der, int der_length) {
+    if (length == 0 || length > SSL_MAX_SSL_SESSION_ID_LENGTH || cache.capacity <= 0) { OPENSSL_free(der); return 0; }
+    struct cached_session **existing = find_locked(id, length);
+    if (*existing) unlink_locked(existing);
+    while (cache.count >= cache.capacity && cache.oldest)
+        unlink_locked(find_locked(cache.oldest->id, cache.oldest->id_length));
+    struct cached_session *e = calloc(1, sizeof *e);
+    if (!e) { OPENSSL_free(der); return 0; }
+    memcpy(e->id, id, length);
+    e->id_length = length;
+    e->der = der;
+    e->der_length = der_length;
+    unsigned b = bucket_of(id, length);
+    e->next_in_bucket = cache.buckets[b];
+    cache.buckets[b] = e;
+    e->older = cache.newest;
+    if (cache.newest) cache.newest->newer = e; else cache.oldest = e;
+    cache.newest = e;
+    cache.count++;
+    return 1;
+}
+
+static int cache_new(SSL *ssl, SSL_SESSION *session) {
+    (void)ssl;
+    unsigned int length = 0;
+    const unsigned char *id = SSL_SESSION_get_id(session, &length);
+    unsigned char *der = NULL;
+    int n = i2d_SSL_SESSION(session, &der);
+    if (n <= 0) { ERR_clear_error(); return 0; }
+    pthread_mutex_lock(&cache.lock);
+    insert_locked(id, length, der, n);
+    pthread_mutex_unlock(&cache.lock);
+    return 0;   // OpenSSL keeps its reference: we hold a copy
+}
+
+static SSL_SESSION *cache_get(SSL *ssl, const unsigned char *id, int length, int *copy) {
+    (void)ssl;
+    *copy = 0;
+    SSL_SESSION *session = NULL;
+    pthread_mutex_lock(&cache.lock);
+    struct cached_session **found = length > 0 ? find_locked(id, (unsigned)length) : NULL;
+    if (found && *found) {
+        const unsigned char *p = (*found)->der;
+        session = d2i_SSL_SESSION(NULL, &p, (*found)->der_length);
+    }
+    pthread_mutex_unlock(&cache.lock);
+    if (!session) ERR_clear_error();
+    return session;
+}
+
+static void cache_remove(SSL_CTX *ctx, SSL_SESSION *session) {
+    (void)ctx;
+    unsigned int length = 0;
+    const unsigned char *id = SSL_SESSION_get_id(session, &length);
+    pthread_mutex_lock(&cache.lock);
+    struct cached_session **found = find_locked(id, length);
+    if (*found) unlink_locked(found);
+    pthread_mutex_unlock(&cache.lock);
+}
+
+void cproxy_tls_configure_resumption(long cache_size, long lifetime) {
+    pthread_mutex_lock(&cache.lock);
+    cache.capacity = cache_size;
+    while (cache.count > cache.capacity && cache.oldest) unlink_locked(find_locked(cache.oldest->id, cache.oldest->id_length));
+    pthread_mutex_unlock(&cache.lock);
+    pthread_mutex_lock(&tickets.lock);
+    tickets.lifetime = lifetime > 0 ? lifetime : 300;
+    pthread_mutex_unlock(&tickets.lock);
+}
+
+/// Resumption on a server context: our ticket keys, the shared cache, sessions valid for
+/// `tune.ssl.lifetime`, and an ID context (`bind` line) outside which they do not resume.
+static void enable_resumption(SSL_CTX *ctx, const char *session_context) {
+    SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_callback);
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER | SSL_SESS_CACHE_NO_INTERNAL | SSL_SESS_CACHE_NO_AUTO_CLEAR);
+    SSL_CTX_sess_set_new_cb(ctx, cache_new);
+    SSL_CTX_sess_set_get_cb(ctx, cache_get);
+    SSL_CTX_sess_set_remove_cb(ctx, cache_remove);
+    pthread_mutex_lock(&tickets.lock);
+    long lifetime = tickets.lifetime;
+    pthread_mutex_unlock(&tickets.lock);
+    SSL_CTX_set_timeout(ctx, lifetime);
+    if (session_context) {
+        unsigned char digest[32];
+        unsigned int n = 0;
+        EVP_Digest(session_context, strlen(session_context), digest, &n, EVP_sha256(), NULL);
+        SSL_CTX_set_session_id_context(ctx, digest, n > SSL_MAX_SID_CTX_LENGTH ? SSL_MAX_SID_CTX_LENGTH : n);
+    }
+}
+
+size_t cproxy_tls_export_ticket_keys(unsigned char *out, size_t size) {
+    size_t used = 0;
+    pthread_mutex_lock(&tickets.lock);
+    for (int i = 0; i < tickets.count && used + 88 <= size; i++) {
+        struct ticket_key *k = &tickets.keys[i];
+        memcpy(out + used, k->name, 16); memcpy(out + used + 16, k->aes, 32); memcpy(out + used + 48, k->hmac, 32);
+        for (int b = 0; b < 8; b++) out[used + 80 + b] = (unsigned char)((unsigned long long)k->born >> (56 - 8 * b));
+        used += 88;
+    }
+    pthread_mutex_unlock(&tickets.lock);
+    return used;
+}
+
+int cproxy_tls_import_ticket_keys(const unsigned char *in, size_t size) {
+    if (size == 0 || size % 88 != 0 || size / 88 > TICKET_KEYS) return 0;
+    pthread_mutex_lock(&tickets.lock);
+    tickets.count = (int)(size / 88);
+    for (int i = 0; i < tickets.count; i++) {
+        struct ticket_key *k = &tickets.keys[i];
+        const unsigned char *p = in + 88 * i;
+        memcpy(k->name, p, 16); memcpy(k->aes, p + 16, 32); memcpy(k->hmac, p + 48, 32);
+        unsigned long long born = 0;
+        for (int b = 0; b < 8; b++) born = (born << 8) | p[80 + b];
+        k->born = (long long)born;
+    }
+    pthread_mutex_unlock(&tickets.lock);
+    return 1;
+}
+
+size_t cproxy_tls_export_sessions(unsigned char *out, size_t size, long *count) {
+    size_t used = 0;
+    *count = 0;
+    pthread_mutex_lock(&cache.lock);
+    for (struct cached_session *e = cache.newest; e; e = e->older) {
+        size_t need = 1 + e->id_length + 4 + (size_t)e->der_length;
+        if (used + need > size) break;
+        out[used] = (unsigned char)e->id_length;
+        memcpy(out + used + 1, e->id, e->id_length);
+        unsigned char *p = out + used + 1 + e->id_length;
+        p[0] = (unsigned char)(e->der_length >> 24); p[1] = (unsigned char)(e->der_length >> 16);
+        p[2] = (unsigned char)(e->der_length >> 8); p[3] = (unsigned char)e->der_length;
+        memcpy(p + 4, e->der, (size_t)e->der_length);
+        used += need;
+        (*count)++;
+    }
+    pthread_mutex_unlock(&cache.lock);
+    return used;
+}
+
+long cproxy_tls_import_sessions(const unsigned char *in, size_t size) {
+    // Newest first in the blob: inserted oldest first, so the order survives.
+    size_t capacity = 1024, *offsets = malloc(capacity * sizeof *offsets);
+    if (!offsets) return -1;
+    long n = 0;
+    size_t at = 0;
+    while (at < size) {
+        unsigned id_length = in[at];
+        if (id_length == 0 || id_length > SSL_MAX_SSL_SESSION_ID_LENGTH || at + 1 + id_length + 4 > size) { free(offsets); return -1; }
+        const unsigned char *p = in + at + 1 + id_length;
+        size_t der_length = ((size_t)p[0] << 24) | ((size_t)p[1] << 16) | ((size_t)p[2] << 8) | p[3];
+        if (der_length == 0 || der_length > (1 << 20) || at + 1 + id_length + 4 + der_length > size) { free(offsets); return -1; }
+        if ((size_t)n == capacity) {
+            size_t *grown = realloc(offsets, 2 * capacity * sizeof *offsets);
+            if (!grown) { free(offsets); return -1; }
+            offsets = grown;
+            capacity *= 2;
+        }
+        offsets[n++] = at;
+        at += 1 + id_length + 4 + der_length;
+    }
+    long imported = 0;
+    pthread_mutex_lock(&cache.lock);
+    for (long i = n - 1; i >= 0; i--) {
+        const unsigned char *e = in + offsets[i];
+        unsigned id_length = e[0];
+        const unsigned char *p = e + 1 + id_length;
+        int der_length = (int)(((size_t)p[0] << 24) | ((size_t)p[1] << 16) | ((size_t)p[2] << 8) | p[3]);
+        unsigned char *der = OPENSSL_malloc((size_t)der_length);
+        if (!der) break;
+        memcpy(der, p + 4, (size_t)der_length);
+        if (insert_locked(e + 1, id_length, der, der_length)) imported++;
+    }
+    pthread_mutex_unlock(&cache.lock);
+    free(offsets);
+    return imported;
 }

@@ -8,7 +8,7 @@ extension ConfigParser {
         "mworker-max-reloads", "mworker-max-old-workers", "master-worker",
         "ssl-default-bind-ciphers", "ssl-default-bind-ciphersuites", "ssl-default-bind-curves", "ssl-default-bind-options",
         "ssl-default-server-ciphers", "ssl-default-server-ciphersuites", "ssl-default-server-curves", "ssl-default-server-options",
-        "ssl-server-verify", "tune.ssl.default-dh-param", "crt-base", "ca-base",
+        "ssl-server-verify", "tune.ssl.default-dh-param", "crt-base", "ca-base", "tune.ssl.cachesize", "tune.ssl.lifetime",
         "close-spread-time", "user", "group", "uid", "gid", "chroot", "ulimit-n", "tune.bufsize",
         "tune.maxrewrite", "server-state-file", "setenv", "presetenv", "unsetenv", "resetenv", "set-var", "set-var-fmt",
         "strict-limits", "noreuseport", "zero-warning", "fd-hard-limit", "maxpipes",
@@ -98,6 +98,16 @@ extension ConfigParser {
             case "required": config.global.serverVerify = true
             default: throw ConfigError("ssl-server-verify: the value is 'none' or 'required', not '\(args.first!)'")
             }
+        case "tune.ssl.cachesize":
+            try Values.expect(args, 1, usage: "tune.ssl.cachesize <sessions>")
+            config.global.tlsCacheSize = try Values.integer(args.first!, for: keyword, in: 0...10_000_000)
+        case "tune.ssl.lifetime":
+            try Values.expect(args, 1, usage: "tune.ssl.lifetime <time> (seconds by default)")
+            // HAProxy reads a bare number as seconds here.
+            let text = args.first!
+            let ms = text.allSatisfy(\.isNumber) ? (Int(text) ?? 0) * 1000 : try Values.time(text, for: keyword)
+            guard ms >= 1000 else { throw ConfigError("tune.ssl.lifetime: must be at least 1s") }
+            config.global.tlsLifetime = ms / 1000
         case "tune.ssl.default-dh-param":
             // DHE parameters follow the certificate's key size (OpenSSL's automatic choice);
             // the value is checked, and said not to be used.

@@ -134,6 +134,11 @@ public struct GlobalSettings: Sendable {
     public var chroot: String?
     public var ulimitN: Int?
     public var bufferSize = 16384
+    /// `tune.ssl.cachesize`: TLS sessions kept for resumption by ID (HAProxy's 20000).
+    public var tlsCacheSize = 20000
+    /// `tune.ssl.lifetime`: how long a TLS session resumes, and how often the ticket keys
+    /// rotate (seconds; HAProxy's 300).
+    public var tlsLifetime = 300
     public var maxRewrite = 1024
     public var serverStateFile: String?
     /// A limit that cannot be set fails the start (HAProxy 2.6's default); `no strict-limits` warns instead.

@@ -108,7 +108,7 @@ struct ControlLoop {
             for (_, b) in engine.model.backends {
                 for s in b.servers { lines.append("server \(b.name) \(s.name) \(s.isUp.load(ordering: .relaxed) ? "up" : "down")") }
             }
-            return lines + RuntimeState.lines(engine.model)
+            return lines + RuntimeState.lines(engine.model) + TLSResumption.stateLines()
         }
         while engine.runningLoops > 0 {
             var timeout: Int32 = 1000

@@ -166,6 +166,8 @@ enum Handover {
         var serverStates: [String: Bool] = [:]
         /// The runtime API's changes (`RuntimeState`), as lines.
         var runtimeLines: [String] = []
+        /// TLS resumption state (`TLSResumption`), as lines.
+        var tlsLines: [String] = []
     }
 
     /// Reads the old side's reply out of `reader`: nil until it is complete. Throws on any
@@ -203,6 +205,7 @@ enum Handover {
                     let w = line.split(separator: " ")
                     if w.first == "server", w.count >= 4 { reply.serverStates["\(w[1])/\(w[2])"] = w[3] == "up" }
                     else if let k = w.first, RuntimeState.carries(k) { reply.runtimeLines.append(String(line)) }
+                    else if line.hasPrefix("tls-") { reply.tlsLines.append(String(line)) }
                 }
                 finished = true
             }

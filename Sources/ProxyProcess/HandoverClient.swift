@@ -18,6 +18,8 @@ struct HandoverClient {
     private var newestGeneration = -1
     /// The runtime API's changes the old processes carried (`RuntimeState`).
     var runtimeLines: [String] = []
+    /// TLS resumption state (ticket keys, cached sessions) from the newest old process.
+    var tlsLines: [String] = []
     /// The channels of the old processes that confirmed they stopped, kept open: each sends
     /// what it counted after its snapshot when it exits (`RuntimeState.deltaLines`).
     /// Each with what was already read past `stopped` (a predecessor with nothing to drain
@@ -105,6 +107,7 @@ struct HandoverClient {
                         if generation >= newestGeneration {
                             newestGeneration = generation
                             serverStates = reply.serverStates
+                            if !reply.tlsLines.isEmpty { tlsLines = reply.tlsLines }
                         }
                         runtimeLines += ["from \(channels[i].pid)"] + reply.runtimeLines
                         pending.remove(i)

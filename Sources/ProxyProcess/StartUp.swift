@@ -133,6 +133,12 @@ final class StartUp {
         for note in handover.sockets.refused { ProxyMain.printError("proxy: warning: an old process sent a socket that was refused: \(note)\n") }
         let frontendKeys = configuration.frontends.flatMap(\.binds).flatMap(\.listenerKeys)
         let inherited = handover.sockets.match(frontendKeys + RuntimeAPIServer.inheritableKeys(configuration))
+        TLSResumption.configure(configuration.global)
+        // The old process's ticket keys and sessions: clients resume across the reload.
+        let adopted = TLSResumption.adopt(handover.tlsLines)
+        if adopted.keys + adopted.sessions > 0 && !options.quiet {
+            notes.append("TLS resumption carried over: \(adopted.keys) ticket key\(adopted.keys == 1 ? "" : "s"), \(adopted.sessions) cached session\(adopted.sessions == 1 ? "" : "s")")
+        }
         try bindListeners(inherited: inherited)
         do { serverTLS = try ServerTLS.loadAll(configuration) } catch let e as TLSContext.LoadError {
             throw Failure(e.description)

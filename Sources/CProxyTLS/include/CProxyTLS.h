@@ -24,6 +24,7 @@ struct cproxy_tls_settings {
     int prefer_client_ciphers;  // `prefer-client-ciphers`
     const unsigned char *alpn;  // the protocols offered, in ALPN wire format; NULL: no ALPN
     size_t alpn_length;
+    const char *session_context; // sessions resume only on the line that made them (its address)
 };
 
 /// A server context from PEM files (certificate, chain and key in one file, as HAProxy's
@@ -99,6 +100,19 @@ void *cproxy_tls_connect(void *context, int fd, const char *server_name, const c
 long cproxy_tls_handshake(void *session);
 /// Why the peer's certificate did not verify, or NULL.
 const char *cproxy_tls_verify_error(void *session);
+
+/// Resumption that survives a reload: one session cache for the process (`cache_size`
+/// entries, `tune.ssl.cachesize`) and ticket keys rotated every `lifetime` seconds
+/// (`tune.ssl.lifetime`, also how long a session is valid). Call before making contexts.
+void cproxy_tls_configure_resumption(long cache_size, long lifetime);
+/// The ticket keys, newest first, 88 bytes each (name, AES key, HMAC key, birth in seconds
+/// big-endian): the bytes written. Import replaces this process's keys; 0 when malformed.
+size_t cproxy_tls_export_ticket_keys(unsigned char *out, size_t size);
+int cproxy_tls_import_ticket_keys(const unsigned char *in, size_t size);
+/// The cached sessions, newest first, as many as fit in `size` bytes (`count` says how
+/// many); import adds them (oldest first) and returns how many, or -1 when malformed.
+size_t cproxy_tls_export_sessions(unsigned char *out, size_t size, long *count);
+long cproxy_tls_import_sessions(const unsigned char *in, size_t size);
 
 /// The OpenSSL version string.
 const char *cproxy_tls_library_version(void);

@@ -270,6 +270,9 @@ final class Connection: LoopObject {
     func shutdownWrite() {
         guard !writeShut, !closed else { return }
         writeShut = true
+        // TLS ends its stream with close_notify before the FIN: a peer that sees a bare FIN
+        // calls the stream truncated, and the session it would resume is dropped.
+        transport?.close()
         Socket.shutdown(fd, Socket.shutWrite)
     }
 

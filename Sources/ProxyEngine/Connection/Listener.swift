@@ -100,7 +100,7 @@ public struct Listener: Sendable {
                 let backlog = p.settings.backlog ?? p.settings.maxconn ?? 1024
                 for b in p.binds {
                     // Certificates are loaded and checked here, before the point of no return.
-                    let tls = b.options.ssl ? try TLSContext.load(b.options, global: configuration.global, at: b.location) : nil
+                    let tls = b.options.ssl ? try TLSContext.load(b, global: configuration.global) : nil
                     for key in b.listenerKeys {
                         if let fd = inherited[key] {
                             let f = FileDescriptor(rawValue: fd)

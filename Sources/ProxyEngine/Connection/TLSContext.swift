@@ -17,9 +17,12 @@ public final class TLSContext: @unchecked Sendable {
         public var description: String { "\(location): error: \(message)" }
     }
 
-    /// Loads `options.certificates` (one PEM file with the key today, relative to
-    /// `crt-base`) with the line's TLS settings over the global `ssl-default-bind-*`.
-    public static func load(_ options: BindOptions, global: GlobalSettings, at location: SourceLocation) throws -> TLSContext {
+    /// Loads a `bind ... ssl` line's certificates (PEM files or directories, relative to
+    /// `crt-base`) with the line's TLS settings over the global `ssl-default-bind-*`. Its
+    /// sessions resume on the same addresses only (in this process or the next).
+    public static func load(_ bind: BindLine, global: GlobalSettings) throws -> TLSContext {
+        let options = bind.options, location = bind.location
+        let sessionContext = bind.listenerKeys.map { "\($0)" }.sorted().joined(separator: " ")
         guard !options.certificates.isEmpty else {
             throw LoadError(location: location, message: "bind: 'ssl' needs a certificate: add 'crt /path/to/cert.pem' (certificate, chain and key in one PEM file)")
         }
@@ -50,11 +53,14 @@ public final class TLSContext: @unchecked Sendable {
                 tls.ciphersuites.withOptionalCString { suites in
                     tls.curves.withOptionalCString { curves in
                         alpn.withUnsafeBufferPointer { a in
-                            var settings = cproxy_tls_settings(ciphers: ciphers, ciphersuites: suites, curves: curves,
-                                                               min_version: Int32(range.lowerBound), max_version: Int32(range.upperBound),
-                                                               no_tickets: tls.noTickets ? 1 : 0, prefer_client_ciphers: tls.preferClientCiphers ? 1 : 0,
-                                                               alpn: alpn.isEmpty ? nil : a.baseAddress, alpn_length: alpn.count)
-                            return cproxy_tls_server_context(pem, &settings, &error, error.count)
+                            sessionContext.withCString { sessions in
+                                var settings = cproxy_tls_settings(ciphers: ciphers, ciphersuites: suites, curves: curves,
+                                                                   min_version: Int32(range.lowerBound), max_version: Int32(range.upperBound),
+                                                                   no_tickets: tls.noTickets ? 1 : 0, prefer_client_ciphers: tls.preferClientCiphers ? 1 : 0,
+                                                                   alpn: alpn.isEmpty ? nil : a.baseAddress, alpn_length: alpn.count,
+                                                                   session_context: sessions)
+                                return cproxy_tls_server_context(pem, &settings, &error, error.count)
+                            }
                         }
                     }
                 }

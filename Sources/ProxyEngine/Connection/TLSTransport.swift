@@ -70,7 +70,13 @@ final class TLSTransport: Transport {
         return false
     }
 
-    func close() { cproxy_tls_shutdown(session) }
+    /// Sends close_notify, once (a half-close, then the close, both ask).
+    func close() {
+        guard !shutDown else { return }
+        shutDown = true
+        cproxy_tls_shutdown(session)
+    }
+    private var shutDown = false
 
     /// `ssl_fc_protocol`, `ssl_fc_cipher`, `ssl_fc_sni`: text owned by the OpenSSL session,
     /// valid while it lives (a sample is visited in place, never kept).
