@@ -95,3 +95,5 @@ int cproxy_crypt_matches(const char *password, const char *hash) {
     free(data);
     return ok;
 }
+
+int cproxy_malloc_arenas(int count) { return mallopt(M_ARENA_MAX, count); }

@@ -494,6 +494,11 @@ static int rotate_locked(long long now) {
     return 1;
 }
 
+/// AES-256-CBC, fetched from the provider once (a fetch by name per ticket costs lookups).
+static EVP_CIPHER *ticket_cipher;
+static pthread_once_t ticket_cipher_once = PTHREAD_ONCE_INIT;
+static void fetch_ticket_cipher(void) { ticket_cipher = EVP_CIPHER_fetch(NULL, "AES-256-CBC", NULL); }
+
 static int ticket_callback(SSL *ssl, unsigned char *name, unsigned char *iv, EVP_CIPHER_CTX *cipher, EVP_MAC_CTX *mac, int encrypt) {
     (void)ssl;
     struct ticket_key k;
@@ -512,6 +517,8 @@ static int ticket_callback(SSL *ssl, unsigned char *name, unsigned char *iv, EVP
         renew = found > 0;
     }
     pthread_mutex_unlock(&tickets.lock);
+    pthread_once(&ticket_cipher_once, fetch_ticket_cipher);
+    const EVP_CIPHER *aes = ticket_cipher ? ticket_cipher : EVP_aes_256_cbc();
     OSSL_PARAM params[] = {
         OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, k.hmac, sizeof k.hmac),
         OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, "sha256", 0),
@@ -520,11 +527,11 @@ static int ticket_callback(SSL *ssl, unsigned char *name, unsigned char *iv, EVP
     if (encrypt) {
         memcpy(name, k.name, 16);
         if (RAND_bytes(iv, EVP_MAX_IV_LENGTH) != 1) return -1;
-        if (EVP_EncryptInit_ex(cipher, EVP_aes_256_cbc(), NULL, k.aes, iv) != 1) return -1;
+        if (EVP_EncryptInit_ex(cipher, aes, NULL, k.aes, iv) != 1) return -1;
         if (EVP_MAC_CTX_set_params(mac, params) != 1) return -1;
         return 1;
     }
-    if (EVP_DecryptInit_ex(cipher, EVP_aes_256_cbc(), NULL, k.aes, iv) != 1) return -1;
+    if (EVP_DecryptInit_ex(cipher, aes, NULL, k.aes, iv) != 1) return -1;
     if (EVP_MAC_CTX_set_params(mac, params) != 1) return -1;
     return renew ? 2 : 1;   // 2: valid, but a ticket under the newest key is issued
 }
@@ -594,7 +601,8 @@ static int insert_locked(const unsigned char *id, unsigned length, unsigned char
 }
 
 static int cache_new(SSL *ssl, SSL_SESSION *session) {
-    (void)ssl;
+    // A TLS 1.3 session sent as a stateless ticket resumes by decrypting it: nothing to keep.
+    if (SSL_version(ssl) == TLS1_3_VERSION && !(SSL_get_options(ssl) & SSL_OP_NO_TICKET)) return 0;
     unsigned int length = 0;
     const unsigned char *id = SSL_SESSION_get_id(session, &length);
     unsigned char *der = NULL;

@@ -275,6 +275,7 @@ final class StartUp {
     // MARK: 7. engine
 
     private func startEngine() throws {
+        if configuration.global.threads == 1 { Memory.useOneArena() }
         let model: RuntimeModel
         do { model = try RuntimeModel(configuration: configuration, logger: logger, serverTLS: serverTLS) } catch {
             throw Failure("proxy: cannot start: \(error)")

@@ -33,6 +33,9 @@ public enum Threads {
 public enum Memory {
     /// Gives free heap memory back to the kernel (after a burst of connections).
     public static func trim() { _ = cproxy_malloc_trim(0) }
+    /// Keeps every thread's allocations in glibc's main arena (one event loop: its frees take
+    /// the shortest path, and a second arena would only serve the control loop).
+    public static func useOneArena() { _ = cproxy_malloc_arenas(1) }
 }
 
 extension Clock {

@@ -37,6 +37,8 @@ int cproxy_open_directory(const char *path);
 int cproxy_peer_credentials(int fd, int *pid, unsigned int *uid, unsigned int *gid);
 /// malloc_trim(3): returns free heap pages to the kernel.
 int cproxy_malloc_trim(size_t pad);
+/// Limits glibc to `count` malloc arenas (mallopt M_ARENA_MAX); 1 on success.
+int cproxy_malloc_arenas(int count);
 /// The process environment block (`environ`).
 char **cproxy_environ(void);
 
