@@ -45,6 +45,7 @@ static int fail(SSL_CTX *ctx, const char *what, const char *value, char *error, 
 }
 
 static void enable_resumption(SSL_CTX *ctx, const char *session_context);
+static int load_authorities(SSL_CTX *ctx, const char *ca_file, const char *crl_file, char *error, size_t error_size);
 
 void *cproxy_tls_server_context(const char *pem, const struct cproxy_tls_settings *s, char *error, size_t error_size) {
     ERR_clear_error();
@@ -82,6 +83,16 @@ void *cproxy_tls_server_context(const char *pem, const struct cproxy_tls_setting
         return fail(ctx, "cannot load the private key from", pem, error, error_size), NULL;
     if (SSL_CTX_check_private_key(ctx) != 1)
         return fail(ctx, "the private key does not match the certificate in", pem, error, error_size), NULL;
+    if (s && (s->ca_file || s->crl_file)) {
+        if (!load_authorities(ctx, s->ca_file, s->crl_file, error, error_size)) return NULL;
+        // The authorities' names, so that a client knows which certificate to present.
+        if (s->ca_file && strcmp(s->ca_file, "@system-ca") != 0) {
+            STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(s->ca_file);
+            if (names) SSL_CTX_set_client_CA_list(ctx, names);
+            ERR_clear_error();
+        }
+    }
+    if (s && s->verify) SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | (s->verify == 2 ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0), NULL);
     enable_resumption(ctx, s ? s->session_context : NULL);
     return ctx;
 }
@@ -755,3 +766,30 @@ long cproxy_tls_import_sessions(const unsigned char *in, size_t size) {
     free(offsets);
     return imported;
 }
+
+int cproxy_tls_peer_certificate(void *session, int *this_handshake) {
+    SSL *ssl = (SSL *)session;
+    int has = SSL_get0_peer_certificate(ssl) != NULL;
+    *this_handshake = has && !SSL_session_reused(ssl);
+    return has;
+}
+
+long cproxy_tls_peer_verify_result(void *session) { return SSL_get_verify_result((SSL *)session); }
+
+char *cproxy_tls_peer_name(void *session, int issuer) {
+    X509 *cert = SSL_get0_peer_certificate((SSL *)session);
+    if (!cert) return NULL;
+    return X509_NAME_oneline(issuer ? X509_get_issuer_name(cert) : X509_get_subject_name(cert), NULL, 0);
+}
+
+int cproxy_tls_peer_serial(void *session, unsigned char *out, int size) {
+    X509 *cert = SSL_get0_peer_certificate((SSL *)session);
+    if (!cert) return 0;
+    const ASN1_INTEGER *serial = X509_get0_serialNumber(cert);
+    int n = ASN1_STRING_length(serial);
+    if (n > size) return -1;
+    memcpy(out, ASN1_STRING_get0_data(serial), (size_t)n);
+    return n;
+}
+
+void cproxy_tls_free_text(char *text) { OPENSSL_free(text); }

@@ -472,6 +472,11 @@ public struct BindOptions: Sendable, Equatable, Hashable {
     public var acceptProxy = false
     public var ssl = false
     public var certificates: [String] = []
+    /// `verify none|optional|required`: client certificates (0, 1, 2), checked against
+    /// `ca-file` and `crl-file`.
+    public var clientVerify = 0
+    public var caFile: String?
+    public var crlFile: String?
     /// The TLS settings of this line (`ciphers`, `ssl-min-ver`, `alpn`...), merged over the
     /// global `ssl-default-bind-*` at load.
     public var tls = TLSSettings()

@@ -275,7 +275,8 @@ extension ConfigParser {
                             "namespace", "transparent", "defer-accept", "tfo", "mode", "user", "group", "uid", "gid",
                             "process", "thread", "alpn", "npn", "id", "nice", "level", "tcp-ut", "mss", "ciphers", "ciphersuites",
                             "curves", "ssl-min-ver", "ssl-max-ver", "no-sslv3", "no-tlsv10", "no-tlsv11", "no-tlsv12", "no-tlsv13",
-                            "force-tlsv12", "force-tlsv13", "no-tls-tickets", "prefer-client-ciphers", "allow-0rtt", "strict-sni"]
+                            "force-tlsv12", "force-tlsv13", "no-tls-tickets", "prefer-client-ciphers", "allow-0rtt", "strict-sni",
+                            "ca-file", "crl-file", "verify"]
         var tlsOptionSeen = false
         while let opt = rest.popFirst() {
             switch opt {
@@ -290,6 +291,22 @@ extension ConfigParser {
                 options.ssl = true
             case "crt":
                 options.certificates.append(try value(opt))
+            case "ca-file":
+                options.caFile = try value(opt)
+                tlsOptionSeen = true
+            case "crl-file":
+                options.crlFile = try value(opt)
+                tlsOptionSeen = true
+            case "verify":
+                switch try value(opt) {
+                case "none": options.clientVerify = 0
+                case "optional": options.clientVerify = 1
+                case "required": options.clientVerify = 2
+                case let v: throw ConfigError("bind verify: the value is none, optional or required, not '\(v)'")
+                }
+                tlsOptionSeen = true
+            case "ca-ignore-err", "crt-ignore-err":
+                throw ConfigError("bind: '\(opt)' is not supported yet: a client certificate that does not verify ends the handshake")
             case "v4v6": options.v4v6 = true
             case "v6only": options.v6only = true
             case "interface": options.interface = try value(opt)
@@ -340,6 +357,9 @@ extension ConfigParser {
         }
         if tlsOptionSeen && !options.ssl {
             warning("bind: TLS options without 'ssl' on the line change nothing; add 'ssl crt ...'", at: location)
+        }
+        if options.ssl && options.clientVerify > 0 && options.caFile == nil {
+            throw ConfigError("bind: 'verify \(options.clientVerify == 1 ? "optional" : "required")' checks client certificates against a 'ca-file', and there is none; add 'ca-file /path/to/client-ca.pem'")
         }
         if options.ssl && options.tls.over(TLSSettings()).effectiveRange == nil {
             throw ConfigError("bind: no TLS version is left between ssl-min-ver, ssl-max-ver and the no-tlsv1x options")

@@ -119,6 +119,8 @@ public enum Fetch: Equatable, Sendable, CustomStringConvertible {
     /// `ssl_fc_alpn`, `ssl_fc_session_reused`.
     case tlsALPN
     case tlsResumed
+    /// `ssl_c_*`, `ssl_fc_has_crt`: the client certificate (`bind ... verify`).
+    case tlsClient(TLSClientField)
     /// `var(scope.name[,default])`.
     case variable(VariableScope, String, defaultValue: String?)
 
@@ -127,7 +129,7 @@ public enum Fetch: Equatable, Sendable, CustomStringConvertible {
         switch self {
         case .env, .envInteger, .constantBool, .constantInt, .constantString, .constantIP, .constantBinary: return .load
         case .backendUsableServers, .serverIsUp, .stopping, .variable: return .process
-        case .source, .sourcePort, .destination, .destinationPort, .tlsFrontend, .tlsServerName, .tlsProtocol, .tlsCipher, .tlsALPN, .tlsResumed: return .connection
+        case .source, .sourcePort, .destination, .destinationPort, .tlsFrontend, .tlsServerName, .tlsProtocol, .tlsCipher, .tlsALPN, .tlsResumed, .tlsClient: return .connection
         default: return .request
         }
     }
@@ -137,7 +139,7 @@ public enum Fetch: Equatable, Sendable, CustomStringConvertible {
         switch self {
         case .env, .envInteger, .constantBool, .constantInt, .constantString, .constantIP, .constantBinary: return .load
         case .backendUsableServers, .serverIsUp, .stopping: return .process
-        case .source, .sourcePort, .destination, .destinationPort, .tlsFrontend, .tlsServerName, .tlsProtocol, .tlsCipher, .tlsALPN, .tlsResumed: return .connection
+        case .source, .sourcePort, .destination, .destinationPort, .tlsFrontend, .tlsServerName, .tlsProtocol, .tlsCipher, .tlsALPN, .tlsResumed, .tlsClient: return .connection
         case .method, .requestVersion: return .capturedRequest
         case .header(_, _, let side), .fullHeader(_, _, let side), .headerCount(_, let side), .cookie(_, let side):
             switch side {
@@ -158,6 +160,12 @@ public enum Fetch: Equatable, Sendable, CustomStringConvertible {
         case .envInteger, .constantInt, .sourcePort, .destinationPort, .headerCount, .requestLength,
              .contentLength, .backendUsableServers, .status: return .integer
         case .constantBool, .isHTTP, .serverIsUp, .stopping, .tlsFrontend, .tlsResumed: return .boolean
+        case .tlsClient(let f):
+            switch f {
+            case .used, .hasCertificate: return .boolean
+            case .verify: return .integer
+            case .subjectDN, .issuerDN, .serial: return .string
+            }
         case .source, .destination, .constantIP: return .ip
         case .variable: return .any
         }
@@ -207,9 +215,25 @@ public enum Fetch: Equatable, Sendable, CustomStringConvertible {
         case .tlsCipher: return "ssl_fc_cipher"
         case .tlsALPN: return "ssl_fc_alpn"
         case .tlsResumed: return "ssl_fc_session_reused"
+        case .tlsClient(let f): return f.rawValue
         case .variable(let s, let n, let d): return "var(\(s.rawValue).\(n)" + (d.map { ",\($0)" } ?? "") + ")"
         }
     }
+}
+
+/// What a client certificate fetch reads.
+public enum TLSClientField: String, CaseIterable, Sendable, Equatable {
+    /// `ssl_c_used`: the client sent a certificate (this connection, or the resumed one).
+    case used = "ssl_c_used"
+    /// `ssl_c_verify`: OpenSSL's verification result, 0 when it verified.
+    case verify = "ssl_c_verify"
+    /// `ssl_c_s_dn`, `ssl_c_i_dn`: subject and issuer, as `/C=FR/O=.../CN=...`.
+    case subjectDN = "ssl_c_s_dn"
+    case issuerDN = "ssl_c_i_dn"
+    /// `ssl_c_serial`: the serial number's bytes.
+    case serial = "ssl_c_serial"
+    /// `ssl_fc_has_crt`: a certificate came in this very handshake.
+    case hasCertificate = "ssl_fc_has_crt"
 }
 
 extension VariableScope {
@@ -295,6 +319,8 @@ public enum FetchRegistry {
         e["ssl_fc_cipher"] = noArgs(.tlsCipher, nil, "ssl_fc_cipher")
         e["ssl_fc_alpn"] = noArgs(.tlsALPN, nil, "ssl_fc_alpn")
         e["ssl_fc_session_reused"] = noArgs(.tlsResumed, nil, "ssl_fc_session_reused")
+        e["ssl_fc_is_resumed"] = noArgs(.tlsResumed, nil, "ssl_fc_is_resumed")
+        for f in TLSClientField.allCases { e[f.rawValue] = noArgs(.tlsClient(f), nil, f.rawValue) }
         // No inspect-delay yet: the end of the wait is always reached; no RDP cookie is parsed.
         e["wait_end"] = noArgs(.isHTTP, nil, "wait_end")
         e["req.rdp_cookie_cnt"] = noArgs(.constantInt(0), nil, "req.rdp_cookie_cnt")

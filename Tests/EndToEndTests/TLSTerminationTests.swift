@@ -233,4 +233,43 @@ import Testing
         #expect(handshake("unknown.example").contains("unrecognized name"), "\(handshake("unknown.example"))")
         #expect(!handshake(nil).contains("subject="), "no SNI, no certificate")
     }
+
+    /// Client certificates: `verify required` refuses a client without one (or with one no
+    /// authority in `ca-file` signed); `verify optional` lets it in; `ssl_c_*` tell the rules.
+    @Test func clientCertificates() throws {
+        let bed = try TestBed()
+        let (pem, _) = try Self.certificate(in: bed.directory)
+        let d = bed.directory
+        let made = try Harness.run("/bin/sh", ["-c", """
+            cd \(d) && openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 30 -subj '/CN=Test Client CA' && \
+            openssl req -newkey rsa:2048 -nodes -keyout alice.key -out alice.csr -subj '/C=FR/O=Ops/CN=alice' && \
+            openssl x509 -req -in alice.csr -CA ca.crt -CAkey ca.key -set_serial 4660 -days 5 -out alice.crt
+            """])
+        #expect(made.status == 0, "\(made.stderr)")
+        let required = TestBed.freePort(), optional = TestBed.freePort()
+        try bed.proxy("""
+        global
+            ca-base \(d)
+        \(TestBed.defaults("http"))
+        frontend web
+            bind 127.0.0.1:\(required) ssl crt \(pem) ca-file ca.crt verify required
+            bind 127.0.0.1:\(optional) ssl crt \(pem) ca-file ca.crt verify optional
+            http-request set-header X-Client-DN %[ssl_c_s_dn] if { ssl_c_used }
+            http-request return status 200 content-type text/plain lf-string "used=%[ssl_c_used] verify=%[ssl_c_verify] s=%[ssl_c_s_dn] i=%[ssl_c_i_dn] new=%[ssl_fc_has_crt]"
+
+        """, waitFor: required)
+        let alice = ["-k", "--cert", d + "/alice.crt", "--key", d + "/alice.key"]
+        let withCert = try TestBed.curl(alice + ["https://127.0.0.1:\(required)/"])
+        #expect(withCert.1 == "used=1 verify=0 s=/C=FR/O=Ops/CN=alice i=/CN=Test Client CA new=1", "\(withCert)")
+        #expect(try TestBed.curl(["-k", "https://127.0.0.1:\(required)/"]).0 == 0, "no certificate, no request")
+        #expect(try TestBed.curl(["-k", "--cert", pem, "https://127.0.0.1:\(optional)/"]).0 == 0, "a certificate no authority signed")
+        let without = try TestBed.curl(["-k", "https://127.0.0.1:\(optional)/"])
+        #expect(without.1 == "used=0 verify=0 s= i= new=0", "\(without)")
+        #expect(try TestBed.curl(alice + ["https://127.0.0.1:\(optional)/"]).1.hasPrefix("used=1 verify=0 s=/C=FR/O=Ops/CN=alice"))
+        // Without a ca-file, `verify` is refused at load, with the fix.
+        let path = d + "/noca.cfg"
+        try "frontend f\n    timeout client 1s\n    bind :1 ssl crt \(pem) verify required\n".write(toFile: path, atomically: true, encoding: .utf8)
+        let noCA = try Harness.run(Harness.proxyBinary, ["-c", "-f", path])
+        #expect(noCA.status == 1 && noCA.stderr.contains("noca.cfg:3: error: frontend 'f': bind: 'verify required' checks client certificates against a 'ca-file'"), "\(noCA.stderr)")
+    }
 }

@@ -25,6 +25,9 @@ struct cproxy_tls_settings {
     const unsigned char *alpn;  // the protocols offered, in ALPN wire format; NULL: no ALPN
     size_t alpn_length;
     const char *session_context; // sessions resume only on the line that made them (its address)
+    int verify;                 // client certificates: 0 none, 1 optional, 2 required
+    const char *ca_file;        // the authorities client certificates are verified with
+    const char *crl_file;       // revocation lists checked with them
 };
 
 /// A server context from PEM files (certificate, chain and key in one file, as HAProxy's
@@ -113,6 +116,19 @@ int cproxy_tls_import_ticket_keys(const unsigned char *in, size_t size);
 /// many); import adds them (oldest first) and returns how many, or -1 when malformed.
 size_t cproxy_tls_export_sessions(unsigned char *out, size_t size, long *count);
 long cproxy_tls_import_sessions(const unsigned char *in, size_t size);
+
+/// The client's certificate: 1 when one was sent (in this handshake, or the resumed
+/// session's), and whether it came in this very handshake.
+int cproxy_tls_peer_certificate(void *session, int *this_handshake);
+/// OpenSSL's verification result for the peer's certificate (0: verified).
+long cproxy_tls_peer_verify_result(void *session);
+/// The subject (`issuer` 0) or issuer (1) of the peer's certificate as `/C=../CN=..`, in
+/// memory the caller frees with cproxy_tls_free_text; NULL without a certificate.
+char *cproxy_tls_peer_name(void *session, int issuer);
+/// The serial number's bytes into `out` (at most `size`): the count, 0 without one, -1 when
+/// it does not fit.
+int cproxy_tls_peer_serial(void *session, unsigned char *out, int size);
+void cproxy_tls_free_text(char *text);
 
 /// The OpenSSL version string.
 const char *cproxy_tls_library_version(void);

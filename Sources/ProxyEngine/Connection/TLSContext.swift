@@ -41,6 +41,12 @@ public final class TLSContext: @unchecked Sendable {
             }
         }
         let tls = options.tls.over(global.defaultBindTLS)
+        func underCABase(_ path: String?) -> String? {
+            guard var path else { return nil }
+            if path != "@system-ca", !path.hasPrefix("/"), let base = global.authorityBase { path = base + (base.hasSuffix("/") ? "" : "/") + path }
+            return path
+        }
+        let caFile = underCABase(options.caFile), crlFile = underCABase(options.crlFile)
         guard let range = tls.effectiveRange else {
             throw LoadError(location: location, message: "bind: no TLS version is left between ssl-min-ver, ssl-max-ver and the no-tlsv1x options")
         }
@@ -54,12 +60,17 @@ public final class TLSContext: @unchecked Sendable {
                     tls.curves.withOptionalCString { curves in
                         alpn.withUnsafeBufferPointer { a in
                             sessionContext.withCString { sessions in
+                              caFile.withOptionalCString { ca in
+                                crlFile.withOptionalCString { crl in
                                 var settings = cproxy_tls_settings(ciphers: ciphers, ciphersuites: suites, curves: curves,
                                                                    min_version: Int32(range.lowerBound), max_version: Int32(range.upperBound),
                                                                    no_tickets: tls.noTickets ? 1 : 0, prefer_client_ciphers: tls.preferClientCiphers ? 1 : 0,
                                                                    alpn: alpn.isEmpty ? nil : a.baseAddress, alpn_length: alpn.count,
-                                                                   session_context: sessions)
+                                                                   session_context: sessions, verify: Int32(options.clientVerify),
+                                                                   ca_file: ca, crl_file: crl)
                                 return cproxy_tls_server_context(pem, &settings, &error, error.count)
+                                }
+                              }
                             }
                         }
                     }

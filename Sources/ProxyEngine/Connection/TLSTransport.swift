@@ -1,4 +1,5 @@
 import CProxyTLS
+import ProxyRules
 import ProxySystem
 import Glibc
 
@@ -91,6 +92,27 @@ final class TLSTransport: Transport {
         return UnsafeRawBufferPointer(start: p, count: Int(length))
     }
     var resumed: Bool { cproxy_tls_reused(session) == 1 }
+
+    /// `ssl_c_*` and `ssl_fc_has_crt`, read from the session; names are copied out of
+    /// OpenSSL for the length of the visit only.
+    func visitClientCertificate(_ field: TLSClientField, _ visit: (Sample) -> Bool) -> Bool {
+        var thisHandshake: Int32 = 0
+        let used = cproxy_tls_peer_certificate(session, &thisHandshake) == 1
+        switch field {
+        case .used: return visit(.boolean(used))
+        case .hasCertificate: return visit(.boolean(thisHandshake == 1))
+        case .verify: return visit(.integer(Int64(cproxy_tls_peer_verify_result(session))))
+        case .subjectDN, .issuerDN:
+            guard let text = cproxy_tls_peer_name(session, field == .issuerDN ? 1 : 0) else { return false }
+            defer { cproxy_tls_free_text(text) }
+            return visit(.bytes(UnsafeRawBufferPointer(start: text, count: strlen(text))))
+        case .serial:
+            var bytes = [UInt8](repeating: 0, count: 64)
+            let n = cproxy_tls_peer_serial(session, &bytes, Int32(bytes.count))
+            guard n > 0 else { return false }
+            return bytes.withUnsafeBytes { visit(.bytes(UnsafeRawBufferPointer(rebasing: $0[0..<Int(n)]))) }
+        }
+    }
 
     private static func bytes(_ p: UnsafePointer<CChar>) -> UnsafeRawBufferPointer {
         UnsafeRawBufferPointer(start: p, count: strlen(p))

@@ -58,6 +58,12 @@ enum TLSSamples {
         case .tlsResumed:
             guard let t = tls else { return visit(.boolean(false)) }
             return visit(.boolean(t.resumed))
+        case .tlsClient(let field):
+            guard let t = tls, t.established else {
+                // Not TLS (or not yet): no certificate was used.
+                return field == .used || field == .hasCertificate ? visit(.boolean(false)) : false
+            }
+            return t.visitClientCertificate(field, visit)
         default:
             return false
         }
@@ -80,7 +86,7 @@ struct ConnectionSamples: SampleContext {
         case .sourcePort: return visit(.integer(Int64(clientPort)))
         case .destination: return visit(.ip(local))
         case .destinationPort: return visit(.integer(Int64(localPort)))
-        case .tlsFrontend, .tlsServerName, .tlsProtocol, .tlsCipher, .tlsALPN, .tlsResumed:
+        case .tlsFrontend, .tlsServerName, .tlsProtocol, .tlsCipher, .tlsALPN, .tlsResumed, .tlsClient:
             return TLSSamples.visit(fetch, tls, visit)
         default: return ProcessSamples.visit(fetch, model: model, backend: nil, visit) ?? false
         }
@@ -262,7 +268,7 @@ struct HTTPSamples: SampleContext {
             return message(side).visitCookie(name, inResponse: inResponse, visit)
         case .urlParameter(let name, let delimiter):
             return request.visitURLParameter(name, delimiter: delimiter ?? UInt8(ascii: "&"), visit)
-        case .tlsFrontend, .tlsServerName, .tlsProtocol, .tlsCipher, .tlsALPN, .tlsResumed:
+        case .tlsFrontend, .tlsServerName, .tlsProtocol, .tlsCipher, .tlsALPN, .tlsResumed, .tlsClient:
             return TLSSamples.visit(fetch, session.client.transport as? TLSTransport, visit)
         case .source:
             return visit(.ip(session.clientIP))
