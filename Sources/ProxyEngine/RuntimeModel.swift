@@ -17,6 +17,9 @@ public final class RuntimeModel: @unchecked Sendable {
     public let connectionLimit = Atomic<Int>(0)
     /// Kernel pipes held by TCP splicing across all loops, and the most it may hold (`maxpipes`).
     public let pipesInUse = Atomic<Int>(0)
+    /// Client TLS: handshakes completed, of which resumed, failed, and sessions open now
+    /// (`show info`'s CumSslConns, SslFrontendSessionReuse_pct, CurrSslConns).
+    public let tls = TLSCounters()
     public let maxPipes: Int
     /// True once a soft stop began.
     public let stopping = Atomic<Bool>(false)

@@ -26,6 +26,7 @@ import Testing
         frontend web
             bind 127.0.0.1:\(https) ssl crt \(pem)
             log stdout format raw local0
+            http-request use-service prometheus-exporter if { path /metrics }
             default_backend app
         frontend raw
             mode tcp
@@ -73,6 +74,11 @@ import Testing
         #expect((try? TestBed.curl(["-m", "3", "http://127.0.0.1:\(https)/"]))?.0 != 200)
         #expect(TestBed.waitUntil { bed.log().contains("] web/127.0.0.1:\(https): SSL handshake failure") }, "\(bed.log())")
         #expect(try TestBed.curl(["--cacert", ca, "https://localhost:\(https)/"]).0 == 200)
+        // Counted: handshakes in `show info`, failures in the metrics.
+        let metrics = try TestBed.curl(["--cacert", ca, "https://localhost:\(https)/metrics"]).1
+        // Two failed: the TLS 1.1 client and the plain HTTP one.
+        #expect(metrics.contains("haproxy_process_ssl_failed_handshakes_total 2"), "\(metrics)")
+        #expect(metrics.contains("haproxy_process_current_ssl_connections 1") && !metrics.contains("haproxy_process_ssl_connections_total 0"))
     }
 
     @Test func certificatesAreCheckedBeforeAnythingStarts() throws {

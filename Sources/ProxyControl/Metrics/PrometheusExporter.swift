@@ -83,6 +83,14 @@ public final class PrometheusExporter: LocalService, @unchecked Sendable {
         out.single("haproxy_process_requests_total", "counter", "HTTP requests received since start (carried over reloads)", requests)
         out.single("haproxy_process_max_pipes", "gauge", "The most pipes splicing may hold", model.maxPipes)
         out.single("haproxy_process_pipes_used_total", "counter", "Pipes in use for splicing", model.pipesInUse.load(ordering: .relaxed))
+        let tls = model.tls
+        let handshakes = tls.handshakes.load(ordering: .relaxed)
+        out.single("haproxy_process_current_ssl_connections", "gauge", "TLS client connections open now", tls.open.load(ordering: .relaxed))
+        out.single("haproxy_process_ssl_connections_total", "counter", "TLS handshakes completed with clients since start", handshakes)
+        out.single("haproxy_process_frontend_ssl_reuse", "gauge", "Percent of client TLS handshakes that resumed a session",
+                   handshakes == 0 ? 0 : tls.resumed.load(ordering: .relaxed) * 100 / handshakes)
+        out.single("haproxy_process_ssl_failed_handshakes_total", "counter", "Client TLS handshakes that failed (ours: HAProxy logs them only)",
+                   tls.failures.load(ordering: .relaxed))
         out.single("haproxy_process_stopping", "gauge", "1 once this process is soft-stopping", commands.stopping() ? 1 : 0)
         let listeners = commands.engine.listeners.count
         out.single("haproxy_process_jobs", "gauge", "Connections and listeners held", model.activeConnections.load(ordering: .relaxed) + listeners)

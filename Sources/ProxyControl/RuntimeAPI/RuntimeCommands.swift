@@ -237,6 +237,7 @@ public struct RuntimeCommands {
         }
         let current = model.activeConnections.load(ordering: .relaxed)
         let version = ProductVersion.compatible
+        let tlsHandshakes = model.tls.handshakes.load(ordering: .relaxed)
         let fields: [(String, String)] = [
             ("Name", "proxy"), ("Version", version), ("Release_date", ProductVersion.releaseDate),
             ("Nbthread", "\(threads)"), ("Nbproc", "1"), ("Process_num", "1"), ("Pid", "\(ProcessCalls.pid)"),
@@ -245,12 +246,12 @@ public struct RuntimeCommands {
             ("Ulimit-n", "\(model.configuration.global.ulimitN ?? 0)"), ("Maxsock", "\(model.configuration.global.maxsock ?? 0)"),
             ("Maxconn", "\(model.connectionLimit.load(ordering: .relaxed))"), ("Hard_maxconn", "\(model.maxConnections)"),
             ("CurrConns", "\(current)"), ("CumConns", "\(cumConns)"), ("CumReq", "\(cumReq)"),
-            ("MaxSslConns", "0"), ("CurrSslConns", "0"), ("CumSslConns", "0"),
+            ("MaxSslConns", "0"), ("CurrSslConns", "\(model.tls.open.load(ordering: .relaxed))"), ("CumSslConns", "\(tlsHandshakes)"),
             ("Maxpipes", "\(model.maxPipes)"), ("PipesUsed", "\(pipes)"),
             ("PipesFree", "0"),  // pipes are closed, never pooled
             ("ConnRate", ""), ("ConnRateLimit", "0"), ("MaxConnRate", ""), ("SessRate", ""), ("SessRateLimit", "0"),
             ("MaxSessRate", ""), ("SslRate", "0"), ("SslRateLimit", "0"), ("MaxSslRate", "0"), ("SslFrontendKeyRate", "0"),
-            ("SslFrontendMaxKeyRate", "0"), ("SslFrontendSessionReuse_pct", "0"), ("SslBackendKeyRate", "0"),
+            ("SslFrontendMaxKeyRate", "0"), ("SslFrontendSessionReuse_pct", tlsHandshakes == 0 ? "0" : "\(model.tls.resumed.load(ordering: .relaxed) * 100 / tlsHandshakes)"), ("SslBackendKeyRate", "0"),
             ("SslBackendMaxKeyRate", "0"), ("SslCacheLookups", "0"), ("SslCacheMisses", "0"), ("CompressBpsIn", "0"),
             ("CompressBpsOut", "0"), ("CompressBpsRateLim", "0"), ("Tasks", "\(current)"), ("Run_queue", "0"),
             ("Idle_pct", ""), ("node", ProcessCalls.hostname), ("Stopping", stopping() ? "1" : "0"),

@@ -48,7 +48,7 @@ extension LoopContext {
         let frontend = acceptor.frontend
         // `bind ... ssl`: TLS after any PROXY header, under whatever the frontend speaks.
         if let tls = acceptor.tls {
-            guard let t = TLSTransport(accepting: connection.fd, context: tls) else {
+            guard let t = TLSTransport(accepting: connection.fd, context: tls, counters: model.tls) else {
                 connection.close(abort: true)
                 connectionEnded(acceptor)
                 return
@@ -95,6 +95,7 @@ extension LoopContext {
     /// failure`) on the frontend's log, at notice.
     func tlsHandshakeFailed(_ acceptor: Acceptor, peer: IPAddress, port: UInt16, at accepted: (seconds: Int, microseconds: Int)) {
         let frontend = acceptor.frontend
+        model.tls.failures.add(1, ordering: .relaxed)
         guard !frontend.logDestinations.isEmpty else { return }
         let date = Logger.acceptDate(seconds: accepted.seconds, microseconds: accepted.microseconds)
         let bind = acceptor.listener.options.name ?? acceptor.listener.key.description

@@ -1,4 +1,5 @@
 import CProxyTLS
+import Synchronization
 import ProxyRules
 import ProxySystem
 import Glibc
@@ -12,10 +13,16 @@ final class TLSTransport: Transport {
     /// The handshake failed (a protocol error before it finished): logged as HAProxy does.
     private(set) var handshakeFailed = false
 
+    /// Where an accepted session counts its handshake (nil: a server-side session).
+    private let counters: TLSCounters?
+    private var counted = false
+
     /// A session for an accepted socket; nil when OpenSSL cannot make one.
-    init?(accepting fd: FileDescriptor, context: TLSContext) {
+    init?(accepting fd: FileDescriptor, context: TLSContext, counters: TLSCounters) {
         guard let s = cproxy_tls_accept(context.handle, fd.rawValue) else { return nil }
         session = s
+        self.counters = counters
+        counters.open.add(1, ordering: .relaxed)
     }
 
     /// A client session on a connecting socket to a TLS server, sending `serverName` as SNI.
@@ -26,9 +33,22 @@ final class TLSTransport: Transport {
         guard let s = made else { return nil }
         session = s
         wants = .write
+        counters = nil
     }
 
-    deinit { cproxy_tls_free(session) }
+    deinit {
+        if let c = counters { c.open.subtract(1, ordering: .relaxed) }
+        cproxy_tls_free(session)
+    }
+
+    /// Counts the handshake once it completed (accepted sessions).
+    @inline(__always)
+    private func noteEstablished() {
+        guard !counted, let c = counters, established else { return }
+        counted = true
+        c.handshakes.add(1, ordering: .relaxed)
+        if resumed { c.resumed.add(1, ordering: .relaxed) }
+    }
 
     /// Why the peer's certificate was refused, if it was.
     var verifyError: String? { cproxy_tls_verify_error(session).map { String(cString: $0) } }
@@ -42,6 +62,7 @@ final class TLSTransport: Transport {
     }
 
     private func outcome(_ r: Int, _ call: String) throws -> IOResult<Int> {
+        if !counted { noteEstablished() }
         if r >= 0 { return .done(r) }
         switch r {
         case Int(CPROXY_TLS_WANT_READ):
@@ -62,7 +83,7 @@ final class TLSTransport: Transport {
     /// false while it waits (see `wants`); throws when it failed.
     func handshake() throws -> Bool {
         let r = cproxy_tls_handshake(session)
-        if r == 1 { return true }
+        if r == 1 { noteEstablished(); return true }
         if case .done = try outcome(r, "SSL_do_handshake") {
             // The peer closed before the handshake finished.
             handshakeFailed = true
@@ -117,4 +138,12 @@ final class TLSTransport: Transport {
     private static func bytes(_ p: UnsafePointer<CChar>) -> UnsafeRawBufferPointer {
         UnsafeRawBufferPointer(start: p, count: strlen(p))
     }
+}
+
+/// Client TLS counters of the process, shared by the loops (relaxed atomics).
+public final class TLSCounters: Sendable {
+    public let handshakes = Atomic<Int>(0)
+    public let resumed = Atomic<Int>(0)
+    public let failures = Atomic<Int>(0)
+    public let open = Atomic<Int>(0)
 }
