@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <sys/stat.h>
 #include <dirent.h>
+#include <sys/socket.h>
 #include <errno.h>
 #include <time.h>
 #include <openssl/rand.h>
@@ -60,6 +61,8 @@ void *cproxy_tls_server_context(const char *pem, const struct cproxy_tls_setting
     if (s && s->no_tickets) options |= SSL_OP_NO_TICKET;
     SSL_CTX_set_options(ctx, options);
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
+    // Whole socket reads into OpenSSL's buffer, not a header then a body per record.
+    SSL_CTX_set_read_ahead(ctx, 1);
     // DHE suites get parameters sized to the certificate's key (tune.ssl.default-dh-param).
     SSL_CTX_set_dh_auto(ctx, 1);
     if (s && s->ciphers && SSL_CTX_set_cipher_list(ctx, s->ciphers) != 1)
@@ -236,10 +239,148 @@ int cproxy_tls_expired(void *context, char *when, size_t when_size) {
     return 1;
 }
 
+
+// MARK: the socket under a session
+
+/// Our socket BIO (HAProxy's lesson): what OpenSSL writes while it reads (a handshake
+/// flight, the session tickets after the client's Finished) is held and sent in one go when
+/// the call returns; a peer that closed before it was sent does not get it (a client that
+/// handshakes and leaves takes no tickets); and once a write failed for good (EPIPE,
+/// ECONNRESET), nothing more is written: no syscall is spent on a dead socket.
+struct socket_io {
+    int fd;
+    int gone;             // a write failed for good
+    int peer_fin;         // recv returned 0
+    int got_data;         // the peer sent application bytes (the wrappers say so)
+    int got_bytes;        // the peer sent any byte at all
+    int holding;          // inside a read or handshake: writes are held
+    unsigned char *held;
+    size_t held_length, held_capacity;
+};
+
+static BIO_METHOD *socket_method;
+static pthread_once_t socket_method_once = PTHREAD_ONCE_INIT;
+
+/// Sends what is held: 1 when all is out, 0 when the socket is full, -1 when it is dead.
+static int send_held(struct socket_io *io) {
+    size_t sent = 0;
+    while (sent < io->held_length) {
+        ssize_t n = send(io->fd, io->held + sent, io->held_length - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n > 0) { sent += (size_t)n; continue; }
+        if (n < 0 && errno == EINTR) continue;
+        if (sent) memmove(io->held, io->held + sent, io->held_length - sent);
+        io->held_length -= sent;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
+        io->gone = 1;
+        io->held_length = 0;
+        return -1;
+    }
+    io->held_length = 0;
+    return 1;
+}
+
+static int socket_write(BIO *b, const char *in, int length) {
+    struct socket_io *io = BIO_get_data(b);
+    BIO_clear_retry_flags(b);
+    if (io->gone) { errno = EPIPE; return -1; }
+    if (io->holding) {
+        if (io->held_length + (size_t)length > io->held_capacity) {
+            size_t capacity = io->held_capacity ? io->held_capacity : 4096;
+            while (capacity < io->held_length + (size_t)length) capacity *= 2;
+            unsigned char *grown = realloc(io->held, capacity);
+            if (!grown) { errno = ENOMEM; return -1; }
+            io->held = grown;
+            io->held_capacity = capacity;
+        }
+        memcpy(io->held + io->held_length, in, (size_t)length);
+        io->held_length += (size_t)length;
+        return length;
+    }
+    if (io->held_length) {
+        int r = send_held(io);
+        if (r < 0) { errno = EPIPE; return -1; }
+        if (r == 0) { BIO_set_retry_write(b); return -1; }
+    }
+    for (;;) {
+        ssize_t n = send(io->fd, in, (size_t)length, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n >= 0) return (int)n;
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) { BIO_set_retry_write(b); return -1; }
+        io->gone = 1;
+        return -1;
+    }
+}
+
+static int socket_read(BIO *b, char *out, int length) {
+    struct socket_io *io = BIO_get_data(b);
+    BIO_clear_retry_flags(b);
+    for (;;) {
+        ssize_t n = recv(io->fd, out, (size_t)length, MSG_DONTWAIT);
+        if (n > 0) { io->got_bytes = 1; return (int)n; }
+        if (n == 0) { io->peer_fin = 1; return 0; }
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) { BIO_set_retry_read(b); return -1; }
+        if (errno == ECONNRESET) io->gone = 1;
+        return -1;
+    }
+}
+
+static long socket_ctrl(BIO *b, int command, long number, void *pointer) {
+    (void)b; (void)number; (void)pointer;
+    switch (command) {
+    case BIO_CTRL_FLUSH: return 1;   // the wrappers send what is held when the call returns
+    case BIO_CTRL_PUSH: case BIO_CTRL_POP: return 0;
+    default: return 0;
+    }
+}
+
+static int socket_destroy(BIO *b) {
+    struct socket_io *io = BIO_get_data(b);
+    if (io) { free(io->held); free(io); }
+    BIO_set_data(b, NULL);
+    return 1;
+}
+
+static void make_socket_method(void) {
+    BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "proxy socket");
+    if (!m) return;
+    BIO_meth_set_write(m, socket_write);
+    BIO_meth_set_read(m, socket_read);
+    BIO_meth_set_ctrl(m, socket_ctrl);
+    BIO_meth_set_destroy(m, socket_destroy);
+    socket_method = m;
+}
+
+/// Puts our socket BIO under `ssl`: 0 when out of memory.
+static int attach_socket(SSL *ssl, int fd) {
+    pthread_once(&socket_method_once, make_socket_method);
+    if (!socket_method) return 0;
+    struct socket_io *io = calloc(1, sizeof *io);
+    if (!io) return 0;
+    io->fd = fd;
+    BIO *b = BIO_new(socket_method);
+    if (!b) { free(io); return 0; }
+    BIO_set_data(b, io);
+    BIO_set_init(b, 1);
+    SSL_set_bio(ssl, b, b);
+    return 1;
+}
+
+static struct socket_io *io_of(SSL *ssl) { return BIO_get_data(SSL_get_rbio(ssl)); }
+
+/// After a read or a handshake step: what OpenSSL wrote meanwhile goes out now, unless the
+/// peer already left (`closed`) and it was only post-handshake tickets.
+static void release_held(SSL *ssl, struct socket_io *io, int closed) {
+    io->holding = 0;
+    if (!io->held_length) return;
+    if (closed && SSL_is_server(ssl) && SSL_is_init_finished(ssl)) { io->held_length = 0; return; }
+    (void)send_held(io);
+}
+
 void *cproxy_tls_accept(void *context, int fd) {
     SSL *ssl = SSL_new((SSL_CTX *)context);
     if (!ssl) { ERR_clear_error(); return NULL; }
-    if (SSL_set_fd(ssl, fd) != 1) { SSL_free(ssl); ERR_clear_error(); return NULL; }
+    if (!attach_socket(ssl, fd)) { SSL_free(ssl); ERR_clear_error(); return NULL; }
     SSL_set_accept_state(ssl);
     return ssl;
 }
@@ -270,11 +411,22 @@ static long outcome(SSL *ssl, int ret) {
 
 long cproxy_tls_read(void *session, void *buffer, size_t length) {
     SSL *ssl = (SSL *)session;
+    struct socket_io *io = io_of(ssl);
     size_t n = 0;
     ERR_clear_error();
+    if (io->held_length && send_held(io) == 0) return CPROXY_TLS_WANT_WRITE;
+    io->holding = 1;
     int ret = SSL_read_ex(ssl, buffer, length, &n);
-    if (ret == 1) return (long)n;
-    return outcome(ssl, ret);
+    if (ret == 1) {
+        io->got_data = 1;
+        release_held(ssl, io, 0);
+        return (long)n;
+    }
+    long r = outcome(ssl, ret);
+    release_held(ssl, io, r == CPROXY_TLS_CLOSED || r == CPROXY_TLS_ERROR);
+    // Held bytes the socket could not take: wait for it to be writable, then read again.
+    if (r == CPROXY_TLS_WANT_READ && io->held_length) return CPROXY_TLS_WANT_WRITE;
+    return r;
 }
 
 long cproxy_tls_write(void *session, const void *buffer, size_t length) {
@@ -288,8 +440,12 @@ long cproxy_tls_write(void *session, const void *buffer, size_t length) {
 
 void cproxy_tls_shutdown(void *session) {
     SSL *ssl = (SSL *)session;
+    struct socket_io *io = io_of(ssl);
+    // A dead socket takes nothing; a client that sent nothing and left wants no goodbye.
+    if (io->gone || (io->peer_fin && !io->got_data && SSL_is_server(ssl))) return;
     if (SSL_is_init_finished(ssl)) {
         ERR_clear_error();
+        if (io->held_length) (void)send_held(io);
         (void)SSL_shutdown(ssl);
         ERR_clear_error();
     }
@@ -416,6 +572,8 @@ void *cproxy_tls_client_context(const struct cproxy_tls_client_settings *s, char
     if (s->no_tickets) options |= SSL_OP_NO_TICKET;
     SSL_CTX_set_options(ctx, options);
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
+    // Whole socket reads into OpenSSL's buffer, not a header then a body per record.
+    SSL_CTX_set_read_ahead(ctx, 1);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
     SSL_CTX_sess_set_new_cb(ctx, keep_session);
     if (s->ciphers && SSL_CTX_set_cipher_list(ctx, s->ciphers) != 1)
@@ -442,7 +600,7 @@ void *cproxy_tls_client_context(const struct cproxy_tls_client_settings *s, char
 void *cproxy_tls_connect(void *context, int fd, const char *server_name, const char *verify_host, void *reuse) {
     SSL *ssl = SSL_new((SSL_CTX *)context);
     if (!ssl) { ERR_clear_error(); return NULL; }
-    if (SSL_set_fd(ssl, fd) != 1) { SSL_free(ssl); ERR_clear_error(); return NULL; }
+    if (!attach_socket(ssl, fd)) { SSL_free(ssl); ERR_clear_error(); return NULL; }
     if (server_name && *server_name) SSL_set_tlsext_host_name(ssl, server_name);
     // The certificate must name the SNI sent, else `verifyhost` (with `verify required`).
     const char *host = (server_name && *server_name) ? server_name : verify_host;
@@ -467,10 +625,16 @@ void *cproxy_tls_connect(void *context, int fd, const char *server_name, const c
 
 long cproxy_tls_handshake(void *session) {
     SSL *ssl = (SSL *)session;
+    struct socket_io *io = io_of(ssl);
     ERR_clear_error();
+    if (io->held_length && send_held(io) == 0) return CPROXY_TLS_WANT_WRITE;
+    io->holding = 1;
     int ret = SSL_do_handshake(ssl);
-    if (ret == 1) return 1;
-    return outcome(ssl, ret);
+    if (ret == 1) { release_held(ssl, io, 0); return io->held_length ? CPROXY_TLS_WANT_WRITE : 1; }
+    long r = outcome(ssl, ret);
+    release_held(ssl, io, r == CPROXY_TLS_CLOSED || r == CPROXY_TLS_ERROR);
+    if (r == CPROXY_TLS_WANT_READ && io->held_length) return CPROXY_TLS_WANT_WRITE;
+    return r;
 }
 
 const char *cproxy_tls_verify_error(void *session) {
@@ -793,3 +957,5 @@ int cproxy_tls_peer_serial(void *session, unsigned char *out, int size) {
 }
 
 void cproxy_tls_free_text(char *text) { OPENSSL_free(text); }
+
+int cproxy_tls_peer_sent_bytes(void *session) { return io_of((SSL *)session)->got_bytes; }

@@ -130,6 +130,10 @@ char *cproxy_tls_peer_name(void *session, int issuer);
 int cproxy_tls_peer_serial(void *session, unsigned char *out, int size);
 void cproxy_tls_free_text(char *text);
 
+/// 1 once the peer sent any byte (a connection closed before its ClientHello is no failed
+/// handshake: a port probe).
+int cproxy_tls_peer_sent_bytes(void *session);
+
 /// The OpenSSL version string.
 const char *cproxy_tls_library_version(void);
 #endif

@@ -54,6 +54,10 @@ extension LoopContext {
                 return
             }
             connection.transport = t
+            // A ClientHello comes after the accept, with its own edge (one queued before the
+            // registration is reported too): no read is tried before it, unless a PROXY
+            // header's stage saw bytes behind it that no edge will announce.
+            if !bytesWaiting { connection.readable = false }
         }
         if frontend.mode == .tcp {
             let localAddress = local ?? connection.localAddress

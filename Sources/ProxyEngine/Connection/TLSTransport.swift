@@ -72,9 +72,14 @@ final class TLSTransport: Transport {
             wants = .write
             return .wouldBlock
         case Int(CPROXY_TLS_CLOSED):
+            // A peer that left mid-handshake (a truncated ClientHello) failed it; one that
+            // sent nothing (a port probe) did not.
+            if !established && cproxy_tls_peer_sent_bytes(session) == 1 { handshakeFailed = true }
             return .done(0)
         default:
-            if !established { handshakeFailed = true }
+            if !established && cproxy_tls_peer_sent_bytes(session) == 1 { handshakeFailed = true }
+            // The stream is broken: no close_notify will reach anyone.
+            shutDown = true
             throw SystemError(call, code: EPROTO)
         }
     }
@@ -85,8 +90,8 @@ final class TLSTransport: Transport {
         let r = cproxy_tls_handshake(session)
         if r == 1 { noteEstablished(); return true }
         if case .done = try outcome(r, "SSL_do_handshake") {
-            // The peer closed before the handshake finished.
-            handshakeFailed = true
+            // The peer closed before the handshake finished (`handshakeFailed` says whether
+            // it had started one).
             throw SystemError("SSL_do_handshake", code: EPROTO)
         }
         return false

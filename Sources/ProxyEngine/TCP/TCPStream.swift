@@ -106,7 +106,9 @@ final class TCPStream: LoopObject, ConnectionOwner, QueueWaiter {
                 return false
             }
         } catch {
-            context.tlsHandshakeFailed(acceptor, peer: HTTPTransaction.ip(of: clientAddress), port: clientAddress.port, at: acceptedAt)
+            if t.handshakeFailed {
+                context.tlsHandshakeFailed(acceptor, peer: HTTPTransaction.ip(of: clientAddress), port: clientAddress.port, at: acceptedAt)
+            }
             close()
             return false
         }
