@@ -43,8 +43,8 @@ final class Connection: LoopObject {
     /// Bytes a stage puts on the wire before anything the owner writes: the PROXY header.
     var preface: [UInt8]?
     /// The SNI a TLS server connection was opened with: a pooled one serves only requests
-    /// that would send the same.
-    var serverName: String?
+    /// that would send the same. Kept by the transport: idle client connections stay small.
+    var serverName: String? { (transport as? TLSTransport)?.serverName }
 
     /// The events every connection is registered for: edge-triggered, both ways, FIN noticed.
     static let events = Epoll.readable | Epoll.writable | Epoll.readHangup | Epoll.edgeTriggered
@@ -82,7 +82,6 @@ final class Connection: LoopObject {
             if let tls = server.tls, tls.forTraffic {
                 guard let t = TLSTransport(connecting: fd, to: tls, serverName: serverName) else { throw SystemError("SSL_new", code: ENOMEM) }
                 c.transport = t
-                c.serverName = serverName
             }
             switch try Socket.connect(fd, address) {
             case .done: c.established()

@@ -13,6 +13,8 @@ final class TLSTransport: Transport {
     /// The handshake failed (a protocol error before it finished): logged as HAProxy does.
     private(set) var handshakeFailed = false
 
+    /// The SNI a client session sent (nil: none, or an accepted session).
+    private(set) var serverName: String?
     /// Where an accepted session counts its handshake (nil: a server-side session).
     private let counters: TLSCounters?
     private var counted = false
@@ -34,6 +36,7 @@ final class TLSTransport: Transport {
         session = s
         wants = .write
         counters = nil
+        self.serverName = serverName
     }
 
     deinit {
