@@ -90,9 +90,14 @@ extension HTTPTransaction {
         triedServer = chosen
         connectStartMs = loop.now
         // `sni EXPR` names the TLS server per request: a connection serves the name it opened with.
-        let serverName = chosen.tls?.serverName == nil ? nil : chosen.tls!.serverName(in: HTTPSamples(session: self, phase: .request))
+        var serverName: String?
+        var byName = false
+        if let tls = chosen.tls, tls.serverName != nil {
+            byName = true
+            serverName = tls.serverName(in: HTTPSamples(session: self, phase: .request))
+        }
         // Reuse this session's own connection, or (not for a first request) a pooled one.
-        if let s = server, s.server === chosen, !s.eof, !s.closed, s.serverName == serverName {
+        if let s = server, s.server === chosen, !s.eof, !s.closed, !byName || s.serverName == serverName {
             sendRequest(on: s)
             return
         }
