@@ -15,7 +15,7 @@ final class ConnectionPool {
     @inline(__always)
     func take(_ server: Server, serverName: String? = nil) -> Connection? {
         let key = ObjectIdentifier(server)
-        if server.tls?.serverName != nil {
+        if let tls = server.tls, tls.sendsServerName {
             guard let i = idle[key]?.lastIndex(where: { $0.serverName == serverName }) else { return nil }
             let c = idle[key]!.remove(at: i)
             if c.eof || c.closed || c.hangup { c.close(); return nil }

@@ -12,6 +12,8 @@ public final class ServerTLS: @unchecked Sendable {
     let reuse: UnsafeMutableRawPointer?
     /// `sni EXPR`, evaluated when a connection opens.
     let serverName: SampleExpression?
+    /// Whether it has one (read on the request path without copying the expression).
+    let sendsServerName: Bool
     /// `verifyhost`: the name checked when no SNI is sent.
     let verifyHost: String?
     /// `check-sni`: the name TLS health checks send.
@@ -85,6 +87,7 @@ public final class ServerTLS: @unchecked Sendable {
         self.context = context
         self.reuse = reuse
         self.serverName = serverName
+        sendsServerName = serverName != nil
         self.verifyHost = verifyHost
         self.checkServerName = checkServerName
         self.forTraffic = forTraffic

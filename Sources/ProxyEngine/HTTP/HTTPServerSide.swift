@@ -89,18 +89,13 @@ extension HTTPTransaction {
         slotBackend = backend
         triedServer = chosen
         connectStartMs = loop.now
-        // `sni EXPR` names the TLS server per request: a connection serves the name it opened with.
-        var serverName: String?
-        var byName = false
-        if let tls = chosen.tls, tls.serverName != nil {
-            byName = true
-            serverName = tls.serverName(in: HTTPSamples(session: self, phase: .request))
-        }
-        // Reuse this session's own connection, or (not for a first request) a pooled one.
-        if let s = server, s.server === chosen, !s.eof, !s.closed, !byName || s.serverName == serverName {
+        // Reuse this session's own connection, or (not for a first request) a pooled one. A
+        // TLS server's connection serves the name (`sni EXPR`) it was opened with.
+        if let s = server, s.server === chosen, !s.eof, !s.closed, chosen.tls == nil || sendsSameName(s, chosen.tls!) {
             sendRequest(on: s)
             return
         }
+        let serverName = chosen.tls == nil ? nil : requestServerName(chosen.tls!)
         if let s = server { server = nil; context.pool.release(s) }
         if transactions > 1 || backend.settings.httpReuse == .always || backend.settings.httpReuse == .aggressive,
            backend.settings.httpReuse != .never, let pooled = context.pool.take(chosen, serverName: serverName) {
@@ -122,6 +117,21 @@ extension HTTPTransaction {
         } catch {
             connectFailed(EIO)
         }
+    }
+
+    /// The SNI `sni EXPR` gives for this request, nil without one (out of line: the plain
+    /// path stays small).
+    @inline(never)
+    func requestServerName(_ tls: ServerTLS) -> String? {
+        guard tls.sendsServerName else { return nil }
+        return tls.serverName(in: HTTPSamples(session: self, phase: .request))
+    }
+
+    /// Whether connection `s` to a TLS server sends the name this request would.
+    @inline(never)
+    func sendsSameName(_ s: Connection, _ tls: ServerTLS) -> Bool {
+        guard tls.sendsServerName else { return true }
+        return s.serverName == requestServerName(tls)
     }
 
     /// The PROXY header a new server connection opens with (`send-proxy[-v2]`): the client's

@@ -141,7 +141,8 @@ final class TCPStream: LoopObject, ConnectionOwner, QueueWaiter {
         slotServer = chosen
         triedServer = chosen
         do {
-            let serverName = chosen.tls?.serverName == nil ? nil : chosen.tls!.serverName(in: streamSamples)
+            var serverName: String?
+            if let tls = chosen.tls, tls.sendsServerName { serverName = tls.serverName(in: streamSamples) }
             let c = try Connection.open(to: chosen, context: context, serverName: serverName) { [unowned self] in reached.port }
             c.owner = self
             if let v = chosen.definition.options.sendProxy {
