@@ -278,4 +278,26 @@ import Testing
         let noCA = try Harness.run(Harness.proxyBinary, ["-c", "-f", path])
         #expect(noCA.status == 1 && noCA.stderr.contains("noca.cfg:3: error: frontend 'f': bind: 'verify required' checks client certificates against a 'ca-file'"), "\(noCA.stderr)")
     }
+
+    /// Hostile TLS: a truncated ClientHello is closed and logged; a ClientHello trickled a
+    /// byte at a time still completes; the process serves on.
+    @Test func hostileClients() throws {
+        let bed = try TestBed()
+        let (pem, _) = try Self.certificate(in: bed.directory)
+        let port = TestBed.freePort()
+        let p = try bed.proxy("""
+        \(TestBed.defaults("http"))
+        frontend web
+            bind 127.0.0.1:\(port) ssl crt \(pem)
+            log stdout format raw local0
+            http-request return status 200 content-type text/plain string "ok"
+
+        """, waitFor: port)
+        let python = Harness.which("python3") ?? "/usr/bin/python3"
+        let r = try Harness.run(python, [Harness.root + "/Tests/EndToEndTests/Helpers/hostile_tls.py", String(port)])
+        #expect(r.stdout.contains("truncated closed") && r.stdout.contains("trickled HTTP/1.1 200 OK"), "\(r.stdout) \(r.stderr)")
+        #expect(TestBed.waitUntil { bed.log().contains("SSL handshake failure") }, "\(bed.log())")
+        #expect(p.isRunning)
+        #expect(try TestBed.curl(["-k", "https://127.0.0.1:\(port)/"]).1 == "ok")
+    }
 }
