@@ -57,40 +57,10 @@ extension ConfigParser {
             let n = try Values.integer(args.first!, for: keyword, in: 1...100_000)
             if keyword == "mworker-max-reloads" { config.global.masterMaxReloads = n } else { config.global.masterMaxOldWorkers = n }
             config.global.masterSettingsLocation = location
-        case "ssl-default-bind-ciphers", "ssl-default-bind-ciphersuites", "ssl-default-bind-curves":
-            try Values.expect(args, 1, usage: "\(keyword) <list>")
-            let v = args.first!
-            if keyword.hasSuffix("ciphers") { config.global.defaultBindTLS.ciphers = v }
-            else if keyword.hasSuffix("ciphersuites") { config.global.defaultBindTLS.ciphersuites = v }
-            else { config.global.defaultBindTLS.curves = v }
-        case "ssl-default-bind-options":
-            var rest = args[...]
-            while let w = rest.popFirst() {
-                let known = try config.global.defaultBindTLS.apply(w) {
-                    guard let v = rest.popFirst() else { throw ConfigError("'\(w)' needs a value") }
-                    return v
-                }
-                if !known {
-                    throw ConfigError("ssl-default-bind-options: unknown option '\(w)' (no-sslv3, no-tlsv10..no-tlsv13, force-tlsv12, ssl-min-ver, ssl-max-ver, no-tls-tickets, prefer-client-ciphers)")
-                }
-            }
-        case "ssl-default-server-ciphers", "ssl-default-server-ciphersuites", "ssl-default-server-curves":
-            try Values.expect(args, 1, usage: "\(keyword) <list>")
-            let v = args.first!
-            if keyword.hasSuffix("ciphers") { config.global.defaultServerTLS.ciphers = v }
-            else if keyword.hasSuffix("ciphersuites") { config.global.defaultServerTLS.ciphersuites = v }
-            else { config.global.defaultServerTLS.curves = v }
-        case "ssl-default-server-options":
-            var rest = args[...]
-            while let w = rest.popFirst() {
-                let known = try w != "strict-sni" && w != "prefer-client-ciphers" && (config.global.defaultServerTLS.apply(w) {
-                    guard let v = rest.popFirst() else { throw ConfigError("'\(w)' needs a value") }
-                    return v
-                })
-                if !known {
-                    throw ConfigError("ssl-default-server-options: unknown option '\(w)' (no-sslv3, no-tlsv10..no-tlsv13, force-tlsv12, ssl-min-ver, ssl-max-ver, no-tls-tickets)")
-                }
-            }
+        case "ssl-default-bind-ciphers", "ssl-default-bind-ciphersuites", "ssl-default-bind-curves", "ssl-default-bind-options":
+            try parseDefaultTLS(keyword, args, into: &config.global.defaultBindTLS, bind: true)
+        case "ssl-default-server-ciphers", "ssl-default-server-ciphersuites", "ssl-default-server-curves", "ssl-default-server-options":
+            try parseDefaultTLS(keyword, args, into: &config.global.defaultServerTLS, bind: false)
         case "ssl-server-verify":
             try Values.expect(args, 1, usage: "ssl-server-verify none|required")
             switch args.first! {
@@ -293,6 +263,30 @@ extension ConfigParser {
     }
 
     /// Records a keyword that parses but has no effect yet, with the warning DECISIONS asks for.
+    /// `ssl-default-bind-*` and `ssl-default-server-*`: a list (`ciphers`, `ciphersuites`,
+    /// `curves`) or the options; `strict-sni` and `prefer-client-ciphers` are bind-only.
+    func parseDefaultTLS(_ keyword: String, _ args: ArraySlice<String>, into settings: inout TLSSettings, bind: Bool) throws {
+        if keyword.hasSuffix("-options") {
+            var rest = args[...]
+            while let w = rest.popFirst() {
+                let bindOnly = w == "strict-sni" || w == "prefer-client-ciphers"
+                let known = try !(bindOnly && !bind) && settings.apply(w) {
+                    guard let v = rest.popFirst() else { throw ConfigError("'\(w)' needs a value") }
+                    return v
+                }
+                if !known {
+                    throw ConfigError("\(keyword): unknown option '\(w)' (no-sslv3, no-tlsv10..no-tlsv13, force-tlsv12, ssl-min-ver, ssl-max-ver, no-tls-tickets\(bind ? ", prefer-client-ciphers" : ""))")
+                }
+            }
+            return
+        }
+        try Values.expect(args, 1, usage: "\(keyword) <list>")
+        let v = args.first!
+        if keyword.hasSuffix("ciphers") { settings.ciphers = v }
+        else if keyword.hasSuffix("ciphersuites") { settings.ciphersuites = v }
+        else { settings.curves = v }
+    }
+
     func notEnforced(_ keyword: NotEnforced, at location: SourceLocation) {
         warning("'\(keyword.rawValue)' is accepted but not enforced yet", at: location)
         unenforced.append(UnenforcedKeyword(location: location, keyword: keyword))

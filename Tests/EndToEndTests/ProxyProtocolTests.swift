@@ -85,22 +85,7 @@ import Testing
         let cfg = webmail(port: ports, backend: b).replacingOccurrences(of: "    log stdout format raw local0\n    option httplog\n", with: "")
         try bed.proxy(cfg, waitFor: ports, arguments: ["-p", pidFile])
         try stunnel(bed, tlsPort: ports + 1, port: ports)
-        let wrk = Process()
-        wrk.executableURL = URL(fileURLWithPath: Harness.which("wrk")!)
-        wrk.arguments = ["-t1", "-c8", "-d4s", "https://127.0.0.1:\(ports + 1)/"]
-        let out = Pipe()
-        wrk.standardOutput = out
-        try wrk.run()
-        var reloads = 0
-        for _ in 0..<5 {
-            Thread.sleep(forTimeInterval: 0.5)
-            let old = bed.read(pidFile).trimmingCharacters(in: .whitespacesAndNewlines)
-            let r = try Harness.proxy(["-f", bed.directory + "/proxy.cfg", "-D", "-p", pidFile, "-sf", old])
-            if r.status == 0 { reloads += 1 }
-        }
-        let report = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        wrk.waitUntilExit()
-        if let pid = Int32(bed.read(pidFile).trimmingCharacters(in: .whitespacesAndNewlines)) { kill(pid, SIGTERM) }
+        let (reloads, report) = try bed.reloadsUnderWrk("https://127.0.0.1:\(ports + 1)/", pidFile: pidFile)
         #expect(reloads == 5)
         let clean = report.contains("requests in") && !report.contains("Socket errors") && !report.contains("Non-2xx")
         #expect(clean, "\(report)")

@@ -136,6 +136,29 @@ final class TestBed {
         return p
     }
 
+    /// wrk (8 connections, 4 s) against `url` while the proxy on this bed's config is
+    /// reloaded `count` times 0.5 s apart (`-D -p pidFile -sf OLD`): the reloads that
+    /// succeeded and wrk's report. The last process is stopped.
+    func reloadsUnderWrk(_ url: String, pidFile: String, count: Int = 5) throws -> (reloads: Int, report: String) {
+        let wrk = Process()
+        wrk.executableURL = URL(fileURLWithPath: Harness.which("wrk")!)
+        wrk.arguments = ["-t1", "-c8", "-d4s", url]
+        let out = Pipe()
+        wrk.standardOutput = out
+        try wrk.run()
+        var reloads = 0
+        for _ in 0..<count {
+            Thread.sleep(forTimeInterval: 0.5)
+            let old = read(pidFile).trimmingCharacters(in: .whitespacesAndNewlines)
+            let r = try Harness.proxy(["-f", directory + "/proxy.cfg", "-D", "-p", pidFile, "-sf", old])
+            if r.status == 0 { reloads += 1 }
+        }
+        let report = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        wrk.waitUntilExit()
+        if let pid = Int32(read(pidFile).trimmingCharacters(in: .whitespacesAndNewlines)) { kill(pid, SIGTERM) }
+        return (reloads, report)
+    }
+
     /// Starts an HTTP test backend and waits for it.
     @discardableResult
     func backend(name: String, port: Int = TestBed.freePort(), kind: String = "http") throws -> Int {
