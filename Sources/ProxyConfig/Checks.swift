@@ -98,6 +98,18 @@ extension ConfigParser {
                     error("\(label) is in http mode but backend '\(name)' is in tcp mode; an http frontend can only use http backends (set 'mode http' in '\(name)')", at: location)
                 }
             }
+            // `req.ssl_sni`, `req.ssl_hello_type`: the client's first bytes, which only a TCP
+            // frontend with `tcp-request inspect-delay` waits for.
+            let conditions = p.tcpRequestRules.filter { $0.action.layer == .content }.compactMap { r in r.condition.map { ($0, r.location) } }
+                + p.useBackendRules.compactMap { r in r.condition.map { ($0, r.location) } }
+            for (c, location) in conditions {
+                guard let term = c.acls.flatMap(\.terms).first(where: { [.helloType, .helloServerName].contains($0.expression.fetch) }) else { continue }
+                if p.mode == .http {
+                    warning("\(label): '\(term.expression.keyword)' reads a TLS ClientHello that mode http never sees; it matches nothing here (use ssl_fc_sni with 'bind ... ssl')", at: location)
+                } else if p.settings.inspectDelay == nil {
+                    warning("\(label): '\(term.expression.keyword)' needs the client's first bytes, but there is no 'tcp-request inspect-delay' to wait for them; it matches nothing. Add 'tcp-request inspect-delay 5s' and 'tcp-request content accept if { req.ssl_hello_type 1 }'", at: location)
+                }
+            }
             if p.settings.timeouts.client == nil && p.kind == .frontend {
                 warning("\(label) has no 'timeout client'; idle clients are never timed out. Set 'timeout client' (e.g. 30s) here or in defaults", at: p.location)
             }

@@ -230,8 +230,18 @@ extension ConfigParser {
 
     func parseTCPRequestRule(_ args: ArraySlice<String>, at location: SourceLocation) throws {
         guard let layerText = args.first else { throw ConfigError("'tcp-request' needs 'connection' or 'content'") }
+        if layerText == "inspect-delay" {
+            try Values.expect(args.dropFirst(), 1, usage: "tcp-request inspect-delay <time>")
+            let ms = try Values.time(args[args.startIndex + 1], for: "tcp-request inspect-delay")
+            if let p = proxy, p.kind == .backend {
+                warning("'tcp-request inspect-delay' in backend '\(p.name)' changes nothing here: the client's first bytes are inspected in a frontend or listen section", at: location)
+                return
+            }
+            proxy!.settings.inspectDelay = ms
+            return
+        }
         guard let layer = TCPRequestAction.Layer(rawValue: layerText) else {
-            if ["inspect-delay", "session"].contains(layerText) { throw ConfigError("'tcp-request \(layerText)' is not supported yet") }
+            if ["session"].contains(layerText) { throw ConfigError("'tcp-request \(layerText)' is not supported yet") }
             throw ConfigError("unknown 'tcp-request \(layerText)'; use 'tcp-request connection' or 'tcp-request content'")
         }
         if layer == .connection, let p = proxy, p.kind == .backend {

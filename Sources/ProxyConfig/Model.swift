@@ -732,6 +732,9 @@ public enum HTTPReuse: String, Sendable { case never, safe, aggressive, always }
 public struct ProxySettings: Sendable {
     public var mode: ProxyMode = .tcp
     public var maxconn: Int?
+    /// `tcp-request inspect-delay`: how long a TCP frontend waits for the client's first
+    /// bytes when a rule or a route reads them (`req.ssl_sni`, `req.ssl_hello_type`).
+    public var inspectDelay: Milliseconds?
     public var backlog: Int?
     public var timeouts = Timeouts()
     public var balance: BalanceAlgorithm = .roundRobin

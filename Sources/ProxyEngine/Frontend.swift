@@ -38,6 +38,9 @@ public final class Frontend: @unchecked Sendable {
     let rules: CompiledHTTPRules
     let tcpConnectionRules: [Rule<TCPRequestAction>]
     let tcpContentRules: [Rule<TCPRequestAction>]
+    /// `tcp-request inspect-delay` (ms), when a TCP frontend's content rules or routes read
+    /// the client's first bytes; nil: nothing waits for them.
+    let inspectDelay: Int64?
     var logDestinations: [LogDestination] = []
     /// Its stats page, when `stats` lines enable one (read per request: nil costs one test).
     let statsPage: StatsEndpoint?
@@ -65,6 +68,11 @@ public final class Frontend: @unchecked Sendable {
         rules = CompiledHTTPRules(definition, errorPages: pages)
         tcpConnectionRules = definition.tcpRequestRules.filter { $0.action.layer == .connection }
         tcpContentRules = definition.tcpRequestRules.filter { $0.action.layer == .content }
+        let conditions = tcpContentRules.compactMap(\.condition) + definition.useBackendRules.compactMap(\.condition)
+        let readsPayload = conditions.contains { c in
+            c.acls.contains { acl in acl.terms.contains { [.helloType, .helloServerName].contains($0.expression.fetch) } }
+        }
+        inspectDelay = definition.mode == .tcp && readsPayload ? definition.settings.inspectDelay.map(Int64.init) : nil
         logDestinations = logger.destinations(for: definition.settings.logs)
         statsPage = definition.settings.stats.enabled ? StatsEndpoint(definition.settings.stats) : nil
     }

@@ -213,6 +213,7 @@ public final class ProxyEngine: @unchecked Sendable {
                 for (_, s) in context.openSessions {
                     if let h = s as? HTTPTransaction { h.close() } else if let t = s as? TCPStream { t.close() }
                     else if let p = s as? ProxyProtocolReceiver { p.close() }
+                    else if let c = s as? ContentInspector { c.close() }
                 }
                 context.pool.closeAll()
                 loop.stop()

@@ -121,6 +121,10 @@ public enum Fetch: Equatable, Sendable, CustomStringConvertible {
     case tlsResumed
     /// `ssl_c_*`, `ssl_fc_has_crt`: the client certificate (`bind ... verify`).
     case tlsClient(TLSClientField)
+    /// `req.ssl_hello_type`, `req.ssl_sni`: read from the client's first bytes, a TLS
+    /// ClientHello not terminated here (`tcp-request inspect-delay`, TCP mode).
+    case helloType
+    case helloServerName
     /// `var(scope.name[,default])`.
     case variable(VariableScope, String, defaultValue: String?)
 
@@ -130,6 +134,8 @@ public enum Fetch: Equatable, Sendable, CustomStringConvertible {
         case .env, .envInteger, .constantBool, .constantInt, .constantString, .constantIP, .constantBinary: return .load
         case .backendUsableServers, .serverIsUp, .stopping, .variable: return .process
         case .source, .sourcePort, .destination, .destinationPort, .tlsFrontend, .tlsServerName, .tlsProtocol, .tlsCipher, .tlsALPN, .tlsResumed, .tlsClient: return .connection
+        // The client's first bytes: not known when the connection is accepted.
+        case .helloType, .helloServerName: return .request
         default: return .request
         }
     }
@@ -139,7 +145,8 @@ public enum Fetch: Equatable, Sendable, CustomStringConvertible {
         switch self {
         case .env, .envInteger, .constantBool, .constantInt, .constantString, .constantIP, .constantBinary: return .load
         case .backendUsableServers, .serverIsUp, .stopping: return .process
-        case .source, .sourcePort, .destination, .destinationPort, .tlsFrontend, .tlsServerName, .tlsProtocol, .tlsCipher, .tlsALPN, .tlsResumed, .tlsClient: return .connection
+        case .source, .sourcePort, .destination, .destinationPort, .tlsFrontend, .tlsServerName, .tlsProtocol, .tlsCipher, .tlsALPN, .tlsResumed, .tlsClient,
+             .helloType, .helloServerName: return .connection
         case .method, .requestVersion: return .capturedRequest
         case .header(_, _, let side), .fullHeader(_, _, let side), .headerCount(_, let side), .cookie(_, let side):
             switch side {
@@ -156,7 +163,8 @@ public enum Fetch: Equatable, Sendable, CustomStringConvertible {
     public var outputType: SampleType {
         switch self {
         case .env, .constantString, .constantBinary, .path, .url, .query, .method, .requestVersion, .responseVersion, .urlParameter, .header,
-             .fullHeader, .cookie, .tlsServerName, .tlsProtocol, .tlsCipher, .tlsALPN: return .string
+             .fullHeader, .cookie, .tlsServerName, .tlsProtocol, .tlsCipher, .tlsALPN, .helloServerName: return .string
+        case .helloType: return .integer
         case .envInteger, .constantInt, .sourcePort, .destinationPort, .headerCount, .requestLength,
              .contentLength, .backendUsableServers, .status: return .integer
         case .constantBool, .isHTTP, .serverIsUp, .stopping, .tlsFrontend, .tlsResumed: return .boolean
@@ -216,6 +224,8 @@ public enum Fetch: Equatable, Sendable, CustomStringConvertible {
         case .tlsALPN: return "ssl_fc_alpn"
         case .tlsResumed: return "ssl_fc_session_reused"
         case .tlsClient(let f): return f.rawValue
+        case .helloType: return "req.ssl_hello_type"
+        case .helloServerName: return "req.ssl_sni"
         case .variable(let s, let n, let d): return "var(\(s.rawValue).\(n)" + (d.map { ",\($0)" } ?? "") + ")"
         }
     }
@@ -321,6 +331,10 @@ public enum FetchRegistry {
         e["ssl_fc_session_reused"] = noArgs(.tlsResumed, nil, "ssl_fc_session_reused")
         e["ssl_fc_is_resumed"] = noArgs(.tlsResumed, nil, "ssl_fc_is_resumed")
         for f in TLSClientField.allCases { e[f.rawValue] = noArgs(.tlsClient(f), nil, f.rawValue) }
+        e["req.ssl_hello_type"] = noArgs(.helloType, nil, "req.ssl_hello_type")
+        e["req_ssl_hello_type"] = e["req.ssl_hello_type"]
+        e["req.ssl_sni"] = noArgs(.helloServerName, nil, "req.ssl_sni")
+        e["req_ssl_sni"] = e["req.ssl_sni"]
         // No inspect-delay yet: the end of the wait is always reached; no RDP cookie is parsed.
         e["wait_end"] = noArgs(.isHTTP, nil, "wait_end")
         e["req.rdp_cookie_cnt"] = noArgs(.constantInt(0), nil, "req.rdp_cookie_cnt")

@@ -44,7 +44,9 @@ extension LoopContext {
     /// Hands a connection to its application, with the client's address (`peer`) and the
     /// address it reached (`local`, nil to ask the kernel), as a PROXY header may have set them.
     /// `bytesWaiting`: the stage saw bytes after its header, which no new event will announce.
-    func startSession(_ connection: Connection, peer: SocketAddress, local: SocketAddress?, acceptor: Acceptor, bytesWaiting: Bool = false) {
+    /// `payload`: the client's first bytes, once `tcp-request inspect-delay` looked at them.
+    func startSession(_ connection: Connection, peer: SocketAddress, local: SocketAddress?, acceptor: Acceptor, bytesWaiting: Bool = false,
+                      payload: [UInt8]? = nil) {
         let frontend = acceptor.frontend
         // `bind ... ssl`: TLS after any PROXY header, under whatever the frontend speaks.
         if let tls = acceptor.tls {
@@ -60,22 +62,34 @@ extension LoopContext {
             if !bytesWaiting { connection.readable = false }
         }
         if frontend.mode == .tcp {
+            // Rules or routes that read the client's first bytes wait for them (bounded).
+            if payload == nil, let delay = frontend.inspectDelay, connection.transport == nil {
+                let stage = ContentInspector(connection: connection, peer: peer, local: local, acceptor: acceptor, context: self)
+                sessions += 1
+                openSessions[ObjectIdentifier(stage)] = stage
+                stage.start(delay: delay, bytesWaiting: bytesWaiting)
+                return
+            }
             let localAddress = local ?? connection.localAddress
-            let samples = ConnectionSamples(client: HTTPTransaction.ip(of: peer), clientPort: peer.port,
-                                            local: HTTPTransaction.ip(of: localAddress), localPort: localAddress.port, model: model)
-            // tcp-request content rules, then the route: in TCP mode both read the connection.
-            if frontend.tcpContentRules.rejects(samples) {
+            let verdict: (reject: Bool, backend: Backend?) = (payload ?? []).withUnsafeBytes { bytes in
+                var samples = ConnectionSamples(client: HTTPTransaction.ip(of: peer), clientPort: peer.port,
+                                                local: HTTPTransaction.ip(of: localAddress), localPort: localAddress.port, model: model)
+                if payload != nil { samples.payload = bytes }
+                // tcp-request content rules, then the route: in TCP mode both read the connection.
+                if frontend.tcpContentRules.rejects(samples) { return (true, nil) }
+                // A TCP frontend has fixed routes only (the loader refuses a computed name there).
+                for (route, g) in frontend.routes where g.allows(samples) {
+                    if case .fixed(let b) = route { return (false, b) }
+                    break
+                }
+                return (false, nil)
+            }
+            if verdict.reject {
                 connection.close()
                 connectionEnded(acceptor)
                 return
             }
-            var chosen: Backend?
-            // A TCP frontend has fixed routes only (the loader refuses a computed name there).
-            for (route, g) in frontend.routes where g.allows(samples) {
-                if case .fixed(let b) = route { chosen = b }
-                break
-            }
-            guard let backend = chosen ?? frontend.defaultBackend else {
+            guard let backend = verdict.backend ?? frontend.defaultBackend else {
                 connection.close()
                 connectionEnded(acceptor)
                 return
@@ -130,6 +144,7 @@ extension LoopContext {
         openSessions[ObjectIdentifier(s)] = nil
         if let h = s as? HTTPTransaction { connectionEnded(h.acceptor) } else if let t = s as? TCPStream { connectionEnded(t.acceptor) }
         else if let p = s as? ProxyProtocolReceiver { connectionEnded(p.acceptor) }
+        else if let c = s as? ContentInspector { connectionEnded(c.acceptor) }
         onSessionClosed?()
     }
 }

@@ -79,6 +79,8 @@ struct ConnectionSamples: SampleContext {
     unowned(unsafe) let model: RuntimeModel
     /// The client's TLS session, once one runs (a TCP stream's `sni ssl_fc_sni`).
     var tls: TLSTransport? = nil
+    /// The client's first bytes, peeked at by `tcp-request inspect-delay`.
+    var payload: UnsafeRawBufferPointer? = nil
 
     func visitSamples(of fetch: Fetch, _ visit: (Sample) -> Bool) -> Bool {
         switch fetch {
@@ -88,6 +90,12 @@ struct ConnectionSamples: SampleContext {
         case .destinationPort: return visit(.integer(Int64(localPort)))
         case .tlsFrontend, .tlsServerName, .tlsProtocol, .tlsCipher, .tlsALPN, .tlsResumed, .tlsClient:
             return TLSSamples.visit(fetch, tls, visit)
+        case .helloType:
+            guard let p = payload, let type = ClientHello(p).helloType else { return false }
+            return visit(.integer(Int64(type)))
+        case .helloServerName:
+            guard let p = payload, let r = ClientHello(p).serverName else { return false }
+            return visit(.bytes(UnsafeRawBufferPointer(rebasing: p[r])))
         default: return ProcessSamples.visit(fetch, model: model, backend: nil, visit) ?? false
         }
     }
