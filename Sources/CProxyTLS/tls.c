@@ -138,6 +138,7 @@ static int choose_certificate(SSL *ssl, int *alert, void *arg) {
 }
 
 void cproxy_tls_context_free(void *context);
+static int file_keys_index;   // `tls-ticket-keys` on a context (defined with the ticket keys)
 
 static int add_name(struct sni_table *t, const char *name, size_t length, SSL_CTX *ctx) {
     struct sni_entry *grown = realloc(t->entries, (t->count + 1) * sizeof *grown);
@@ -211,6 +212,7 @@ int cproxy_tls_set_strict_sni(void *context) {
 void cproxy_tls_context_free(void *context) {
     SSL_CTX *ctx = (SSL_CTX *)context;
     OPENSSL_free(SSL_CTX_get_ex_data(ctx, 0));
+    if (file_keys_index >= 0) free(SSL_CTX_get_ex_data(ctx, file_keys_index));
     struct sni_table *t = table_of(ctx);
     if (t) {
         for (size_t i = 0; i < t->count; i++) free(t->entries[i].name);
@@ -674,8 +676,62 @@ static EVP_CIPHER *ticket_cipher;
 static pthread_once_t ticket_cipher_once = PTHREAD_ONCE_INIT;
 static void fetch_ticket_cipher(void) { ticket_cipher = EVP_CIPHER_fetch(NULL, "AES-256-CBC", NULL); }
 
+/// `tls-ticket-keys FILE`: a bind line's own keys, fixed (the file is rotated by the
+/// operator): the last three of the file, the penultimate one encrypting.
+struct file_keys { int count; int aes256; struct ticket_key keys[TICKET_KEYS]; int encrypting; };
+static int file_keys_index = -1;
+
+static int file_ticket_callback(struct file_keys *f, unsigned char *name, unsigned char *iv, EVP_CIPHER_CTX *cipher, EVP_MAC_CTX *mac, int encrypt) {
+    int found = f->encrypting;
+    if (!encrypt) {
+        found = -1;
+        for (int i = 0; i < f->count; i++) if (memcmp(name, f->keys[i].name, 16) == 0) { found = i; break; }
+        if (found < 0) return 0;
+    }
+    struct ticket_key *k = &f->keys[found];
+    size_t key_length = f->aes256 ? 32 : 16;
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, k->hmac, key_length),
+        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, "sha256", 0),
+        OSSL_PARAM_construct_end()
+    };
+    const EVP_CIPHER *aes = f->aes256 ? EVP_aes_256_cbc() : EVP_aes_128_cbc();
+    if (encrypt) {
+        memcpy(name, k->name, 16);
+        if (RAND_bytes(iv, EVP_MAX_IV_LENGTH) != 1) return -1;
+        if (EVP_EncryptInit_ex(cipher, aes, NULL, k->aes, iv) != 1 || EVP_MAC_CTX_set_params(mac, params) != 1) return -1;
+        return 1;
+    }
+    if (EVP_DecryptInit_ex(cipher, aes, NULL, k->aes, iv) != 1 || EVP_MAC_CTX_set_params(mac, params) != 1) return -1;
+    return found == f->encrypting ? 1 : 2;
+}
+
+int cproxy_tls_set_ticket_keys(void *context, const unsigned char *keys, size_t key_length, int count) {
+    if ((key_length != 48 && key_length != 80) || count < 1 || count > TICKET_KEYS) return 0;
+    if (file_keys_index < 0) file_keys_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+    struct file_keys *f = calloc(1, sizeof *f);
+    if (!f) return 0;
+    f->count = count;
+    f->aes256 = key_length == 80;
+    size_t half = (key_length - 16) / 2;
+    for (int i = 0; i < count; i++) {
+        const unsigned char *p = keys + key_length * (size_t)i;
+        memcpy(f->keys[i].name, p, 16);
+        memcpy(f->keys[i].aes, p + 16, half);
+        memcpy(f->keys[i].hmac, p + 16 + half, half);
+    }
+    f->encrypting = count >= 2 ? count - 2 : 0;
+    SSL_CTX *ctx = (SSL_CTX *)context;
+    free(SSL_CTX_get_ex_data(ctx, file_keys_index));
+    SSL_CTX_set_ex_data(ctx, file_keys_index, f);
+    return 1;
+}
+
 static int ticket_callback(SSL *ssl, unsigned char *name, unsigned char *iv, EVP_CIPHER_CTX *cipher, EVP_MAC_CTX *mac, int encrypt) {
-    (void)ssl;
+    if (file_keys_index >= 0) {
+        struct file_keys *f = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), file_keys_index);
+        if (f) return file_ticket_callback(f, name, iv, cipher, mac, encrypt);
+    }
     struct ticket_key k;
     int renew = 0;
     pthread_mutex_lock(&tickets.lock);

@@ -477,6 +477,9 @@ public struct BindOptions: Sendable, Equatable, Hashable {
     public var clientVerify = 0
     public var caFile: String?
     public var crlFile: String?
+    /// `tls-ticket-keys FILE`: this line's ticket keys, from the file (else the process's own,
+    /// rotated and carried across reloads).
+    public var ticketKeysFile: String?
     /// The TLS settings of this line (`ciphers`, `ssl-min-ver`, `alpn`...), merged over the
     /// global `ssl-default-bind-*` at load.
     public var tls = TLSSettings()

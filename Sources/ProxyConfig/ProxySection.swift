@@ -276,7 +276,7 @@ extension ConfigParser {
                             "process", "thread", "alpn", "npn", "id", "nice", "level", "tcp-ut", "mss", "ciphers", "ciphersuites",
                             "curves", "ssl-min-ver", "ssl-max-ver", "no-sslv3", "no-tlsv10", "no-tlsv11", "no-tlsv12", "no-tlsv13",
                             "force-tlsv12", "force-tlsv13", "no-tls-tickets", "prefer-client-ciphers", "allow-0rtt", "strict-sni",
-                            "ca-file", "crl-file", "verify"]
+                            "ca-file", "crl-file", "verify", "tls-ticket-keys"]
         var tlsOptionSeen = false
         while let opt = rest.popFirst() {
             switch opt {
@@ -296,6 +296,9 @@ extension ConfigParser {
                 tlsOptionSeen = true
             case "crl-file":
                 options.crlFile = try value(opt)
+                tlsOptionSeen = true
+            case "tls-ticket-keys":
+                options.ticketKeysFile = try value(opt)
                 tlsOptionSeen = true
             case "verify":
                 switch try value(opt) {

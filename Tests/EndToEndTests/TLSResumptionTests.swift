@@ -65,4 +65,36 @@ import Testing
         let clean = report.contains("requests in") && !report.contains("Socket errors") && !report.contains("Non-2xx")
         #expect(clean, "\(report)")
     }
+
+    /// `tls-ticket-keys FILE`: the keys come from the file, so a session resumes even after
+    /// a full restart (no handover); a file with fewer than three keys is refused.
+    @Test func ticketKeysFromAFile() throws {
+        let bed = try TestBed()
+        let (pem, _) = try TLSTerminationTests.certificate(in: bed.directory)
+        let keys = bed.directory + "/keys.txt"
+        #expect(try Harness.run("/bin/sh", ["-c", "for i in 1 2 3 4; do openssl rand 80 | openssl base64 -A; echo; done > \(keys)"]).status == 0)
+        let port = TestBed.freePort()
+        let config = """
+        \(TestBed.defaults("http"))
+        frontend tls
+            bind 127.0.0.1:\(port) ssl crt \(pem) tls-ticket-keys \(keys)
+            http-request return status 200 content-type text/plain string "ok"
+
+        """
+        let first = try bed.proxy(config, waitFor: port)
+        for v in ["-tls1_3", "-tls1_2"] { #expect(try Self.handshake(port, v, bed.directory + "/s\(v)", save: true) == "New") }
+        kill(first.processIdentifier, SIGTERM)
+        first.waitUntilExit()
+        try bed.proxy(config, waitFor: port)
+        for v in ["-tls1_3", "-tls1_2"] {
+            let got = try Self.handshake(port, v, bed.directory + "/s\(v)", save: false)
+            #expect(got == "Reused", "\(v) after a restart with the same key file: \(got)")
+        }
+        let two = bed.directory + "/two.txt"
+        #expect(try Harness.run("/bin/sh", ["-c", "head -2 \(keys) > \(two)"]).status == 0)
+        let path = bed.directory + "/two.cfg"
+        try config.replacingOccurrences(of: keys, with: two).write(toFile: path, atomically: true, encoding: .utf8)
+        let c = try Harness.run(Harness.proxyBinary, ["-c", "-f", path])
+        #expect(c.status == 1 && c.stderr.contains("holds 2 keys; it needs at least 3"), "\(c.stderr)")
+    }
 }

@@ -108,6 +108,10 @@ const char *cproxy_tls_verify_error(void *session);
 /// entries, `tune.ssl.cachesize`) and ticket keys rotated every `lifetime` seconds
 /// (`tune.ssl.lifetime`, also how long a session is valid). Call before making contexts.
 void cproxy_tls_configure_resumption(long cache_size, long lifetime);
+/// `tls-ticket-keys FILE` on a server context: `count` keys of `key_length` bytes (48: AES-128,
+/// 80: AES-256; name, AES key, HMAC key), the file's last ones; the penultimate encrypts. 0
+/// when malformed.
+int cproxy_tls_set_ticket_keys(void *context, const unsigned char *keys, size_t key_length, int count);
 /// The ticket keys, newest first, 88 bytes each (name, AES key, HMAC key, birth in seconds
 /// big-endian): the bytes written. Import replaces this process's keys; 0 when malformed.
 size_t cproxy_tls_export_ticket_keys(unsigned char *out, size_t size);

@@ -88,10 +88,15 @@ public final class TLSContext: @unchecked Sendable {
             return handle
         }
         var expired: [String] = []
+        let ticketKeys = try options.ticketKeysFile.map { try readTicketKeys($0, at: location) }
+        func withKeys(_ handle: UnsafeMutableRawPointer) -> UnsafeMutableRawPointer {
+            if let (length, bytes) = ticketKeys { _ = cproxy_tls_set_ticket_keys(handle, bytes, length, Int32(bytes.count / length)) }
+            return handle
+        }
         // The first certificate is the default; the others are chosen by SNI.
-        let context = TLSContext(handle: try make(files[0]))
+        let context = TLSContext(handle: withKeys(try make(files[0])))
         for file in files.dropFirst() {
-            let other = try make(file)
+            let other = withKeys(try make(file))
             guard cproxy_tls_add_sni(context.handle, other) == 1 else {
                 throw LoadError(location: location, message: "bind: the certificate in '\(file)' names no host (no DNS subjectAltName, no CN) for SNI to choose it by")
             }
@@ -104,6 +109,31 @@ public final class TLSContext: @unchecked Sendable {
     }
 
     private init(handle: UnsafeMutableRawPointer) { self.handle = handle }
+
+    /// `tls-ticket-keys FILE`: one base64 key per line (48 bytes: AES-128, 80: AES-256, not
+    /// mixed), at least three; the last three are used. Returns the key length and their bytes.
+    static func readTicketKeys(_ path: String, at location: SourceLocation) throws -> (Int, [UInt8]) {
+        let text: [UInt8]
+        do { text = try FileSystem.readFile(path, limit: 1 << 20) } catch let e as SystemError {
+            throw LoadError(location: location, message: "bind: tls-ticket-keys: cannot read '\(path)': \(e.reason)")
+        }
+        var keys: [[UInt8]] = []
+        for (n, line) in text.split(separator: 10, omittingEmptySubsequences: false).enumerated() {
+            let trimmed = line.filter { $0 != 13 && $0 != 32 && $0 != 9 }
+            if trimmed.isEmpty { continue }
+            guard let key = Base64.decode(trimmed), key.count == 48 || key.count == 80 else {
+                throw LoadError(location: location, message: "bind: tls-ticket-keys: line \(n + 1) of '\(path)' is not a base64 key of 48 or 80 bytes (make one with: openssl rand 80 | openssl base64 -A)")
+            }
+            if let first = keys.first, first.count != key.count {
+                throw LoadError(location: location, message: "bind: tls-ticket-keys: line \(n + 1) of '\(path)' is \(key.count) bytes, the first key \(first.count): AES-128 and AES-256 keys cannot be mixed")
+            }
+            keys.append(key)
+        }
+        guard keys.count >= 3 else {
+            throw LoadError(location: location, message: "bind: tls-ticket-keys: '\(path)' holds \(keys.count) key\(keys.count == 1 ? "" : "s"); it needs at least 3 (the last three are used, the penultimate one encrypts)")
+        }
+        return (keys[0].count, keys.suffix(3).flatMap { $0 })
+    }
 
     deinit { cproxy_tls_context_free(handle) }
 }
