@@ -128,6 +128,9 @@ static int choose_certificate(SSL *ssl, int *alert, void *arg) {
     SSL_CTX *chosen = (name && t) ? lookup(t, name) : NULL;
     if (chosen) {
         SSL_set_SSL_CTX(ssl, chosen);
+        // The chosen certificate's client-certificate policy (a crt-list line's `verify`).
+        SSL_set_verify(ssl, SSL_CTX_get_verify_mode(chosen), NULL);
+        SSL_set_client_CA_list(ssl, SSL_dup_CA_list(SSL_CTX_get_client_CA_list(chosen)));
         return SSL_TLSEXT_ERR_OK;
     }
     if (t && t->strict) {
@@ -198,6 +201,19 @@ int cproxy_tls_add_sni(void *context, void *other) {
     t->owned = owned;
     t->owned[t->owned_count++] = add;
     return add_names(t, add);
+}
+
+int cproxy_tls_add_sni_named(void *context, void *other, const char *const *names, int count) {
+    SSL_CTX *ctx = (SSL_CTX *)context, *add = (SSL_CTX *)other;
+    struct sni_table *t = table_for(ctx);
+    if (!t) { cproxy_tls_context_free(add); return 0; }
+    SSL_CTX **owned = realloc(t->owned, (t->owned_count + 1) * sizeof *owned);
+    if (!owned) { cproxy_tls_context_free(add); return 0; }
+    t->owned = owned;
+    t->owned[t->owned_count++] = add;
+    for (int i = 0; i < count; i++)
+        if (!add_name(t, names[i], strlen(names[i]), add)) return 0;
+    return 1;
 }
 
 int cproxy_tls_set_strict_sni(void *context) {

@@ -472,6 +472,8 @@ public struct BindOptions: Sendable, Equatable, Hashable {
     public var acceptProxy = false
     public var ssl = false
     public var certificates: [String] = []
+    /// `crt-list FILE`: certificates with per-line options and SNI filters.
+    public var certificateLists: [String] = []
     /// `verify none|optional|required`: client certificates (0, 1, 2), checked against
     /// `ca-file` and `crl-file`.
     public var clientVerify = 0

@@ -276,7 +276,7 @@ extension ConfigParser {
                             "process", "thread", "alpn", "npn", "id", "nice", "level", "tcp-ut", "mss", "ciphers", "ciphersuites",
                             "curves", "ssl-min-ver", "ssl-max-ver", "no-sslv3", "no-tlsv10", "no-tlsv11", "no-tlsv12", "no-tlsv13",
                             "force-tlsv12", "force-tlsv13", "no-tls-tickets", "prefer-client-ciphers", "allow-0rtt", "strict-sni",
-                            "ca-file", "crl-file", "verify", "tls-ticket-keys"]
+                            "ca-file", "crl-file", "verify", "tls-ticket-keys", "crt-list"]
         var tlsOptionSeen = false
         while let opt = rest.popFirst() {
             switch opt {
@@ -291,6 +291,8 @@ extension ConfigParser {
                 options.ssl = true
             case "crt":
                 options.certificates.append(try value(opt))
+            case "crt-list":
+                options.certificateLists.append(try value(opt))
             case "ca-file":
                 options.caFile = try value(opt)
                 tlsOptionSeen = true

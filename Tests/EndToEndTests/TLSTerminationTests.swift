@@ -300,4 +300,48 @@ import Testing
         #expect(p.isRunning)
         #expect(try TestBed.curl(["-k", "https://127.0.0.1:\(port)/"]).1 == "ok")
     }
+
+    /// `crt-list`: per-line SNI filters (wildcards too) and a line's own `verify`/`ca-file`;
+    /// the first line is the default; an option that cannot apply per certificate is refused.
+    @Test func certificateList() throws {
+        let bed = try TestBed()
+        let d = bed.directory
+        let made = try Harness.run("/bin/sh", ["-c", """
+            cd \(d) && for n in a b; do openssl req -x509 -newkey rsa:2048 -nodes -keyout $n.key -out $n.crt -days 30 -subj /CN=$n.example -addext subjectAltName=DNS:$n.example && cat $n.crt $n.key > $n.pem; done && \
+            openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 30 -subj '/CN=Test Client CA' && \
+            openssl req -newkey rsa:2048 -nodes -keyout alice.key -out alice.csr -subj '/CN=alice' && \
+            openssl x509 -req -in alice.csr -CA ca.crt -CAkey ca.key -set_serial 7 -days 5 -out alice.crt
+            """])
+        #expect(made.status == 0, "\(made.stderr)")
+        try "# the first is the default\na.pem\nb.pem [alpn http/1.1 verify required ca-file \(d)/ca.crt] b.example *.b.test\n"
+            .write(toFile: d + "/list.txt", atomically: true, encoding: .utf8)
+        let port = TestBed.freePort()
+        let config = """
+        global
+            crt-base \(d)
+        \(TestBed.defaults("http"))
+        frontend tls
+            bind 127.0.0.1:\(port) ssl crt-list list.txt
+            http-request return status 200 content-type text/plain lf-string "sni=%[ssl_fc_sni] crt=%[ssl_c_used]"
+
+        """
+        try bed.proxy(config, waitFor: port)
+        func subject(_ name: String) -> String {
+            let r = try? Harness.run("/bin/sh", ["-c", "openssl s_client -connect 127.0.0.1:\(port) -servername \(name) </dev/null 2>/dev/null | grep -m1 '^subject='"])
+            return r?.stdout.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
+        }
+        #expect(subject("a.example") == "subject=CN = a.example")
+        #expect(subject("b.example") == "subject=CN = b.example")
+        #expect(subject("x.b.test") == "subject=CN = b.example", "a wildcard filter")
+        #expect(subject("other.example") == "subject=CN = a.example", "the default")
+        let resolve = ["--resolve", "x.b.test:\(port):127.0.0.1", "https://x.b.test:\(port)/"]
+        #expect(try TestBed.curl(["-k"] + resolve).0 == 0, "b's line requires a client certificate")
+        #expect(try TestBed.curl(["-k", "--cert", d + "/alice.crt", "--key", d + "/alice.key"] + resolve).1 == "sni=x.b.test crt=1")
+        #expect(try TestBed.curl(["-k", "--resolve", "a.example:\(port):127.0.0.1", "https://a.example:\(port)/"]).1 == "sni=a.example crt=0")
+        try "a.pem [ciphers HIGH]\n".write(toFile: d + "/bad.txt", atomically: true, encoding: .utf8)
+        let path = d + "/bad.cfg"
+        try config.replacingOccurrences(of: "list.txt", with: "bad.txt").write(toFile: path, atomically: true, encoding: .utf8)
+        let c = try Harness.run(Harness.proxyBinary, ["-c", "-f", path])
+        #expect(c.status == 1 && c.stderr.contains("crt-list 'bad.txt' line 1: 'ciphers' is not supported per certificate yet"), "\(c.stderr)")
+    }
 }

@@ -42,6 +42,10 @@ void cproxy_tls_context_free(void *context);
 /// context's certificate. `context` takes ownership of `other`. 0 when `other` has no name.
 int cproxy_tls_add_sni(void *context, void *other);
 
+/// As cproxy_tls_add_sni, chosen by the given names (a `crt-list` line's SNI filters,
+/// `*.` wildcards one label deep) instead of the certificate's own. 0 when out of memory.
+int cproxy_tls_add_sni_named(void *context, void *other, const char *const *names, int count);
+
 /// `strict-sni`: a client whose server name matches no certificate (or that sends none) is
 /// refused with the `unrecognized_name` alert instead of getting the default certificate.
 /// 0 when the first certificate names no host.

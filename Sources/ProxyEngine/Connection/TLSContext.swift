@@ -1,6 +1,7 @@
 import CProxyTLS
 import ProxyConfig
 import ProxySystem
+import Glibc
 
 /// A `bind ... ssl crt FILE` line's TLS server context (OpenSSL's SSL_CTX): its certificate,
 /// chain and key, loaded and checked before the point of no return, shared by every loop
@@ -23,52 +24,60 @@ public final class TLSContext: @unchecked Sendable {
     public static func load(_ bind: BindLine, global: GlobalSettings) throws -> TLSContext {
         let options = bind.options, location = bind.location
         let sessionContext = bind.listenerKeys.map { "\($0)" }.sorted().joined(separator: " ")
-        guard !options.certificates.isEmpty else {
+        guard !options.certificates.isEmpty || !options.certificateLists.isEmpty else {
             throw LoadError(location: location, message: "bind: 'ssl' needs a certificate: add 'crt /path/to/cert.pem' (certificate, chain and key in one PEM file)")
         }
+        func underBase(_ base: String?, _ path: String?) -> String? {
+            guard var path else { return nil }
+            if path != "@system-ca", !path.hasPrefix("/"), let base { path = base + (base.hasSuffix("/") ? "" : "/") + path }
+            return path
+        }
+        let lineTLS = options.tls.over(global.defaultBindTLS)
+        let line = Entry(file: "", tls: lineTLS, verify: options.clientVerify, caFile: underBase(global.authorityBase, options.caFile),
+                         crlFile: underBase(global.authorityBase, options.crlFile), names: [])
         // Each `crt` is a PEM file, or a directory whose PEM files all load (HAProxy's
-        // companion files, .key .ocsp .issuer .sctl, are skipped), in name order.
-        var files: [String] = []
-        for var path in options.certificates {
-            if !path.hasPrefix("/"), let base = global.certificateBase { path = base + (base.hasSuffix("/") ? "" : "/") + path }
+        // companion files, .key .ocsp .issuer .sctl, are skipped), in name order; then each
+        // `crt-list` line, with its own options and SNI filters.
+        var entries: [Entry] = []
+        for path in options.certificates.compactMap({ underBase(global.certificateBase, $0) }) {
             if let names = try? FileSystem.listDirectory(path) {
                 let skipped = [".key", ".ocsp", ".issuer", ".sctl"]
                 let pems = names.filter { n in !n.hasPrefix(".") && !skipped.contains { n.hasSuffix($0) } }.sorted()
                 guard !pems.isEmpty else { throw LoadError(location: location, message: "bind: crt '\(path)': the directory holds no certificate") }
-                files += pems.map { path + (path.hasSuffix("/") ? "" : "/") + $0 }
+                for pem in pems { var e = line; e.file = path + (path.hasSuffix("/") ? "" : "/") + pem; entries.append(e) }
             } else {
-                files.append(path)
+                var e = line
+                e.file = path
+                entries.append(e)
             }
         }
-        let tls = options.tls.over(global.defaultBindTLS)
-        func underCABase(_ path: String?) -> String? {
-            guard var path else { return nil }
-            if path != "@system-ca", !path.hasPrefix("/"), let base = global.authorityBase { path = base + (base.hasSuffix("/") ? "" : "/") + path }
-            return path
+        for list in options.certificateLists {
+            entries += try CertificateList.read(list, over: line, global: global, at: location)
         }
-        let caFile = underCABase(options.caFile), crlFile = underCABase(options.crlFile)
-        guard let range = tls.effectiveRange else {
-            throw LoadError(location: location, message: "bind: no TLS version is left between ssl-min-ver, ssl-max-ver and the no-tlsv1x options")
-        }
-        // ALPN in wire format: each protocol's length, then its name.
-        var alpn: [UInt8] = []
-        for p in tls.alpn ?? [] where !p.isEmpty && p.utf8.count < 256 { alpn.append(UInt8(p.utf8.count)); alpn += p.utf8 }
-        func make(_ pem: String) throws -> UnsafeMutableRawPointer {
+        var expired: [String] = []
+        func make(_ e: Entry) throws -> UnsafeMutableRawPointer {
+            let tls = e.tls
+            guard let range = tls.effectiveRange else {
+                throw LoadError(location: location, message: "bind: no TLS version is left between ssl-min-ver, ssl-max-ver and the no-tlsv1x options (for '\(e.file)')")
+            }
+            // ALPN in wire format: each protocol's length, then its name.
+            var alpn: [UInt8] = []
+            for p in tls.alpn ?? [] where !p.isEmpty && p.utf8.count < 256 { alpn.append(UInt8(p.utf8.count)); alpn += p.utf8 }
             var error = [CChar](repeating: 0, count: 512)
             let handle: UnsafeMutableRawPointer? = tls.ciphers.withOptionalCString { ciphers in
                 tls.ciphersuites.withOptionalCString { suites in
                     tls.curves.withOptionalCString { curves in
                         alpn.withUnsafeBufferPointer { a in
                             sessionContext.withCString { sessions in
-                              caFile.withOptionalCString { ca in
-                                crlFile.withOptionalCString { crl in
+                              e.caFile.withOptionalCString { ca in
+                                e.crlFile.withOptionalCString { crl in
                                 var settings = cproxy_tls_settings(ciphers: ciphers, ciphersuites: suites, curves: curves,
                                                                    min_version: Int32(range.lowerBound), max_version: Int32(range.upperBound),
                                                                    no_tickets: tls.noTickets ? 1 : 0, prefer_client_ciphers: tls.preferClientCiphers ? 1 : 0,
                                                                    alpn: alpn.isEmpty ? nil : a.baseAddress, alpn_length: alpn.count,
-                                                                   session_context: sessions, verify: Int32(options.clientVerify),
+                                                                   session_context: sessions, verify: Int32(e.verify),
                                                                    ca_file: ca, crl_file: crl)
-                                return cproxy_tls_server_context(pem, &settings, &error, error.count)
+                                return cproxy_tls_server_context(e.file, &settings, &error, error.count)
                                 }
                               }
                             }
@@ -83,29 +92,59 @@ public final class TLSContext: @unchecked Sendable {
             var when = [CChar](repeating: 0, count: 64)
             if cproxy_tls_expired(handle, &when, when.count) == 1 {
                 let date = String(decoding: when.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-                expired.append("\(location): warning: bind: the certificate in '\(pem)' expired on \(date); clients will refuse it")
+                expired.append("\(location): warning: bind: the certificate in '\(e.file)' expired on \(date); clients will refuse it")
             }
-            return handle
-        }
-        var expired: [String] = []
-        let ticketKeys = try options.ticketKeysFile.map { try readTicketKeys($0, at: location) }
-        func withKeys(_ handle: UnsafeMutableRawPointer) -> UnsafeMutableRawPointer {
             if let (length, bytes) = ticketKeys { _ = cproxy_tls_set_ticket_keys(handle, bytes, length, Int32(bytes.count / length)) }
             return handle
         }
-        // The first certificate is the default; the others are chosen by SNI.
-        let context = TLSContext(handle: withKeys(try make(files[0])))
-        for file in files.dropFirst() {
-            let other = withKeys(try make(file))
-            guard cproxy_tls_add_sni(context.handle, other) == 1 else {
-                throw LoadError(location: location, message: "bind: the certificate in '\(file)' names no host (no DNS subjectAltName, no CN) for SNI to choose it by")
+        let ticketKeys = try options.ticketKeysFile.map { try readTicketKeys($0, at: location) }
+        guard let first = entries.first else {
+            throw LoadError(location: location, message: "bind: the crt-list holds no certificate")
+        }
+        // The first certificate is the default; the others are chosen by SNI (by their own
+        // names, or a crt-list line's filters).
+        let context = TLSContext(handle: try make(first))
+        if !first.names.isEmpty {
+            // Its filters name it too (the default serves every other name anyway).
+            let again = try make(first)
+            guard addNamed(context.handle, again, first.names) else { throw LoadError(location: location, message: "bind: out of memory for SNI names") }
+        }
+        for e in entries.dropFirst() {
+            let other = try make(e)
+            if e.names.isEmpty {
+                guard cproxy_tls_add_sni(context.handle, other) == 1 else {
+                    throw LoadError(location: location, message: "bind: the certificate in '\(e.file)' names no host (no DNS subjectAltName, no CN) for SNI to choose it by")
+                }
+            } else if !addNamed(context.handle, other, e.names) {
+                throw LoadError(location: location, message: "bind: out of memory for SNI names")
             }
         }
-        if tls.strictSNI && cproxy_tls_set_strict_sni(context.handle) != 1 {
-            throw LoadError(location: location, message: "bind: strict-sni: the certificate in '\(files[0])' names no host (no DNS subjectAltName, no CN) to match")
+        if lineTLS.strictSNI && cproxy_tls_set_strict_sni(context.handle) != 1 {
+            throw LoadError(location: location, message: "bind: strict-sni: the certificate in '\(first.file)' names no host (no DNS subjectAltName, no CN) to match")
         }
         context.warnings = expired
         return context
+    }
+
+    /// One certificate and how it is offered: a `crt` (the line's settings) or a `crt-list`
+    /// line (its own options over the line's, and the SNI names it serves; empty: its own).
+    struct Entry {
+        var file: String
+        var tls: TLSSettings
+        var verify: Int
+        var caFile: String?
+        var crlFile: String?
+        var names: [String]
+    }
+
+    static func addNamed(_ context: UnsafeMutableRawPointer, _ other: UnsafeMutableRawPointer, _ names: [String]) -> Bool {
+        var pointers = names.map { strdup($0) }
+        defer { for p in pointers { free(p) } }
+        return pointers.withUnsafeMutableBufferPointer { b in
+            b.baseAddress!.withMemoryRebound(to: UnsafePointer<CChar>?.self, capacity: b.count) {
+                cproxy_tls_add_sni_named(context, other, $0, Int32(b.count)) == 1
+            }
+        }
     }
 
     private init(handle: UnsafeMutableRawPointer) { self.handle = handle }

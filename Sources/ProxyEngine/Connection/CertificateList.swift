@@ -1,0 +1,78 @@
+import ProxyConfig
+import ProxySystem
+
+/// A `crt-list` file, HAProxy's format: one certificate per line, `FILE [[OPTIONS]]
+/// [SNI ...]`, `#` comments; the options (in brackets: `alpn`, `ca-file`, `crl-file`,
+/// `verify`) are the certificate's own, over the `bind` line's; the SNI filters are the names
+/// it serves (`*.` wildcards one label deep). Read before the point of no return.
+enum CertificateList {
+    static func read(_ path: String, over line: TLSContext.Entry, global: GlobalSettings, at location: SourceLocation) throws -> [TLSContext.Entry] {
+        func fail(_ n: Int, _ message: String) -> TLSContext.LoadError {
+            TLSContext.LoadError(location: location, message: "bind: crt-list '\(path)' line \(n): \(message)")
+        }
+        var full = path
+        if !full.hasPrefix("/"), let base = global.certificateBase { full = base + (base.hasSuffix("/") ? "" : "/") + full }
+        let bytes: [UInt8]
+        do { bytes = try FileSystem.readFile(full, limit: 16 << 20) } catch let e as SystemError {
+            throw TLSContext.LoadError(location: location, message: "bind: crt-list: cannot read '\(full)': \(e.reason)")
+        }
+        var entries: [TLSContext.Entry] = []
+        for (i, raw) in String(decoding: bytes, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let n = i + 1
+            let text = raw.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
+            var words = text.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\r" }).map(String.init)[...]
+            guard var file = words.popFirst() else { continue }
+            if !file.hasPrefix("/"), let base = global.certificateBase { file = base + (base.hasSuffix("/") ? "" : "/") + file }
+            var e = line
+            e.file = file
+            // `[option ...]`: the brackets may touch the words or stand alone.
+            if let first = words.first, first.hasPrefix("[") {
+                var options: [String] = []
+                var closed = false
+                while let w = words.popFirst() {
+                    var word = Substring(w)
+                    if word.hasPrefix("[") { word = word.dropFirst() }
+                    if word.hasSuffix("]") { word = word.dropLast(); closed = true }
+                    if !word.isEmpty { options.append(String(word)) }
+                    if closed { break }
+                }
+                guard closed else { throw fail(n, "the options' '[' has no ']'") }
+                var o = options[...]
+                var own = TLSSettings()
+                while let opt = o.popFirst() {
+                    func value() throws -> String {
+                        guard let v = o.popFirst() else { throw fail(n, "'\(opt)' needs a value") }
+                        return v
+                    }
+                    switch opt {
+                    case "alpn":
+                        let kept = try value().split(separator: ",").map(String.init).filter { $0 != "h2" }
+                        guard !kept.isEmpty else { throw fail(n, "alpn: HTTP/2 is not offered; add http/1.1") }
+                        own.alpn = kept
+                    case "ca-file": e.caFile = try value()
+                    case "crl-file": e.crlFile = try value()
+                    case "verify":
+                        switch try value() {
+                        case "none": e.verify = 0
+                        case "optional": e.verify = 1
+                        case "required": e.verify = 2
+                        case let v: throw fail(n, "verify: none, optional or required, not '\(v)'")
+                        }
+                    default:
+                        // Versions, ciphers and curves are settled before the server name is
+                        // read: per certificate they would not apply, so they are refused.
+                        throw fail(n, "'\(opt)' is not supported per certificate yet (alpn, ca-file, crl-file and verify are); set it on the bind line")
+                    }
+                }
+                e.tls = own.over(line.tls)
+                if e.verify > 0 && e.caFile == nil { throw fail(n, "verify needs a ca-file") }
+            }
+            for filter in words {
+                guard !filter.hasPrefix("!") else { throw fail(n, "negative SNI filters ('\(filter)') are not supported yet") }
+                e.names.append(filter)
+            }
+            entries.append(e)
+        }
+        return entries
+    }
+}
