@@ -192,27 +192,27 @@ static int add_names(struct sni_table *t, SSL_CTX *owner) {
     return named;
 }
 
-int cproxy_tls_add_sni(void *context, void *other) {
-    SSL_CTX *ctx = (SSL_CTX *)context, *add = (SSL_CTX *)other;
+/// `context`'s SNI table, which now owns `other` (freed here when that fails): NULL then.
+static struct sni_table *adopt(SSL_CTX *ctx, SSL_CTX *add) {
     struct sni_table *t = table_for(ctx);
-    if (!t) { cproxy_tls_context_free(add); return 0; }
+    if (!t) { cproxy_tls_context_free(add); return NULL; }
     SSL_CTX **owned = realloc(t->owned, (t->owned_count + 1) * sizeof *owned);
-    if (!owned) { cproxy_tls_context_free(add); return 0; }
+    if (!owned) { cproxy_tls_context_free(add); return NULL; }
     t->owned = owned;
     t->owned[t->owned_count++] = add;
-    return add_names(t, add);
+    return t;
+}
+
+int cproxy_tls_add_sni(void *context, void *other) {
+    struct sni_table *t = adopt((SSL_CTX *)context, (SSL_CTX *)other);
+    return t ? add_names(t, (SSL_CTX *)other) : 0;
 }
 
 int cproxy_tls_add_sni_named(void *context, void *other, const char *const *names, int count) {
-    SSL_CTX *ctx = (SSL_CTX *)context, *add = (SSL_CTX *)other;
-    struct sni_table *t = table_for(ctx);
-    if (!t) { cproxy_tls_context_free(add); return 0; }
-    SSL_CTX **owned = realloc(t->owned, (t->owned_count + 1) * sizeof *owned);
-    if (!owned) { cproxy_tls_context_free(add); return 0; }
-    t->owned = owned;
-    t->owned[t->owned_count++] = add;
+    struct sni_table *t = adopt((SSL_CTX *)context, (SSL_CTX *)other);
+    if (!t) return 0;
     for (int i = 0; i < count; i++)
-        if (!add_name(t, names[i], strlen(names[i]), add)) return 0;
+        if (!add_name(t, names[i], strlen(names[i]), (SSL_CTX *)other)) return 0;
     return 1;
 }
 

@@ -102,6 +102,12 @@ extension ConfigParser {
             // frontend with `tcp-request inspect-delay` waits for.
             let conditions = p.tcpRequestRules.filter { $0.action.layer == .content }.compactMap { r in r.condition.map { ($0, r.location) } }
                 + p.useBackendRules.compactMap { r in r.condition.map { ($0, r.location) } }
+            let readsFirstBytes = conditions.contains { c, _ in
+                c.acls.flatMap(\.terms).contains { [.helloType, .helloServerName].contains($0.expression.fetch) }
+            }
+            if p.settings.inspectDelay != nil && (p.mode == .http || !readsFirstBytes) {
+                warning("\(label): 'tcp-request inspect-delay' changes nothing here: \(p.mode == .http ? "mode http waits for the request anyway" : "no 'tcp-request content' rule or 'use_backend' reads the client's first bytes (req.ssl_sni, req.ssl_hello_type)")", at: p.settings.inspectDelayLocation ?? p.location)
+            }
             for (c, location) in conditions {
                 guard let term = c.acls.flatMap(\.terms).first(where: { [.helloType, .helloServerName].contains($0.expression.fetch) }) else { continue }
                 if p.mode == .http {

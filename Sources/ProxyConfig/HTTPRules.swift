@@ -238,6 +238,7 @@ extension ConfigParser {
                 return
             }
             proxy!.settings.inspectDelay = ms
+            proxy!.settings.inspectDelayLocation = location
             return
         }
         guard let layer = TCPRequestAction.Layer(rawValue: layerText) else {

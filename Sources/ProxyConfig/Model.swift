@@ -740,6 +740,7 @@ public struct ProxySettings: Sendable {
     /// `tcp-request inspect-delay`: how long a TCP frontend waits for the client's first
     /// bytes when a rule or a route reads them (`req.ssl_sni`, `req.ssl_hello_type`).
     public var inspectDelay: Milliseconds?
+    public var inspectDelayLocation: SourceLocation?
     public var backlog: Int?
     public var timeouts = Timeouts()
     public var balance: BalanceAlgorithm = .roundRobin

@@ -363,6 +363,9 @@ extension ConfigParser {
         if tlsOptionSeen && !options.ssl {
             warning("bind: TLS options without 'ssl' on the line change nothing; add 'ssl crt ...'", at: location)
         }
+        if options.ssl && options.clientVerify == 0 && (options.caFile != nil || options.crlFile != nil) {
+            warning("bind: 'ca-file' and 'crl-file' check client certificates only with 'verify optional' or 'verify required'; without, they change nothing", at: location)
+        }
         if options.ssl && options.clientVerify > 0 && options.caFile == nil {
             throw ConfigError("bind: 'verify \(options.clientVerify == 1 ? "optional" : "required")' checks client certificates against a 'ca-file', and there is none; add 'ca-file /path/to/client-ca.pem'")
         }
@@ -484,7 +487,9 @@ extension ConfigParser {
                 let kept = list.filter { $0 != "h2" }
                 if kept.isEmpty { throw ConfigError("\(what) '\(opt) \(list.joined(separator: ","))': HTTP/2 is not spoken to servers; add http/1.1") }
                 if kept.count < list.count { warning("\(what): HTTP/2 is not spoken to servers yet: 'h2' is left out of \(opt)", at: location) }
-                if opt == "alpn" { o.serverTLS.settings.alpn = kept }
+                if opt == "alpn" { o.serverTLS.settings.alpn = kept } else {
+                    warning("\(what): 'check-alpn' is not used yet: TLS checks offer the server's 'alpn'", at: location)
+                }
             case "check-ssl": o.checkSSL = true
             case "no-check-ssl": o.checkSSL = false
             case "check-sni": o.serverTLS.checkSNI = try value(opt)
@@ -505,6 +510,10 @@ extension ConfigParser {
                 if let near = Similarity.closest(to: opt, in: Self.serverKeywords) { hint = "; did you mean '\(near)'?" }
                 throw ConfigError("\(what): unknown option '\(opt)'\(hint)")
             }
+        }
+        // TLS options on a server without TLS (neither `ssl` nor TLS checks) change nothing.
+        if !isDefault && !o.ssl && !o.checksUseTLS && (o.serverTLS != base.serverTLS) {
+            warning("server: TLS options without 'ssl' (or 'check-ssl') on the line change nothing; add 'ssl'", at: location)
         }
         return o
     }
