@@ -1031,3 +1031,10 @@ int cproxy_tls_peer_serial(void *session, unsigned char *out, int size) {
 void cproxy_tls_free_text(char *text) { OPENSSL_free(text); }
 
 int cproxy_tls_peer_sent_bytes(void *session) { return io_of((SSL *)session)->got_bytes; }
+
+long cproxy_tls_cached_sessions(void) {
+    pthread_mutex_lock(&cache.lock);
+    long n = cache.count;
+    pthread_mutex_unlock(&cache.lock);
+    return n;
+}

@@ -124,6 +124,8 @@ int cproxy_tls_import_ticket_keys(const unsigned char *in, size_t size);
 /// many); import adds them (oldest first) and returns how many, or -1 when malformed.
 size_t cproxy_tls_export_sessions(unsigned char *out, size_t size, long *count);
 long cproxy_tls_import_sessions(const unsigned char *in, size_t size);
+/// How many sessions the cache holds.
+long cproxy_tls_cached_sessions(void);
 
 /// The client's certificate: 1 when one was sent (in this handshake, or the resumed
 /// session's), and whether it came in this very handshake.

@@ -10,8 +10,7 @@ enum CertificateList {
         func fail(_ n: Int, _ message: String) -> TLSContext.LoadError {
             TLSContext.LoadError(location: location, message: "bind: crt-list '\(path)' line \(n): \(message)")
         }
-        var full = path
-        if !full.hasPrefix("/"), let base = global.certificateBase { full = base + (base.hasSuffix("/") ? "" : "/") + full }
+        let full = TLSContext.path(path, under: global.certificateBase)!
         let bytes: [UInt8]
         do { bytes = try FileSystem.readFile(full, limit: 16 << 20) } catch let e as SystemError {
             throw TLSContext.LoadError(location: location, message: "bind: crt-list: cannot read '\(full)': \(e.reason)")
@@ -21,10 +20,9 @@ enum CertificateList {
             let n = i + 1
             let text = raw.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
             var words = text.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\r" }).map(String.init)[...]
-            guard var file = words.popFirst() else { continue }
-            if !file.hasPrefix("/"), let base = global.certificateBase { file = base + (base.hasSuffix("/") ? "" : "/") + file }
+            guard let file = words.popFirst() else { continue }
             var e = line
-            e.file = file
+            e.file = TLSContext.path(file, under: global.certificateBase)!
             // `[option ...]`: the brackets may touch the words or stand alone.
             if let first = words.first, first.hasPrefix("[") {
                 var options: [String] = []
@@ -49,8 +47,8 @@ enum CertificateList {
                         let kept = try value().split(separator: ",").map(String.init).filter { $0 != "h2" }
                         guard !kept.isEmpty else { throw fail(n, "alpn: HTTP/2 is not offered; add http/1.1") }
                         own.alpn = kept
-                    case "ca-file": e.caFile = try value()
-                    case "crl-file": e.crlFile = try value()
+                    case "ca-file": e.caFile = TLSContext.path(try value(), under: global.authorityBase)
+                    case "crl-file": e.crlFile = TLSContext.path(try value(), under: global.authorityBase)
                     case "verify":
                         switch try value() {
                         case "none": e.verify = 0

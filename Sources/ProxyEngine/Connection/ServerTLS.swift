@@ -37,11 +37,6 @@ public final class ServerTLS: @unchecked Sendable {
     static func load(_ server: ServerDefinition, backend: String, global: GlobalSettings) throws -> ServerTLS {
         let o = server.options.serverTLS
         let where_ = "server '\(backend)/\(server.name)'"
-        func under(_ base: String?, _ path: String?) -> String? {
-            guard var path else { return nil }
-            if path != "@system-ca", !path.hasPrefix("/"), let base { path = base + (base.hasSuffix("/") ? "" : "/") + path }
-            return path
-        }
         let tls = o.settings.over(global.defaultServerTLS)
         guard let range = tls.effectiveRange else {
             throw TLSContext.LoadError(location: server.location, message: "\(where_): no TLS version is left between ssl-min-ver, ssl-max-ver and the no-tlsv1x options")
@@ -50,8 +45,9 @@ public final class ServerTLS: @unchecked Sendable {
         for p in tls.alpn ?? [] where !p.isEmpty && p.utf8.count < 256 { alpn.append(UInt8(p.utf8.count)); alpn += p.utf8 }
         let verify = o.verify ?? global.serverVerify
         var error = [CChar](repeating: 0, count: 512)
-        let caFile = under(global.authorityBase, o.caFile), crlFile = under(global.authorityBase, o.crlFile)
-        let certificate = under(global.certificateBase, o.certificate)
+        let caFile = TLSContext.path(o.caFile, under: global.authorityBase)
+        let crlFile = TLSContext.path(o.crlFile, under: global.authorityBase)
+        let certificate = TLSContext.path(o.certificate, under: global.certificateBase)
         let handle: UnsafeMutableRawPointer? = tls.ciphers.withOptionalCString { ciphers in
             tls.ciphersuites.withOptionalCString { suites in
                 tls.curves.withOptionalCString { curves in

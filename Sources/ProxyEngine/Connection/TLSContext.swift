@@ -27,19 +27,14 @@ public final class TLSContext: @unchecked Sendable {
         guard !options.certificates.isEmpty || !options.certificateLists.isEmpty else {
             throw LoadError(location: location, message: "bind: 'ssl' needs a certificate: add 'crt /path/to/cert.pem' (certificate, chain and key in one PEM file)")
         }
-        func underBase(_ base: String?, _ path: String?) -> String? {
-            guard var path else { return nil }
-            if path != "@system-ca", !path.hasPrefix("/"), let base { path = base + (base.hasSuffix("/") ? "" : "/") + path }
-            return path
-        }
         let lineTLS = options.tls.over(global.defaultBindTLS)
-        let line = Entry(file: "", tls: lineTLS, verify: options.clientVerify, caFile: underBase(global.authorityBase, options.caFile),
-                         crlFile: underBase(global.authorityBase, options.crlFile), names: [])
+        let line = Entry(file: "", tls: lineTLS, verify: options.clientVerify, caFile: path(options.caFile, under: global.authorityBase),
+                         crlFile: path(options.crlFile, under: global.authorityBase), names: [])
         // Each `crt` is a PEM file, or a directory whose PEM files all load (HAProxy's
         // companion files, .key .ocsp .issuer .sctl, are skipped), in name order; then each
         // `crt-list` line, with its own options and SNI filters.
         var entries: [Entry] = []
-        for path in options.certificates.compactMap({ underBase(global.certificateBase, $0) }) {
+        for path in options.certificates.compactMap({ path($0, under: global.certificateBase) }) {
             if let names = try? FileSystem.listDirectory(path) {
                 let skipped = [".key", ".ocsp", ".issuer", ".sctl"]
                 let pems = names.filter { n in !n.hasPrefix(".") && !skipped.contains { n.hasSuffix($0) } }.sorted()
@@ -124,6 +119,14 @@ public final class TLSContext: @unchecked Sendable {
         }
         context.warnings = expired
         return context
+    }
+
+    /// A relative certificate or authority path under its base (`crt-base`, `ca-base`);
+    /// absolute paths and `@system-ca` stay as they are.
+    static func path(_ path: String?, under base: String?) -> String? {
+        guard var path else { return nil }
+        if path != "@system-ca", !path.hasPrefix("/"), let base { path = base + (base.hasSuffix("/") ? "" : "/") + path }
+        return path
     }
 
     /// One certificate and how it is offered: a `crt` (the line's settings) or a `crt-list`

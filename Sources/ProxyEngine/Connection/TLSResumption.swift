@@ -20,6 +20,8 @@ public enum TLSResumption {
         var keys = [UInt8](repeating: 0, count: 88 * 4)
         let k = cproxy_tls_export_ticket_keys(&keys, keys.count)
         if k > 0 { lines.append("tls-ticket-keys " + hex(keys[0..<k])) }
+        // No buffer for a process that cached nothing (most have no TLS at all).
+        guard cproxy_tls_cached_sessions() > 0 else { return lines }
         var sessions = [UInt8](repeating: 0, count: sessionBudget)
         var count = 0
         let n = cproxy_tls_export_sessions(&sessions, sessions.count, &count)
