@@ -1038,3 +1038,7 @@ long cproxy_tls_cached_sessions(void) {
     pthread_mutex_unlock(&cache.lock);
     return n;
 }
+
+void cproxy_tls_set_alpn(void *session, const unsigned char *alpn, size_t length) {
+    SSL_set_alpn_protos((SSL *)session, alpn, (unsigned int)length);
+}

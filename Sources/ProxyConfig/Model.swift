@@ -396,6 +396,8 @@ public struct ServerTLSOptions: Sendable, Equatable {
     public var sni: SampleExpression?
     /// `check-sni`: the name sent by TLS health checks.
     public var checkSNI: String?
+    /// `check-alpn`: what TLS health checks offer (else `alpn`).
+    public var checkALPN: [String]?
     /// `no-ssl-reuse`: every connection makes a full handshake.
     public var reuse = true
     /// `ciphers`, `ssl-min-ver`, `no-tls-tickets`, `alpn`...

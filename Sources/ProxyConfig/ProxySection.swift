@@ -487,9 +487,7 @@ extension ConfigParser {
                 let kept = list.filter { $0 != "h2" }
                 if kept.isEmpty { throw ConfigError("\(what) '\(opt) \(list.joined(separator: ","))': HTTP/2 is not spoken to servers; add http/1.1") }
                 if kept.count < list.count { warning("\(what): HTTP/2 is not spoken to servers yet: 'h2' is left out of \(opt)", at: location) }
-                if opt == "alpn" { o.serverTLS.settings.alpn = kept } else {
-                    warning("\(what): 'check-alpn' is not used yet: TLS checks offer the server's 'alpn'", at: location)
-                }
+                if opt == "alpn" { o.serverTLS.settings.alpn = kept } else { o.serverTLS.checkALPN = kept }
             case "check-ssl": o.checkSSL = true
             case "no-check-ssl": o.checkSSL = false
             case "check-sni": o.serverTLS.checkSNI = try value(opt)

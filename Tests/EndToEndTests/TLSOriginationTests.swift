@@ -123,13 +123,16 @@ import Testing
             log stdout format raw local0
         \(TestBed.defaults("http"))
         frontend tlsb
-            bind 127.0.0.1:\(tls) ssl crt \(pem)
+            bind 127.0.0.1:\(tls) ssl crt \(pem) alpn http/1.1
+            http-request return status 403 if { path /alpn } !{ ssl_fc_alpn -m found }
             http-request return status 200 content-type text/plain lf-string "haproxy sni=%[ssl_fc_sni] resumed=%[ssl_fc_is_resumed]\\n"
 
         """.write(toFile: bed.directory + "/h.cfg", atomically: true, encoding: .utf8)
         try bed.start(Harness.which("haproxy")!, ["-f", bed.directory + "/h.cfg"], log: bed.directory + "/haproxy.log")
         #expect(TestBed.waitForPort(tls))
         try bed.proxy("""
+        global
+            stats socket \(bed.directory)/api.sock level admin
         \(TestBed.defaults("http"))
         frontend raw
             mode tcp
@@ -147,6 +150,10 @@ import Testing
         backend untrusted
             retries 1
             server h 127.0.0.1:\(tls) ssl ca-file \(other.ca) sni str(backend.test)
+        backend checked
+            option httpchk GET /alpn
+            server with 127.0.0.1:\(tls) ssl verify none check inter 200 check-alpn http/1.1
+            server without 127.0.0.1:\(tls) ssl verify none check inter 200
 
         """, waitFor: http)
         let raw = TestBed.raw(tcp, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
@@ -155,6 +162,13 @@ import Testing
         #expect(one.0 == 200 && one.1.contains("haproxy sni= "), "no SNI without 'sni': \(one)")
         let bad = try TestBed.curl(["http://127.0.0.1:\(http)/untrusted"])
         #expect(bad.0 == 503, "\(bad)")
+        // `check-alpn`: the check offers it (the server answers 403 to a check without ALPN).
+        let socket = bed.directory + "/api.sock"
+        #expect(TestBed.waitUntil {
+            let rows = (cli(socket, "show stat") ?? "").split(separator: "\n")
+            return rows.contains { $0.hasPrefix("checked,with,") && $0.contains(",UP,") && $0.contains("L7OK") }
+                && rows.contains { $0.hasPrefix("checked,without,") && $0.contains("DOWN") && $0.contains("L7STS") }
+        }, "\(cli(socket, "show stat") ?? "")")
     }
 
     /// Verification by default, as HAProxy 2.6: `ssl` without a `ca-file` is refused at load

@@ -157,8 +157,7 @@ import ProxyRules
                 && c.global.defaultServerTLS.effectiveRange == 0x0304...0x0304)
         // What parses but would change nothing is said.
         let idle = load("backend b\n    timeout connect 1s\n    timeout server 1s\n    server a 10.0.0.1:443 verify none check-alpn http/1.1\n")
-        #expect(idle.warnings.map(\.message) == ["server: 'check-alpn' is not used yet: TLS checks offer the server's 'alpn'",
-                                                 "server: TLS options without 'ssl' (or 'check-ssl') on the line change nothing; add 'ssl'"])
+        #expect(idle.warnings.map(\.message) == ["server: TLS options without 'ssl' (or 'check-ssl') on the line change nothing; add 'ssl'"])
         let delay = load("frontend f\n    mode tcp\n    timeout client 1s\n    bind :1\n    tcp-request inspect-delay 5s\n")
         #expect(delay.warnings.contains { $0.message.contains("'tcp-request inspect-delay' changes nothing here") && $0.location?.line == 5 })
         let strict = load("backend b\n    server a 10.0.0.1:443 ssl strict-sni\n")

@@ -103,6 +103,8 @@ void cproxy_tls_reuse_slot_free(void *slot);
 /// and the certificate must name it (else `verify_host`) when the context verifies; `reuse`
 /// (or NULL) offers the server's last session and keeps its next one. NULL when out of memory.
 void *cproxy_tls_connect(void *context, int fd, const char *server_name, const char *verify_host, void *reuse);
+/// Offers `alpn` (wire format) on this client session instead of the context's list.
+void cproxy_tls_set_alpn(void *session, const unsigned char *alpn, size_t length);
 /// Drives the handshake: 1 when complete, or one of the codes above.
 long cproxy_tls_handshake(void *session);
 /// Why the peer's certificate did not verify, or NULL.

@@ -138,6 +138,7 @@ final class HealthCheck: LoopObject {
                     t.verifyHost.withOptionalCString { host in cproxy_tls_connect(t.context, s.rawValue, name, host, nil) }
                 }
                 if tls == nil { throw SystemError("SSL_new", code: ENOMEM) }
+                if !t.checkALPN.isEmpty { t.checkALPN.withUnsafeBufferPointer { cproxy_tls_set_alpn(tls, $0.baseAddress, $0.count) } }
             }
             switch try Socket.connect(s, address) {
             case .done: connected = true

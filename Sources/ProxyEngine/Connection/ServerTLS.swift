@@ -18,6 +18,8 @@ public final class ServerTLS: @unchecked Sendable {
     let verifyHost: String?
     /// `check-sni`: the name TLS health checks send.
     let checkServerName: String?
+    /// `check-alpn` in ALPN wire format; empty: the context's `alpn`.
+    let checkALPN: [UInt8]
     /// Connections to the server are TLS (`ssl`); false when only the checks are (`check-ssl`).
     let forTraffic: Bool
     let forChecks: Bool
@@ -41,8 +43,7 @@ public final class ServerTLS: @unchecked Sendable {
         guard let range = tls.effectiveRange else {
             throw TLSContext.LoadError(location: server.location, message: "\(where_): no TLS version is left between ssl-min-ver, ssl-max-ver and the no-tlsv1x options")
         }
-        var alpn: [UInt8] = []
-        for p in tls.alpn ?? [] where !p.isEmpty && p.utf8.count < 256 { alpn.append(UInt8(p.utf8.count)); alpn += p.utf8 }
+        let alpn = wire(tls.alpn ?? [])
         let verify = o.verify ?? global.serverVerify
         var error = [CChar](repeating: 0, count: 512)
         let caFile = TLSContext.path(o.caFile, under: global.authorityBase)
@@ -74,18 +75,19 @@ public final class ServerTLS: @unchecked Sendable {
             throw TLSContext.LoadError(location: server.location, message: "\(where_): \(text)")
         }
         return ServerTLS(context: handle, reuse: o.reuse ? cproxy_tls_reuse_slot_new() : nil, serverName: o.sni,
-                         verifyHost: o.verifyHost, checkServerName: o.checkSNI,
+                         verifyHost: o.verifyHost, checkServerName: o.checkSNI, checkALPN: wire(o.checkALPN ?? []),
                          forTraffic: server.options.ssl, forChecks: server.options.checksUseTLS)
     }
 
     private init(context: UnsafeMutableRawPointer, reuse: UnsafeMutableRawPointer?, serverName: SampleExpression?,
-                 verifyHost: String?, checkServerName: String?, forTraffic: Bool, forChecks: Bool) {
+                 verifyHost: String?, checkServerName: String?, checkALPN: [UInt8], forTraffic: Bool, forChecks: Bool) {
         self.context = context
         self.reuse = reuse
         self.serverName = serverName
         sendsServerName = serverName != nil
         self.verifyHost = verifyHost
         self.checkServerName = checkServerName
+        self.checkALPN = checkALPN
         self.forTraffic = forTraffic
         self.forChecks = forChecks
     }
@@ -93,6 +95,13 @@ public final class ServerTLS: @unchecked Sendable {
     deinit {
         cproxy_tls_context_free(context)
         if let reuse { cproxy_tls_reuse_slot_free(reuse) }
+    }
+
+    /// Protocols in ALPN wire format: each one's length, then its name.
+    static func wire(_ protocols: [String]) -> [UInt8] {
+        var out: [UInt8] = []
+        for p in protocols where !p.isEmpty && p.utf8.count < 256 { out.append(UInt8(p.utf8.count)); out += p.utf8 }
+        return out
     }
 
     /// The name a connection sends as SNI, from `sni EXPR` in `samples`; nil: none.

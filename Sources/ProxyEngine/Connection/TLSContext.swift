@@ -55,9 +55,7 @@ public final class TLSContext: @unchecked Sendable {
             guard let range = tls.effectiveRange else {
                 throw LoadError(location: location, message: "bind: no TLS version is left between ssl-min-ver, ssl-max-ver and the no-tlsv1x options (for '\(e.file)')")
             }
-            // ALPN in wire format: each protocol's length, then its name.
-            var alpn: [UInt8] = []
-            for p in tls.alpn ?? [] where !p.isEmpty && p.utf8.count < 256 { alpn.append(UInt8(p.utf8.count)); alpn += p.utf8 }
+            let alpn = ServerTLS.wire(tls.alpn ?? [])
             var error = [CChar](repeating: 0, count: 512)
             let handle: UnsafeMutableRawPointer? = tls.ciphers.withOptionalCString { ciphers in
                 tls.ciphersuites.withOptionalCString { suites in
