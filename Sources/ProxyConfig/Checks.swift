@@ -61,6 +61,12 @@ extension ConfigParser {
         if verifies && tls.caFile == nil {
             error("server '\(p.name)/\(s.name)': 'ssl' verifies the server's certificate by default, but there is no 'ca-file' to verify it with; add 'ca-file /etc/ssl/certs/ca-certificates.crt' (or 'ca-file @system-ca'), or 'verify none' on the line (or 'ssl-server-verify none' in global) where the network is trusted", at: s.location)
         }
+        if !verifies {
+            let idle = [tls.verifyHost.map { _ in "verifyhost" }, tls.caFile.map { _ in "ca-file" }, tls.crlFile.map { _ in "crl-file" }].compactMap { $0 }
+            if !idle.isEmpty {
+                warning("server '\(p.name)/\(s.name)': \(idle.map { "'\($0)'" }.joined(separator: ", ")) change\(idle.count == 1 ? "s" : "") nothing with 'verify none': the server's certificate is not checked", at: s.location)
+            }
+        }
         if let e = tls.sni {
             let phase: RulePhase = p.mode == .http ? .request : .connection
             if !e.fetch.usage.isAvailable(in: phase) {

@@ -140,7 +140,7 @@ import ProxyRules
             timeout connect 1s
             timeout server 1s
             default-server verify none
-            server a 10.0.0.1:443 ssl sni req.hdr(host) alpn h2,http/1.1 verifyhost a.example no-ssl-reuse check
+            server a 10.0.0.1:443 ssl sni req.hdr(host) alpn h2,http/1.1 no-ssl-reuse check
             server b 10.0.0.2:443 ssl verify required ca-file ca.pem check port 8080
             server c 10.0.0.3:80 check-ssl check check-sni c.example
 
@@ -160,6 +160,8 @@ import ProxyRules
         #expect(idle.warnings.map(\.message) == ["server: TLS options without 'ssl' (or 'check-ssl') on the line change nothing; add 'ssl'"])
         let delay = load("frontend f\n    mode tcp\n    timeout client 1s\n    bind :1\n    tcp-request inspect-delay 5s\n")
         #expect(delay.warnings.contains { $0.message.contains("'tcp-request inspect-delay' changes nothing here") && $0.location?.line == 5 })
+        let unchecked = load("backend b\n    timeout connect 1s\n    timeout server 1s\n    server a 10.0.0.1:443 ssl verify none verifyhost a.example\n")
+        #expect(unchecked.warnings.map(\.message) == ["server 'b/a': 'verifyhost' changes nothing with 'verify none': the server's certificate is not checked"])
         let strict = load("backend b\n    server a 10.0.0.1:443 ssl strict-sni\n")
         #expect(strict.errors.first?.message.contains("is a 'bind' option") == true)
     }
