@@ -122,6 +122,7 @@ extension ConfigParser {
                     warning("\(label): '\(term.expression.keyword)' needs the client's first bytes, but there is no 'tcp-request inspect-delay' to wait for them; it matches nothing. Add 'tcp-request inspect-delay 5s' and 'tcp-request content accept if { req.ssl_hello_type 1 }'", at: location)
                 }
             }
+            checkAccessLog(index, label)
             if p.settings.timeouts.client == nil && p.kind == .frontend {
                 warning("\(label) has no 'timeout client'; idle clients are never timed out. Set 'timeout client' (e.g. 30s) here or in defaults", at: p.location)
             }
@@ -155,6 +156,27 @@ extension ConfigParser {
             if let m = p.settings.monitorURI, p.isFrontend {
                 warning("'monitor-uri \(m)' has no effect in tcp mode (\(label))", at: p.location)
             }
+        }
+    }
+
+    /// An HTTP log layout in a TCP frontend: HAProxy falls back to tcplog for `option
+    /// httplog` and refuses a `log-format` that reads HTTP; so do we, with the fix.
+    func checkAccessLog(_ index: Int, _ label: String) {
+        let p = config.proxies[index]
+        guard let format = p.settings.accessLog, p.mode == .tcp else { return }
+        let location = p.settings.accessLogLocation ?? p.location
+        switch format {
+        case .http, .httpCLF:
+            warning("\(label): '\(format.keyword)' needs 'mode http'; this tcp frontend logs with 'option tcplog'", at: location)
+            config.proxies[index].settings.accessLog = .tcp
+        case .custom(let text):
+            guard let nodes = try? LogFormatText.parse(text, separators: true) else { return }
+            for case .variable(let v, _) in nodes where v.needsHTTP {
+                error("\(label): log-format variable '%\(v.rawValue)' is reserved for mode http; remove it from this tcp frontend's log-format", at: location)
+                return
+            }
+        case .tcp:
+            break
         }
     }
 

@@ -191,19 +191,26 @@ extension ConfigParser {
     // MARK: where fetches may be used
 
     /// The fix a message carries for a request fetch used where the request is gone.
-    static func captureHint(_ e: SampleExpression) -> String {
+    static func captureHint(_ e: SampleExpression, response: Bool = false) -> String {
         let base = String(e.fetch.description.prefix { $0 != "(" }.map { $0 == "." ? "_" : $0 })
         let name = base.isEmpty ? "x" : base
         let expression = ([e.fetch.description] + e.converters.map(\.description)).joined(separator: ",")
-        return "capture it while the request is there: 'http-request set-var(txn.\(name)) \(expression)', then read 'var(txn.\(name))'"
+        let side = response ? "response" : "request"
+        return "capture it while the \(side) is there: 'http-\(side) set-var(txn.\(name)) \(expression)', then read 'var(txn.\(name))'"
     }
 
     /// An action may not read what its phase does not have: an error, as HAProxy's alert.
     func checkFetch(_ e: SampleExpression, _ phase: RulePhase, _ what: String) throws {
         guard !e.fetch.usage.isAvailable(in: phase) else { return }
         var fix = ""
-        if phase == .response, e.fetch.usage == .request { fix = "; " + Self.captureHint(e) }
-        throw ConfigError("\(what): '\(e.description)' cannot work here: it needs \(e.fetch.usage.needs)\(fix)")
+        if phase == .response || phase == .log, e.fetch.usage == .request { fix = "; " + Self.captureHint(e) }
+        if phase == .log, e.fetch.usage == .response || e.fetch.usage == .currentMessage {
+            fix = "; " + Self.captureHint(e, response: e.fetch.usage == .response || e.fetch.description.hasPrefix("res."))
+            if case .status = e.fetch { fix = "; the status is '%ST'" }
+        }
+        let needs = phase == .log && e.fetch.usage != .variable(.req) && e.fetch.usage != .variable(.res)
+            ? "an HTTP message, and both are gone when the log line is written" : e.fetch.usage.needs
+        throw ConfigError("\(what): '\(e.description)' cannot work here: it needs \(needs)\(fix)")
     }
 
     /// A variable of a scope that does not exist in the phase could never be set or read.
@@ -409,47 +416,17 @@ extension ConfigParser {
         }
     }
 
-    /// Checks a log-format string: `%[expr]` fetches must exist and work in `phase`, and
-    /// every `%` alias must be one the engine renders.
+    /// Checks a log-format string: its `%` variables must exist, and `%[expr]` fetches must
+    /// exist and work in `phase`.
     @discardableResult
-    func checkFormat(_ text: String, _ what: String, phase: RulePhase) throws -> String {
-        let bytes = Array(text.utf8)
-        var i = 0
-        while i < bytes.count {
-            guard bytes[i] == UInt8(ascii: "%") else { i += 1; continue }
-            i += 1
-            guard i < bytes.count else { throw ConfigError("\(what): '%' at the end of '\(text)'; write '%%' for a percent sign") }
-            if bytes[i] == UInt8(ascii: "%") { i += 1; continue }
-            if bytes[i] == UInt8(ascii: "{") {
-                while i < bytes.count, bytes[i] != UInt8(ascii: "}") { i += 1 }
-                guard i < bytes.count else { throw ConfigError("\(what): '%{' without '}' in '\(text)'") }
-                i += 1
-            }
-            if i < bytes.count, bytes[i] == UInt8(ascii: "[") {
-                let start = i + 1
-                var depth = 0
-                var j = start
-                while j < bytes.count {
-                    if bytes[j] == UInt8(ascii: "(") { depth += 1 }
-                    if bytes[j] == UInt8(ascii: ")") { depth -= 1 }
-                    if bytes[j] == UInt8(ascii: "]") && depth <= 0 { break }
-                    j += 1
-                }
-                guard j < bytes.count else { throw ConfigError("\(what): '%[' without ']' in '\(text)'") }
-                let expr = String(decoding: bytes[start..<j], as: UTF8.self)
-                do { try checkFetch(try SampleExpression.parse(expr), phase, "\(what): in '%[\(expr)]'") } catch let e as RuleError {
-                    throw ConfigError("\(what): in '%[\(expr)]': \(e.message)")
-                }
-                i = j + 1
-            } else {
-                var j = i
-                while j < bytes.count, (bytes[j] >= 0x61 && bytes[j] <= 0x7a) || (bytes[j] >= 0x41 && bytes[j] <= 0x5a) { j += 1 }
-                if j == i { throw ConfigError("\(what): '%' must be followed by a variable, '[' or '%' in '\(text)'") }
-                let alias = String(decoding: bytes[i..<j], as: UTF8.self)
-                guard LogFormatVariables.supported.contains(alias) else {
-                    throw ConfigError("\(what): the log-format variable '%\(alias)' is not supported yet here; these are: \(LogFormatVariables.supported.sorted().map { "%" + $0 }.joined(separator: " ")), or a fetch as '%[...]'")
-                }
-                i = j
+    func checkFormat(_ text: String, _ what: String, phase: RulePhase, separators: Bool = false) throws -> String {
+        let nodes: [LogFormatNode]
+        do { nodes = try LogFormatText.parse(text, separators: separators) } catch {
+            throw ConfigError("\(what): \(error.message)")
+        }
+        for case .sample(let e, _) in nodes {
+            do { try checkFetch(e, phase, "\(what): in '%[\(e.description)]'") } catch let e as RuleError {
+                throw ConfigError("\(what): \(e.message)")
             }
         }
         return text
@@ -523,9 +500,4 @@ extension ConfigParser {
         return String(name)
     }
 
-}
-
-/// The `%` variables of a log-format that the engine renders in header values and bodies.
-public enum LogFormatVariables {
-    public static let supported: Set<String> = ["ci", "cp", "fi", "fp", "ft", "f", "b", "s", "pid", "H", "Ts"]
 }

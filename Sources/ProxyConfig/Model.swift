@@ -52,7 +52,6 @@ public enum NotEnforced: String, CaseIterable, Sendable {
     case statsSocketName = "stats socket name"
     case hashType = "hash-type"
     case spliceInHTTPMode = "option splice-auto, splice-request and splice-response in http mode"
-    case httplogCLF = "option httplog clf"
     case bindName = "bind name"
     case bindID = "bind id"
     case bindNice = "bind nice"
@@ -305,6 +304,32 @@ public struct ProxyOptions: Sendable, Equatable {
     public var httpConnectionMode: HTTPConnectionMode = .keepAlive
     public var forwardFor: ForwardFor?
     public init() {}
+}
+
+/// Which line a frontend logs per transaction or connection.
+public enum AccessLogFormat: Sendable, Equatable {
+    case tcp, http, httpCLF
+    case custom(String)
+
+    /// The log-format string.
+    public var text: String {
+        switch self {
+        case .tcp: return LogFormatText.tcpLog
+        case .http: return LogFormatText.httpLog
+        case .httpCLF: return LogFormatText.httpLogCLF
+        case .custom(let s): return s
+        }
+    }
+
+    /// The keyword that set it, for messages.
+    public var keyword: String {
+        switch self {
+        case .tcp: return "option tcplog"
+        case .http: return "option httplog"
+        case .httpCLF: return "option httplog clf"
+        case .custom: return "log-format"
+        }
+    }
 }
 
 /// `cookie NAME insert|rewrite|prefix ...`.
@@ -749,6 +774,10 @@ public struct ProxySettings: Sendable {
     public var hashType: String?
     public var retries = 3
     public var logs: [LogTarget] = []
+    /// The access-log line: `option tcplog`, `option httplog [clf]` or `log-format`; nil
+    /// logs HAProxy's one-line "Connect from" notice.
+    public var accessLog: AccessLogFormat?
+    public var accessLogLocation: SourceLocation?
     public var options = ProxyOptions()
     public var errorPages: [Int: ErrorPage] = [:]
     public var defaultBackend: String?

@@ -17,7 +17,7 @@ extension ConfigParser {
             for n in names { t[n] = KeywordScope(inDefaults: inDefaults, capability: cap) }
         }
         add(["mode", "log", "errorfile", "option", "timeout", "stats", "http-reuse"], d, .any)
-        add(["maxconn", "backlog", "monitor-uri", "default_backend", "clitimeout"], d, .frontend)
+        add(["maxconn", "backlog", "monitor-uri", "default_backend", "clitimeout", "log-format"], d, .frontend)
         add(["balance", "hash-type", "retries", "default-server", "cookie", "http-check", "srvtimeout", "contimeout"], d, .backend)
         add(["bind", "use_backend"], false, .frontend)
         add(["redirect"], false, .any)
@@ -30,7 +30,7 @@ extension ConfigParser {
     /// HAProxy proxy keywords we do not support yet (so a typo hint is not offered for them).
     static let knownUnsupportedProxy: Set<String> = [
         "description", "id", "disabled", "enabled", "capture", "unique-id-format", "unique-id-header",
-        "log-format", "log-tag", "error-log-format", "filter", "compression", "rate-limit",
+        "log-format-sd", "log-tag", "error-log-format", "filter", "compression", "rate-limit",
         "use-server", "force-persist", "ignore-persist", "persist", "stick-table", "stick", "tcp-response",
         "http-after-response", "http-error", "errorloc", "errorloc302", "errorloc303", "errorfiles",
         "monitor", "monitor-net", "email-alert", "fullconn", "external-check", "source", "dispatch",
@@ -109,6 +109,13 @@ extension ConfigParser {
             settings.retries = try Values.integer(args.first!, for: "retries")
         case "log":
             settings.logs.append(try parseLog(args, inGlobal: false))
+        case "log-format":
+            guard args.count == 1 else {
+                throw ConfigError(args.isEmpty ? "'log-format' needs a format string, e.g. log-format \"%ci:%cp [%tr] %ft %b/%s %ST %B %{+Q}r\""
+                                               : "'log-format' takes one argument: put the format in double quotes, or escape its spaces with '\\ '")
+            }
+            _ = try checkFormat(args.first!, "log-format", phase: .log, separators: true)
+            setAccessLog(.custom(args.first!), at: location)
         case "monitor-uri":
             try Values.expect(args, 1, usage: "monitor-uri <uri>")
             settings.monitorURI = args.first!
@@ -590,12 +597,23 @@ extension ConfigParser {
             "clitcpka": \.clientKeepAlive, "srvtcpka": \.serverKeepAlive,
         ]
 
+    /// `option httplog|tcplog` and `log-format`: the last one wins, as in HAProxy, which
+    /// warns when a defaults section says two.
+    func setAccessLog(_ format: AccessLogFormat, at location: SourceLocation) {
+        if proxy == nil, let old = settings.accessLog, old != format {
+            warning("'\(format.keyword)' overrides the previous '\(old.keyword)' in this defaults section", at: location)
+        }
+        settings.accessLog = format
+        settings.accessLogLocation = location
+    }
+
     /// `default option NAME`: the option goes back to its built-in value.
     func resetOption(_ args: ArraySlice<String>) throws {
         guard let name = args.first, args.count == 1 else { throw ConfigError("the form is 'default option <name>'") }
         let fresh = ProxySettings()
         if let key = Self.optionFlags[name] {
             settings.options[keyPath: key] = fresh.options[keyPath: key]
+            if name == "httplog" || name == "tcplog" { settings.accessLog = nil }
             return
         }
         switch name {
@@ -631,8 +649,15 @@ extension ConfigParser {
         if let key = flags[name] {
             if name == "httplog", let extra = rest.first, extra != "clf" { throw ConfigError("option httplog: unexpected '\(extra)'") }
             if name != "httplog", let extra = rest.first { throw ConfigError("option \(name): unexpected '\(extra)'") }
-            if name == "httplog", rest.first == "clf", !negated { notEnforced(.httplogCLF, at: location) }
             settings.options[keyPath: key] = !negated
+            if name == "httplog" || name == "tcplog" {
+                let format: AccessLogFormat = name == "tcplog" ? .tcp : rest.first == "clf" ? .httpCLF : .http
+                if !negated {
+                    setAccessLog(format, at: location)
+                } else if settings.accessLog == format {
+                    settings.accessLog = nil
+                }
+            }
             return
         }
         switch name {
@@ -702,7 +727,7 @@ extension ConfigParser {
             let unsupported: Set<String> = ["http-use-htx", "http-buffer-request", "log-health-checks", "originalto", "persist",
                                             "prefer-last-server", "ssl-hello-chk", "mysql-check", "pgsql-check", "redis-check",
                                             "smtpchk", "ldap-check", "tcp-check", "external-check", "http-pretend-keepalive",
-                                            "http-no-delay", "httplog clf", "log-separate-errors", "nolinger", "socket-stats",
+                                            "http-no-delay", "httpslog", "log-separate-errors", "nolinger", "socket-stats",
                                             "checkcache", "accept-invalid-http-request", "accept-invalid-http-response",
                                             "contstats", "independent-streams", "http-ignore-probes", "http-tunnel",
                                             "transparent", "disable-h2-upgrade", "h1-case-adjust-bogus-client", "dontlog-normal",

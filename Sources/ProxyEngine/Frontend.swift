@@ -42,6 +42,13 @@ public final class Frontend: @unchecked Sendable {
     /// the client's first bytes; nil: nothing waits for them.
     let inspectDelay: Int64?
     var logDestinations: [LogDestination] = []
+    /// The access-log line (`option httplog|tcplog`, `log-format`); nil: "Connect from".
+    let accessLog: LogFormat?
+    /// Read per request: whether the log needs the request line, or the server side's address.
+    let accessLogReadsRequestLine: Bool
+    let accessLogReadsSource: Bool
+    /// Lines logged (`%lc`).
+    let logCount = Atomic<Int>(0)
     /// Its stats page, when `stats` lines enable one (read per request: nil costs one test).
     let statsPage: StatsEndpoint?
 
@@ -74,6 +81,10 @@ public final class Frontend: @unchecked Sendable {
         }
         inspectDelay = definition.mode == .tcp && readsPayload ? definition.settings.inspectDelay.map(Int64.init) : nil
         logDestinations = logger.destinations(for: definition.settings.logs)
+        let format = logDestinations.isEmpty ? nil : definition.settings.accessLog.map { LogFormat($0.text, separators: true) }
+        accessLog = format
+        accessLogReadsRequestLine = format?.readsRequestLine ?? false
+        accessLogReadsSource = format?.readsBackendSource ?? false
         statsPage = definition.settings.stats.enabled ? StatsEndpoint(definition.settings.stats) : nil
     }
 }

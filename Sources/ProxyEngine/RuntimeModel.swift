@@ -12,6 +12,8 @@ public final class RuntimeModel: @unchecked Sendable {
     public let backends: [String: Backend]
     /// Connections open across all loops (global `maxconn`).
     public let activeConnections = Atomic<Int>(0)
+    /// Requests and TCP sessions logged with `%rt`.
+    let requestCount = Atomic<Int>(0)
     public let maxConnections: Int
     /// The limit in force: `maxConnections` until `set maxconn global` lowers it.
     public let connectionLimit = Atomic<Int>(0)

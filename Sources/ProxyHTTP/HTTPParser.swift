@@ -87,6 +87,8 @@ public struct HTTPParser: Sendable {
             let b = p[i]
             if b == 0x20 { break }
             if b <= 0x20 || b == 0x7f { return .invalid(HTTPParseError(400, "control character or space in request target")) }
+            // A fragment never travels in a request (RFC 9110 §4.2.4); HAProxy 2.6 refuses it too.
+            if b == 0x23 { return .invalid(HTTPParseError(400, "'#' (a fragment) in request target")) }
             i += 1
         }
         if i == targetStart || i >= end { return .invalid(HTTPParseError(400, "missing request target")) }

@@ -28,9 +28,10 @@ public enum MessageSide: Sendable, Equatable {
     case current, request, response
 }
 
-/// When a rule runs: as the connection is accepted, on the request, or on the response.
+/// When a rule runs: as the connection is accepted, on the request, or on the response;
+/// or when the access-log line is written, once both messages are gone.
 public enum RulePhase: String, Sendable {
-    case connection, request, response
+    case connection, request, response, log
 }
 
 /// What a fetch needs, as HAProxy 2.6 classifies fetches; it decides where a rule may use it.
@@ -56,7 +57,8 @@ public enum FetchUsage: Sendable, Equatable {
     public func isAvailable(in phase: RulePhase) -> Bool {
         switch self {
         case .load, .process, .connection: return true
-        case .capturedRequest, .currentMessage: return phase != .connection
+        case .capturedRequest: return phase != .connection
+        case .currentMessage: return phase == .request || phase == .response
         case .request: return phase == .request
         case .response: return phase == .response
         case .variable(let scope):

@@ -8,7 +8,7 @@ import ProxyRules
     @Test func theListIsExactlyThis() {
         #expect(NotEnforced.allCases.map(\.rawValue) == [
             "server-state-file", "close-spread-time", "stats socket name", "hash-type",
-            "option splice-auto, splice-request and splice-response in http mode", "option httplog clf",
+            "option splice-auto, splice-request and splice-response in http mode",
             "bind name", "bind id", "bind nice", "bind process", "bind thread",
             "namespace",
         ])
@@ -31,7 +31,6 @@ import ProxyRules
             timeout server 1s
         frontend web
             bind 127.0.0.1:8080 name main id 3 nice 10 process 1 thread 1 accept-proxy ssl crt /x.pem alpn h2,http/1.1 npn h2 namespace blue
-            option httplog clf
             option splice-auto
             default_backend app
         backend app

@@ -18,6 +18,8 @@ final class TLSTransport: Transport {
     /// Where an accepted session counts its handshake (nil: a server-side session).
     private let counters: TLSCounters?
     private var counted = false
+    /// When an accepted session's handshake completed (coarse monotonic ms; 0: not yet), for `%Th`.
+    private(set) var establishedAtMs: Int64 = 0
 
     /// A session for an accepted socket; nil when OpenSSL cannot make one.
     init?(accepting fd: FileDescriptor, context: TLSContext, counters: TLSCounters) {
@@ -49,6 +51,7 @@ final class TLSTransport: Transport {
     private func noteEstablished() {
         guard !counted, let c = counters, established else { return }
         counted = true
+        establishedAtMs = Clock.coarseMilliseconds()
         c.handshakes.add(1, ordering: .relaxed)
         if resumed { c.resumed.add(1, ordering: .relaxed) }
     }

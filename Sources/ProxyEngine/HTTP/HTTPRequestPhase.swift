@@ -80,7 +80,7 @@ extension HTTPTransaction {
         upgradeRequested = request.connectionUpgrade && request.hasUpgradeHeader
         closeAfterResponse = !request.wantsKeepAlive || settings.options.httpConnectionMode == .close
             || context.model.stopping.load(ordering: .relaxed)
-        if frontend.settings.options.httpLog || frontend.settings.options.logASAP {
+        if frontend.accessLogReadsRequestLine {
             requestLineForLog = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[0..<max(0, request.startLineEnd - 2)]), as: UTF8.self)
         }
         // monitor-uri answers before any rule.

@@ -294,6 +294,8 @@ extension HTTPTransaction {
         countTransaction()
         if loggedEarly { loggedEarly = false; bytesToClient = 0; terminationState = "--" } else { logTransaction() }
         variables.transactionDone()
+        idleSinceMs = loop.now
+        if !requestLineForLog.isEmpty { requestLineForLog = "" }
         if let t = toServer { buffers.give(t); toServer = nil }
         responseStarted = false
         requestBody = .none

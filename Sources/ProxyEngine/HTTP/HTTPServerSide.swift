@@ -111,7 +111,7 @@ extension HTTPTransaction {
             server = c
             phase = .connecting
             prepareRequest()
-            if c.connected && !closed { phase = .exchange; connectedMs = loop.now }
+            if c.connected && !closed { phase = .exchange; connectedMs = loop.now; noteServerSource() }
         } catch let e as SystemError {
             connectFailed(e.code)
         } catch {
@@ -145,6 +145,7 @@ extension HTTPTransaction {
     func sendRequest(on s: Connection) {
         phase = .exchange
         connectedMs = loop.now
+        noteServerSource()
         prepareRequest()
     }
 
@@ -168,6 +169,7 @@ extension HTTPTransaction {
         }
         s.established()
         connectedMs = loop.now
+        noteServerSource()
         phase = .exchange
         return true
     }
@@ -208,4 +210,9 @@ extension HTTPTransaction {
         }
     }
 
+
+    /// `%bi`/`%bp` in the access log: where the server connection left from.
+    @inline(__always) func noteServerSource() {
+        if frontend.accessLogReadsSource, let s = server { serverSource = s.localAddress }
+    }
 }

@@ -111,6 +111,14 @@ final class HTTPTransaction: LoopObject, QueueWaiter, ConnectionOwner {
     var logStatus = 0
     var terminationState = "--"
     var requestLineForLog = ""
+    /// The client's bytes of this transaction already counted, for `%U`.
+    var transactionBytesIn = 0
+    var transactionBytesOut = 0
+    /// When the connection was accepted, and since when it has been idle (`%Th`, `%Ti`).
+    var acceptedMs: Int64 = 0
+    var idleSinceMs: Int64 = 0
+    /// Where the server connection left from, kept when the log prints `%bi` or `%bp`.
+    var serverSource: SocketAddress?
 
     enum BodyState {
         case none
@@ -136,6 +144,8 @@ final class HTTPTransaction: LoopObject, QueueWaiter, ConnectionOwner {
         request.headers.reserveCapacity(8)
         response.headers.reserveCapacity(8)
         acceptedAt = Clock.wallClock()
+        acceptedMs = context.loop.now
+        idleSinceMs = acceptedMs
         super.init()
         connection.owner = self
         // A PROXY header named the address the client reached.
@@ -510,36 +520,71 @@ final class HTTPTransaction: LoopObject, QueueWaiter, ConnectionOwner {
         let bin = client.bytesIn - countedIn, bout = client.bytesOut - countedOut
         countedIn = client.bytesIn
         countedOut = client.bytesOut
+        transactionBytesIn += bin
+        transactionBytesOut += bout
         counters.transaction(frontend.statBase, status: logStatus, bytesIn: bin, bytesOut: bout)
         if let b = backend { counters.transaction(b.statBase, status: logStatus, bytesIn: bin, bytesOut: bout) }
         if let s = triedServer { counters.transaction(s.statBase, status: logStatus, bytesIn: bin, bytesOut: bout) }
     }
 
     func logTransaction(early: Bool = false) {
-        let o = frontend.settings.options
         guard !frontend.logDestinations.isEmpty else { return }
-        if o.dontLogNull && transactions == 0 { return }
-        let now = loop.now
-        let tr = headReceivedMs - requestStartMs
-        let tw: Int64 = 0
-        let tc = connectedMs >= connectStartMs && connectStartMs > 0 ? connectedMs - connectStartMs : -1
-        let trs = responseHeadMs >= connectedMs && connectedMs > 0 ? responseHeadMs - connectedMs : -1
-        let ta = now - requestStartMs
-        let serverName = triedServer?.name ?? "<NOSRV>"
-        let backendName = backend?.name ?? frontend.name
+        if frontend.settings.options.dontLogNull && transactions == 0 { return }
         let line: String
-        if o.httpLog {
-            line = "\(clientIP):\(clientPort) [\(Logger.acceptDate(seconds: acceptedAt.seconds, microseconds: acceptedAt.microseconds))] \(frontend.name) \(backendName)/\(serverName) \(tr)/\(tw)/\(tc)/\(trs)/\(early ? "+" : "")\(ta) \(logStatus) \(early ? "+" : "")\(bytesToClient + (early ? (output?.count ?? 0) : 0)) - - \(terminationState)-- \(context.model.activeConnections.load(ordering: .relaxed))/\(frontend.active.load(ordering: .relaxed))/0/0/0 0/0 \"\(requestLineForLog)\""
-        } else if o.tcpLog {
-            // `option tcplog` in an HTTP frontend: one line per transaction, in tcplog layout.
-            line = "\(clientIP):\(clientPort) [\(Logger.acceptDate(seconds: acceptedAt.seconds, microseconds: acceptedAt.microseconds))] \(frontend.name) \(backendName)/\(serverName) \(tw)/\(tc)/\(early ? "+" : "")\(ta) \(early ? "+" : "")\(bytesToClient) \(terminationState) \(context.model.activeConnections.load(ordering: .relaxed))/\(frontend.active.load(ordering: .relaxed))/0/0/0 0/0"
+        if let format = frontend.accessLog {
+            let record = logRecord(early: early)
+            line = String(decoding: format.render(record, HTTPSamples(session: self, phase: .log)), as: UTF8.self)
         } else {
             line = "Connect from \(clientIP):\(clientPort) to \(localIP):\(local.port) (\(frontend.name)/HTTP)"
         }
         context.model.logger.log(line, to: frontend.logDestinations)
         if !early {
             bytesToClient = 0
+            transactionBytesIn = 0
+            transactionBytesOut = 0
             terminationState = "--"
         }
+    }
+
+    /// The values of this transaction's log line, now.
+    func logRecord(early: Bool) -> LogRecord {
+        let now = loop.now
+        let started = requestStartMs > 0 ? requestStartMs : now
+        var r = LogRecord(frontend: frontend, backendName: backend?.name ?? frontend.name,
+                          serverName: triedServer?.name ?? "<NOSRV>", accepted: acceptedAt, isHTTP: true,
+                          model: context.model)
+        r.client = (clientIP, Int(clientPort))
+        r.frontendAddress = (localIP, Int(local.port))
+        if let s = triedServer { let a = s.address; r.serverAddress = (HTTPTransaction.ip(of: a), Int(a.port)) }
+        r.backendSource = serverSource.map { (HTTPTransaction.ip(of: $0), Int($0.port)) }
+        r.overTLS = acceptor.tls != nil
+        r.tls = client.transport as? TLSTransport
+        if transactions <= 1, let t = r.tls, t.establishedAtMs > 0 { r.handshake = max(0, t.establishedAtMs - acceptedMs) }
+        r.idle = max(0, started - idleSinceMs - r.handshake)
+        r.request = headReceivedMs >= started && requestStartMs > 0 ? headReceivedMs - started : -1
+        if connectStartMs >= started && requestStartMs > 0 {
+            r.queue = queuedAtMs >= started && queuedAtMs <= connectStartMs ? connectStartMs - queuedAtMs : 0
+        }
+        r.connect = connectedMs >= connectStartMs && connectStartMs > 0 ? connectedMs - connectStartMs : -1
+        r.response = responseHeadMs >= connectedMs && connectedMs > 0 ? responseHeadMs - connectedMs : -1
+        r.active = now - started
+        r.total = r.handshake + r.idle + r.active
+        r.early = early
+        r.status = logStatus
+        // With what waits in the output buffer: the line is written as the response is queued.
+        r.bytesOut = transactionBytesOut + client.bytesOut - countedOut + (output?.count ?? 0)
+        r.bytesIn = transactionBytesIn + client.bytesIn - countedIn
+        r.termination = terminationState
+        r.activeConnections = context.model.activeConnections.load(ordering: .relaxed)
+        r.frontendConnections = frontend.active.load(ordering: .relaxed)
+        r.backendConnections = backend?.active.load(ordering: .relaxed) ?? 0
+        r.serverConnections = triedServer?.active.load(ordering: .relaxed) ?? 0
+        if let b = backend { r.retries = max(0, b.settings.retries - retriesLeft) }
+        r.requestLine = requestLineForLog.isEmpty ? nil : requestLineForLog
+        if requestStartMs > 0 {
+            let us = acceptedAt.microseconds + Int(requestStartMs - acceptedMs) * 1000
+            r.requestStart = (acceptedAt.seconds + us / 1_000_000, us % 1_000_000)
+        }
+        return r
     }
 }

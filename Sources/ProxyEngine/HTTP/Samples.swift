@@ -258,6 +258,11 @@ struct HTTPSamples: SampleContext {
             return visit(.bytes(UnsafeRawBufferPointer(rebasing: t[(q + 1)..<end])))
         case .method:
             if phase == .request { return visit(.bytes(request.slice(session.request.method))) }
+            if phase == .log, session.variables.capturedMethod.isEmpty {
+                // The log line keeps the request line, not the head: read the method from it.
+                guard let m = RequestLineParts(session.requestLineForLog.isEmpty ? nil : session.requestLineForLog).method else { return false }
+                return Array(m.utf8).withUnsafeBytes { visit(.bytes($0)) }
+            }
             return session.variables.capturedMethod.withUnsafeBytes { visit(.bytes($0)) }
         case .requestVersion:
             return (session.request.minorVersion == 0 ? "1.0" : "1.1").utf8.withContiguousStorageIfAvailable { visit(.bytes(UnsafeRawBufferPointer($0))) } ?? false

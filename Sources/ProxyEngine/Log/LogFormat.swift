@@ -3,111 +3,317 @@ import ProxyRules
 import ProxySystem
 import Glibc
 
-/// A compiled log-format string: literal text, `%[fetch,conv]` samples and `%xx` aliases.
+/// The values one access-log line may print, taken from a finished HTTP transaction or TCP
+/// stream when it is logged (so nothing in it points into a buffer).
+struct LogRecord {
+    var client: (ip: IPAddress, port: Int)?
+    var frontendAddress: (ip: IPAddress, port: Int)?
+    var serverAddress: (ip: IPAddress, port: Int)?
+    var backendSource: (ip: IPAddress, port: Int)?
+    unowned(unsafe) var frontend: Frontend
+    var overTLS = false
+    var backendName: String
+    var serverName: String
+    var accepted: (seconds: Int, microseconds: Int)
+    var requestStart: (seconds: Int, microseconds: Int)?
+    /// Timers in milliseconds, as HAProxy's: -1 when the step never happened.
+    var handshake: Int64 = 0, idle: Int64 = 0, request: Int64 = -1, queue: Int64 = -1, connect: Int64 = -1
+    var response: Int64 = -1, active: Int64 = 0, total: Int64 = 0
+    /// `option logasap`: the line goes before the end, totals get a '+'.
+    var early = false
+    var status: Int = 0
+    var bytesOut = 0, bytesIn = 0
+    var termination = "--"
+    var cookieState = "--"
+    var activeConnections = 0, frontendConnections = 0, backendConnections = 0, serverConnections = 0
+    var retries = 0, serverQueue = 0, backendQueue = 0
+    /// The request line, without CRLF; nil when no request was read.
+    var requestLine: String?
+    var tls: TLSTransport?
+    var isHTTP: Bool
+    unowned(unsafe) var model: RuntimeModel
+}
+
+/// A compiled log-format string: literal text, separators, `%` variables and `%[fetch,conv]`
+/// samples. Access-log lines, header values, bodies and redirects all use it.
 struct LogFormat {
-    enum Segment {
-        case literal([UInt8])
-        case sample(SampleExpression)
-        case alias(String)
-    }
-    let segments: [Segment]
+    let nodes: [LogFormatNode]
     /// True when the text has no `%` parts (the common case: a constant header value).
     let isConstant: Bool
+    /// Whether a variable reads the request line, which is then kept for the log.
+    let readsRequestLine: Bool
+    /// Whether a variable needs the address the server connection left from (`%bi`, `%bp`).
+    let readsBackendSource: Bool
 
-    init(_ text: String) {
-        var segs: [Segment] = []
-        var literal: [UInt8] = []
-        let b = Array(text.utf8)
-        var i = 0
-        while i < b.count {
-            if b[i] == UInt8(ascii: "%"), i + 1 < b.count {
-                if b[i + 1] == UInt8(ascii: "%") { literal.append(b[i]); i += 2; continue }
-                var j = i + 1
-                if b[j] == UInt8(ascii: "{") { while j < b.count, b[j] != UInt8(ascii: "}") { j += 1 }; j += 1 }
-                if j < b.count, b[j] == UInt8(ascii: "[") {
-                    var k = j + 1
-                    var depth = 0
-                    while k < b.count, !(b[k] == UInt8(ascii: "]") && depth == 0) {
-                        if b[k] == UInt8(ascii: "(") { depth += 1 }
-                        if b[k] == UInt8(ascii: ")") { depth -= 1 }
-                        k += 1
-                    }
-                    if let e = try? SampleExpression.parse(String(decoding: b[(j + 1)..<min(k, b.count)], as: UTF8.self)) {
-                        if !literal.isEmpty { segs.append(.literal(literal)); literal = [] }
-                        segs.append(.sample(e))
-                    }
-                    i = k + 1
-                    continue
-                }
-                var k = j
-                while k < b.count, (b[k] | 0x20) >= 0x61, (b[k] | 0x20) <= 0x7a { k += 1 }
-                if !literal.isEmpty { segs.append(.literal(literal)); literal = [] }
-                segs.append(.alias(String(decoding: b[j..<k], as: UTF8.self)))
-                i = k
-                continue
-            }
-            literal.append(b[i])
-            i += 1
+    /// Compiles `text`, which the loader checked; separators only in access-log lines.
+    init(_ text: String, separators: Bool = false) {
+        let parsed = (try? LogFormatText.parse(text, separators: separators)) ?? [.literal(Array(text.utf8))]
+        nodes = parsed
+        isConstant = parsed.allSatisfy { if case .literal = $0 { return true } else { return false } }
+        var line = false, source = false
+        for case .variable(let v, _) in parsed {
+            if v.readsRequestLine { line = true }
+            if v == .backendSourceIP || v == .backendSourcePort { source = true }
         }
-        if !literal.isEmpty { segs.append(.literal(literal)) }
-        segments = segs
-        isConstant = segs.allSatisfy { if case .literal = $0 { return true } else { return false } }
+        for case .sample(let e, _) in parsed where e.fetch == .method { line = true }
+        readsRequestLine = line
+        readsBackendSource = source
     }
 
     /// The constant value, when `isConstant`.
     var constant: [UInt8] {
-        segments.flatMap { if case .literal(let l) = $0 { return l } else { return [] } }
+        nodes.flatMap { if case .literal(let l) = $0 { return l } else { return [] } }
     }
 
     /// Renders the format with no request: literals and load-time or process fetches
-    /// (`global set-var-fmt`); an alias that needs a connection renders empty.
+    /// (`global set-var-fmt`); a variable that needs a connection renders empty.
     func renderConstant(model: RuntimeModel) -> [UInt8] {
         var out: [UInt8] = []
-        for s in segments {
-            switch s {
+        for n in nodes {
+            switch n {
             case .literal(let l): out += l
-            case .sample(let e):
+            case .separator: out.append(0x20)
+            case .sample(let e, _):
                 _ = ProcessSamples.visit(e.fetch, model: model, backend: nil) { raw in
                     guard let (v, fold) = e.convert(raw) else { return false }
                     out += SampleValue(v, fold: fold).text
                     return true
                 }
-            case .alias: break
+            case .variable: break
             }
         }
         return out
     }
 
-    /// Renders the format in one phase of a transaction.
+    /// Renders the format in one phase of a transaction (header values, bodies, redirects).
     func render(_ samples: HTTPSamples) -> [UInt8] {
-        var out: [UInt8] = []
-        for s in segments {
-            switch s {
-            case .literal(let l): out += l
-            case .sample(let e):
+        let record: LogRecord? = nodes.contains { if case .variable = $0 { return true } else { return false } }
+            ? samples.session.logRecord(early: false) : nil
+        return render(record, samples)
+    }
+
+    /// Renders one line from `record` (nil: variables print "-") and `samples` for `%[...]`.
+    func render(_ record: LogRecord?, _ samples: some SampleContext) -> [UInt8] {
+        var w = LogLineWriter()
+        for n in nodes {
+            switch n {
+            case .literal(let l):
+                w.out += l
+                w.lastWasSpace = false
+            case .separator:
+                if !w.lastWasSpace { w.out.append(0x20); w.lastWasSpace = true }
+            case .sample(let e, let flags):
+                var value: SampleValue?
                 _ = samples.visitSamples(of: e.fetch) { raw in
                     guard let (v, fold) = e.convert(raw) else { return false }
-                    out += SampleValue(v, fold: fold).text
+                    value = SampleValue(v, fold: fold)
                     return true
                 }
-            case .alias(let name):
-                // LogFormatVariables.supported lists these; the loader refuses any other.
-                let s = samples.session
-                switch name {
-                case "ci": out += Array(s.clientIP.description.utf8)
-                case "cp": out += Array(String(s.clientPort).utf8)
-                case "fi": out += Array(s.localIP.description.utf8)
-                case "fp": out += Array(String(s.local.port).utf8)
-                case "ft", "f": out += Array(s.frontend.name.utf8)
-                case "b": out += Array((s.backend?.name ?? "<NOSRV>").utf8)
-                case "s": out += Array((s.triedServer?.name ?? "<NOSRV>").utf8)
-                case "pid": out += Array(String(ProcessCalls.pid).utf8)
-                case "H": out += Array(s.context.model.logger.hostname.utf8)
-                case "Ts": out += Array(String(Clock.wallClock().seconds).utf8)
-                default: break
-                }
+                w.text(value.map(\.text), flags)
+            case .variable(let v, let flags):
+                if let r = record { w.variable(v, flags, r) } else { w.text(nil, flags) }
             }
         }
-        return out
+        return w.out
+    }
+}
+
+/// Writes one log line's fields, as HAProxy prints them.
+struct LogLineWriter {
+    var out: [UInt8] = []
+    /// After a separator, or after a field that printed nothing: the next separator is skipped.
+    var lastWasSpace = true
+
+    init() { out.reserveCapacity(256) }
+
+    /// A string field: "-" when absent (`""` when quoted), `E` escaping `"`, `\` and `]`.
+    mutating func text<S: Sequence>(_ bytes: S?, _ flags: LogFlags) where S.Element == UInt8 {
+        if flags.contains(.quote) { out.append(0x22) }
+        if let bytes {
+            var any = false
+            for b in bytes {
+                any = true
+                if flags.contains(.escape), b == 0x22 || b == 0x5c || b == 0x5d { out.append(0x5c) }
+                out.append(b)
+            }
+            if !any && !flags.contains(.quote) { out.append(0x2d) }
+        } else if !flags.contains(.quote) {
+            out.append(0x2d)
+        }
+        if flags.contains(.quote) { out.append(0x22) }
+        lastWasSpace = false
+    }
+
+    mutating func text(_ s: String?, _ flags: LogFlags) { text(s.map { Array($0.utf8) }, flags) }
+
+    /// Request-line text: bytes a terminal or a log parser would misread become `#XX`.
+    mutating func encoded(_ s: Substring.UTF8View?, _ flags: LogFlags) {
+        if flags.contains(.quote) { out.append(0x22) }
+        let hex = Array("0123456789ABCDEF".utf8)
+        for b in s ?? "<BADREQ>".utf8[...] {
+            if b < 0x20 || b >= 0x7f || b == 0x22 || b == 0x23 {
+                out += [0x23, hex[Int(b >> 4)], hex[Int(b & 15)]]
+            } else {
+                out.append(b)
+            }
+        }
+        if flags.contains(.quote) { out.append(0x22) }
+        lastWasSpace = false
+    }
+
+    mutating func number(_ n: Int64, plus: Bool = false) {
+        if plus { out.append(0x2b) }
+        out += Array(String(n).utf8)
+        lastWasSpace = false
+    }
+
+    mutating func hex(_ n: UInt64, width: Int) {
+        var s = String(n, radix: 16, uppercase: true)
+        if s.count < width { s = String(repeating: "0", count: width - s.count) + s }
+        out += Array(s.utf8)
+        lastWasSpace = false
+    }
+
+    mutating func ip(_ a: IPAddress?, _ flags: LogFlags) {
+        guard let a else { text(nil as [UInt8]?, flags); return }
+        if flags.contains(.hex) {
+            if a.isV4 { hex(UInt64(a.v4Value), width: 8) } else { for b in a.bytes16 { hex(UInt64(b), width: 2) } }
+        } else {
+            text(a.description, flags)
+        }
+    }
+
+    mutating func port(_ p: Int?, _ flags: LogFlags) {
+        guard let p else { text(nil as [UInt8]?, flags); return }
+        if flags.contains(.hex) { hex(UInt64(p), width: 4) } else { number(Int64(p)) }
+    }
+
+    mutating func raw(_ s: String) {
+        out += Array(s.utf8)
+        lastWasSpace = false
+    }
+
+    mutating func variable(_ v: LogVariable, _ flags: LogFlags, _ r: LogRecord) {
+        switch v {
+        case .bytesRead: number(Int64(r.bytesOut), plus: r.early)
+        case .bytesUploaded: number(Int64(r.bytesIn))
+        case .requestCookie, .responseCookie: text(nil as [UInt8]?, flags)
+        case .hostname: text(r.model.logger.hostname, flags)
+        case .uniqueID: text(nil as [UInt8]?, flags)
+        case .status: number(Int64(r.status))
+        case .gmtDate: raw(LogDates.gmt(r.accepted.seconds))
+        case .localDate: raw(LogDates.local(r.accepted.seconds))
+        case .date: raw(Logger.acceptDate(seconds: r.accepted.seconds, microseconds: r.accepted.microseconds))
+        case .requestDate:
+            let t = r.requestStart ?? r.accepted
+            raw(Logger.acceptDate(seconds: t.seconds, microseconds: t.microseconds))
+        case .requestDateGMT: raw(LogDates.gmt((r.requestStart ?? r.accepted).seconds))
+        case .requestDateLocal: raw(LogDates.local((r.requestStart ?? r.accepted).seconds))
+        case .timestamp:
+            if flags.contains(.hex) { hex(UInt64(r.accepted.seconds), width: 8) } else { number(Int64(r.accepted.seconds)) }
+        case .milliseconds:
+            let ms = r.accepted.microseconds / 1000
+            if flags.contains(.hex) { hex(UInt64(ms), width: 2) } else { raw(ms < 10 ? "00\(ms)" : ms < 100 ? "0\(ms)" : "\(ms)") }
+        case .handshakeTime: number(r.handshake)
+        case .idleTime: number(r.idle)
+        case .requestTime: number(r.request)
+        case .requestTotalTime: number(r.request >= 0 ? r.handshake + r.idle + r.request : -1)
+        case .queueTime: number(r.queue)
+        case .connectTime: number(r.connect)
+        case .responseTime: number(r.response)
+        case .activeTime: number(r.active, plus: r.early)
+        case .totalTime: number(r.total, plus: r.early)
+        case .userTime: number(r.total - r.idle, plus: r.early)
+        case .dataTime:
+            let before = [r.request, r.queue, r.connect, r.response]
+            number(before.allSatisfy { $0 >= 0 } ? r.total - r.handshake - r.idle - before.reduce(0, +) : -1)
+        case .activeConnections: number(Int64(r.activeConnections))
+        case .frontendConnections: number(Int64(r.frontendConnections))
+        case .backendConnections: number(Int64(r.backendConnections))
+        case .serverConnections: number(Int64(r.serverConnections))
+        case .retries: number(Int64(r.retries))
+        case .serverQueue: number(Int64(r.serverQueue))
+        case .backendQueue: number(Int64(r.backendQueue))
+        case .backend: text(r.backendName, flags)
+        case .server: text(r.serverName, flags)
+        case .frontend: text(r.frontend.name, flags)
+        case .frontendTransport: text(r.overTLS ? r.frontend.name + "~" : r.frontend.name, flags)
+        case .clientIP: ip(r.client?.ip, flags)
+        case .clientPort: port(r.client?.port, flags)
+        case .frontendIP: ip(r.frontendAddress?.ip, flags)
+        case .frontendPort: port(r.frontendAddress?.port, flags)
+        case .serverIP: ip(r.serverAddress?.ip, flags)
+        case .serverPort: port(r.serverAddress?.port, flags)
+        case .backendSourceIP: ip(r.backendSource?.ip, flags)
+        case .backendSourcePort: port(r.backendSource?.port, flags)
+        case .logCounter:
+            let n = r.frontend.logCount.wrappingAdd(1, ordering: .relaxed).oldValue
+            if flags.contains(.hex) { hex(UInt64(n), width: 4) } else { number(Int64(n)) }
+        case .requestCounter:
+            let n = r.model.requestCount.wrappingAdd(1, ordering: .relaxed).oldValue
+            if flags.contains(.hex) { hex(UInt64(n), width: 4) } else { number(Int64(n)) }
+        case .pid:
+            if flags.contains(.hex) { hex(UInt64(ProcessCalls.pid), width: 4) } else { number(Int64(ProcessCalls.pid)) }
+        case .requestHeaders, .responseHeaders, .requestHeaderList, .responseHeaderList:
+            // No `capture request|response header` lines: HAProxy prints nothing here either.
+            break
+        case .termination: raw(r.termination)
+        case .terminationCookie: raw(r.termination + r.cookieState)
+        case .tlsCipher: text(r.tls.flatMap { $0.established ? Array($0.cipherText) : nil }, flags)
+        case .tlsVersion: text(r.tls.flatMap { $0.established ? Array($0.protocolText) : nil }, flags)
+        case .requestLine: encoded(r.requestLine?.utf8[...], flags)
+        case .method, .uriPath, .pathOnly, .query, .uri, .httpVersion:
+            encoded(RequestLineParts(r.requestLine).part(v), flags)
+        }
+    }
+}
+
+/// The parts of a logged request line that `%HM`, `%HU`, `%HP`, `%HPO`, `%HQ`, `%HV` print.
+struct RequestLineParts {
+    let method: Substring?
+    let target: Substring?
+    let version: Substring?
+
+    init(_ line: String?) {
+        guard let line else { method = nil; target = nil; version = nil; return }
+        let words = line.split(separator: " ", maxSplits: 2, omittingEmptySubsequences: true)
+        method = words.count >= 2 ? words[0] : nil
+        target = words.count >= 2 ? words[1] : nil
+        version = words.count >= 2 ? (words.count == 3 ? words[2] : "HTTP/0.9") : nil
+    }
+
+    func part(_ v: LogVariable) -> Substring.UTF8View? {
+        switch v {
+        case .method: return method?.utf8
+        case .httpVersion: return version?.utf8
+        case .uri: return target?.utf8
+        case .uriPath: return target.map { $0.prefix { $0 != "?" } }?.utf8
+        case .query: return target.map { t in t.firstIndex(of: "?").map { t[$0...] } ?? "" }?.utf8
+        case .pathOnly:
+            guard var t = target else { return nil }
+            // An absolute target (`http://host/p`): the path starts after the authority.
+            if !t.hasPrefix("/"), let colon = t.firstIndex(of: ":"), t[colon...].hasPrefix("://") {
+                let authority = t[t.index(colon, offsetBy: 3)...]
+                t = authority.firstIndex(of: "/").map { authority[$0...] } ?? "/"
+            }
+            return t.prefix { $0 != "?" }.utf8
+        default: return nil
+        }
+    }
+}
+
+/// Dates as `%T`, `%Tl`, `%trg` and `%trl` print them: `30/Nov/2026:06:47:37 +0000`.
+enum LogDates {
+    static func gmt(_ seconds: Int) -> String { format(seconds, local: false) }
+    static func local(_ seconds: Int) -> String { format(seconds, local: true) }
+
+    static func format(_ seconds: Int, local: Bool) -> String {
+        var t = time_t(seconds)
+        var tm = Glibc.tm()
+        if local { localtime_r(&t, &tm) } else { gmtime_r(&t, &tm) }
+        let offset = local ? Int(tm.tm_gmtoff) : 0
+        let o = abs(offset)
+        let zone = (offset < 0 ? "-" : "+") + two(Int32(o / 3600)) + two(Int32(o / 60 % 60))
+        return "\(two(tm.tm_mday))/\(Logger.months[Int(tm.tm_mon)])/\(tm.tm_year + 1900):\(two(tm.tm_hour)):\(two(tm.tm_min)):\(two(tm.tm_sec)) \(zone)"
     }
 }

@@ -42,6 +42,9 @@ final class TCPStream: LoopObject, ConnectionOwner, QueueWaiter {
     /// Its place in the backend's queue while every server is at its `maxconn`, and since when.
     var queueTicket: QueueTicket?
     var queuedAtMs: Int64 = 0
+    var connectStartMs: Int64 = 0
+    /// Where the server connection left from, kept when the log prints `%bi` or `%bp`.
+    var serverSource: SocketAddress?
 
     func releaseSlot() {
         guard let s = slotServer else { return }
@@ -140,6 +143,7 @@ final class TCPStream: LoopObject, ConnectionOwner, QueueWaiter {
         }
         slotServer = chosen
         triedServer = chosen
+        connectStartMs = loop.now
         do {
             var serverName: String?
             if let tls = chosen.tls, tls.sendsServerName { serverName = tls.serverName(in: streamSamples) }
@@ -152,6 +156,7 @@ final class TCPStream: LoopObject, ConnectionOwner, QueueWaiter {
             }
             server = c
             connecting = !c.connected
+            if c.connected { connectedMs = loop.now; noteServerSource() }
         } catch {
             retryOrClose()
         }
@@ -208,6 +213,7 @@ final class TCPStream: LoopObject, ConnectionOwner, QueueWaiter {
             connecting = false
             s.established()
             connectedMs = loop.now
+            noteServerSource()
             if frontend.settings.options.logASAP {
                 // Log now, totals so far prefixed with '+', as HAProxy does.
                 logConnection(early: true)
@@ -319,24 +325,51 @@ final class TCPStream: LoopObject, ConnectionOwner, QueueWaiter {
         if !closed { updateDeadline() }
     }
 
-    /// One line per connection, in HAProxy's tcplog layout:
-    /// `ci:cp [date] frontend backend/server Tw/Tc/Tt bytes ts ac/fc/bc/sc/rc sq/bq`.
+    /// One line per connection: the frontend's access-log format (`option tcplog`,
+    /// `log-format`), or HAProxy's "Connect from" notice without one.
     func logConnection(early: Bool = false) {
         guard !frontend.logDestinations.isEmpty, !loggedEarly else { return }
-        let o = frontend.settings.options
-        if o.dontLogNull && bytesToClient == 0 && connectedMs < 0 { return }
-        let ip = HTTPTransaction.ip(of: clientAddress)
-        let tc = connectedMs >= 0 ? connectedMs - acceptedMs : -1
-        let tt = loop.now - acceptedMs
+        if frontend.settings.options.dontLogNull && bytesToClient == 0 && connectedMs < 0 { return }
         let line: String
-        if o.tcpLog || o.httpLog {
-            let state = connectedMs < 0 ? "SC" : "--"
-            let plus = early ? "+" : ""
-            line = "\(ip):\(clientAddress.port) [\(Logger.acceptDate(seconds: acceptedAt.seconds, microseconds: acceptedAt.microseconds))] \(frontend.name) \(backend.name)/\(server?.server?.name ?? slotServer?.name ?? "<NOSRV>") 0/\(tc)/\(plus)\(tt) \(plus)\(bytesToClient) \(state) \(context.model.activeConnections.load(ordering: .relaxed))/\(frontend.active.load(ordering: .relaxed))/0/0/0 0/0"
+        if let format = frontend.accessLog {
+            line = String(decoding: format.render(logRecord(early: early), streamSamples), as: UTF8.self)
         } else {
-            line = "Connect from \(ip):\(clientAddress.port) (\(frontend.name)/TCP)"
+            line = "Connect from \(HTTPTransaction.ip(of: clientAddress)):\(clientAddress.port) (\(frontend.name)/TCP)"
         }
         context.model.logger.log(line, to: frontend.logDestinations)
+    }
+
+    @inline(__always) func noteServerSource() {
+        if frontend.accessLogReadsSource, let s = server { serverSource = s.localAddress }
+    }
+
+    /// The values of this stream's log line, now.
+    func logRecord(early: Bool) -> LogRecord {
+        let server = triedServer ?? slotServer
+        var r = LogRecord(frontend: frontend, backendName: backend.name, serverName: server?.name ?? "<NOSRV>",
+                          accepted: acceptedAt, isHTTP: false, model: context.model)
+        r.client = (HTTPTransaction.ip(of: clientAddress), Int(clientAddress.port))
+        let local = localAddress ?? client.localAddress
+        r.frontendAddress = (HTTPTransaction.ip(of: local), Int(local.port))
+        if let s = server { let a = s.address; r.serverAddress = (HTTPTransaction.ip(of: a), Int(a.port)) }
+        r.backendSource = serverSource.map { (HTTPTransaction.ip(of: $0), Int($0.port)) }
+        r.overTLS = acceptor.tls != nil
+        r.tls = client.transport as? TLSTransport
+        if let t = r.tls, t.establishedAtMs > 0 { r.handshake = max(0, t.establishedAtMs - acceptedMs) }
+        r.queue = connectStartMs > 0 ? (queuedAtMs > 0 ? max(0, connectStartMs - queuedAtMs) : 0) : -1
+        r.connect = connectedMs >= 0 && connectStartMs > 0 ? connectedMs - connectStartMs : -1
+        r.total = loop.now - acceptedMs
+        r.active = r.total
+        r.early = early
+        r.bytesOut = bytesToClient
+        r.bytesIn = client.bytesIn
+        r.termination = connectedMs < 0 ? "SC" : "--"
+        r.activeConnections = context.model.activeConnections.load(ordering: .relaxed)
+        r.frontendConnections = frontend.active.load(ordering: .relaxed)
+        r.backendConnections = backend.active.load(ordering: .relaxed)
+        r.serverConnections = server?.active.load(ordering: .relaxed) ?? 0
+        r.retries = max(0, backend.settings.retries - retriesLeft)
+        return r
     }
 
     /// The client's bytes, for one object's counters.
