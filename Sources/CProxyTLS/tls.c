@@ -15,6 +15,9 @@
 #include <openssl/rand.h>
 #include <openssl/evp.h>
 #include <openssl/core_names.h>
+#include <openssl/pem.h>
+#include <limits.h>
+#include <stdarg.h>
 
 static void describe_error(const char *what, const char *path, char *error, size_t size) {
     unsigned long code = ERR_get_error();
@@ -48,7 +51,51 @@ static int fail(SSL_CTX *ctx, const char *what, const char *value, char *error, 
 static void enable_resumption(SSL_CTX *ctx, const char *session_context);
 static int load_authorities(SSL_CTX *ctx, const char *ca_file, const char *crl_file, char *error, size_t error_size);
 
-void *cproxy_tls_server_context(const char *pem, const struct cproxy_tls_settings *s, char *error, size_t error_size) {
+/// Loads a PEM file's bytes into `ctx`: the first certificate, the chain after it, the key
+/// anywhere in it (as SSL_CTX_use_certificate_chain_file and _PrivateKey_file read a file).
+static int use_pem(SSL_CTX *ctx, const char *name, const void *bytes, size_t length, char *error, size_t error_size) {
+    if (length > INT_MAX) { describe_error("too large:", name, error, error_size); return 0; }
+    BIO *bio = BIO_new_mem_buf(bytes, (int)length);
+    if (!bio) { describe_error("out of memory for", name, error, error_size); return 0; }
+    X509 *leaf = PEM_read_bio_X509_AUX(bio, NULL, NULL, NULL);
+    int ok = leaf && SSL_CTX_use_certificate(ctx, leaf) == 1;
+    X509_free(leaf);
+    if (!ok) { BIO_free(bio); describe_error("cannot load the certificate chain from", name, error, error_size); return 0; }
+    SSL_CTX_clear_chain_certs(ctx);
+    X509 *ca;
+    while ((ca = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
+        if (SSL_CTX_add0_chain_cert(ctx, ca) != 1) {
+            X509_free(ca);
+            BIO_free(bio);
+            describe_error("cannot load the certificate chain from", name, error, error_size);
+            return 0;
+        }
+    }
+    // The end of the data is where the chain stops; anything else is an error.
+    unsigned long last = ERR_peek_last_error();
+    if (last && !(ERR_GET_LIB(last) == ERR_LIB_PEM && ERR_GET_REASON(last) == PEM_R_NO_START_LINE)) {
+        BIO_free(bio);
+        describe_error("cannot load the certificate chain from", name, error, error_size);
+        return 0;
+    }
+    ERR_clear_error();
+    BIO_free(bio);
+    bio = BIO_new_mem_buf(bytes, (int)length);
+    if (!bio) { describe_error("out of memory for", name, error, error_size); return 0; }
+    EVP_PKEY *key = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL);
+    BIO_free(bio);
+    ok = key && SSL_CTX_use_PrivateKey(ctx, key) == 1;
+    EVP_PKEY_free(key);
+    if (!ok) { describe_error("cannot load the private key from", name, error, error_size); return 0; }
+    if (SSL_CTX_check_private_key(ctx) != 1) {
+        describe_error("the private key does not match the certificate in", name, error, error_size);
+        return 0;
+    }
+    return 1;
+}
+
+void *cproxy_tls_server_context(const char *pem, const void *pem_bytes, size_t pem_length,
+                                const struct cproxy_tls_settings *s, char *error, size_t error_size) {
     ERR_clear_error();
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
     if (!ctx) { describe_error("cannot create a TLS context for", pem, error, error_size); return NULL; }
@@ -80,12 +127,7 @@ void *cproxy_tls_server_context(const char *pem, const struct cproxy_tls_setting
         SSL_CTX_set_ex_data(ctx, 0, list);
         SSL_CTX_set_alpn_select_cb(ctx, select_alpn, list);
     }
-    if (SSL_CTX_use_certificate_chain_file(ctx, pem) != 1)
-        return fail(ctx, "cannot load the certificate chain from", pem, error, error_size), NULL;
-    if (SSL_CTX_use_PrivateKey_file(ctx, pem, SSL_FILETYPE_PEM) != 1)
-        return fail(ctx, "cannot load the private key from", pem, error, error_size), NULL;
-    if (SSL_CTX_check_private_key(ctx) != 1)
-        return fail(ctx, "the private key does not match the certificate in", pem, error, error_size), NULL;
+    if (!use_pem(ctx, pem, pem_bytes, pem_length, error, error_size)) { SSL_CTX_free(ctx); return NULL; }
     if (s && (s->ca_file || s->crl_file)) {
         if (!load_authorities(ctx, s->ca_file, s->crl_file, error, error_size)) return NULL;
         // The authorities' names, so that a client knows which certificate to present.
@@ -1041,4 +1083,102 @@ long cproxy_tls_cached_sessions(void) {
 
 void cproxy_tls_set_alpn(void *session, const unsigned char *alpn, size_t length) {
     SSL_set_alpn_protos((SSL *)session, alpn, (unsigned int)length);
+}
+
+// ---------------------------------------------------------------------------------------
+// `show ssl cert FILE`
+
+struct text { char *at; size_t left; };
+
+static void put(struct text *t, const char *format, ...) {
+    if (t->left == 0) return;
+    va_list a;
+    va_start(a, format);
+    int n = vsnprintf(t->at, t->left, format, a);
+    va_end(a);
+    if (n < 0) return;
+    size_t used = (size_t)n < t->left ? (size_t)n : t->left - 1;
+    t->at += used;
+    t->left -= used;
+}
+
+static void put_hex(struct text *t, const unsigned char *bytes, size_t length) {
+    for (size_t i = 0; i < length; i++) put(t, "%02X", bytes[i]);
+}
+
+static void put_time(struct text *t, const char *label, const ASN1_TIME *when) {
+    char buffer[64] = "";
+    BIO *bio = BIO_new(BIO_s_mem());
+    if (bio) {
+        ASN1_TIME_print(bio, when);
+        int n = BIO_read(bio, buffer, (int)sizeof buffer - 1);
+        buffer[n > 0 ? n : 0] = 0;
+        BIO_free(bio);
+    }
+    put(t, "%s: %s\n", label, buffer);
+}
+
+static void put_name(struct text *t, const char *label, const X509_NAME *name) {
+    char *line = X509_NAME_oneline(name, NULL, 0);
+    put(t, "%s: %s\n", label, line ? line : "");
+    OPENSSL_free(line);
+}
+
+int cproxy_tls_describe_pem(const void *pem_bytes, size_t pem_length, char *out, size_t out_size, int *has_key) {
+    if (out_size == 0 || pem_length > INT_MAX) return 0;
+    out[0] = 0;
+    *has_key = 0;
+    BIO *bio = BIO_new_mem_buf(pem_bytes, (int)pem_length);
+    if (!bio) return 0;
+    X509 *cert = PEM_read_bio_X509_AUX(bio, NULL, NULL, NULL);
+    if (!cert) { BIO_free(bio); ERR_clear_error(); return 0; }
+    struct text t = { out, out_size };
+    const ASN1_INTEGER *serial = X509_get0_serialNumber(cert);
+    put(&t, "Serial: ");
+    put_hex(&t, ASN1_STRING_get0_data(serial), (size_t)ASN1_STRING_length(serial));
+    put(&t, "\n");
+    put_time(&t, "notBefore", X509_get0_notBefore(cert));
+    put_time(&t, "notAfter", X509_get0_notAfter(cert));
+    put(&t, "Subject Alternative Name: ");
+    GENERAL_NAMES *names = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
+    // DNS names only, each but the last name of any kind followed by ", " (as HAProxy prints).
+    int count = names ? sk_GENERAL_NAME_num(names) : 0;
+    for (int i = 0; i < count; i++) {
+        GENERAL_NAME *g = sk_GENERAL_NAME_value(names, i);
+        if (g->type == GEN_DNS)
+            put(&t, "DNS:%.*s", ASN1_STRING_length(g->d.dNSName), (const char *)ASN1_STRING_get0_data(g->d.dNSName));
+        if (i < count - 1) put(&t, ", ");
+    }
+    GENERAL_NAMES_free(names);
+    put(&t, "\n");
+    EVP_PKEY *public_key = X509_get0_pubkey(cert);
+    int bits = public_key ? EVP_PKEY_get_bits(public_key) : 0;
+    switch (public_key ? EVP_PKEY_get_base_id(public_key) : 0) {
+    case EVP_PKEY_RSA: put(&t, "Algorithm: RSA%d\n", bits); break;
+    case EVP_PKEY_EC: put(&t, "Algorithm: EC%d\n", bits); break;
+    case EVP_PKEY_DSA: put(&t, "Algorithm: DSA%d\n", bits); break;
+    default: put(&t, "Algorithm: Unknown\n"); break;
+    }
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int digest_length = 0;
+    put(&t, "SHA1 FingerPrint: ");
+    if (X509_digest(cert, EVP_sha1(), digest, &digest_length) == 1) put_hex(&t, digest, digest_length);
+    put(&t, "\n");
+    put_name(&t, "Subject", X509_get_subject_name(cert));
+    put_name(&t, "Issuer", X509_get_issuer_name(cert));
+    X509 *chain;
+    while ((chain = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
+        put_name(&t, "Chain Subject", X509_get_subject_name(chain));
+        put_name(&t, "Chain Issuer", X509_get_issuer_name(chain));
+        X509_free(chain);
+    }
+    BIO_free(bio);
+    bio = BIO_new_mem_buf(pem_bytes, (int)pem_length);
+    EVP_PKEY *key = bio ? PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL) : NULL;
+    BIO_free(bio);
+    if (key) *has_key = X509_check_private_key(cert, key) == 1 ? 1 : -1;
+    EVP_PKEY_free(key);
+    X509_free(cert);
+    ERR_clear_error();
+    return 1;
 }

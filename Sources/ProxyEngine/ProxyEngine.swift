@@ -9,6 +9,8 @@ import Glibc
 public final class ProxyEngine: @unchecked Sendable {
     public let model: RuntimeModel
     public let listeners: [Listener]
+    /// The certificates the listeners serve, replaceable at run time (`set ssl cert`).
+    public let certificates: CertificateStore
     let loops: [EventLoop]
     var contexts: [LoopContext] = []
     private var threads: [pthread_t] = []
@@ -28,6 +30,7 @@ public final class ProxyEngine: @unchecked Sendable {
     public init(model: RuntimeModel, listeners: [Listener], threads: Int) throws {
         self.model = model
         self.listeners = listeners
+        certificates = CertificateStore(listeners: listeners)
         var loops: [EventLoop] = []
         for i in 0..<max(1, threads) {
             loops.append(try EventLoop(index: i, bufferSize: model.configuration.global.bufferSize))

@@ -120,7 +120,7 @@ public enum ProxyMain {
             for f in configuration.frontends {
                 for b in f.binds where b.options.ssl {
                     do {
-                        let context = try TLSContext.load(b, global: configuration.global)
+                        let context = try TLSBinding.load(b, global: configuration.global)
                         if !options.quiet { for w in context.warnings { printError(w + "\n") } }
                     } catch {
                         printError("\(error)\n")

@@ -33,7 +33,13 @@ struct cproxy_tls_settings {
 /// A server context from PEM files (certificate, chain and key in one file, as HAProxy's
 /// `crt`); NULL with a message in `error` when a file is missing, unreadable, or its key
 /// does not match its certificate, or a setting is refused by OpenSSL.
-void *cproxy_tls_server_context(const char *pem, const struct cproxy_tls_settings *settings, char *error, size_t error_size);
+/// A server context from a PEM file's bytes (`pem` names it in errors).
+void *cproxy_tls_server_context(const char *pem, const void *pem_bytes, size_t pem_length,
+                                const struct cproxy_tls_settings *settings, char *error, size_t error_size);
+/// What `show ssl cert FILE` prints of a PEM file's bytes (certificate, key, chain), in
+/// HAProxy's lines; 0 when it holds no certificate. `has_key` tells whether a key is there
+/// and matches.
+int cproxy_tls_describe_pem(const void *pem_bytes, size_t pem_length, char *out, size_t out_size, int *has_key);
 void cproxy_tls_context_free(void *context);
 
 /// Adds `other` (a context made like the first) as a certificate chosen by SNI: the client's

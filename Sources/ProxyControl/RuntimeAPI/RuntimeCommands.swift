@@ -100,6 +100,12 @@ public struct RuntimeCommands {
         Command(words: ["clear", "map"], level: .admin, help: "delete every entry of a map file ([@version] file)"),
         Command(words: ["prepare", "map"], level: .admin, help: "start a new version of a map file"),
         Command(words: ["commit", "map"], level: .admin, help: "make a prepared version of a map file current (@version file)"),
+        Command(words: ["show", "ssl", "cert"], level: .operator, help: "display the SSL certificates used in memory, or the details of a file"),
+        Command(words: ["set", "ssl", "cert"], level: .admin, help: "replace a certificate file (FILE << PEM with certificate, chain and key)"),
+        Command(words: ["commit", "ssl", "cert"], level: .admin, help: "commit a certificate file: new connections get it, no reload"),
+        Command(words: ["abort", "ssl", "cert"], level: .admin, help: "abort a transaction for a certificate file"),
+        Command(words: ["new", "ssl", "cert"], level: .admin, help: "create a new, unused certificate file"),
+        Command(words: ["del", "ssl", "cert"], level: .admin, help: "delete an unused certificate file"),
         Command(words: ["show", "runtime-state"], level: .operator, help: "the runtime changes a reload carries (proxy -c -V -x reads it)"),
         Command(words: ["set", "var"], level: .operator, help: "set a process-wide variable (proc.NAME) from an expression or a format"),
         Command(words: ["get", "var"], level: .operator, help: "retrieve contents of a process-wide variable"),
@@ -172,6 +178,9 @@ public struct RuntimeCommands {
             }
             clearPeaks()
             return Self.done
+        case ["show", "ssl", "cert"], ["set", "ssl", "cert"], ["commit", "ssl", "cert"], ["abort", "ssl", "cert"],
+             ["new", "ssl", "cert"], ["del", "ssl", "cert"]:
+            return runCertificateCommand(words)
         case ["set", "var"]: return setVariable(words)
         case ["get", "var"]: return getVariable(words)
         case ["unset", "var"]: return unsetVariable(words)

@@ -27,9 +27,9 @@ final class Acceptor: LoopObject {
     /// Connections accepted here and still open (`bind ... maxconn`).
     let active = Atomic<Int>(0)
     let limit: Int
-    /// `bind ... ssl`: its TLS context, read per connection (kept here, not copied out of
-    /// the listener's options each time).
-    let tls: TLSContext?
+    /// `bind ... ssl`: its certificates, whose current context each connection reads (kept
+    /// here, not copied out of the listener's options each time).
+    let tls: TLSBinding?
     /// `accept-proxy`.
     let acceptsProxy: Bool
     /// When the last "out of descriptors" line was logged, to log once per episode.

@@ -11,7 +11,7 @@ public struct Listener: Sendable {
     public let frontendName: String
     public let options: BindOptions
     /// `ssl`: the TLS context its connections start with.
-    public var tls: TLSContext?
+    public var tls: TLSBinding?
 
     public init(key: ListenerKey, fd: FileDescriptor, frontendName: String, options: BindOptions) {
         self.key = key
@@ -100,7 +100,7 @@ public struct Listener: Sendable {
                 let backlog = p.settings.backlog ?? p.settings.maxconn ?? 1024
                 for b in p.binds {
                     // Certificates are loaded and checked here, before the point of no return.
-                    let tls = b.options.ssl ? try TLSContext.load(b, global: configuration.global) : nil
+                    let tls = b.options.ssl ? try TLSBinding.load(b, global: configuration.global) : nil
                     for key in b.listenerKeys {
                         if let fd = inherited[key] {
                             let f = FileDescriptor(rawValue: fd)

@@ -50,7 +50,7 @@ extension LoopContext {
         let frontend = acceptor.frontend
         // `bind ... ssl`: TLS after any PROXY header, under whatever the frontend speaks.
         if let tls = acceptor.tls {
-            guard let t = TLSTransport(accepting: connection.fd, context: tls, counters: model.tls) else {
+            guard let t = TLSTransport(accepting: connection.fd, context: tls.current.value, counters: model.tls) else {
                 connection.close(abort: true)
                 connectionEnded(acceptor)
                 return

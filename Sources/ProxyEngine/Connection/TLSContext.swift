@@ -18,10 +18,20 @@ public final class TLSContext: @unchecked Sendable {
         public var description: String { "\(location): error: \(message)" }
     }
 
-    /// Loads a `bind ... ssl` line's certificates (PEM files or directories, relative to
-    /// `crt-base`) with the line's TLS settings over the global `ssl-default-bind-*`. Its
-    /// sessions resume on the same addresses only (in this process or the next).
-    public static func load(_ bind: BindLine, global: GlobalSettings) throws -> TLSContext {
+    /// What a `bind ... ssl` line loads: its certificates in order (`crt` files, directories
+    /// in name order, `crt-list` lines), with the settings each is offered with.
+    struct Plan {
+        var location: SourceLocation
+        var entries: [Entry]
+        var sessionContext: String
+        var ticketKeys: (Int, [UInt8])?
+        var strictSNI: Bool
+    }
+
+    /// Reads a `bind ... ssl` line's certificate list (directories, `crt-list` files, the
+    /// ticket-key file) with the line's TLS settings over the global `ssl-default-bind-*`.
+    /// Its sessions resume on the same addresses only (in this process or the next).
+    static func plan(_ bind: BindLine, global: GlobalSettings) throws -> Plan {
         let options = bind.options, location = bind.location
         let sessionContext = bind.listenerKeys.map { "\($0)" }.sorted().joined(separator: " ")
         guard !options.certificates.isEmpty || !options.certificateLists.isEmpty else {
@@ -49,11 +59,37 @@ public final class TLSContext: @unchecked Sendable {
         for list in options.certificateLists {
             entries += try CertificateList.read(list, over: line, global: global, at: location)
         }
+        guard !entries.isEmpty else {
+            throw LoadError(location: location, message: "bind: the crt-list holds no certificate")
+        }
+        let ticketKeys = try options.ticketKeysFile.map { try readTicketKeys($0, at: location) }
+        return Plan(location: location, entries: entries, sessionContext: sessionContext, ticketKeys: ticketKeys, strictSNI: lineTLS.strictSNI)
+    }
+
+    /// Reads each certificate file of `plan` once (a file several entries share is read once).
+    static func readCertificates(_ plan: Plan) throws -> [String: [UInt8]] {
+        var pems: [String: [UInt8]] = [:]
+        for e in plan.entries where pems[e.file] == nil {
+            do { pems[e.file] = try FileSystem.readFile(e.file, limit: 1 << 20) } catch let error as SystemError {
+                throw LoadError(location: plan.location, message: "bind: cannot load the certificate chain from '\(e.file)': \(error.reason)")
+            }
+        }
+        return pems
+    }
+
+    /// Builds the context of `plan` from the certificates' bytes: the first certificate is
+    /// the default, the others are chosen by SNI (by their own names, or a crt-list line's
+    /// filters). Reads no file.
+    static func build(_ plan: Plan, pems: [String: [UInt8]]) throws -> TLSContext {
+        let location = plan.location
         var expired: [String] = []
         func make(_ e: Entry) throws -> UnsafeMutableRawPointer {
             let tls = e.tls
             guard let range = tls.effectiveRange else {
                 throw LoadError(location: location, message: "bind: no TLS version is left between ssl-min-ver, ssl-max-ver and the no-tlsv1x options (for '\(e.file)')")
+            }
+            guard let pem = pems[e.file] else {
+                throw LoadError(location: location, message: "bind: cannot load the certificate chain from '\(e.file)': not loaded")
             }
             let alpn = ServerTLS.wire(tls.alpn ?? [])
             var error = [CChar](repeating: 0, count: 512)
@@ -61,7 +97,7 @@ public final class TLSContext: @unchecked Sendable {
                 tls.ciphersuites.withOptionalCString { suites in
                     tls.curves.withOptionalCString { curves in
                         alpn.withUnsafeBufferPointer { a in
-                            sessionContext.withCString { sessions in
+                            plan.sessionContext.withCString { sessions in
                               e.caFile.withOptionalCString { ca in
                                 e.crlFile.withOptionalCString { crl in
                                 var settings = cproxy_tls_settings(ciphers: ciphers, ciphersuites: suites, curves: curves,
@@ -70,7 +106,9 @@ public final class TLSContext: @unchecked Sendable {
                                                                    alpn: alpn.isEmpty ? nil : a.baseAddress, alpn_length: alpn.count,
                                                                    session_context: sessions, verify: Int32(e.verify),
                                                                    ca_file: ca, crl_file: crl)
-                                return cproxy_tls_server_context(e.file, &settings, &error, error.count)
+                                return pem.withUnsafeBytes { bytes in
+                                    cproxy_tls_server_context(e.file, bytes.baseAddress, bytes.count, &settings, &error, error.count)
+                                }
                                 }
                               }
                             }
@@ -87,22 +125,17 @@ public final class TLSContext: @unchecked Sendable {
                 let date = String(decoding: when.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
                 expired.append("\(location): warning: bind: the certificate in '\(e.file)' expired on \(date); clients will refuse it")
             }
-            if let (length, bytes) = ticketKeys { _ = cproxy_tls_set_ticket_keys(handle, bytes, length, Int32(bytes.count / length)) }
+            if let (length, bytes) = plan.ticketKeys { _ = cproxy_tls_set_ticket_keys(handle, bytes, length, Int32(bytes.count / length)) }
             return handle
         }
-        let ticketKeys = try options.ticketKeysFile.map { try readTicketKeys($0, at: location) }
-        guard let first = entries.first else {
-            throw LoadError(location: location, message: "bind: the crt-list holds no certificate")
-        }
-        // The first certificate is the default; the others are chosen by SNI (by their own
-        // names, or a crt-list line's filters).
+        let first = plan.entries[0]
         let context = TLSContext(handle: try make(first))
         if !first.names.isEmpty {
             // Its filters name it too (the default serves every other name anyway).
             let again = try make(first)
             guard addNamed(context.handle, again, first.names) else { throw LoadError(location: location, message: "bind: out of memory for SNI names") }
         }
-        for e in entries.dropFirst() {
+        for e in plan.entries.dropFirst() {
             let other = try make(e)
             if e.names.isEmpty {
                 guard cproxy_tls_add_sni(context.handle, other) == 1 else {
@@ -112,7 +145,7 @@ public final class TLSContext: @unchecked Sendable {
                 throw LoadError(location: location, message: "bind: out of memory for SNI names")
             }
         }
-        if lineTLS.strictSNI && cproxy_tls_set_strict_sni(context.handle) != 1 {
+        if plan.strictSNI && cproxy_tls_set_strict_sni(context.handle) != 1 {
             throw LoadError(location: location, message: "bind: strict-sni: the certificate in '\(first.file)' names no host (no DNS subjectAltName, no CN) to match")
         }
         context.warnings = expired

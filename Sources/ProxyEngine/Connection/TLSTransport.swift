@@ -18,6 +18,8 @@ final class TLSTransport: Transport {
     /// Where an accepted session counts its handshake (nil: a server-side session).
     private let counters: TLSCounters?
     private var counted = false
+    /// The server context an accepted session was made from (nil for client sessions).
+    private let context: TLSContext?
     /// When an accepted session's handshake completed (coarse monotonic ms; 0: not yet), for `%Th`.
     private(set) var establishedAtMs: Int64 = 0
 
@@ -25,6 +27,9 @@ final class TLSTransport: Transport {
     init?(accepting fd: FileDescriptor, context: TLSContext, counters: TLSCounters) {
         guard let s = cproxy_tls_accept(context.handle, fd.rawValue) else { return nil }
         session = s
+        // Its context (and SNI table) lives as long as the session: `commit ssl cert` may
+        // publish another one meanwhile.
+        self.context = context
         self.counters = counters
         counters.open.add(1, ordering: .relaxed)
     }
@@ -38,6 +43,7 @@ final class TLSTransport: Transport {
         session = s
         wants = .write
         counters = nil
+        context = nil
         self.serverName = serverName
     }
 

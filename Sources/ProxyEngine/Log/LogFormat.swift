@@ -44,11 +44,15 @@ struct LogFormat {
     let readsRequestLine: Bool
     /// Whether a variable needs the address the server connection left from (`%bi`, `%bp`).
     let readsBackendSource: Bool
+    /// An access-log line prints "-" for a value that is absent; a header value, a body or
+    /// a redirect prints nothing there, as HAProxy does.
+    let dashWhenAbsent: Bool
 
     /// Compiles `text`, which the loader checked; separators only in access-log lines.
     init(_ text: String, separators: Bool = false) {
         let parsed = (try? LogFormatText.parse(text, separators: separators)) ?? [.literal(Array(text.utf8))]
         nodes = parsed
+        dashWhenAbsent = separators
         isConstant = parsed.allSatisfy { if case .literal = $0 { return true } else { return false } }
         var line = false, source = false
         for case .variable(let v, _) in parsed {
@@ -95,6 +99,7 @@ struct LogFormat {
     /// Renders one line from `record` (nil: variables print "-") and `samples` for `%[...]`.
     func render(_ record: LogRecord?, _ samples: some SampleContext) -> [UInt8] {
         var w = LogLineWriter()
+        w.dashWhenAbsent = dashWhenAbsent
         for n in nodes {
             switch n {
             case .literal(let l):
@@ -123,6 +128,7 @@ struct LogLineWriter {
     var out: [UInt8] = []
     /// After a separator, or after a field that printed nothing: the next separator is skipped.
     var lastWasSpace = true
+    var dashWhenAbsent = true
 
     init() { out.reserveCapacity(256) }
 
@@ -136,8 +142,8 @@ struct LogLineWriter {
                 if flags.contains(.escape), b == 0x22 || b == 0x5c || b == 0x5d { out.append(0x5c) }
                 out.append(b)
             }
-            if !any && !flags.contains(.quote) { out.append(0x2d) }
-        } else if !flags.contains(.quote) {
+            if !any && !flags.contains(.quote) && dashWhenAbsent { out.append(0x2d) }
+        } else if !flags.contains(.quote) && dashWhenAbsent {
             out.append(0x2d)
         }
         if flags.contains(.quote) { out.append(0x22) }
