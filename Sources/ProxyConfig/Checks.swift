@@ -109,13 +109,19 @@ extension ConfigParser {
             let conditions = p.tcpRequestRules.filter { $0.action.layer == .content }.compactMap { r in r.condition.map { ($0, r.location) } }
                 + p.useBackendRules.compactMap { r in r.condition.map { ($0, r.location) } }
             let readsFirstBytes = conditions.contains { c, _ in
-                c.acls.flatMap(\.terms).contains { [.helloType, .helloServerName].contains($0.expression.fetch) }
+                c.acls.flatMap(\.terms).contains { $0.expression.fetch.readsClientHello }
+            } || p.tcpRequestRules.contains { r in
+                switch r.action.operation {
+                case .setVariable(_, _, let e)?, .capture(let e, _, _)?: return e.fetch.readsClientHello
+                case .setVariableFormat(_, _, let f)?: return f.contains("req.ssl") || f.contains("req_ssl")
+                default: return false
+                }
             }
             if p.settings.inspectDelay != nil && (p.mode == .http || !readsFirstBytes) {
-                warning("\(label): 'tcp-request inspect-delay' changes nothing here: \(p.mode == .http ? "mode http waits for the request anyway" : "no 'tcp-request content' rule or 'use_backend' reads the client's first bytes (req.ssl_sni, req.ssl_hello_type)")", at: p.settings.inspectDelayLocation ?? p.location)
+                warning("\(label): 'tcp-request inspect-delay' changes nothing here: \(p.mode == .http ? "mode http waits for the request anyway" : "no 'tcp-request content' rule or 'use_backend' reads the client's first bytes (req.ssl_sni, req.ssl_hello_type, req.ssl_ver)")", at: p.settings.inspectDelayLocation ?? p.location)
             }
             for (c, location) in conditions {
-                guard let term = c.acls.flatMap(\.terms).first(where: { [.helloType, .helloServerName].contains($0.expression.fetch) }) else { continue }
+                guard let term = c.acls.flatMap(\.terms).first(where: { $0.expression.fetch.readsClientHello }) else { continue }
                 if p.mode == .http {
                     warning("\(label): '\(term.expression.keyword)' reads a TLS ClientHello that mode http never sees; it matches nothing here (use ssl_fc_sni with 'bind ... ssl')", at: location)
                 } else if p.settings.inspectDelay == nil {

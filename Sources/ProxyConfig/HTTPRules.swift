@@ -257,29 +257,61 @@ extension ConfigParser {
             return
         }
         let (words, condition) = try splitCondition(args.dropFirst())
-        guard let verdictText = words.first, let verdict = TCPRequestAction.Verdict(rawValue: verdictText) else {
-            if let w = words.first, ["track-sc0", "track-sc1", "track-sc2", "set-var", "capture", "sc-inc-gpc0", "silent-drop", "close", "set-src", "do-resolve"].contains(w) {
-                throw ConfigError("'tcp-request \(layerText) \(w)' is not supported yet")
-            }
-            throw ConfigError("tcp-request \(layerText): the action is 'accept' or 'reject'")
-        }
-        if verdict == .expectProxy {
-            guard layer == .connection else {
-                throw ConfigError("'tcp-request content expect-proxy' does not exist; use 'tcp-request connection expect-proxy layer4 if COND'")
-            }
-            guard words.count == 2, words[words.startIndex + 1] == "layer4" else {
-                throw ConfigError("tcp-request connection expect-proxy: the form is 'expect-proxy layer4 [if|unless <condition>]'")
-            }
-        } else {
-            try Values.expect(words, 1, usage: "tcp-request \(layerText) accept|reject [if|unless <condition>]")
-        }
+        let phase: RulePhase = layer == .connection ? .connection : (proxy?.mode == .http ? .request : .connection)
         if let c = condition, layer == .connection {
             for acl in c.acls where acl.terms.contains(where: { $0.expression.fetch.scope == .request }) {
                 throw ConfigError("tcp-request connection: ACL '\(acl.name)' reads the HTTP request, which is not known when the connection is accepted; use 'tcp-request content' or 'http-request'")
             }
         }
-        proxy!.tcpRequestRules.append(Rule(action: TCPRequestAction(layer: layer, verdict: verdict), condition: condition,
-                                           location: location, summary: "tcp-request \(layerText) \(verdictText)"))
+        guard let verdictText = words.first else { throw ConfigError("tcp-request \(layerText): the action is 'accept' or 'reject'") }
+        var summary = "tcp-request \(layerText) \(verdictText)"
+        if let verdict = TCPRequestAction.Verdict(rawValue: verdictText) {
+            if verdict == .expectProxy {
+                guard layer == .connection else {
+                    throw ConfigError("'tcp-request content expect-proxy' does not exist; use 'tcp-request connection expect-proxy layer4 if COND'")
+                }
+                guard words.count == 2, words[words.startIndex + 1] == "layer4" else {
+                    throw ConfigError("tcp-request connection expect-proxy: the form is 'expect-proxy layer4 [if|unless <condition>]'")
+                }
+            } else {
+                try Values.expect(words, 1, usage: "tcp-request \(layerText) accept|reject [if|unless <condition>]")
+            }
+            proxy!.tcpRequestRules.append(Rule(action: TCPRequestAction(layer: layer, verdict: verdict), condition: condition,
+                                               location: location, summary: summary))
+            return
+        }
+        let operation: TCPRequestAction.Operation
+        if layer == .content && (verdictText.hasPrefix("set-var") || verdictText.hasPrefix("unset-var")) {
+            // The variables of a TCP session: no `req.`/`res.` split without HTTP.
+            switch try parseSharedAction(verdictText, words.dropFirst(), "tcp-request content", phase) {
+            case .setVariable(let scope, let name, let e)?: operation = .setVariable(scope, name, e)
+            case .setVariableFormat(let scope, let name, let f)?: operation = .setVariableFormat(scope, name, f)
+            case .unsetVariable(let scope, let name)?: operation = .unsetVariable(scope, name)
+            default: throw ConfigError("tcp-request content: unknown action '\(verdictText)'")
+            }
+            summary = "tcp-request content \(verdictText)"
+        } else if layer == .content && verdictText == "capture" {
+            let rest = Array(words.dropFirst())
+            guard rest.count == 3, rest[1] == "len", let length = Int(rest[2]), length > 0, length <= 65536 else {
+                throw ConfigError("tcp-request content capture: the form is 'capture <sample> len <length>'")
+            }
+            let e: SampleExpression
+            do { e = try SampleExpression.parse(rest[0]) } catch let error as RuleError { throw ConfigError("tcp-request content capture: \(error.message)") }
+            try checkFetch(e, phase, "tcp-request content capture")
+            guard let p = proxy, p.kind != .backend else {
+                throw ConfigError("tcp-request content capture: a capture slot belongs to a frontend; write it in a frontend or listen section")
+            }
+            operation = .capture(e, length: length, slot: p.requestCaptures.count)
+            proxy!.requestCaptures.append(length)
+        } else {
+            if ["track-sc0", "track-sc1", "track-sc2", "set-var", "capture", "sc-inc-gpc0", "silent-drop", "close", "set-src", "do-resolve",
+                "set-var-fmt", "unset-var", "set-dst", "set-log-level", "switch-mode", "use-service"].contains(where: { verdictText.hasPrefix($0) }) {
+                throw ConfigError("'tcp-request \(layerText) \(verdictText)' is not supported yet")
+            }
+            throw ConfigError("tcp-request \(layerText): unknown action '\(verdictText)'; the actions are accept, reject\(layer == .content ? ", set-var(), set-var-fmt(), unset-var() and capture" : " and expect-proxy")")
+        }
+        proxy!.tcpRequestRules.append(Rule(action: TCPRequestAction(layer: layer, verdict: nil, operation: operation), condition: condition,
+                                           location: location, summary: summary))
     }
 
     /// `[status N] [content-type T] [string S | lf-string S | file F | lf-file F | errorfile F | default-errorfiles] [hdr N V]*`,

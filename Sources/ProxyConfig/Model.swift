@@ -704,8 +704,24 @@ public enum ProxyProtocolVersion: Int, Sendable {
 public struct TCPRequestAction: Sendable, Equatable {
     public enum Layer: String, Sendable { case connection, content }
     public enum Verdict: String, Sendable { case accept, reject, expectProxy = "expect-proxy" }
+    /// What a `tcp-request content` rule does without deciding: evaluation goes on after it.
+    public enum Operation: Sendable, Equatable {
+        case setVariable(VariableScope, String, SampleExpression)
+        case setVariableFormat(VariableScope, String, String)
+        case unsetVariable(VariableScope, String)
+        /// `capture <sample> len <n>`: into the frontend's next request capture slot.
+        case capture(SampleExpression, length: Int, slot: Int)
+    }
     public var layer: Layer
-    public var verdict: Verdict
+    /// nil for a rule that performs `operation` and lets evaluation go on.
+    public var verdict: Verdict?
+    public var operation: Operation?
+
+    public init(layer: Layer, verdict: Verdict?, operation: Operation? = nil) {
+        self.layer = layer
+        self.verdict = verdict
+        self.operation = operation
+    }
 }
 
 /// A 1.x `req*`/`rsp*` rule, applied line by line to the message head as 1.x did.
@@ -806,6 +822,9 @@ public struct ProxyDefinition: Sendable {
     public var redirectRules: [Rule<HTTPRequestAction>] = []
     public var httpResponseRules: [Rule<HTTPResponseAction>] = []
     public var tcpRequestRules: [Rule<TCPRequestAction>] = []
+    /// Request capture slots (`tcp-request content capture`), in declaration order: their
+    /// lengths. `%hr` prints them, `capture.req.hdr(N)` reads them.
+    public var requestCaptures: [Int] = []
     public var legacyRewrites: [Rule<LegacyRewrite>] = []
 
     public var isFrontend: Bool { kind == .frontend || kind == .listen }

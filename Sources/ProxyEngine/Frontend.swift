@@ -38,6 +38,8 @@ public final class Frontend: @unchecked Sendable {
     let rules: CompiledHTTPRules
     let tcpConnectionRules: [Rule<TCPRequestAction>]
     let tcpContentRules: [Rule<TCPRequestAction>]
+    /// How many request capture slots its sessions hold (`tcp-request content capture`).
+    let requestCaptures: Int
     /// `tcp-request inspect-delay` (ms), when a TCP frontend's content rules or routes read
     /// the client's first bytes; nil: nothing waits for them.
     let inspectDelay: Int64?
@@ -75,9 +77,16 @@ public final class Frontend: @unchecked Sendable {
         rules = CompiledHTTPRules(definition, errorPages: pages)
         tcpConnectionRules = definition.tcpRequestRules.filter { $0.action.layer == .connection }
         tcpContentRules = definition.tcpRequestRules.filter { $0.action.layer == .content }
+        requestCaptures = definition.requestCaptures.count
         let conditions = tcpContentRules.compactMap(\.condition) + definition.useBackendRules.compactMap(\.condition)
         let readsPayload = conditions.contains { c in
-            c.acls.contains { acl in acl.terms.contains { [.helloType, .helloServerName].contains($0.expression.fetch) } }
+            c.acls.contains { acl in acl.terms.contains { $0.expression.fetch.readsClientHello } }
+        } || tcpContentRules.contains { r in
+            switch r.action.operation {
+            case .setVariable(_, _, let e)?, .capture(let e, _, _)?: return e.fetch.readsClientHello
+            case .setVariableFormat(_, _, let f)?: return f.contains("req.ssl") || f.contains("req_ssl")
+            default: return false
+            }
         }
         inspectDelay = definition.mode == .tcp && readsPayload ? definition.settings.inspectDelay.map(Int64.init) : nil
         logDestinations = logger.destinations(for: definition.settings.logs)

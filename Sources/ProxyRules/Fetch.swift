@@ -127,8 +127,21 @@ public enum Fetch: Equatable, Sendable, CustomStringConvertible {
     /// ClientHello not terminated here (`tcp-request inspect-delay`, TCP mode).
     case helloType
     case helloServerName
+    /// `req.ssl_ver`: the ClientHello's version, major × 65536 + minor.
+    case helloVersion
+    /// `capture.req.hdr(N)`: request capture slot N (`tcp-request content capture`).
+    case capturedRequestHeader(Int)
     /// `var(scope.name[,default])`.
     case variable(VariableScope, String, defaultValue: String?)
+
+    /// Whether it reads the client's first bytes, which only `tcp-request inspect-delay`
+    /// waits for in a TCP frontend.
+    public var readsClientHello: Bool {
+        switch self {
+        case .helloType, .helloServerName, .helloVersion: return true
+        default: return false
+        }
+    }
 
     /// Where the value is known.
     public var scope: FetchScope {
@@ -137,7 +150,7 @@ public enum Fetch: Equatable, Sendable, CustomStringConvertible {
         case .backendUsableServers, .serverIsUp, .stopping, .variable: return .process
         case .source, .sourcePort, .destination, .destinationPort, .tlsFrontend, .tlsServerName, .tlsProtocol, .tlsCipher, .tlsALPN, .tlsResumed, .tlsClient: return .connection
         // The client's first bytes: not known when the connection is accepted.
-        case .helloType, .helloServerName: return .request
+        case .helloType, .helloServerName, .helloVersion: return .request
         default: return .request
         }
     }
@@ -148,8 +161,10 @@ public enum Fetch: Equatable, Sendable, CustomStringConvertible {
         case .env, .envInteger, .constantBool, .constantInt, .constantString, .constantIP, .constantBinary: return .load
         case .backendUsableServers, .serverIsUp, .stopping: return .process
         case .source, .sourcePort, .destination, .destinationPort, .tlsFrontend, .tlsServerName, .tlsProtocol, .tlsCipher, .tlsALPN, .tlsResumed, .tlsClient,
-             .helloType, .helloServerName: return .connection
+             .helloType, .helloServerName, .helloVersion: return .connection
         case .method, .requestVersion: return .capturedRequest
+        // Captured in the session: there whenever a rule or the log reads it.
+        case .capturedRequestHeader: return .connection
         case .header(_, _, let side), .fullHeader(_, _, let side), .headerCount(_, let side), .cookie(_, let side):
             switch side {
             case .current: return .currentMessage
@@ -165,8 +180,8 @@ public enum Fetch: Equatable, Sendable, CustomStringConvertible {
     public var outputType: SampleType {
         switch self {
         case .env, .constantString, .constantBinary, .path, .url, .query, .method, .requestVersion, .responseVersion, .urlParameter, .header,
-             .fullHeader, .cookie, .tlsServerName, .tlsProtocol, .tlsCipher, .tlsALPN, .helloServerName: return .string
-        case .helloType: return .integer
+             .fullHeader, .cookie, .tlsServerName, .tlsProtocol, .tlsCipher, .tlsALPN, .helloServerName, .capturedRequestHeader: return .string
+        case .helloType, .helloVersion: return .integer
         case .envInteger, .constantInt, .sourcePort, .destinationPort, .headerCount, .requestLength,
              .contentLength, .backendUsableServers, .status: return .integer
         case .constantBool, .isHTTP, .serverIsUp, .stopping, .tlsFrontend, .tlsResumed: return .boolean
@@ -228,6 +243,8 @@ public enum Fetch: Equatable, Sendable, CustomStringConvertible {
         case .tlsClient(let f): return f.rawValue
         case .helloType: return "req.ssl_hello_type"
         case .helloServerName: return "req.ssl_sni"
+        case .helloVersion: return "req.ssl_ver"
+        case .capturedRequestHeader(let n): return "capture.req.hdr(\(n))"
         case .variable(let s, let n, let d): return "var(\(s.rawValue).\(n)" + (d.map { ",\($0)" } ?? "") + ")"
         }
     }
@@ -337,6 +354,12 @@ public enum FetchRegistry {
         e["req_ssl_hello_type"] = e["req.ssl_hello_type"]
         e["req.ssl_sni"] = noArgs(.helloServerName, nil, "req.ssl_sni")
         e["req_ssl_sni"] = e["req.ssl_sni"]
+        e["req.ssl_ver"] = noArgs(.helloVersion, nil, "req.ssl_ver")
+        e["capture.req.hdr"] = Entry(arguments: 1...1, build: { args in
+            guard let n = Int(args[0]), n >= 0 else { throw RuleError("fetch 'capture.req.hdr': '\(args[0])' is not a capture slot number") }
+            return .capturedRequestHeader(n)
+        }, method: nil, usage: "capture.req.hdr(<slot>)")
+        e["req_ssl_ver"] = e["req.ssl_ver"]
         // No inspect-delay yet: the end of the wait is always reached; no RDP cookie is parsed.
         e["wait_end"] = noArgs(.isHTTP, nil, "wait_end")
         e["req.rdp_cookie_cnt"] = noArgs(.constantInt(0), nil, "req.rdp_cookie_cnt")

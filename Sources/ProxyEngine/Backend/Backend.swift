@@ -34,6 +34,8 @@ public final class Backend: @unchecked Sendable {
     let statsPage: StatsEndpoint?
     /// The proxy's HTTP rules, compiled.
     let rules: CompiledHTTPRules
+    /// `tcp-request content` rules of the backend: run once it is chosen.
+    let tcpContentRules: [Rule<TCPRequestAction>]
 
     /// Where its counters start in each loop's block (`CounterTable`).
     public internal(set) var statBase = 0
@@ -68,6 +70,7 @@ public final class Backend: @unchecked Sendable {
         errorPages = pages
         statsPage = definition.settings.stats.enabled ? StatsEndpoint(definition.settings.stats) : nil
         rules = CompiledHTTPRules(definition, errorPages: pages)
+        tcpContentRules = definition.isFrontend ? [] : definition.tcpRequestRules.filter { $0.action.layer == .content }
     }
 
     /// Turns a configured server address into a socket address. Names were resolved at load;

@@ -186,19 +186,43 @@ final class Acceptor: LoopObject {
 
 extension Array where Element == Rule<TCPRequestAction> {
     /// The first `accept` or `reject` whose condition holds decides (true: reject); an
-    /// `expect-proxy layer4` that holds before it asks for a PROXY header.
-    func evaluate<C: SampleContext>(_ samples: C) -> (reject: Bool, expectProxy: Bool) {
+    /// `expect-proxy layer4` that holds before it asks for a PROXY header. Operations
+    /// (`set-var`, `capture`) go to `perform`, which may change what later rules read.
+    func evaluate<C: SampleContext>(_ samples: inout C, perform: (TCPRequestAction.Operation, inout C) -> Void) -> (reject: Bool, expectProxy: Bool) {
         var expectProxy = false
         for rule in self where rule.guardState.allows(samples) {
+            if let op = rule.action.operation { perform(op, &samples); continue }
             switch rule.action.verdict {
-            case .expectProxy: expectProxy = true
-            case .accept: return (false, expectProxy)
-            case .reject: return (true, expectProxy)
+            case .expectProxy?: expectProxy = true
+            case .accept?: return (false, expectProxy)
+            case .reject?: return (true, expectProxy)
+            case nil: break
             }
         }
         return (false, expectProxy)
     }
 
-    /// The first `accept` or `reject` whose condition holds decides: true when it rejects.
-    func rejects<C: SampleContext>(_ samples: C) -> Bool { evaluate(samples).reject }
+    func evaluate<C: SampleContext>(_ samples: C) -> (reject: Bool, expectProxy: Bool) {
+        var s = samples
+        return evaluate(&s) { _, _ in }
+    }
+}
+
+extension TCPRequestAction.Operation {
+    /// The sample an expression gives, owned (converters applied).
+    static func value<C: SampleContext>(_ e: SampleExpression, _ samples: C) -> SampleValue? {
+        var value: SampleValue?
+        _ = samples.visitSamples(of: e.fetch) { raw in
+            guard let (v, fold) = e.convert(raw) else { return false }
+            value = SampleValue(v, fold: fold)
+            return true
+        }
+        return value
+    }
+
+    /// A capture's text, cut to its length (as HAProxy cuts it).
+    static func captured<C: SampleContext>(_ e: SampleExpression, length: Int, _ samples: C) -> [UInt8]? {
+        guard let v = value(e, samples) else { return nil }
+        return Array(v.text.prefix(length))
+    }
 }

@@ -6,12 +6,15 @@ struct ClientHello {
     var helloType: Int?
     /// Where the server name is in the bytes, when a whole ClientHello carried one.
     var serverName: Range<Int>?
+    /// `req.ssl_ver`: major × 65536 + minor, of the ClientHello (else of the record).
+    var version: Int?
     /// The whole first record arrived (or it is no TLS at all): nothing more to wait for.
     var complete: Bool
 
     init(_ bytes: UnsafeRawBufferPointer) {
         helloType = nil
         serverName = nil
+        version = nil
         complete = false
         guard bytes.count >= 1 else { return }
         // A TLS handshake record starts with 22; anything else is not TLS: decided now.
@@ -19,6 +22,11 @@ struct ClientHello {
         guard bytes.count >= 5 else { return }
         let recordLength = Int(bytes[3]) << 8 | Int(bytes[4])
         if bytes.count >= 6 { helloType = Int(bytes[5]) }
+        if helloType == 1, bytes.count >= 11 {
+            version = Int(bytes[9]) << 16 | Int(bytes[10])
+        } else if bytes.count >= 3 {
+            version = Int(bytes[1]) << 16 | Int(bytes[2])
+        }
         let end = 5 + recordLength
         guard bytes.count >= end else { return }
         complete = true

@@ -63,6 +63,11 @@ final class ContentInspector: LoopObject, ConnectionOwner {
             connection.readable = false
             return
         }
+        if closed && count == 0 {
+            // Gone before saying anything (a port probe): nothing to route, as HAProxy.
+            close()
+            return
+        }
         finished = true
         context.loop.clearDeadline(self)
         context.openSessions[ObjectIdentifier(self)] = nil

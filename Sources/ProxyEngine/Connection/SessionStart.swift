@@ -71,18 +71,27 @@ extension LoopContext {
                 return
             }
             let localAddress = local ?? connection.localAddress
+            var session = TCPSessionStart()
             let verdict: (reject: Bool, backend: Backend?) = (payload ?? []).withUnsafeBytes { bytes in
                 var samples = ConnectionSamples(client: HTTPTransaction.ip(of: peer), clientPort: peer.port,
                                                 local: HTTPTransaction.ip(of: localAddress), localPort: localAddress.port, model: model)
                 if payload != nil { samples.payload = bytes }
-                // tcp-request content rules, then the route: in TCP mode both read the connection.
-                if frontend.tcpContentRules.rejects(samples) { return (true, nil) }
+                samples.captures = [[UInt8]?](repeating: nil, count: frontend.requestCaptures)
+                // tcp-request content rules, then the route, then the backend's content rules:
+                // in TCP mode all read the connection (and the variables set so far).
+                if frontend.tcpContentRules.evaluate(&samples, perform: Self.perform).reject { return (true, nil) }
+                var chosen: Backend?
                 // A TCP frontend has fixed routes only (the loader refuses a computed name there).
                 for (route, g) in frontend.routes where g.allows(samples) {
-                    if case .fixed(let b) = route { return (false, b) }
+                    if case .fixed(let b) = route { chosen = b }
                     break
                 }
-                return (false, nil)
+                if let b = chosen ?? frontend.defaultBackend, b !== frontend.ownBackend, !b.tcpContentRules.isEmpty {
+                    if b.tcpContentRules.evaluate(&samples, perform: Self.perform).reject { return (true, nil) }
+                }
+                session.variables = samples.variables
+                session.captures = samples.captures
+                return (false, chosen)
             }
             if verdict.reject {
                 connection.close()
@@ -96,6 +105,8 @@ extension LoopContext {
             }
             if backend.mode == .tcp {
                 let s = TCPStream(connection: connection, peer: peer, local: local, acceptor: acceptor, backend: backend, context: self)
+                s.variables = session.variables
+                s.captures = session.captures
                 sessions += 1
                 openSessions[ObjectIdentifier(s)] = s
                 s.start()
@@ -147,4 +158,25 @@ extension LoopContext {
         else if let c = s as? ContentInspector { connectionEnded(c.acceptor) }
         onSessionClosed?()
     }
+
+    /// A `tcp-request content` operation on a connection's samples: variables and captures
+    /// that later rules, the route, the stream and its log line read.
+    static func perform(_ op: TCPRequestAction.Operation, _ samples: inout ConnectionSamples) {
+        switch op {
+        case .setVariable(let scope, let name, let e):
+            if let v = TCPRequestAction.Operation.value(e, samples) { samples.variables.set(scope, name, v) }
+        case .setVariableFormat(let scope, let name, let f):
+            samples.variables.set(scope, name, .string(LogFormat(f).render(nil, samples)))
+        case .unsetVariable(let scope, let name):
+            samples.variables.set(scope, name, nil)
+        case .capture(let e, let length, let slot):
+            if slot < samples.captures.count { samples.captures[slot] = TCPRequestAction.Operation.captured(e, length: length, samples) }
+        }
+    }
+}
+
+/// What a TCP session's content rules leave for its stream: variables and captures.
+struct TCPSessionStart {
+    var variables = SessionVariables()
+    var captures: [[UInt8]?] = []
 }

@@ -88,7 +88,12 @@ extension HTTPTransaction {
             sendLocal(Array("HTTP/1.1 200 OK\r\ncontent-length: 58\r\ncache-control: no-cache\r\ncontent-type: text/html\r\n\r\n<html><body><h1>200 OK</h1>\nService ready.\n</body></html>\n".utf8), status: 200)
             return
         }
-        // Frontend rules, then routing, then the backend's own rules.
+        // Frontend rules (`tcp-request content`, then `http-request`), then routing, then
+        // the backend's own rules.
+        if !frontend.tcpContentRules.isEmpty || frontend.requestCaptures > 0 {
+            captures = [[UInt8]?](repeating: nil, count: frontend.requestCaptures)
+            if rejectedByContentRules(frontend.tcpContentRules) { return }
+        }
         if applyRequestRules(frontend.rules.request, legacy: frontend.rules.legacyRequest) { return }
         if let stats = frontend.statsPage, matchesStats(stats.settings) { startService(.stats(proxyName: frontend.name, stats.settings)); return }
         var chosen: Backend?
@@ -114,6 +119,7 @@ extension HTTPTransaction {
             return
         }
         if backend !== frontend.ownBackend {
+            if !backend.tcpContentRules.isEmpty, rejectedByContentRules(backend.tcpContentRules) { return }
             if applyRequestRules(backend.rules.request, legacy: backend.rules.legacyRequest) { return }
             if let stats = backend.statsPage, matchesStats(stats.settings) { startService(.stats(proxyName: backend.name, stats.settings)); return }
         }
@@ -348,6 +354,33 @@ extension HTTPTransaction {
                 abortTransaction()
             }
         }
+        return true
+    }
+
+    /// `tcp-request content` rules in HTTP mode, on each request: operations apply, a
+    /// `reject` closes the connection with no response (logged "PR", as HAProxy does).
+    func rejectedByContentRules(_ rules: [Rule<TCPRequestAction>]) -> Bool {
+        var samples = HTTPSamples(session: self, phase: .request)
+        let verdict = rules.evaluate(&samples) { op, samples in
+            switch op {
+            case .setVariable(let scope, let name, let e):
+                if let v = TCPRequestAction.Operation.value(e, samples) { samples.session.variables.set(scope, name, v) }
+            case .setVariableFormat(let scope, let name, let f):
+                samples.session.variables.set(scope, name, .string(LogFormat(f).render(samples)))
+            case .unsetVariable(let scope, let name):
+                samples.session.variables.set(scope, name, nil)
+            case .capture(let e, let length, let slot):
+                if slot < samples.session.captures.count {
+                    samples.session.captures[slot] = TCPRequestAction.Operation.captured(e, length: length, samples)
+                }
+            }
+        }
+        guard verdict.reject else { return false }
+        terminationState = "PR"
+        logStatus = -1
+        responseStarted = true
+        logTransaction()
+        close()
         return true
     }
 }

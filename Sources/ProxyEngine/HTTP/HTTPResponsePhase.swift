@@ -296,6 +296,7 @@ extension HTTPTransaction {
         variables.transactionDone()
         idleSinceMs = loop.now
         if !requestLineForLog.isEmpty { requestLineForLog = "" }
+        if !captures.isEmpty { captures = [] }
         if let t = toServer { buffers.give(t); toServer = nil }
         responseStarted = false
         requestBody = .none

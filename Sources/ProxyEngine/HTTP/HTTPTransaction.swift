@@ -111,6 +111,8 @@ final class HTTPTransaction: LoopObject, QueueWaiter, ConnectionOwner {
     var logStatus = 0
     var terminationState = "--"
     var requestLineForLog = ""
+    /// This request's capture slots (`tcp-request content capture`).
+    var captures: [[UInt8]?] = []
     /// The client's bytes of this transaction already counted, for `%U`.
     var transactionBytesIn = 0
     var transactionBytesOut = 0
@@ -581,6 +583,9 @@ final class HTTPTransaction: LoopObject, QueueWaiter, ConnectionOwner {
         r.serverConnections = triedServer?.active.load(ordering: .relaxed) ?? 0
         if let b = backend { r.retries = max(0, b.settings.retries - retriesLeft) }
         r.requestLine = requestLineForLog.isEmpty ? nil : requestLineForLog
+        if frontend.requestCaptures > 0 {
+            r.requestCaptures = captures.count == frontend.requestCaptures ? captures : [[UInt8]?](repeating: nil, count: frontend.requestCaptures)
+        }
         if requestStartMs > 0 {
             let us = acceptedAt.microseconds + Int(requestStartMs - acceptedMs) * 1000
             r.requestStart = (acceptedAt.seconds + us / 1_000_000, us % 1_000_000)

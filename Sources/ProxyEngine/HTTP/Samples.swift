@@ -81,9 +81,21 @@ struct ConnectionSamples: SampleContext {
     var tls: TLSTransport? = nil
     /// The client's first bytes, peeked at by `tcp-request inspect-delay`.
     var payload: UnsafeRawBufferPointer? = nil
+    /// The session's variables and request captures (`tcp-request content set-var|capture`).
+    var variables = SessionVariables()
+    var captures: [[UInt8]?] = []
 
     func visitSamples(of fetch: Fetch, _ visit: (Sample) -> Bool) -> Bool {
         switch fetch {
+        case .variable(let scope, let name, let fallback) where scope != .proc:
+            if let v = variables.value(scope, name) { return v.withSample(visit) }
+            return fallback.map { f in Array(f.utf8).withUnsafeBytes { visit(.bytes($0)) } } ?? false
+        case .capturedRequestHeader(let slot):
+            guard slot >= 0, slot < captures.count, let c = captures[slot] else { return false }
+            return c.withUnsafeBytes { visit(.bytes($0)) }
+        case .helloVersion:
+            guard let p = payload, let v = ClientHello(p).version else { return false }
+            return visit(.integer(Int64(v)))
         case .source: return visit(.ip(client))
         case .sourcePort: return visit(.integer(Int64(clientPort)))
         case .destination: return visit(.ip(local))
@@ -298,6 +310,9 @@ struct HTTPSamples: SampleContext {
             return visit(.integer(n))
         case .isHTTP:
             return visit(.boolean(true))
+        case .capturedRequestHeader(let slot):
+            guard slot >= 0, slot < session.captures.count, let c = session.captures[slot] else { return false }
+            return c.withUnsafeBytes { visit(.bytes($0)) }
         case .variable(let scope, let name, let fallback) where scope != .proc:
             if let v = session.variables.value(scope, name) { return v.withSample(visit) }
             return fallback.map { f in Array(f.utf8).withUnsafeBytes { visit(.bytes($0)) } } ?? false

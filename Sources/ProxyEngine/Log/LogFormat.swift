@@ -30,6 +30,8 @@ struct LogRecord {
     /// The request line, without CRLF; nil when no request was read.
     var requestLine: String?
     var tls: TLSTransport?
+    /// The frontend's request capture slots (`%hr`, `%hrl`): empty when it declares none.
+    var requestCaptures: [[UInt8]?] = []
     var isHTTP: Bool
     unowned(unsafe) var model: RuntimeModel
 }
@@ -167,6 +169,18 @@ struct LogLineWriter {
         lastWasSpace = false
     }
 
+    /// A captured value: `{`, `|`, `}`, `"`, `#` and bytes a terminal would misread as `#XX`.
+    mutating func captureText(_ c: [UInt8]) {
+        let hex = Array("0123456789ABCDEF".utf8)
+        for b in c {
+            if b < 0x20 || b >= 0x7f || b == 0x7b || b == 0x7c || b == 0x7d || b == 0x22 || b == 0x23 {
+                out += [0x23, hex[Int(b >> 4)], hex[Int(b & 15)]]
+            } else {
+                out.append(b)
+            }
+        }
+    }
+
     mutating func number(_ n: Int64, plus: Bool = false) {
         if plus { out.append(0x2b) }
         out += Array(String(n).utf8)
@@ -260,8 +274,28 @@ struct LogLineWriter {
             if flags.contains(.hex) { hex(UInt64(n), width: 4) } else { number(Int64(n)) }
         case .pid:
             if flags.contains(.hex) { hex(UInt64(ProcessCalls.pid), width: 4) } else { number(Int64(ProcessCalls.pid)) }
-        case .requestHeaders, .responseHeaders, .requestHeaderList, .responseHeaderList:
-            // No `capture request|response header` lines: HAProxy prints nothing here either.
+        case .requestHeaders:
+            guard !r.requestCaptures.isEmpty else { break }
+            if flags.contains(.quote) { out.append(0x22) }
+            out.append(0x7b)
+            for (i, c) in r.requestCaptures.enumerated() {
+                if i > 0 { out.append(0x7c) }
+                if let c { captureText(c) }
+            }
+            out.append(0x7d)
+            if flags.contains(.quote) { out.append(0x22) }
+            lastWasSpace = false
+        case .requestHeaderList:
+            for (i, c) in r.requestCaptures.enumerated() {
+                if i > 0 { out.append(0x20) }
+                if flags.contains(.quote) { out.append(0x22) }
+                if let c { captureText(c) } else if !flags.contains(.quote) { out.append(0x2d) }
+                if flags.contains(.quote) { out.append(0x22) }
+                lastWasSpace = false
+            }
+        case .responseHeaders, .responseHeaderList:
+            // No response capture slots (`capture response header` is not built): HAProxy
+            // prints nothing here either when a frontend declares none.
             break
         case .termination: raw(r.termination)
         case .terminationCookie: raw(r.termination + r.cookieState)

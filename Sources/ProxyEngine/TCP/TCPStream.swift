@@ -43,6 +43,9 @@ final class TCPStream: LoopObject, ConnectionOwner, QueueWaiter {
     var queueTicket: QueueTicket?
     var queuedAtMs: Int64 = 0
     var connectStartMs: Int64 = 0
+    /// What `tcp-request content set-var|capture` left: rules, the log and `sni` read them.
+    var variables = SessionVariables()
+    var captures: [[UInt8]?] = []
     /// Where the server connection left from, kept when the log prints `%bi` or `%bp`.
     var serverSource: SocketAddress?
 
@@ -71,9 +74,12 @@ final class TCPStream: LoopObject, ConnectionOwner, QueueWaiter {
     /// What a server's `sni` expression reads in a TCP stream: the connection and its TLS.
     var streamSamples: ConnectionSamples {
         let local = reached
-        return ConnectionSamples(client: HTTPTransaction.ip(of: clientAddress), clientPort: clientAddress.port,
-                                 local: HTTPTransaction.ip(of: local), localPort: local.port, model: context.model,
-                                 tls: client.transport as? TLSTransport)
+        var samples = ConnectionSamples(client: HTTPTransaction.ip(of: clientAddress), clientPort: clientAddress.port,
+                                        local: HTTPTransaction.ip(of: local), localPort: local.port, model: context.model,
+                                        tls: client.transport as? TLSTransport)
+        samples.variables = variables
+        samples.captures = captures
+        return samples
     }
 
     /// The address the client reached: from its PROXY header, or asked of the kernel once.
@@ -369,6 +375,9 @@ final class TCPStream: LoopObject, ConnectionOwner, QueueWaiter {
         r.backendConnections = backend.active.load(ordering: .relaxed)
         r.serverConnections = server?.active.load(ordering: .relaxed) ?? 0
         r.retries = max(0, backend.settings.retries - retriesLeft)
+        if frontend.requestCaptures > 0 {
+            r.requestCaptures = captures.count == frontend.requestCaptures ? captures : [[UInt8]?](repeating: nil, count: frontend.requestCaptures)
+        }
         return r
     }
 
