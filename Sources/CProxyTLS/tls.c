@@ -94,6 +94,21 @@ static int use_pem(SSL_CTX *ctx, const char *name, const void *bytes, size_t len
     return 1;
 }
 
+/// What a session takes from the context SNI chose for it (a crt-list line's own versions,
+/// ciphers, curves and options), which SSL_set_SSL_CTX does not carry over by itself.
+struct own_settings { int min_version, max_version, no_tickets, prefer_client; char *ciphers, *ciphersuites, *curves; };
+static int own_index = -1;
+
+static char *copy_or_null(const char *text) { return text ? strdup(text) : NULL; }
+
+static void free_own(struct own_settings *o) {
+    if (!o) return;
+    free(o->ciphers);
+    free(o->ciphersuites);
+    free(o->curves);
+    free(o);
+}
+
 void *cproxy_tls_server_context(const char *pem, const void *pem_bytes, size_t pem_length,
                                 const struct cproxy_tls_settings *s, char *error, size_t error_size) {
     ERR_clear_error();
@@ -139,11 +154,22 @@ void *cproxy_tls_server_context(const char *pem, const void *pem_bytes, size_t p
     }
     if (s && s->verify) SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | (s->verify == 2 ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0), NULL);
     enable_resumption(ctx, s ? s->session_context : NULL);
+    if (own_index < 0) own_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+    struct own_settings *own = calloc(1, sizeof *own);
+    if (!own) return fail(ctx, "out of memory for the settings of", pem, error, error_size), NULL;
+    own->min_version = s && s->min_version ? s->min_version : TLS1_2_VERSION;
+    own->max_version = s ? s->max_version : 0;
+    own->no_tickets = s && s->no_tickets;
+    own->prefer_client = s && s->prefer_client_ciphers;
+    own->ciphers = s ? copy_or_null(s->ciphers) : NULL;
+    own->ciphersuites = s ? copy_or_null(s->ciphersuites) : NULL;
+    own->curves = s ? copy_or_null(s->curves) : NULL;
+    SSL_CTX_set_ex_data(ctx, own_index, own);
     return ctx;
 }
 
 /// The certificates SNI chooses among, kept on the first context (ex_data slot 1).
-struct sni_entry { char *name; SSL_CTX *ctx; };
+struct sni_entry { char *name; SSL_CTX *ctx; int negative; };
 struct sni_table { struct sni_entry *entries; size_t count; SSL_CTX **owned; size_t owned_count; int strict; };
 
 static int sni_index = -1;
@@ -152,34 +178,76 @@ static struct sni_table *table_of(SSL_CTX *ctx) {
     return sni_index < 0 ? NULL : (struct sni_table *)SSL_CTX_get_ex_data(ctx, sni_index);
 }
 
-static SSL_CTX *lookup(struct sni_table *t, const char *name) {
+/// A crt-list line's `!name` filter keeps its certificate from serving that exact name.
+static int excluded(struct sni_table *t, const char *name, SSL_CTX *ctx) {
     for (size_t i = 0; i < t->count; i++)
-        if (strcasecmp(t->entries[i].name, name) == 0) return t->entries[i].ctx;
+        if (t->entries[i].negative && t->entries[i].ctx == ctx && strcasecmp(t->entries[i].name, name) == 0) return 1;
+    return 0;
+}
+
+static SSL_CTX *lookup(struct sni_table *t, const char *name) {
+    for (size_t i = 0; i < t->count; i++) {
+        struct sni_entry *e = &t->entries[i];
+        if (!e->negative && strcasecmp(e->name, name) == 0 && !excluded(t, name, e->ctx)) return e->ctx;
+    }
     const char *dot = strchr(name, '.');
     if (!dot) return NULL;
     for (size_t i = 0; i < t->count; i++) {
-        const char *n = t->entries[i].name;
-        if (n[0] == '*' && n[1] == '.' && strcasecmp(n + 1, dot) == 0) return t->entries[i].ctx;
+        struct sni_entry *e = &t->entries[i];
+        const char *n = e->name;
+        if (!e->negative && n[0] == '*' && n[1] == '.' && strcasecmp(n + 1, dot) == 0 && !excluded(t, name, e->ctx)) return e->ctx;
     }
     return NULL;
 }
 
+/// Moves a session to the context SNI chose, with that context's own settings: the
+/// certificate, the client-certificate policy, versions, ciphers, curves, options.
+static void switch_context(SSL *ssl, SSL_CTX *chosen) {
+    SSL_set_SSL_CTX(ssl, chosen);
+    // The chosen certificate's client-certificate policy (a crt-list line's `verify`).
+    SSL_set_verify(ssl, SSL_CTX_get_verify_mode(chosen), NULL);
+    SSL_set_client_CA_list(ssl, SSL_dup_CA_list(SSL_CTX_get_client_CA_list(chosen)));
+    struct own_settings *o = own_index < 0 ? NULL : SSL_CTX_get_ex_data(chosen, own_index);
+    if (!o) return;
+    SSL_set_min_proto_version(ssl, o->min_version);
+    SSL_set_max_proto_version(ssl, o->max_version);
+    if (o->ciphers) SSL_set_cipher_list(ssl, o->ciphers);
+    if (o->ciphersuites) SSL_set_ciphersuites(ssl, o->ciphersuites);
+    if (o->curves) SSL_set1_groups_list(ssl, o->curves);
+    if (o->no_tickets) SSL_set_options(ssl, SSL_OP_NO_TICKET); else SSL_clear_options(ssl, SSL_OP_NO_TICKET);
+    if (o->prefer_client) SSL_clear_options(ssl, SSL_OP_CIPHER_SERVER_PREFERENCE); else SSL_set_options(ssl, SSL_OP_CIPHER_SERVER_PREFERENCE);
+    ERR_clear_error();
+}
+
+/// The server name a ClientHello carries (host_name type), copied into `name`; 0 if none.
+static int hello_server_name(SSL *ssl, char *name, size_t size) {
+    const unsigned char *p;
+    size_t length;
+    if (!SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_server_name, &p, &length) || length < 5) return 0;
+    size_t list = (size_t)p[0] << 8 | p[1];
+    if (list + 2 > length || p[2] != TLSEXT_NAMETYPE_host_name) return 0;
+    size_t n = (size_t)p[3] << 8 | p[4];
+    if (n == 0 || n + 5 > length || n >= size || memchr(p + 5, 0, n)) return 0;
+    memcpy(name, p + 5, n);
+    name[n] = 0;
+    return 1;
+}
+
+/// SNI chooses the certificate as the ClientHello arrives, before the version and the
+/// ciphers are settled, so that a crt-list line's own settings apply.
 static int choose_certificate(SSL *ssl, int *alert, void *arg) {
     struct sni_table *t = (struct sni_table *)arg;
-    const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
-    SSL_CTX *chosen = (name && t) ? lookup(t, name) : NULL;
+    char name[256];
+    SSL_CTX *chosen = (t && hello_server_name(ssl, name, sizeof name)) ? lookup(t, name) : NULL;
     if (chosen) {
-        SSL_set_SSL_CTX(ssl, chosen);
-        // The chosen certificate's client-certificate policy (a crt-list line's `verify`).
-        SSL_set_verify(ssl, SSL_CTX_get_verify_mode(chosen), NULL);
-        SSL_set_client_CA_list(ssl, SSL_dup_CA_list(SSL_CTX_get_client_CA_list(chosen)));
-        return SSL_TLSEXT_ERR_OK;
+        switch_context(ssl, chosen);
+        return SSL_CLIENT_HELLO_SUCCESS;
     }
     if (t && t->strict) {
         *alert = SSL_AD_UNRECOGNIZED_NAME;
-        return SSL_TLSEXT_ERR_ALERT_FATAL;
+        return SSL_CLIENT_HELLO_ERROR;
     }
-    return SSL_TLSEXT_ERR_OK;
+    return SSL_CLIENT_HELLO_SUCCESS;
 }
 
 void cproxy_tls_context_free(void *context);
@@ -195,6 +263,7 @@ static int add_name(struct sni_table *t, const char *name, size_t length, SSL_CT
     copy[length] = 0;
     t->entries[t->count].name = copy;
     t->entries[t->count].ctx = ctx;
+    t->entries[t->count].negative = 0;
     t->count++;
     return 1;
 }
@@ -207,8 +276,7 @@ static struct sni_table *table_for(SSL_CTX *ctx) {
     t = calloc(1, sizeof *t);
     if (!t) return NULL;
     SSL_CTX_set_ex_data(ctx, sni_index, t);
-    SSL_CTX_set_tlsext_servername_callback(ctx, choose_certificate);
-    SSL_CTX_set_tlsext_servername_arg(ctx, t);
+    SSL_CTX_set_client_hello_cb(ctx, choose_certificate, t);
     return t;
 }
 
@@ -253,8 +321,17 @@ int cproxy_tls_add_sni(void *context, void *other) {
 int cproxy_tls_add_sni_named(void *context, void *other, const char *const *names, int count) {
     struct sni_table *t = adopt((SSL_CTX *)context, (SSL_CTX *)other);
     if (!t) return 0;
-    for (int i = 0; i < count; i++)
-        if (!add_name(t, names[i], strlen(names[i]), (SSL_CTX *)other)) return 0;
+    for (int i = 0; i < count; i++) {
+        // `!name`: a negative filter, which excludes the name from this certificate.
+        int negative = names[i][0] == '!';
+        const char *name = names[i] + negative;
+        if (!add_name(t, name, strlen(name), (SSL_CTX *)other)) return 0;
+        t->entries[t->count - 1].negative = negative;
+    }
+    // Only exclusions: the certificate serves its own names, less those.
+    int positive = 0;
+    for (int i = 0; i < count; i++) if (names[i][0] != '!') positive = 1;
+    if (!positive && !add_names(t, (SSL_CTX *)other)) return 0;
     return 1;
 }
 
@@ -270,6 +347,7 @@ int cproxy_tls_set_strict_sni(void *context) {
 void cproxy_tls_context_free(void *context) {
     SSL_CTX *ctx = (SSL_CTX *)context;
     OPENSSL_free(SSL_CTX_get_ex_data(ctx, 0));
+    if (own_index >= 0) free_own(SSL_CTX_get_ex_data(ctx, own_index));
     if (file_keys_index >= 0) free(SSL_CTX_get_ex_data(ctx, file_keys_index));
     struct sni_table *t = table_of(ctx);
     if (t) {

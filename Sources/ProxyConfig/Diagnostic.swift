@@ -39,7 +39,8 @@ public struct Diagnostic: Equatable, Sendable, CustomStringConvertible {
 }
 
 /// An error raised while parsing one line; the loader records it and goes on.
-struct ConfigError: Error {
-    let message: String
-    init(_ message: String) { self.message = message }
+public struct ConfigError: Error, CustomStringConvertible {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
 }

@@ -301,8 +301,9 @@ import Testing
         #expect(try TestBed.curl(["-k", "https://127.0.0.1:\(port)/"]).1 == "ok")
     }
 
-    /// `crt-list`: per-line SNI filters (wildcards too) and a line's own `verify`/`ca-file`;
-    /// the first line is the default; an option that cannot apply per certificate is refused.
+    /// `crt-list`: per-line SNI filters (wildcards and `!` exclusions) and a line's own
+    /// `verify`/`ca-file`, versions and ciphers; the first line is the default; an option that
+    /// cannot apply per certificate is refused.
     @Test func certificateList() throws {
         let bed = try TestBed()
         let d = bed.directory
@@ -313,8 +314,13 @@ import Testing
             openssl x509 -req -in alice.csr -CA ca.crt -CAkey ca.key -set_serial 7 -days 5 -out alice.crt
             """])
         #expect(made.status == 0, "\(made.stderr)")
-        try "# the first is the default\na.pem\nb.pem [alpn http/1.1 verify required ca-file \(d)/ca.crt] b.example *.b.test\n"
-            .write(toFile: d + "/list.txt", atomically: true, encoding: .utf8)
+        try """
+            # the first is the default
+            a.pem
+            b.pem [alpn http/1.1 verify required ca-file \(d)/ca.crt] b.example *.b.test !secret.b.test
+            b.pem [ssl-max-ver TLSv1.2 ciphers ECDHE-RSA-AES128-GCM-SHA256] old.b.example
+
+            """.write(toFile: d + "/list.txt", atomically: true, encoding: .utf8)
         let port = TestBed.freePort()
         let config = """
         global
@@ -334,14 +340,23 @@ import Testing
         #expect(subject("b.example") == "subject=CN = b.example")
         #expect(subject("x.b.test") == "subject=CN = b.example", "a wildcard filter")
         #expect(subject("other.example") == "subject=CN = a.example", "the default")
+        #expect(subject("secret.b.test") == "subject=CN = a.example", "excluded from b's wildcard: the default")
+        // A line's own versions and ciphers apply when SNI picks it, and only then.
+        func negotiated(_ name: String) -> String {
+            let r = try? Harness.run("/bin/sh", ["-c", "openssl s_client -connect 127.0.0.1:\(port) -servername \(name) </dev/null 2>/dev/null | grep -E '^(New|    Protocol|    Cipher)' | tr -s ' ' | tr '\\n' ' '"])
+            return r?.stdout ?? ""
+        }
+        let old = negotiated("old.b.example"), modern = negotiated("b.example")
+        #expect(old.contains("TLSv1.2") && old.contains("ECDHE-RSA-AES128-GCM-SHA256"), "\(old)")
+        #expect(modern.contains("TLSv1.3"), "\(modern)")
         let resolve = ["--resolve", "x.b.test:\(port):127.0.0.1", "https://x.b.test:\(port)/"]
         #expect(try TestBed.curl(["-k"] + resolve).0 == 0, "b's line requires a client certificate")
         #expect(try TestBed.curl(["-k", "--cert", d + "/alice.crt", "--key", d + "/alice.key"] + resolve).1 == "sni=x.b.test crt=1")
         #expect(try TestBed.curl(["-k", "--resolve", "a.example:\(port):127.0.0.1", "https://a.example:\(port)/"]).1 == "sni=a.example crt=0")
-        try "a.pem [ciphers HIGH]\n".write(toFile: d + "/bad.txt", atomically: true, encoding: .utf8)
+        try "a.pem [strict-sni]\n".write(toFile: d + "/bad.txt", atomically: true, encoding: .utf8)
         let path = d + "/bad.cfg"
         try config.replacingOccurrences(of: "list.txt", with: "bad.txt").write(toFile: path, atomically: true, encoding: .utf8)
         let c = try Harness.run(Harness.proxyBinary, ["-c", "-f", path])
-        #expect(c.status == 1 && c.stderr.contains("crt-list 'bad.txt' line 1: 'ciphers' is not supported per certificate yet"), "\(c.stderr)")
+        #expect(c.status == 1 && c.stderr.contains("crt-list 'bad.txt' line 1: strict-sni belongs to the bind line"), "\(c.stderr)")
     }
 }

@@ -2,9 +2,10 @@ import ProxyConfig
 import ProxySystem
 
 /// A `crt-list` file, HAProxy's format: one certificate per line, `FILE [[OPTIONS]]
-/// [SNI ...]`, `#` comments; the options (in brackets: `alpn`, `ca-file`, `crl-file`,
-/// `verify`) are the certificate's own, over the `bind` line's; the SNI filters are the names
-/// it serves (`*.` wildcards one label deep). Read before the point of no return.
+/// [SNI ...]`, `#` comments; the options in brackets (`alpn`, `ca-file`, `crl-file`,
+/// `verify`, versions, ciphers, curves) are the certificate's own, over the `bind` line's; the SNI filters are the names
+/// it serves (`*.` wildcards one label deep; `!name` excludes a name; only exclusions: its
+/// own names less those). Read before the point of no return.
 enum CertificateList {
     static func read(_ path: String, over line: TLSContext.Entry, global: GlobalSettings, at location: SourceLocation) throws -> [TLSContext.Entry] {
         func fail(_ n: Int, _ message: String) -> TLSContext.LoadError {
@@ -56,17 +57,25 @@ enum CertificateList {
                         case "required": e.verify = 2
                         case let v: throw fail(n, "verify: none, optional or required, not '\(v)'")
                         }
+                    case "strict-sni":
+                        throw fail(n, "strict-sni belongs to the bind line: it is about names no certificate serves")
                     default:
-                        // Versions, ciphers and curves are settled before the server name is
-                        // read: per certificate they would not apply, so they are refused.
-                        throw fail(n, "'\(opt)' is not supported per certificate yet (alpn, ca-file, crl-file and verify are); set it on the bind line")
+                        // Versions, ciphers, curves, tickets: applied when SNI picks this
+                        // certificate, before the version and the cipher are settled.
+                        do {
+                            guard try own.apply(opt, next: value) else {
+                                throw fail(n, "unknown option '\(opt)'; a crt-list line takes alpn, ca-file, crl-file, verify, ciphers, ciphersuites, curves, ssl-min-ver, ssl-max-ver, no-tlsv1x, force-tlsv1x, no-tls-tickets and prefer-client-ciphers")
+                            }
+                        } catch let e as ConfigError {
+                            throw fail(n, e.message)
+                        }
                     }
                 }
                 e.tls = own.over(line.tls)
                 if e.verify > 0 && e.caFile == nil { throw fail(n, "verify needs a ca-file") }
             }
             for filter in words {
-                guard !filter.hasPrefix("!") else { throw fail(n, "negative SNI filters ('\(filter)') are not supported yet") }
+                guard filter != "!" else { throw fail(n, "a negative SNI filter needs a name after '!'") }
                 e.names.append(filter)
             }
             entries.append(e)
