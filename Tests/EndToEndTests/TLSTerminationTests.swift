@@ -280,7 +280,9 @@ import Testing
     }
 
     /// Hostile TLS: a truncated ClientHello is closed and logged; a ClientHello trickled a
-    /// byte at a time still completes; the process serves on.
+    /// byte at a time still completes; a TLS 1.2 client asking to renegotiate gets a
+    /// no_renegotiation alert; a plain HTTP request to the TLS port is closed; the process
+    /// serves on.
     @Test func hostileClients() throws {
         let bed = try TestBed()
         let (pem, _) = try Self.certificate(in: bed.directory)
@@ -297,6 +299,11 @@ import Testing
         let r = try Harness.run(python, [Harness.root + "/Tests/EndToEndTests/Helpers/hostile_tls.py", String(port)])
         #expect(r.stdout.contains("truncated closed") && r.stdout.contains("trickled HTTP/1.1 200 OK"), "\(r.stdout) \(r.stderr)")
         #expect(TestBed.waitUntil { bed.log().contains("SSL handshake failure") }, "\(bed.log())")
+        // `R` on s_client's input asks for a renegotiation (TLS 1.2 has it; 1.3 does not).
+        let renegotiation = try Harness.run("/bin/sh", ["-c", "(sleep 0.5; printf 'R\\n'; sleep 1) | openssl s_client -connect 127.0.0.1:\(port) -tls1_2 2>&1"])
+        #expect(renegotiation.stdout.contains("RENEGOTIATING") && renegotiation.stdout.contains("no renegotiation"), "\(renegotiation.stdout)")
+        let plain = TestBed.raw(port, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        #expect(!plain.contains("200 OK"), "a plain request on the TLS port: \(plain)")
         #expect(p.isRunning)
         #expect(try TestBed.curl(["-k", "https://127.0.0.1:\(port)/"]).1 == "ok")
     }
