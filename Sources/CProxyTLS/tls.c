@@ -1150,6 +1150,13 @@ int cproxy_tls_peer_serial(void *session, unsigned char *out, int size) {
 
 void cproxy_tls_free_text(char *text) { OPENSSL_free(text); }
 
+int cproxy_tls_peer_common_name(void *session, char *out, int size) {
+    X509 *cert = SSL_get0_peer_certificate((SSL *)session);
+    if (!cert || size <= 0) return 0;
+    int n = X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, out, size);
+    return n > 0 && n < size ? n : 0;
+}
+
 int cproxy_tls_peer_sent_bytes(void *session) { return io_of((SSL *)session)->got_bytes; }
 
 long cproxy_tls_cached_sessions(void) {

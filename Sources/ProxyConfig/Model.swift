@@ -391,6 +391,9 @@ public struct ServerOptions: Sendable, Equatable {
     /// `send-proxy` (v1), `send-proxy-v2`, `send-proxy-v2-ssl[-cn]` (v2): a PROXY header
     /// opens every connection to the server.
     public var sendProxy: ProxyProtocolVersion?
+    /// `send-proxy-v2-ssl[-cn]`, `proxy-v2-options ssl,cert-cn,ssl-cipher`: the PP2_TYPE_SSL
+    /// TLV (how the client reached us), with the client certificate's CN and the cipher.
+    public var proxyV2SSL = ProxyV2SSL()
     /// `check-send-proxy`: health checks send a PROXY header too (`LOCAL`/`UNKNOWN`).
     public var checkSendProxy = false
     public var slowStart: Milliseconds?
@@ -694,6 +697,14 @@ public struct Rule<Action: Sendable>: Sendable {
 }
 
 /// The PROXY protocol version a server is sent.
+/// What the PROXY v2 header's SSL TLV carries besides its flags and the version.
+public struct ProxyV2SSL: Sendable, Equatable {
+    public var enabled = false
+    public var commonName = false
+    public var cipher = false
+    public init() {}
+}
+
 public enum ProxyProtocolVersion: Int, Sendable {
     case v1 = 1
     case v2 = 2

@@ -418,12 +418,12 @@ extension ConfigParser {
                      "check-send-proxy", "ssl", "no-ssl", "verify", "verifyhost", "no-verifyhost", "ca-file", "crl-file", "crt",
                      "sni", "alpn", "check-ssl", "no-check-ssl", "check-sni", "check-alpn", "ssl-reuse", "no-ssl-reuse",
                      "tls-tickets", "no-tls-tickets", "ciphers", "ciphersuites", "ssl-min-ver", "ssl-max-ver", "no-sslv3",
-                     "no-tlsv10", "no-tlsv11", "no-tlsv12", "no-tlsv13", "force-tlsv12", "force-tlsv13"]
+                     "no-tlsv10", "no-tlsv11", "no-tlsv12", "no-tlsv13", "force-tlsv12", "force-tlsv13", "proxy-v2-options"]
     static let unsupportedServerKeywords: Set<String> = ["resolvers", "init-addr", "resolve-prefer",
                                                                     "on-marked-down", "on-marked-up", "on-error", "observe", "error-limit", "agent-check",
                                                                     "agent-port", "agent-inter", "id", "track", "redir", "minconn", "source", "usesrc",
                                                                     "proto", "pool-max-conn",
-                                                                    "tfo", "namespace", "health-check", "non-stick", "proxy-v2-options", "socks4"]
+                                                                    "tfo", "namespace", "health-check", "non-stick", "socks4"]
 
     func parseServerOptions(_ args: ArraySlice<String>, base: ServerOptions, at location: SourceLocation, isDefault: Bool) throws -> ServerOptions {
         var o = base
@@ -460,10 +460,25 @@ extension ConfigParser {
                 o.cookie = try value(opt)
             case "send-proxy": o.sendProxy = .v1
             case "send-proxy-v2", "send-proxy-v2-ssl", "send-proxy-v2-ssl-cn":
-                // The SSL TLVs describe a TLS client connection; with none they are not sent,
-                // as in HAProxy.
+                // The SSL TLV tells how the client reached us (flags 0 when not over TLS).
                 o.sendProxy = .v2
-            case "no-send-proxy", "no-send-proxy-v2", "no-send-proxy-v2-ssl", "no-send-proxy-v2-ssl-cn": o.sendProxy = nil
+                if opt != "send-proxy-v2" { o.proxyV2SSL.enabled = true }
+                if opt == "send-proxy-v2-ssl-cn" { o.proxyV2SSL.commonName = true }
+            case "proxy-v2-options":
+                for option in try value(opt).split(separator: ",").map(String.init) {
+                    switch option {
+                    case "ssl": o.proxyV2SSL.enabled = true
+                    case "cert-cn": o.proxyV2SSL.enabled = true; o.proxyV2SSL.commonName = true
+                    case "ssl-cipher": o.proxyV2SSL.enabled = true; o.proxyV2SSL.cipher = true
+                    case "authority", "crc32c", "unique-id", "cert-sig", "cert-key":
+                        throw ConfigError("\(what): proxy-v2-options '\(option)' is not supported yet (ssl, cert-cn and ssl-cipher are)")
+                    default:
+                        throw ConfigError("\(what): unknown proxy-v2-options '\(option)'; the options are ssl, cert-cn, ssl-cipher, cert-sig, cert-key, authority, crc32c and unique-id")
+                    }
+                }
+            case "no-send-proxy", "no-send-proxy-v2", "no-send-proxy-v2-ssl", "no-send-proxy-v2-ssl-cn":
+                o.sendProxy = nil
+                o.proxyV2SSL = ProxyV2SSL()
             case "check-send-proxy": o.checkSendProxy = true
             case "no-check-send-proxy": o.checkSendProxy = false
             case "slowstart": o.slowStart = try Values.time(try value(opt), for: "\(what) slowstart")

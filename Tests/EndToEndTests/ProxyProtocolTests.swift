@@ -288,4 +288,56 @@ import Testing
         }
         #expect(settled, "\(last)")
     }
+
+    /// `send-proxy-v2-ssl-cn` and `proxy-v2-options ssl,ssl-cipher`: the SSL TLV says how the
+    /// client reached us (flags, verify result, version, the client certificate's CN, the
+    /// cipher), in HTTP and TCP mode; a client not over TLS gets flags 0 and no sub-TLV.
+    @Test func sslTLVTellsTheServerAboutTheClientsTLS() throws {
+        let bed = try TestBed()
+        let (pem, _) = try TLSTerminationTests.certificate(in: bed.directory)
+        let d = bed.directory
+        let made = try Harness.run("/bin/sh", ["-c", """
+            cd \(d) && openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 30 -subj '/CN=Test Client CA' && \
+            openssl req -newkey rsa:2048 -nodes -keyout alice.key -out alice.csr -subj '/O=Ops/CN=alice' && \
+            openssl x509 -req -in alice.csr -CA ca.crt -CAkey ca.key -set_serial 7 -days 5 -out alice.crt
+            """])
+        #expect(made.status == 0, "\(made.stderr)")
+        let peer = TestBed.freePort()
+        try bed.start(Harness.which("python3") ?? "/usr/bin/python3", [Harness.root + "/Tests/EndToEndTests/Helpers/proxy_v2_peer.py", String(peer)])
+        #expect(TestBed.waitForPort(peer))
+        let https = TestBed.freePort(), http = TestBed.freePort(), tcps = TestBed.freePort()
+        try bed.proxy("""
+        \(TestBed.defaults("http"))
+        frontend web
+            bind 127.0.0.1:\(https) ssl crt \(pem) ca-file \(d)/ca.crt verify optional
+            bind 127.0.0.1:\(http)
+            default_backend app
+        frontend raw
+            mode tcp
+            bind 127.0.0.1:\(tcps) ssl crt \(pem)
+            default_backend apptcp
+        backend app
+            server p 127.0.0.1:\(peer) send-proxy-v2-ssl-cn
+        backend apptcp
+            mode tcp
+            server p 127.0.0.1:\(peer) send-proxy-v2 proxy-v2-options ssl,ssl-cipher
+
+        """, waitFor: https)
+        func ssl(_ body: String) -> [String: Any]? {
+            guard let json = try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any],
+                  let tlvs = json["tlvs"] as? [[String: Any]] else { return nil }
+            return tlvs.first { $0["type"] as? Int == 0x20 }
+        }
+        let alice = try TestBed.curl(["-k", "--tlsv1.3", "--cert", d + "/alice.crt", "--key", d + "/alice.key", "https://127.0.0.1:\(https)/"])
+        let a = ssl(alice.1)
+        #expect(a?["client"] as? Int == 7 && a?["verify"] as? Int == 0, "\(alice.1)")
+        #expect((a?["sub"] as? [String: String]) == ["0x21": "TLSv1.3", "0x22": "alice"], "\(alice.1)")
+        let anonymous = ssl(try TestBed.curl(["-k", "--tlsv1.3", "https://127.0.0.1:\(https)/"]).1)
+        #expect(anonymous?["client"] as? Int == 1 && (anonymous?["sub"] as? [String: String]) == ["0x21": "TLSv1.3"], "\(String(describing: anonymous))")
+        let plain = ssl(try TestBed.curl(["http://127.0.0.1:\(http)/"]).1)
+        #expect(plain?["client"] as? Int == 0 && (plain?["sub"] as? [String: String])?.isEmpty == true, "\(String(describing: plain))")
+        let tcp = try TestBed.curl(["-k", "--tlsv1.3", "https://127.0.0.1:\(tcps)/"])
+        let t = ssl(tcp.1)
+        #expect(t?["client"] as? Int == 1 && (t?["sub"] as? [String: String])?["0x23"]?.hasPrefix("TLS_") == true, "\(tcp.1)")
+    }
 }

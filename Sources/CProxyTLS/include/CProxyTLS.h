@@ -147,6 +147,8 @@ char *cproxy_tls_peer_name(void *session, int issuer);
 /// it does not fit.
 int cproxy_tls_peer_serial(void *session, unsigned char *out, int size);
 void cproxy_tls_free_text(char *text);
+/// The client certificate's CN into `out` (NUL-terminated): its length, 0 if none.
+int cproxy_tls_peer_common_name(void *session, char *out, int size);
 
 /// 1 once the peer sent any byte (a connection closed before its ClientHello is no failed
 /// handshake: a port probe).

@@ -67,7 +67,7 @@ final class HealthCheck: LoopObject {
         // as HAProxy's checks send. `send-proxy` alone applies when no port or addr is set.
         let version = options.sendProxy ?? .v1
         if options.checkSendProxy || (options.sendProxy != nil && options.checkPort == nil && options.checkAddress == nil) {
-            request = ProxyProtocol.encode(version, source: nil, destination: nil) + (request ?? [])
+            request = ProxyProtocol.encode(version, source: nil, destination: nil, ssl: options.proxyV2SSL) + (request ?? [])
         }
         self.request = request
         let inter = server.definition.options.inter

@@ -134,7 +134,42 @@ enum ProxyProtocol {
 
     /// The header we send a server: the client's address and the address it reached. With no
     /// addresses (a health check, a UNIX client), v1 says `UNKNOWN` and v2 `LOCAL`.
-    static func encode(_ version: ProxyProtocolVersion, source: SocketAddress?, destination: SocketAddress?) -> [UInt8] {
+    static func encode(_ version: ProxyProtocolVersion, source: SocketAddress?, destination: SocketAddress?,
+                       ssl: ProxyV2SSL = ProxyV2SSL(), client tls: TLSTransport? = nil) -> [UInt8] {
+        var out = encodeAddresses(version, source: source, destination: destination)
+        guard version == .v2, ssl.enabled else { return out }
+        out += sslTLV(ssl, tls)
+        let length = out.count - 16
+        out[14] = UInt8(length >> 8)
+        out[15] = UInt8(length & 0xFF)
+        return out
+    }
+
+    /// PP2_TYPE_SSL (0x20): client flags (1: over TLS, 2: a certificate on this connection,
+    /// 4: one in the session), the certificate's verify result, then the version (0x21), and
+    /// on demand the certificate's CN (0x22) and the cipher (0x23).
+    static func sslTLV(_ ssl: ProxyV2SSL, _ tls: TLSTransport?) -> [UInt8] {
+        var body: [UInt8] = [0, 0, 0, 0, 0]
+        func sub(_ type: UInt8, _ value: UnsafeRawBufferPointer) {
+            body += [type, UInt8(value.count >> 8), UInt8(value.count & 0xFF)]
+            body += value
+        }
+        if let t = tls, t.established {
+            body[0] |= 0x01
+            sub(0x21, t.protocolText)
+            if let cert = t.clientCertificate {
+                body[0] |= 0x04
+                if cert.thisHandshake { body[0] |= 0x02 }
+                let v = UInt32(truncatingIfNeeded: cert.verify)
+                body[1] = UInt8(v >> 24); body[2] = UInt8(v >> 16 & 0xFF); body[3] = UInt8(v >> 8 & 0xFF); body[4] = UInt8(v & 0xFF)
+                if ssl.commonName, let cn = cert.commonName { cn.withUnsafeBytes { sub(0x22, $0) } }
+            }
+            if ssl.cipher { sub(0x23, t.cipherText) }
+        }
+        return [0x20, UInt8(body.count >> 8), UInt8(body.count & 0xFF)] + body
+    }
+
+    static func encodeAddresses(_ version: ProxyProtocolVersion, source: SocketAddress?, destination: SocketAddress?) -> [UInt8] {
         let pair: (SocketAddress, SocketAddress)? = {
             guard let s = source, let d = destination else { return nil }
             let sIP = ip(of: s), dIP = ip(of: d)

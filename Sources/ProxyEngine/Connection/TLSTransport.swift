@@ -131,6 +131,17 @@ final class TLSTransport: Transport {
     }
     var resumed: Bool { cproxy_tls_reused(session) == 1 }
 
+    /// The client certificate of the session, for a PROXY v2 SSL TLV: whether it came in this
+    /// handshake, its verify result, its CN.
+    var clientCertificate: (thisHandshake: Bool, verify: Int, commonName: [UInt8]?)? {
+        var thisHandshake: Int32 = 0
+        guard established, cproxy_tls_peer_certificate(session, &thisHandshake) == 1 else { return nil }
+        var name = [CChar](repeating: 0, count: 256)
+        let n = cproxy_tls_peer_common_name(session, &name, Int32(name.count))
+        return (thisHandshake == 1, Int(cproxy_tls_peer_verify_result(session)),
+                n > 0 ? name.prefix(Int(n)).map { UInt8(bitPattern: $0) } : nil)
+    }
+
     /// `ssl_c_*` and `ssl_fc_has_crt`, read from the session; names are copied out of
     /// OpenSSL for the length of the visit only.
     func visitClientCertificate(_ field: TLSClientField, _ visit: (Sample) -> Bool) -> Bool {

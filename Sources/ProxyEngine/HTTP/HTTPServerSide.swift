@@ -107,7 +107,7 @@ extension HTTPTransaction {
         do {
             let c = try Connection.open(to: chosen, context: context, serverName: serverName) { [unowned self] in local.port }
             c.owner = self
-            if let v = chosen.definition.options.sendProxy { c.preface = proxyHeader(v) }
+            if let v = chosen.definition.options.sendProxy { c.preface = proxyHeader(v, ssl: chosen.definition.options.proxyV2SSL) }
             server = c
             phase = .connecting
             prepareRequest()
@@ -136,10 +136,11 @@ extension HTTPTransaction {
 
     /// The PROXY header a new server connection opens with (`send-proxy[-v2]`): the client's
     /// address and the one it reached, as a PROXY header from the front may have set them.
-    func proxyHeader(_ version: ProxyProtocolVersion) -> [UInt8] {
-        guard clientFamily != AF_UNIX else { return ProxyProtocol.encode(version, source: nil, destination: nil) }
+    func proxyHeader(_ version: ProxyProtocolVersion, ssl: ProxyV2SSL) -> [UInt8] {
+        let tls = client.transport as? TLSTransport
+        guard clientFamily != AF_UNIX else { return ProxyProtocol.encode(version, source: nil, destination: nil, ssl: ssl, client: tls) }
         return ProxyProtocol.encode(version, source: ProxyProtocol.address(clientIP, clientPort),
-                                    destination: ProxyProtocol.address(local.ip, local.port))
+                                    destination: ProxyProtocol.address(local.ip, local.port), ssl: ssl, client: tls)
     }
 
     func sendRequest(on s: Connection) {

@@ -158,7 +158,8 @@ final class TCPStream: LoopObject, ConnectionOwner, QueueWaiter {
             if let v = chosen.definition.options.sendProxy {
                 // The client's address and the one it reached; UNKNOWN/LOCAL for a UNIX client.
                 let unix = clientAddress.family == AF_UNIX
-                c.preface = ProxyProtocol.encode(v, source: unix ? nil : clientAddress, destination: unix ? nil : reached)
+                c.preface = ProxyProtocol.encode(v, source: unix ? nil : clientAddress, destination: unix ? nil : reached,
+                                                 ssl: chosen.definition.options.proxyV2SSL, client: client.transport as? TLSTransport)
             }
             server = c
             connecting = !c.connected
