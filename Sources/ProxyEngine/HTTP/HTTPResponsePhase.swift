@@ -291,8 +291,9 @@ extension HTTPTransaction {
 
     /// Once the response is on its way, logs and either closes or waits for the next request.
     func endTransactionWhenFlushed() {
-        countTransaction()
+        // Logged first: the line's byte counts are what this transaction moved since the last count.
         if loggedEarly { loggedEarly = false; bytesToClient = 0; terminationState = "--" } else { logTransaction() }
+        countTransaction()
         variables.transactionDone()
         idleSinceMs = loop.now
         if !requestLineForLog.isEmpty { requestLineForLog = "" }

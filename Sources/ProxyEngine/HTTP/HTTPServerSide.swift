@@ -214,6 +214,10 @@ extension HTTPTransaction {
 
     /// `%bi`/`%bp` in the access log: where the server connection left from.
     @inline(__always) func noteServerSource() {
-        if frontend.accessLogReadsSource, let s = server { serverSource = s.localAddress }
+        if frontend.accessLogReadsSource, let s = server {
+            let a = s.localAddress
+            if extras == nil { extras = TransactionExtras() }
+            extras!.serverSource = (HTTPTransaction.ip(of: a), Int(a.port))
+        }
     }
 }

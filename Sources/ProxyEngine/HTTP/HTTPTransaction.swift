@@ -89,10 +89,23 @@ final class HTTPTransaction: LoopObject, QueueWaiter, ConnectionOwner {
     var rewrittenTarget: [UInt8]?
     var rewrittenHeaders: [(name: [UInt8], value: [UInt8])]?
     var responseEdits: [(name: [UInt8], value: [UInt8])]?
-    var statusOverride: (Int, String?)?
+    /// `http-response set-status`: kept in `extras` (most transactions never set one).
+    var statusOverride: (Int, String?)? {
+        get { extras?.statusOverride }
+        set {
+            if extras == nil { if newValue == nil { return }; extras = TransactionExtras() }
+            extras!.statusOverride = newValue
+        }
+    }
     var variables = SessionVariables()
     /// The answer a tarpit gives once its delay is over.
-    var tarpitResponse: (bytes: [UInt8], status: Int)?
+    var tarpitResponse: (bytes: [UInt8], status: Int)? {
+        get { extras?.tarpitResponse }
+        set {
+            if extras == nil { if newValue == nil { return }; extras = TransactionExtras() }
+            extras!.tarpitResponse = newValue
+        }
+    }
     /// A service waiting for the request body (`.service`).
     var pendingService: ServiceRoute?
     /// What is left of a local response larger than the output buffer, sent as it drains.
@@ -111,16 +124,20 @@ final class HTTPTransaction: LoopObject, QueueWaiter, ConnectionOwner {
     var logStatus = 0
     var terminationState = "--"
     var requestLineForLog = ""
+    /// What only some log formats and rules read (capture slots, the server side's address),
+    /// apart so that an idle connection stays small.
+    var extras: TransactionExtras?
     /// This request's capture slots (`tcp-request content capture`).
-    var captures: [[UInt8]?] = []
-    /// The client's bytes of this transaction already counted, for `%U`.
-    var transactionBytesIn = 0
-    var transactionBytesOut = 0
+    var captures: [[UInt8]?] {
+        get { extras?.captures ?? [] }
+        set {
+            if extras == nil { if newValue.isEmpty { return }; extras = TransactionExtras() }
+            extras!.captures = newValue
+        }
+    }
     /// When the connection was accepted, and since when it has been idle (`%Th`, `%Ti`).
     var acceptedMs: Int64 = 0
     var idleSinceMs: Int64 = 0
-    /// Where the server connection left from, kept when the log prints `%bi` or `%bp`.
-    var serverSource: SocketAddress?
 
     enum BodyState {
         case none
@@ -522,8 +539,6 @@ final class HTTPTransaction: LoopObject, QueueWaiter, ConnectionOwner {
         let bin = client.bytesIn - countedIn, bout = client.bytesOut - countedOut
         countedIn = client.bytesIn
         countedOut = client.bytesOut
-        transactionBytesIn += bin
-        transactionBytesOut += bout
         counters.transaction(frontend.statBase, status: logStatus, bytesIn: bin, bytesOut: bout)
         if let b = backend { counters.transaction(b.statBase, status: logStatus, bytesIn: bin, bytesOut: bout) }
         if let s = triedServer { counters.transaction(s.statBase, status: logStatus, bytesIn: bin, bytesOut: bout) }
@@ -542,8 +557,6 @@ final class HTTPTransaction: LoopObject, QueueWaiter, ConnectionOwner {
         context.model.logger.log(line, to: frontend.logDestinations)
         if !early {
             bytesToClient = 0
-            transactionBytesIn = 0
-            transactionBytesOut = 0
             terminationState = "--"
         }
     }
@@ -558,7 +571,7 @@ final class HTTPTransaction: LoopObject, QueueWaiter, ConnectionOwner {
         r.client = (clientIP, Int(clientPort))
         r.frontendAddress = (localIP, Int(local.port))
         if let s = triedServer { let a = s.address; r.serverAddress = (HTTPTransaction.ip(of: a), Int(a.port)) }
-        r.backendSource = serverSource.map { (HTTPTransaction.ip(of: $0), Int($0.port)) }
+        r.backendSource = extras?.serverSource
         r.overTLS = acceptor.tls != nil
         r.tls = client.transport as? TLSTransport
         if transactions <= 1, let t = r.tls, t.establishedAtMs > 0 { r.handshake = max(0, t.establishedAtMs - acceptedMs) }
@@ -574,8 +587,9 @@ final class HTTPTransaction: LoopObject, QueueWaiter, ConnectionOwner {
         r.early = early
         r.status = logStatus
         // With what waits in the output buffer: the line is written as the response is queued.
-        r.bytesOut = transactionBytesOut + client.bytesOut - countedOut + (output?.count ?? 0)
-        r.bytesIn = transactionBytesIn + client.bytesIn - countedIn
+        // Logged before the transaction is counted: what the client sent and got since.
+        r.bytesOut = client.bytesOut - countedOut + (output?.count ?? 0)
+        r.bytesIn = client.bytesIn - countedIn
         r.termination = terminationState
         r.activeConnections = context.model.activeConnections.load(ordering: .relaxed)
         r.frontendConnections = frontend.active.load(ordering: .relaxed)
@@ -592,4 +606,15 @@ final class HTTPTransaction: LoopObject, QueueWaiter, ConnectionOwner {
         }
         return r
     }
+}
+
+/// The parts of a transaction only some configurations use, allocated on first use.
+final class TransactionExtras {
+    /// `tcp-request content capture` slots of the current request.
+    var captures: [[UInt8]?] = []
+    /// Where the server connection left from (`%bi`, `%bp`).
+    var serverSource: (ip: IPAddress, port: Int)?
+    /// `http-response set-status`, and the answer a tarpit gives when it ends.
+    var statusOverride: (Int, String?)?
+    var tarpitResponse: (bytes: [UInt8], status: Int)?
 }
