@@ -146,6 +146,7 @@ extension ConfigParser {
                 error("server '\(s.name)' in \(label) has neither a service port nor a check port, so it cannot be checked; add a port to its address, or 'port N'", at: s.location)
             }
             for s in p.servers { checkServerTLS(s, in: p) }
+            checkTCPCheck(p, label)
             if p.settings.cookie == nil {
                 for s in p.servers where s.options.cookie != nil {
                     warning("server '\(s.name)' has a cookie but \(label) has no 'cookie' line, so it is not used", at: s.location)
@@ -161,6 +162,27 @@ extension ConfigParser {
             }
             if let m = p.settings.monitorURI, p.isFrontend {
                 warning("'monitor-uri \(m)' has no effect in tcp mode (\(label))", at: p.location)
+            }
+        }
+    }
+
+    /// `tcp-check` rules need `option tcp-check`; a `connect ssl` needs the servers' TLS
+    /// settings (`ssl` or `check-ssl`, with their `verify` and `ca-file`).
+    func checkTCPCheck(_ p: ProxyDefinition, _ label: String) {
+        let rules = p.settings.tcpCheckRules
+        guard let check = p.settings.tcpCheck else {
+            if !rules.isEmpty {
+                warning("\(label): its 'tcp-check' rules do nothing without 'option tcp-check'; add it to run them", at: p.location)
+            }
+            return
+        }
+        if check.origin != "tcp-check" && !rules.isEmpty {
+            warning("\(label): 'option \(check.origin)' runs its own steps; the 'tcp-check' rules are not used", at: p.location)
+        }
+        guard check.origin == "tcp-check" else { return }
+        for case .connect(let c) in rules where c.ssl {
+            for s in p.servers where s.options.check && !s.options.ssl && s.options.checkSSL != true {
+                error("server '\(s.name)' in \(label): 'tcp-check connect ssl' needs 'ssl' or 'check-ssl' on the server (with 'verify none' or a 'ca-file') to know how to check its certificate", at: s.location)
             }
         }
     }

@@ -365,6 +365,46 @@ public struct HTTPCheck: Sendable, Equatable {
     }
 }
 
+/// `option tcp-check` with its `tcp-check` rules, and the protocol checks built on them
+/// (`option redis-check`, `option smtpchk`, `option pgsql-check`): a sequence a check runs
+/// on one connection, step by step; any step that fails fails the check.
+public struct TCPCheck: Sendable, Equatable {
+    /// What set it, for messages and the check's reason (`tcp-check`, `redis-check`...).
+    public var origin = "tcp-check"
+    public var steps: [Step] = []
+
+    public enum Step: Sendable, Equatable {
+        /// The connection (only as the first step): another port or address, TLS, a PROXY header.
+        case connect(Connect)
+        case send([UInt8])
+        case expect(Expectation)
+        case comment(String)
+    }
+
+    public struct Connect: Sendable, Equatable {
+        public var port: Int?
+        public var address: IPAddress?
+        public var ssl = false
+        public var sni: String?
+        public var sendProxy = false
+        public init() {}
+    }
+
+    public struct Expectation: Sendable, Equatable {
+        public enum Kind: String, Sendable { case string, rstring, binary, rbinary }
+        public var kind: Kind
+        public var negated: Bool
+        /// The bytes to find (`string`, `binary`), or the regex (`rstring`, `rbinary`: on the
+        /// bytes as text, a binary one on their hexadecimal form as HAProxy matches it).
+        public var pattern: [UInt8]
+        public var text: String
+        /// `comment`: what the check's reason says when this step fails.
+        public var comment: String?
+    }
+
+    public init() {}
+}
+
 /// A header name with a value template.
 public struct HeaderField: Sendable, Equatable {
     public var name: String
@@ -812,6 +852,9 @@ public struct ProxySettings: Sendable {
     public var defaultServer = ServerOptions()
     public var cookie: CookieSettings?
     public var httpCheck: HTTPCheck?
+    /// `option tcp-check` (and the protocol checks); its rules come from `tcp-check` lines.
+    public var tcpCheck: TCPCheck?
+    public var tcpCheckRules: [TCPCheck.Step] = []
     public var httpReuse: HTTPReuse = .safe
     public var monitorURI: String?
     public var stats = StatsSettings()

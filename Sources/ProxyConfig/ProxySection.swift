@@ -18,7 +18,7 @@ extension ConfigParser {
         }
         add(["mode", "log", "errorfile", "option", "timeout", "stats", "http-reuse"], d, .any)
         add(["maxconn", "backlog", "monitor-uri", "default_backend", "clitimeout", "log-format"], d, .frontend)
-        add(["balance", "hash-type", "retries", "default-server", "cookie", "http-check", "srvtimeout", "contimeout"], d, .backend)
+        add(["balance", "hash-type", "retries", "default-server", "cookie", "http-check", "tcp-check", "srvtimeout", "contimeout"], d, .backend)
         add(["bind", "use_backend"], false, .frontend)
         add(["redirect"], false, .any)
         add(["server"], false, .backend)
@@ -147,6 +147,8 @@ extension ConfigParser {
             }
         case "http-check":
             try parseHTTPCheck(args)
+        case "tcp-check":
+            try parseTCPCheckRule(args)
         case "acl":
             try parseACL(args)
         case "http-request":
@@ -639,6 +641,7 @@ extension ConfigParser {
             settings.options.httpConnectionMode = fresh.options.httpConnectionMode
         case "forwardfor": settings.options.forwardFor = nil
         case "httpchk": settings.httpCheck = nil
+        case "tcp-check", "redis-check", "smtpchk", "pgsql-check": settings.tcpCheck = nil
         case "splice-auto", "splice-request", "splice-response": break
         default: throw ConfigError("'default option \(name)': unknown option '\(name)'")
         }
@@ -649,7 +652,7 @@ extension ConfigParser {
         guard let name = args.first else { throw ConfigError("'option' needs a name, e.g. 'option httplog'") }
         let rest = args.dropFirst()
         let frontendOnly: Set<String> = ["httplog", "tcplog", "dontlognull", "logasap", "clitcpka", "idle-close-on-response"]
-        let backendOnly: Set<String> = ["redispatch", "allbackups", "abortonclose", "srvtcpka", "httpchk"]
+        let backendOnly: Set<String> = ["redispatch", "allbackups", "abortonclose", "srvtcpka", "httpchk", "tcp-check", "redis-check", "smtpchk", "pgsql-check"]
         if let p = proxy {
             if frontendOnly.contains(name) && p.kind == .backend {
                 warning("'option \(name)' is ignored in backend '\(p.name)': it needs a frontend or listen section", at: location)
@@ -721,7 +724,12 @@ extension ConfigParser {
                 }
             }
             settings.options.forwardFor = ff
+        case "tcp-check", "redis-check", "smtpchk", "pgsql-check":
+            if negated { if settings.tcpCheck != nil { settings.tcpCheck = nil }; return }
+            settings.tcpCheck = try Self.protocolCheck(name, rest)
+            settings.httpCheck = nil
         case "httpchk":
+            settings.tcpCheck = nil
             if negated { settings.httpCheck = nil; return }
             var check = settings.httpCheck ?? HTTPCheck()
             switch rest.count {
@@ -738,10 +746,11 @@ extension ConfigParser {
             settings.httpCheck = check
         default:
             let all = Array(flags.keys) + ["tcpka", "httpclose", "http-server-close", "http-keep-alive", "forwardfor", "httpchk", "forceclose",
+                                           "tcp-check", "redis-check", "smtpchk", "pgsql-check",
                                            "splice-auto", "splice-request", "splice-response", "idle-close-on-response"]
             let unsupported: Set<String> = ["http-use-htx", "http-buffer-request", "log-health-checks", "originalto", "persist",
-                                            "prefer-last-server", "ssl-hello-chk", "mysql-check", "pgsql-check", "redis-check",
-                                            "smtpchk", "ldap-check", "tcp-check", "external-check", "http-pretend-keepalive",
+                                            "prefer-last-server", "ssl-hello-chk", "mysql-check",
+                                            "ldap-check", "external-check", "http-pretend-keepalive",
                                             "http-no-delay", "httpslog", "log-separate-errors", "nolinger", "socket-stats",
                                             "checkcache", "accept-invalid-http-request", "accept-invalid-http-response",
                                             "contstats", "independent-streams", "http-ignore-probes", "http-tunnel",
@@ -752,6 +761,157 @@ extension ConfigParser {
             if let near = Similarity.closest(to: name, in: all) { hint = "; did you mean 'option \(near)'?" }
             throw ConfigError("unknown option '\(name)'\(hint)")
         }
+    }
+
+    /// `option tcp-check`, and the protocol checks HAProxy builds on it: Redis (`PING`, then
+    /// `+PONG`), SMTP (a 2xx banner, `HELO`, a 2xx answer), PostgreSQL (a startup message for
+    /// `user U`, then an authentication request, 'R').
+    static func protocolCheck(_ name: String, _ args: ArraySlice<String>) throws -> TCPCheck {
+        var check = TCPCheck()
+        check.origin = name
+        func expect(_ kind: TCPCheck.Expectation.Kind, _ text: String, _ comment: String? = nil) -> TCPCheck.Step {
+            .expect(.init(kind: kind, negated: false, pattern: kind == .binary ? (Self.hexBytes(text) ?? []) : Array(text.utf8), text: text, comment: comment))
+        }
+        switch name {
+        case "tcp-check":
+            if let extra = args.first { throw ConfigError("option tcp-check: unexpected '\(extra)'") }
+        case "redis-check":
+            if let extra = args.first { throw ConfigError("option redis-check: unexpected '\(extra)'") }
+            check.steps = [.send(Array("*1\r\n$4\r\nPING\r\n".utf8)), expect(.string, "+PONG", "the server did not answer PING with +PONG")]
+        case "smtpchk":
+            var greeting = "HELO localhost"
+            if !args.isEmpty {
+                guard args.count == 2, let verb = args.first, verb == "HELO" || verb == "EHLO" else {
+                    throw ConfigError("option smtpchk: the form is 'option smtpchk [HELO|EHLO <domain>]'")
+                }
+                greeting = "\(verb) \(args.last!)"
+            }
+            check.steps = [expect(.rstring, "^2[0-9][0-9]", "no 2xx SMTP banner"), .send(Array("\(greeting)\r\n".utf8)),
+                           expect(.rstring, "^2[0-9][0-9]", "no 2xx answer to \(greeting.prefix(4))"), .send(Array("QUIT\r\n".utf8))]
+        default: // pgsql-check
+            guard args.count == 2, args.first == "user", let user = args.last, !user.isEmpty else {
+                throw ConfigError("option pgsql-check: the form is 'option pgsql-check user <username>'")
+            }
+            // Length, protocol 3.0, "user" NUL name NUL, a final NUL.
+            let body = [0, 3, 0, 0] + Array("user".utf8) + [0] + Array(user.utf8) + [0, 0] as [UInt8]
+            let length = UInt32(body.count + 4)
+            let packet = [UInt8(length >> 24), UInt8(length >> 16 & 0xFF), UInt8(length >> 8 & 0xFF), UInt8(length & 0xFF)] + body
+            check.steps = [.send(packet), expect(.binary, "52", "no authentication request ('R') from PostgreSQL")]
+        }
+        return check
+    }
+
+    /// `deadbeef` as bytes; nil when it is not an even count of hexadecimal digits.
+    static func hexBytes(_ text: String) -> [UInt8]? {
+        let digits = Array(text.utf8)
+        guard digits.count % 2 == 0, !digits.isEmpty else { return nil }
+        var out: [UInt8] = []
+        var i = 0
+        while i < digits.count {
+            guard let h = Self.hexValue(digits[i]), let l = Self.hexValue(digits[i + 1]) else { return nil }
+            out.append(h << 4 | l)
+            i += 2
+        }
+        return out
+    }
+
+    static func hexValue(_ c: UInt8) -> UInt8? {
+        switch c {
+        case 0x30...0x39: return c - 0x30
+        case 0x61...0x66: return c - 0x61 + 10
+        case 0x41...0x46: return c - 0x41 + 10
+        default: return nil
+        }
+    }
+
+    /// `tcp-check connect|send|send-binary|expect|comment`: the steps `option tcp-check` runs.
+    func parseTCPCheckRule(_ args: ArraySlice<String>) throws {
+        guard let sub = args.first else { throw ConfigError("'tcp-check' needs an action: connect, send, send-binary, expect or comment") }
+        var rest = args.dropFirst()
+        var steps = settings.tcpCheckRules
+        /// `comment TEXT` anywhere in the rule.
+        func takeComment() throws -> String? {
+            guard let i = rest.firstIndex(of: "comment") else { return nil }
+            guard i + 1 < rest.endIndex else { throw ConfigError("tcp-check \(sub): 'comment' needs a text") }
+            let text = rest[i + 1]
+            rest.removeSubrange(i...(i + 1))
+            return text
+        }
+        switch sub {
+        case "connect":
+            guard steps.isEmpty || steps.allSatisfy({ if case .comment = $0 { return true }; return false }) else {
+                throw ConfigError("tcp-check connect: only a first 'connect' is supported yet (it opens the check's connection)")
+            }
+            _ = try takeComment()
+            var c = TCPCheck.Connect()
+            while let w = rest.popFirst() {
+                func value() throws -> String {
+                    guard let v = rest.popFirst() else { throw ConfigError("tcp-check connect: '\(w)' needs a value") }
+                    return v
+                }
+                switch w {
+                case "default", "linger": break
+                case "port": c.port = try Values.integer(try value(), for: "tcp-check connect port", in: 1...65535)
+                case "addr":
+                    let v = try value()
+                    guard let ip = IPAddress(parsing: v) else { throw ConfigError("tcp-check connect: addr '\(v)' is not an IP address") }
+                    c.address = ip
+                case "ssl": c.ssl = true
+                case "sni": c.sni = try value()
+                case "send-proxy": c.sendProxy = true
+                case "alpn", "proto", "via-socks4", "check-sni":
+                    throw ConfigError("tcp-check connect: '\(w)' is not supported yet")
+                default:
+                    throw ConfigError("tcp-check connect: unknown argument '\(w)'; use port, addr, ssl, sni, send-proxy, linger or comment")
+                }
+            }
+            steps.append(.connect(c))
+        case "send", "send-binary":
+            let comment = try takeComment()
+            try Values.expect(rest, 1, usage: "tcp-check \(sub) <\(sub == "send" ? "string" : "hexadecimal string")> [comment <text>]")
+            let text = rest.first!
+            if sub == "send" {
+                steps.append(.send(Array(text.utf8)))
+            } else {
+                guard let bytes = Self.hexBytes(text) else { throw ConfigError("tcp-check send-binary: '\(text)' is not an even count of hexadecimal digits") }
+                steps.append(.send(bytes))
+            }
+            if let comment { steps.insert(.comment(comment), at: steps.count - 1) }
+        case "send-lf", "send-binary-lf", "set-var", "unset-var", "set-var-fmt":
+            throw ConfigError("'tcp-check \(sub)' is not supported yet")
+        case "expect":
+            var comment = try takeComment()
+            while let w = rest.first, ["min-recv", "ok-status", "error-status", "tout-status", "on-success", "on-error", "status-code"].contains(w) {
+                throw ConfigError("tcp-check expect: '\(w)' is not supported yet")
+            }
+            var negated = false
+            if rest.first == "!" { negated = true; rest = rest.dropFirst() }
+            guard let kindText = rest.popFirst(), let kind = TCPCheck.Expectation.Kind(rawValue: kindText) else {
+                throw ConfigError("tcp-check expect: the form is 'tcp-check expect [!] string|rstring|binary|rbinary <pattern>'")
+            }
+            try Values.expect(rest, 1, usage: "tcp-check expect [!] \(kindText) <pattern>")
+            let text = rest.first!
+            var pattern = Array(text.utf8)
+            switch kind {
+            case .binary:
+                guard let bytes = Self.hexBytes(text) else { throw ConfigError("tcp-check expect binary: '\(text)' is not an even count of hexadecimal digits") }
+                pattern = bytes
+            case .rstring, .rbinary:
+                do { _ = try PosixRegex(text) } catch let e as PosixRegex.CompileError {
+                    throw ConfigError("tcp-check expect \(kindText): regex '\(text)' does not compile: \(e.description)")
+                }
+            case .string:
+                break
+            }
+            if comment == nil, case .comment(let c)? = steps.last { comment = c; steps.removeLast() }
+            steps.append(.expect(.init(kind: kind, negated: negated, pattern: pattern, text: text, comment: comment)))
+        case "comment":
+            try Values.expect(rest, 1, usage: "tcp-check comment <text>")
+            steps.append(.comment(rest.first!))
+        default:
+            throw ConfigError("unknown 'tcp-check \(sub)'; use connect, send, send-binary, expect or comment")
+        }
+        settings.tcpCheckRules = steps
     }
 
     /// `http-check expect ...` and `http-check send ...`.

@@ -21,6 +21,8 @@ extension RuntimeCommands {
         "httpServer": "@,@,@,@,@,@,@,@,@,@,,0,,@,0,0,0,@,@,@,@,,,@,,,@,@,@,,@,,@,,,,,,,@,@,@,@,@,@,,,,@,0,0,,,,,,,,,,,,,,,,,,,,,,,@,,@,,,,,,,,0,@,0,,,0,,,,,,0,0,0,0,0,@,,,",
         "httpCheckedServer": "@,@,@,@,@,@,,@,@,@,,0,,@,0,0,0,@,@,@,@,@,@,@,,,@,@,@,,@,,@,,,,@,,@,@,@,@,@,@,@,,,,@,0,0,,,,,,,,,,,,,,,@,,@,@,@,,,,@,,@,,,,,,,,0,@,0,,,0,,,,,,0,0,0,0,0,@,,,",
         "tcpServer": "@,@,@,@,@,@,,@,@,@,,0,,@,0,0,0,@,@,@,@,,,@,,,@,@,@,,@,,@,,,,,,,,,,,,,,,,,0,0,,,,,,,,,,,,,,,,,,,,,,,@,,@,,,,,,,,0,@,0,,,0,,,,,,0,0,0,0,0,@,,,",
+        // A checked server in tcp mode: the tcp layout with the check columns of an HTTP one.
+        "tcpCheckedServer": "@,@,@,@,@,@,,@,@,@,,0,,@,0,0,0,@,@,@,@,@,@,@,,,@,@,@,,@,,@,,,,@,,@,,,,,,,,,,,0,0,,,,,,,,,,,,,,,@,,@,@,@,,,,@,,@,,,,,,,,0,@,0,,,0,,,,,,0,0,0,0,0,@,,,",
         "httpBackend": "@,@,@,@,@,@,@,@,@,@,0,0,,@,0,0,0,@,@,@,@,,@,@,,,@,@,@,,@,,@,,,,,,,@,@,@,@,@,@,,,,@,0,0,0,0,0,0,,,,,,,,,,,,,,,,,,,,,@,@,,,,,,,0,@,0,0,0,,,,,,,0,,,,,@,@,@,@",
         "tcpBackend": "@,@,@,@,@,@,@,@,@,@,0,0,,@,0,0,0,@,@,@,@,,@,@,,,@,@,@,,@,,@,,,,,,,,,,,,,,,,,0,0,0,0,0,0,,,,,,,,,,,,,,,,,,,,,@,@,,,,,,,0,@,0,,,,,,,,,0,,,,,@,@,@,@",
 
@@ -146,7 +148,7 @@ extension RuntimeCommands {
                     v["check_desc"] = check.description
                     v["check_rise"] = "\(o.rise)"; v["check_fall"] = "\(o.fall)"; v["check_health"] = "\(check.health)"
                 }
-                rows.append(StatRow(kind: o.check && http ? "httpCheckedServer" : http ? "httpServer" : "tcpServer", values: v))
+                rows.append(StatRow(kind: o.check ? (http ? "httpCheckedServer" : "tcpCheckedServer") : http ? "httpServer" : "tcpServer", values: v))
             }
             guard typeMask & 2 != 0 else { continue }
             let totals = model.counters.totals(b.statBase)

@@ -16,10 +16,22 @@ final class HealthCheck: LoopObject {
     /// with `port` when set.
     var address: SocketAddress {
         var a = server.address
-        if let ip = options.checkAddress { a = Backend.socketAddress(ip, port: a.port) }
-        if let port = options.checkPort { a.setPort(UInt16(port)) }
+        if let ip = tcpConnect?.address ?? options.checkAddress { a = Backend.socketAddress(ip, port: a.port) }
+        if let port = tcpConnect?.port ?? options.checkPort { a.setPort(UInt16(port)) }
         return a
     }
+    /// `option tcp-check` (or a protocol check): the steps after the connection, and the
+    /// first rule's `connect` options. Nil: a connect or HTTP check.
+    let tcpSteps: [TCPCheck.Step]?
+    let tcpConnect: TCPCheck.Connect?
+    /// What the check is called in its reasons (`tcp-check`, `redis-check`...).
+    let tcpOrigin: String
+    /// The step running now (0-based among `tcpSteps`), and whether the server closed.
+    var stepIndex = 0
+    var stepSent = 0
+    var peerClosed = false
+    /// The steps' regexes, compiled once (nil for the other steps).
+    let stepRegexes: [PosixRegex?]
     /// What a check sends: the PROXY header (`check-send-proxy`, or a `send-proxy` server
     /// checked on its own address and port), then the HTTP request (`option httpchk`).
     let request: [UInt8]?
@@ -63,10 +75,32 @@ final class HealthCheck: LoopObject {
             expectations = []
             layer7 = false
         }
+        if let t = backend.settings.tcpCheck {
+            var steps = t.origin == "tcp-check" ? backend.settings.tcpCheckRules : t.steps
+            var connect: TCPCheck.Connect?
+            if case .connect(let c)? = steps.first(where: { if case .comment = $0 { return false }; return true }) {
+                connect = c
+                steps.removeAll { if case .connect = $0 { return true }; return false }
+            }
+            steps.removeAll { if case .comment = $0 { return true }; return false }
+            tcpSteps = steps
+            tcpConnect = connect
+            tcpOrigin = t.origin
+            stepRegexes = steps.map { step in
+                guard case .expect(let e) = step, e.kind == .rstring || e.kind == .rbinary else { return nil }
+                return try? PosixRegex(e.text)
+            }
+        } else {
+            tcpSteps = nil
+            tcpConnect = nil
+            tcpOrigin = ""
+            stepRegexes = []
+        }
         // The header a check sends says nothing of a client: `PROXY UNKNOWN` or v2 `LOCAL`,
         // as HAProxy's checks send. `send-proxy` alone applies when no port or addr is set.
         let version = options.sendProxy ?? .v1
-        if options.checkSendProxy || (options.sendProxy != nil && options.checkPort == nil && options.checkAddress == nil) {
+        if options.checkSendProxy || tcpConnect?.sendProxy == true
+            || (options.sendProxy != nil && options.checkPort == nil && options.checkAddress == nil && tcpConnect?.port == nil && tcpConnect?.address == nil) {
             request = ProxyProtocol.encode(version, source: nil, destination: nil, ssl: options.proxyV2SSL) + (request ?? [])
         }
         self.request = request
@@ -116,7 +150,11 @@ final class HealthCheck: LoopObject {
             return
         }
         if inProgress {
-            complete(false, reason: !connected ? "Layer4 timeout" : tls != nil && !handshakeDone ? "Layer6 timeout" : "Layer7 timeout", code: nil)
+            var reason = !connected ? "Layer4 timeout" : tls != nil && !handshakeDone ? "Layer6 timeout" : "Layer7 timeout"
+            if connected, tls == nil || handshakeDone, let steps = tcpSteps, stepIndex < steps.count, tcpOrigin == "tcp-check" {
+                reason += ", info: \" at step \(stepNumber) of \(tcpOrigin) (\(Self.describe(steps[stepIndex])))\""
+            }
+            complete(false, reason: reason, code: nil)
             return
         }
         begin()
@@ -126,6 +164,9 @@ final class HealthCheck: LoopObject {
         inProgress = true
         connected = false
         sent = 0
+        stepIndex = 0
+        stepSent = 0
+        peerClosed = false
         response.removeAll(keepingCapacity: true)
         startedMs = context.loop.now
         do {
@@ -133,7 +174,7 @@ final class HealthCheck: LoopObject {
             let s = try Socket.make(family: address.family)
             fd = s
             handshakeDone = false
-            if let t = server.tls, t.forChecks {
+            if let t = server.tls, t.forChecks || tcpConnect?.ssl == true {
                 tls = t.checkServerName.withOptionalCString { name in
                     t.verifyHost.withOptionalCString { host in cproxy_tls_connect(t.context, s.rawValue, name, host, nil) }
                 }
@@ -187,6 +228,22 @@ final class HealthCheck: LoopObject {
             }
             handshakeDone = true
         }
+        if tcpSteps != nil {
+            // The PROXY header first (`send-proxy`), then the steps.
+            if let request {
+                while sent < request.count {
+                    let r = request[sent...].withUnsafeBytes { send(s, $0.baseAddress!, $0.count) }
+                    guard case .done(let n)? = r, n > 0 else {
+                        if case .wouldBlock? = r { return }
+                        complete(false, reason: "Layer4 connection problem", code: nil)
+                        return
+                    }
+                    sent += n
+                }
+            }
+            runSteps(s)
+            return
+        }
         guard let request else {
             if tls != nil { complete(true, reason: "Layer6 check passed", code: nil); return }
             complete(true, reason: "Layer4 check passed", code: nil)
@@ -223,6 +280,83 @@ final class HealthCheck: LoopObject {
                 evaluate()
                 return
             }
+        }
+    }
+
+    /// `tcp-check` steps, from `stepIndex`, as far as the socket allows now: a send goes out
+    /// whole (and starts a fresh answer), an expect reads until its pattern is there or the
+    /// server closes (HAProxy's rule: a mismatch waits for more, unless the server is done).
+    func runSteps(_ s: FileDescriptor) {
+        guard let steps = tcpSteps else { return }
+        while stepIndex < steps.count {
+            switch steps[stepIndex] {
+            case .send(let bytes):
+                while stepSent < bytes.count {
+                    let r = bytes[stepSent...].withUnsafeBytes { send(s, $0.baseAddress!, $0.count) }
+                    guard case .done(let n)? = r, n > 0 else {
+                        if case .wouldBlock? = r { return }
+                        complete(false, reason: "Layer7 connection problem, info: \" at step \(stepNumber) of \(tcpOrigin) (send)\"", code: nil)
+                        return
+                    }
+                    stepSent += n
+                }
+                stepSent = 0
+                response.removeAll(keepingCapacity: true)
+                stepIndex += 1
+            case .expect(let e):
+                var chunk = [UInt8](repeating: 0, count: 16384)
+                reading: while !peerClosed && response.count < 65536 {
+                    let r = chunk.withUnsafeMutableBytes { receive(s, $0.baseAddress!, $0.count) }
+                    switch r {
+                    case .done(let n)? where n > 0: response += chunk[0..<n]
+                    case .wouldBlock?: break reading
+                    default: peerClosed = true
+                    }
+                }
+                let found = Self.matches(e, response, regex: stepRegexes[stepIndex])
+                let finalData = peerClosed || response.count >= 65536
+                if !found && !finalData { return }
+                if found == e.negated {
+                    let what = e.negated ? "matched unwanted content '\(e.text)'" : "did not match content '\(e.text)'"
+                    let info = e.comment ?? "TCPCHK \(what) at step \(stepNumber)"
+                    complete(false, reason: "Layer7 \(found || !response.isEmpty ? "invalid response" : "connection problem"), info: \"\(info)\"", code: nil)
+                    return
+                }
+                stepIndex += 1
+            case .connect, .comment:
+                stepIndex += 1
+            }
+        }
+        let expected = steps.contains { if case .expect = $0 { return true }; return false }
+        complete(true, reason: expected ? "Layer7 check passed" : tls != nil ? "Layer6 check passed" : "Layer4 check passed", code: nil)
+    }
+
+    /// The step's number as HAProxy reports it: rules from 1, an explicit `connect` counted.
+    var stepNumber: Int { stepIndex + 1 + (tcpConnect != nil ? 1 : 0) }
+
+    /// Whether an expect's pattern is in what the server sent.
+    static func matches(_ e: TCPCheck.Expectation, _ data: [UInt8], regex: PosixRegex?) -> Bool {
+        switch e.kind {
+        case .string, .binary:
+            guard !e.pattern.isEmpty, data.count >= e.pattern.count else { return e.pattern.isEmpty }
+            for i in 0...(data.count - e.pattern.count) where data[i] == e.pattern[0] {
+                if data[i..<(i + e.pattern.count)].elementsEqual(e.pattern) { return true }
+            }
+            return false
+        case .rstring:
+            return regex?.matches(String(decoding: data, as: UTF8.self)) ?? false
+        case .rbinary:
+            let hex = data.map { String($0, radix: 16, uppercase: true).leftPaddedWithZeros(2) }.joined()
+            return regex?.matches(hex) ?? false
+        }
+    }
+
+    static func describe(_ step: TCPCheck.Step) -> String {
+        switch step {
+        case .send: return "send"
+        case .expect(let e): return "expect \(e.negated ? "! " : "")\(e.kind.rawValue) '\(e.text)'"
+        case .connect: return "connect"
+        case .comment(let c): return c
         }
     }
 

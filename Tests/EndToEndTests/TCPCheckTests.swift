@@ -1,0 +1,72 @@
+import Foundation
+import Glibc
+import Testing
+
+/// `option tcp-check` with `tcp-check` rules, and the protocol checks built on them, against
+/// real servers: a Redis master and its replica (only the master passes HAProxy's documented
+/// `role:master` sequence; both answer `option redis-check`'s PING).
+@Suite(.serialized) struct TCPCheckTests {
+    static let redis = Harness.which("redis-server")
+
+    /// The `show stat` line of a server, as `backend,server,...`.
+    static func stat(_ socket: String, _ backend: String, _ server: String) -> String {
+        (cli(socket, "show stat") ?? "").split(separator: "\n").first { $0.hasPrefix("\(backend),\(server),") }.map(String.init) ?? ""
+    }
+
+    @Test(.enabled(if: redis != nil, "needs redis-server"))
+    func redisMasterAndReplica() throws {
+        let bed = try TestBed()
+        let master = TestBed.freePort(), replica = TestBed.freePort(), front = TestBed.freePort()
+        for (port, extra) in [(master, [String]()), (replica, ["--replicaof", "127.0.0.1", String(master)])] {
+            try bed.start(Self.redis!, ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                                        "--dir", bed.directory, "--dbfilename", "dump-\(port).rdb"] + extra)
+            #expect(TestBed.waitForPort(port), "redis on \(port)")
+        }
+        let socket = bed.directory + "/api.sock"
+        try bed.proxy("""
+        global
+            stats socket \(socket) level admin
+        \(TestBed.defaults("tcp"))
+        frontend redis
+            bind 127.0.0.1:\(front)
+            default_backend redis
+        backend redis
+            option tcp-check
+            tcp-check send PING\\r\\n
+            tcp-check expect string +PONG
+            tcp-check send info\\ replication\\r\\n
+            tcp-check expect string role:master
+            tcp-check send QUIT\\r\\n
+            tcp-check expect string +OK
+            server r1 127.0.0.1:\(master) check inter 200 rise 1 fall 1
+            server r2 127.0.0.1:\(replica) check inter 200 rise 1 fall 1
+        backend ping
+            option redis-check
+            server r1 127.0.0.1:\(master) check inter 200 rise 1 fall 1
+            server r2 127.0.0.1:\(replica) check inter 200 rise 1 fall 1
+        backend nothing
+            option tcp-check
+            tcp-check send QUIT\\r\\n
+            tcp-check expect string +PONG
+            server r1 127.0.0.1:\(master) check inter 200 rise 1 fall 1
+
+        """, waitFor: front)
+        #expect(TestBed.waitUntil { Self.stat(socket, "redis", "r2").contains(",DOWN,") && Self.stat(socket, "redis", "r1").contains(",UP,") },
+                "\(Self.stat(socket, "redis", "r1"))\n\(Self.stat(socket, "redis", "r2"))")
+        // The replica answers without `role:master` and keeps the connection: a timeout at
+        // that step, as HAProxy reports it.
+        #expect(Self.stat(socket, "redis", "r2").contains("L7TOUT"), "\(Self.stat(socket, "redis", "r2"))")
+        #expect(TestBed.waitUntil { bed.log().contains("Server redis/r2 is DOWN, reason: Layer7 timeout, info: \" at step 4 of tcp-check (expect string 'role:master')\"") },
+                "\(bed.log())")
+        #expect(TestBed.waitUntil { Self.stat(socket, "ping", "r1").contains(",UP,") && Self.stat(socket, "ping", "r2").contains(",UP,") })
+        #expect(Self.stat(socket, "ping", "r2").contains("L7OK"), "\(Self.stat(socket, "ping", "r2"))")
+        // The server closes without the pattern: a wrong answer at that step.
+        #expect(TestBed.waitUntil { Self.stat(socket, "nothing", "r1").contains(",DOWN,") })
+        #expect(Self.stat(socket, "nothing", "r1").contains("L7RSP"), "\(Self.stat(socket, "nothing", "r1"))")
+        #expect(TestBed.waitUntil { bed.log().contains("Server nothing/r1 is DOWN, reason: Layer7 invalid response, info: \"TCPCHK did not match content '+PONG' at step 2\"") },
+                "\(bed.log())")
+        // Writes go to the master only.
+        let set = try Harness.run(Harness.which("redis-cli") ?? "/usr/bin/redis-cli", ["-p", String(front), "set", "k", "v"])
+        #expect(set.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "OK", "\(set.stdout) \(set.stderr)")
+    }
+}
