@@ -394,10 +394,40 @@ extension ConfigParser {
     }
 
     /// The error for a keyword we do not know: a typo hint, or "not supported yet".
+    /// A keyword HAProxy removed, with what replaced it, an HAProxy keyword we do not support
+    /// yet, or no keyword at all (with a close one when there is).
     func unknownKeyword(_ keyword: String, section: String, known: [String], unsupported: Bool) -> ConfigError {
-        if !unsupported, let near = Similarity.closest(to: keyword, in: known) {
+        if let why = Self.removedKeywords[keyword] { return ConfigError("\(why) (in \(section))") }
+        if unsupported || Self.unsupportedPrefixes.contains(where: { keyword.hasPrefix($0) }) {
+            return ConfigError("keyword '\(keyword)' is not supported yet (in \(section))")
+        }
+        if let near = Similarity.closest(to: keyword, in: known) {
             return ConfigError("unknown keyword '\(keyword)' in \(section); did you mean '\(near)'?")
         }
-        return ConfigError("keyword '\(keyword)' is not supported yet (in \(section))")
+        return ConfigError("unknown keyword '\(keyword)' in \(section)")
     }
+
+    /// Keywords HAProxy 2.6 no longer has, and what to write instead.
+    static let removedKeywords: [String: String] = {
+        var r: [String: String] = [
+            "nbproc": "'nbproc' was removed in HAProxy 2.5: one process runs 'nbthread' threads; remove it (and use 'nbthread N')",
+            "debug": "'debug' was removed in HAProxy 2.x; use '-d' on the command line",
+            "monitor-net": "'monitor-net' was removed in HAProxy 2.0; use 'http-request return status 200 if { src <network> }'",
+            "block": "'block' was removed in HAProxy 2.0; use 'http-request deny if <condition>'",
+            "bind-process": "'bind-process' was removed in HAProxy 2.5 with nbproc; every bind line is served by the one process (remove it)",
+            "stats bind-process": "'stats bind-process' was removed in HAProxy 2.5 with nbproc; remove it",
+            "tune.chksize": "'tune.chksize' was removed in HAProxy 2.x; checks read into tune.bufsize buffers (remove it)",
+            "reqpass": "'reqpass' was removed in HAProxy 2.1; remove it (the request passes anyway)",
+            "reqipass": "'reqipass' was removed in HAProxy 2.1; remove it (the request passes anyway)",
+        ]
+        for k in ["reqtarpit", "reqitarpit"] { r[k] = "'\(k)' was removed in HAProxy 2.1; use 'http-request tarpit if { <fetch> -m reg <regex> }'" }
+        for k in ["reqideny", "reqiallow"] {
+            r[k] = "'\(k)' was removed in HAProxy 2.1; use 'http-request \(k.hasSuffix("deny") ? "deny" : "allow") if { <fetch> -i -m reg <regex> }'"
+        }
+        for k in ["rspdeny", "rspideny"] { r[k] = "'\(k)' was removed in HAProxy 2.1; use 'http-response deny if { <fetch> -m reg <regex> }'" }
+        return r
+    }()
+
+    /// Families of HAProxy keywords (device detection, Lua, tuning) we do not support yet.
+    static let unsupportedPrefixes = ["tune.", "lua-", "51degrees-", "deviceatlas-", "wurfl-", "ssl-engine", "httpclient."]
 }

@@ -393,6 +393,23 @@ extension ConfigParser {
 
     func parseRedirect(_ args: ArraySlice<String>) throws -> Redirect {
         var rest = args
+        // Options may come before the kind (`redirect code 302 location /app`), as HAProxy
+        // 2.6 reads them: they move after the target.
+        var leading: [String] = []
+        options: while let w = rest.first, Redirect.Kind(rawValue: w) == nil {
+            switch w {
+            case "code", "set-cookie", "clear-cookie":
+                guard rest.count >= 2 else { break options }
+                leading += [w, rest[rest.startIndex + 1]]
+                rest = rest.dropFirst(2)
+            case "drop-query", "append-slash":
+                leading.append(w)
+                rest = rest.dropFirst()
+            default:
+                break options
+            }
+        }
+        if !leading.isEmpty, rest.count >= 2 { rest = ArraySlice(Array(rest.prefix(2)) + leading + Array(rest.dropFirst(2))) }
         guard let kindText = rest.popFirst(), let kind = Redirect.Kind(rawValue: kindText) else {
             throw ConfigError("http-request redirect: the form is 'http-request redirect location|prefix|scheme <target> [code <code>] [drop-query] [append-slash] [set-cookie N[=V]] [clear-cookie N]'")
         }

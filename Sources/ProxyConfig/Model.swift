@@ -297,6 +297,16 @@ public struct ProxyOptions: Sendable, Equatable {
     public var dontLogNull = false
     public var logASAP = false
     public var redispatch = false
+    /// `option redispatch <interval>`: redispatch on every Nth retry (N > 0), or on the Nth
+    /// retry from the end (N < 0; -1, the default, is the last one).
+    public var redispatchInterval = -1
+
+    /// Whether retry number `attempt` (1 for the first retry) of `retries` goes elsewhere.
+    public func redispatches(attempt: Int, of retries: Int) -> Bool {
+        guard redispatch, attempt >= 1, redispatchInterval != 0 else { return false }
+        if redispatchInterval > 0 { return attempt % redispatchInterval == 0 }
+        return attempt == retries + 1 + redispatchInterval
+    }
     public var allBackups = false
     public var abortOnClose = false
     public var clientKeepAlive = false

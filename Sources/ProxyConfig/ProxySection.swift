@@ -209,7 +209,8 @@ extension ConfigParser {
 
     func parseBalance(_ args: ArraySlice<String>) throws -> BalanceAlgorithm {
         let names = ["roundrobin", "static-rr", "leastconn", "first", "source", "uri", "random"]
-        guard let name = args.first else { throw ConfigError("'balance' needs an algorithm: \(names.joined(separator: ", "))") }
+        // A bare `balance` is round robin, as HAProxy 2.6 reads it.
+        guard let name = args.first else { return .roundRobin }
         var rest = args.dropFirst()
         switch name {
         case "roundrobin", "static-rr", "leastconn", "first", "source":
@@ -439,9 +440,9 @@ extension ConfigParser {
             switch opt {
             case "check": o.check = true
             case "no-check": o.check = false
-            case "inter": o.inter = try positiveTime(try value(opt), "\(what) inter")
-            case "fastinter": o.fastInter = try positiveTime(try value(opt), "\(what) fastinter")
-            case "downinter": o.downInter = try positiveTime(try value(opt), "\(what) downinter")
+            case "inter": o.inter = try positiveTime(try value(opt), "\(what) inter", at: location)
+            case "fastinter": o.fastInter = try positiveTime(try value(opt), "\(what) fastinter", at: location)
+            case "downinter": o.downInter = try positiveTime(try value(opt), "\(what) downinter", at: location)
             case "rise": o.rise = try Values.integer(try value(opt), for: "\(what) rise", in: 1...Int(Int32.max))
             case "fall": o.fall = try Values.integer(try value(opt), for: "\(what) fall", in: 1...Int(Int32.max))
             case "port": o.checkPort = try Values.integer(try value(opt), for: "\(what) port", in: 1...65535)
@@ -540,10 +541,26 @@ extension ConfigParser {
         return o
     }
 
-    func positiveTime(_ text: String, _ what: String) throws -> Milliseconds {
-        let v = try Values.time(text, for: what)
+    func positiveTime(_ text: String, _ what: String, at location: SourceLocation? = nil) throws -> Milliseconds {
+        let v = try lenientTime(text, what, at: location)
         if v == 0 { throw ConfigError("\(what): must be greater than 0") }
         return v
+    }
+
+    /// A server timer as HAProxy 2.6 reads it: characters after a valid value (`1s[`) are
+    /// a warning, not an error (HAProxy says it will refuse them one day).
+    func lenientTime(_ text: String, _ what: String, at location: SourceLocation?) throws -> Milliseconds {
+        do { return try Values.time(text, for: what) } catch {
+            guard let location else { throw error }
+            let digits = text.prefix { $0.isASCII && $0.isNumber }
+            let rest = text.dropFirst(digits.count)
+            guard !digits.isEmpty, let unit = ["us", "ms", "s", "m", "h", "d", ""].first(where: { rest.hasPrefix($0) }) else { throw error }
+            let junk = rest.dropFirst(unit.count)
+            guard let c = junk.first, !(c.isLetter || c.isNumber) else { throw error }
+            let value = try Values.time(String(digits) + unit, for: what)
+            warning("\(what): unexpected character '\(c)' after the timer value '\(text)'; it is read as '\(digits)\(unit)' (HAProxy 2.6 warns the same and will refuse it)", at: location)
+            return value
+        }
     }
 
     /// `cookie NAME [rewrite|insert|prefix] [indirect] [nocache] ...`.
@@ -666,7 +683,13 @@ extension ConfigParser {
         let flags = Self.optionFlags
         if let key = flags[name] {
             if name == "httplog", let extra = rest.first, extra != "clf" { throw ConfigError("option httplog: unexpected '\(extra)'") }
-            if name != "httplog", let extra = rest.first { throw ConfigError("option \(name): unexpected '\(extra)'") }
+            if name == "redispatch", let interval = rest.first {
+                // `option redispatch <interval>`: every Nth retry, or the Nth from the end.
+                guard rest.count == 1, let n = Int(interval) else {
+                    throw ConfigError("option redispatch: the interval is an integer (-1: the last retry, the default; N: every Nth retry; 0: never)")
+                }
+                settings.options.redispatchInterval = n
+            } else if name != "httplog", let extra = rest.first { throw ConfigError("option \(name): unexpected '\(extra)'") }
             settings.options[keyPath: key] = !negated
             if name == "httplog" || name == "tcplog" {
                 let format: AccessLogFormat = name == "tcplog" ? .tcp : rest.first == "clf" ? .httpCLF : .http

@@ -3,6 +3,25 @@ import ProxyRules
 @testable import ProxyConfig
 
 @Suite struct GlobalKeywords {
+    /// `option redispatch [interval]`: -1 (the default) is the last retry, N every Nth, -N
+    /// the Nth from the end, 0 never; HAProxy 2.6's reading, bare `balance` included.
+    @Test func redispatchIntervalAndBareBalance() throws {
+        var o = ProxyOptions()
+        o.redispatch = true
+        #expect((1...3).map { o.redispatches(attempt: $0, of: 3) } == [false, false, true])
+        o.redispatchInterval = 2
+        #expect((1...4).map { o.redispatches(attempt: $0, of: 4) } == [false, true, false, true])
+        o.redispatchInterval = -2
+        #expect((1...3).map { o.redispatches(attempt: $0, of: 3) } == [false, true, false])
+        o.redispatchInterval = 0
+        #expect(!o.redispatches(attempt: 3, of: 3))
+        var loader = ConfigLoader(environment: Environment())
+        loader.resolvesNames = false
+        let r = loader.load(text: "backend b\n    balance\n    option redispatch 2\n    server s 127.0.0.1:1\n")
+        #expect(r.errors.isEmpty, "\(r.errors)")
+        #expect(r.configuration?.proxies[0].settings.balance == .roundRobin && r.configuration?.proxies[0].settings.options.redispatchInterval == 2)
+    }
+
     @Test func everyGlobalKeyword() throws {
         let c = try model("""
         global

@@ -65,7 +65,7 @@ extension HTTPTransaction {
                 hashKey = (transactions, key)
             }
         }
-        let excluded = retriesLeft < backend.settings.retries && backend.settings.options.redispatch && retriesLeft == 0 ? triedServer : nil
+        let excluded = backend.settings.options.redispatches(attempt: backend.settings.retries - retriesLeft, of: backend.settings.retries) ? triedServer : nil
         releaseSlot()
         var request = AdmissionRequest(hashKey: key, excluding: excluded, wokenTicket: woken)
         // A valid persistence cookie wins over the balancer while its server takes its clients

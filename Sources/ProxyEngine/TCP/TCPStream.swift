@@ -128,7 +128,7 @@ final class TCPStream: LoopObject, ConnectionOwner, QueueWaiter {
 
     func connect(woken: QueueTicket? = nil) {
         // `option redispatch`: the last retry goes to another server than the one that failed.
-        let excluded = backend.settings.options.redispatch && retriesLeft == 0 && retriesLeft < backend.settings.retries ? triedServer : nil
+        let excluded = backend.settings.options.redispatches(attempt: backend.settings.retries - retriesLeft, of: backend.settings.retries) ? triedServer : nil
         var request = AdmissionRequest(excluding: excluded, wokenTicket: woken)
         if case .source = backend.settings.balance {
             let ip = HTTPTransaction.ip(of: clientAddress)
