@@ -4,7 +4,7 @@ import ProxySystem
 /// The `global` section's keywords.
 extension ConfigParser {
     static let globalKeywords = [
-        "daemon", "maxconn", "pidfile", "nbthread", "log", "stats", "hard-stop-after", "grace",
+        "daemon", "maxconn", "pidfile", "nbthread", "log", "stats", "hard-stop-after", "grace", "spread-checks",
         "mworker-max-reloads", "mworker-max-old-workers", "master-worker",
         "ssl-default-bind-ciphers", "ssl-default-bind-ciphersuites", "ssl-default-bind-curves", "ssl-default-bind-options",
         "ssl-default-server-ciphers", "ssl-default-server-ciphersuites", "ssl-default-server-curves", "ssl-default-server-options",
@@ -16,7 +16,7 @@ extension ConfigParser {
 
     /// Keywords HAProxy has in `global` that we do not support yet.
     static let knownUnsupportedGlobal: Set<String> = [
-        "nbproc", "description", "node", "quiet", "debug", "spread-checks",
+        "nbproc", "description", "node", "quiet", "debug",
         "log-send-hostname", "log-tag", "lua-load", "stats bind-process", "cpu-map", "h1-case-adjust",
         "insecure-fork-wanted", "expose-experimental-directives", "maxsslconn", "maxconnrate",
         "server-state-base", "localpeer", "unix-bind", "busy-polling",
@@ -96,6 +96,9 @@ extension ConfigParser {
             default: throw ConfigError("'master-worker \(args.first!)': the option is exit-on-failure (HAProxy's default: a worker's death stops everything) or no-exit-on-failure (ours: it is replaced)")
             }
             config.global.masterWorker = true
+        case "spread-checks":
+            try Values.expect(args, 1, usage: "spread-checks <0..50>")
+            config.global.spreadChecks = try Values.integer(args.first!, for: "spread-checks", in: 0...50)
         case "hard-stop-after":
             try Values.expect(args, 1, usage: "hard-stop-after <time>")
             config.global.hardStopAfter = try Values.time(args.first!, for: "hard-stop-after")

@@ -123,6 +123,8 @@ public struct GlobalSettings: Sendable {
     /// `stats maxconn`: CLI connections served at once (HAProxy's default is 10).
     public var statsMaxConnections = 10
     public var hardStopAfter: Milliseconds?
+    /// `spread-checks N`: each check interval moves by up to ±N% (0..50), at random.
+    public var spreadChecks = 0
     public var grace: Milliseconds?
     public var closeSpreadTime: Milliseconds?
     /// `user`/`group` as written, and the ids they resolve to (at load, as HAProxy does).
@@ -297,6 +299,8 @@ public struct ProxyOptions: Sendable, Equatable {
     public var dontLogNull = false
     public var logASAP = false
     public var redispatch = false
+    /// `option log-health-checks`: every change of a server's check result is logged.
+    public var logHealthChecks = false
     /// `option redispatch <interval>`: redispatch on every Nth retry (N > 0), or on the Nth
     /// retry from the end (N < 0; -1, the default, is the last one).
     public var redispatchInterval = -1
@@ -446,6 +450,10 @@ public struct ServerOptions: Sendable, Equatable {
     public var proxyV2SSL = ProxyV2SSL()
     /// `check-send-proxy`: health checks send a PROXY header too (`LOCAL`/`UNKNOWN`).
     public var checkSendProxy = false
+    /// `on-marked-down shutdown-sessions`: its connections close when it goes DOWN.
+    public var shutdownSessionsWhenDown = false
+    /// `on-marked-up shutdown-backup-sessions`: the backups' connections close when it comes UP.
+    public var shutdownBackupSessionsWhenUp = false
     public var slowStart: Milliseconds?
     /// `ssl`: connections to the server are TLS (origination).
     public var ssl = false

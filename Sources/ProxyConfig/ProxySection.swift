@@ -421,9 +421,10 @@ extension ConfigParser {
                      "check-send-proxy", "ssl", "no-ssl", "verify", "verifyhost", "no-verifyhost", "ca-file", "crl-file", "crt",
                      "sni", "alpn", "check-ssl", "no-check-ssl", "check-sni", "check-alpn", "ssl-reuse", "no-ssl-reuse",
                      "tls-tickets", "no-tls-tickets", "ciphers", "ciphersuites", "ssl-min-ver", "ssl-max-ver", "no-sslv3",
-                     "no-tlsv10", "no-tlsv11", "no-tlsv12", "no-tlsv13", "force-tlsv12", "force-tlsv13", "proxy-v2-options"]
+                     "no-tlsv10", "no-tlsv11", "no-tlsv12", "no-tlsv13", "force-tlsv12", "force-tlsv13", "proxy-v2-options",
+                     "on-marked-down", "on-marked-up"]
     static let unsupportedServerKeywords: Set<String> = ["resolvers", "init-addr", "resolve-prefer",
-                                                                    "on-marked-down", "on-marked-up", "on-error", "observe", "error-limit", "agent-check",
+                                                                    "on-error", "observe", "error-limit", "agent-check",
                                                                     "agent-port", "agent-inter", "id", "track", "redir", "minconn", "source", "usesrc",
                                                                     "proto", "pool-max-conn",
                                                                     "tfo", "namespace", "health-check", "non-stick", "socks4"]
@@ -439,6 +440,14 @@ extension ConfigParser {
         while let opt = rest.popFirst() {
             switch opt {
             case "check": o.check = true
+            case "on-marked-down":
+                let v = try value(opt)
+                guard v == "shutdown-sessions" else { throw ConfigError("\(what) on-marked-down: the action is 'shutdown-sessions'") }
+                o.shutdownSessionsWhenDown = true
+            case "on-marked-up":
+                let v = try value(opt)
+                guard v == "shutdown-backup-sessions" else { throw ConfigError("\(what) on-marked-up: the action is 'shutdown-backup-sessions'") }
+                o.shutdownBackupSessionsWhenUp = true
             case "no-check": o.check = false
             case "inter": o.inter = try positiveTime(try value(opt), "\(what) inter", at: location)
             case "fastinter": o.fastInter = try positiveTime(try value(opt), "\(what) fastinter", at: location)
@@ -627,7 +636,7 @@ extension ConfigParser {
 
     nonisolated(unsafe) static let optionFlags: [String: WritableKeyPath<ProxyOptions, Bool>] = [
             "httplog": \.httpLog, "tcplog": \.tcpLog, "dontlognull": \.dontLogNull, "logasap": \.logASAP,
-            "redispatch": \.redispatch, "allbackups": \.allBackups, "abortonclose": \.abortOnClose,
+            "redispatch": \.redispatch, "allbackups": \.allBackups, "abortonclose": \.abortOnClose, "log-health-checks": \.logHealthChecks,
             "clitcpka": \.clientKeepAlive, "srvtcpka": \.serverKeepAlive,
         ]
 
@@ -771,7 +780,7 @@ extension ConfigParser {
             let all = Array(flags.keys) + ["tcpka", "httpclose", "http-server-close", "http-keep-alive", "forwardfor", "httpchk", "forceclose",
                                            "tcp-check", "redis-check", "smtpchk", "pgsql-check",
                                            "splice-auto", "splice-request", "splice-response", "idle-close-on-response"]
-            let unsupported: Set<String> = ["http-use-htx", "http-buffer-request", "log-health-checks", "originalto", "persist",
+            let unsupported: Set<String> = ["http-use-htx", "http-buffer-request", "originalto", "persist",
                                             "prefer-last-server", "ssl-hello-chk", "mysql-check",
                                             "ldap-check", "external-check", "http-pretend-keepalive",
                                             "http-no-delay", "httpslog", "log-separate-errors", "nolinger", "socket-stats",

@@ -77,6 +77,7 @@ public final class ProxyEngine: @unchecked Sendable {
 
     /// Starts one thread per loop.
     public func start() throws {
+        model.shutdownSessionsOf = { [unowned self] server in self.shutdownSessions(server: server) }
         for (i, loop) in loops.enumerated() {
             running.add(1, ordering: .relaxed)
             let context = contexts[i]

@@ -12,6 +12,9 @@ public final class RuntimeModel: @unchecked Sendable {
     public let backends: [String: Backend]
     /// Connections open across all loops (global `maxconn`).
     public let activeConnections = Atomic<Int>(0)
+    /// Closes every session on a server, on every loop (`on-marked-down shutdown-sessions`);
+    /// the engine sets it.
+    var shutdownSessionsOf: ((Server) -> Void)?
     /// Requests and TCP sessions logged with `%rt`.
     let requestCount = Atomic<Int>(0)
     public let maxConnections: Int

@@ -39,6 +39,34 @@ import Testing
     }
 }
 
+/// `on-marked-down shutdown-sessions` cuts a failing server's open connections at once;
+/// `option log-health-checks` logs each change of a check's result; `spread-checks` loads.
+@Suite(.serialized) struct CheckReactions {
+    @Test func markedDownShutsSessionsAndEveryChangeIsLogged() throws {
+        let bed = try TestBed()
+        let w1 = try bed.backend(name: "webmail1")
+        let port = TestBed.freePort()
+        try bed.proxy(httpConfig(port: port, servers: [], backend: """
+            option httpchk GET /haproxy.check
+            option log-health-checks
+            log stdout format raw local0
+            server webmail1 127.0.0.1:\(w1) check inter 100 fall 2 rise 1 on-marked-down shutdown-sessions
+        """, global: "spread-checks 5"), waitFor: port)
+        // A request that takes 5 s, in flight when the server fails its checks.
+        let started = Date()
+        let slow = try TestBed.slowRequest(port, ms: 5000)
+        #expect(TestBed.waitUntil(timeout: 3) { (try? TestBed.curl(["http://127.0.0.1:\(port)/"]))?.0 == 200 })
+        FileManager.default.createFile(atPath: bed.directory + "/webmail1.down", contents: nil)
+        #expect(TestBed.waitUntil(timeout: 5) { !slow.isRunning }, "the slow request was cut when the server went DOWN")
+        #expect(Date().timeIntervalSince(started) < 4.5)
+        let log = bed.log()
+        #expect(log.contains("Health check for server app/webmail1 failed, reason: Layer7 wrong status, code: 500, check duration: "), "\(log)")
+        #expect(log.contains(", status: 1/2 UP.") && log.contains("Server app/webmail1 is DOWN"), "\(log)")
+        try FileManager.default.removeItem(atPath: bed.directory + "/webmail1.down")
+        #expect(TestBed.waitUntil(timeout: 3) { bed.log().contains("Health check for server app/webmail1 succeeded, reason: Layer7 check passed, code: 200") })
+    }
+}
+
 @Suite(.serialized) struct CookiePersistence {
     func start(_ cookieLine: String) throws -> (TestBed, Int, Int, Int) {
         let bed = try TestBed()

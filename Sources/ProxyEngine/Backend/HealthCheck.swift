@@ -135,10 +135,16 @@ final class HealthCheck: LoopObject {
 
     /// The next interval: `fastinter` while changing state, `downinter` while down.
     var nextInterval: Int64 {
-        if isUp && failures > 0 { return Int64(options.fastInter ?? options.inter) }
-        if !isUp && successes > 0 { return Int64(options.fastInter ?? options.inter) }
-        if !isUp { return Int64(options.downInter ?? options.inter) }
-        return Int64(options.inter)
+        let base: Int64
+        if isUp && failures > 0 { base = Int64(options.fastInter ?? options.inter) }
+        else if !isUp && successes > 0 { base = Int64(options.fastInter ?? options.inter) }
+        else if !isUp { base = Int64(options.downInter ?? options.inter) }
+        else { base = Int64(options.inter) }
+        // `spread-checks N`: up to ±N% at random, so that servers drift apart.
+        let spread = context.model.configuration.global.spreadChecks
+        guard spread > 0, base > 1 else { return base }
+        let span = base * Int64(spread) / 100
+        return max(1, base + Int64.random(in: -span...span))
     }
 
     override func timerFired() {
@@ -439,6 +445,7 @@ final class HealthCheck: LoopObject {
     func complete(_ ok: Bool, reason: String, code: Int?) {
         let duration = context.loop.now - startedMs
         finishAttempt()
+        let previous = server.lastCheck.withLock { $0.status }
         if ok {
             successes += 1
             failures = 0
@@ -457,6 +464,14 @@ final class HealthCheck: LoopObject {
             r.description = String(reason.prefix { $0 != "," })
             if !ok { r.failures += 1 }
             r.health = isUp ? o.rise + o.fall - 1 - failures : successes
+        }
+        // `option log-health-checks`: each change of the result, as HAProxy words it.
+        if backend.settings.options.logHealthChecks, previous != Self.shortStatus(ok, reason) {
+            var line = "Health check for server \(backend.name)/\(server.name) \(ok ? "succeeded" : "failed"), reason: \(reason)"
+            if let code { line += ", code: \(code)" }
+            let status = isUp ? "\(max(0, o.fall - failures))/\(o.fall) UP" : "\(successes)/\(o.rise) DOWN"
+            line += ", check duration: \(duration)ms, status: \(status)."
+            context.model.logger.alert(line, level: ok ? .notice : .warning, to: context.model.logger.destinations(for: backend.settings.logs))
         }
     }
 
@@ -483,6 +498,11 @@ final class HealthCheck: LoopObject {
         line += ", check duration: \(duration)ms. \(active) active and \(backups) backup servers \(up ? "online" : "left")."
         if !up && active == 0 && backups == 0 { line += " 0 sessions active, 0 requeued, 0 remaining in queue." }
         context.model.logger.alert(line, level: up ? .notice : .alert, to: context.model.logger.destinations(for: backend.settings.logs))
+        // `on-marked-down shutdown-sessions`, `on-marked-up shutdown-backup-sessions`.
+        if !up && options.shutdownSessionsWhenDown { context.model.shutdownSessionsOf?(server) }
+        if up && options.shutdownBackupSessionsWhenUp && !server.isBackup {
+            for b in backend.servers where b.isBackup { context.model.shutdownSessionsOf?(b) }
+        }
         if !up && active == 0 && backups == 0 {
             let alert = "backend \(backend.name) has no server available!"
             context.model.logger.alert(alert, level: .emergency, to: context.model.logger.destinations(for: backend.settings.logs))
