@@ -595,7 +595,7 @@ final class HTTPTransaction: LoopObject, QueueWaiter, ConnectionOwner {
         r.frontendConnections = frontend.active.load(ordering: .relaxed)
         r.backendConnections = backend?.active.load(ordering: .relaxed) ?? 0
         r.serverConnections = triedServer?.active.load(ordering: .relaxed) ?? 0
-        if let b = backend { r.retries = max(0, b.settings.retries - retriesLeft) }
+        if let b = backend, triedServer != nil { r.retries = max(0, b.settings.retries - retriesLeft) }
         r.requestLine = requestLineForLog.isEmpty ? nil : requestLineForLog
         if frontend.requestCaptures > 0 {
             r.requestCaptures = captures.count == frontend.requestCaptures ? captures : [[UInt8]?](repeating: nil, count: frontend.requestCaptures)
