@@ -89,7 +89,7 @@ struct LineLexer {
                 case UInt8(ascii: "n"): current.append(10); i += 2
                 case UInt8(ascii: "t"): current.append(9); i += 2
                 case UInt8(ascii: "x"):
-                    guard i + 3 < end, let h = hex(line[i + 2]), let l = hex(line[i + 3]) else {
+                    guard i + 3 < end, let h = Self.hex(line[i + 2]), let l = Self.hex(line[i + 3]) else {
                         throw Failure.message("invalid escape '\\x' at column \(i - line.startIndex + 1): it needs two hex digits, as in \\x41")
                     }
                     current.append(h << 4 | l)
@@ -135,7 +135,7 @@ struct LineLexer {
         return words
     }
 
-    private func hex(_ b: UInt8) -> UInt8? {
+    static func hex(_ b: UInt8) -> UInt8? {
         switch b {
         case 0x30...0x39: return b - 0x30
         case 0x41...0x46: return b - 0x41 + 10

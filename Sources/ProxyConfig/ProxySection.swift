@@ -840,20 +840,11 @@ extension ConfigParser {
         var out: [UInt8] = []
         var i = 0
         while i < digits.count {
-            guard let h = Self.hexValue(digits[i]), let l = Self.hexValue(digits[i + 1]) else { return nil }
+            guard let h = LineLexer.hex(digits[i]), let l = LineLexer.hex(digits[i + 1]) else { return nil }
             out.append(h << 4 | l)
             i += 2
         }
         return out
-    }
-
-    static func hexValue(_ c: UInt8) -> UInt8? {
-        switch c {
-        case 0x30...0x39: return c - 0x30
-        case 0x61...0x66: return c - 0x61 + 10
-        case 0x41...0x46: return c - 0x41 + 10
-        default: return nil
-        }
     }
 
     /// `tcp-check connect|send|send-binary|expect|comment`: the steps `option tcp-check` runs.

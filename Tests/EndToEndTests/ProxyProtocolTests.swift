@@ -296,12 +296,7 @@ import Testing
         let bed = try TestBed()
         let (pem, _) = try TLSTerminationTests.certificate(in: bed.directory)
         let d = bed.directory
-        let made = try Harness.run("/bin/sh", ["-c", """
-            cd \(d) && openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 30 -subj '/CN=Test Client CA' && \
-            openssl req -newkey rsa:2048 -nodes -keyout alice.key -out alice.csr -subj '/O=Ops/CN=alice' && \
-            openssl x509 -req -in alice.csr -CA ca.crt -CAkey ca.key -set_serial 7 -days 5 -out alice.crt
-            """])
-        #expect(made.status == 0, "\(made.stderr)")
+        try TLSTerminationTests.clientCertificate(in: d)
         let peer = TestBed.freePort()
         try bed.start(Harness.which("python3") ?? "/usr/bin/python3", [Harness.root + "/Tests/EndToEndTests/Helpers/proxy_v2_peer.py", String(peer)])
         #expect(TestBed.waitForPort(peer))

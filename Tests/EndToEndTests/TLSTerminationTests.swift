@@ -20,6 +20,17 @@ import Testing
         return (pem, cert)
     }
 
+    /// A client CA (`ca.crt`) and alice's certificate it signed (`alice.crt`, `alice.key`,
+    /// subject `/C=FR/O=Ops/CN=alice`, serial 4660) in `d`.
+    static func clientCertificate(in d: String) throws {
+        let made = try Harness.run("/bin/sh", ["-c", """
+            cd \(d) && openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 30 -subj '/CN=Test Client CA' && \
+            openssl req -newkey rsa:2048 -nodes -keyout alice.key -out alice.csr -subj '/C=FR/O=Ops/CN=alice' && \
+            openssl x509 -req -in alice.csr -CA ca.crt -CAkey ca.key -set_serial 4660 -days 5 -out alice.crt
+            """])
+        #expect(made.status == 0, "\(made.stderr)")
+    }
+
     func config(_ https: Int, _ tcps: Int, app: Int, pem: String) -> String {
         """
         \(TestBed.defaults("http"))
@@ -246,12 +257,7 @@ import Testing
         let bed = try TestBed()
         let (pem, _) = try Self.certificate(in: bed.directory)
         let d = bed.directory
-        let made = try Harness.run("/bin/sh", ["-c", """
-            cd \(d) && openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 30 -subj '/CN=Test Client CA' && \
-            openssl req -newkey rsa:2048 -nodes -keyout alice.key -out alice.csr -subj '/C=FR/O=Ops/CN=alice' && \
-            openssl x509 -req -in alice.csr -CA ca.crt -CAkey ca.key -set_serial 4660 -days 5 -out alice.crt
-            """])
-        #expect(made.status == 0, "\(made.stderr)")
+        try Self.clientCertificate(in: d)
         let required = TestBed.freePort(), optional = TestBed.freePort()
         try bed.proxy("""
         global

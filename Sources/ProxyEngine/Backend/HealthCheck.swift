@@ -237,14 +237,10 @@ final class HealthCheck: LoopObject {
         if tcpSteps != nil {
             // The PROXY header first (`send-proxy`), then the steps.
             if let request {
-                while sent < request.count {
-                    let r = request[sent...].withUnsafeBytes { send(s, $0.baseAddress!, $0.count) }
-                    guard case .done(let n)? = r, n > 0 else {
-                        if case .wouldBlock? = r { return }
-                        complete(false, reason: "Layer4 connection problem", code: nil)
-                        return
-                    }
-                    sent += n
+                switch sendAll(s, request, from: &sent) {
+                case .done: break
+                case .wouldBlock: return
+                case .failed: complete(false, reason: "Layer4 connection problem", code: nil); return
                 }
             }
             runSteps(s)
@@ -255,14 +251,10 @@ final class HealthCheck: LoopObject {
             complete(true, reason: "Layer4 check passed", code: nil)
             return
         }
-        while sent < request.count {
-            let r = request[sent...].withUnsafeBytes { send(s, $0.baseAddress!, $0.count) }
-            guard case .done(let n)? = r, n > 0 else {
-                if case .wouldBlock? = r { return }
-                complete(false, reason: "Layer7 connection problem", code: nil)
-                return
-            }
-            sent += n
+        switch sendAll(s, request, from: &sent) {
+        case .done: break
+        case .wouldBlock: return
+        case .failed: complete(false, reason: "Layer7 connection problem", code: nil); return
         }
         if !layer7 {
             complete(true, reason: "Layer4 check passed", code: nil)
@@ -297,14 +289,12 @@ final class HealthCheck: LoopObject {
         while stepIndex < steps.count {
             switch steps[stepIndex] {
             case .send(let bytes):
-                while stepSent < bytes.count {
-                    let r = bytes[stepSent...].withUnsafeBytes { send(s, $0.baseAddress!, $0.count) }
-                    guard case .done(let n)? = r, n > 0 else {
-                        if case .wouldBlock? = r { return }
-                        complete(false, reason: "Layer7 connection problem, info: \" at step \(stepNumber) of \(tcpOrigin) (send)\"", code: nil)
-                        return
-                    }
-                    stepSent += n
+                switch sendAll(s, bytes, from: &stepSent) {
+                case .done: break
+                case .wouldBlock: return
+                case .failed:
+                    complete(false, reason: "Layer7 connection problem, info: \" at step \(stepNumber) of \(tcpOrigin) (send)\"", code: nil)
+                    return
                 }
                 stepSent = 0
                 response.removeAll(keepingCapacity: true)
@@ -364,6 +354,21 @@ final class HealthCheck: LoopObject {
         case .connect: return "connect"
         case .comment(let c): return c
         }
+    }
+
+    enum SendOutcome { case done, wouldBlock, failed }
+
+    /// Writes `bytes` from `offset` on, as far as the socket takes them now.
+    func sendAll(_ s: FileDescriptor, _ bytes: [UInt8], from offset: inout Int) -> SendOutcome {
+        while offset < bytes.count {
+            let r = bytes[offset...].withUnsafeBytes { send(s, $0.baseAddress!, $0.count) }
+            guard case .done(let n)? = r, n > 0 else {
+                if case .wouldBlock? = r { return .wouldBlock }
+                return .failed
+            }
+            offset += n
+        }
+        return .done
     }
 
     /// Writes on the check's socket, through its TLS session when it has one; nil on failure.
