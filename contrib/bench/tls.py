@@ -218,12 +218,14 @@ def main():
             r = statistics.median(per["proxy"]) / statistics.median(per["haproxy"])
             print(f"  ratio proxy/haproxy: {r:.3f} (bar <= 1: {'yes' if r <= 1 else 'NO'})")
         if "outside" not in skip:
-            print(f"user instructions per full handshake under callgrind (ECDSA, N={a.handshakes}, (3N - N) / 2N):")
-            res = {n: outside_instructions(n, b, cfg(n, "ecdsa"), a.handshakes, d) for n, b in binaries.items()}
-            for name in binaries:
-                print(f"  {name:8} outside libssl/libcrypto {res[name][0]:10,.0f}   inside {res[name][1]:12,.0f}")
-            r = res["proxy"][0] / res["haproxy"][0]
-            print(f"  ratio proxy/haproxy outside: {r:.3f} (bar <= 1: {'yes' if r <= 1 else 'NO'})")
+            for kind in ("ecdsa", "rsa"):
+                print(f"user instructions per full handshake under callgrind ({'ECDSA' if kind == 'ecdsa' else 'RSA'}, N={a.handshakes}, (3N - N) / 2N):")
+                res = {n: outside_instructions(n, b, cfg(n, kind), a.handshakes, d) for n, b in binaries.items()}
+                for name in binaries:
+                    print(f"  {name:8} outside libssl/libcrypto {res[name][0]:10,.0f}   inside {res[name][1]:12,.0f}")
+                r = res["proxy"][0] / res["haproxy"][0]
+                inside = res["proxy"][1] / res["haproxy"][1]
+                print(f"  ratio proxy/haproxy outside: {r:.3f} (bar <= 1: {'yes' if r <= 1 else 'NO'}); inside: {inside:.3f}")
         if "resumption" not in skip:
             print("resumption of a session saved before a reload (-sf), offered after it:")
             res = {n: resumption(n, b, cfg(n, "ecdsa"), d) for n, b in binaries.items()}
