@@ -108,16 +108,7 @@ extension ConfigParser {
             // frontend with `tcp-request inspect-delay` waits for.
             let conditions = p.tcpRequestRules.filter { $0.action.layer == .content }.compactMap { r in r.condition.map { ($0, r.location) } }
                 + p.useBackendRules.compactMap { r in r.condition.map { ($0, r.location) } }
-            let readsFirstBytes = conditions.contains { c, _ in
-                c.acls.flatMap(\.terms).contains { $0.expression.fetch.readsClientHello }
-            } || p.tcpRequestRules.contains { r in
-                switch r.action.operation {
-                case .setVariable(_, _, let e)?, .capture(let e, _, _)?: return e.fetch.readsClientHello
-                case .setVariableFormat(_, _, let f)?: return f.contains("req.ssl") || f.contains("req_ssl")
-                default: return false
-                }
-            }
-            if p.settings.inspectDelay != nil && (p.mode == .http || !readsFirstBytes) {
+            if p.settings.inspectDelay != nil && (p.mode == .http || !p.readsClientHello) {
                 warning("\(label): 'tcp-request inspect-delay' changes nothing here: \(p.mode == .http ? "mode http waits for the request anyway" : "no 'tcp-request content' rule or 'use_backend' reads the client's first bytes (req.ssl_sni, req.ssl_hello_type, req.ssl_ver)")", at: p.settings.inspectDelayLocation ?? p.location)
             }
             for (c, location) in conditions {

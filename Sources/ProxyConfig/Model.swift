@@ -782,6 +782,19 @@ public struct TCPRequestAction: Sendable, Equatable {
         case capture(SampleExpression, length: Int, slot: Int)
     }
     public var layer: Layer
+
+    /// Whether the rule reads the client's first bytes (`req.ssl_sni`...), in its condition
+    /// or its operation: a TCP frontend then waits for them (`tcp-request inspect-delay`).
+    public func readsClientHello(_ condition: Condition?) -> Bool {
+        if let c = condition, c.acls.contains(where: { $0.terms.contains { $0.expression.fetch.readsClientHello } }) { return true }
+        switch operation {
+        case .setVariable(_, _, let e)?, .capture(let e, _, _)?: return e.fetch.readsClientHello
+        case .setVariableFormat(_, _, let f)?:
+            let nodes = (try? LogFormatText.parse(f, separators: false)) ?? []
+            return nodes.contains { if case .sample(let e, _) = $0 { return e.fetch.readsClientHello }; return false }
+        default: return false
+        }
+    }
     /// nil for a rule that performs `operation` and lets evaluation go on.
     public var verdict: Verdict?
     public var operation: Operation?
@@ -900,6 +913,14 @@ public struct ProxyDefinition: Sendable {
     public var legacyRewrites: [Rule<LegacyRewrite>] = []
 
     public var isFrontend: Bool { kind == .frontend || kind == .listen }
+    /// Whether a `tcp-request content` rule or a `use_backend` condition reads the client's
+    /// first bytes (`req.ssl_sni`, `req.ssl_hello_type`, `req.ssl_ver`).
+    public var readsClientHello: Bool {
+        tcpRequestRules.contains { $0.action.layer == .content && $0.action.readsClientHello($0.condition) }
+            || useBackendRules.contains { r in
+                r.condition?.acls.contains { $0.terms.contains { $0.expression.fetch.readsClientHello } } ?? false
+            }
+    }
     public var isBackend: Bool { kind == .backend || kind == .listen }
     public var mode: ProxyMode { settings.mode }
 }

@@ -148,7 +148,7 @@ extension ConfigParser {
         case "http-check":
             try parseHTTPCheck(args)
         case "tcp-check":
-            try parseTCPCheckRule(args)
+            try parseTCPCheckRule(args, at: location)
         case "acl":
             try parseACL(args)
         case "http-request":
@@ -848,7 +848,7 @@ extension ConfigParser {
     }
 
     /// `tcp-check connect|send|send-binary|expect|comment`: the steps `option tcp-check` runs.
-    func parseTCPCheckRule(_ args: ArraySlice<String>) throws {
+    func parseTCPCheckRule(_ args: ArraySlice<String>, at location: SourceLocation) throws {
         guard let sub = args.first else { throw ConfigError("'tcp-check' needs an action: connect, send, send-binary, expect or comment") }
         var rest = args.dropFirst()
         var steps = settings.tcpCheckRules
@@ -873,7 +873,9 @@ extension ConfigParser {
                     return v
                 }
                 switch w {
-                case "default", "linger": break
+                case "default": break  // the server's own settings: what is used anyway
+                case "linger":
+                    warning("tcp-check connect: 'linger' changes nothing here: a check's connection is closed normally once it is judged", at: location)
                 case "port": c.port = try Values.integer(try value(), for: "tcp-check connect port", in: 1...65535)
                 case "addr":
                     let v = try value()

@@ -78,17 +78,7 @@ public final class Frontend: @unchecked Sendable {
         tcpConnectionRules = definition.tcpRequestRules.filter { $0.action.layer == .connection }
         tcpContentRules = definition.tcpRequestRules.filter { $0.action.layer == .content }
         requestCaptures = definition.requestCaptures.count
-        let conditions = tcpContentRules.compactMap(\.condition) + definition.useBackendRules.compactMap(\.condition)
-        let readsPayload = conditions.contains { c in
-            c.acls.contains { acl in acl.terms.contains { $0.expression.fetch.readsClientHello } }
-        } || tcpContentRules.contains { r in
-            switch r.action.operation {
-            case .setVariable(_, _, let e)?, .capture(let e, _, _)?: return e.fetch.readsClientHello
-            case .setVariableFormat(_, _, let f)?: return f.contains("req.ssl") || f.contains("req_ssl")
-            default: return false
-            }
-        }
-        inspectDelay = definition.mode == .tcp && readsPayload ? definition.settings.inspectDelay.map(Int64.init) : nil
+        inspectDelay = definition.mode == .tcp && definition.readsClientHello ? definition.settings.inspectDelay.map(Int64.init) : nil
         logDestinations = logger.destinations(for: definition.settings.logs)
         let format = logDestinations.isEmpty ? nil : definition.settings.accessLog.map { LogFormat($0.text, separators: true) }
         accessLog = format
