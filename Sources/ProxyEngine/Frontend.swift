@@ -40,6 +40,8 @@ public final class Frontend: @unchecked Sendable {
     let tcpContentRules: [Rule<TCPRequestAction>]
     /// How many request capture slots its sessions hold (`tcp-request content capture`).
     let requestCaptures: Int
+    /// Its `tcp-request content set-var-fmt` formats, compiled.
+    let contentFormats: [String: LogFormat]
     /// `tcp-request inspect-delay` (ms), when a TCP frontend's content rules or routes read
     /// the client's first bytes; nil: nothing waits for them.
     let inspectDelay: Int64?
@@ -78,6 +80,7 @@ public final class Frontend: @unchecked Sendable {
         tcpConnectionRules = definition.tcpRequestRules.filter { $0.action.layer == .connection }
         tcpContentRules = definition.tcpRequestRules.filter { $0.action.layer == .content }
         requestCaptures = definition.requestCaptures.count
+        contentFormats = tcpContentRules.compiledFormats
         inspectDelay = definition.mode == .tcp && definition.readsClientHello ? definition.settings.inspectDelay.map(Int64.init) : nil
         logDestinations = logger.destinations(for: definition.settings.logs)
         let format = logDestinations.isEmpty ? nil : definition.settings.accessLog.map { LogFormat($0.text, separators: true) }

@@ -36,6 +36,7 @@ public final class Backend: @unchecked Sendable {
     let rules: CompiledHTTPRules
     /// `tcp-request content` rules of the backend: run once it is chosen.
     let tcpContentRules: [Rule<TCPRequestAction>]
+    let contentFormats: [String: LogFormat]
 
     /// Where its counters start in each loop's block (`CounterTable`).
     public internal(set) var statBase = 0
@@ -71,6 +72,7 @@ public final class Backend: @unchecked Sendable {
         statsPage = definition.settings.stats.enabled ? StatsEndpoint(definition.settings.stats) : nil
         rules = CompiledHTTPRules(definition, errorPages: pages)
         tcpContentRules = definition.isFrontend ? [] : definition.tcpRequestRules.filter { $0.action.layer == .content }
+        contentFormats = tcpContentRules.compiledFormats
     }
 
     /// Turns a configured server address into a socket address. Names were resolved at load;

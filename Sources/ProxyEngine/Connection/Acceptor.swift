@@ -208,6 +208,15 @@ extension Array where Element == Rule<TCPRequestAction> {
     }
 }
 
+extension Array where Element == Rule<TCPRequestAction> {
+    /// The `set-var-fmt` formats of these rules, compiled once, by their text.
+    var compiledFormats: [String: LogFormat] {
+        var formats: [String: LogFormat] = [:]
+        for r in self { if case .setVariableFormat(_, _, let f)? = r.action.operation { formats[f] = LogFormat(f) } }
+        return formats
+    }
+}
+
 extension TCPRequestAction.Operation {
     /// The sample an expression gives, owned (converters applied).
     static func value<C: SampleContext>(_ e: SampleExpression, _ samples: C) -> SampleValue? {

@@ -79,7 +79,7 @@ extension LoopContext {
                 samples.captures = [[UInt8]?](repeating: nil, count: frontend.requestCaptures)
                 // tcp-request content rules, then the route, then the backend's content rules:
                 // in TCP mode all read the connection (and the variables set so far).
-                if frontend.tcpContentRules.evaluate(&samples, perform: Self.perform).reject { return (true, nil) }
+                if frontend.tcpContentRules.evaluate(&samples, perform: { Self.perform($0, &$1, frontend.contentFormats) }).reject { return (true, nil) }
                 var chosen: Backend?
                 // A TCP frontend has fixed routes only (the loader refuses a computed name there).
                 for (route, g) in frontend.routes where g.allows(samples) {
@@ -87,7 +87,7 @@ extension LoopContext {
                     break
                 }
                 if let b = chosen ?? frontend.defaultBackend, b !== frontend.ownBackend, !b.tcpContentRules.isEmpty {
-                    if b.tcpContentRules.evaluate(&samples, perform: Self.perform).reject { return (true, nil) }
+                    if b.tcpContentRules.evaluate(&samples, perform: { Self.perform($0, &$1, b.contentFormats) }).reject { return (true, nil) }
                 }
                 session.variables = samples.variables
                 session.captures = samples.captures
@@ -161,12 +161,12 @@ extension LoopContext {
 
     /// A `tcp-request content` operation on a connection's samples: variables and captures
     /// that later rules, the route, the stream and its log line read.
-    static func perform(_ op: TCPRequestAction.Operation, _ samples: inout ConnectionSamples) {
+    static func perform(_ op: TCPRequestAction.Operation, _ samples: inout ConnectionSamples, _ formats: [String: LogFormat]) {
         switch op {
         case .setVariable(let scope, let name, let e):
             if let v = TCPRequestAction.Operation.value(e, samples) { samples.variables.set(scope, name, v) }
         case .setVariableFormat(let scope, let name, let f):
-            samples.variables.set(scope, name, .string(LogFormat(f).render(nil, samples)))
+            samples.variables.set(scope, name, .string((formats[f] ?? LogFormat(f)).render(nil, samples)))
         case .unsetVariable(let scope, let name):
             samples.variables.set(scope, name, nil)
         case .capture(let e, let length, let slot):

@@ -92,7 +92,7 @@ extension HTTPTransaction {
         // the backend's own rules.
         if !frontend.tcpContentRules.isEmpty || frontend.requestCaptures > 0 {
             captures = [[UInt8]?](repeating: nil, count: frontend.requestCaptures)
-            if rejectedByContentRules(frontend.tcpContentRules) { return }
+            if rejectedByContentRules(frontend.tcpContentRules, frontend.contentFormats) { return }
         }
         if applyRequestRules(frontend.rules.request, legacy: frontend.rules.legacyRequest) { return }
         if let stats = frontend.statsPage, matchesStats(stats.settings) { startService(.stats(proxyName: frontend.name, stats.settings)); return }
@@ -119,7 +119,7 @@ extension HTTPTransaction {
             return
         }
         if backend !== frontend.ownBackend {
-            if !backend.tcpContentRules.isEmpty, rejectedByContentRules(backend.tcpContentRules) { return }
+            if !backend.tcpContentRules.isEmpty, rejectedByContentRules(backend.tcpContentRules, backend.contentFormats) { return }
             if applyRequestRules(backend.rules.request, legacy: backend.rules.legacyRequest) { return }
             if let stats = backend.statsPage, matchesStats(stats.settings) { startService(.stats(proxyName: backend.name, stats.settings)); return }
         }
@@ -359,14 +359,14 @@ extension HTTPTransaction {
 
     /// `tcp-request content` rules in HTTP mode, on each request: operations apply, a
     /// `reject` closes the connection with no response (logged "PR", as HAProxy does).
-    func rejectedByContentRules(_ rules: [Rule<TCPRequestAction>]) -> Bool {
+    func rejectedByContentRules(_ rules: [Rule<TCPRequestAction>], _ formats: [String: LogFormat]) -> Bool {
         var samples = HTTPSamples(session: self, phase: .request)
         let verdict = rules.evaluate(&samples) { op, samples in
             switch op {
             case .setVariable(let scope, let name, let e):
                 if let v = TCPRequestAction.Operation.value(e, samples) { samples.session.variables.set(scope, name, v) }
             case .setVariableFormat(let scope, let name, let f):
-                samples.session.variables.set(scope, name, .string(LogFormat(f).render(samples)))
+                samples.session.variables.set(scope, name, .string((formats[f] ?? LogFormat(f)).render(samples)))
             case .unsetVariable(let scope, let name):
                 samples.session.variables.set(scope, name, nil)
             case .capture(let e, let length, let slot):
