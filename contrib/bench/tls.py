@@ -181,8 +181,10 @@ def main():
                 rate_ratios, cpu_ratios = [], []
                 for name in binaries:  # warm-up
                     handshakes(PORTS[name], 1)
-                for _ in range(a.rounds):
-                    for name in binaries:
+                for i in range(a.rounds):
+                    # ABBA: the order flips each round, so a drift in the machine's pace
+                    # does not always favour the one that runs first.
+                    for name in (list(binaries) if i % 2 == 0 else list(binaries)[::-1]):
                         before = cpu_seconds(procs[name].pid)
                         count, secs = handshakes(PORTS[name], a.seconds)
                         used = cpu_seconds(procs[name].pid) - before
@@ -205,8 +207,8 @@ def main():
         if "keepalive" not in skip:
             per = {n: [] for n in binaries}
             procs = {n: start(n, b, cfg(n, "ecdsa")) for n, b in binaries.items()}
-            for _ in range(a.rounds):
-                for name in binaries:
+            for i in range(a.rounds):
+                for name in (list(binaries) if i % 2 == 0 else list(binaries)[::-1]):
                     before = cpu_seconds(procs[name].pid)
                     n = keepalive(PORTS[name], a.seconds)
                     per[name].append((cpu_seconds(procs[name].pid) - before) / n * 1e6)
