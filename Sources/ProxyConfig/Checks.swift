@@ -17,6 +17,7 @@ extension ConfigParser {
         for index in config.proxies.indices { checkProxy(index) }
         checkListeners()
         checkBackendReferences()
+        checkResolvers()
         warnAboutEnvIntJunk()
         fold()
         config.unenforcedKeywords = unenforced

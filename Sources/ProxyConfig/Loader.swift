@@ -113,11 +113,14 @@ final class ConfigParser {
         case global
         case defaults
         case proxy
+        case resolvers
         /// A section kind we do not support: its lines are skipped.
         case unsupported(String)
     }
 
     var section: Section = .none
+    /// The `resolvers` section being read (nil after a broken header).
+    var resolversIndex: Int?
     /// The settings the next proxy inherits: the last `defaults` section.
     var currentDefaults = ProxySettings()
     var namedDefaults: [String: ProxySettings] = [:]
@@ -295,7 +298,11 @@ final class ConfigParser {
             endSection()
             beginProxySection(ProxyKind(rawValue: keyword)!, words, at: location)
             return
-        case "userlist", "peers", "resolvers", "mailers", "cache", "program", "http-errors", "ring",
+        case "resolvers":
+            endSection()
+            beginResolvers(words, at: location)
+            return
+        case "userlist", "peers", "mailers", "cache", "program", "http-errors", "ring",
              "fcgi-app", "crt-store", "log-forward", "traces", "acme":
             endSection()
             section = .unsupported(keyword)
@@ -317,6 +324,8 @@ final class ConfigParser {
                 try parseGlobalKeyword(words, at: location)
             case .defaults, .proxy:
                 try parseProxyKeyword(words, at: location)
+            case .resolvers:
+                try parseResolversKeyword(words, at: location)
             case .unsupported:
                 return
             }

@@ -18,6 +18,8 @@ public struct Configuration: Sendable {
     public var unenforcedKeywords: [UnenforcedKeyword] = []
     /// The ACL pattern files and map files, as loaded (the runtime API changes them).
     public var patternReferences: PatternReferences?
+    /// The `resolvers` sections, in file order.
+    public var resolvers: [ResolversDefinition] = []
 
     public init() {}
 
@@ -462,10 +464,33 @@ public struct ServerOptions: Sendable, Equatable {
     /// `check-ssl` / `no-check-ssl`; nil: checks use TLS when `ssl` is set and neither
     /// `port` nor `addr` sends them elsewhere (HAProxy's rule).
     public var checkSSL: Bool?
+    /// `resolvers NAME`: the section whose name servers re-resolve the server's name at run time.
+    public var resolvers: String?
+    /// `resolve-prefer ipv4|ipv6` (HAProxy's default: ipv6).
+    public var resolvePreferIPv4 = false
+    /// `resolve-net`: addresses in these networks are chosen first.
+    public var resolveNets: [IPNetwork] = []
+    /// `init-addr`: how the address is found at start, in order (nil: `last,libc`).
+    public var initAddr: [InitAddrMethod]?
+    /// `resolve-opts allow-dup-ip`: two servers of a backend may take the same address.
+    public var allowDuplicateIP = false
+    /// `resolve-opts ignore-weight`: an SRV record's weight is not applied.
+    public var ignoreSRVWeight = false
     public init() {}
 
     /// Whether health checks run over TLS.
     public var checksUseTLS: Bool { checkSSL ?? (ssl && checkPort == nil && checkAddress == nil) }
+}
+
+/// One way `init-addr` finds a server's address at start.
+public enum InitAddrMethod: Sendable, Equatable {
+    /// The address the previous process had (carried over the reload).
+    case last
+    /// The system's resolver, at load.
+    case libc
+    /// No address: the server waits in `MAINT (resolution)` for its resolvers.
+    case none
+    case ip(IPAddress)
 }
 
 /// A `server` line's TLS options (origination), over the global `ssl-default-server-*`.

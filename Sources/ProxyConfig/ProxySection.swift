@@ -21,7 +21,7 @@ extension ConfigParser {
         add(["balance", "hash-type", "retries", "default-server", "cookie", "http-check", "tcp-check", "srvtimeout", "contimeout"], d, .backend)
         add(["bind", "use_backend"], false, .frontend)
         add(["redirect"], false, .any)
-        add(["server"], false, .backend)
+        add(["server", "server-template"], false, .backend)
         add(["acl", "http-request", "http-response", "tcp-request", "reqrep", "reqirep", "rsprep", "rspirep",
              "reqadd", "rspadd", "reqdel", "reqidel", "rspdel", "rspidel", "reqdeny", "reqallow"], false, .any)
         return t
@@ -34,7 +34,7 @@ extension ConfigParser {
         "use-server", "force-persist", "ignore-persist", "persist", "stick-table", "stick", "tcp-response",
         "http-after-response", "http-error", "errorloc", "errorloc302", "errorloc303", "errorfiles",
         "monitor", "monitor-net", "email-alert", "fullconn", "external-check", "source", "dispatch",
-        "server-template", "load-server-state-from-file", "server-state-file-name", "declare", "max-keep-alive-queue",
+        "load-server-state-from-file", "server-state-file-name", "declare", "max-keep-alive-queue",
         "max-session-srv-conns", "dynamic-cookie-key", "unique-id", "grace", "reqtarpit", "reqpass", "reqipass",
         "reqideny", "reqiallow", "rspdeny", "rspideny", "bind-process",
     ]
@@ -134,6 +134,8 @@ extension ConfigParser {
             proxy!.useBackendRules.append(UseBackendRule(backend: name, condition: condition, location: location))
         case "server":
             try parseServer(args, at: location)
+        case "server-template":
+            try parseServerTemplate(args, at: location)
         case "default-server":
             settings.defaultServer = try parseServerOptions(args, base: settings.defaultServer, at: location, isDefault: true)
         case "cookie":
@@ -394,23 +396,82 @@ extension ConfigParser {
     func parseServer(_ args: ArraySlice<String>, at location: SourceLocation) throws {
         guard let name = args.first else { throw ConfigError("'server' needs a name and an address, e.g. 'server web1 10.0.0.1:80 check'") }
         guard args.count >= 2 else { throw ConfigError("server '\(name)' needs an address, e.g. 'server \(name) 10.0.0.1:80'") }
+        try addServer(name: name, address: args[args.startIndex + 1], options: args.dropFirst(2), at: location)
+    }
+
+    /// `server-template PREFIX COUNT|LOW-HIGH FQDN[:PORT] [options]`: servers PREFIX1..PREFIXN
+    /// sharing one name, whose addresses the resolvers spread over them.
+    func parseServerTemplate(_ args: ArraySlice<String>, at location: SourceLocation) throws {
+        let usage = "server-template <prefix> <count|low-high> <fqdn>[:port] [options]"
+        guard args.count >= 3 else { throw ConfigError("missing argument; the form is '\(usage)'") }
+        let prefix = args.first!
+        let range = args[args.startIndex + 1]
+        let ids: ClosedRange<Int>
+        if let dash = range.firstIndex(of: "-"), let low = Int(range[..<dash]), let high = Int(range[range.index(after: dash)...]), low >= 0, low <= high {
+            ids = low...high
+        } else if let n = Int(range), n >= 1 {
+            ids = 1...n
+        } else {
+            throw ConfigError("server-template: '\(range)' is not a count or a range; e.g. 'server-template srv 5 app:80' or 'srv 1-5'")
+        }
+        guard ids.count <= 10_000 else { throw ConfigError("server-template: \(ids.count) servers is too many (at most 10000)") }
+        var cache: [String: IPAddress?] = [:]
+        for i in ids {
+            try addServer(name: "\(prefix)\(i)", address: args[args.startIndex + 2], options: args.dropFirst(3), at: location, template: true, resolved: &cache)
+        }
+    }
+
+    func addServer(name: String, address text: String, options words: ArraySlice<String>, at location: SourceLocation) throws {
+        var cache: [String: IPAddress?] = [:]
+        try addServer(name: name, address: text, options: words, at: location, template: false, resolved: &cache)
+    }
+
+    /// Adds one server; `resolved` keeps the libc answers of a template's slots (asked once).
+    func addServer(name: String, address text: String, options words: ArraySlice<String>, at location: SourceLocation,
+                   template: Bool, resolved cache: inout [String: IPAddress?]) throws {
         if let bad = name.first(where: { !($0.isLetter || $0.isNumber || "-_.:".contains($0)) }) {
             throw ConfigError("server name '\(name)' has an invalid character '\(bad)'")
         }
         if let existing = proxy!.servers.first(where: { $0.name == name }) {
             throw ConfigError("server '\(name)' is already declared in backend '\(proxy!.name)' at \(existing.location)")
         }
-        let address: ServerAddress
-        do { address = try Addresses.server(args[args.startIndex + 1], resolving: resolvesNames) } catch let e as ConfigError {
+        var address: ServerAddress
+        do { address = try Addresses.server(text, resolving: false) } catch let e as ConfigError {
             throw ConfigError("server '\(name)': \(e.message)")
         }
-        var options = try parseServerOptions(args.dropFirst(2), base: settings.defaultServer, at: location, isDefault: false)
-        if case .name(let host) = address.host, address.resolved == nil, resolvesNames {
-            guard ignoresResolutionFailures else {
-                throw ConfigError("server '\(name)': cannot resolve server address '\(host)'; use an IP address or a name the resolver knows (or start with -dr to start it disabled)")
+        let options = try parseServerOptions(words, base: settings.defaultServer, at: location, isDefault: false)
+        if case .name(let host) = address.host {
+            // init-addr: the first method that gives an address wins; -dr appends 'none'.
+            var methods = options.initAddr ?? [.last, .libc]
+            if ignoresResolutionFailures && !methods.contains(.none) { methods.append(.none) }
+            var found = false
+            var askedLibc = false
+            for m in methods where !found {
+                switch m {
+                case .last:
+                    continue // the previous process's address comes with the handover
+                case .libc:
+                    guard resolvesNames else { found = true; continue }
+                    askedLibc = true
+                    let key = host + (options.resolvePreferIPv4 ? "/4" : "")
+                    if cache[key] == nil { cache[key] = .some(Addresses.resolve(host, family: options.resolvePreferIPv4 ? .ipv4 : nil)) }
+                    if let ip = cache[key]! { address.resolved = ip; found = true }
+                case .none:
+                    found = true
+                case .ip(let ip):
+                    address.resolved = ip
+                    found = true
+                }
             }
-            warning("server '\(proxy!.name)/\(name)': could not resolve address '\(host)', disabling server", at: location)
-            options.disabled = true
+            if !found {
+                throw ConfigError("server '\(name)': cannot resolve server address '\(host)'; use an IP address or a name the resolver knows, or 'init-addr last,libc,none' with 'resolvers' to start without one (or start with -dr)")
+            }
+            if address.resolved == nil && askedLibc && resolvesNames && !template {
+                let wait = options.resolvers.map { "; it starts in MAINT (resolution) until resolvers '\($0)' finds it" } ?? ", disabling server (MAINT (resolution): no 'resolvers' will look again)"
+                warning("server '\(proxy!.name)/\(name)': could not resolve address '\(host)'\(wait)", at: location)
+            }
+        } else if options.resolvers != nil && !template {
+            warning("server '\(proxy!.name)/\(name)': 'resolvers' has nothing to resolve in an IP address", at: location)
         }
         proxy!.servers.append(ServerDefinition(name: name, address: address, options: options, location: location))
     }
@@ -422,9 +483,8 @@ extension ConfigParser {
                      "sni", "alpn", "check-ssl", "no-check-ssl", "check-sni", "check-alpn", "ssl-reuse", "no-ssl-reuse",
                      "tls-tickets", "no-tls-tickets", "ciphers", "ciphersuites", "ssl-min-ver", "ssl-max-ver", "no-sslv3",
                      "no-tlsv10", "no-tlsv11", "no-tlsv12", "no-tlsv13", "force-tlsv12", "force-tlsv13", "proxy-v2-options",
-                     "on-marked-down", "on-marked-up"]
-    static let unsupportedServerKeywords: Set<String> = ["resolvers", "init-addr", "resolve-prefer",
-                                                                    "on-error", "observe", "error-limit", "agent-check",
+                     "on-marked-down", "on-marked-up", "resolvers", "resolve-prefer", "resolve-net", "resolve-opts", "init-addr"]
+    static let unsupportedServerKeywords: Set<String> = ["on-error", "observe", "error-limit", "agent-check",
                                                                     "agent-port", "agent-inter", "id", "track", "redir", "minconn", "source", "usesrc",
                                                                     "proto", "pool-max-conn",
                                                                     "tfo", "namespace", "health-check", "non-stick", "socks4"]
@@ -449,6 +509,40 @@ extension ConfigParser {
                 guard v == "shutdown-backup-sessions" else { throw ConfigError("\(what) on-marked-up: the action is 'shutdown-backup-sessions'") }
                 o.shutdownBackupSessionsWhenUp = true
             case "no-check": o.check = false
+            case "resolvers": o.resolvers = try value(opt)
+            case "resolve-prefer":
+                switch try value(opt) {
+                case "ipv4": o.resolvePreferIPv4 = true
+                case "ipv6": o.resolvePreferIPv4 = false
+                case let v: throw ConfigError("\(what) resolve-prefer: unknown family '\(v)'; use ipv4 or ipv6")
+                }
+            case "resolve-net":
+                o.resolveNets = try value(opt).split(separator: ",").map {
+                    guard let n = IPNetwork(parsing: String($0)) else { throw ConfigError("\(what) resolve-net: '\($0)' is not a network; the form is 10.0.0.0/8[,...]") }
+                    return n
+                }
+            case "resolve-opts":
+                for v in try value(opt).split(separator: ",") {
+                    switch v {
+                    case "allow-dup-ip": o.allowDuplicateIP = true
+                    case "prevent-dup-ip": o.allowDuplicateIP = false
+                    case "ignore-weight": o.ignoreSRVWeight = true
+                    default: throw ConfigError("\(what) resolve-opts: unknown option '\(v)'; use allow-dup-ip, prevent-dup-ip or ignore-weight")
+                    }
+                }
+            case "init-addr":
+                o.initAddr = try value(opt).split(separator: ",", omittingEmptySubsequences: false).map {
+                    switch $0 {
+                    case "last": return .last
+                    case "libc": return .libc
+                    case "none": return InitAddrMethod.none
+                    default:
+                        guard let ip = IPAddress(parsing: String($0)) else {
+                            throw ConfigError("\(what) init-addr: '\($0)' is neither last, libc, none nor an IP address")
+                        }
+                        return .ip(ip)
+                    }
+                }
             case "inter": o.inter = try positiveTime(try value(opt), "\(what) inter", at: location)
             case "fastinter": o.fastInter = try positiveTime(try value(opt), "\(what) fastinter", at: location)
             case "downinter": o.downInter = try positiveTime(try value(opt), "\(what) downinter", at: location)

@@ -73,6 +73,18 @@ public final class ProxyEngine: @unchecked Sendable {
             let inter = Int64(s.definition.options.inter)
             check.start(offset: inter * Int64(i) / Int64(max(1, all.count)))
         }
+        // Run-time resolution: each `resolvers` section its servers use, on one loop.
+        for (i, definition) in model.configuration.resolvers.enumerated() {
+            var followers: [(Server, Backend)] = []
+            for (_, b) in model.backends.sorted(by: { $0.key < $1.key }) {
+                for s in b.servers where s.definition.options.resolvers == definition.name { followers.append((s, b)) }
+            }
+            guard !followers.isEmpty else { continue }
+            let context = contexts[i % contexts.count]
+            let r = Resolvers(definition: definition, servers: followers, context: context)
+            context.resolvers.append(r)
+            r.start()
+        }
     }
 
     /// Starts one thread per loop.
@@ -111,6 +123,7 @@ public final class ProxyEngine: @unchecked Sendable {
         for a in context.acceptors { a.stop() }
         if notAccepting.add(1, ordering: .acquiringAndReleasing).newValue == loops.count { stoppedAccepting.signal() }
         for c in context.checks { c.stop() }
+        for r in context.resolvers { r.stop() }
         context.pool.closeAll()
         context.onSessionClosed = { if context.sessions == 0 { loop.stop() } }
         if context.sessions == 0 { loop.stop() }
@@ -214,6 +227,7 @@ public final class ProxyEngine: @unchecked Sendable {
             loop.post {
                 for a in context.acceptors { a.stop() }
                 for c in context.checks { c.stop() }
+                for r in context.resolvers { r.stop() }
                 for (_, s) in context.openSessions {
                     if let h = s as? HTTPTransaction { h.close() } else if let t = s as? TCPStream { t.close() }
                     else if let p = s as? ProxyProtocolReceiver { p.close() }

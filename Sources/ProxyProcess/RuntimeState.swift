@@ -41,12 +41,14 @@ enum RuntimeState {
             for s in b.servers {
                 let o = s.definition.options
                 let id = "\(b.name) \(s.name)"
-                let state = s.adminState == .ready ? "ready" : s.adminState == .drain ? "drain" : "maint"
+                let admin = s.operatorAdminState
+                let state = admin == .ready ? "ready" : admin == .drain ? "drain" : "maint"
                 out.append("server-admin \(id) \(state) \(o.disabled ? 1 : 0)")
                 out.append("server-weight \(id) \(s.weight) \(o.weight)")
                 out.append("server-maxconn \(id) \(s.maxconn) \(o.maxconn)")
                 let a = s.address
-                if a.family == AF_INET || a.family == AF_INET6 {
+                // A server waiting for its resolvers has no address worth keeping.
+                if (a.family == AF_INET || a.family == AF_INET6) && !s.awaitsAddress {
                     out.append("server-addr \(id) \(AddressText.ip(a)) \(a.port) \(configured(s))")
                 }
                 out.append("server-checks \(id) \(s.checksEnabled.load(ordering: .relaxed) ? "on" : "off")")
@@ -336,6 +338,13 @@ enum RuntimeState {
             case "server-addr" where w.count == 6:
                 guard let ip = IPAddress(parsing: String(w[3])), let port = UInt16(w[4]) else { continue }
                 let current = s.address
+                // The old process's address: init-addr's 'last', and what its resolvers learnt.
+                if s.awaitsAddress, configured(s) == String(w[5]) {
+                    s.setAddress(ip.isV4 ? SocketAddress(ipv4: ip.v4Value, port: port) : SocketAddress(ipv6: ip.bytes16, port: port))
+                    s.setAwaitingAddress(false)
+                    keep("\(item): address \(w[3]) port \(w[4]) (it had none at load)")
+                    continue
+                }
                 guard AddressText.ip(current) != String(w[3]) || current.port != port else { continue }
                 if configured(s) != String(w[5]) {
                     overridden.append("\(item): its address changed in the configuration; the runtime address \(w[3]):\(w[4]) is dropped")

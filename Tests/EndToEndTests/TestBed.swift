@@ -86,13 +86,13 @@ final class TestBed {
     static let slowdown = Double(ProcessInfo.processInfo.environment["PROXY_TEST_SLOWDOWN"] ?? "") ?? 1
 
     /// True once something accepts on the port, polling until `timeout`.
-    static func waitForPort(_ port: Int, timeout: Double = 10) -> Bool {
+    static func waitForPort(_ port: Int, timeout: Double = 10, host: String = "127.0.0.1") -> Bool {
         let deadline = Date().addingTimeInterval(timeout * slowdown)
         while Date() < deadline {
             let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
             var addr = sockaddr_in()
             addr.sin_family = sa_family_t(AF_INET)
-            addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+            addr.sin_addr.s_addr = inet_addr(host)
             addr.sin_port = UInt16(port).bigEndian
             let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
             close(fd)
@@ -161,10 +161,10 @@ final class TestBed {
 
     /// Starts an HTTP test backend and waits for it.
     @discardableResult
-    func backend(name: String, port: Int = TestBed.freePort(), kind: String = "http") throws -> Int {
+    func backend(name: String, port: Int = TestBed.freePort(), kind: String = "http", host: String? = nil) throws -> Int {
         let python = Harness.which("python3") ?? "/usr/bin/python3"
-        try start(python, [Harness.root + "/Tests/EndToEndTests/Helpers/backend.py", kind, String(port), name])
-        #expect(Self.waitForPort(port), "backend \(name) did not start on \(port)")
+        try start(python, [Harness.root + "/Tests/EndToEndTests/Helpers/backend.py", kind, host.map { "\($0):\(port)" } ?? String(port), name])
+        #expect(Self.waitForPort(port, host: host ?? "127.0.0.1"), "backend \(name) did not start on \(port)")
         return port
     }
 

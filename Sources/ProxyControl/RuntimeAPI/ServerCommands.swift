@@ -170,19 +170,20 @@ extension RuntimeCommands {
         for (b, id) in selected {
             for (i, s) in b.servers.enumerated() {
                 let o = s.definition.options
-                let op = s.isUp.load(ordering: .relaxed) ? 2 : 0
-                let admin: Int
-                switch s.adminState {
+                let op = s.isUp.load(ordering: .relaxed) && !s.awaitsAddress ? 2 : 0
+                var admin: Int
+                switch s.operatorAdminState {
                 case .ready: admin = 0
                 case .drain: admin = 0x08
                 case .maintenance: admin = o.disabled ? 0x04 : 0x01
                 }
+                if s.awaitsAddress { admin |= 0x20 } // SRV_ADMF_RMAINT
                 // Check columns: status (1 = not yet run / no check), result, health, state
                 // (6 = configured and enabled, as HAProxy writes for a checked server).
                 let check = o.check ? "\(s.isUp.load(ordering: .relaxed) ? 15 : 7) \(s.isUp.load(ordering: .relaxed) ? 3 : 2) \(s.isUp.load(ordering: .relaxed) ? o.rise + o.fall - 1 : 0) 6"
                     : "1 0 \(op == 2 ? 2 : 0) 0"
                 let a = s.address
-                let addr = a.family == AF_UNIX ? (a.unixPath ?? "-") : AddressText.ip(a)
+                let addr = a.family == AF_UNIX ? (a.unixPath ?? "-") : s.awaitsAddress && a.ipv4 == 0 ? "-" : AddressText.ip(a)
                 text += "\(id) \(b.name) \(i + 1) \(s.name) \(addr) \(op) \(admin) \(s.weight) \(o.weight) \(max(0, now - s.lastChange.load(ordering: .relaxed))) \(check) 0 0 0 - \(a.port) - 0 \(o.checkPort ?? 0) - - 0\n"
             }
         }

@@ -137,7 +137,8 @@ extension RuntimeCommands {
                 // The address only from operator level, as HAProxy hides it from `user`.
                 if level >= .operator {
                     let a = s.address
-                    v["addr"] = a.family == AF_UNIX ? (a.unixPath ?? "") : a.description
+                    // A server waiting for its resolvers has no address to show.
+                    v["addr"] = a.family == AF_UNIX ? (a.unixPath ?? "") : s.awaitsAddress && a.ipv4 == 0 ? "" : a.description
                 }
                 v["agg_server_status"] = v["status"]
                 if o.check {
@@ -177,6 +178,7 @@ extension RuntimeCommands {
     /// A server's status as `show stat` spells it.
     public func serverStatus(_ s: Server) -> String {
         switch s.adminState {
+        case .maintenance where s.awaitsAddress && s.operatorAdminState != .maintenance: return "MAINT (resolution)"
         case .maintenance: return "MAINT"
         case .drain: return "DRAIN"
         case .ready:

@@ -27,8 +27,19 @@ public final class Server: @unchecked Sendable {
     /// The weight now (0 to 256); the configured one is `definition.options.weight`.
     private let currentWeight: Atomic<Int>
     public var weight: Int { currentWeight.load(ordering: .relaxed) }
+    /// The operator's state (`ServerAdminState`, bits 0-1) and `awaitingAddress` (bit 2):
+    /// one word, so `isUsable` stays one load.
     private let admin: Atomic<Int>
-    public var adminState: ServerAdminState { ServerAdminState(rawValue: admin.load(ordering: .relaxed)) ?? .ready }
+    static let awaitingAddressBit = 4
+    /// The state as traffic sees it: maintenance while it waits for an address.
+    public var adminState: ServerAdminState {
+        let raw = admin.load(ordering: .relaxed)
+        return raw & Self.awaitingAddressBit != 0 ? .maintenance : ServerAdminState(rawValue: raw & 3) ?? .ready
+    }
+    /// The state the operator (or the file) set, whatever the resolvers say.
+    public var operatorAdminState: ServerAdminState { ServerAdminState(rawValue: admin.load(ordering: .relaxed) & 3) ?? .ready }
+    /// No address yet, or none left in its resolvers' answers: `MAINT (resolution)`.
+    public var awaitsAddress: Bool { admin.load(ordering: .relaxed) & Self.awaitingAddressBit != 0 }
     /// `maxconn` now (0: no limit); the runtime API's `set maxconn server` changes it.
     private let currentMaxconn: Atomic<Int>
     public var maxconn: Int { currentMaxconn.load(ordering: .relaxed) }
@@ -68,7 +79,9 @@ public final class Server: @unchecked Sendable {
         backendName = backend
         currentAddress = Locked(address)
         currentWeight = Atomic(definition.options.weight)
-        admin = Atomic(definition.options.disabled ? ServerAdminState.maintenance.rawValue : ServerAdminState.ready.rawValue)
+        var state = definition.options.disabled ? ServerAdminState.maintenance.rawValue : ServerAdminState.ready.rawValue
+        if case .name = definition.address.host, definition.address.resolved == nil { state |= Self.awaitingAddressBit }
+        admin = Atomic(state)
         currentMaxconn = Atomic(definition.options.maxconn)
         maxqueue = definition.options.maxqueue
         isBackup = definition.options.backup
@@ -84,12 +97,33 @@ public final class Server: @unchecked Sendable {
     /// May take a client its persistence cookie names: up and not in maintenance (a
     /// draining server still serves the clients it has).
     @inline(__always) public var acceptsPersistent: Bool {
-        admin.load(ordering: .relaxed) != ServerAdminState.maintenance.rawValue && isUp.load(ordering: .relaxed)
+        admin.load(ordering: .relaxed) <= ServerAdminState.drain.rawValue && isUp.load(ordering: .relaxed)
     }
 
-    /// Sets the administrative state (the runtime API's `set server ... state`).
+    /// Sets the administrative state (the runtime API's `set server ... state`); waiting for
+    /// an address is the resolvers' to end, not the operator's.
     public func setAdminState(_ state: ServerAdminState) {
-        if admin.exchange(state.rawValue, ordering: .relaxed) != state.rawValue { markChanged() }
+        var current = admin.load(ordering: .relaxed)
+        while true {
+            let next = (current & ~3) | state.rawValue
+            if next == current { return }
+            let (done, seen) = admin.compareExchange(expected: current, desired: next, ordering: .relaxed)
+            if done { markChanged(); return }
+            current = seen
+        }
+    }
+
+    /// Enters or leaves `MAINT (resolution)`; true when that changed anything.
+    @discardableResult
+    public func setAwaitingAddress(_ waiting: Bool) -> Bool {
+        var current = admin.load(ordering: .relaxed)
+        while true {
+            let next = waiting ? current | Self.awaitingAddressBit : current & ~Self.awaitingAddressBit
+            if next == current { return false }
+            let (done, seen) = admin.compareExchange(expected: current, desired: next, ordering: .relaxed)
+            if done { markChanged(); return true }
+            current = seen
+        }
     }
 
     /// Sets the health (checks, or the runtime API's `set server ... health`).

@@ -2,6 +2,7 @@
 """Test backends for the end-to-end suite: real sockets, real HTTP/1.1.
 
   backend.py http PORT NAME   HTTP server; every response names NAME and echoes the request.
+                              PORT may be HOST:PORT (another loopback address: 127.0.0.2:PORT).
   backend.py echo PORT        TCP echo server with half-close.
 
 HTTP paths:
@@ -177,11 +178,13 @@ def echo_client(conn):
 
 
 def main():
-    kind, port = sys.argv[1], int(sys.argv[2])
+    kind, where = sys.argv[1], sys.argv[2]
+    host, port = where.rsplit(":", 1) if ":" in where else ("127.0.0.1", where)
+    port = int(port)
     name = sys.argv[3] if len(sys.argv) > 3 else "b%d" % port
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("127.0.0.1", port))
+    s.bind((host, port))
     s.listen(512)
     while True:
         conn, _ = s.accept()

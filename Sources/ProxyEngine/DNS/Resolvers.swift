@@ -1,0 +1,343 @@
+import ProxyConfig
+import ProxyRules
+import ProxySystem
+import Glibc
+
+/// One `resolvers` section at run time, on one loop: it asks the name servers for every name
+/// its servers use, at most every `hold valid`, and moves the servers to what they answer.
+/// Never blocks: one connected UDP socket per name server, the loop's timer for the rest.
+final class Resolvers: LoopObject {
+    let definition: ResolversDefinition
+    unowned(unsafe) let context: LoopContext
+    private(set) var nameservers: [NameserverSocket] = []
+    private(set) var resolutions: [Resolution] = []
+    /// Queries waiting for an answer, by ID.
+    private var pending: [UInt16: Resolution] = [:]
+    private var stopped = false
+    /// Answers that matched no query (wrong ID, question or source): counted, never applied.
+    private(set) var ignoredAnswers = 0
+
+    /// One name asked of the section, and the servers that follow it.
+    final class Resolution {
+        let name: String
+        let wire: [UInt8]
+        /// `_service._proto.name`: SRV records give each server its target and port.
+        let isSRV: Bool
+        let preferIPv4: Bool
+        var queryType: UInt16
+        var triedOtherType = false
+        var id: UInt16 = 0
+        var sentAt: Int64 = 0
+        var tries = 0
+        var errorAnswers = 0
+        var lastError = "other"
+        var awaiting = false
+        /// When the next query goes out.
+        var nextAt: Int64 = 0
+        var lastValid: Int64 = .min
+        /// Addresses answered, each with when it was last in an answer (`hold obsolete`).
+        var records: [(IPAddress, Int64)] = []
+        var services: [DNSMessage.Service] = []
+        var servers: [(Server, Backend)] = []
+
+        init(name: String, wire: [UInt8], preferIPv4: Bool) {
+            self.name = name
+            self.wire = wire
+            self.preferIPv4 = preferIPv4
+            isSRV = name.hasPrefix("_")
+            queryType = isSRV ? DNSMessage.typeSRV : preferIPv4 ? DNSMessage.typeA : DNSMessage.typeAAAA
+        }
+    }
+
+    /// One name server's socket, connected so that the kernel drops datagrams from anyone else.
+    final class NameserverSocket: LoopObject {
+        let name: String
+        let fd: FileDescriptor
+        unowned(unsafe) let owner: Resolvers
+        init(name: String, fd: FileDescriptor, owner: Resolvers) {
+            self.name = name
+            self.fd = fd
+            self.owner = owner
+        }
+        override func handle(events: UInt32) { owner.read(self) }
+    }
+
+    init(definition: ResolversDefinition, servers: [(Server, Backend)], context: LoopContext) {
+        self.definition = definition
+        self.context = context
+        super.init()
+        for (s, b) in servers {
+            guard case .name(let host) = s.definition.address.host else { continue }
+            let prefer4 = s.definition.options.resolvePreferIPv4
+            if let r = resolutions.first(where: { $0.name == host.lowercased() && $0.preferIPv4 == prefer4 }) {
+                r.servers.append((s, b))
+            } else if let wire = DNSMessage.encodeName(host) {
+                let r = Resolution(name: host.lowercased(), wire: wire, preferIPv4: prefer4)
+                r.servers.append((s, b))
+                resolutions.append(r)
+            }
+        }
+    }
+
+    /// Opens the sockets and asks every name now.
+    func start() {
+        for n in definition.nameservers {
+            do {
+                let address = Backend.socketAddress(n.address, port: UInt16(n.port))
+                let fd = try Socket.make(family: address.family, type: Int32(SOCK_DGRAM.rawValue))
+                _ = try Socket.connect(fd, address)
+                let socket = NameserverSocket(name: n.name, fd: fd, owner: self)
+                try context.loop.register(fd, events: Epoll.readable, object: socket)
+                nameservers.append(socket)
+            } catch {
+                log("resolvers \(definition.name): nameserver \(n.name) (\(AddressText.ip(Backend.socketAddress(n.address, port: 0))):\(n.port)) cannot be used: \(error)", level: .warning)
+            }
+        }
+        for r in resolutions { r.nextAt = context.loop.now }
+        schedule()
+    }
+
+    func stop() {
+        stopped = true
+        context.loop.clearDeadline(self)
+        for n in nameservers {
+            context.loop.unregister(n.fd)
+            n.fd.close()
+        }
+        nameservers = []
+    }
+
+    private func schedule() {
+        guard !stopped else { return }
+        var next = Int64.max
+        for r in resolutions {
+            next = min(next, r.id != 0 ? r.sentAt + Int64(definition.retryInterval) : r.nextAt)
+        }
+        if next != .max { context.loop.setDeadline(self, max(next, context.loop.now)) }
+    }
+
+    override func timerFired() {
+        guard !stopped else { return }
+        let now = context.loop.now
+        for r in resolutions {
+            if r.id != 0 {
+                guard now - r.sentAt >= Int64(definition.retryInterval) else { continue }
+                pending[r.id] = nil
+                r.id = 0
+                r.tries += 1
+                if r.tries >= definition.retries {
+                    failed(r, status: r.errorAnswers > 0 ? r.lastError : "timeout")
+                } else {
+                    send(r)
+                }
+            } else if now >= r.nextAt {
+                r.tries = 0
+                r.triedOtherType = false
+                r.queryType = r.isSRV ? DNSMessage.typeSRV : r.preferIPv4 ? DNSMessage.typeA : DNSMessage.typeAAAA
+                send(r)
+            }
+        }
+        schedule()
+    }
+
+    private func send(_ r: Resolution) {
+        var id: UInt16
+        repeat { id = UInt16.random(in: 1...UInt16.max) } while pending[id] != nil
+        r.id = id
+        r.sentAt = context.loop.now
+        r.errorAnswers = 0
+        pending[id] = r
+        let query = DNSMessage.query(id: id, name: r.wire, type: r.queryType, payloadSize: definition.acceptedPayloadSize)
+        for n in nameservers {
+            _ = query.withUnsafeBytes { Socket.sendNow(n.fd, $0) }
+        }
+    }
+
+    private var receiveBuffer = [UInt8](repeating: 0, count: 65536)
+
+    fileprivate func read(_ n: NameserverSocket) {
+        while true {
+            let got: Int = receiveBuffer.withUnsafeMutableBytes { raw in
+                let r = Glibc.recv(n.fd.rawValue, raw.baseAddress, raw.count, Int32(MSG_DONTWAIT))
+                return r
+            }
+            if got < 0 {
+                if errno == EINTR { continue }
+                return // EAGAIN, or the ICMP error of a name server that is not there
+            }
+            let bytes = Array(receiveBuffer[0..<got])
+            guard bytes.count >= 2 else { ignoredAnswers += 1; continue }
+            let id = UInt16(bytes[0]) << 8 | UInt16(bytes[1])
+            guard let r = pending[id], let response = DNSMessage.parse(bytes, id: id, name: r.wire, type: r.queryType) else {
+                ignoredAnswers += 1
+                continue
+            }
+            answered(r, response, from: n)
+        }
+    }
+
+    private func answered(_ r: Resolution, _ response: DNSMessage.Response, from n: NameserverSocket) {
+        let usable = r.isSRV ? !response.services.isEmpty : !response.addresses.isEmpty
+        if response.rcode == 0 && !response.truncated && usable {
+            pending[r.id] = nil
+            r.id = 0
+            valid(r, response, by: "\(definition.name)/\(n.name)")
+            schedule()
+            return
+        }
+        // An error: the first valid answer of any name server wins, so wait for the others.
+        r.errorAnswers += 1
+        r.lastError = response.truncated ? "other" : response.rcode == 3 ? "nx" : response.rcode == 5 ? "refused" : response.rcode == 0 ? "other" : "other"
+        guard r.errorAnswers >= nameservers.count else { return }
+        pending[r.id] = nil
+        r.id = 0
+        // A and AAAA: ask the other family once before counting a failure.
+        if !r.isSRV && !r.triedOtherType {
+            r.triedOtherType = true
+            r.queryType = r.queryType == DNSMessage.typeA ? DNSMessage.typeAAAA : DNSMessage.typeA
+            send(r)
+        } else {
+            failed(r, status: r.lastError)
+        }
+        schedule()
+    }
+
+    private func hold(_ status: String) -> Int64 {
+        switch status {
+        case "nx": return Int64(definition.holdNX)
+        case "refused": return Int64(definition.holdRefused)
+        case "timeout": return Int64(definition.holdTimeout)
+        default: return Int64(definition.holdOther)
+        }
+    }
+
+    /// No valid answer: the servers keep their addresses for `hold STATUS`, then wait in
+    /// `MAINT (resolution)`.
+    private func failed(_ r: Resolution, status: String) {
+        let now = context.loop.now
+        r.id = 0
+        r.nextAt = now + Int64(definition.resolveInterval)
+        guard r.lastValid == .min || now - r.lastValid >= hold(status) else { return }
+        r.records = []
+        r.services = []
+        for (s, b) in r.servers where s.setAwaitingAddress(true) {
+            goingDown(s, b, "DNS \(status == "nx" ? "NX" : status) status")
+        }
+    }
+
+    private func valid(_ r: Resolution, _ response: DNSMessage.Response, by nameserver: String) {
+        var by = nameserver
+        let now = context.loop.now
+        r.lastValid = now
+        r.nextAt = now + Int64(max(definition.holdValid, definition.resolveInterval))
+        if r.isSRV {
+            r.services = response.services.sorted { ($0.priority, -$0.weight) < ($1.priority, -$1.weight) }
+            assignServices(r, by: &by)
+            return
+        }
+        let obsolete = Int64(definition.holdObsolete)
+        var kept = r.records.filter { old in now - old.1 < obsolete && !response.addresses.contains(old.0) }
+        for a in response.addresses where !kept.contains(where: { $0.0 == a }) { kept.append((a, now)) }
+        r.records = kept
+        for (s, b) in r.servers { assign(s, b, r, by: &by) }
+    }
+
+    /// Gives a server the best address of the answer: the preferred family (+8), inside
+    /// `resolve-net` (+4), its own already (+1); one another server of its backend holds is
+    /// not taken unless `allow-dup-ip`. None left: `MAINT (resolution)` (HAProxy's rule).
+    private func assign(_ s: Server, _ b: Backend, _ r: Resolution, by: inout String) {
+        let o = s.definition.options
+        let current = s.awaitsAddress ? nil : IPAddress(socketAddress: s.address)
+        var taken: Set<IPAddress> = []
+        if !o.allowDuplicateIP {
+            for other in b.servers where other !== s && !other.awaitsAddress && other.definition.address.host == s.definition.address.host {
+                if let ip = IPAddress(socketAddress: other.address) { taken.insert(ip) }
+            }
+        }
+        var best: (IPAddress, Int)?
+        for (ip, _) in r.records where !taken.contains(ip) {
+            var score = 0
+            if ip.isV4 == o.resolvePreferIPv4 { score += 8 }
+            if o.resolveNets.contains(where: { $0.contains(ip) }) { score += 4 }
+            if ip == current { score += 1 }
+            if best == nil || score > best!.1 { best = (ip, score) }
+        }
+        guard let (ip, _) = best else {
+            noAddress(s, b)
+            return
+        }
+        move(s, b, to: ip, port: s.address.port, from: current, by: &by)
+    }
+
+    /// SRV: each server in order takes a record no other server of its backend holds.
+    private func assignServices(_ r: Resolution, by: inout String) {
+        var used: Set<String> = []
+        for (s, _) in r.servers where !s.awaitsAddress {
+            if let ip = IPAddress(socketAddress: s.address),
+               let svc = r.services.first(where: { $0.address == ip && Int($0.port) == Int(s.address.port) }) {
+                used.insert("\(svc.target):\(svc.port)")
+            }
+        }
+        for (s, b) in r.servers {
+            let current = s.awaitsAddress ? nil : IPAddress(socketAddress: s.address)
+            if let ip = current, r.services.contains(where: { $0.address == ip && Int($0.port) == Int(s.address.port) }) { continue }
+            guard let svc = r.services.first(where: { $0.address != nil && !used.contains("\($0.target):\($0.port)") }) else {
+                noAddress(s, b)
+                continue
+            }
+            used.insert("\(svc.target):\(svc.port)")
+            if !s.definition.options.ignoreSRVWeight { s.setWeight(min(256, svc.weight)) }
+            move(s, b, to: svc.address!, port: UInt16(clamping: svc.port), from: current, by: &by)
+        }
+    }
+
+    /// `by`: the name server whose answer moved the server (HAProxy's wording: the first
+    /// server of an answer is moved `by dns/ns1`, the others `by DNS cache`).
+    private func move(_ s: Server, _ b: Backend, to ip: IPAddress, port: UInt16, from current: IPAddress?, by: inout String) {
+        if ip != current || s.address.port != port {
+            s.setAddress(Backend.socketAddress(ip, port: port))
+            let before = current.map { AddressText.ip(Backend.socketAddress($0, port: 0)) } ?? "(none)"
+            log("\(b.name)/\(s.name) changed its IP from \(before) to \(AddressText.ip(Backend.socketAddress(ip, port: 0))) by \(by).", level: .warning, b)
+            by = "DNS cache"
+        }
+        if s.setAwaitingAddress(false) {
+            var host = ""
+            if case .name(let h) = s.definition.address.host { host = h }
+            log("Server \(b.name)/\(s.name) ('\(host)') is UP/READY (resolves again).", level: .warning, b)
+            log("Server \(b.name)/\(s.name) administratively READY thanks to valid DNS answer.", level: .warning, b)
+            b.slotFreed()
+        }
+    }
+
+    /// No address left for the server: it forgets the one it had and waits in `MAINT (resolution)`.
+    private func noAddress(_ s: Server, _ b: Backend) {
+        guard s.setAwaitingAddress(true) else { return }
+        s.setAddress(Backend.socketAddress(IPAddress(v4: 0), port: s.address.port))
+        goingDown(s, b, "No IP for server ")
+    }
+
+    private func goingDown(_ s: Server, _ b: Backend, _ reason: String) {
+        let active = b.servers.filter { !$0.isBackup && $0.isUsable }.count
+        let backups = b.servers.filter { $0.isBackup && $0.isUsable }.count
+        log("Server \(b.name)/\(s.name) is going DOWN for maintenance (\(reason)). \(active) active and \(backups) backup servers left. \(s.active.load(ordering: .relaxed)) sessions active, 0 requeued, 0 remaining in queue.", level: .warning, b)
+    }
+
+    private func log(_ line: String, level: LogLevel, _ b: Backend? = nil) {
+        let logger = context.model.logger
+        logger.alert(line, level: level, to: b.map { logger.destinations(for: $0.settings.logs) } ?? [])
+    }
+}
+
+extension IPAddress {
+    /// The IP of an inet socket address (nil for a UNIX path or the unspecified address).
+    init?(socketAddress a: SocketAddress) {
+        if let v4 = a.ipv4 {
+            guard v4 != 0 else { return nil }
+            self.init(v4: v4)
+        } else if a.family == AF_INET6, case let b = a.addressBytes, b.count == 16 {
+            self.init(bytes16: b)
+        } else {
+            return nil
+        }
+    }
+}
