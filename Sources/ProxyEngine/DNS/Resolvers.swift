@@ -236,36 +236,46 @@ final class Resolvers: LoopObject {
             return
         }
         let obsolete = Int64(definition.holdObsolete)
-        var kept = r.records.filter { old in now - old.1 < obsolete && !response.addresses.contains(old.0) }
-        for a in response.addresses where !kept.contains(where: { $0.0 == a }) { kept.append((a, now)) }
+        let answered = Set(response.addresses)
+        var kept = r.records.filter { old in now - old.1 < obsolete && !answered.contains(old.0) }
+        var listed = Set(kept.map(\.0))
+        for a in response.addresses where listed.insert(a).inserted { kept.append((a, now)) }
         r.records = kept
-        for (s, b) in r.servers { assign(s, b, r, by: &by) }
+        let families = (v4: kept.contains { $0.0.isV4 }, v6: kept.contains { !$0.0.isV4 })
+        // Who holds which address now, per backend: one pass, not one per server.
+        var owners: [ObjectIdentifier: [IPAddress: Int]] = [:]
+        for (s, b) in r.servers where !s.awaitsAddress {
+            if let ip = IPAddress(socketAddress: s.address) { owners[ObjectIdentifier(b), default: [:]][ip, default: 0] += 1 }
+        }
+        for (s, b) in r.servers { assign(s, b, r, listed: listed, families: families, owners: &owners[ObjectIdentifier(b), default: [:]], by: &by) }
     }
 
     /// Gives a server the best address of the answer: the preferred family (+8), inside
     /// `resolve-net` (+4), its own already (+1); one another server of its backend holds is
     /// not taken unless `allow-dup-ip`. None left: `MAINT (resolution)` (HAProxy's rule).
-    private func assign(_ s: Server, _ b: Backend, _ r: Resolution, by: inout String) {
+    private func assign(_ s: Server, _ b: Backend, _ r: Resolution, listed: Set<IPAddress>, families: (v4: Bool, v6: Bool), owners: inout [IPAddress: Int], by: inout String) {
         let o = s.definition.options
         let current = s.awaitsAddress ? nil : IPAddress(socketAddress: s.address)
-        var taken: Set<IPAddress> = []
-        if !o.allowDuplicateIP {
-            for other in b.servers where other !== s && !other.awaitsAddress && other.definition.address.host == s.definition.address.host {
-                if let ip = IPAddress(socketAddress: other.address) { taken.insert(ip) }
-            }
+        func takenByOthers(_ ip: IPAddress) -> Bool {
+            !o.allowDuplicateIP && owners[ip, default: 0] - (ip == current ? 1 : 0) > 0
         }
+        // The usual answer: it still holds an address of the list, which nothing beats.
+        let preferredListed = o.resolvePreferIPv4 ? families.v4 : families.v6
+        if let ip = current, listed.contains(ip), ip.isV4 == o.resolvePreferIPv4 || !preferredListed, o.resolveNets.isEmpty, !takenByOthers(ip) { return }
         var best: (IPAddress, Int)?
-        for (ip, _) in r.records where !taken.contains(ip) {
+        for (ip, _) in r.records where !takenByOthers(ip) {
             var score = 0
             if ip.isV4 == o.resolvePreferIPv4 { score += 8 }
             if o.resolveNets.contains(where: { $0.contains(ip) }) { score += 4 }
             if ip == current { score += 1 }
             if best == nil || score > best!.1 { best = (ip, score) }
         }
+        if let old = current { owners[old, default: 1] -= 1 }
         guard let (ip, _) = best else {
             noAddress(s, b)
             return
         }
+        owners[ip, default: 0] += 1
         move(s, b, to: ip, port: s.address.port, from: current, by: &by)
     }
 
