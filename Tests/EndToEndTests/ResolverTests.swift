@@ -10,14 +10,14 @@ import Testing
 
     /// A dnsmasq answering from the directory of `hosts` only, on a free port; returns the
     /// port and its process.
-    static func nameserver(_ bed: TestBed, hosts: String) throws -> (Int, Process) {
+    static func nameserver(_ bed: TestBed, hosts: String, extra: [String] = []) throws -> (Int, Process) {
         let port = TestBed.freePort()
         let log = bed.directory + "/dnsmasq-\(port).log"
         // dnsmasq closes every descriptor it inherits: it runs under a helper that keeps the one
         // Foundation's Process watches for the exit.
         let python = Harness.which("python3") ?? "/usr/bin/python3"
         let p = try bed.start(python, [Harness.root + "/Tests/EndToEndTests/Helpers/under_parent.py", dnsmasq!, "-k", "--log-facility=-", "-u", "root", "--port=\(port)", "--listen-address=127.0.0.1", "--bind-interfaces",
-                                         "--no-resolv", "--no-hosts", "--hostsdir=\((hosts as NSString).deletingLastPathComponent)", "--pid-file=", "--local-ttl=0"], log: log)
+                                         "--no-resolv", "--no-hosts", "--hostsdir=\((hosts as NSString).deletingLastPathComponent)", "--pid-file=", "--local-ttl=0"] + extra, log: log)
         #expect(TestBed.waitUntil { bed.read(log).contains("started") }, "dnsmasq did not start: \(bed.read(log))")
         return (port, p)
     }
@@ -135,6 +135,35 @@ import Testing
         #expect(served.0 == 200 && served.1.hasPrefix("b6"), "\(served)")
         #expect((cli(socket, "show stat") ?? "").contains("app,one,") && !(cli(socket, "show stat") ?? "").contains("MAINT (resolution)"))
         if let pid = Int32(bed.read(pidFile).trimmingCharacters(in: .whitespacesAndNewlines)) { kill(pid, SIGTERM) }
+    }
+
+    @Test(.enabled(if: dnsmasq != nil, "needs dnsmasq"))
+    func srvRecordsSetAddressesAndPorts() throws {
+        // `_service._proto.name`: each slot takes one SRV record's target (its address from the
+        // additional section) and port; a slot with no record left waits.
+        let bed = try TestBed()
+        try FileManager.default.createDirectory(atPath: bed.directory + "/hosts.d", withIntermediateDirectories: true)
+        let hosts = bed.directory + "/hosts.d/targets"
+        try "127.0.0.8 b8.test\n127.0.0.9 b9.test\n".write(toFile: hosts, atomically: true, encoding: .utf8)
+        let p8 = TestBed.freePort(), p9 = TestBed.freePort()
+        let (dnsPort, _) = try Self.nameserver(bed, hosts: hosts, extra: ["--srv-host=_web._tcp.app.test,b8.test,\(p8),0,10",
+                                                                          "--srv-host=_web._tcp.app.test,b9.test,\(p9),0,10"])
+        try bed.backend(name: "b8", port: p8, host: "127.0.0.8")
+        try bed.backend(name: "b9", port: p9, host: "127.0.0.9")
+        let front = TestBed.freePort()
+        let socket = bed.directory + "/api.sock"
+        let text = config(front: front, dns: dnsPort, backendPort: 1, socket: socket)
+            .replacingOccurrences(of: "server-template srv 5 app.test:1", with: "server-template srv 3 _web._tcp.app.test")
+        try bed.proxy(text, waitFor: front)
+        #expect(TestBed.waitUntil { Set(Self.addresses(socket, "app").values) == ["127.0.0.8:\(p8)", "127.0.0.9:\(p9)"] },
+                "\(Self.addresses(socket, "app"))\n\(bed.log())")
+        #expect((cli(socket, "show stat") ?? "").contains("app,srv3,") && (cli(socket, "show stat") ?? "").contains(",MAINT (resolution),"))
+        var seen: Set<String> = []
+        #expect(TestBed.waitUntil {
+            if let r = try? TestBed.curl(["http://127.0.0.1:\(front)/"]), r.0 == 200 { seen.insert(String(r.1.prefix(2))) }
+            return seen == ["b8", "b9"]
+        }, "\(seen)")
+        #expect(bed.log().contains("changed its IP from (none) to 127.0.0.8 by DNS additional record."), "\(bed.log())")
     }
 
     @Test func bogusAnswersChangeNothing() throws {

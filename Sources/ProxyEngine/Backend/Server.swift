@@ -87,6 +87,11 @@ public final class Server: @unchecked Sendable {
         isBackup = definition.options.backup
         slowStart = Int64(definition.options.slowStart ?? 0)
         self.index = index
+        switch definition.address.host {
+        case .unix: followsClientPort = false
+        case .name(let n) where n.hasPrefix("_"): followsClientPort = false
+        default: followsClientPort = definition.address.port == nil
+        }
     }
 
     /// Usable for new traffic: ready, up and with a weight.
@@ -154,7 +159,8 @@ public final class Server: @unchecked Sendable {
     }
 
     /// No port of its own, or an offset: connections go to the client's destination port.
-    public var followsClientPort: Bool { definition.address.port == nil && { if case .unix = definition.address.host { return false } else { return true } }() }
+    /// (An SRV name's port comes from its records instead.)
+    public let followsClientPort: Bool
 
     /// `option srvtcpka` (or `tcpka`) in its backend.
     let keepAlive: Bool

@@ -231,8 +231,8 @@ final class Resolvers: LoopObject {
         r.lastValid = now
         r.nextAt = now + Int64(max(definition.holdValid, definition.resolveInterval))
         if r.isSRV {
-            r.services = response.services.sorted { ($0.priority, -$0.weight) < ($1.priority, -$1.weight) }
-            assignServices(r, by: &by)
+            r.services = response.services   // in answer order, as HAProxy takes them
+            assignServices(r)
             return
         }
         let obsolete = Int64(definition.holdObsolete)
@@ -280,7 +280,7 @@ final class Resolvers: LoopObject {
     }
 
     /// SRV: each server in order takes a record no other server of its backend holds.
-    private func assignServices(_ r: Resolution, by: inout String) {
+    private func assignServices(_ r: Resolution) {
         var used: Set<String> = []
         for (s, _) in r.servers where !s.awaitsAddress {
             if let ip = IPAddress(socketAddress: s.address),
@@ -296,14 +296,16 @@ final class Resolvers: LoopObject {
                 continue
             }
             used.insert("\(svc.target):\(svc.port)")
-            if !s.definition.options.ignoreSRVWeight { s.setWeight(min(256, svc.weight)) }
-            move(s, b, to: svc.address!, port: UInt16(clamping: svc.port), from: current, by: &by)
+            // An SRV weight (0-65535) becomes a server weight of 1-256, as HAProxy scales it.
+            if !s.definition.options.ignoreSRVWeight { s.setWeight(min(256, svc.weight / 256 + 1)) }
+            var by = "DNS additional record"
+            move(s, b, to: svc.address!, port: UInt16(clamping: svc.port), from: current, by: &by, host: svc.target)
         }
     }
 
     /// `by`: the name server whose answer moved the server (HAProxy's wording: the first
     /// server of an answer is moved `by dns/ns1`, the others `by DNS cache`).
-    private func move(_ s: Server, _ b: Backend, to ip: IPAddress, port: UInt16, from current: IPAddress?, by: inout String) {
+    private func move(_ s: Server, _ b: Backend, to ip: IPAddress, port: UInt16, from current: IPAddress?, by: inout String, host target: String? = nil) {
         if ip != current || s.address.port != port {
             s.setAddress(Backend.socketAddress(ip, port: port))
             let before = current.map { AddressText.ip(Backend.socketAddress($0, port: 0)) } ?? "(none)"
@@ -311,10 +313,10 @@ final class Resolvers: LoopObject {
             by = "DNS cache"
         }
         if s.setAwaitingAddress(false) {
-            var host = ""
-            if case .name(let h) = s.definition.address.host { host = h }
+            var host = target ?? ""
+            if target == nil, case .name(let h) = s.definition.address.host { host = h }
             log("Server \(b.name)/\(s.name) ('\(host)') is UP/READY (resolves again).", level: .warning, b)
-            log("Server \(b.name)/\(s.name) administratively READY thanks to valid DNS answer.", level: .warning, b)
+            if target == nil { log("Server \(b.name)/\(s.name) administratively READY thanks to valid DNS answer.", level: .warning, b) }
             b.slotFreed()
         }
     }
