@@ -761,7 +761,7 @@ extension ConfigParser {
             settings.options.httpConnectionMode = fresh.options.httpConnectionMode
         case "forwardfor": settings.options.forwardFor = nil
         case "httpchk": settings.httpCheck = nil
-        case "tcp-check", "redis-check", "smtpchk", "pgsql-check": settings.tcpCheck = nil
+        case "tcp-check", "redis-check", "smtpchk", "pgsql-check", "ssl-hello-chk": settings.tcpCheck = nil
         case "splice-auto", "splice-request", "splice-response": break
         default: throw ConfigError("'default option \(name)': unknown option '\(name)'")
         }
@@ -772,7 +772,7 @@ extension ConfigParser {
         guard let name = args.first else { throw ConfigError("'option' needs a name, e.g. 'option httplog'") }
         let rest = args.dropFirst()
         let frontendOnly: Set<String> = ["httplog", "tcplog", "dontlognull", "logasap", "clitcpka", "idle-close-on-response"]
-        let backendOnly: Set<String> = ["redispatch", "allbackups", "abortonclose", "srvtcpka", "httpchk", "tcp-check", "redis-check", "smtpchk", "pgsql-check"]
+        let backendOnly: Set<String> = ["redispatch", "allbackups", "abortonclose", "srvtcpka", "httpchk", "tcp-check", "redis-check", "smtpchk", "pgsql-check", "ssl-hello-chk"]
         if let p = proxy {
             if frontendOnly.contains(name) && p.kind == .backend {
                 warning("'option \(name)' is ignored in backend '\(p.name)': it needs a frontend or listen section", at: location)
@@ -850,7 +850,7 @@ extension ConfigParser {
                 }
             }
             settings.options.forwardFor = ff
-        case "tcp-check", "redis-check", "smtpchk", "pgsql-check":
+        case "tcp-check", "redis-check", "smtpchk", "pgsql-check", "ssl-hello-chk":
             if negated { if settings.tcpCheck != nil { settings.tcpCheck = nil }; return }
             settings.tcpCheck = try Self.protocolCheck(name, rest)
             settings.httpCheck = nil
@@ -872,10 +872,10 @@ extension ConfigParser {
             settings.httpCheck = check
         default:
             let all = Array(flags.keys) + ["tcpka", "httpclose", "http-server-close", "http-keep-alive", "forwardfor", "httpchk", "forceclose",
-                                           "tcp-check", "redis-check", "smtpchk", "pgsql-check",
+                                           "tcp-check", "redis-check", "smtpchk", "pgsql-check", "ssl-hello-chk",
                                            "splice-auto", "splice-request", "splice-response", "idle-close-on-response"]
             let unsupported: Set<String> = ["http-use-htx", "http-buffer-request", "originalto", "persist",
-                                            "prefer-last-server", "ssl-hello-chk", "mysql-check",
+                                            "prefer-last-server", "mysql-check",
                                             "ldap-check", "external-check", "http-pretend-keepalive",
                                             "http-no-delay", "httpslog", "log-separate-errors", "nolinger", "socket-stats",
                                             "checkcache", "accept-invalid-http-request", "accept-invalid-http-response",
@@ -914,6 +914,11 @@ extension ConfigParser {
             }
             check.steps = [expect(.rstring, "^2[0-9][0-9]", "no 2xx SMTP banner"), .send(Array("\(greeting)\r\n".utf8)),
                            expect(.rstring, "^2[0-9][0-9]", "no 2xx answer to \(greeting.prefix(4))"), .send(Array("QUIT\r\n".utf8))]
+        case "ssl-hello-chk":
+            // An SSLv3 ClientHello; any TLS server answers with a handshake (0x16) or an
+            // alert (0x15) record, as HAProxy's check requires (a layer-6 check).
+            if let extra = args.first { throw ConfigError("option ssl-hello-chk: unexpected '\(extra)'") }
+            check.steps = [.send(Self.sslv3ClientHello), expect(.rbinary, "^1[56]")]
         default: // pgsql-check
             guard args.count == 2, args.first == "user", let user = args.last, !user.isEmpty else {
                 throw ConfigError("option pgsql-check: the form is 'option pgsql-check user <username>'")
@@ -926,6 +931,16 @@ extension ConfigParser {
         }
         return check
     }
+
+    /// `option ssl-hello-chk`'s ClientHello: SSL 3.0, a fixed random, no session, RSA and
+    /// ECDHE suites, no compression.
+    static let sslv3ClientHello: [UInt8] = {
+        let suites: [UInt8] = [0xc0, 0x2f, 0xc0, 0x2b, 0xc0, 0x13, 0xc0, 0x09, 0x00, 0x2f, 0x00, 0x35, 0x00, 0x0a, 0x00, 0x05, 0x00, 0x04]
+        var body: [UInt8] = [0x03, 0x00] + Array(repeating: 0x5a, count: 32) + [0x00]
+        body += [UInt8(suites.count >> 8), UInt8(suites.count & 0xff)] + suites + [0x01, 0x00]
+        let handshake: [UInt8] = [0x01, 0x00, UInt8(body.count >> 8), UInt8(body.count & 0xff)] + body
+        return [0x16, 0x03, 0x00, UInt8(handshake.count >> 8), UInt8(handshake.count & 0xff)] + handshake
+    }()
 
     /// `deadbeef` as bytes; nil when it is not an even count of hexadecimal digits.
     static func hexBytes(_ text: String) -> [UInt8]? {

@@ -69,4 +69,35 @@ import Testing
         let set = try Harness.run(Harness.which("redis-cli") ?? "/usr/bin/redis-cli", ["-p", String(front), "set", "k", "v"])
         #expect(set.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "OK", "\(set.stdout) \(set.stderr)")
     }
+
+    /// `option ssl-hello-chk`: a TLS listener answers the SSLv3 hello with a handshake or an
+    /// alert record (L6OK); an HTTP server waits for the end of a request that never comes
+    /// (L6TOUT, a layer-6 timeout).
+    @Test func sslHelloCheck() throws {
+        let bed = try TestBed()
+        let pem = try TLSTerminationTests.certificate(in: bed.directory).pem
+        let tlsPort = TestBed.freePort(), front = TestBed.freePort()
+        let plain = try bed.backend(name: "plain")
+        let socket = bed.directory + "/api.sock"
+        try bed.proxy("""
+        global
+            stats socket \(socket) level admin
+        \(TestBed.defaults("http"))
+        frontend tls
+            bind 127.0.0.1:\(tlsPort) ssl crt \(pem)
+            http-request return status 200
+        frontend web
+            bind 127.0.0.1:\(front)
+            default_backend hello
+        backend hello
+            option ssl-hello-chk
+            server tls 127.0.0.1:\(tlsPort) check inter 200 rise 1 fall 1
+            server plain 127.0.0.1:\(plain) check inter 200 rise 1 fall 1
+
+        """, waitFor: front)
+        #expect(TestBed.waitUntil { Self.stat(socket, "hello", "tls").contains(",UP,") && Self.stat(socket, "hello", "plain").contains(",DOWN,") },
+                "\(Self.stat(socket, "hello", "tls"))\n\(Self.stat(socket, "hello", "plain"))")
+        #expect(Self.stat(socket, "hello", "tls").contains("L6OK"), "\(Self.stat(socket, "hello", "tls"))")
+        #expect(Self.stat(socket, "hello", "plain").contains("L6TOUT"), "\(Self.stat(socket, "hello", "plain"))")
+    }
 }

@@ -26,6 +26,8 @@ final class HealthCheck: LoopObject {
     let tcpConnect: TCPCheck.Connect?
     /// What the check is called in its reasons (`tcp-check`, `redis-check`...).
     let tcpOrigin: String
+    /// What a tcp-check's answers are judged at: `Layer6` for `ssl-hello-chk`, else `Layer7`.
+    var answerLayer: String { tcpOrigin == "ssl-hello-chk" ? "Layer6" : "Layer7" }
     /// The step running now (0-based among `tcpSteps`), and whether the server closed.
     var stepIndex = 0
     var stepSent = 0
@@ -156,7 +158,7 @@ final class HealthCheck: LoopObject {
             return
         }
         if inProgress {
-            var reason = !connected ? "Layer4 timeout" : tls != nil && !handshakeDone ? "Layer6 timeout" : "Layer7 timeout"
+            var reason = !connected ? "Layer4 timeout" : tls != nil && !handshakeDone ? "Layer6 timeout" : "\(answerLayer) timeout"
             if connected, tls == nil || handshakeDone, let steps = tcpSteps, stepIndex < steps.count, tcpOrigin == "tcp-check" {
                 reason += ", info: \" at step \(stepNumber) of \(tcpOrigin) (\(Self.describe(steps[stepIndex])))\""
             }
@@ -315,7 +317,7 @@ final class HealthCheck: LoopObject {
                 if found == e.negated {
                     let what = e.negated ? "matched unwanted content '\(e.text)'" : "did not match content '\(e.text)'"
                     let info = e.comment ?? "TCPCHK \(what) at step \(stepNumber)"
-                    complete(false, reason: "Layer7 \(found || !response.isEmpty ? "invalid response" : "connection problem"), info: \"\(info)\"", code: nil)
+                    complete(false, reason: "\(answerLayer) \(found || !response.isEmpty ? "invalid response" : "connection problem"), info: \"\(info)\"", code: nil)
                     return
                 }
                 stepIndex += 1
@@ -324,7 +326,7 @@ final class HealthCheck: LoopObject {
             }
         }
         let expected = steps.contains { if case .expect = $0 { return true }; return false }
-        complete(true, reason: expected ? "Layer7 check passed" : tls != nil ? "Layer6 check passed" : "Layer4 check passed", code: nil)
+        complete(true, reason: expected ? "\(answerLayer) check passed" : tls != nil ? "Layer6 check passed" : "Layer4 check passed", code: nil)
     }
 
     /// The step's number as HAProxy reports it: rules from 1, an explicit `connect` counted.
