@@ -407,7 +407,12 @@ public struct TCPCheck: Sendable, Equatable {
     }
 
     public struct Expectation: Sendable, Equatable {
-        public enum Kind: String, Sendable { case string, rstring, binary, rbinary }
+        public enum Kind: String, Sendable {
+            case string, rstring, binary, rbinary
+            /// `option mysql-check`'s own: one MySQL packet, the server's greeting, then the
+            /// answer to our login (an error packet fails the check with its message).
+            case mysqlGreeting = "mysql greeting", mysqlReply = "mysql reply"
+        }
         public var kind: Kind
         public var negated: Bool
         /// The bytes to find (`string`, `binary`), or the regex (`rstring`, `rbinary`: on the

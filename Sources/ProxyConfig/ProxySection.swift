@@ -761,7 +761,7 @@ extension ConfigParser {
             settings.options.httpConnectionMode = fresh.options.httpConnectionMode
         case "forwardfor": settings.options.forwardFor = nil
         case "httpchk": settings.httpCheck = nil
-        case "tcp-check", "redis-check", "smtpchk", "pgsql-check", "ssl-hello-chk": settings.tcpCheck = nil
+        case "tcp-check", "redis-check", "smtpchk", "pgsql-check", "ssl-hello-chk", "mysql-check": settings.tcpCheck = nil
         case "splice-auto", "splice-request", "splice-response": break
         default: throw ConfigError("'default option \(name)': unknown option '\(name)'")
         }
@@ -772,7 +772,7 @@ extension ConfigParser {
         guard let name = args.first else { throw ConfigError("'option' needs a name, e.g. 'option httplog'") }
         let rest = args.dropFirst()
         let frontendOnly: Set<String> = ["httplog", "tcplog", "dontlognull", "logasap", "clitcpka", "idle-close-on-response"]
-        let backendOnly: Set<String> = ["redispatch", "allbackups", "abortonclose", "srvtcpka", "httpchk", "tcp-check", "redis-check", "smtpchk", "pgsql-check", "ssl-hello-chk"]
+        let backendOnly: Set<String> = ["redispatch", "allbackups", "abortonclose", "srvtcpka", "httpchk", "tcp-check", "redis-check", "smtpchk", "pgsql-check", "ssl-hello-chk", "mysql-check"]
         if let p = proxy {
             if frontendOnly.contains(name) && p.kind == .backend {
                 warning("'option \(name)' is ignored in backend '\(p.name)': it needs a frontend or listen section", at: location)
@@ -850,7 +850,7 @@ extension ConfigParser {
                 }
             }
             settings.options.forwardFor = ff
-        case "tcp-check", "redis-check", "smtpchk", "pgsql-check", "ssl-hello-chk":
+        case "tcp-check", "redis-check", "smtpchk", "pgsql-check", "ssl-hello-chk", "mysql-check":
             if negated { if settings.tcpCheck != nil { settings.tcpCheck = nil }; return }
             settings.tcpCheck = try Self.protocolCheck(name, rest)
             settings.httpCheck = nil
@@ -872,10 +872,10 @@ extension ConfigParser {
             settings.httpCheck = check
         default:
             let all = Array(flags.keys) + ["tcpka", "httpclose", "http-server-close", "http-keep-alive", "forwardfor", "httpchk", "forceclose",
-                                           "tcp-check", "redis-check", "smtpchk", "pgsql-check", "ssl-hello-chk",
+                                           "tcp-check", "redis-check", "smtpchk", "pgsql-check", "ssl-hello-chk", "mysql-check",
                                            "splice-auto", "splice-request", "splice-response", "idle-close-on-response"]
             let unsupported: Set<String> = ["http-use-htx", "http-buffer-request", "originalto", "persist",
-                                            "prefer-last-server", "mysql-check",
+                                            "prefer-last-server",
                                             "ldap-check", "external-check", "http-pretend-keepalive",
                                             "http-no-delay", "httpslog", "log-separate-errors", "nolinger", "socket-stats",
                                             "checkcache", "accept-invalid-http-request", "accept-invalid-http-response",
@@ -914,6 +914,30 @@ extension ConfigParser {
             }
             check.steps = [expect(.rstring, "^2[0-9][0-9]", "no 2xx SMTP banner"), .send(Array("\(greeting)\r\n".utf8)),
                            expect(.rstring, "^2[0-9][0-9]", "no 2xx answer to \(greeting.prefix(4))"), .send(Array("QUIT\r\n".utf8))]
+        case "mysql-check":
+            // Without a user: the greeting alone (HAProxy's deprecated form). With one: a login
+            // without password and a QUIT, then the greeting and the login's answer.
+            let mysqlGreeting = TCPCheck.Step.expect(.init(kind: .mysqlGreeting, negated: false, pattern: [], text: "", comment: nil))
+            guard !args.isEmpty else { check.steps = [mysqlGreeting]; break }
+            guard args.first == "user", args.count >= 2, args.count <= 3, let user = args.dropFirst().first, !user.isEmpty else {
+                throw ConfigError("option mysql-check: the form is 'option mysql-check [user <username> [post-41|pre-41]]'")
+            }
+            let version = args.count == 3 ? args.last! : "post-41"
+            guard version == "post-41" || version == "pre-41" else {
+                throw ConfigError("option mysql-check: '\(version)' is neither post-41 nor pre-41")
+            }
+            var body: [UInt8]
+            if version == "post-41" {
+                // Capabilities with CLIENT_PROTOCOL_41, max packet, UTF-8, 23 bytes of padding.
+                body = [0x00, 0x82, 0x00, 0x00, 0x00, 0x80, 0x00, 0x01, 0x21] + [UInt8](repeating: 0, count: 23)
+            } else {
+                body = [0x00, 0x80, 0x00, 0x00, 0x01]
+            }
+            body += Array(user.utf8) + [0x00, 0x00]
+            let login = [UInt8(body.count & 0xff), UInt8(body.count >> 8 & 0xff), UInt8(body.count >> 16 & 0xff), 0x01] + body
+            let quit: [UInt8] = [0x01, 0x00, 0x00, 0x00, 0x01]
+            check.steps = [.send(login + quit), mysqlGreeting,
+                           .expect(.init(kind: .mysqlReply, negated: false, pattern: [], text: "", comment: nil))]
         case "ssl-hello-chk":
             // An SSLv3 ClientHello; any TLS server answers with a handshake (0x16) or an
             // alert (0x15) record, as HAProxy's check requires (a layer-6 check).
@@ -1020,7 +1044,8 @@ extension ConfigParser {
             }
             var negated = false
             if rest.first == "!" { negated = true; rest = rest.dropFirst() }
-            guard let kindText = rest.popFirst(), let kind = TCPCheck.Expectation.Kind(rawValue: kindText) else {
+            guard let kindText = rest.popFirst(), let kind = TCPCheck.Expectation.Kind(rawValue: kindText),
+                  [.string, .rstring, .binary, .rbinary].contains(kind) else {
                 throw ConfigError("tcp-check expect: the form is 'tcp-check expect [!] string|rstring|binary|rbinary <pattern>'")
             }
             try Values.expect(rest, 1, usage: "tcp-check expect [!] \(kindText) <pattern>")
@@ -1034,7 +1059,7 @@ extension ConfigParser {
                 do { _ = try PosixRegex(text) } catch let e as PosixRegex.CompileError {
                     throw ConfigError("tcp-check expect \(kindText): regex '\(text)' does not compile: \(e.description)")
                 }
-            case .string:
+            case .string, .mysqlGreeting, .mysqlReply:
                 break
             }
             if comment == nil, case .comment(let c)? = steps.last { comment = c; steps.removeLast() }

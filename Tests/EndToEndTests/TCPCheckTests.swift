@@ -7,6 +7,7 @@ import Testing
 /// `role:master` sequence; both answer `option redis-check`'s PING).
 @Suite(.serialized) struct TCPCheckTests {
     static let redis = Harness.which("redis-server")
+    static let mariadb = ["/usr/sbin/mariadbd", "/usr/bin/mariadb-install-db", "/usr/bin/mariadb"].allSatisfy { FileManager.default.isExecutableFile(atPath: $0) }
 
     /// The `show stat` line of a server, as `backend,server,...`.
     static func stat(_ socket: String, _ backend: String, _ server: String) -> String {
@@ -99,5 +100,44 @@ import Testing
                 "\(Self.stat(socket, "hello", "tls"))\n\(Self.stat(socket, "hello", "plain"))")
         #expect(Self.stat(socket, "hello", "tls").contains("L6OK"), "\(Self.stat(socket, "hello", "tls"))")
         #expect(Self.stat(socket, "hello", "plain").contains("L6TOUT"), "\(Self.stat(socket, "hello", "plain"))")
+    }
+
+    /// `option mysql-check` against a real MariaDB: with a user that may log in without a
+    /// password (L7OK, code 0), without a user (the greeting alone), the pre-4.1 login, a user
+    /// whose password we do not send (L7STS with MariaDB's code and message, as HAProxy logs
+    /// it), and a server that is not MySQL at all (L7RSP).
+    @Test(.enabled(if: mariadb, "needs mariadb-server"))
+    func mysqlCheck() throws {
+        let bed = try TestBed()
+        let data = bed.directory + "/mysql", sock = bed.directory + "/mysql.sock"
+        let install = try Harness.run("/usr/bin/mariadb-install-db", ["--no-defaults", "--datadir=\(data)", "--user=root",
+                                                                       "--auth-root-authentication-method=normal"])
+        #expect(install.status == 0, "\(install.stderr)")
+        let port = TestBed.freePort(), notMySQL = try bed.backend(name: "web", kind: "echo"), front = TestBed.freePort()
+        try bed.start("/usr/sbin/mariadbd", ["--no-defaults", "--datadir=\(data)", "--user=root", "--port=\(port)",
+                                             "--bind-address=127.0.0.1", "--socket=\(sock)", "--skip-log-bin"], log: bed.directory + "/mysql.log")
+        #expect(TestBed.waitForPort(port, timeout: 30), "mariadbd: \(bed.read(bed.directory + "/mysql.log"))")
+        let users = try Harness.run("/usr/bin/mariadb", ["--no-defaults", "-S", sock, "-uroot", "-e",
+                                                          "CREATE USER 'haproxy'@'127.0.0.1'; CREATE USER 'pw'@'127.0.0.1' IDENTIFIED BY 'secret';"])
+        #expect(users.status == 0, "\(users.stderr)")
+        let socket = bed.directory + "/api.sock"
+        var config = "global\n    stats socket \(socket) level admin\n\(TestBed.defaults("tcp"))\nfrontend db\n    bind 127.0.0.1:\(front)\n    default_backend login\n"
+        for (name, option, target) in [("login", "user haproxy", port), ("greeting", "", port), ("pre41", "user haproxy pre-41", port),
+                                       ("password", "user pw", port), ("notmysql", "user haproxy", notMySQL)] {
+            config += "backend \(name)\n    option mysql-check \(option)\n    server s 127.0.0.1:\(target) check inter 200 rise 1 fall 1\n"
+        }
+        try bed.proxy(config, waitFor: front)
+        #expect(TestBed.waitUntil {
+            ["login", "greeting", "pre41"].allSatisfy { Self.stat(socket, $0, "s").contains(",UP,") }
+                && ["password", "notmysql"].allSatisfy { Self.stat(socket, $0, "s").contains(",DOWN,") }
+        }, "\(["login", "greeting", "pre41", "password", "notmysql"].map { Self.stat(socket, $0, "s") })")
+        #expect(Self.stat(socket, "login", "s").contains(",L7OK,0,"), "\(Self.stat(socket, "login", "s"))")
+        #expect(Self.stat(socket, "password", "s").contains(",L7STS,1045,"), "\(Self.stat(socket, "password", "s"))")
+        #expect(Self.stat(socket, "notmysql", "s").contains(",L7RSP,"), "\(Self.stat(socket, "notmysql", "s"))")
+        #expect(bed.log().contains("Server password/s is DOWN, reason: Layer7 wrong status, code: 1045, info: \"#28000Access denied for user 'pw'@'localhost' (using password: NO)\""),
+                "\(bed.log())")
+        // Through the proxy, the client talks to MariaDB.
+        let query = try Harness.run("/usr/bin/mariadb", ["--no-defaults", "-h", "127.0.0.1", "-P", String(front), "-uhaproxy", "-N", "-e", "SELECT 1+1"])
+        #expect(query.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "2", "\(query.stdout) \(query.stderr)")
     }
 }

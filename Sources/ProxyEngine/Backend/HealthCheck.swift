@@ -311,8 +311,13 @@ final class HealthCheck: LoopObject {
                     default: peerClosed = true
                     }
                 }
-                let found = Self.matches(e, response, regex: stepRegexes[stepIndex])
                 let finalData = peerClosed || response.count >= 65536
+                if e.kind == .mysqlGreeting || e.kind == .mysqlReply {
+                    guard mysqlPacket(e.kind, finalData: finalData) else { return }
+                    stepIndex += 1
+                    continue
+                }
+                let found = Self.matches(e, response, regex: stepRegexes[stepIndex])
                 if !found && !finalData { return }
                 if found == e.negated {
                     let what = e.negated ? "matched unwanted content '\(e.text)'" : "did not match content '\(e.text)'"
@@ -326,7 +331,8 @@ final class HealthCheck: LoopObject {
             }
         }
         let expected = steps.contains { if case .expect = $0 { return true }; return false }
-        complete(true, reason: expected ? "\(answerLayer) check passed" : tls != nil ? "Layer6 check passed" : "Layer4 check passed", code: nil)
+        complete(true, reason: expected ? "\(answerLayer) check passed" : tls != nil ? "Layer6 check passed" : "Layer4 check passed",
+                 code: tcpOrigin == "mysql-check" ? 0 : nil)
     }
 
     /// The step's number as HAProxy reports it: rules from 1, an explicit `connect` counted.
@@ -346,7 +352,38 @@ final class HealthCheck: LoopObject {
         case .rbinary:
             let hex = data.map { String($0, radix: 16, uppercase: true).leftPaddedWithZeros(2) }.joined()
             return regex?.matches(hex) ?? false
+        case .mysqlGreeting, .mysqlReply:
+            return false
         }
+    }
+
+    /// `option mysql-check`: takes one whole MySQL packet off the answer; true when it passes.
+    /// An error packet fails the check with its code and message (`L7STS`); a greeting that
+    /// is not protocol 9 or 10, or an answer cut short, is an invalid response. False with the
+    /// check still running: the packet is not whole yet.
+    func mysqlPacket(_ kind: TCPCheck.Expectation.Kind, finalData: Bool) -> Bool {
+        let length = response.count >= 4 ? Int(response[0]) | Int(response[1]) << 8 | Int(response[2]) << 16 : Int.max
+        guard length != Int.max, response.count - 4 >= length else {
+            if finalData {
+                complete(false, reason: "Layer7 invalid response", code: nil)
+            }
+            return false
+        }
+        let packet = Array(response[4..<(4 + length)])
+        response.removeFirst(4 + length)
+        if packet.first == 0xff {
+            // The code, then (4.1 servers) '#' and the SQL state, then the message, all of which
+            // HAProxy's reason quotes.
+            let code = packet.count >= 3 ? Int(packet[1]) | Int(packet[2]) << 8 : 0
+            let message = String(decoding: packet.dropFirst(min(3, packet.count)), as: UTF8.self)
+            complete(false, reason: "Layer7 wrong status, info: \"\(message)\"", code: code)
+            return false
+        }
+        if kind == .mysqlGreeting, packet.first != 10 && packet.first != 9 {
+            complete(false, reason: "Layer7 invalid response", code: nil)
+            return false
+        }
+        return true
     }
 
     static func describe(_ step: TCPCheck.Step) -> String {
@@ -474,12 +511,22 @@ final class HealthCheck: LoopObject {
         }
         // `option log-health-checks`: each change of the result, as HAProxy words it.
         if backend.settings.options.logHealthChecks, previous != Self.shortStatus(ok, reason) {
-            var line = "Health check for server \(backend.name)/\(server.name) \(ok ? "succeeded" : "failed"), reason: \(reason)"
-            if let code { line += ", code: \(code)" }
+            var line = "Health check for server \(backend.name)/\(server.name) \(ok ? "succeeded" : "failed"), reason: \(Self.withCode(reason, code))"
             let status = isUp ? "\(max(0, o.fall - failures))/\(o.fall) UP" : "\(successes)/\(o.rise) DOWN"
             line += ", check duration: \(duration)ms, status: \(status)."
             context.model.logger.alert(line, level: ok ? .notice : .warning, to: context.model.logger.destinations(for: backend.settings.logs))
         }
+    }
+
+    /// A reason with its code where HAProxy puts it: after the words, before `, info:`.
+    static func withCode(_ reason: String, _ code: Int?) -> String {
+        guard let code else { return reason }
+        var i = reason.startIndex
+        while i < reason.endIndex {
+            if reason[i...].hasPrefix(", info: ") { return reason[..<i] + ", code: \(code)" + reason[i...] }
+            i = reason.index(after: i)
+        }
+        return reason + ", code: \(code)"
     }
 
     /// HAProxy's short check status for a result (`show stat`'s `check_status`).
@@ -500,8 +547,7 @@ final class HealthCheck: LoopObject {
         server.upSince.store(up ? max(1, context.loop.now) : 0, ordering: .relaxed)
         let active = backend.servers.filter { !$0.isBackup && $0.isUsable }.count
         let backups = backend.servers.filter { $0.isBackup && $0.isUsable }.count
-        var line = "Server \(backend.name)/\(server.name) is \(up ? "UP" : "DOWN"), reason: \(reason)"
-        if let code { line += ", code: \(code)" }
+        var line = "Server \(backend.name)/\(server.name) is \(up ? "UP" : "DOWN"), reason: \(Self.withCode(reason, code))"
         line += ", check duration: \(duration)ms. \(active) active and \(backups) backup servers \(up ? "online" : "left")."
         if !up && active == 0 && backups == 0 { line += " 0 sessions active, 0 requeued, 0 remaining in queue." }
         context.model.logger.alert(line, level: up ? .notice : .alert, to: context.model.logger.destinations(for: backend.settings.logs))
