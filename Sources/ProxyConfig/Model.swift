@@ -372,6 +372,9 @@ public struct HTTPCheck: Sendable, Equatable {
     public var headers: [HeaderField] = []
     public var body: String?
     public var expectations: [Expectation] = []
+    /// `http-check disable-on-404`: a running server that answers 404 takes no new traffic
+    /// (`NOLB`) but keeps its persistent clients.
+    public var disableOn404 = false
 
     public struct Expectation: Sendable, Equatable {
         public enum Kind: String, Sendable { case status, rstatus, string, rstring }

@@ -1108,7 +1108,10 @@ extension ConfigParser {
                     throw ConfigError("http-check send: unknown argument '\(w)'; use meth, uri, ver, hdr or body")
                 }
             }
-        case "connect", "disable-on-404", "send-state", "comment", "set-var", "unset-var":
+        case "disable-on-404":
+            try Values.expect(rest, 0, usage: "http-check disable-on-404")
+            check.disableOn404 = true
+        case "connect", "send-state", "comment", "set-var", "unset-var":
             throw ConfigError("'http-check \(sub)' is not supported yet")
         default:
             throw ConfigError("unknown 'http-check \(sub)'; use 'http-check expect' or 'http-check send'")

@@ -42,6 +42,51 @@ import Testing
 /// `on-marked-down shutdown-sessions` cuts a failing server's open connections at once;
 /// `option log-health-checks` logs each change of a check's result; `spread-checks` loads.
 @Suite(.serialized) struct CheckReactions {
+    /// `http-check disable-on-404`: a server whose check answers 404 goes to NOLB: no new
+    /// clients, its persistent ones still served; a 2xx puts it back; a stopped server that
+    /// answers 404 stays stopped.
+    @Test func disableOn404DrainsAServer() throws {
+        let bed = try TestBed()
+        let a = try bed.backend(name: "a"), b = try bed.backend(name: "b")
+        let front = TestBed.freePort()
+        let socket = bed.directory + "/api.sock"
+        try bed.proxy("""
+        global
+            stats socket \(socket) level admin
+        \(TestBed.defaults("http"))
+        frontend web
+            bind 127.0.0.1:\(front)
+            default_backend app
+        backend app
+            option httpchk GET /haproxy.check
+            http-check disable-on-404
+            cookie SRV insert indirect nocache
+            server a 127.0.0.1:\(a) check inter 150 rise 1 fall 1 cookie a
+            server b 127.0.0.1:\(b) check inter 150 rise 1 fall 1 cookie b
+
+        """, waitFor: front)
+        func status(_ s: String) -> String {
+            (cli(socket, "show stat") ?? "").split(separator: "\n").first { $0.hasPrefix("app,\(s),") }.map(String.init) ?? ""
+        }
+        #expect(TestBed.waitUntil { status("a").contains(",UP,") && status("b").contains(",UP,") })
+        FileManager.default.createFile(atPath: bed.directory + "/a.drain", contents: nil)
+        #expect(TestBed.waitUntil { status("a").contains(",NOLB,") }, "\(status("a"))")
+        #expect(status("a").contains(",L7OKC,404,"), "\(status("a"))")
+        #expect(TestBed.waitUntil { bed.log().contains("Server app/a is stopping, reason: Layer7 check conditionally passed, code: 404") }, "\(bed.log())")
+        // New clients all go to b; a client whose cookie names a is still served by a.
+        for _ in 0..<4 { #expect(try TestBed.curl(["http://127.0.0.1:\(front)/"]).1.hasPrefix("b "), "a took a new client") }
+        #expect(try TestBed.curl(["-H", "Cookie: SRV=a", "http://127.0.0.1:\(front)/"]).1.hasPrefix("a "))
+        try FileManager.default.removeItem(atPath: bed.directory + "/a.drain")
+        #expect(TestBed.waitUntil { status("a").contains(",UP,") }, "\(status("a"))")
+        // Stopped, then 404: it stays DOWN.
+        FileManager.default.createFile(atPath: bed.directory + "/b.down", contents: nil)
+        #expect(TestBed.waitUntil { status("b").contains(",DOWN,") })
+        FileManager.default.createFile(atPath: bed.directory + "/b.drain", contents: nil)
+        try FileManager.default.removeItem(atPath: bed.directory + "/b.down")
+        Thread.sleep(forTimeInterval: 0.6)
+        #expect(status("b").contains(",DOWN,"), "\(status("b"))")
+    }
+
     @Test func markedDownShutsSessionsAndEveryChangeIsLogged() throws {
         let bed = try TestBed()
         let w1 = try bed.backend(name: "webmail1")

@@ -41,6 +41,8 @@ final class HealthCheck: LoopObject {
     /// PROXY header) is the whole check.
     let layer7: Bool
     let expectations: [HTTPCheck.Expectation]
+    /// `http-check disable-on-404`.
+    let disableOn404: Bool
     let options: ServerOptions
     /// HAProxy's check timeouts: without `timeout check`, `inter` bounds the whole check; with
     /// it, min(`timeout connect`, `inter`) bounds the connect and `timeout check` the answer.
@@ -71,10 +73,12 @@ final class HealthCheck: LoopObject {
             if let body = h.body { text += "content-length: \(body.utf8.count)\r\n\r\n\(body)" } else { text += "\r\n" }
             request = Array(text.utf8)
             expectations = h.expectations
+            disableOn404 = h.disableOn404
             layer7 = true
         } else {
             request = nil
             expectations = []
+            disableOn404 = false
             layer7 = false
         }
         if let t = backend.settings.tcpCheck {
@@ -438,6 +442,13 @@ final class HealthCheck: LoopObject {
             complete(false, reason: "Layer7 invalid response", code: nil)
             return
         }
+        // `http-check disable-on-404`, before any `expect`: a running server that answers 404
+        // stops taking new traffic (a stopped one stays stopped: the 404 is then a failure).
+        if disableOn404 && status == 404 && isUp {
+            if server.setNoLoadBalancing(true) { stopping(duration: context.loop.now - startedMs) }
+            complete(true, reason: "Layer7 check conditionally passed", code: 404)
+            return
+        }
         var bodyStart = response.count
         if response.count >= 4 {
             for i in 0...(response.count - 4) where response[i] == 13 && response[i + 1] == 10 && response[i + 2] == 13 && response[i + 3] == 10 {
@@ -493,6 +504,9 @@ final class HealthCheck: LoopObject {
         if ok {
             successes += 1
             failures = 0
+            if !reason.hasPrefix("Layer7 check conditionally") && server.setNoLoadBalancing(false) && isUp {
+                transition(up: true, reason: reason, code: code, duration: duration)
+            }
             if !isUp && successes >= options.rise { transition(up: true, reason: reason, code: code, duration: duration) }
         } else {
             failures += 1
@@ -531,7 +545,7 @@ final class HealthCheck: LoopObject {
 
     /// HAProxy's short check status for a result (`show stat`'s `check_status`).
     static func shortStatus(_ ok: Bool, _ reason: String) -> String {
-        if ok { return reason.hasPrefix("Layer7") ? "L7OK" : reason.hasPrefix("Layer6") ? "L6OK" : "L4OK" }
+        if ok { return reason.hasPrefix("Layer7 check conditionally") ? "L7OKC" : reason.hasPrefix("Layer7") ? "L7OK" : reason.hasPrefix("Layer6") ? "L6OK" : "L4OK" }
         if reason.hasPrefix("Layer6 timeout") { return "L6TOUT" }
         if reason.hasPrefix("Layer6") { return "L6RSP" }
         if reason.hasPrefix("Layer4 timeout") { return "L4TOUT" }
@@ -541,7 +555,16 @@ final class HealthCheck: LoopObject {
         return "L7RSP"
     }
 
+    /// `NOLB` begins: logged as HAProxy logs a server that is stopping.
+    func stopping(duration: Int64) {
+        let active = backend.servers.filter { !$0.isBackup && $0.isUsable }.count
+        let backups = backend.servers.filter { $0.isBackup && $0.isUsable }.count
+        let line = "Server \(backend.name)/\(server.name) is stopping, reason: Layer7 check conditionally passed, code: 404, check duration: \(duration)ms. \(active) active and \(backups) backup servers online. 0 sessions requeued, 0 total in queue."
+        context.model.logger.alert(line, level: .notice, to: context.model.logger.destinations(for: backend.settings.logs))
+    }
+
     func transition(up: Bool, reason: String, code: Int?, duration: Int64) {
+        if !up { server.setNoLoadBalancing(false) }
         server.setUp(up)
         if !up { server.lastCheck.withLock { $0.downTransitions += 1 } }
         server.upSince.store(up ? max(1, context.loop.now) : 0, ordering: .relaxed)

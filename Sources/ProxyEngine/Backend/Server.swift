@@ -31,6 +31,8 @@ public final class Server: @unchecked Sendable {
     /// one word, so `isUsable` stays one load.
     private let admin: Atomic<Int>
     static let awaitingAddressBit = 4
+    /// `http-check disable-on-404` saw a 404: `NOLB`, no new traffic but persistent clients.
+    static let noLoadBalancingBit = 8
     /// The state as traffic sees it: maintenance while it waits for an address.
     public var adminState: ServerAdminState {
         let raw = admin.load(ordering: .relaxed)
@@ -102,7 +104,23 @@ public final class Server: @unchecked Sendable {
     /// May take a client its persistence cookie names: up and not in maintenance (a
     /// draining server still serves the clients it has).
     @inline(__always) public var acceptsPersistent: Bool {
-        admin.load(ordering: .relaxed) <= ServerAdminState.drain.rawValue && isUp.load(ordering: .relaxed)
+        admin.load(ordering: .relaxed) & ~Self.noLoadBalancingBit <= ServerAdminState.drain.rawValue && isUp.load(ordering: .relaxed)
+    }
+
+    /// In `NOLB` (its checks answered 404 under `http-check disable-on-404`).
+    public var isNoLoadBalancing: Bool { admin.load(ordering: .relaxed) & Self.noLoadBalancingBit != 0 }
+
+    /// Enters or leaves `NOLB`; true when that changed anything.
+    @discardableResult
+    public func setNoLoadBalancing(_ on: Bool) -> Bool {
+        var current = admin.load(ordering: .relaxed)
+        while true {
+            let next = on ? current | Self.noLoadBalancingBit : current & ~Self.noLoadBalancingBit
+            if next == current { return false }
+            let (done, seen) = admin.compareExchange(expected: current, desired: next, ordering: .relaxed)
+            if done { markChanged(); return true }
+            current = seen
+        }
     }
 
     /// Sets the administrative state (the runtime API's `set server ... state`); waiting for

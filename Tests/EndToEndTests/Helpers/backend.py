@@ -18,7 +18,8 @@ HTTP paths:
   /location         302 with Location: http://example.com/a
   /setcookie        200 with the server's own Set-Cookie: SERVERID=fromserver
   /ws               101 upgrade, then echo bytes
-  /haproxy.check    200, or 500 when the file NAME.down exists in the working directory
+  /haproxy.check    200, or 500 when the file NAME.down exists in the working directory, or
+                    404 when NAME.drain does
   anything else     200 "NAME <method> <path>\n" plus the request headers as X-Seen-*
 """
 import json, os, socket, sys, threading, time
@@ -140,6 +141,8 @@ def http_client(conn, name):
             if path == "/haproxy.check":
                 if os.path.exists(name + ".down"):
                     send(conn, 500, b"down\n", reason="Internal Server Error")
+                elif os.path.exists(name + ".drain"):
+                    send(conn, 404, b"draining\n", reason="Not Found")
                 else:
                     send(conn, 200, b"up\n")
                 continue
