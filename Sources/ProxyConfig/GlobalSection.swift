@@ -11,12 +11,12 @@ extension ConfigParser {
         "ssl-server-verify", "tune.ssl.default-dh-param", "crt-base", "ca-base", "tune.ssl.cachesize", "tune.ssl.lifetime",
         "close-spread-time", "user", "group", "uid", "gid", "chroot", "ulimit-n", "tune.bufsize",
         "tune.maxrewrite", "server-state-file", "setenv", "presetenv", "unsetenv", "resetenv", "set-var", "set-var-fmt",
-        "strict-limits", "noreuseport", "zero-warning", "fd-hard-limit", "maxpipes",
+        "strict-limits", "noreuseport", "zero-warning", "fd-hard-limit", "maxpipes", "node",
     ]
 
     /// Keywords HAProxy has in `global` that we do not support yet.
     static let knownUnsupportedGlobal: Set<String> = [
-        "nbproc", "description", "node", "quiet", "debug",
+        "nbproc", "description", "quiet", "debug",
         "log-send-hostname", "log-tag", "lua-load", "stats bind-process", "cpu-map", "h1-case-adjust",
         "insecure-fork-wanted", "expose-experimental-directives", "maxsslconn", "maxconnrate",
         "server-state-base", "localpeer", "unix-bind", "busy-polling",
@@ -176,6 +176,9 @@ extension ConfigParser {
         case "strict-limits":
             try Values.expect(args, 0, usage: "strict-limits")
             config.global.strictLimits = true
+        case "node":
+            try Values.expect(args, 1, usage: "node <name>")
+            config.global.node = args.first!
         case "zero-warning":
             try Values.expect(args, 0, usage: "zero-warning")
             config.global.zeroWarning = true

@@ -93,6 +93,8 @@ public struct FoldedRule: Sendable, CustomStringConvertible {
 
 /// The `global` section.
 public struct GlobalSettings: Sendable {
+    /// `node`: this instance's name (`show info`, `http-check send-state`); the host name when unset.
+    public var node: String?
     /// `ssl-default-bind-ciphers|ciphersuites|curves|options`.
     public var defaultBindTLS = TLSSettings()
     /// `ssl-default-server-ciphers|ciphersuites|curves|options`.
@@ -375,6 +377,8 @@ public struct HTTPCheck: Sendable, Equatable {
     /// `http-check disable-on-404`: a running server that answers 404 takes no new traffic
     /// (`NOLB`) but keeps its persistent clients.
     public var disableOn404 = false
+    /// `http-check send-state`: each check tells the server how we see it (`X-Haproxy-Server-State`).
+    public var sendState = false
 
     public struct Expectation: Sendable, Equatable {
         public enum Kind: String, Sendable { case status, rstatus, string, rstring }

@@ -1111,7 +1111,10 @@ extension ConfigParser {
         case "disable-on-404":
             try Values.expect(rest, 0, usage: "http-check disable-on-404")
             check.disableOn404 = true
-        case "connect", "send-state", "comment", "set-var", "unset-var":
+        case "send-state":
+            try Values.expect(rest, 0, usage: "http-check send-state")
+            check.sendState = true
+        case "connect", "comment", "set-var", "unset-var":
             throw ConfigError("'http-check \(sub)' is not supported yet")
         default:
             throw ConfigError("unknown 'http-check \(sub)'; use 'http-check expect' or 'http-check send'")

@@ -42,6 +42,30 @@ import Testing
 /// `on-marked-down shutdown-sessions` cuts a failing server's open connections at once;
 /// `option log-health-checks` logs each change of a check's result; `spread-checks` loads.
 @Suite(.serialized) struct CheckReactions {
+    /// `http-check send-state`: each check carries the header HAProxy sends, word for word.
+    @Test func sendStateTellsTheServerHowItIsSeen() throws {
+        let bed = try TestBed()
+        let a = try bed.backend(name: "a")
+        let front = TestBed.freePort()
+        try bed.proxy("""
+        global
+            node lb-test
+        \(TestBed.defaults("http"))
+        frontend web
+            bind 127.0.0.1:\(front)
+            default_backend app
+        backend app
+            option httpchk GET /probe
+            http-check send-state
+            server a 127.0.0.1:\(a) check inter 150 weight 5
+
+        """, waitFor: front)
+        let expected = "UP; address=127.0.0.1; port=\(a); name=app/a; node=lb-test; weight=5/5; scur=0/0; qcur=0"
+        #expect(TestBed.waitUntil {
+            ((TestBed.stats(a).last["headers"] as? [[String]]) ?? []).contains(["x-haproxy-server-state", expected])
+        }, "\(TestBed.stats(a).last)")
+    }
+
     /// `http-check disable-on-404`: a server whose check answers 404 goes to NOLB: no new
     /// clients, its persistent ones still served; a 2xx puts it back; a stopped server that
     /// answers 404 stays stopped.

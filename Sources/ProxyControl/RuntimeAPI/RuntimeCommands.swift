@@ -263,7 +263,7 @@ public struct RuntimeCommands {
             ("SslFrontendMaxKeyRate", "0"), ("SslFrontendSessionReuse_pct", tlsHandshakes == 0 ? "0" : "\(model.tls.resumed.load(ordering: .relaxed) * 100 / tlsHandshakes)"), ("SslBackendKeyRate", "0"),
             ("SslBackendMaxKeyRate", "0"), ("SslCacheLookups", "0"), ("SslCacheMisses", "0"), ("CompressBpsIn", "0"),
             ("CompressBpsOut", "0"), ("CompressBpsRateLim", "0"), ("Tasks", "\(current)"), ("Run_queue", "0"),
-            ("Idle_pct", ""), ("node", ProcessCalls.hostname), ("Stopping", stopping() ? "1" : "0"),
+            ("Idle_pct", ""), ("node", model.configuration.global.node ?? ProcessCalls.hostname), ("Stopping", stopping() ? "1" : "0"),
             ("Jobs", "\(current + engine.listeners.count)"), ("Unstoppable Jobs", "0"), ("Listeners", "\(engine.listeners.count)"),
             ("ActivePeers", "0"), ("ConnectedPeers", "0"), ("DroppedLogs", "\(model.logger.dropped.load(ordering: .relaxed))"),
             ("BusyPolling", "0"), ("FailedResolutions", "0"), ("TotalBytesOut", "\(bytesOut)"), ("TotalSplicdedBytesOut", ""),

@@ -36,7 +36,11 @@ final class HealthCheck: LoopObject {
     let stepRegexes: [PosixRegex?]
     /// What a check sends: the PROXY header (`check-send-proxy`, or a `send-proxy` server
     /// checked on its own address and port), then the HTTP request (`option httpchk`).
-    let request: [UInt8]?
+    var request: [UInt8]?
+    /// `http-check send-state`: where in `baseRequest` the state header goes (after the
+    /// request line), rebuilt at each check.
+    let stateHeaderAt: Int?
+    let baseRequest: [UInt8]?
     /// An HTTP check (a response is read and judged); otherwise connecting (and sending the
     /// PROXY header) is the whole check.
     let layer7: Bool
@@ -67,11 +71,13 @@ final class HealthCheck: LoopObject {
         self.context = context
         options = server.definition.options
         var request: [UInt8]?
+        var stateAt: Int?
         if let h = backend.settings.httpCheck {
             var text = "\(h.method) \(h.uri) \(h.version)\r\n"
             for f in h.headers { text += "\(f.name): \(f.value)\r\n" }
             if let body = h.body { text += "content-length: \(body.utf8.count)\r\n\r\n\(body)" } else { text += "\r\n" }
             request = Array(text.utf8)
+            if h.sendState { stateAt = "\(h.method) \(h.uri) \(h.version)\r\n".utf8.count }
             expectations = h.expectations
             disableOn404 = h.disableOn404
             layer7 = true
@@ -107,9 +113,13 @@ final class HealthCheck: LoopObject {
         let version = options.sendProxy ?? .v1
         if options.checkSendProxy || tcpConnect?.sendProxy == true
             || (options.sendProxy != nil && options.checkPort == nil && options.checkAddress == nil && tcpConnect?.port == nil && tcpConnect?.address == nil) {
-            request = ProxyProtocol.encode(version, source: nil, destination: nil, ssl: options.proxyV2SSL) + (request ?? [])
+            let header = ProxyProtocol.encode(version, source: nil, destination: nil, ssl: options.proxyV2SSL)
+            request = header + (request ?? [])
+            stateAt = stateAt.map { $0 + header.count }
         }
         self.request = request
+        baseRequest = request
+        stateHeaderAt = stateAt
         let inter = server.definition.options.inter
         if let check = backend.settings.timeouts.check {
             connectTimeout = Int64(min(backend.settings.timeouts.connect ?? inter, inter))
@@ -172,7 +182,29 @@ final class HealthCheck: LoopObject {
         begin()
     }
 
+    /// `X-Haproxy-Server-State`, as HAProxy words it: the state as the stats show it, the
+    /// server's address, name, our node, weights and sessions.
+    func stateHeader() -> String {
+        let o = options
+        var state: String
+        if server.adminState == .maintenance { state = "MAINT" }
+        else if !isUp { state = successes > 0 ? "DOWN \(successes)/\(o.rise)" : "DOWN" }
+        else if server.isNoLoadBalancing { state = "NOLB" }
+        else if failures > 0 { state = "UP \(max(1, o.fall - failures))/\(o.fall)" }
+        else if server.lastCheck.withLock({ $0.status.isEmpty }) { state = "UP 1/\(o.fall)" }
+        else { state = "UP" }
+        let a = server.address
+        let unix = a.family == AF_UNIX
+        let total = backend.servers.reduce(0) { $0 + ($1.isUsable ? $1.weight : 0) }
+        let sessions = backend.servers.reduce(0) { $0 + $1.active.load(ordering: .relaxed) }
+        let node = context.model.configuration.global.node ?? ProcessCalls.hostname
+        return "x-haproxy-server-state: \(state); address=\(unix ? "unix" : AddressText.ip(a)); port=\(unix ? "unix" : "\(a.port)"); name=\(backend.name)/\(server.name); node=\(node); weight=\(server.weight)/\(total); scur=\(server.active.load(ordering: .relaxed))/\(sessions); qcur=0\r\n"
+    }
+
     func begin() {
+        if let at = stateHeaderAt, let base = baseRequest {
+            request = Array(base[..<at]) + Array(stateHeader().utf8) + Array(base[at...])
+        }
         inProgress = true
         connected = false
         sent = 0
