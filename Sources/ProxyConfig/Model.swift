@@ -476,6 +476,13 @@ public struct ServerOptions: Sendable, Equatable {
     /// `check-ssl` / `no-check-ssl`; nil: checks use TLS when `ssl` is set and neither
     /// `port` nor `addr` sends them elsewhere (HAProxy's rule).
     public var checkSSL: Bool?
+    /// `agent-check`: an agent on `agent-port` (and `agent-addr`) tells the server's state,
+    /// every `agent-inter`, after `agent-send`.
+    public var agentCheck = false
+    public var agentPort: Int?
+    public var agentAddress: IPAddress?
+    public var agentInter: Milliseconds?
+    public var agentSend: String?
     /// `resolvers NAME`: the section whose name servers re-resolve the server's name at run time.
     public var resolvers: String?
     /// `resolve-prefer ipv4|ipv6` (HAProxy's default: ipv6).

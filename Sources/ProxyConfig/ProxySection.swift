@@ -440,6 +440,9 @@ extension ConfigParser {
             throw ConfigError("server '\(name)': \(e.message)")
         }
         let options = try parseServerOptions(words, base: settings.defaultServer, at: location, isDefault: false)
+        if options.agentCheck && options.agentPort == nil {
+            throw ConfigError("server '\(name)': 'agent-check' needs 'agent-port <port>' (the agent listens beside the server)")
+        }
         if case .name(let host) = address.host {
             // init-addr: the first method that gives an address wins; -dr appends 'none'.
             var methods = options.initAddr ?? [.last, .libc]
@@ -483,9 +486,9 @@ extension ConfigParser {
                      "sni", "alpn", "check-ssl", "no-check-ssl", "check-sni", "check-alpn", "ssl-reuse", "no-ssl-reuse",
                      "tls-tickets", "no-tls-tickets", "ciphers", "ciphersuites", "ssl-min-ver", "ssl-max-ver", "no-sslv3",
                      "no-tlsv10", "no-tlsv11", "no-tlsv12", "no-tlsv13", "force-tlsv12", "force-tlsv13", "proxy-v2-options",
-                     "on-marked-down", "on-marked-up", "resolvers", "resolve-prefer", "resolve-net", "resolve-opts", "init-addr"]
-    static let unsupportedServerKeywords: Set<String> = ["on-error", "observe", "error-limit", "agent-check",
-                                                                    "agent-port", "agent-inter", "id", "track", "redir", "minconn", "source", "usesrc",
+                     "on-marked-down", "on-marked-up", "resolvers", "resolve-prefer", "resolve-net", "resolve-opts", "init-addr",
+                     "agent-check", "no-agent-check", "agent-port", "agent-inter", "agent-send", "agent-addr"]
+    static let unsupportedServerKeywords: Set<String> = ["on-error", "observe", "error-limit", "id", "track", "redir", "minconn", "source", "usesrc",
                                                                     "proto", "pool-max-conn",
                                                                     "tfo", "namespace", "health-check", "non-stick", "socks4"]
 
@@ -509,6 +512,17 @@ extension ConfigParser {
                 guard v == "shutdown-backup-sessions" else { throw ConfigError("\(what) on-marked-up: the action is 'shutdown-backup-sessions'") }
                 o.shutdownBackupSessionsWhenUp = true
             case "no-check": o.check = false
+            case "agent-check": o.agentCheck = true
+            case "no-agent-check": o.agentCheck = false
+            case "agent-port": o.agentPort = try Values.integer(try value(opt), for: "\(what) agent-port", in: 1...65535)
+            case "agent-inter": o.agentInter = try positiveTime(try value(opt), "\(what) agent-inter", at: location)
+            case "agent-send": o.agentSend = try value(opt)
+            case "agent-addr":
+                let a = try value(opt)
+                guard let ip = IPAddress(parsing: a) ?? (resolvesNames ? Addresses.resolve(a, family: nil) : IPAddress(v4: 0)) else {
+                    throw ConfigError("\(what) agent-addr: cannot resolve '\(a)'")
+                }
+                o.agentAddress = ip
             case "resolvers": o.resolvers = try value(opt)
             case "resolve-prefer":
                 switch try value(opt) {

@@ -73,6 +73,17 @@ public final class ProxyEngine: @unchecked Sendable {
             let inter = Int64(s.definition.options.inter)
             check.start(offset: inter * Int64(i) / Int64(max(1, all.count)))
         }
+        // Agent checks, spread over their interval the same way.
+        var agents: [(Server, Backend)] = []
+        for (_, b) in model.backends.sorted(by: { $0.key < $1.key }) {
+            for s in b.servers where s.definition.options.agentCheck { agents.append((s, b)) }
+        }
+        for (i, (s, b)) in agents.enumerated() {
+            let context = contexts[i % contexts.count]
+            let agent = AgentCheck(server: s, backend: b, context: context)
+            context.agents.append(agent)
+            agent.start(offset: Int64(s.definition.options.agentInter ?? s.definition.options.inter) * Int64(i) / Int64(max(1, agents.count)))
+        }
         // Run-time resolution: each `resolvers` section its servers use, on one loop.
         for (i, definition) in model.configuration.resolvers.enumerated() {
             var followers: [(Server, Backend)] = []
@@ -124,6 +135,7 @@ public final class ProxyEngine: @unchecked Sendable {
         if notAccepting.add(1, ordering: .acquiringAndReleasing).newValue == loops.count { stoppedAccepting.signal() }
         for c in context.checks { c.stop() }
         for r in context.resolvers { r.stop() }
+        for a in context.agents { a.stop() }
         context.pool.closeAll()
         context.onSessionClosed = { if context.sessions == 0 { loop.stop() } }
         if context.sessions == 0 { loop.stop() }
@@ -228,6 +240,7 @@ public final class ProxyEngine: @unchecked Sendable {
                 for a in context.acceptors { a.stop() }
                 for c in context.checks { c.stop() }
                 for r in context.resolvers { r.stop() }
+                for a in context.agents { a.stop() }
                 for (_, s) in context.openSessions {
                     if let h = s as? HTTPTransaction { h.close() } else if let t = s as? TCPStream { t.close() }
                     else if let p = s as? ProxyProtocolReceiver { p.close() }

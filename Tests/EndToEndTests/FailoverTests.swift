@@ -42,6 +42,55 @@ import Testing
 /// `on-marked-down shutdown-sessions` cuts a failing server's open connections at once;
 /// `option log-health-checks` logs each change of a check's result; `spread-checks` loads.
 @Suite(.serialized) struct CheckReactions {
+    /// `agent-check`: the agent's line sets the weight, the administrative state and the
+    /// health, and `show stat` and the log say so as HAProxy does; an agent that cannot be
+    /// reached changes nothing.
+    @Test func agentCheckDrivesTheServer() throws {
+        let bed = try TestBed()
+        let web = try bed.backend(name: "web")
+        let agentPort = TestBed.freePort(), nobody = TestBed.freePort(), front = TestBed.freePort()
+        let state = bed.directory + "/agent.state"
+        try "up 50%\n".write(toFile: state, atomically: true, encoding: .utf8)
+        try bed.start(Harness.which("python3") ?? "/usr/bin/python3", [Harness.root + "/Tests/EndToEndTests/Helpers/agent.py", String(agentPort), state])
+        #expect(TestBed.waitForPort(agentPort))
+        let socket = bed.directory + "/api.sock"
+        try bed.proxy("""
+        global
+            stats socket \(socket) level admin
+        \(TestBed.defaults("http"))
+        frontend web
+            bind 127.0.0.1:\(front)
+            default_backend app
+        backend app
+            server a 127.0.0.1:\(web) check inter 150 weight 10 agent-check agent-port \(agentPort) agent-inter 150 agent-send "hello\\n"
+            server b 127.0.0.1:\(web) check inter 150 weight 10 agent-check agent-port \(nobody) agent-inter 150
+
+        """, waitFor: front)
+        func row(_ s: String) -> [String: String] {
+            let lines = (cli(socket, "show stat") ?? "").split(separator: "\n")
+            guard let header = lines.first?.dropFirst(2).split(separator: ",", omittingEmptySubsequences: false),
+                  let line = lines.first(where: { $0.hasPrefix("app,\(s),") })?.split(separator: ",", omittingEmptySubsequences: false) else { return [:] }
+            return Dictionary(zip(header.map(String.init), line.map(String.init)), uniquingKeysWith: { a, _ in a })
+        }
+        #expect(TestBed.waitUntil { row("a")["weight"] == "5" && row("a")["agent_status"] == "L7OK" }, "\(row("a"))")
+        #expect(row("a")["agent_desc"] == "Layer7 check passed" && row("a")["agent_code"] == "0")
+        #expect(bed.read(state + ".seen").hasPrefix("hello\n"), "agent-send: \(bed.read(state + ".seen").debugDescription)")
+        try "drain 30%\n".write(toFile: state, atomically: true, encoding: .utf8)
+        #expect(TestBed.waitUntil { row("a")["status"] == "DRAIN (agent)" && row("a")["weight"] == "3" }, "\(row("a"))")
+        #expect(row("a")["agent_status"] == "CHECKED" && row("a")["agent_desc"] == "No status change")
+        try "ready down #maintenance window\n".write(toFile: state, atomically: true, encoding: .utf8)
+        #expect(TestBed.waitUntil { row("a")["status"] == "DOWN (agent)" }, "\(row("a"))")
+        #expect(TestBed.waitUntil { bed.log().contains("Server app/a is DOWN, reason: Layer7 wrong status, code: 0, info: \"via agent : down (maintenance window)\"") }, "\(bed.log())")
+        // The health check passes meanwhile; the agent still holds it down.
+        Thread.sleep(forTimeInterval: 0.4)
+        #expect(row("a")["status"] == "DOWN (agent)" && row("a")["check_status"] == "L4OK", "\(row("a"))")
+        try "up\n".write(toFile: state, atomically: true, encoding: .utf8)
+        #expect(TestBed.waitUntil { row("a")["status"] == "UP" }, "\(row("a"))")
+        #expect(bed.log().contains("Server app/a is UP, reason: Layer7 check passed, code: 0, info: \"via agent : up\""), "\(bed.log())")
+        // No agent on b's port: its agent status says so, and b serves on.
+        #expect(row("b")["status"] == "UP" && row("b")["agent_status"] == "L4CON", "\(row("b"))")
+    }
+
     /// `http-check send-state`: each check carries the header HAProxy sends, word for word.
     @Test func sendStateTellsTheServerHowItIsSeen() throws {
         let bed = try TestBed()

@@ -106,9 +106,9 @@ extension RuntimeCommands {
         case "state":
             return answer(server(words[2]).flatMap { _, s in
                 switch value {
-                case "ready": s.setAdminState(.ready)
-                case "drain": s.setAdminState(.drain)
-                case "maint": s.setAdminState(.maintenance)
+                case "ready": s.setAdminState(.ready); s.adminByAgent.store(false, ordering: .relaxed)
+                case "drain": s.setAdminState(.drain); s.adminByAgent.store(false, ordering: .relaxed)
+                case "maint": s.setAdminState(.maintenance); s.adminByAgent.store(false, ordering: .relaxed)
                 default: return .failure(CommandError("'set server <srv> state' expects 'ready', 'drain' and 'maint'."))
                 }
                 return .success(Self.done)

@@ -539,7 +539,10 @@ final class HealthCheck: LoopObject {
             if !reason.hasPrefix("Layer7 check conditionally") && server.setNoLoadBalancing(false) && isUp {
                 transition(up: true, reason: reason, code: code, duration: duration)
             }
-            if !isUp && successes >= options.rise { transition(up: true, reason: reason, code: code, duration: duration) }
+            // An agent that said `down` keeps the server down whatever its health check finds.
+            if !isUp && successes >= options.rise && !server.agentDown.load(ordering: .relaxed) {
+                transition(up: true, reason: reason, code: code, duration: duration)
+            }
         } else {
             failures += 1
             successes = 0

@@ -72,6 +72,13 @@ public final class Server: @unchecked Sendable {
 
     /// The last check's result, for `show stat` (written by its check's loop).
     public let lastCheck = Locked(CheckResult())
+    /// The last agent check's result (`agent-check`).
+    public let lastAgent = Locked(CheckResult())
+    /// Its agent said `down`, `failed` or `stopped`: DOWN whatever the health check says,
+    /// until the agent says `up`.
+    public let agentDown = Atomic<Bool>(false)
+    /// The administrative state was last set by its agent (`DRAIN (agent)`).
+    public let adminByAgent = Atomic<Bool>(false)
 
     init(definition: ServerDefinition, backend: String, index: Int, address: SocketAddress, keepAlive: Bool, tls: ServerTLS?) {
         self.definition = definition

@@ -24,6 +24,8 @@ final class LoopContext: @unchecked Sendable {
     var acceptors: [Acceptor] = []
     /// Health checks run by this loop.
     var checks: [HealthCheck] = []
+    /// Agent checks run by this loop.
+    var agents: [AgentCheck] = []
     /// `resolvers` sections run by this loop.
     var resolvers: [Resolvers] = []
     /// Called after each session closes (the soft stop watches it).
