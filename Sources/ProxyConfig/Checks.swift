@@ -18,6 +18,7 @@ extension ConfigParser {
         checkListeners()
         checkBackendReferences()
         checkResolvers()
+        checkTracking()
         warnAboutEnvIntJunk()
         fold()
         config.unenforcedKeywords = unenforced
@@ -310,6 +311,44 @@ extension ConfigParser {
                 p.legacyRewrites[j].guardState = decide(p.legacyRewrites[j].condition, p.legacyRewrites[j].location, p.legacyRewrites[j].summary)
             }
             config.proxies[i] = p
+        }
+    }
+}
+
+extension ConfigParser {
+    /// `track [BACKEND/]SERVER`: the server exists, is checked (by a health or an agent
+    /// check), and no chain of tracking comes back to where it started.
+    func checkTracking() {
+        func find(_ name: String, from p: ProxyDefinition) -> (ProxyDefinition, ServerDefinition)? {
+            let parts = name.split(separator: "/", maxSplits: 1).map(String.init)
+            let backend = parts.count == 2 ? config.backend(named: parts[0]) : p
+            guard let b = backend, let s = b.servers.first(where: { $0.name == parts.last! }) else { return nil }
+            return (b, s)
+        }
+        for p in config.proxies {
+            for s in p.servers {
+                guard let target = s.options.track else { continue }
+                if s.options.check {
+                    error("server '\(p.name)/\(s.name)': 'check' and 'track' cannot be used together: a tracking server takes its health from the one it tracks; remove one of them", at: s.location)
+                    continue
+                }
+                guard var (tb, ts) = find(target, from: p) else {
+                    error("server '\(p.name)/\(s.name)': 'track \(target)': no such server; the form is 'track [backend/]server'", at: s.location)
+                    continue
+                }
+                var seen: Set<String> = ["\(p.name)/\(s.name)"]
+                var broken = false
+                // Follow the chain to the server that really checks.
+                while let next = ts.options.track {
+                    guard seen.insert("\(tb.name)/\(ts.name)").inserted, let found = find(next, from: tb) else { broken = true; break }
+                    (tb, ts) = found
+                }
+                if broken || seen.contains("\(tb.name)/\(ts.name)") {
+                    error("server '\(p.name)/\(s.name)': 'track \(target)' leads to a loop of tracking servers", at: s.location)
+                } else if !ts.options.check && !ts.options.agentCheck {
+                    error("server '\(p.name)/\(s.name)': cannot track '\(tb.name)/\(ts.name)': it has no 'check' nor 'agent-check'; add 'check' to it", at: s.location)
+                }
+            }
         }
     }
 }

@@ -476,6 +476,8 @@ public struct ServerOptions: Sendable, Equatable {
     /// `check-ssl` / `no-check-ssl`; nil: checks use TLS when `ssl` is set and neither
     /// `port` nor `addr` sends them elsewhere (HAProxy's rule).
     public var checkSSL: Bool?
+    /// `track [BACKEND/]SERVER`: this server's health and maintenance follow that one's.
+    public var track: String?
     /// `agent-check`: an agent on `agent-port` (and `agent-addr`) tells the server's state,
     /// every `agent-inter`, after `agent-send`.
     public var agentCheck = false

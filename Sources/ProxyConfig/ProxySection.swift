@@ -487,8 +487,8 @@ extension ConfigParser {
                      "tls-tickets", "no-tls-tickets", "ciphers", "ciphersuites", "ssl-min-ver", "ssl-max-ver", "no-sslv3",
                      "no-tlsv10", "no-tlsv11", "no-tlsv12", "no-tlsv13", "force-tlsv12", "force-tlsv13", "proxy-v2-options",
                      "on-marked-down", "on-marked-up", "resolvers", "resolve-prefer", "resolve-net", "resolve-opts", "init-addr",
-                     "agent-check", "no-agent-check", "agent-port", "agent-inter", "agent-send", "agent-addr"]
-    static let unsupportedServerKeywords: Set<String> = ["on-error", "observe", "error-limit", "id", "track", "redir", "minconn", "source", "usesrc",
+                     "track", "agent-check", "no-agent-check", "agent-port", "agent-inter", "agent-send", "agent-addr"]
+    static let unsupportedServerKeywords: Set<String> = ["on-error", "observe", "error-limit", "id", "redir", "minconn", "source", "usesrc",
                                                                     "proto", "pool-max-conn",
                                                                     "tfo", "namespace", "health-check", "non-stick", "socks4"]
 
@@ -512,6 +512,7 @@ extension ConfigParser {
                 guard v == "shutdown-backup-sessions" else { throw ConfigError("\(what) on-marked-up: the action is 'shutdown-backup-sessions'") }
                 o.shutdownBackupSessionsWhenUp = true
             case "no-check": o.check = false
+            case "track": o.track = try value(opt)
             case "agent-check": o.agentCheck = true
             case "no-agent-check": o.agentCheck = false
             case "agent-port": o.agentPort = try Values.integer(try value(opt), for: "\(what) agent-port", in: 1...65535)

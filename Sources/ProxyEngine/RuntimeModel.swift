@@ -49,6 +49,22 @@ public final class RuntimeModel: @unchecked Sendable {
         let tls = try serverTLS ?? ServerTLS.loadAll(configuration)
         for p in configuration.proxies where p.isBackend { backends[p.name] = try Backend(definition: p, serverTLS: tls) }
         self.backends = backends
+        // `track`: each tracking server learns its target's state now, and follows it after.
+        for (_, b) in backends {
+            for s in b.servers {
+                guard let target = s.definition.options.track else { continue }
+                let parts = target.split(separator: "/", maxSplits: 1).map(String.init)
+                guard let tb = parts.count == 2 ? backends[parts[0]] : b, let ts = tb.server(named: parts.last!) else { continue }
+                s.tracked = ts
+                ts.trackers.append(s)
+            }
+        }
+        for (_, b) in backends {
+            for s in b.servers where s.tracked == nil && !s.trackers.isEmpty {
+                s.setUp(s.isUp.load(ordering: .relaxed))
+                s.propagateMaintenance()
+            }
+        }
         let logger = logger ?? Logger(configuration: configuration)
         self.logger = logger
         frontends = configuration.proxies.filter(\.isFrontend).map { Frontend(definition: $0, backends: backends, logger: logger) }

@@ -42,6 +42,44 @@ import Testing
 /// `on-marked-down shutdown-sessions` cuts a failing server's open connections at once;
 /// `option log-health-checks` logs each change of a check's result; `spread-checks` loads.
 @Suite(.serialized) struct CheckReactions {
+    /// `track`: a server follows the health and the maintenance of another, through a chain.
+    @Test func trackingServersFollow() throws {
+        let bed = try TestBed()
+        let web = try bed.backend(name: "web")
+        let front = TestBed.freePort()
+        let socket = bed.directory + "/api.sock"
+        try bed.proxy("""
+        global
+            stats socket \(socket) level admin
+        \(TestBed.defaults("http"))
+        frontend f
+            bind 127.0.0.1:\(front)
+            default_backend b
+        backend a
+            option httpchk GET /haproxy.check
+            server s 127.0.0.1:\(web) check inter 150 rise 1 fall 1
+        backend b
+            server t 127.0.0.1:\(web) track a/s
+            server u 127.0.0.1:\(web) track t
+
+        """, waitFor: front)
+        func status(_ b: String, _ s: String) -> [Substring] {
+            (cli(socket, "show stat") ?? "").split(separator: "\n").first { $0.hasPrefix("\(b),\(s),") }?.split(separator: ",", omittingEmptySubsequences: false) ?? []
+        }
+        #expect(TestBed.waitUntil { status("a", "s")[17] == "UP" && status("b", "t")[17] == "UP" && status("b", "u")[17] == "UP" })
+        #expect(status("b", "t")[31] == "a/s" && status("b", "u")[31] == "b/t", "\(status("b", "u"))")
+        FileManager.default.createFile(atPath: bed.directory + "/web.down", contents: nil)
+        #expect(TestBed.waitUntil { status("b", "t")[17] == "DOWN" && status("b", "u")[17] == "DOWN" }, "\(status("b", "t"))")
+        #expect(try TestBed.curl(["http://127.0.0.1:\(front)/"]).0 == 503)
+        try FileManager.default.removeItem(atPath: bed.directory + "/web.down")
+        #expect(TestBed.waitUntil { status("b", "u")[17] == "UP" })
+        _ = cli(socket, "set server a/s state maint")
+        #expect(status("b", "t")[17] == "MAINT (via a/s)" && status("b", "u")[17] == "MAINT (via b/t)", "\(status("b", "t")) \(status("b", "u"))")
+        _ = cli(socket, "set server a/s state ready")
+        #expect(status("b", "u")[17] == "UP")
+        #expect(try TestBed.curl(["http://127.0.0.1:\(front)/"]).0 == 200)
+    }
+
     /// `agent-check`: the agent's line sets the weight, the administrative state and the
     /// health, and `show stat` and the log say so as HAProxy does; an agent that cannot be
     /// reached changes nothing.

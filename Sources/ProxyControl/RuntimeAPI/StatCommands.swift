@@ -18,11 +18,11 @@ extension RuntimeCommands {
     static let statShapes: [String: [String]] = [
         "httpFrontend": "@,@,,,@,@,@,@,@,@,0,0,0,,,,,@,,,,,,,,,@,@,@,,,,@,,0,,,,,@,@,@,@,@,@,,,,@,,,0,0,0,0,,,,,,,,,,,,,,,,,,,,,@,,,,@,0,0,0,0,,,0,0,,,,,,,0,,,,,,,,",
         "tcpFrontend": "@,@,,,@,@,@,@,@,@,0,0,0,,,,,@,,,,,,,,,@,@,@,,,,@,,0,,,,,,,,,,,,,,@,,,0,0,0,0,,,,,,,,,,,,,,,,,,,,,@,,,,@,,0,0,0,,,,,,,,,,,0,,,,,,,,",
-        "httpServer": "@,@,@,@,@,@,@,@,@,@,,0,,@,0,0,0,@,@,@,@,,,@,,,@,@,@,,@,,@,,,,,,,@,@,@,@,@,@,,,,@,0,0,,,,,,,,,,,,@,@,@,,@,,,,@,@,@,@,,@,,,,,,,,0,@,0,,,0,,,,,,0,0,0,0,0,@,,,",
-        "httpCheckedServer": "@,@,@,@,@,@,,@,@,@,,0,,@,0,0,0,@,@,@,@,@,@,@,,,@,@,@,,@,,@,,,,@,@,@,@,@,@,@,@,@,,,,@,0,0,,,,,,,,,,,,@,@,@,@,@,@,@,@,@,@,@,@,,@,,,,,,,,0,@,0,,,0,,,,,,0,0,0,0,0,@,,,",
-        "tcpServer": "@,@,@,@,@,@,,@,@,@,,0,,@,0,0,0,@,@,@,@,,,@,,,@,@,@,,@,,@,,,,,,,,,,,,,,,,,0,0,,,,,,,,,,,,@,@,@,,@,,,,@,@,@,@,,@,,,,,,,,0,@,0,,,0,,,,,,0,0,0,0,0,@,,,",
+        "httpServer": "@,@,@,@,@,@,@,@,@,@,,0,,@,0,0,0,@,@,@,@,,,@,,,@,@,@,,@,@,@,,,,,,,@,@,@,@,@,@,,,,@,0,0,,,,,,,,,,,,@,@,@,,@,,,,@,@,@,@,,@,,,,,,,,0,@,0,,,0,,,,,,0,0,0,0,0,@,,,",
+        "httpCheckedServer": "@,@,@,@,@,@,,@,@,@,,0,,@,0,0,0,@,@,@,@,@,@,@,,,@,@,@,,@,@,@,,,,@,@,@,@,@,@,@,@,@,,,,@,0,0,,,,,,,,,,,,@,@,@,@,@,@,@,@,@,@,@,@,,@,,,,,,,,0,@,0,,,0,,,,,,0,0,0,0,0,@,,,",
+        "tcpServer": "@,@,@,@,@,@,,@,@,@,,0,,@,0,0,0,@,@,@,@,,,@,,,@,@,@,,@,@,@,,,,,,,,,,,,,,,,,0,0,,,,,,,,,,,,@,@,@,,@,,,,@,@,@,@,,@,,,,,,,,0,@,0,,,0,,,,,,0,0,0,0,0,@,,,",
         // A checked server in tcp mode: the tcp layout with the check columns of an HTTP one.
-        "tcpCheckedServer": "@,@,@,@,@,@,,@,@,@,,0,,@,0,0,0,@,@,@,@,@,@,@,,,@,@,@,,@,,@,,,,@,@,@,,,,,,,,,,,0,0,,,,,,,,,,,,@,@,@,@,@,@,@,@,@,@,@,@,,@,,,,,,,,0,@,0,,,0,,,,,,0,0,0,0,0,@,,,",
+        "tcpCheckedServer": "@,@,@,@,@,@,,@,@,@,,0,,@,0,0,0,@,@,@,@,@,@,@,,,@,@,@,,@,@,@,,,,@,@,@,,,,,,,,,,,0,0,,,,,,,,,,,,@,@,@,@,@,@,@,@,@,@,@,@,,@,,,,,,,,0,@,0,,,0,,,,,,0,0,0,0,0,@,,,",
         "httpBackend": "@,@,@,@,@,@,@,@,@,@,0,0,,@,0,0,0,@,@,@,@,,@,@,,,@,@,@,,@,,@,,,,,,,@,@,@,@,@,@,,,,@,0,0,0,0,0,0,,,,,,,,,,,,,,,,,,,,,@,@,,,,,,,0,@,0,0,0,,,,,,,0,,,,,@,@,@,@",
         "tcpBackend": "@,@,@,@,@,@,@,@,@,@,0,0,,@,0,0,0,@,@,@,@,,@,@,,,@,@,@,,@,,@,,,,,,,,,,,,,,,,,0,0,0,0,0,0,,,,,,,,,,,,,,,,,,,,,@,@,,,,,,,0,@,0,,,,,,,,,0,,,,,@,@,@,@",
 
@@ -141,6 +141,7 @@ extension RuntimeCommands {
                     v["addr"] = a.family == AF_UNIX ? (a.unixPath ?? "") : s.awaitsAddress && a.ipv4 == 0 ? "" : a.description
                 }
                 v["agg_server_status"] = v["status"]
+                v["tracked"] = s.tracked.map { "\($0.backendName)/\($0.name)" } ?? ""
                 if o.agentCheck {
                     let agent = s.lastAgent.withLock { $0 }
                     v["agent_status"] = agent.status.isEmpty ? "INI" : agent.status
@@ -187,11 +188,13 @@ extension RuntimeCommands {
     public func serverStatus(_ s: Server) -> String {
         switch s.adminState {
         case .maintenance where s.awaitsAddress && s.operatorAdminState != .maintenance: return "MAINT (resolution)"
+        case .maintenance where s.inheritsMaintenance && s.operatorAdminState != .maintenance:
+            return "MAINT (via \(s.tracked.map { "\($0.backendName)/\($0.name)" } ?? "?"))"
         case .maintenance: return "MAINT"
         case .drain: return s.adminByAgent.load(ordering: .relaxed) ? "DRAIN (agent)" : "DRAIN"
         case .ready:
             if !s.isUp.load(ordering: .relaxed) && s.agentDown.load(ordering: .relaxed) { return "DOWN (agent)" }
-            if !s.definition.options.check { return s.isUp.load(ordering: .relaxed) ? "no check" : "DOWN" }
+            if !s.definition.options.check && s.tracked == nil { return s.isUp.load(ordering: .relaxed) ? "no check" : "DOWN" }
             if s.isUp.load(ordering: .relaxed) && s.isNoLoadBalancing { return "NOLB" }
             return s.isUp.load(ordering: .relaxed) ? "UP" : "DOWN"
         }

@@ -33,11 +33,19 @@ public final class Server: @unchecked Sendable {
     static let awaitingAddressBit = 4
     /// `http-check disable-on-404` saw a 404: `NOLB`, no new traffic but persistent clients.
     static let noLoadBalancingBit = 8
+    /// The server it tracks is in maintenance: `MAINT (via b/s)`.
+    static let inheritedMaintenanceBit = 16
     /// The state as traffic sees it: maintenance while it waits for an address.
     public var adminState: ServerAdminState {
         let raw = admin.load(ordering: .relaxed)
-        return raw & Self.awaitingAddressBit != 0 ? .maintenance : ServerAdminState(rawValue: raw & 3) ?? .ready
+        return raw & (Self.awaitingAddressBit | Self.inheritedMaintenanceBit) != 0 ? .maintenance : ServerAdminState(rawValue: raw & 3) ?? .ready
     }
+    /// In maintenance because the server it tracks is.
+    public var inheritsMaintenance: Bool { admin.load(ordering: .relaxed) & Self.inheritedMaintenanceBit != 0 }
+    /// `track`: the server whose state this one follows, and those that follow this one (set
+    /// once, before the loops start).
+    public internal(set) var tracked: Server?
+    public internal(set) var trackers: [Server] = []
     /// The state the operator (or the file) set, whatever the resolvers say.
     public var operatorAdminState: ServerAdminState { ServerAdminState(rawValue: admin.load(ordering: .relaxed) & 3) ?? .ready }
     /// No address yet, or none left in its resolvers' answers: `MAINT (resolution)`.
@@ -131,14 +139,34 @@ public final class Server: @unchecked Sendable {
     }
 
     /// Sets the administrative state (the runtime API's `set server ... state`); waiting for
-    /// an address is the resolvers' to end, not the operator's.
+    /// an address is the resolvers' to end, not the operator's. Its trackers follow its
+    /// maintenance.
     public func setAdminState(_ state: ServerAdminState) {
         var current = admin.load(ordering: .relaxed)
         while true {
             let next = (current & ~3) | state.rawValue
             if next == current { return }
             let (done, seen) = admin.compareExchange(expected: current, desired: next, ordering: .relaxed)
-            if done { markChanged(); return }
+            if done { markChanged(); break }
+            current = seen
+        }
+        propagateMaintenance()
+    }
+
+    /// Tells its trackers (and theirs) whether they are in maintenance through it.
+    func propagateMaintenance() {
+        let inMaintenance = adminState == .maintenance
+        for t in trackers where t.setFlag(Self.inheritedMaintenanceBit, inMaintenance) { t.propagateMaintenance() }
+    }
+
+    /// Sets or clears one of the admin word's flags; true when that changed anything.
+    func setFlag(_ bit: Int, _ on: Bool) -> Bool {
+        var current = admin.load(ordering: .relaxed)
+        while true {
+            let next = on ? current | bit : current & ~bit
+            if next == current { return false }
+            let (done, seen) = admin.compareExchange(expected: current, desired: next, ordering: .relaxed)
+            if done { markChanged(); return true }
             current = seen
         }
     }
@@ -159,6 +187,7 @@ public final class Server: @unchecked Sendable {
     /// Sets the health (checks, or the runtime API's `set server ... health`).
     public func setUp(_ up: Bool) {
         if isUp.exchange(up, ordering: .relaxed) != up { markChanged() }
+        for t in trackers { t.setUp(up) }
     }
 
     /// When the server's state last changed (wall seconds): `show servers state`.
