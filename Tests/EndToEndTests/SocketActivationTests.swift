@@ -35,7 +35,8 @@ import Testing
         defer { unit.terminate() }
         // systemd-socket-activate starts the service at the first connection, as systemd does.
         #expect(TestBed.waitUntil { self.body(port) == "first" }, "\(bed.read(bed.directory + "/unit.log"))")
-        #expect(bed.read(bed.directory + "/unit.log").contains("serving web@fd@3"))
+        // The worker may answer before its "serving" line reaches the log: wait for the line.
+        #expect(TestBed.waitUntil { bed.read(bed.directory + "/unit.log").contains("serving web@fd@3") }, "\(bed.read(bed.directory + "/unit.log"))")
         try config("fd@web", "second").write(toFile: cfg, atomically: true, encoding: .utf8)
         #expect(cli(socket, "reload")?.hasPrefix("Success=1") == true)
         #expect(body(port) == "second")
