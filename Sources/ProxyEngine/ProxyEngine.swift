@@ -61,28 +61,17 @@ public final class ProxyEngine: @unchecked Sendable {
             try a.start()
             accepting.acceptors.append(a)
         }
-        // Health checks: each checked server on one loop, first checks spread over `inter`.
-        var all: [(Server, Backend)] = []
-        for (_, b) in model.backends.sorted(by: { $0.key < $1.key }) {
-            for s in b.servers where s.definition.options.check { all.append((s, b)) }
-        }
-        for (i, (s, b)) in all.enumerated() {
-            let context = contexts[i % contexts.count]
+        // Health checks and agent checks: each on one loop in turn, the first ones spread over
+        // their interval.
+        spread(where: { $0.check }) { s, b, context, position, count in
             let check = HealthCheck(server: s, backend: b, context: context)
             context.checks.append(check)
-            let inter = Int64(s.definition.options.inter)
-            check.start(offset: inter * Int64(i) / Int64(max(1, all.count)))
+            check.start(offset: Int64(s.definition.options.inter) * position / count)
         }
-        // Agent checks, spread over their interval the same way.
-        var agents: [(Server, Backend)] = []
-        for (_, b) in model.backends.sorted(by: { $0.key < $1.key }) {
-            for s in b.servers where s.definition.options.agentCheck { agents.append((s, b)) }
-        }
-        for (i, (s, b)) in agents.enumerated() {
-            let context = contexts[i % contexts.count]
+        spread(where: { $0.agentCheck }) { s, b, context, position, count in
             let agent = AgentCheck(server: s, backend: b, context: context)
             context.agents.append(agent)
-            agent.start(offset: Int64(s.definition.options.agentInter ?? s.definition.options.inter) * Int64(i) / Int64(max(1, agents.count)))
+            agent.start(offset: Int64(s.definition.options.agentInter ?? s.definition.options.inter) * position / count)
         }
         // Run-time resolution: each `resolvers` section its servers use, on one loop.
         for (i, definition) in model.configuration.resolvers.enumerated() {
@@ -95,6 +84,18 @@ public final class ProxyEngine: @unchecked Sendable {
             let r = Resolvers(definition: definition, servers: followers, context: context)
             context.resolvers.append(r)
             r.start()
+        }
+    }
+
+    /// Hands each server whose options `include` selects (backends by name) to a loop in turn:
+    /// `make` gets the server, its backend, the loop, its position and how many there are.
+    private func spread(where include: (ServerOptions) -> Bool, _ make: (Server, Backend, LoopContext, Int64, Int64) -> Void) {
+        var all: [(Server, Backend)] = []
+        for (_, b) in model.backends.sorted(by: { $0.key < $1.key }) {
+            for s in b.servers where include(s.definition.options) { all.append((s, b)) }
+        }
+        for (i, (s, b)) in all.enumerated() {
+            make(s, b, contexts[i % contexts.count], Int64(i), Int64(max(1, all.count)))
         }
     }
 
