@@ -127,16 +127,7 @@ public final class Server: @unchecked Sendable {
 
     /// Enters or leaves `NOLB`; true when that changed anything.
     @discardableResult
-    public func setNoLoadBalancing(_ on: Bool) -> Bool {
-        var current = admin.load(ordering: .relaxed)
-        while true {
-            let next = on ? current | Self.noLoadBalancingBit : current & ~Self.noLoadBalancingBit
-            if next == current { return false }
-            let (done, seen) = admin.compareExchange(expected: current, desired: next, ordering: .relaxed)
-            if done { markChanged(); return true }
-            current = seen
-        }
-    }
+    public func setNoLoadBalancing(_ on: Bool) -> Bool { setFlag(Self.noLoadBalancingBit, on) }
 
     /// Sets the administrative state (the runtime API's `set server ... state`); waiting for
     /// an address is the resolvers' to end, not the operator's. Its trackers follow its
@@ -173,16 +164,7 @@ public final class Server: @unchecked Sendable {
 
     /// Enters or leaves `MAINT (resolution)`; true when that changed anything.
     @discardableResult
-    public func setAwaitingAddress(_ waiting: Bool) -> Bool {
-        var current = admin.load(ordering: .relaxed)
-        while true {
-            let next = waiting ? current | Self.awaitingAddressBit : current & ~Self.awaitingAddressBit
-            if next == current { return false }
-            let (done, seen) = admin.compareExchange(expected: current, desired: next, ordering: .relaxed)
-            if done { markChanged(); return true }
-            current = seen
-        }
-    }
+    public func setAwaitingAddress(_ waiting: Bool) -> Bool { setFlag(Self.awaitingAddressBit, waiting) }
 
     /// Sets the health (checks, or the runtime API's `set server ... health`).
     public func setUp(_ up: Bool) {

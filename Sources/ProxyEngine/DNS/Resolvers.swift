@@ -187,7 +187,7 @@ final class Resolvers: LoopObject {
         }
         // An error: the first valid answer of any name server wins, so wait for the others.
         r.errorAnswers += 1
-        r.lastError = response.truncated ? "other" : response.rcode == 3 ? "nx" : response.rcode == 5 ? "refused" : response.rcode == 0 ? "other" : "other"
+        r.lastError = response.truncated ? "other" : response.rcode == 3 ? "nx" : response.rcode == 5 ? "refused" : "other"
         guard r.errorAnswers >= nameservers.count else { return }
         pending[r.id] = nil
         r.id = 0
