@@ -392,9 +392,43 @@ struct socket_io {
     int got_data;         // the peer sent application bytes (the wrappers say so)
     int got_bytes;        // the peer sent any byte at all
     int holding;          // inside a read or handshake: writes are held
+    int held_in_scratch;  // `held` is the thread's scratch buffer (during a call only)
     unsigned char *held;
     size_t held_length, held_capacity;
 };
+
+/// The thread's buffer for what a call holds. A session keeps a buffer of its own only for
+/// bytes the socket could not take when the call returned (rare), so a handshake allocates
+/// nothing for its flight. Freed when the thread ends.
+static __thread unsigned char *scratch;
+static __thread size_t scratch_capacity;
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_key_once = PTHREAD_ONCE_INIT;
+static void make_scratch_key(void) { (void)pthread_key_create(&scratch_key, free); }
+
+/// Writes are held from here until `release_held`, in the thread's scratch buffer unless
+/// the session still keeps bytes of its own.
+static void begin_holding(struct socket_io *io) {
+    io->holding = 1;
+    if (!io->held) {
+        io->held = scratch;
+        io->held_capacity = scratch_capacity;
+        io->held_in_scratch = 1;
+    }
+}
+
+/// The call is over: bytes still held move out of the scratch buffer into the session's own
+/// (when that allocation fails the connection cannot go on: it is marked gone).
+static void leave_scratch(struct socket_io *io) {
+    if (!io->held_in_scratch) return;
+    io->held_in_scratch = 0;
+    if (!io->held_length) { io->held = NULL; io->held_capacity = 0; return; }
+    unsigned char *own = malloc(io->held_length);
+    if (!own) { io->held = NULL; io->held_capacity = 0; io->held_length = 0; io->gone = 1; return; }
+    memcpy(own, io->held, io->held_length);
+    io->held = own;
+    io->held_capacity = io->held_length;
+}
 
 static BIO_METHOD *socket_method;
 static pthread_once_t socket_method_once = PTHREAD_ONCE_INIT;
@@ -429,6 +463,12 @@ static int socket_write(BIO *b, const char *in, int length) {
             if (!grown) { errno = ENOMEM; return -1; }
             io->held = grown;
             io->held_capacity = capacity;
+            if (io->held_in_scratch) {
+                pthread_once(&scratch_key_once, make_scratch_key);
+                scratch = grown;
+                scratch_capacity = capacity;
+                (void)pthread_setspecific(scratch_key, grown);
+            }
         }
         memcpy(io->held + io->held_length, in, (size_t)length);
         io->held_length += (size_t)length;
@@ -474,7 +514,10 @@ static long socket_ctrl(BIO *b, int command, long number, void *pointer) {
 
 static int socket_destroy(BIO *b) {
     struct socket_io *io = BIO_get_data(b);
-    if (io) { free(io->held); free(io); }
+    if (io) {
+        if (!io->held_in_scratch) free(io->held);
+        free(io);
+    }
     BIO_set_data(b, NULL);
     return 1;
 }
@@ -510,9 +553,11 @@ static struct socket_io *io_of(SSL *ssl) { return BIO_get_data(SSL_get_rbio(ssl)
 /// peer already left (`closed`) and it was only post-handshake tickets.
 static void release_held(SSL *ssl, struct socket_io *io, int closed) {
     io->holding = 0;
-    if (!io->held_length) return;
-    if (closed && SSL_is_server(ssl) && SSL_is_init_finished(ssl)) { io->held_length = 0; return; }
-    (void)send_held(io);
+    if (io->held_length) {
+        if (closed && SSL_is_server(ssl) && SSL_is_init_finished(ssl)) io->held_length = 0;
+        else (void)send_held(io);
+    }
+    leave_scratch(io);
 }
 
 void *cproxy_tls_accept(void *context, int fd) {
@@ -553,7 +598,7 @@ long cproxy_tls_read(void *session, void *buffer, size_t length) {
     size_t n = 0;
     ERR_clear_error();
     if (io->held_length && send_held(io) == 0) return CPROXY_TLS_WANT_WRITE;
-    io->holding = 1;
+    begin_holding(io);
     int ret = SSL_read_ex(ssl, buffer, length, &n);
     if (ret == 1) {
         io->got_data = 1;
@@ -766,7 +811,7 @@ long cproxy_tls_handshake(void *session) {
     struct socket_io *io = io_of(ssl);
     ERR_clear_error();
     if (io->held_length && send_held(io) == 0) return CPROXY_TLS_WANT_WRITE;
-    io->holding = 1;
+    begin_holding(io);
     int ret = SSL_do_handshake(ssl);
     if (ret == 1) { release_held(ssl, io, 0); return io->held_length ? CPROXY_TLS_WANT_WRITE : 1; }
     long r = outcome(ssl, ret);

@@ -42,6 +42,10 @@ final class Connection: LoopObject {
     var requests = 0
     /// Bytes a stage puts on the wire before anything the owner writes: the PROXY header.
     var preface: [UInt8]?
+    /// Whether epoll reports writability. A TLS client connection starts without it (a
+    /// fresh socket is writable, so asking at once costs a wakeup with nothing to do) and
+    /// asks the first time a write finds the socket full.
+    var reportsWritable = true
     /// The SNI a TLS server connection was opened with: a pooled one serves only requests
     /// that would send the same. Kept by the transport: idle client connections stay small.
     var serverName: String? { (transport as? TLSTransport)?.serverName }
@@ -59,10 +63,35 @@ final class Connection: LoopObject {
     }
 
     /// An accepted client connection, registered with this loop (edge-triggered).
-    static func accepted(_ fd: FileDescriptor, context: LoopContext) throws -> Connection {
+    /// `writesLater`: registered for reading only, until a write first blocks (TLS: the
+    /// handshake is tried at once, as the ClientHello is usually there already).
+    static func accepted(_ fd: FileDescriptor, context: LoopContext, writesLater: Bool = false) throws -> Connection {
         let c = Connection(fd: fd, server: nil, connected: true, context: context)
-        try context.loop.register(fd, events: events, object: c)
+        c.reportsWritable = !writesLater
+        try context.loop.register(fd, events: writesLater ? events & ~Epoll.writable : events, object: c)
         return c
+    }
+
+    /// The socket is full (or a TLS read must first send): wait for its next writable edge,
+    /// asking epoll for it first if the registration did not.
+    @inline(__always)
+    func waitWritable() {
+        writable = false
+        if !reportsWritable { reportWritable() }
+    }
+
+    /// Adds writability to the registration; epoll reports it at once if the socket has room.
+    func reportWritable() {
+        reportsWritable = true
+        guard !closed else { return }
+        do {
+            try context.loop.modify(fd, events: Self.events, object: self)
+        } catch {
+            // Cannot fail for a registered descriptor; if it did, end the connection rather
+            // than wait forever for an edge that will not come.
+            errored = true
+            eof = true
+        }
     }
 
     /// Opens a non-blocking connection to `server` and registers it (edge-triggered).
@@ -142,7 +171,7 @@ final class Connection: LoopObject {
         case .wouldBlock:
             // A TLS read that must first send (a handshake record) waits for writability,
             // and stays readable so that the owner retries it then.
-            if let t = transport, t.wants == .write { writable = false } else { readable = false }
+            if let t = transport, t.wants == .write { waitWritable() } else { readable = false }
             return nil
         }
     }
@@ -162,7 +191,7 @@ final class Connection: LoopObject {
         guard !buffer.isEmpty else { return n }
         guard transport != nil else {
             // A short write filled the socket: no more until its next edge.
-            writable = false
+            waitWritable()
             return n
         }
         // TLS takes a record at a time, so a short write says nothing about the socket:
@@ -201,7 +230,7 @@ final class Connection: LoopObject {
             return n
         case .wouldBlock:
             // A TLS write that must first read (a handshake record) waits for readability.
-            if let t = transport, t.wants == .read { readable = false } else { writable = false }
+            if let t = transport, t.wants == .read { readable = false } else { waitWritable() }
             return 0
         }
     }
@@ -215,7 +244,7 @@ final class Connection: LoopObject {
         guard let n = sent else { return nil }
         if n == bytes.count { preface = nil; return true }
         if n > 0 { preface = Array(bytes[n...]) }
-        writable = false
+        waitWritable()
         return false
     }
 

@@ -28,7 +28,10 @@ extension LoopContext {
             }
             if verdict.expectProxy { expectProxy = true }
         }
-        guard let connection = try? Connection.accepted(fd, context: self) else {
+        // An HTTPS client: its handshake is tried at once (below), and epoll is asked for
+        // writability only when a write blocks.
+        let tlsFirst = acceptor.tls != nil && !expectProxy && frontend.mode == .http
+        guard let connection = try? Connection.accepted(fd, context: self, writesLater: tlsFirst) else {
             fd.close(); connectionEnded(acceptor); return
         }
         if expectProxy {
@@ -56,10 +59,11 @@ extension LoopContext {
                 return
             }
             connection.transport = t
-            // A ClientHello comes after the accept, with its own edge (one queued before the
-            // registration is reported too): no read is tried before it, unless a PROXY
-            // header's stage saw bytes behind it that no edge will announce.
-            if !bytesWaiting { connection.readable = false }
+            // An HTTPS client's ClientHello is usually queued by the time it is accepted, as
+            // HAProxy finds too: the handshake is tried at once (below), saving a wakeup, and
+            // epoll reports it if it was not there. Elsewhere (TCP mode, after a PROXY header)
+            // the handshake waits for its edge, unless a stage saw bytes no edge will announce.
+            if !bytesWaiting && connection.reportsWritable { connection.readable = false }
         }
         if frontend.mode == .tcp {
             // Rules or routes that read the client's first bytes wait for them (bounded).
@@ -117,7 +121,7 @@ extension LoopContext {
         sessions += 1
         openSessions[ObjectIdentifier(s)] = s
         s.updateDeadline()
-        if bytesWaiting { s.progress() }
+        if bytesWaiting || !connection.reportsWritable { s.progress() }
     }
 
     /// A client's TLS handshake failed: HAProxy's connection-error line (`SSL handshake

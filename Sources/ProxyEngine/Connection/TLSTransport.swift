@@ -66,7 +66,15 @@ final class TLSTransport: Transport {
     var verifyError: String? { cproxy_tls_verify_error(session).map { String(cString: $0) } }
 
     func read(_ connection: Connection, into pointer: UnsafeMutableRawPointer, count: Int) throws -> IOResult<Int> {
-        try outcome(cproxy_tls_read(session, pointer, count), "SSL_read")
+        let r = cproxy_tls_read(session, pointer, count)
+        // A broken stream ends reading as a FIN does, without an error to allocate: most
+        // clients leave without close_notify, and that is the common end of a connection.
+        if r == Int(CPROXY_TLS_ERROR) {
+            if !counted { noteEstablished() }
+            brokenStream()
+            return .done(0)
+        }
+        return try outcome(r, "SSL_read")
     }
 
     func write(_ connection: Connection, from pointer: UnsafeRawPointer, count: Int) throws -> IOResult<Int> {
@@ -89,11 +97,17 @@ final class TLSTransport: Transport {
             if !established && cproxy_tls_peer_sent_bytes(session) == 1 { handshakeFailed = true }
             return .done(0)
         default:
-            if !established && cproxy_tls_peer_sent_bytes(session) == 1 { handshakeFailed = true }
-            // The stream is broken: no close_notify will reach anyone.
-            shutDown = true
+            brokenStream()
             throw SystemError(call, code: EPROTO)
         }
+    }
+
+    /// The stream is broken (a protocol error, or the peer left without close_notify): no
+    /// close_notify will reach anyone; before the handshake ended, that handshake failed
+    /// if the peer had started one.
+    private func brokenStream() {
+        if !established && cproxy_tls_peer_sent_bytes(session) == 1 { handshakeFailed = true }
+        shutDown = true
     }
 
     /// Drives the handshake without moving application bytes: true once it is complete,

@@ -81,6 +81,11 @@ public final class EventLoop: @unchecked Sendable {
         registered[fd.rawValue] = object
     }
 
+    /// Changes the events `fd` is registered for; a readiness already there is reported.
+    public func modify(_ fd: FileDescriptor, events: UInt32, object: LoopObject) throws {
+        try epoll.modify(fd, events: events, token: token(object))
+    }
+
     /// Removes `fd` from epoll. The object is released after the current batch of events,
     /// since a later event in the same batch may still name it.
     public func unregister(_ fd: FileDescriptor) {

@@ -110,7 +110,7 @@ final class TCPStream: LoopObject, ConnectionOwner, QueueWaiter {
         guard let t = client.transport as? TLSTransport else { awaitingHandshake = false; return true }
         do {
             guard try t.handshake() else {
-                if t.wants == .read { client.readable = false } else { client.writable = false }
+                if t.wants == .read { client.readable = false } else { client.waitWritable() }
                 updateDeadline()
                 return false
             }
