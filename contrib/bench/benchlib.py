@@ -2,12 +2,12 @@
 import socket, time
 
 
-def wait_port(port, timeout=10):
-    """True once something accepts on 127.0.0.1:port, polling until `timeout`."""
+def wait_port(port, timeout=10, host="127.0.0.1"):
+    """True once something accepts on host:port, polling until `timeout`."""
     end = time.time() + timeout
     while time.time() < end:
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            socket.create_connection((host, port), timeout=0.5).close()
             return True
         except OSError:
             time.sleep(0.02)

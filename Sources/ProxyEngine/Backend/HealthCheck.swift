@@ -217,6 +217,10 @@ final class HealthCheck: LoopObject {
             let address = self.address
             let s = try Socket.make(family: address.family)
             fd = s
+            // As HAProxy does: the ACK of the server's SYN-ACK waits to ride on the check's
+            // first bytes (one packet less each way), and a check that sends nothing never
+            // completes the server's accept (it ends with a reset).
+            if address.family != AF_UNIX { try? Socket.setOption(s, level: Int32(IPPROTO_TCP), name: TCP_QUICKACK, value: 0) }
             handshakeDone = false
             if let t = server.tls, t.forChecks || tcpConnect?.ssl == true {
                 tls = t.checkServerName.withOptionalCString { name in
@@ -298,12 +302,11 @@ final class HealthCheck: LoopObject {
             complete(true, reason: "Layer4 check passed", code: nil)
             return
         }
-        var chunk = [UInt8](repeating: 0, count: 16384)
+        let chunk = context.readScratch
         while true {
-            let r = chunk.withUnsafeMutableBytes { receive(s, $0.baseAddress!, $0.count) }
-            switch r {
+            switch receive(s, chunk.baseAddress!, chunk.count) {
             case .done(let n)? where n > 0:
-                response += chunk[0..<n]
+                response.append(contentsOf: UnsafeRawBufferPointer(rebasing: chunk[0..<n]))
                 if response.count > 65536 { evaluate(); return }
             case .done?:
                 evaluate()
@@ -338,11 +341,16 @@ final class HealthCheck: LoopObject {
                 response.removeAll(keepingCapacity: true)
                 stepIndex += 1
             case .expect(let e):
-                var chunk = [UInt8](repeating: 0, count: 16384)
+                let chunk = context.readScratch
+                // A pattern that must be there is judged on each arrival: once found, no more
+                // is read (the server's FIN is not waited for).
+                let judgedEarly = !e.negated && e.kind != .mysqlGreeting && e.kind != .mysqlReply
+                var found = false
                 reading: while !peerClosed && response.count < 65536 {
-                    let r = chunk.withUnsafeMutableBytes { receive(s, $0.baseAddress!, $0.count) }
-                    switch r {
-                    case .done(let n)? where n > 0: response += chunk[0..<n]
+                    switch receive(s, chunk.baseAddress!, chunk.count) {
+                    case .done(let n)? where n > 0:
+                        response.append(contentsOf: UnsafeRawBufferPointer(rebasing: chunk[0..<n]))
+                        if judgedEarly && Self.matches(e, response, regex: stepRegexes[stepIndex]) { found = true; break reading }
                     case .wouldBlock?: break reading
                     default: peerClosed = true
                     }
@@ -353,7 +361,7 @@ final class HealthCheck: LoopObject {
                     stepIndex += 1
                     continue
                 }
-                let found = Self.matches(e, response, regex: stepRegexes[stepIndex])
+                if !found { found = Self.matches(e, response, regex: stepRegexes[stepIndex]) }
                 if !found && !finalData { return }
                 if found == e.negated {
                     let what = e.negated ? "matched unwanted content '\(e.text)'" : "did not match content '\(e.text)'"
@@ -367,7 +375,7 @@ final class HealthCheck: LoopObject {
             }
         }
         let expected = steps.contains { if case .expect = $0 { return true }; return false }
-        complete(true, reason: expected ? "\(answerLayer) check passed" : tls != nil ? "Layer6 check passed" : "Layer4 check passed",
+        complete(true, reason: expected ? (answerLayer == "Layer6" ? "Layer6 check passed" : "Layer7 check passed") : tls != nil ? "Layer6 check passed" : "Layer4 check passed",
                  code: tcpOrigin == "mysql-check" ? 0 : nil)
     }
 
@@ -522,6 +530,10 @@ final class HealthCheck: LoopObject {
         }
         if let s = fd {
             context.loop.forget(s)
+            // As HAProxy does: a check's connection ends with a reset, so that no check
+            // leaves a socket in TIME_WAIT (a thousand servers checked every second would
+            // keep sixty thousand).
+            Socket.setResetOnClose(s)
             s.close()
             fd = nil
         }
@@ -550,21 +562,35 @@ final class HealthCheck: LoopObject {
         }
         if !stopped { context.loop.setDeadline(self, context.loop.now + nextInterval) }
         let o = options
+        let (status, description) = summary(ok, reason)
         server.lastCheck.withLock { r in
-            r.status = Self.shortStatus(ok, reason)
+            r.status = status
             r.code = code
             r.durationMs = duration
-            r.description = String(reason.prefix { $0 != "," })
+            r.description = description
             if !ok { r.failures += 1 }
             r.health = isUp ? o.rise + o.fall - 1 - failures : successes
         }
         // `option log-health-checks`: each change of the result, as HAProxy words it.
-        if backend.settings.options.logHealthChecks, previous != Self.shortStatus(ok, reason) {
+        if backend.settings.options.logHealthChecks, previous != status {
             var line = "Health check for server \(backend.name)/\(server.name) \(ok ? "succeeded" : "failed"), reason: \(Self.withCode(reason, code))"
             let status = isUp ? "\(max(0, o.fall - failures))/\(o.fall) UP" : "\(successes)/\(o.rise) DOWN"
             line += ", check duration: \(duration)ms, status: \(status)."
             context.model.logger.alert(line, level: ok ? .notice : .warning, to: context.model.logger.destinations(for: backend.settings.logs))
         }
+    }
+
+    /// The last result's short status and description (the reason up to its first comma),
+    /// worked out once per distinct result: a server's checks mostly repeat themselves.
+    private var lastSummary: (ok: Bool, reason: String, status: String, description: String)?
+
+    func summary(_ ok: Bool, _ reason: String) -> (status: String, description: String) {
+        if let l = lastSummary, l.ok == ok, l.reason == reason { return (l.status, l.description) }
+        let utf8 = reason.utf8
+        let description = String(Substring(utf8[..<(utf8.firstIndex(of: UInt8(ascii: ",")) ?? utf8.endIndex)]))
+        let status = Self.shortStatus(ok, reason)
+        lastSummary = (ok, reason, status, description)
+        return (status, description)
     }
 
     /// A reason with its code where HAProxy puts it: after the words, before `, info:`.

@@ -28,6 +28,8 @@ final class LoopContext: @unchecked Sendable {
     var agents: [AgentCheck] = []
     /// `resolvers` sections run by this loop.
     var resolvers: [Resolvers] = []
+    /// Where checks read their answers (16 KB, the loop's own: a check never allocates one).
+    let readScratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 16384, alignment: 16)
     /// Called after each session closes (the soft stop watches it).
     var onSessionClosed: (() -> Void)?
 
@@ -41,6 +43,8 @@ final class LoopContext: @unchecked Sendable {
         pool = ConnectionPool(model: model)
         scratchServers.reserveCapacity(64)
     }
+
+    deinit { readScratch.deallocate() }
 
     /// A pooled connection sent an event: the server closed it, or sent what nobody asked for.
     func discardIdle(_ c: Connection) { pool.discard(c) }
