@@ -19,6 +19,7 @@ extension ConfigParser {
         checkBackendReferences()
         checkResolvers()
         checkTracking()
+        checkObserve()
         warnAboutEnvIntJunk()
         fold()
         config.unenforcedKeywords = unenforced
@@ -318,6 +319,23 @@ extension ConfigParser {
 extension ConfigParser {
     /// `track [BACKEND/]SERVER`: the server exists, is checked (by a health or an agent
     /// check), and no chain of tracking comes back to where it started.
+    /// `observe`: layer 7 needs HTTP (HAProxy 2.6 alerts and loads the file: so do we, and
+    /// the server observes nothing), and without `check` nothing acts on what it counts.
+    func checkObserve() {
+        for pi in config.proxies.indices {
+            let p = config.proxies[pi]
+            for (si, s) in p.servers.enumerated() {
+                guard let layer = s.options.observe else { continue }
+                if layer == .layer7 && p.mode != .http {
+                    warning("server '\(p.name)/\(s.name)': 'observe layer7' only applies to HTTP backends: ignored in mode \(p.mode.rawValue); use 'observe layer4'", at: s.location)
+                    config.proxies[pi].servers[si].options.observe = nil
+                } else if !s.options.check {
+                    warning("server '\(p.name)/\(s.name)': 'observe' has no effect without 'check': add 'check' so that the errors it counts can act on the server", at: s.location)
+                }
+            }
+        }
+    }
+
     func checkTracking() {
         func find(_ name: String, from p: ProxyDefinition) -> (ProxyDefinition, ServerDefinition)? {
             let parts = name.split(separator: "/", maxSplits: 1).map(String.init)

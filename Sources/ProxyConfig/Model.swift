@@ -439,6 +439,27 @@ public struct HeaderField: Sendable, Equatable {
     public var value: String
 }
 
+/// `observe`: which outcomes of a server's traffic count as health.
+public enum ObservedLayer: Sendable, Equatable {
+    /// Connections: one that fails is an error, one that opens resets the count.
+    case layer4
+    /// Connections that fail, and HTTP responses: a status other than 100-499, 501 and 505,
+    /// or a response that never came whole, is an error; a good one resets the count.
+    case layer7
+}
+
+/// `on-error`: what `error-limit` consecutive errors in a server's traffic do.
+public enum OnErrorAction: String, Sendable, Equatable {
+    /// The next check runs after `fastinter`.
+    case fastInter = "fastinter"
+    /// A failed check is counted (and `fastinter` follows).
+    case failCheck = "fail-check"
+    /// A failed check leaves the server one more failure from DOWN.
+    case suddenDeath = "sudden-death"
+    /// The server goes DOWN now.
+    case markDown = "mark-down"
+}
+
 /// Per-server options (also the `default-server` line).
 public struct ServerOptions: Sendable, Equatable {
     public var check = false
@@ -468,6 +489,13 @@ public struct ServerOptions: Sendable, Equatable {
     public var shutdownSessionsWhenDown = false
     /// `on-marked-up shutdown-backup-sessions`: the backups' connections close when it comes UP.
     public var shutdownBackupSessionsWhenUp = false
+    /// `observe layer4|layer7`: traffic's outcomes count as health (with `error-limit` and
+    /// `on-error`); nil: they do not.
+    public var observe: ObservedLayer?
+    /// `error-limit N`: how many errors in a row set off `on-error` (10).
+    public var errorLimit = 10
+    /// `on-error`: what `error-limit` errors in a row do (`fail-check` by default).
+    public var onError = OnErrorAction.failCheck
     public var slowStart: Milliseconds?
     /// `ssl`: connections to the server are TLS (origination).
     public var ssl = false

@@ -489,8 +489,9 @@ extension ConfigParser {
                      "tls-tickets", "no-tls-tickets", "ciphers", "ciphersuites", "ssl-min-ver", "ssl-max-ver", "no-sslv3",
                      "no-tlsv10", "no-tlsv11", "no-tlsv12", "no-tlsv13", "force-tlsv12", "force-tlsv13", "proxy-v2-options",
                      "on-marked-down", "on-marked-up", "resolvers", "resolve-prefer", "resolve-net", "resolve-opts", "init-addr",
-                     "track", "agent-check", "no-agent-check", "agent-port", "agent-inter", "agent-send", "agent-addr"]
-    static let unsupportedServerKeywords: Set<String> = ["on-error", "observe", "error-limit", "id", "redir", "minconn", "source", "usesrc",
+                     "track", "agent-check", "no-agent-check", "agent-port", "agent-inter", "agent-send", "agent-addr",
+                     "observe", "error-limit", "on-error"]
+    static let unsupportedServerKeywords: Set<String> = ["id", "redir", "minconn", "source", "usesrc",
                                                                     "proto", "pool-max-conn",
                                                                     "tfo", "namespace", "health-check", "non-stick", "socks4"]
 
@@ -509,6 +510,24 @@ extension ConfigParser {
                 let v = try value(opt)
                 guard v == "shutdown-sessions" else { throw ConfigError("\(what) on-marked-down: the action is 'shutdown-sessions'") }
                 o.shutdownSessionsWhenDown = true
+            case "observe":
+                let v = try value(opt)
+                switch v {
+                case "none": o.observe = nil
+                case "layer4": o.observe = .layer4
+                case "layer7": o.observe = .layer7
+                default: throw ConfigError("\(what) observe: expects one of 'none', 'layer4', 'layer7' but got '\(v)'")
+                }
+            case "error-limit":
+                let v = try value(opt)
+                guard let n = Int(v), n > 0 else { throw ConfigError("\(what) error-limit: it has to be a number above 0, not '\(v)'") }
+                o.errorLimit = n
+            case "on-error":
+                let v = try value(opt)
+                guard let action = OnErrorAction(rawValue: v) else {
+                    throw ConfigError("\(what) on-error: expects one of 'fastinter', 'fail-check', 'sudden-death' or 'mark-down' but got '\(v)'")
+                }
+                o.onError = action
             case "on-marked-up":
                 let v = try value(opt)
                 guard v == "shutdown-backup-sessions" else { throw ConfigError("\(what) on-marked-up: the action is 'shutdown-backup-sessions'") }

@@ -66,6 +66,12 @@ public final class ProxyEngine: @unchecked Sendable {
         spread(where: { $0.check }) { s, b, context, position, count in
             let check = HealthCheck(server: s, backend: b, context: context)
             context.checks.append(check)
+            // `observe`: the errors any loop counts act on the check's own loop.
+            if s.observedLayer != nil {
+                let loop = context.loop
+                nonisolated(unsafe) let target = check
+                s.onObservedErrors = { info in loop.post { target.observedErrors(info) } }
+            }
             check.start(offset: Int64(s.definition.options.inter) * position / count)
         }
         spread(where: { $0.agentCheck }) { s, b, context, position, count in

@@ -129,6 +129,56 @@ import Testing
         #expect(row("b")["status"] == "UP" && row("b")["agent_status"] == "L4CON", "\(row("b"))")
     }
 
+    /// `observe`: errors in a row in real traffic act on the server as HAProxy words it
+    /// ("Health analyze"): layer 7 counts bad statuses, layer 4 failed connections; a good
+    /// response starts the count again, and the checks bring the server back.
+    @Test func observedTrafficErrorsActOnTheServer() throws {
+        let bed = try TestBed()
+        let web = try bed.backend(name: "web")
+        let front = TestBed.freePort()
+        let nobody = TestBed.freePort()
+        let socket = bed.directory + "/api.sock"
+        try bed.proxy("""
+        global
+            stats socket \(socket) level admin
+        \(TestBed.defaults("http"))
+            retries 0
+        frontend f
+            bind 127.0.0.1:\(front)
+            use_backend dead if { path_beg /dead }
+            default_backend app
+        backend app
+            option httpchk GET /haproxy.check
+            server a 127.0.0.1:\(web) check inter 20s fastinter 200 rise 1 fall 2 observe layer7 error-limit 3 on-error mark-down
+        backend dead
+            server d 127.0.0.1:\(nobody) check port \(web) inter 20s fall 3 observe layer4 error-limit 2 on-error sudden-death
+
+        """, waitFor: front)
+        func row(_ b: String, _ s: String) -> [String: String] {
+            let lines = (cli(socket, "show stat") ?? "").split(separator: "\n")
+            guard let header = lines.first?.dropFirst(2).split(separator: ",", omittingEmptySubsequences: false),
+                  let line = lines.first(where: { $0.hasPrefix("\(b),\(s),") })?.split(separator: ",", omittingEmptySubsequences: false) else { return [:] }
+            return Dictionary(zip(header.map(String.init), line.map(String.init)), uniquingKeysWith: { a, _ in a })
+        }
+        #expect(TestBed.waitUntil { row("app", "a")["check_status"] == "L7OK" && row("dead", "d")["check_status"] == "L4OK" }, "\(row("dead", "d"))")
+        // Two bad statuses, a good one (the count starts again), then three bad: DOWN.
+        for path in ["/status/503", "/status/500", "/", "/status/502", "/status/504"] {
+            _ = try TestBed.curl(["http://127.0.0.1:\(front)\(path)"])
+        }
+        #expect(row("app", "a")["status"] == "UP", "\(row("app", "a"))")
+        _ = try TestBed.curl(["http://127.0.0.1:\(front)/status/503"])
+        #expect(TestBed.waitUntil { bed.log().contains("Server app/a is DOWN, reason: Health analyze, info: \"Detected 3 consecutive errors, last one was: Wrong http response\". 0 active and 0 backup servers left.") }, "\(bed.log())")
+        // `on-error` forces `fastinter`: the passing check brings it back long before `inter`.
+        #expect(TestBed.waitUntil(timeout: 5) { bed.log().contains("Server app/a is UP") && row("app", "a")["status"] == "UP" }, "\(bed.log())")
+        // Layer 4, sudden-death: two failed connections leave d one failure from DOWN...
+        for _ in 0..<2 { #expect(try TestBed.curl(["http://127.0.0.1:\(front)/dead"]).0 == 503) }
+        #expect(TestBed.waitUntil { row("dead", "d")["check_status"] == "HANA" }, "\(row("dead", "d"))")
+        #expect(row("dead", "d")["status"] == "UP 1/3", "\(row("dead", "d"))")
+        // ...and two more take it down.
+        for _ in 0..<2 { _ = try TestBed.curl(["http://127.0.0.1:\(front)/dead"]) }
+        #expect(TestBed.waitUntil { bed.log().contains("Server dead/d is DOWN, reason: Health analyze, info: \"Detected 2 consecutive errors, last one was: L4 unsuccessful connection\"") }, "\(bed.log())")
+    }
+
     /// `http-check send-state`: each check carries the header HAProxy sends, word for word.
     @Test func sendStateTellsTheServerHowItIsSeen() throws {
         let bed = try TestBed()

@@ -171,7 +171,8 @@ def main():
     print()
     for name, rows in results.items():
         print("%-8s median failed %5d   median %s %6.0f ms" % (
-            name, "time to follow" if a.dns else "detection", statistics.median(r[1] for r in rows), statistics.median((r[2] or 0) * 1000 for r in rows)))
+            name, statistics.median(r[1] for r in rows), "time to follow" if a.dns else "detection",
+            statistics.median((r[2] or 0) * 1000 for r in rows)))
     if a.dns:
         print("bar: no failed request (retries and redispatch cover the move), the move followed within ~1 s (hold valid 1s)")
     else:

@@ -57,7 +57,6 @@ extension RuntimeCommands {
 
     /// `show stat`: frontends, servers and backends, in the order of the configuration.
     func showStat(_ words: [String], level: AccessLevel) -> String {
-        let model = engine.model
         // `show stat [{iid|proxy} type sid] [up|no-maint]`: a proxy (-1: all), a type mask
         // (1 frontends, 2 backends, 4 servers) and a server id (-1: all).
         var args = Array(words.dropFirst(2))
@@ -195,8 +194,16 @@ extension RuntimeCommands {
         case .ready:
             if !s.isUp.load(ordering: .relaxed) && s.agentDown.load(ordering: .relaxed) { return "DOWN (agent)" }
             if !s.definition.options.check && s.tracked == nil { return s.isUp.load(ordering: .relaxed) ? "no check" : "DOWN" }
-            if s.isUp.load(ordering: .relaxed) && s.isNoLoadBalancing { return "NOLB" }
-            return s.isUp.load(ordering: .relaxed) ? "UP" : "DOWN"
+            let up = s.isUp.load(ordering: .relaxed)
+            let word = up && s.isNoLoadBalancing ? "NOLB" : up ? "UP" : "DOWN"
+            // On the way down (`UP 1/3`: one more failure of 3) or up (`DOWN 1/2`), from the
+            // check's health counter, as HAProxy prints it.
+            let o = s.definition.options
+            guard o.check, s.tracked == nil else { return word }
+            let health = s.lastCheck.withLock { $0.status.isEmpty ? -1 : $0.health }
+            if up && health >= 0 && health < o.rise + o.fall - 1 { return "\(word) \(max(1, health - o.rise + 1))/\(o.fall)" }
+            if !up && health > 0 { return "DOWN \(health)/\(o.rise)" }
+            return word
         }
     }
 }

@@ -200,6 +200,8 @@ public final class StatsPage: LocalService, @unchecked Sendable {
         .active_draining { background: #20a0FF; }
         .active_no_check { background: #e0e0e0; }
         .backup_down { background: #ff9090; }
+        .backup_going_up { background: #ff80ff; }
+        .backup_going_down { background: #c060ff; }
         .backup_up { background: #b0d0ff; }
         .backup_nolb { background: #90b0e0; }
         .backup_draining { background: #cc9900; }
@@ -314,7 +316,9 @@ public final class StatsPage: LocalService, @unchecked Sendable {
         if status.hasPrefix("MAINT") { return "maintain" }
         if status.hasPrefix("DRAIN") { return "\(side)_draining" }
         if status.hasPrefix("NOLB") { return "\(side)_nolb" }
+        if status.hasPrefix("DOWN ") && !status.hasPrefix("DOWN (") { return "\(side)_going_up" }
         if status.hasPrefix("DOWN") { return "\(side)_down" }
+        if status.hasPrefix("UP ") { return "\(side)_going_down" }
         if status == "no check" { return "\(side)_no_check" }
         return "\(side)_up"
     }

@@ -624,7 +624,32 @@ final class HealthCheck: LoopObject {
         context.model.logger.alert(line, level: .notice, to: context.model.logger.destinations(for: backend.settings.logs))
     }
 
-    func transition(up: Bool, reason: String, code: Int?, duration: Int64) {
+    /// `error-limit` errors in a row in the server's traffic (`observe`): `on-error`, as
+    /// HAProxy does it (`HANA`, "Health analyze"), then the next check after `fastinter`.
+    func observedErrors(_ info: String) {
+        guard !stopped else { return }
+        let o = options
+        if o.onError != .fastInter {
+            if o.onError == .suddenDeath { failures = max(failures, o.fall - 2) }
+            if o.onError == .markDown { failures = max(failures, o.fall - 1) }
+            failures += 1
+            successes = 0
+            let up = isUp && failures < o.fall
+            server.lastCheck.withLock { r in
+                r.status = "HANA"
+                r.code = nil
+                r.description = "Health analyze"
+                r.failures += 1
+                r.health = up ? o.rise + o.fall - 1 - failures : 0
+            }
+            lastSummary = nil
+            if isUp && failures >= o.fall { transition(up: false, reason: "Health analyze, info: \"\(info)\"", code: nil, duration: nil) }
+        }
+        let soon = context.loop.now + Int64(o.fastInter ?? o.inter)
+        if !inProgress && soon < deadline { context.loop.setDeadline(self, soon) }
+    }
+
+    func transition(up: Bool, reason: String, code: Int?, duration: Int64?) {
         if !up { server.setNoLoadBalancing(false) }
         server.setUp(up)
         if !up { server.lastCheck.withLock { $0.downTransitions += 1 } }
@@ -632,8 +657,9 @@ final class HealthCheck: LoopObject {
         let active = backend.servers.filter { !$0.isBackup && $0.isUsable }.count
         let backups = backend.servers.filter { $0.isBackup && $0.isUsable }.count
         var line = "Server \(backend.name)/\(server.name) is \(up ? "UP" : "DOWN"), reason: \(Self.withCode(reason, code))"
-        line += ", check duration: \(duration)ms. \(active) active and \(backups) backup servers \(up ? "online" : "left")."
-        if !up && active == 0 && backups == 0 { line += " 0 sessions active, 0 requeued, 0 remaining in queue." }
+        if let duration { line += ", check duration: \(duration)ms" }
+        line += ". \(active) active and \(backups) backup servers \(up ? "online" : "left")."
+        if !up { line += " \(server.active.load(ordering: .relaxed)) sessions active, 0 requeued, 0 remaining in queue." }
         context.model.logger.alert(line, level: up ? .notice : .alert, to: context.model.logger.destinations(for: backend.settings.logs))
         // `on-marked-down shutdown-sessions`, `on-marked-up shutdown-backup-sessions`.
         if !up && options.shutdownSessionsWhenDown { context.model.shutdownSessionsOf?(server) }

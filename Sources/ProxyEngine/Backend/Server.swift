@@ -87,6 +87,13 @@ public final class Server: @unchecked Sendable {
     public let agentDown = Atomic<Bool>(false)
     /// The administrative state was last set by its agent (`DRAIN (agent)`).
     public let adminByAgent = Atomic<Bool>(false)
+    /// `observe`: which traffic outcomes count (nil: none), and the errors in a row so far
+    /// (every loop adds to it).
+    let observedLayer: ObservedLayer?
+    let consecutiveErrors = Atomic<Int>(0)
+    /// Runs `on-error` on its check's loop, with HAProxy's description of the errors (set
+    /// when the check is made, before the loops start).
+    var onObservedErrors: ((String) -> Void)?
 
     init(definition: ServerDefinition, backend: String, index: Int, address: SocketAddress, keepAlive: Bool, tls: ServerTLS?) {
         self.definition = definition
@@ -103,6 +110,7 @@ public final class Server: @unchecked Sendable {
         maxqueue = definition.options.maxqueue
         isBackup = definition.options.backup
         slowStart = Int64(definition.options.slowStart ?? 0)
+        observedLayer = definition.options.check ? definition.options.observe : nil
         self.index = index
         switch definition.address.host {
         case .unix: followsClientPort = false

@@ -26,11 +26,13 @@ extension HTTPTransaction {
                     case .incomplete:
                         if inBuf.freeSpace == 0 {
                             if inBuf.head > 0 { inBuf.compact(); responseParser.reset(); continue }
+                            s.server?.observed(.invalidHeaders)
                             respondWithError(502, reason: "response head too large", state: "PH")
                             return true
                         }
                     case .invalid(let e):
                         captureError(isRequest: false, reason: e.reason, bytes: inBuf.readable)
+                        s.server?.observed(.invalidHeaders)
                         respondWithError(502, reason: e.reason, state: "PH")
                         return true
                     case .complete:
@@ -142,6 +144,7 @@ extension HTTPTransaction {
         }
         responseStarted = true
         logStatus = status
+        server?.server?.observed(ObservedOutcome.goodStatus(status) ? .goodResponse : .wrongStatus)
         let cookieSettings = backend?.settings.cookie
         // rewrite/prefix: the server's own Set-Cookie carries the server's identity.
         if let cookie = cookieSettings, cookie.mode == .rewrite || cookie.mode == .prefix,

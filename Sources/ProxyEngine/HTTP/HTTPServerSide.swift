@@ -111,7 +111,7 @@ extension HTTPTransaction {
             server = c
             phase = .connecting
             prepareRequest()
-            if c.connected && !closed { phase = .exchange; connectedMs = loop.now; noteServerSource() }
+            if c.connected && !closed { phase = .exchange; connectedMs = loop.now; noteServerSource(); chosen.observed(.connected) }
         } catch let e as SystemError {
             connectFailed(e.code)
         } catch {
@@ -172,11 +172,13 @@ extension HTTPTransaction {
         connectedMs = loop.now
         noteServerSource()
         phase = .exchange
+        s.server?.observed(.connected)
         return true
     }
 
     func connectFailed(_ code: Int32) {
         if let s = server { server = nil; s.close() }
+        triedServer?.observed(.connectFailed)
         if retriesLeft > 0 {
             retriesLeft -= 1
             connectToServer()
@@ -197,6 +199,7 @@ extension HTTPTransaction {
         let wasReused = s.requests > 1
         server = nil
         s.close()
+        if !responseStarted { s.server?.observed(.brokenPipe) }
         if !responseStarted && wasReused && retriesLeft > 0 {
             // A pooled connection closed by the server as we used it: retry once, fresh.
             retriesLeft -= 1

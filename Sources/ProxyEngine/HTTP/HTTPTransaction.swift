@@ -242,7 +242,10 @@ final class HTTPTransaction: LoopObject, QueueWaiter, ConnectionOwner {
             connectFailed(ETIMEDOUT)
         case .exchange:
             // Before the response head: the client gets a 504; in the middle of the body, a close.
-            if responseStarted { terminationState = "sD"; close() } else { respondWithError(504, reason: "server timeout", state: "sH") }
+            if responseStarted { terminationState = "sD"; close() } else {
+                server?.server?.observed(.readTimeout)
+                respondWithError(504, reason: "server timeout", state: "sH")
+            }
         case .queued:
             cancelQueueTicket()
             respondWithError(503, reason: "timeout in the queue", state: "sQ")

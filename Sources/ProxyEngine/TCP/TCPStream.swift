@@ -163,8 +163,9 @@ final class TCPStream: LoopObject, ConnectionOwner, QueueWaiter {
             }
             server = c
             connecting = !c.connected
-            if c.connected { connectedMs = loop.now; noteServerSource() }
+            if c.connected { connectedMs = loop.now; noteServerSource(); chosen.observed(.connected) }
         } catch {
+            chosen.observed(.connectFailed)
             retryOrClose()
         }
     }
@@ -192,6 +193,7 @@ final class TCPStream: LoopObject, ConnectionOwner, QueueWaiter {
     }
 
     override func timerFired() {
+        if connecting { server?.server?.observed(.connectFailed) }
         close()
     }
 
@@ -213,11 +215,13 @@ final class TCPStream: LoopObject, ConnectionOwner, QueueWaiter {
         if connecting {
             guard s.writable || s.readable || s.errored else { updateDeadline(); return }
             if s.errored {
+                s.server?.observed(.connectFailed)
                 retryOrClose()
                 if !closed { updateDeadline() }
                 return
             }
             connecting = false
+            s.server?.observed(.connected)
             s.established()
             connectedMs = loop.now
             noteServerSource()
