@@ -97,3 +97,8 @@ int cproxy_crypt_matches(const char *password, const char *hash) {
 }
 
 int cproxy_malloc_arenas(int count) { return mallopt(M_ARENA_MAX, count); }
+
+#include <spawn.h>
+int cproxy_spawn_close_from(void *actions, int from) {
+    return posix_spawn_file_actions_addclosefrom_np((posix_spawn_file_actions_t *)actions, from);
+}

@@ -1,3 +1,4 @@
+import Glibc
 import ProxyRules
 
 /// What runs once every file is parsed: reference checks, then folding of load-time conditions.
@@ -20,6 +21,7 @@ extension ConfigParser {
         checkResolvers()
         checkTracking()
         checkObserve()
+        checkExternalChecks()
         warnAboutEnvIntJunk()
         fold()
         config.unenforcedKeywords = unenforced
@@ -319,6 +321,25 @@ extension ConfigParser {
 extension ConfigParser {
     /// `track [BACKEND/]SERVER`: the server exists, is checked (by a health or an agent
     /// check), and no chain of tracking comes back to where it started.
+    /// `option external-check`: the global switch and a command, as HAProxy requires; a
+    /// command that is not an executable file is worth a warning now.
+    func checkExternalChecks() {
+        for p in config.proxies where p.settings.externalCheck && p.kind != .frontend {
+            guard p.servers.contains(where: { $0.options.check }) else { continue }
+            let at = p.settings.externalCheckLocation ?? p.location
+            if !config.global.externalCheck {
+                error("\(p.kind.rawValue) '\(p.name)': 'option external-check' needs 'external-check' in the global section (a safety switch, as in HAProxy)", at: at)
+            }
+            guard let command = p.settings.externalCheckCommand else {
+                error("\(p.kind.rawValue) '\(p.name)': 'option external-check' needs 'external-check command <path>'", at: at)
+                continue
+            }
+            if command.hasPrefix("/") && access(command, X_OK) != 0 {
+                warning("\(p.kind.rawValue) '\(p.name)': external-check command '\(command)' is not an executable file: its checks will fail", at: at)
+            }
+        }
+    }
+
     /// `observe`: layer 7 needs HTTP (HAProxy 2.6 alerts and loads the file: so do we, and
     /// the server observes nothing), and without `check` nothing acts on what it counts.
     func checkObserve() {

@@ -18,7 +18,7 @@ extension ConfigParser {
     static let knownUnsupportedGlobal: Set<String> = [
         "nbproc", "description", "quiet", "debug",
         "log-send-hostname", "log-tag", "lua-load", "stats bind-process", "cpu-map", "h1-case-adjust",
-        "insecure-fork-wanted", "expose-experimental-directives", "maxsslconn", "maxconnrate",
+        "expose-experimental-directives", "maxsslconn", "maxconnrate",
         "server-state-base", "localpeer", "unix-bind", "busy-polling",
     ]
 
@@ -176,6 +176,12 @@ extension ConfigParser {
         case "strict-limits":
             try Values.expect(args, 0, usage: "strict-limits")
             config.global.strictLimits = true
+        case "external-check":
+            try Values.expect(args, 0, usage: "external-check")
+            config.global.externalCheck = true
+        case "insecure-fork-wanted":
+            try Values.expect(args, 0, usage: "insecure-fork-wanted")
+            warning("'insecure-fork-wanted' has no effect here: external checks start with posix_spawn, which needs no fork; the line can go", at: location)
         case "node":
             try Values.expect(args, 1, usage: "node <name>")
             config.global.node = args.first!

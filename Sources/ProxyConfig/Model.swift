@@ -95,6 +95,8 @@ public struct FoldedRule: Sendable, CustomStringConvertible {
 public struct GlobalSettings: Sendable {
     /// `node`: this instance's name (`show info`, `http-check send-state`); the host name when unset.
     public var node: String?
+    /// `external-check`: HAProxy's safety switch; `option external-check` needs it.
+    public var externalCheck = false
     /// `ssl-default-bind-ciphers|ciphersuites|curves|options`.
     public var defaultBindTLS = TLSSettings()
     /// `ssl-default-server-ciphers|ciphersuites|curves|options`.
@@ -960,6 +962,12 @@ public struct ProxySettings: Sendable {
     /// `option tcp-check` (and the protocol checks); its rules come from `tcp-check` lines.
     public var tcpCheck: TCPCheck?
     public var tcpCheckRules: [TCPCheck.Step] = []
+    /// `option external-check`: checks run `external-check command` and read its exit status.
+    public var externalCheck = false
+    /// `external-check command <path>` and `external-check path <PATH>` (empty by default).
+    public var externalCheckCommand: String?
+    public var externalCheckPath = ""
+    public var externalCheckLocation: SourceLocation?
     public var httpReuse: HTTPReuse = .safe
     public var monitorURI: String?
     public var stats = StatsSettings()

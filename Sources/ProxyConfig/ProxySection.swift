@@ -18,7 +18,8 @@ extension ConfigParser {
         }
         add(["mode", "log", "errorfile", "option", "timeout", "stats", "http-reuse"], d, .any)
         add(["maxconn", "backlog", "monitor-uri", "default_backend", "clitimeout", "log-format"], d, .frontend)
-        add(["balance", "hash-type", "retries", "default-server", "cookie", "http-check", "tcp-check", "srvtimeout", "contimeout"], d, .backend)
+        add(["balance", "hash-type", "retries", "default-server", "cookie", "http-check", "tcp-check", "srvtimeout", "contimeout",
+             "external-check"], d, .backend)
         add(["bind", "use_backend"], false, .frontend)
         add(["redirect"], false, .any)
         add(["server", "server-template"], false, .backend)
@@ -33,7 +34,7 @@ extension ConfigParser {
         "log-format-sd", "log-tag", "error-log-format", "filter", "compression", "rate-limit",
         "use-server", "force-persist", "ignore-persist", "persist", "stick-table", "stick", "tcp-response",
         "http-after-response", "http-error", "errorloc", "errorloc302", "errorloc303", "errorfiles",
-        "monitor", "monitor-net", "email-alert", "fullconn", "external-check", "source", "dispatch",
+        "monitor", "monitor-net", "email-alert", "fullconn", "source", "dispatch",
         "load-server-state-from-file", "server-state-file-name", "declare", "max-keep-alive-queue",
         "max-session-srv-conns", "dynamic-cookie-key", "unique-id", "grace", "reqtarpit", "reqpass", "reqipass",
         "reqideny", "reqiallow", "rspdeny", "rspideny", "bind-process",
@@ -151,6 +152,16 @@ extension ConfigParser {
             try parseHTTPCheck(args)
         case "tcp-check":
             try parseTCPCheckRule(args, at: location)
+        case "external-check":
+            // `external-check command <path>`, `external-check path <PATH>`.
+            guard args.count == 2, let what = args.first else {
+                throw ConfigError("'external-check' needs 'command <path>' or 'path <PATH>'")
+            }
+            switch what {
+            case "command": settings.externalCheckCommand = args.last!
+            case "path": settings.externalCheckPath = args.last!
+            default: throw ConfigError("'external-check \(what)': expects 'command' or 'path'")
+            }
         case "acl":
             try parseACL(args)
         case "http-request":
@@ -808,7 +819,7 @@ extension ConfigParser {
         guard let name = args.first else { throw ConfigError("'option' needs a name, e.g. 'option httplog'") }
         let rest = args.dropFirst()
         let frontendOnly: Set<String> = ["httplog", "tcplog", "dontlognull", "logasap", "clitcpka", "idle-close-on-response"]
-        let backendOnly: Set<String> = ["redispatch", "allbackups", "abortonclose", "srvtcpka", "httpchk", "tcp-check", "redis-check", "smtpchk", "pgsql-check", "ssl-hello-chk", "mysql-check"]
+        let backendOnly: Set<String> = ["redispatch", "allbackups", "abortonclose", "srvtcpka", "httpchk", "tcp-check", "redis-check", "smtpchk", "pgsql-check", "ssl-hello-chk", "mysql-check", "external-check"]
         if let p = proxy {
             if frontendOnly.contains(name) && p.kind == .backend {
                 warning("'option \(name)' is ignored in backend '\(p.name)': it needs a frontend or listen section", at: location)
@@ -890,6 +901,11 @@ extension ConfigParser {
             if negated { if settings.tcpCheck != nil { settings.tcpCheck = nil }; return }
             settings.tcpCheck = try Self.protocolCheck(name, rest)
             settings.httpCheck = nil
+        case "external-check":
+            if let extra = rest.first { throw ConfigError("option external-check: unexpected '\(extra)'") }
+            if negated { throw ConfigError("'no option external-check' is not supported (nor by HAProxy 2.6): set the option in the sections that want it") }
+            settings.externalCheck = true
+            settings.externalCheckLocation = location
         case "httpchk":
             settings.tcpCheck = nil
             if negated { settings.httpCheck = nil; return }
@@ -907,12 +923,12 @@ extension ConfigParser {
             }
             settings.httpCheck = check
         default:
-            let all = Array(flags.keys) + ["tcpka", "httpclose", "http-server-close", "http-keep-alive", "forwardfor", "httpchk", "forceclose",
+            let all = Array(flags.keys) + ["tcpka", "httpclose", "http-server-close", "http-keep-alive", "forwardfor", "httpchk", "forceclose", "external-check",
                                            "tcp-check", "redis-check", "smtpchk", "pgsql-check", "ssl-hello-chk", "mysql-check",
                                            "splice-auto", "splice-request", "splice-response", "idle-close-on-response"]
             let unsupported: Set<String> = ["http-use-htx", "http-buffer-request", "originalto", "persist",
                                             "prefer-last-server",
-                                            "ldap-check", "external-check", "http-pretend-keepalive",
+                                            "ldap-check", "http-pretend-keepalive",
                                             "http-no-delay", "httpslog", "log-separate-errors", "nolinger", "socket-stats",
                                             "checkcache", "accept-invalid-http-request", "accept-invalid-http-response",
                                             "contstats", "independent-streams", "http-ignore-probes", "http-tunnel",

@@ -126,7 +126,7 @@ struct ControlLoop {
                         case SIGUSR1: beginSoftStop(afterGrace: true)
                         case SIGTERM where isInit: beginSoftStop(bound: 30_000)
                         case SIGTERM, SIGINT: engine.hardStop()
-                        case SIGCHLD: ProcessCalls.reapAny()
+                        case SIGCHLD: ChildProcesses.reap()
                         case SIGTTOU: engine.pauseAccepting()
                         case SIGTTIN: engine.resumeAccepting()
                         default: break

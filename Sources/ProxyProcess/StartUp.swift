@@ -100,9 +100,10 @@ final class StartUp {
         // Signals are blocked before any thread starts, so every thread inherits the mask and
         // only the control loop's signalfd sees them.
         do {
-            // As PID 1 (a container's init) it also reaps the orphans the kernel gives it.
-            signals = try SignalFD(signals: [SIGTERM, SIGINT, SIGUSR1, SIGTTOU, SIGTTIN, SIGHUP, SIGPIPE]
-                                   + (ProcessCalls.pid == 1 ? [SIGCHLD, SIGUSR2, SIGQUIT] : []))
+            // SIGCHLD: the exits of external checks (and, as PID 1, of the orphans the kernel
+            // gives a container's init) are reaped by the control loop.
+            signals = try SignalFD(signals: [SIGTERM, SIGINT, SIGUSR1, SIGTTOU, SIGTTIN, SIGHUP, SIGPIPE, SIGCHLD]
+                                   + (ProcessCalls.pid == 1 ? [SIGUSR2, SIGQUIT] : []))
         } catch {
             throw Failure("proxy: \(error)")
         }

@@ -62,12 +62,6 @@ public enum ProcessCalls {
     /// _exit(2): ends the process now, without atexit handlers or buffered output.
     public static func exitNow(_ status: Int32) -> Never { _exit(status) }
 
-    /// Reaps every child that has exited, without blocking (PID 1 inherits orphans).
-    public static func reapAny() {
-        var status: Int32 = 0
-        while waitpid(-1, &status, WNOHANG) > 0 {}
-    }
-
     /// waitpid(2) for one child, blocking; returns its exit status (128+N for signal N).
     @discardableResult
     public static func wait(for child: Int32) -> Int32 {

@@ -1,3 +1,4 @@
+import CProxySys
 import Glibc
 
 extension ProcessCalls {
@@ -5,11 +6,19 @@ extension ProcessCalls {
     /// environment, with `descriptors` duplicated onto the given numbers in the child, and
     /// the child's signal mask cleared and every signal at its default: a master starts its
     /// workers this way, never fork from a process that may hold locks.
-    public static func spawn(_ path: String, _ arguments: [String], descriptors: [(from: Int32, to: Int32)] = []) throws -> Int32 {
+    /// `environment`: exactly these variables (nil: ours). `ownGroup`: a process group of its
+    /// own. `stdinFromNull`: stdin reads /dev/null. Every descriptor above 2 not duplicated
+    /// is closed in the child, whatever its close-on-exec flag.
+    public static func spawn(_ path: String, _ arguments: [String], descriptors: [(from: Int32, to: Int32)] = [],
+                             environment: [String]? = nil, ownGroup: Bool = false, stdinFromNull: Bool = false) throws -> Int32 {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
         for (from, to) in descriptors { posix_spawn_file_actions_adddup2(&actions, from, to) }
+        if stdinFromNull { posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0) }
+        if environment != nil {
+            _ = cproxy_spawn_close_from(&actions, 3 + Int32(descriptors.filter { $0.to > 2 }.map { $0.to - 2 }.max() ?? 0))
+        }
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
@@ -19,11 +28,19 @@ extension ProcessCalls {
         var all = sigset_t()
         sigfillset(&all)
         posix_spawnattr_setsigdefault(&attributes, &all)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        var flags = POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF
+        if ownGroup {
+            flags |= POSIX_SPAWN_SETPGROUP
+            posix_spawnattr_setpgroup(&attributes, 0)
+        }
+        posix_spawnattr_setflags(&attributes, Int16(flags))
         var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
         defer { for p in argv { free(p) } }
+        var envp: [UnsafeMutablePointer<CChar>?] = (environment ?? []).map { strdup($0) } + [nil]
+        defer { for p in envp { free(p) } }
         var pid: pid_t = 0
-        let r = posix_spawn(&pid, path, &actions, &attributes, &argv, environ)
+        let r = environment == nil ? posix_spawn(&pid, path, &actions, &attributes, &argv, environ)
+            : posix_spawn(&pid, path, &actions, &attributes, &argv, &envp)
         guard r == 0 else { throw SystemError("posix_spawn", code: r) }
         return pid
     }

@@ -179,6 +179,84 @@ import Testing
         #expect(TestBed.waitUntil { bed.log().contains("Server dead/d is DOWN, reason: Health analyze, info: \"Detected 2 consecutive errors, last one was: L4 unsuccessful connection\"") }, "\(bed.log())")
     }
 
+    /// `external-check`: the command gets HAProxy's arguments and exactly its variables; its
+    /// exit status decides (PROCOK, PROCERR with the code); one that hangs is killed after
+    /// `inter` (PROCTOUT); every child is reaped, none left a zombie.
+    @Test func externalChecksRunTheCommand() throws {
+        let bed = try TestBed()
+        let web = try bed.backend(name: "web")
+        let front = TestBed.freePort()
+        let socket = bed.directory + "/api.sock"
+        let script = bed.directory + "/check.sh"
+        try """
+        #!/bin/sh
+        { echo "ARGS: $*"; env | sort; } > \(bed.directory)/seen.$HAPROXY_SERVER_NAME.tmp
+        mv \(bed.directory)/seen.$HAPROXY_SERVER_NAME.tmp \(bed.directory)/seen.$HAPROXY_SERVER_NAME
+        [ -f \(bed.directory)/$HAPROXY_SERVER_NAME.fail ] && exit 3
+        [ -f \(bed.directory)/$HAPROXY_SERVER_NAME.hang ] && exec sleep 30
+        exit 0
+
+        """.write(toFile: script, atomically: true, encoding: .utf8)
+        chmod(script, 0o755)
+        let proxy = try bed.proxy("""
+        global
+            external-check
+            stats socket \(socket) level admin
+        \(TestBed.defaults("http"))
+        listen app
+            bind 127.0.0.1:\(front)
+            option external-check
+            external-check command \(script)
+            external-check path "/usr/bin:/bin"
+            server a 127.0.0.1:\(web) check inter 300 rise 1 fall 1
+            server b 127.0.0.1:\(web) check inter 300 rise 1 fall 1 maxconn 7
+
+        """, waitFor: front)
+        func row(_ s: String) -> [String: String] {
+            let lines = (cli(socket, "show stat") ?? "").split(separator: "\n")
+            guard let header = lines.first?.dropFirst(2).split(separator: ",", omittingEmptySubsequences: false),
+                  let line = lines.first(where: { $0.hasPrefix("app,\(s),") })?.split(separator: ",", omittingEmptySubsequences: false) else { return [:] }
+            return Dictionary(zip(header.map(String.init), line.map(String.init)), uniquingKeysWith: { a, _ in a })
+        }
+        #expect(TestBed.waitUntil { row("a")["check_status"] == "PROCOK" && row("b")["check_status"] == "PROCOK" }, "\(row("a"))")
+        #expect(row("a")["check_code"] == "0" && row("a")["check_desc"] == "External check passed", "\(row("a"))")
+        // What HAProxy 2.6 passes, compared by running it on the same file: these arguments
+        // and exactly these variables (the shell adds PWD).
+        #expect(TestBed.waitUntil { bed.read(bed.directory + "/seen.b").contains("PATH=") })
+        let seen = bed.read(bed.directory + "/seen.b").split(separator: "\n").map(String.init)
+        #expect(seen == ["ARGS: 127.0.0.1 \(front) 127.0.0.1 \(web)", "HAPROXY_PROXY_ADDR=127.0.0.1", "HAPROXY_PROXY_ID=2",
+                         "HAPROXY_PROXY_NAME=app", "HAPROXY_PROXY_PORT=\(front)", "HAPROXY_SERVER_ADDR=127.0.0.1",
+                         "HAPROXY_SERVER_CURCONN=0", "HAPROXY_SERVER_ID=2", "HAPROXY_SERVER_MAXCONN=7", "HAPROXY_SERVER_NAME=b",
+                         "HAPROXY_SERVER_PORT=\(web)", "HAPROXY_SERVER_PROTO=h1", "HAPROXY_SERVER_SSL=0", "PATH=/usr/bin:/bin",
+                         "PWD=\(bed.directory)"], "\(seen)")
+        FileManager.default.createFile(atPath: bed.directory + "/b.fail", contents: nil)
+        #expect(TestBed.waitUntil { bed.log().contains("Server app/b is DOWN, reason: External check error, code: 3, check duration: ") }, "\(bed.log())")
+        #expect(row("b")["check_status"] == "PROCERR" && row("b")["check_code"] == "3", "\(row("b"))")
+        FileManager.default.createFile(atPath: bed.directory + "/a.hang", contents: nil)
+        #expect(TestBed.waitUntil { bed.log().contains("Server app/a is DOWN, reason: External check timeout, code: 0, check duration: ") }, "\(bed.log())")
+        #expect(bed.log().contains("proxy app has no server available!"), "\(bed.log())")
+        #expect(row("a")["check_status"] == "PROCTOUT", "\(row("a"))")
+        // The hung command was killed, and nothing the checks started is left unreaped.
+        try FileManager.default.removeItem(atPath: bed.directory + "/a.hang")
+        try FileManager.default.removeItem(atPath: bed.directory + "/b.fail")
+        #expect(TestBed.waitUntil { row("a")["status"] == "UP" && row("b")["status"] == "UP" }, "\(row("a"))")
+        let pid = proxy.processIdentifier
+        #expect(TestBed.waitUntil { Self.children(of: pid).allSatisfy { !$0.zombie && !$0.command.contains("sleep") } }, "\(Self.children(of: pid))")
+    }
+
+    /// The children of `pid` now: whether each is a zombie, and its command line.
+    static func children(of pid: Int32) -> [(zombie: Bool, command: String)] {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        return entries.compactMap { e -> (Bool, String)? in
+            guard Int32(e) != nil, let stat = try? String(contentsOfFile: "/proc/\(e)/stat", encoding: .utf8),
+                  let close = stat.lastIndex(of: ")") else { return nil }
+            let fields = stat[stat.index(close, offsetBy: 2)...].split(separator: " ")
+            guard fields.count > 1, Int32(fields[1]) == pid else { return nil }
+            let command = (try? String(contentsOfFile: "/proc/\(e)/cmdline", encoding: .utf8))?.replacingOccurrences(of: "\0", with: " ") ?? ""
+            return (fields[0] == "Z", command)
+        }
+    }
+
     /// `http-check send-state`: each check carries the header HAProxy sends, word for word.
     @Test func sendStateTellsTheServerHowItIsSeen() throws {
         let bed = try TestBed()

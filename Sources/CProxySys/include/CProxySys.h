@@ -27,6 +27,9 @@ ssize_t cproxy_send_fds(int sock, const void *data, size_t len, const int *fds, 
 ssize_t cproxy_recv_fds(int sock, void *data, size_t len, int *fds, int max, int *count, int *truncated);
 /// The C library's errno, read without the Swift overlay's indirection.
 int cproxy_errno(void);
+
+/// posix_spawn_file_actions_addclosefrom_np (glibc 2.34): descriptors from `from` up are closed in the child.
+int cproxy_spawn_close_from(void *actions, int from);
 /// 1 when crypt(3) of `password` with the settings of `hash` gives `hash` (libcrypt's
 /// crypt_r, thread-safe), 0 otherwise or when the hash's method is unknown.
 int cproxy_crypt_matches(const char *password, const char *hash);

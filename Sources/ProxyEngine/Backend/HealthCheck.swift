@@ -64,6 +64,10 @@ final class HealthCheck: LoopObject {
     var connected = false
     var inProgress = false
     var stopped = false
+    /// `option external-check`: the command, its running child (0: none) and which run it is.
+    let externalCommand: ExternalCheckCommand?
+    var childPid: Int32 = 0
+    var externalRun = 0
 
     init(server: Server, backend: Backend, context: LoopContext) {
         self.server = server
@@ -120,6 +124,7 @@ final class HealthCheck: LoopObject {
         self.request = request
         baseRequest = request
         stateHeaderAt = stateAt
+        externalCommand = ExternalCheckCommand(backend: backend, configuration: context.model.configuration)
         let inter = server.definition.options.inter
         if let check = backend.settings.timeouts.check {
             connectTimeout = Int64(min(backend.settings.timeouts.connect ?? inter, inter))
@@ -171,6 +176,11 @@ final class HealthCheck: LoopObject {
             context.loop.setDeadline(self, context.loop.now + Int64(options.inter))
             return
         }
+        if inProgress && externalCommand != nil {
+            killExternal()
+            complete(false, reason: "External check timeout", code: 0)
+            return
+        }
         if inProgress {
             var reason = !connected ? "Layer4 timeout" : tls != nil && !handshakeDone ? "Layer6 timeout" : "\(answerLayer) timeout"
             if connected, tls == nil || handshakeDone, let steps = tcpSteps, stepIndex < steps.count, tcpOrigin == "tcp-check" {
@@ -213,6 +223,7 @@ final class HealthCheck: LoopObject {
         peerClosed = false
         response.removeAll(keepingCapacity: true)
         startedMs = context.loop.now
+        if let e = externalCommand { runExternal(e); return }
         do {
             let address = self.address
             let s = try Socket.make(family: address.family)
@@ -523,6 +534,7 @@ final class HealthCheck: LoopObject {
     }
 
     func finishAttempt() {
+        killExternal()
         if let session = tls {
             cproxy_tls_shutdown(session)
             cproxy_tls_free(session)
@@ -606,6 +618,7 @@ final class HealthCheck: LoopObject {
 
     /// HAProxy's short check status for a result (`show stat`'s `check_status`).
     static func shortStatus(_ ok: Bool, _ reason: String) -> String {
+        if reason.hasPrefix("External") { return ok ? "PROCOK" : reason.hasPrefix("External check timeout") ? "PROCTOUT" : "PROCERR" }
         if ok { return reason.hasPrefix("Layer7 check conditionally") ? "L7OKC" : reason.hasPrefix("Layer7") ? "L7OK" : reason.hasPrefix("Layer6") ? "L6OK" : "L4OK" }
         if reason.hasPrefix("Layer6 timeout") { return "L6TOUT" }
         if reason.hasPrefix("Layer6") { return "L6RSP" }
@@ -667,7 +680,8 @@ final class HealthCheck: LoopObject {
             for b in backend.servers where b.isBackup { context.model.shutdownSessionsOf?(b) }
         }
         if !up && active == 0 && backups == 0 {
-            let alert = "backend \(backend.name) has no server available!"
+            // HAProxy names a listen section a proxy here.
+            let alert = "\(backend.definition.kind == .listen ? "proxy" : "backend") \(backend.name) has no server available!"
             context.model.logger.alert(alert, level: .emergency, to: context.model.logger.destinations(for: backend.settings.logs))
         }
         // A slot may now be usable elsewhere: wake queued requests.
