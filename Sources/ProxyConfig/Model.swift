@@ -430,7 +430,24 @@ public struct TCPCheck: Sendable, Equatable {
         public var text: String
         /// `comment`: what the check's reason says when this step fails.
         public var comment: String?
+        /// `min-recv N`: judge only once N bytes are in (or the server closed).
+        public var minRecv: Int?
+        /// `ok-status`, `error-status`, `tout-status`: the check's status when the step passes
+        /// (as the last expect), fails, or times out (`L7OK`, `L7RSP`, `L7TOUT`...).
+        public var okStatus: String?
+        public var errorStatus: String?
+        public var timeoutStatus: String?
+        /// `on-success`, `on-error`: the check's info then.
+        public var onSuccess: String?
+        public var onError: String?
     }
+
+    /// HAProxy's check statuses an expect may set, with the reason each is reported with.
+    public static let okStatuses = ["L7OK": "Layer7 check passed", "L7OKC": "Layer7 check conditionally passed",
+                                    "L6OK": "Layer6 check passed", "L4OK": "Layer4 check passed"]
+    public static let errorStatuses = ["L7RSP": "Layer7 invalid response", "L7STS": "Layer7 wrong status",
+                                       "L6RSP": "Layer6 invalid response", "L4CON": "Layer4 connection problem"]
+    public static let timeoutStatuses = ["L7TOUT": "Layer7 timeout", "L6TOUT": "Layer6 timeout", "L4TOUT": "Layer4 timeout"]
 
     public init() {}
 }

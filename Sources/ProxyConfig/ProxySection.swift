@@ -1091,9 +1091,41 @@ extension ConfigParser {
             throw ConfigError("'tcp-check \(sub)' is not supported yet")
         case "expect":
             var comment = try takeComment()
-            while let w = rest.first, ["min-recv", "ok-status", "error-status", "tout-status", "on-success", "on-error", "status-code"].contains(w) {
-                throw ConfigError("tcp-check expect: '\(w)' is not supported yet")
+            // Options, before or after the pattern (HAProxy takes both).
+            var options = TCPCheck.Expectation(kind: .string, negated: false, pattern: [], text: "")
+            var plain: [String] = []
+            while let w = rest.popFirst() {
+                func value() throws -> String {
+                    guard let v = rest.popFirst() else { throw ConfigError("tcp-check expect: '\(w)' needs a value") }
+                    return v
+                }
+                func status(_ table: [String: String]) throws -> String {
+                    let v = try value()
+                    guard table[v] != nil else {
+                        throw ConfigError("tcp-check expect: '\(w)' expects one of \(table.keys.sorted().map { "'\($0)'" }.joined(separator: ", ")) but got '\(v)'")
+                    }
+                    return v
+                }
+                func format() throws -> String {
+                    let v = try value()
+                    if v.contains("%") {
+                        warning("tcp-check expect \(w): log-format variables are not expanded in checks yet: the text is reported as it is", at: location)
+                    }
+                    return v
+                }
+                switch w {
+                case "min-recv": options.minRecv = try Values.integer(try value(), for: "tcp-check expect min-recv", in: -1...Int(Int32.max))
+                case "ok-status": options.okStatus = try status(TCPCheck.okStatuses)
+                case "error-status": options.errorStatus = try status(TCPCheck.errorStatuses)
+                case "tout-status": options.timeoutStatus = try status(TCPCheck.timeoutStatuses)
+                case "on-success": options.onSuccess = try format()
+                case "on-error": options.onError = try format()
+                case "status-code": throw ConfigError("tcp-check expect: 'status-code' applies to http-check only")
+                default: plain.append(w)
+                }
             }
+            if options.minRecv == -1 { options.minRecv = nil }
+            rest = ArraySlice(plain)
             var negated = false
             if rest.first == "!" { negated = true; rest = rest.dropFirst() }
             guard let kindText = rest.popFirst(), let kind = TCPCheck.Expectation.Kind(rawValue: kindText),
@@ -1115,7 +1147,12 @@ extension ConfigParser {
                 break
             }
             if comment == nil, case .comment(let c)? = steps.last { comment = c; steps.removeLast() }
-            steps.append(.expect(.init(kind: kind, negated: negated, pattern: pattern, text: text, comment: comment)))
+            options.kind = kind
+            options.negated = negated
+            options.pattern = pattern
+            options.text = text
+            options.comment = comment
+            steps.append(.expect(options))
         case "comment":
             try Values.expect(rest, 1, usage: "tcp-check comment <text>")
             steps.append(.comment(rest.first!))

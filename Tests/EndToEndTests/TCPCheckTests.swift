@@ -71,6 +71,60 @@ import Testing
         #expect(set.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "OK", "\(set.stdout) \(set.stderr)")
     }
 
+    /// The expect options, against a real Redis, with HAProxy 2.6's results and words
+    /// (compared side by side): `ok-status L7OKC` makes a running server NOLB with the
+    /// `on-success` text as its info; `min-recv` waits for more than PONG ever sends, so
+    /// `tout-status` says what the timeout was; `error-status` and `on-error` word a
+    /// mismatch the server ends.
+    @Test(.enabled(if: redis != nil, "needs redis-server"))
+    func expectOptions() throws {
+        let bed = try TestBed()
+        let port = TestBed.freePort(), front = TestBed.freePort()
+        try bed.start(Self.redis!, ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", bed.directory])
+        #expect(TestBed.waitForPort(port), "redis on \(port)")
+        let socket = bed.directory + "/api.sock"
+        try bed.proxy("""
+        global
+            stats socket \(socket) level admin
+        \(TestBed.defaults("tcp"))
+            timeout check 300
+        frontend redis
+            bind 127.0.0.1:\(front)
+            default_backend ok
+        backend ok
+            option tcp-check
+            tcp-check send PING\\r\\n
+            tcp-check expect min-recv 5 string +PONG ok-status L7OKC on-success "pong seen"
+            server a 127.0.0.1:\(port) check inter 200 rise 1 fall 1
+        backend slow
+            option tcp-check
+            tcp-check send PING\\r\\n
+            tcp-check expect min-recv 100 string +PONG tout-status L6TOUT
+            server c 127.0.0.1:\(port) check inter 200 rise 1 fall 1
+        backend closed
+            option tcp-check
+            tcp-check send QUIT\\r\\n
+            tcp-check expect string +PONG error-status L7STS on-error "no pong before QUIT"
+            server d 127.0.0.1:\(port) check inter 200 rise 1 fall 1
+
+        """, waitFor: front)
+        func column(_ b: String, _ s: String, _ name: String) -> String {
+            let lines = (cli(socket, "show stat") ?? "").split(separator: "\n")
+            guard let header = lines.first?.dropFirst(2).split(separator: ",", omittingEmptySubsequences: false),
+                  let i = header.firstIndex(of: Substring(name)),
+                  let line = lines.first(where: { $0.hasPrefix("\(b),\(s),") })?.split(separator: ",", omittingEmptySubsequences: false),
+                  i < line.count else { return "" }
+            return String(line[i])
+        }
+        #expect(TestBed.waitUntil { column("ok", "a", "status") == "NOLB" }, "\(column("ok", "a", "status"))")
+        #expect(column("ok", "a", "check_status") == "L7OKC" && column("ok", "a", "check_code") == "0" && column("ok", "a", "last_chk") == "pong seen")
+        #expect(bed.log().contains("Server ok/a is stopping, reason: Layer7 check conditionally passed, code: 0, info: \"pong seen\", check duration: "), "\(bed.log())")
+        #expect(TestBed.waitUntil { bed.log().contains("Server slow/c is DOWN, reason: Layer6 timeout, info: \" at step 2 of tcp-check (expect string '+PONG')\"") }, "\(bed.log())")
+        #expect(column("slow", "c", "check_status") == "L6TOUT", "\(column("slow", "c", "check_status"))")
+        #expect(TestBed.waitUntil { bed.log().contains("Server closed/d is DOWN, reason: Layer7 wrong status, code: 0, info: \"no pong before QUIT\"") }, "\(bed.log())")
+        #expect(column("closed", "d", "check_status") == "L7STS" && column("closed", "d", "last_chk") == "no pong before QUIT")
+    }
+
     /// `option ssl-hello-chk`: a TLS listener answers the SSLv3 hello with a handshake or an
     /// alert record (L6OK); an HTTP server waits for the end of a request that never comes
     /// (L6TOUT, a layer-6 timeout).

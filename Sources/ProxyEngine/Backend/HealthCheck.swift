@@ -64,6 +64,9 @@ final class HealthCheck: LoopObject {
     var connected = false
     var inProgress = false
     var stopped = false
+    /// The expect that passed last in this check (its `ok-status` and `on-success` may set
+    /// the result).
+    var lastPassed: TCPCheck.Expectation?
     /// `option external-check`: the command, its running child (0: none) and which run it is.
     let externalCommand: ExternalCheckCommand?
     var childPid: Int32 = 0
@@ -183,6 +186,11 @@ final class HealthCheck: LoopObject {
         }
         if inProgress {
             var reason = !connected ? "Layer4 timeout" : tls != nil && !handshakeDone ? "Layer6 timeout" : "\(answerLayer) timeout"
+            // `tout-status` of the expect that was waiting.
+            if connected, tls == nil || handshakeDone, let steps = tcpSteps, stepIndex < steps.count, case .expect(let e) = steps[stepIndex],
+               let words = e.timeoutStatus.flatMap({ TCPCheck.timeoutStatuses[$0] }) {
+                reason = words
+            }
             if connected, tls == nil || handshakeDone, let steps = tcpSteps, stepIndex < steps.count, tcpOrigin == "tcp-check" {
                 reason += ", info: \" at step \(stepNumber) of \(tcpOrigin) (\(Self.describe(steps[stepIndex])))\""
             }
@@ -221,6 +229,7 @@ final class HealthCheck: LoopObject {
         stepIndex = 0
         stepSent = 0
         peerClosed = false
+        lastPassed = nil
         response.removeAll(keepingCapacity: true)
         startedMs = context.loop.now
         if let e = externalCommand { runExternal(e); return }
@@ -356,12 +365,13 @@ final class HealthCheck: LoopObject {
                 // A pattern that must be there is judged on each arrival: once found, no more
                 // is read (the server's FIN is not waited for).
                 let judgedEarly = !e.negated && e.kind != .mysqlGreeting && e.kind != .mysqlReply
+                let minimum = e.minRecv ?? 0
                 var found = false
                 reading: while !peerClosed && response.count < 65536 {
                     switch receive(s, chunk.baseAddress!, chunk.count) {
                     case .done(let n)? where n > 0:
                         response.append(contentsOf: UnsafeRawBufferPointer(rebasing: chunk[0..<n]))
-                        if judgedEarly && Self.matches(e, response, regex: stepRegexes[stepIndex]) { found = true; break reading }
+                        if judgedEarly && response.count >= minimum && Self.matches(e, response, regex: stepRegexes[stepIndex]) { found = true; break reading }
                     case .wouldBlock?: break reading
                     default: peerClosed = true
                     }
@@ -372,20 +382,36 @@ final class HealthCheck: LoopObject {
                     stepIndex += 1
                     continue
                 }
+                // `min-recv`: not judged before that much is in, unless the server is done.
+                if response.count < minimum && !finalData { return }
                 if !found { found = Self.matches(e, response, regex: stepRegexes[stepIndex]) }
                 if !found && !finalData { return }
                 if found == e.negated {
                     let what = e.negated ? "matched unwanted content '\(e.text)'" : "did not match content '\(e.text)'"
-                    let info = e.comment ?? "TCPCHK \(what) at step \(stepNumber)"
-                    complete(false, reason: "\(answerLayer) \(found || !response.isEmpty ? "invalid response" : "connection problem"), info: \"\(info)\"", code: nil)
+                    let info = e.onError ?? e.comment ?? "TCPCHK \(what) at step \(stepNumber)"
+                    let words = e.errorStatus.flatMap { TCPCheck.errorStatuses[$0] }
+                        ?? "\(answerLayer) \(found || !response.isEmpty ? "invalid response" : "connection problem")"
+                    // L7STS carries a code, 0 outside HTTP, as HAProxy reports it.
+                    complete(false, reason: "\(words), info: \"\(info)\"", code: e.errorStatus == "L7STS" ? 0 : nil)
                     return
                 }
+                lastPassed = e
                 stepIndex += 1
             case .connect, .comment:
                 stepIndex += 1
             }
         }
         let expected = steps.contains { if case .expect = $0 { return true }; return false }
+        // The last expect's `ok-status` and `on-success`, when it has them.
+        if let e = lastPassed, case .expect(let last)? = steps.last, last == e, e.okStatus != nil || e.onSuccess != nil {
+            let words = e.okStatus.flatMap { TCPCheck.okStatuses[$0] } ?? (answerLayer == "Layer6" ? "Layer6 check passed" : "Layer7 check passed")
+            let reason = words + (e.onSuccess.map { ", info: \"\($0)\"" } ?? "")
+            // `L7OKC`: a running server stops taking new traffic (`NOLB`), as HAProxy does.
+            let conditional = e.okStatus == "L7OKC"
+            if conditional && isUp && server.setNoLoadBalancing(true) { stopping(duration: context.loop.now - startedMs, reason: reason, code: 0) }
+            complete(true, reason: reason, code: conditional ? 0 : nil)
+            return
+        }
         complete(true, reason: expected ? (answerLayer == "Layer6" ? "Layer6 check passed" : "Layer7 check passed") : tls != nil ? "Layer6 check passed" : "Layer4 check passed",
                  code: tcpOrigin == "mysql-check" ? 0 : nil)
     }
@@ -574,12 +600,13 @@ final class HealthCheck: LoopObject {
         }
         if !stopped { context.loop.setDeadline(self, context.loop.now + nextInterval) }
         let o = options
-        let (status, description) = summary(ok, reason)
+        let (status, description, info) = summary(ok, reason)
         server.lastCheck.withLock { r in
             r.status = status
             r.code = code
             r.durationMs = duration
             r.description = description
+            r.info = info
             if !ok { r.failures += 1 }
             r.health = isUp ? o.rise + o.fall - 1 - failures : successes
         }
@@ -594,15 +621,23 @@ final class HealthCheck: LoopObject {
 
     /// The last result's short status and description (the reason up to its first comma),
     /// worked out once per distinct result: a server's checks mostly repeat themselves.
-    private var lastSummary: (ok: Bool, reason: String, status: String, description: String)?
+    private var lastSummary: (ok: Bool, reason: String, status: String, description: String, info: String)?
 
-    func summary(_ ok: Bool, _ reason: String) -> (status: String, description: String) {
-        if let l = lastSummary, l.ok == ok, l.reason == reason { return (l.status, l.description) }
+    func summary(_ ok: Bool, _ reason: String) -> (status: String, description: String, info: String) {
+        if let l = lastSummary, l.ok == ok, l.reason == reason { return (l.status, l.description, l.info) }
         let utf8 = reason.utf8
         let description = String(Substring(utf8[..<(utf8.firstIndex(of: UInt8(ascii: ",")) ?? utf8.endIndex)]))
         let status = Self.shortStatus(ok, reason)
-        lastSummary = (ok, reason, status, description)
-        return (status, description)
+        // `last_chk`: the text of `info: "..."`, as HAProxy shows it.
+        var info = ""
+        let bytes = Array(reason.utf8), marker = Array(", info: \"".utf8)
+        if bytes.last == UInt8(ascii: "\""), bytes.count > marker.count,
+           let at = (0...(bytes.count - marker.count)).first(where: { bytes[$0..<($0 + marker.count)].elementsEqual(marker) }),
+           at + marker.count < bytes.count {
+            info = String(decoding: bytes[(at + marker.count)..<(bytes.count - 1)], as: UTF8.self)
+        }
+        lastSummary = (ok, reason, status, description, info)
+        return (status, description, info)
     }
 
     /// A reason with its code where HAProxy puts it: after the words, before `, info:`.
@@ -630,10 +665,10 @@ final class HealthCheck: LoopObject {
     }
 
     /// `NOLB` begins: logged as HAProxy logs a server that is stopping.
-    func stopping(duration: Int64) {
+    func stopping(duration: Int64, reason: String = "Layer7 check conditionally passed", code: Int? = 404) {
         let active = backend.servers.filter { !$0.isBackup && $0.isUsable }.count
         let backups = backend.servers.filter { $0.isBackup && $0.isUsable }.count
-        let line = "Server \(backend.name)/\(server.name) is stopping, reason: Layer7 check conditionally passed, code: 404, check duration: \(duration)ms. \(active) active and \(backups) backup servers online. 0 sessions requeued, 0 total in queue."
+        let line = "Server \(backend.name)/\(server.name) is stopping, reason: \(Self.withCode(reason, code)), check duration: \(duration)ms. \(active) active and \(backups) backup servers online. 0 sessions requeued, 0 total in queue."
         context.model.logger.alert(line, level: .notice, to: context.model.logger.destinations(for: backend.settings.logs))
     }
 
@@ -652,6 +687,7 @@ final class HealthCheck: LoopObject {
                 r.status = "HANA"
                 r.code = nil
                 r.description = "Health analyze"
+                r.info = info
                 r.failures += 1
                 r.health = up ? o.rise + o.fall - 1 - failures : 0
             }

@@ -247,6 +247,8 @@ public struct CheckResult: Sendable {
     public var code: Int?
     public var durationMs: Int64 = 0
     public var description = ""
+    /// The reason's `info` text (`last_chk`), empty without one.
+    public var info = ""
     /// Failed checks and UP-to-DOWN transitions (`chkfail`, `chkdown`).
     public var failures = 0
     public var downTransitions = 0
