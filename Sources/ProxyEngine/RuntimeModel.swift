@@ -25,6 +25,8 @@ public final class RuntimeModel: @unchecked Sendable {
     /// Client TLS: handshakes completed, of which resumed, failed, and sessions open now
     /// (`show info`'s CumSslConns, SslFrontendSessionReuse_pct, CurrSslConns).
     public let tls = TLSCounters()
+    /// `show resolvers`: each name server's counters.
+    public let resolverCounters: ResolverCounters
     public let maxPipes: Int
     /// True once a soft stop began.
     public let stopping = Atomic<Bool>(false)
@@ -45,6 +47,7 @@ public final class RuntimeModel: @unchecked Sendable {
     /// nil loads them here.
     public init(configuration: Configuration, logger: Logger? = nil, serverTLS: [String: ServerTLS]? = nil) throws {
         self.configuration = configuration
+        resolverCounters = ResolverCounters(configuration.resolvers)
         var backends: [String: Backend] = [:]
         let tls = try serverTLS ?? ServerTLS.loadAll(configuration)
         for p in configuration.proxies where p.isBackend { backends[p.name] = try Backend(definition: p, serverTLS: tls) }

@@ -59,6 +59,57 @@ import Testing
         """
     }
 
+    /// `show resolvers`: every section and name server with HAProxy 2.6's counters and layout
+    /// (compared side by side on this file). A second name server that is down (its port
+    /// closed) neither holds the answer back nor hides the other family: the name resolves
+    /// by its A record after the first server refuses AAAA, as HAProxy resolves it.
+    @Test(.enabled(if: dnsmasq != nil, "needs dnsmasq"))
+    func showResolversCounts() throws {
+        let bed = try TestBed()
+        let hosts = bed.directory + "/hosts.d/app"
+        try FileManager.default.createDirectory(atPath: bed.directory + "/hosts.d", withIntermediateDirectories: true)
+        try Self.setRecords(hosts, "app.test", ["127.0.0.5"])
+        let (dns, _) = try Self.nameserver(bed, hosts: hosts)
+        let dead = TestBed.freePort(), front = TestBed.freePort()
+        let socket = bed.directory + "/api.sock"
+        try bed.proxy("""
+        global
+            stats socket \(socket) level admin
+        \(TestBed.defaults("http"))
+        resolvers dns
+            nameserver local 127.0.0.1:\(dns)
+            nameserver dead 127.0.0.1:\(dead)
+            hold valid 1s
+            timeout retry 200ms
+        resolvers other
+            nameserver x 127.0.0.1:\(dns)
+        frontend f
+            bind 127.0.0.1:\(front)
+            default_backend app
+        backend app
+            server a app.test:80 resolvers dns init-addr none
+            server b nx.test:80 resolvers dns init-addr none
+
+        """, waitFor: front)
+        #expect(TestBed.waitUntil(timeout: 5) { Self.addresses(socket, "app")["a"] == "127.0.0.5:80" }, "\(Self.addresses(socket, "app"))")
+        let text = cli(socket, "show resolvers") ?? ""
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        #expect(lines.first == "Resolvers section dns" && lines[1] == " nameserver local:" && lines.contains("Resolvers section other"), "\(text)")
+        #expect(lines.filter { $0.hasPrefix("  ") }.map { $0.split(separator: ":")[0].trimmingCharacters(in: .whitespaces) }.prefix(15)
+                == ["sent", "snd_error", "valid", "update", "cname", "cname_error", "any_err", "nx", "timeout", "refused", "other", "invalid", "too_big", "truncated", "outdated"], "\(text)")
+        #expect(lines.contains("  cname_error: 0") && lines.contains("  outdated:    0") && text.hasSuffix("\n\n"), "\(text)")
+        func counter(_ server: String, _ name: String) -> Int {
+            let block = text.components(separatedBy: " nameserver \(server):\n").dropFirst().first ?? ""
+            let line = block.split(separator: "\n").first { $0.hasPrefix("  \(name):") } ?? ""
+            return Int(line.split(separator: " ").last ?? "") ?? -1
+        }
+        #expect(counter("local", "valid") >= 1 && counter("local", "update") == 1 && counter("local", "refused") >= 1, "\(text)")
+        #expect(counter("dead", "valid") == 0 && counter("dead", "timeout") + counter("dead", "snd_error") >= 1, "\(text)")
+        #expect(counter("x", "sent") == 0, "\(text)")
+        #expect(cli(socket, "show resolvers other")?.hasPrefix("Resolvers section other\n nameserver x:\n  sent:        0\n") == true)
+        #expect(cli(socket, "show resolvers nope") == "Can't find that resolvers section\n\n")
+    }
+
     @Test(.enabled(if: dnsmasq != nil, "needs dnsmasq"))
     func templateFollowsTheRecordsUnderLoad() throws {
         let bed = try TestBed()

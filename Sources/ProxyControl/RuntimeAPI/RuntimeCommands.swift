@@ -67,6 +67,7 @@ public struct RuntimeCommands {
         Command(words: ["show", "cli", "level"], level: .user, help: "display the level of the current CLI session"),
         Command(words: ["show", "backend"], level: .user, help: "list backends in the current running config"),
         Command(words: ["show", "servers", "state"], level: .user, help: "dump volatile server information (all or for a single backend)"),
+        Command(words: ["show", "resolvers"], level: .user, help: "dump counters from all resolvers section and associated name servers"),
         Command(words: ["show", "env"], level: .operator, help: "dump environment variables known to the process"),
         Command(words: ["get", "weight"], level: .user, help: "report a server's current weight"),
         Command(words: ["set", "weight"], level: .admin, help: "change a server's weight (deprecated)"),
@@ -130,6 +131,7 @@ public struct RuntimeCommands {
         case ["show", "cli", "level"]: return "\(level)\n\n"
         case ["show", "backend"]: return showBackend()
         case ["show", "servers", "state"]: return showServersState(words)
+        case ["show", "resolvers"]: return showResolvers(words.count > 2 ? words[2] : nil)
         case ["show", "env"]: return showEnvironment(words.count > 2 ? words[2] : nil)
         case ["get", "weight"]: return getWeight(words)
         case ["set", "weight"]: return setWeight(words.count > 2 ? words[2] : nil, words.count > 3 ? words[3] : nil)
@@ -186,6 +188,18 @@ public struct RuntimeCommands {
         case ["unset", "var"]: return unsetVariable(words)
         default: return usage(level)
         }
+    }
+
+    /// `show resolvers [section]`: each name server's counters, as HAProxy 2.6 lays them out.
+    func showResolvers(_ only: String?) -> String {
+        let sections = engine.model.resolverCounters.sections.filter { only == nil || $0.name == only }
+        if only != nil && sections.isEmpty { return "Can't find that resolvers section\n\n" }
+        var text = ""
+        for section in sections {
+            text += "Resolvers section \(section.name)\n"
+            for n in section.nameservers { text += n.lines }
+        }
+        return text + "\n"
     }
 
     /// `clear counters`: the peaks start again from now.

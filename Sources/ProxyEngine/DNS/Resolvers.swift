@@ -30,6 +30,8 @@ final class Resolvers: LoopObject {
         var sentAt: Int64 = 0
         var tries = 0
         var errorAnswers = 0
+        /// Name servers the query in flight reached (a send that failed expects no answer).
+        var expected = 0
         var lastError = "other"
         var awaiting = false
         /// When the next query goes out.
@@ -39,6 +41,10 @@ final class Resolvers: LoopObject {
         var records: [(IPAddress, Int64)] = []
         var services: [DNSMessage.Service] = []
         var servers: [(Server, Backend)] = []
+        /// The name servers that answered the query in flight, and the last query's ID (an
+        /// answer to it after another server's is `outdated`).
+        var answeredBy: Set<ObjectIdentifier> = []
+        var lastID: UInt16 = 0
 
         init(name: String, wire: [UInt8], preferIPv4: Bool) {
             self.name = name
@@ -54,10 +60,13 @@ final class Resolvers: LoopObject {
         let name: String
         let fd: FileDescriptor
         unowned(unsafe) let owner: Resolvers
-        init(name: String, fd: FileDescriptor, owner: Resolvers) {
+        /// `show resolvers`' counters (a detached set if the section is unknown to the model).
+        let counters: NameserverCounters
+        init(name: String, fd: FileDescriptor, owner: Resolvers, counters: NameserverCounters?) {
             self.name = name
             self.fd = fd
             self.owner = owner
+            self.counters = counters ?? NameserverCounters(name: name)
         }
         override func handle(events: UInt32) { owner.read(self) }
     }
@@ -86,7 +95,8 @@ final class Resolvers: LoopObject {
                 let address = Backend.socketAddress(n.address, port: UInt16(n.port))
                 let fd = try Socket.make(family: address.family, type: Int32(SOCK_DGRAM.rawValue))
                 _ = try Socket.connect(fd, address)
-                let socket = NameserverSocket(name: n.name, fd: fd, owner: self)
+                let socket = NameserverSocket(name: n.name, fd: fd, owner: self,
+                                              counters: context.model.resolverCounters.counters(section: definition.name, nameserver: n.name))
                 try context.loop.register(fd, events: Epoll.readable, object: socket)
                 nameservers.append(socket)
             } catch {
@@ -123,9 +133,17 @@ final class Resolvers: LoopObject {
             if r.id != 0 {
                 guard now - r.sentAt >= Int64(definition.retryInterval) else { continue }
                 pending[r.id] = nil
+                for n in nameservers where !r.answeredBy.contains(ObjectIdentifier(n)) { n.counters.add(.timeouts) }
+                r.lastID = r.id
                 r.id = 0
                 r.tries += 1
-                if r.tries >= definition.retries {
+                if r.errorAnswers > 0 && !r.isSRV && !r.triedOtherType {
+                    // Some name server said no to this family and the others are silent (one
+                    // may be down): ask the other family rather than wait on the silent ones.
+                    r.triedOtherType = true
+                    r.queryType = r.queryType == DNSMessage.typeA ? DNSMessage.typeAAAA : DNSMessage.typeA
+                    send(r)
+                } else if r.tries >= definition.retries {
                     failed(r, status: r.errorAnswers > 0 ? r.lastError : "timeout")
                 } else {
                     send(r)
@@ -146,10 +164,17 @@ final class Resolvers: LoopObject {
         r.id = id
         r.sentAt = context.loop.now
         r.errorAnswers = 0
+        r.answeredBy = []
         pending[id] = r
         let query = DNSMessage.query(id: id, name: r.wire, type: r.queryType, payloadSize: definition.acceptedPayloadSize)
+        r.expected = 0
         for n in nameservers {
-            _ = query.withUnsafeBytes { Socket.sendNow(n.fd, $0) }
+            n.counters.add(.sent)
+            if query.withUnsafeBytes({ Socket.sendNow(n.fd, $0) }) { r.expected += 1 } else {
+                // A name server known to be away (its ICMP error is pending): not waited for.
+                n.counters.add(.sendErrors)
+                r.answeredBy.insert(ObjectIdentifier(n))
+            }
         }
     }
 
@@ -166,12 +191,20 @@ final class Resolvers: LoopObject {
                 return // EAGAIN, or the ICMP error of a name server that is not there
             }
             let bytes = Array(receiveBuffer[0..<got])
-            guard bytes.count >= 2 else { ignoredAnswers += 1; continue }
+            guard bytes.count >= 2 else { ignoredAnswers += 1; n.counters.add(.invalid); continue }
             let id = UInt16(bytes[0]) << 8 | UInt16(bytes[1])
-            guard let r = pending[id], let response = DNSMessage.parse(bytes, id: id, name: r.wire, type: r.queryType) else {
+            guard let r = pending[id] else {
                 ignoredAnswers += 1
+                // An answer to a query another name server already answered (or that timed out).
+                n.counters.add(resolutions.contains { $0.lastID == id } ? .outdated : .invalid)
                 continue
             }
+            guard let response = DNSMessage.parse(bytes, id: id, name: r.wire, type: r.queryType) else {
+                ignoredAnswers += 1
+                n.counters.add(.invalid)
+                continue
+            }
+            r.answeredBy.insert(ObjectIdentifier(n))
             answered(r, response, from: n)
         }
     }
@@ -180,16 +213,23 @@ final class Resolvers: LoopObject {
         let usable = r.isSRV ? !response.services.isEmpty : !response.addresses.isEmpty
         if response.rcode == 0 && !response.truncated && usable {
             pending[r.id] = nil
+            r.lastID = r.id
             r.id = 0
-            valid(r, response, by: "\(definition.name)/\(n.name)")
+            n.counters.add(.valid)
+            var by = "\(definition.name)/\(n.name)"
+            valid(r, response, by: &by)
+            // `by` moves to "DNS cache" once the answer moved a server.
+            if by != "\(definition.name)/\(n.name)" { n.counters.add(.updates) }
             schedule()
             return
         }
         // An error: the first valid answer of any name server wins, so wait for the others.
+        n.counters.add(response.truncated ? .truncated : response.rcode == 3 ? .nx : response.rcode == 5 ? .refused : .other)
         r.errorAnswers += 1
         r.lastError = response.truncated ? "other" : response.rcode == 3 ? "nx" : response.rcode == 5 ? "refused" : "other"
-        guard r.errorAnswers >= nameservers.count else { return }
+        guard r.errorAnswers >= r.expected else { return }
         pending[r.id] = nil
+        r.lastID = r.id
         r.id = 0
         // A and AAAA: ask the other family once before counting a failure.
         if !r.isSRV && !r.triedOtherType {
@@ -225,8 +265,7 @@ final class Resolvers: LoopObject {
         }
     }
 
-    private func valid(_ r: Resolution, _ response: DNSMessage.Response, by nameserver: String) {
-        var by = nameserver
+    private func valid(_ r: Resolution, _ response: DNSMessage.Response, by: inout String) {
         let now = context.loop.now
         r.lastValid = now
         r.nextAt = now + Int64(max(definition.holdValid, definition.resolveInterval))
