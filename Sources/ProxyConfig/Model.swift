@@ -382,11 +382,25 @@ public struct HTTPCheck: Sendable, Equatable {
     /// `http-check send-state`: each check tells the server how we see it (`X-Haproxy-Server-State`).
     public var sendState = false
 
+    /// A `http-check comment` line waiting for the rule it describes (the next one).
+    public var pendingComment: String?
+    /// `http-check connect`: the check's connection goes elsewhere (another port or address,
+    /// TLS, a PROXY header).
+    public var connect: TCPCheck.Connect?
+
     public struct Expectation: Sendable, Equatable {
         public enum Kind: String, Sendable { case status, rstatus, string, rstring }
         public var kind: Kind
         public var negated: Bool
         public var pattern: String
+        /// `comment` (or a `http-check comment` line before it): added to the check's info.
+        public var comment: String?
+        /// `ok-status`, `error-status`, `tout-status`, `on-success`, `on-error`: as for tcp-check.
+        public var okStatus: String?
+        public var errorStatus: String?
+        public var timeoutStatus: String?
+        public var onSuccess: String?
+        public var onError: String?
     }
 }
 

@@ -1169,9 +1169,47 @@ extension ConfigParser {
         var check = settings.httpCheck ?? HTTPCheck()
         switch sub {
         case "expect":
-            var negated = false
-            if rest.first == "!" { negated = true; rest = rest.dropFirst() }
+            // Options, before or after the pattern (HAProxy takes both).
+            var e = HTTPCheck.Expectation(kind: .status, negated: false, pattern: "", comment: check.pendingComment)
+            check.pendingComment = nil
+            var plain: [String] = []
+            while let w = rest.popFirst() {
+                func value() throws -> String {
+                    guard let v = rest.popFirst() else { throw ConfigError("http-check expect: '\(w)' needs a value") }
+                    return v
+                }
+                func status(_ table: [String: String]) throws -> String {
+                    let v = try value()
+                    guard table[v] != nil else {
+                        throw ConfigError("http-check expect: '\(w)' expects one of \(table.keys.sorted().map { "'\($0)'" }.joined(separator: ", ")) but got '\(v)'")
+                    }
+                    return v
+                }
+                func format() throws -> String {
+                    let v = try value()
+                    if v.contains("%") { warning("http-check expect \(w): log-format variables are not expanded in checks yet: the text is reported as it is", at: currentLocation) }
+                    return v
+                }
+                switch w {
+                case "comment": e.comment = try value()
+                case "ok-status": e.okStatus = try status(TCPCheck.okStatuses)
+                case "error-status": e.errorStatus = try status(TCPCheck.errorStatuses)
+                case "tout-status": e.timeoutStatus = try status(TCPCheck.timeoutStatuses)
+                case "on-success": e.onSuccess = try format()
+                case "on-error": e.onError = try format()
+                case "min-recv":
+                    _ = try value()
+                    warning("http-check expect min-recv changes nothing here: the whole response head is read before it is judged", at: currentLocation)
+                case "status-code": throw ConfigError("http-check expect status-code is not supported yet")
+                default: plain.append(w)
+                }
+            }
+            rest = ArraySlice(plain)
+            if rest.first == "!" { e.negated = true; rest = rest.dropFirst() }
             guard let kindText = rest.popFirst(), let kind = HTTPCheck.Expectation.Kind(rawValue: kindText) else {
+                if let k = plain.first(where: { ["hdr", "fhdr", "string-lf", "rstring-lf", "status-lf"].contains($0) }) {
+                    throw ConfigError("http-check expect \(k) is not supported yet")
+                }
                 throw ConfigError("http-check expect: the form is 'http-check expect [!] status|rstatus|string|rstring <pattern>'")
             }
             try Values.expect(rest, 1, usage: "http-check expect [!] \(kindText) <pattern>")
@@ -1181,7 +1219,42 @@ extension ConfigParser {
                     throw ConfigError("http-check expect \(kindText): regex '\(pattern)' does not compile: \(e.description)")
                 }
             }
-            check.expectations.append(.init(kind: kind, negated: negated, pattern: pattern))
+            e.kind = kind
+            e.pattern = pattern
+            check.expectations.append(e)
+        case "comment":
+            try Values.expect(rest, 1, usage: "http-check comment <text>")
+            check.pendingComment = rest.first!
+        case "connect":
+            guard check.connect == nil, check.expectations.isEmpty else {
+                throw ConfigError("http-check connect: only one 'connect', before the first 'expect', is supported yet (it opens the check's connection)")
+            }
+            var c = TCPCheck.Connect()
+            while let w = rest.popFirst() {
+                func value() throws -> String {
+                    guard let v = rest.popFirst() else { throw ConfigError("http-check connect: '\(w)' needs a value") }
+                    return v
+                }
+                switch w {
+                case "default": break
+                case "comment": check.pendingComment = try value()
+                case "port": c.port = try Values.integer(try value(), for: "http-check connect port", in: 1...65535)
+                case "addr":
+                    let v = try value()
+                    guard let ip = IPAddress(parsing: v) else { throw ConfigError("http-check connect: addr '\(v)' is not an IP address") }
+                    c.address = ip
+                case "ssl": c.ssl = true
+                case "sni": c.sni = try value()
+                case "send-proxy": c.sendProxy = true
+                case "linger":
+                    warning("http-check connect: 'linger' changes nothing here: a check's connection is closed with a reset once it is judged", at: currentLocation)
+                case "alpn", "proto", "via-socks4", "check-sni":
+                    throw ConfigError("http-check connect: '\(w)' is not supported yet")
+                default:
+                    throw ConfigError("http-check connect: unknown argument '\(w)'; use port, addr, ssl, sni, send-proxy, linger or comment")
+                }
+            }
+            check.connect = c
         case "send":
             while let w = rest.popFirst() {
                 guard let v = rest.popFirst() else { throw ConfigError("http-check send: '\(w)' needs a value") }
@@ -1193,6 +1266,7 @@ extension ConfigParser {
                     guard let hv = rest.popFirst() else { throw ConfigError("http-check send: 'hdr' needs a name and a value") }
                     check.headers.append(HeaderField(name: v, value: hv))
                 case "body": check.body = v
+                case "uri-lf", "body-lf": throw ConfigError("http-check send \(w) is not supported yet")
                 default:
                     throw ConfigError("http-check send: unknown argument '\(w)'; use meth, uri, ver, hdr or body")
                 }
@@ -1203,7 +1277,7 @@ extension ConfigParser {
         case "send-state":
             try Values.expect(rest, 0, usage: "http-check send-state")
             check.sendState = true
-        case "connect", "comment", "set-var", "unset-var":
+        case _ where sub.hasPrefix("set-var") || sub.hasPrefix("unset-var"):
             throw ConfigError("'http-check \(sub)' is not supported yet")
         default:
             throw ConfigError("unknown 'http-check \(sub)'; use 'http-check expect' or 'http-check send'")

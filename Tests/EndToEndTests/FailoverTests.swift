@@ -179,6 +179,68 @@ import Testing
         #expect(TestBed.waitUntil { bed.log().contains("Server dead/d is DOWN, reason: Health analyze, info: \"Detected 2 consecutive errors, last one was: L4 unsuccessful connection\"") }, "\(bed.log())")
     }
 
+    /// The 2.2+ `http-check` sequence: `connect` to another port, `comment`, and the expect
+    /// options; each result worded as HAProxy 2.6 words it on the same file (compared side
+    /// by side): the status line's phrase as the info of a wrong status, "HTTP content check
+    /// did not match" for a body, `on-error`/`comment` appended, `ok-status L7OKC` making the
+    /// server NOLB. A body check is judged once its Content-Length is in.
+    @Test func httpCheckSequences() throws {
+        let bed = try TestBed()
+        let web = try bed.backend(name: "web")
+        let front = TestBed.freePort(), nobody = TestBed.freePort()
+        let socket = bed.directory + "/api.sock"
+        try bed.proxy("""
+        global
+            stats socket \(socket) level admin
+        \(TestBed.defaults("http"))
+        frontend f
+            bind 127.0.0.1:\(front)
+            default_backend g
+        backend a
+            option httpchk
+            http-check send meth GET uri /status/503
+            http-check expect status 200
+            server s 127.0.0.1:\(web) check inter 200 rise 1 fall 1
+        backend b
+            option httpchk
+            http-check send meth GET uri / ver HTTP/1.1 hdr Host check
+            http-check expect string nothere
+            server s 127.0.0.1:\(web) check inter 200 rise 1 fall 1
+        backend c
+            option httpchk
+            http-check send meth GET uri /status/503
+            http-check comment "status phase"
+            http-check expect status 200 on-error "svc down" error-status L7RSP
+            server s 127.0.0.1:\(web) check inter 200 rise 1 fall 1
+        backend d
+            option httpchk
+            http-check connect port \(web)
+            http-check send meth GET uri /
+            http-check expect status 200 ok-status L7OKC on-success "fine"
+            server s 127.0.0.1:\(nobody) check inter 200 rise 1 fall 1
+        backend g
+            option httpchk GET /
+            server s 127.0.0.1:\(web) check inter 200 rise 1 fall 1
+
+        """, waitFor: front)
+        func row(_ b: String) -> [String: String] {
+            let lines = (cli(socket, "show stat") ?? "").split(separator: "\n")
+            guard let header = lines.first?.dropFirst(2).split(separator: ",", omittingEmptySubsequences: false),
+                  let line = lines.first(where: { $0.hasPrefix("\(b),s,") })?.split(separator: ",", omittingEmptySubsequences: false) else { return [:] }
+            return Dictionary(zip(header.map(String.init), line.map(String.init)), uniquingKeysWith: { a, _ in a })
+        }
+        func result(_ b: String) -> [String?] { let r = row(b); return [r["status"], r["check_status"], r["check_code"], r["last_chk"]] }
+        #expect(TestBed.waitUntil { result("a") == ["DOWN", "L7STS", "503", "X"] }, "\(result("a"))")
+        #expect(TestBed.waitUntil { result("b") == ["DOWN", "L7RSP", "", "HTTP content check did not match"] }, "\(result("b"))")
+        #expect(TestBed.waitUntil { result("c") == ["DOWN", "L7RSP", "", "svc down comment: status phase"] }, "\(result("c"))")
+        #expect(TestBed.waitUntil { result("d") == ["NOLB", "L7OKC", "200", "fine"] }, "\(result("d"))")
+        #expect(TestBed.waitUntil { result("g") == ["UP", "L7OK", "200", ""] }, "\(result("g"))")
+        let log = bed.log()
+        #expect(log.contains("Server a/s is DOWN, reason: Layer7 wrong status, code: 503, info: \"X\", check duration: "), "\(log)")
+        #expect(log.contains("Server c/s is DOWN, reason: Layer7 invalid response, info: \"svc down comment: status phase\", check duration: "), "\(log)")
+        #expect(log.contains("Server d/s is stopping, reason: Layer7 check conditionally passed, code: 200, info: \"fine\", check duration: "), "\(log)")
+    }
+
     /// `external-check`: the command gets HAProxy's arguments and exactly its variables; its
     /// exit status decides (PROCOK, PROCERR with the code); one that hangs is killed after
     /// `inter` (PROCTOUT); every child is reaped, none left a zombie.
@@ -229,10 +291,10 @@ import Testing
                          "HAPROXY_SERVER_CURCONN=0", "HAPROXY_SERVER_ID=2", "HAPROXY_SERVER_MAXCONN=7", "HAPROXY_SERVER_NAME=b",
                          "HAPROXY_SERVER_PORT=\(web)", "HAPROXY_SERVER_PROTO=h1", "HAPROXY_SERVER_SSL=0", "PATH=/usr/bin:/bin",
                          "PWD=\(bed.directory)"], "\(seen)")
-        FileManager.default.createFile(atPath: bed.directory + "/b.fail", contents: nil)
+        _ = FileManager.default.createFile(atPath: bed.directory + "/b.fail", contents: nil)
         #expect(TestBed.waitUntil { bed.log().contains("Server app/b is DOWN, reason: External check error, code: 3, check duration: ") }, "\(bed.log())")
         #expect(row("b")["check_status"] == "PROCERR" && row("b")["check_code"] == "3", "\(row("b"))")
-        FileManager.default.createFile(atPath: bed.directory + "/a.hang", contents: nil)
+        _ = FileManager.default.createFile(atPath: bed.directory + "/a.hang", contents: nil)
         #expect(TestBed.waitUntil { bed.log().contains("Server app/a is DOWN, reason: External check timeout, code: 0, check duration: ") }, "\(bed.log())")
         #expect(bed.log().contains("proxy app has no server available!"), "\(bed.log())")
         #expect(row("a")["check_status"] == "PROCTOUT", "\(row("a"))")
@@ -344,7 +406,7 @@ import Testing
         #expect(TestBed.waitUntil(timeout: 5) { !slow.isRunning }, "the slow request was cut when the server went DOWN")
         #expect(Date().timeIntervalSince(started) < 4.5)
         let log = bed.log()
-        #expect(log.contains("Health check for server app/webmail1 failed, reason: Layer7 wrong status, code: 500, check duration: "), "\(log)")
+        #expect(log.contains("Health check for server app/webmail1 failed, reason: Layer7 wrong status, code: 500, info: \"Internal Server Error\", check duration: "), "\(log)")
         #expect(log.contains(", status: 1/2 UP.") && log.contains("Server app/webmail1 is DOWN"), "\(log)")
         try FileManager.default.removeItem(atPath: bed.directory + "/webmail1.down")
         #expect(TestBed.waitUntil(timeout: 3) { bed.log().contains("Health check for server app/webmail1 succeeded, reason: Layer7 check passed, code: 200") })

@@ -111,7 +111,8 @@ final class HealthCheck: LoopObject {
             }
         } else {
             tcpSteps = nil
-            tcpConnect = nil
+            // `http-check connect` opens the check's connection as a tcp-check's would.
+            tcpConnect = backend.settings.httpCheck?.connect
             tcpOrigin = ""
             stepRegexes = []
         }
@@ -189,6 +190,9 @@ final class HealthCheck: LoopObject {
             // `tout-status` of the expect that was waiting.
             if connected, tls == nil || handshakeDone, let steps = tcpSteps, stepIndex < steps.count, case .expect(let e) = steps[stepIndex],
                let words = e.timeoutStatus.flatMap({ TCPCheck.timeoutStatuses[$0] }) {
+                reason = words
+            }
+            if connected, tls == nil || handshakeDone, layer7, let words = expectations.first?.timeoutStatus.flatMap({ TCPCheck.timeoutStatuses[$0] }) {
                 reason = words
             }
             if connected, tls == nil || handshakeDone, let steps = tcpSteps, stepIndex < steps.count, tcpOrigin == "tcp-check" {
@@ -332,14 +336,35 @@ final class HealthCheck: LoopObject {
                 evaluate()
                 return
             case .wouldBlock?:
-                // Enough to judge status-only expectations once the head is here.
+                // Enough to judge status-only expectations once the head is here, and any
+                // other once the body its Content-Length announces is in (the server may
+                // keep the connection open, as HAProxy does not wait for it to close).
                 if expectations.allSatisfy({ $0.kind == .status || $0.kind == .rstatus }), response.contains(10) { evaluate() }
+                else if Self.responseComplete(response) { evaluate() }
                 return
             case nil:
                 evaluate()
                 return
             }
         }
+    }
+
+    /// Whether `bytes` hold a whole HTTP response: the head, and the body its Content-Length
+    /// announces (a response without one ends with the connection).
+    static func responseComplete(_ bytes: [UInt8]) -> Bool {
+        guard bytes.count >= 4 else { return false }
+        var headEnd = -1
+        for i in 0...(bytes.count - 4) where bytes[i] == 13 && bytes[i + 1] == 10 && bytes[i + 2] == 13 && bytes[i + 3] == 10 {
+            headEnd = i + 4
+            break
+        }
+        guard headEnd > 0 else { return false }
+        let head = String(decoding: bytes[..<headEnd], as: UTF8.self).lowercased()
+        for line in head.split(separator: "\r\n") where line.hasPrefix("content-length:") {
+            guard let n = Int(line.dropFirst("content-length:".count).trimmingPrefix(while: { $0 == " " || $0 == "\t" })) else { return false }
+            return bytes.count >= headEnd + n
+        }
+        return false
     }
 
     /// `tcp-check` steps, from `stepIndex`, as far as the socket allows now: a send goes out
@@ -534,8 +559,16 @@ final class HealthCheck: LoopObject {
             }
         }
         let body = String(decoding: response[bodyStart...], as: UTF8.self)
+        // The status line's reason phrase: the info HAProxy reports with a status.
+        let lineEnd = response.firstIndex(of: 13) ?? response.count
+        let phrase = lineEnd > 13 ? String(decoding: response[13..<lineEnd], as: UTF8.self) : ""
+        func info(_ text: String, _ comment: String?) -> String {
+            let full = comment.map { text + " comment: " + $0 } ?? text
+            return full.isEmpty ? "" : ", info: \"\(full)\""
+        }
         if expectations.isEmpty {
-            complete((200..<400).contains(status), reason: (200..<400).contains(status) ? "Layer7 check passed" : "Layer7 wrong status", code: status)
+            let ok = (200..<400).contains(status)
+            complete(ok, reason: ok ? "Layer7 check passed" : "Layer7 wrong status" + info(phrase, nil), code: status)
             return
         }
         for e in expectations {
@@ -552,11 +585,21 @@ final class HealthCheck: LoopObject {
             }
             if e.negated { ok.toggle() }
             if !ok {
-                complete(false, reason: e.kind == .status || e.kind == .rstatus ? "Layer7 wrong status" : "Layer7 response does not match", code: status)
+                // HAProxy's words: a status that does not match is L7STS with the phrase, a
+                // body that does not is L7RSP; `error-status`, `on-error` and `comment` change them.
+                let onStatus = e.kind == .status || e.kind == .rstatus
+                let words = e.errorStatus.flatMap { TCPCheck.errorStatuses[$0] } ?? (onStatus ? "Layer7 wrong status" : "Layer7 invalid response")
+                let text = e.onError ?? (onStatus ? phrase : "HTTP content check did not match")
+                complete(false, reason: words + info(text, e.comment), code: words == "Layer7 wrong status" ? status : nil)
                 return
             }
         }
-        complete(true, reason: "Layer7 check passed", code: status)
+        let last = expectations[expectations.count - 1]
+        let words = last.okStatus.flatMap { TCPCheck.okStatuses[$0] } ?? "Layer7 check passed"
+        let reason = words + info(last.onSuccess ?? "", nil)
+        // `ok-status L7OKC`: a running server stops taking new traffic (`NOLB`), as in HAProxy.
+        if last.okStatus == "L7OKC" && isUp && server.setNoLoadBalancing(true) { stopping(duration: context.loop.now - startedMs, reason: reason, code: status) }
+        complete(true, reason: reason, code: status)
     }
 
     func finishAttempt() {
