@@ -72,7 +72,18 @@ enum DNSMessage {
         for section in 0..<3 {
             let count = section == 0 ? an : section == 1 ? ns : ar
             for _ in 0..<count {
-                guard let (owner, next) = readName(b, at), next + 10 <= b.count else { return nil }
+                // The usual owner is a pointer to the question's name (offset 12), checked
+                // above to be the name asked: no need to read it again.
+                let owner: String, next: Int
+                if at + 1 < b.count, b[at] == 0xc0, b[at + 1] == 12 {
+                    owner = asked
+                    next = at + 2
+                } else {
+                    guard let (o, n) = readName(b, at) else { return nil }
+                    owner = o
+                    next = n
+                }
+                guard next + 10 <= b.count else { return nil }
                 let rtype = UInt16(b[next]) << 8 | UInt16(b[next + 1])
                 let rclass = UInt16(b[next + 2]) << 8 | UInt16(b[next + 3])
                 let length = Int(b[next + 8]) << 8 | Int(b[next + 9])
@@ -84,9 +95,9 @@ enum DNSMessage {
                 case (0, typeCNAME) where aliases.contains(owner):
                     guard let (target, _) = readName(b, data) else { return nil }
                     aliases.insert(target)
-                case (0, typeA) where aliases.contains(owner) && type == typeA && length == 4:
+                case (0, typeA) where (owner == asked || aliases.contains(owner)) && type == typeA && length == 4:
                     response.addresses.append(IPAddress(v4: UInt32(b[data]) << 24 | UInt32(b[data + 1]) << 16 | UInt32(b[data + 2]) << 8 | UInt32(b[data + 3])))
-                case (0, typeAAAA) where aliases.contains(owner) && type == typeAAAA && length == 16:
+                case (0, typeAAAA) where (owner == asked || aliases.contains(owner)) && type == typeAAAA && length == 16:
                     response.addresses.append(IPAddress(bytes16: Array(b[data..<data + 16])))
                 case (0, typeSRV) where owner == asked && type == typeSRV && length >= 7:
                     guard let (target, _) = readName(b, data + 6) else { return nil }
