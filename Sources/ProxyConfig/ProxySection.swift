@@ -37,7 +37,7 @@ extension ConfigParser {
         "monitor", "monitor-net", "email-alert", "fullconn", "source", "dispatch",
         "load-server-state-from-file", "server-state-file-name", "declare", "max-keep-alive-queue",
         "max-session-srv-conns", "dynamic-cookie-key", "unique-id", "grace", "reqtarpit", "reqpass", "reqipass",
-        "reqideny", "reqiallow", "rspdeny", "rspideny", "bind-process",
+        "reqideny", "reqiallow", "rspdeny", "rspideny", "bind-process", "retry-on",
     ]
 
     func parseProxyKeyword(_ words: [String], at location: SourceLocation) throws {

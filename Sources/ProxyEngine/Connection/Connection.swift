@@ -13,6 +13,11 @@ protocol ConnectionOwner: AnyObject {
 /// are the owner's channels (as HAProxy's stream keeps them), so a request can be replayed on
 /// a second connection when the first fails.
 final class Connection: LoopObject {
+    /// Whether epoll reports writability. A TLS client connection starts without it (a
+    /// fresh socket is writable, so asking at once costs a wakeup with nothing to do) and
+    /// asks the first time a write finds the socket full. (First: it sits in the padding
+    /// before `fd`, and an idle connection stays within its 144-byte malloc chunk.)
+    var reportsWritable = true
     let fd: FileDescriptor
     unowned(unsafe) let context: LoopContext
     /// Who gets its events. Safe unowned: an owner closes or pools (nil) its connections
@@ -42,10 +47,7 @@ final class Connection: LoopObject {
     var requests = 0
     /// Bytes a stage puts on the wire before anything the owner writes: the PROXY header.
     var preface: [UInt8]?
-    /// Whether epoll reports writability. A TLS client connection starts without it (a
-    /// fresh socket is writable, so asking at once costs a wakeup with nothing to do) and
-    /// asks the first time a write finds the socket full.
-    var reportsWritable = true
+
     /// The SNI a TLS server connection was opened with: a pooled one serves only requests
     /// that would send the same. Kept by the transport: idle client connections stay small.
     var serverName: String? { (transport as? TLSTransport)?.serverName }
