@@ -217,6 +217,34 @@ import Testing
         #expect(bed.log().contains("changed its IP from (none) to 127.0.0.8 by DNS additional record."), "\(bed.log())")
     }
 
+    @Test(.enabled(if: dnsmasq != nil, "needs dnsmasq"))
+    func srvTargetsWithoutAdditionalRecordsAreAskedFor() throws {
+        // dnsmasq answers SRV without an additional record for a target it knows by
+        // `--address`: each target is then asked for by name, and its slot takes its address.
+        let bed = try TestBed()
+        try FileManager.default.createDirectory(atPath: bed.directory + "/hosts.d", withIntermediateDirectories: true)
+        let hosts = bed.directory + "/hosts.d/none"
+        try "".write(toFile: hosts, atomically: true, encoding: .utf8)
+        let p6 = TestBed.freePort(), p7 = TestBed.freePort()
+        let (dnsPort, _) = try Self.nameserver(bed, hosts: hosts, extra: ["--srv-host=_web._tcp.app.test,b6.test,\(p6),0,10",
+                                                                          "--srv-host=_web._tcp.app.test,b7.test,\(p7),0,10",
+                                                                          "--address=/b6.test/127.0.0.6", "--address=/b7.test/127.0.0.7"])
+        try bed.backend(name: "b6", port: p6, host: "127.0.0.6")
+        try bed.backend(name: "b7", port: p7, host: "127.0.0.7")
+        let front = TestBed.freePort()
+        let socket = bed.directory + "/api.sock"
+        let text = config(front: front, dns: dnsPort, backendPort: 1, socket: socket)
+            .replacingOccurrences(of: "server-template srv 5 app.test:1", with: "server-template srv 3 _web._tcp.app.test")
+        try bed.proxy(text, waitFor: front)
+        #expect(TestBed.waitUntil { Set(Self.addresses(socket, "app").values) == ["127.0.0.6:\(p6)", "127.0.0.7:\(p7)"] },
+                "\(Self.addresses(socket, "app"))\n\(bed.log())")
+        var seen: Set<String> = []
+        #expect(TestBed.waitUntil {
+            if let r = try? TestBed.curl(["http://127.0.0.1:\(front)/"]), r.0 == 200 { seen.insert(String(r.1.prefix(2))) }
+            return seen == ["b6", "b7"]
+        }, "\(seen)")
+    }
+
     @Test func bogusAnswersChangeNothing() throws {
         // Before each real answer, the name server sends answers a resolver must drop (another
         // ID, another question, no QR bit, truncated, a compression loop, a record longer than

@@ -41,6 +41,9 @@ enum DNSMessage {
         var priority: Int
         var weight: Int
         var address: IPAddress?
+        /// Who gave the address when the target was asked for by name (`dns/ns1`); nil when
+        /// it came with the SRV answer.
+        var learntFrom: String?
     }
 
     /// What a response said.

@@ -16,6 +16,9 @@ final class Resolvers: LoopObject {
     private var stopped = false
     /// Answers that matched no query (wrong ID, question or source): counted, never applied.
     private(set) var ignoredAnswers = 0
+    /// SRV targets asked for by name (the additional section did not carry them): the last
+    /// address each resolved to.
+    private var targetAddresses: [String: (address: IPAddress, by: String)] = [:]
 
     /// One name asked of the section, and the servers that follow it.
     final class Resolution {
@@ -45,6 +48,9 @@ final class Resolvers: LoopObject {
         /// answer to it after another server's is `outdated`).
         var answeredBy: Set<ObjectIdentifier> = []
         var lastID: UInt16 = 0
+        /// An SRV target's own resolution (its A or AAAA records), for the SRV name whose answer
+        /// named it without its address in the additional section.
+        var parent: Resolution?
 
         init(name: String, wire: [UInt8], preferIPv4: Bool) {
             self.name = name
@@ -257,6 +263,7 @@ final class Resolvers: LoopObject {
         let now = context.loop.now
         r.id = 0
         r.nextAt = now + Int64(definition.resolveInterval)
+        if r.parent != nil, r.lastValid == .min || now - r.lastValid >= hold(status) { targetAddresses[r.name] = nil }
         guard r.lastValid == .min || now - r.lastValid >= hold(status) else { return }
         r.records = []
         r.services = []
@@ -269,8 +276,16 @@ final class Resolvers: LoopObject {
         let now = context.loop.now
         r.lastValid = now
         r.nextAt = now + Int64(max(definition.holdValid, definition.resolveInterval))
+        if let parent = r.parent {
+            // An SRV target's address: its services take it, and the slots follow.
+            targetAddresses[r.name] = response.addresses.first.map { ($0, by) }
+            fillTargets(parent)
+            assignServices(parent)
+            return
+        }
         if r.isSRV {
             r.services = response.services   // in answer order, as HAProxy takes them
+            fillTargets(r)
             assignServices(r)
             return
         }
@@ -318,6 +333,24 @@ final class Resolvers: LoopObject {
         move(s, b, to: ip, port: s.address.port, from: current, by: &by)
     }
 
+    /// SRV targets without an address from the additional section take the one their own
+    /// resolution found; those not asked for yet are asked now (and then every `hold valid`).
+    private func fillTargets(_ r: Resolution) {
+        for i in r.services.indices where r.services[i].address == nil {
+            let target = r.services[i].target.lowercased()
+            if let a = targetAddresses[target] {
+                r.services[i].address = a.address
+                r.services[i].learntFrom = a.by
+                continue
+            }
+            guard !resolutions.contains(where: { $0.parent === r && $0.name == target }), let wire = DNSMessage.encodeName(target) else { continue }
+            let t = Resolution(name: target, wire: wire, preferIPv4: r.preferIPv4)
+            t.parent = r
+            resolutions.append(t)
+            send(t)
+        }
+    }
+
     /// SRV: each server in order takes a record no other server of its backend holds.
     private func assignServices(_ r: Resolution) {
         var used: Set<String> = []
@@ -337,14 +370,17 @@ final class Resolvers: LoopObject {
             used.insert("\(svc.target):\(svc.port)")
             // An SRV weight (0-65535) becomes a server weight of 1-256, as HAProxy scales it.
             if !s.definition.options.ignoreSRVWeight { s.setWeight(min(256, svc.weight / 256 + 1)) }
-            var by = "DNS additional record"
-            move(s, b, to: svc.address!, port: UInt16(clamping: svc.port), from: current, by: &by, host: svc.target)
+            // HAProxy's words: a target asked for by name was moved `by dns/NS`, as a name is.
+            var by = svc.learntFrom ?? "DNS additional record"
+            move(s, b, to: svc.address!, port: UInt16(clamping: svc.port), from: current, by: &by, host: svc.target,
+                 announceReady: svc.learntFrom != nil)
         }
     }
 
     /// `by`: the name server whose answer moved the server (HAProxy's wording: the first
     /// server of an answer is moved `by dns/ns1`, the others `by DNS cache`).
-    private func move(_ s: Server, _ b: Backend, to ip: IPAddress, port: UInt16, from current: IPAddress?, by: inout String, host target: String? = nil) {
+    private func move(_ s: Server, _ b: Backend, to ip: IPAddress, port: UInt16, from current: IPAddress?, by: inout String, host target: String? = nil,
+                      announceReady: Bool = true) {
         if ip != current || s.address.port != port {
             s.setAddress(Backend.socketAddress(ip, port: port))
             let before = current.map { AddressText.ip(Backend.socketAddress($0, port: 0)) } ?? "(none)"
@@ -355,7 +391,7 @@ final class Resolvers: LoopObject {
             var host = target ?? ""
             if target == nil, case .name(let h) = s.definition.address.host { host = h }
             log("Server \(b.name)/\(s.name) ('\(host)') is UP/READY (resolves again).", level: .warning, b)
-            if target == nil { log("Server \(b.name)/\(s.name) administratively READY thanks to valid DNS answer.", level: .warning, b) }
+            if target == nil || announceReady { log("Server \(b.name)/\(s.name) administratively READY thanks to valid DNS answer.", level: .warning, b) }
             b.slotFreed()
         }
     }
