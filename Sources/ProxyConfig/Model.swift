@@ -435,6 +435,8 @@ public struct TCPCheck: Sendable, Equatable {
             /// `option mysql-check`'s own: one MySQL packet, the server's greeting, then the
             /// answer to our login (an error packet fails the check with its message).
             case mysqlGreeting = "mysql greeting", mysqlReply = "mysql reply"
+            /// `option ldap-check`'s own: an LDAPv3 bind response, its result success.
+            case ldapBindResponse = "ldap bind response"
         }
         public var kind: Kind
         public var negated: Bool

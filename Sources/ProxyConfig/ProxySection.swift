@@ -808,7 +808,7 @@ extension ConfigParser {
             settings.options.httpConnectionMode = fresh.options.httpConnectionMode
         case "forwardfor": settings.options.forwardFor = nil
         case "httpchk": settings.httpCheck = nil
-        case "tcp-check", "redis-check", "smtpchk", "pgsql-check", "ssl-hello-chk", "mysql-check": settings.tcpCheck = nil
+        case "tcp-check", "redis-check", "smtpchk", "pgsql-check", "ssl-hello-chk", "mysql-check", "ldap-check": settings.tcpCheck = nil
         case "splice-auto", "splice-request", "splice-response": break
         default: throw ConfigError("'default option \(name)': unknown option '\(name)'")
         }
@@ -819,7 +819,7 @@ extension ConfigParser {
         guard let name = args.first else { throw ConfigError("'option' needs a name, e.g. 'option httplog'") }
         let rest = args.dropFirst()
         let frontendOnly: Set<String> = ["httplog", "tcplog", "dontlognull", "logasap", "clitcpka", "idle-close-on-response"]
-        let backendOnly: Set<String> = ["redispatch", "allbackups", "abortonclose", "srvtcpka", "httpchk", "tcp-check", "redis-check", "smtpchk", "pgsql-check", "ssl-hello-chk", "mysql-check", "external-check"]
+        let backendOnly: Set<String> = ["redispatch", "allbackups", "abortonclose", "srvtcpka", "httpchk", "tcp-check", "redis-check", "smtpchk", "pgsql-check", "ssl-hello-chk", "mysql-check", "ldap-check", "external-check"]
         if let p = proxy {
             if frontendOnly.contains(name) && p.kind == .backend {
                 warning("'option \(name)' is ignored in backend '\(p.name)': it needs a frontend or listen section", at: location)
@@ -897,7 +897,7 @@ extension ConfigParser {
                 }
             }
             settings.options.forwardFor = ff
-        case "tcp-check", "redis-check", "smtpchk", "pgsql-check", "ssl-hello-chk", "mysql-check":
+        case "tcp-check", "redis-check", "smtpchk", "pgsql-check", "ssl-hello-chk", "mysql-check", "ldap-check":
             if negated { if settings.tcpCheck != nil { settings.tcpCheck = nil }; return }
             settings.tcpCheck = try Self.protocolCheck(name, rest)
             settings.httpCheck = nil
@@ -924,11 +924,11 @@ extension ConfigParser {
             settings.httpCheck = check
         default:
             let all = Array(flags.keys) + ["tcpka", "httpclose", "http-server-close", "http-keep-alive", "forwardfor", "httpchk", "forceclose", "external-check",
-                                           "tcp-check", "redis-check", "smtpchk", "pgsql-check", "ssl-hello-chk", "mysql-check",
+                                           "tcp-check", "redis-check", "smtpchk", "pgsql-check", "ssl-hello-chk", "mysql-check", "ldap-check",
                                            "splice-auto", "splice-request", "splice-response", "idle-close-on-response"]
             let unsupported: Set<String> = ["http-use-htx", "http-buffer-request", "originalto", "persist",
                                             "prefer-last-server",
-                                            "ldap-check", "http-pretend-keepalive",
+                                            "http-pretend-keepalive",
                                             "http-no-delay", "httpslog", "log-separate-errors", "nolinger", "socket-stats",
                                             "checkcache", "accept-invalid-http-request", "accept-invalid-http-response",
                                             "contstats", "independent-streams", "http-ignore-probes", "http-tunnel",
@@ -966,6 +966,12 @@ extension ConfigParser {
             }
             check.steps = [expect(.rstring, "^2[0-9][0-9]", "no 2xx SMTP banner"), .send(Array("\(greeting)\r\n".utf8)),
                            expect(.rstring, "^2[0-9][0-9]", "no 2xx answer to \(greeting.prefix(4))"), .send(Array("QUIT\r\n".utf8))]
+        case "ldap-check":
+            // An LDAPv3 anonymous simple bind (message 1, version 3, empty name and password);
+            // the answer must be a bind response whose result is success (RFC 4511, 4.1.9).
+            if let extra = args.first { throw ConfigError("option ldap-check: unexpected '\(extra)'") }
+            check.steps = [.send([0x30, 0x0c, 0x02, 0x01, 0x01, 0x60, 0x07, 0x02, 0x01, 0x03, 0x04, 0x00, 0x80, 0x00]),
+                           .expect(.init(kind: .ldapBindResponse, negated: false, pattern: [], text: "", comment: nil))]
         case "mysql-check":
             // Without a user: the greeting alone (HAProxy's deprecated form). With one: a login
             // without password and a QUIT, then the greeting and the login's answer.
@@ -1143,7 +1149,7 @@ extension ConfigParser {
                 do { _ = try PosixRegex(text) } catch let e as PosixRegex.CompileError {
                     throw ConfigError("tcp-check expect \(kindText): regex '\(text)' does not compile: \(e.description)")
                 }
-            case .string, .mysqlGreeting, .mysqlReply:
+            case .string, .mysqlGreeting, .mysqlReply, .ldapBindResponse:
                 break
             }
             if comment == nil, case .comment(let c)? = steps.last { comment = c; steps.removeLast() }

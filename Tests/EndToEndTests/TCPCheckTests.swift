@@ -125,6 +125,49 @@ import Testing
         #expect(column("closed", "d", "check_status") == "L7STS" && column("closed", "d", "last_chk") == "no pong before QUIT")
     }
 
+    /// `option ldap-check` against real OpenLDAP servers (Debian's slapd): an anonymous bind
+    /// that succeeds is `L7OK`; one refused (`disallow bind_anon`: result 48) is `L7STS` with
+    /// the code and HAProxy's words; a server that does not answer LDAP times out. Compared
+    /// with HAProxy 2.6 on the same file and servers: identical.
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/sbin/slapd"), "needs slapd"))
+    func ldapCheck() throws {
+        let bed = try TestBed()
+        let open = TestBed.freePort(), closed = TestBed.freePort(), front = TestBed.freePort()
+        for (port, extra) in [(open, ""), (closed, "disallow bind_anon\n")] {
+            let conf = bed.directory + "/slapd-\(port).conf"
+            try "pidfile \(bed.directory)/slapd-\(port).pid\nargsfile \(bed.directory)/slapd-\(port).args\n\(extra)".write(toFile: conf, atomically: true, encoding: .utf8)
+            try bed.start("/usr/sbin/slapd", ["-h", "ldap://127.0.0.1:\(port)/", "-f", conf, "-d", "0"])
+            #expect(TestBed.waitForPort(port), "slapd on \(port)")
+        }
+        let web = try bed.backend(name: "web")
+        let socket = bed.directory + "/api.sock"
+        try bed.proxy("""
+        global
+            stats socket \(socket) level admin
+        \(TestBed.defaults("tcp"))
+            timeout check 300
+        frontend ldap
+            bind 127.0.0.1:\(front)
+            default_backend ok
+        backend ok
+            option ldap-check
+            server a 127.0.0.1:\(open) check inter 200 rise 1 fall 1
+        backend refused
+            option ldap-check
+            server c 127.0.0.1:\(closed) check inter 200 rise 1 fall 1
+        backend notldap
+            option ldap-check
+            server b 127.0.0.1:\(web) check inter 200 rise 1 fall 1
+
+        """, waitFor: front)
+        #expect(TestBed.waitUntil { Self.stat(socket, "ok", "a").contains(",UP,") && Self.stat(socket, "ok", "a").contains(",L7OK,0,") },
+                "\(Self.stat(socket, "ok", "a"))")
+        #expect(TestBed.waitUntil { bed.log().contains("Server refused/c is DOWN, reason: Layer7 wrong status, code: 48, info: \"See RFC: http://tools.ietf.org/html/rfc4511#section-4.1.9\"") },
+                "\(bed.log())")
+        #expect(Self.stat(socket, "refused", "c").contains(",L7STS,48,"), "\(Self.stat(socket, "refused", "c"))")
+        #expect(TestBed.waitUntil { bed.log().contains("Server notldap/b is DOWN, reason: Layer7 timeout") }, "\(bed.log())")
+    }
+
     /// `option ssl-hello-chk`: a TLS listener answers the SSLv3 hello with a handshake or an
     /// alert record (L6OK); an HTTP server waits for the end of a request that never comes
     /// (L6TOUT, a layer-6 timeout).

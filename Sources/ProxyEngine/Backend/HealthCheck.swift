@@ -389,7 +389,7 @@ final class HealthCheck: LoopObject {
                 let chunk = context.readScratch
                 // A pattern that must be there is judged on each arrival: once found, no more
                 // is read (the server's FIN is not waited for).
-                let judgedEarly = !e.negated && e.kind != .mysqlGreeting && e.kind != .mysqlReply
+                let judgedEarly = !e.negated && e.kind != .mysqlGreeting && e.kind != .mysqlReply && e.kind != .ldapBindResponse
                 let minimum = e.minRecv ?? 0
                 var found = false
                 reading: while !peerClosed && response.count < 65536 {
@@ -402,6 +402,10 @@ final class HealthCheck: LoopObject {
                     }
                 }
                 let finalData = peerClosed || response.count >= 65536
+                if e.kind == .ldapBindResponse {
+                    ldapBindResponse(finalData: finalData)
+                    return
+                }
                 if e.kind == .mysqlGreeting || e.kind == .mysqlReply {
                     guard mysqlPacket(e.kind, finalData: finalData) else { return }
                     stepIndex += 1
@@ -458,7 +462,7 @@ final class HealthCheck: LoopObject {
         case .rbinary:
             let hex = data.map { String($0, radix: 16, uppercase: true).leftPaddedWithZeros(2) }.joined()
             return regex?.matches(hex) ?? false
-        case .mysqlGreeting, .mysqlReply:
+        case .mysqlGreeting, .mysqlReply, .ldapBindResponse:
             return false
         }
     }
@@ -490,6 +494,32 @@ final class HealthCheck: LoopObject {
             return false
         }
         return true
+    }
+
+    /// `option ldap-check`: judges the answer to the bind once 14 bytes are in (or the
+    /// server is done): an LDAPMessage (BER) with message ID 1 and a bind response whose
+    /// result code is 0 passes; another code is `L7STS` with it; anything else is no LDAPv3.
+    func ldapBindResponse(finalData: Bool) {
+        let b = response
+        guard b.count >= 14 || finalData else { return }
+        /// The length at `at` (short or long form): where its content starts.
+        func contentStart(_ at: Int) -> Int? {
+            guard at < b.count else { return nil }
+            let first = Int(b[at])
+            return first & 0x80 == 0 ? at + 1 : at + 1 + (first & 0x7f)
+        }
+        guard b.count >= 2, b[0] == 0x30, let message = contentStart(1), message + 4 <= b.count,
+              b[message] == 0x02, b[message + 1] == 0x01, b[message + 2] == 0x01, b[message + 3] == 0x61,
+              let result = contentStart(message + 4), result + 3 <= b.count, b[result] == 0x0a, b[result + 1] == 0x01 else {
+            complete(false, reason: "Layer7 invalid response, info: \"Not LDAPv3 protocol\"", code: nil)
+            return
+        }
+        let code = Int(b[result + 2])
+        if code != 0 {
+            complete(false, reason: "Layer7 wrong status, info: \"See RFC: http://tools.ietf.org/html/rfc4511#section-4.1.9\"", code: code)
+            return
+        }
+        complete(true, reason: "Layer7 check passed", code: 0)
     }
 
     static func describe(_ step: TCPCheck.Step) -> String {
