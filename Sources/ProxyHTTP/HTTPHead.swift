@@ -63,10 +63,7 @@ public struct MessageHead: Sendable {
 
     mutating func reset() {
         method = .empty; target = .empty; status = 0; reasonPhrase = .empty; minorVersion = 1
-        // Room for a typical head's headers at once (8: most requests and responses; a larger
-        // head grows it once per connection), taken by the first head a connection parses:
-        // one that never sends a request (a probe, a TLS handshake alone) allocates none.
-        if headers.capacity == 0 { headers.reserveCapacity(8) } else { headers.removeAll(keepingCapacity: true) }
+        headers.removeAll(keepingCapacity: true)
         length = 0; startLineEnd = 0
         contentLength = nil; chunked = false; hasTransferEncoding = false
         connectionClose = false; connectionKeepAlive = false; connectionUpgrade = false; hasUpgradeHeader = false

@@ -37,16 +37,16 @@ enum ObservedOutcome {
 }
 
 extension Server {
-    /// Notes an outcome of this server's traffic (`observe`). Cheap when nothing observes.
+    /// Whether its traffic counts as health (`observe`): the hot paths test this before
+    /// they call `observed`, so that a server nobody observes costs a load and a branch.
     @inline(__always)
-    func observed(_ outcome: ObservedOutcome) {
-        guard let layer = observedLayer else { return }
-        observedSlowly(outcome, layer)
-    }
+    var observes: Bool { observedLayer != nil }
 
+    /// Notes an outcome of this server's traffic (`observe`). Out of line: the paths that
+    /// call it stay small.
     @inline(never)
-    private func observedSlowly(_ outcome: ObservedOutcome, _ layer: ObservedLayer) {
-        guard let error = outcome.isError(at: layer) else { return }
+    func observed(_ outcome: ObservedOutcome) {
+        guard let layer = observedLayer, let error = outcome.isError(at: layer) else { return }
         guard error else {
             if consecutiveErrors.load(ordering: .relaxed) != 0 { consecutiveErrors.store(0, ordering: .relaxed) }
             return

@@ -83,6 +83,8 @@ final class Connection: LoopObject {
     }
 
     /// Adds writability to the registration; epoll reports it at once if the socket has room.
+    /// Out of line: the read and write paths that may call it stay small.
+    @inline(never)
     func reportWritable() {
         reportsWritable = true
         guard !closed else { return }

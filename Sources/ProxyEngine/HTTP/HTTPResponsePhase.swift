@@ -144,7 +144,10 @@ extension HTTPTransaction {
         }
         responseStarted = true
         logStatus = status
-        server?.server?.observed(ObservedOutcome.goodStatus(status) ? .goodResponse : .wrongStatus)
+        // `observe`: one load and a test on the usual path (no server observes).
+        if let observing = slotServer, observing.observes {
+            observing.observed(ObservedOutcome.goodStatus(status) ? .goodResponse : .wrongStatus)
+        }
         let cookieSettings = backend?.settings.cookie
         // rewrite/prefix: the server's own Set-Cookie carries the server's identity.
         if let cookie = cookieSettings, cookie.mode == .rewrite || cookie.mode == .prefix,

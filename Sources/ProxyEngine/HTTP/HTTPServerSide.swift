@@ -111,7 +111,10 @@ extension HTTPTransaction {
             server = c
             phase = .connecting
             prepareRequest()
-            if c.connected && !closed { phase = .exchange; connectedMs = loop.now; noteServerSource(); chosen.observed(.connected) }
+            if c.connected && !closed {
+                phase = .exchange; connectedMs = loop.now; noteServerSource()
+                if chosen.observes { chosen.observed(.connected) }
+            }
         } catch let e as SystemError {
             connectFailed(e.code)
         } catch {
@@ -172,7 +175,7 @@ extension HTTPTransaction {
         connectedMs = loop.now
         noteServerSource()
         phase = .exchange
-        s.server?.observed(.connected)
+        if let observing = s.server, observing.observes { observing.observed(.connected) }
         return true
     }
 

@@ -158,6 +158,11 @@ final class HTTPTransaction: LoopObject, QueueWaiter, ConnectionOwner {
         let maxHead = context.model.configuration.global.bufferSize - context.model.configuration.global.maxRewrite
         parser = HTTPParser(maxHeadLength: maxHead)
         responseParser = HTTPParser(maxHeadLength: maxHead)
+        // Room for a typical head's headers at once (8: most requests and responses; a larger
+        // head grows it once per connection); an idle connection keeps what it has. (Taken
+        // here rather than at the first parse: that would cost a test on every request.)
+        request.headers.reserveCapacity(8)
+        response.headers.reserveCapacity(8)
         acceptedAt = Clock.wallClock()
         acceptedMs = context.loop.now
         idleSinceMs = acceptedMs

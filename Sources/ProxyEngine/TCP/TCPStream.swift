@@ -163,7 +163,10 @@ final class TCPStream: LoopObject, ConnectionOwner, QueueWaiter {
             }
             server = c
             connecting = !c.connected
-            if c.connected { connectedMs = loop.now; noteServerSource(); chosen.observed(.connected) }
+            if c.connected {
+                connectedMs = loop.now; noteServerSource()
+                if chosen.observes { chosen.observed(.connected) }
+            }
         } catch {
             chosen.observed(.connectFailed)
             retryOrClose()
@@ -221,7 +224,7 @@ final class TCPStream: LoopObject, ConnectionOwner, QueueWaiter {
                 return
             }
             connecting = false
-            s.server?.observed(.connected)
+            if let observing = s.server, observing.observes { observing.observed(.connected) }
             s.established()
             connectedMs = loop.now
             noteServerSource()
