@@ -1098,39 +1098,12 @@ extension ConfigParser {
         case "expect":
             var comment = try takeComment()
             // Options, before or after the pattern (HAProxy takes both).
+            let (found, plain) = try parseExpectOptions(rest, check: "tcp-check", at: location)
             var options = TCPCheck.Expectation(kind: .string, negated: false, pattern: [], text: "")
-            var plain: [String] = []
-            while let w = rest.popFirst() {
-                func value() throws -> String {
-                    guard let v = rest.popFirst() else { throw ConfigError("tcp-check expect: '\(w)' needs a value") }
-                    return v
-                }
-                func status(_ table: [String: String]) throws -> String {
-                    let v = try value()
-                    guard table[v] != nil else {
-                        throw ConfigError("tcp-check expect: '\(w)' expects one of \(table.keys.sorted().map { "'\($0)'" }.joined(separator: ", ")) but got '\(v)'")
-                    }
-                    return v
-                }
-                func format() throws -> String {
-                    let v = try value()
-                    if v.contains("%") {
-                        warning("tcp-check expect \(w): log-format variables are not expanded in checks yet: the text is reported as it is", at: location)
-                    }
-                    return v
-                }
-                switch w {
-                case "min-recv": options.minRecv = try Values.integer(try value(), for: "tcp-check expect min-recv", in: -1...Int(Int32.max))
-                case "ok-status": options.okStatus = try status(TCPCheck.okStatuses)
-                case "error-status": options.errorStatus = try status(TCPCheck.errorStatuses)
-                case "tout-status": options.timeoutStatus = try status(TCPCheck.timeoutStatuses)
-                case "on-success": options.onSuccess = try format()
-                case "on-error": options.onError = try format()
-                case "status-code": throw ConfigError("tcp-check expect: 'status-code' applies to http-check only")
-                default: plain.append(w)
-                }
-            }
-            if options.minRecv == -1 { options.minRecv = nil }
+            if let c = found.comment { comment = c }
+            options.minRecv = found.minRecv
+            options.okStatus = found.okStatus; options.errorStatus = found.errorStatus; options.timeoutStatus = found.timeoutStatus
+            options.onSuccess = found.onSuccess; options.onError = found.onError
             rest = ArraySlice(plain)
             var negated = false
             if rest.first == "!" { negated = true; rest = rest.dropFirst() }
@@ -1168,6 +1141,50 @@ extension ConfigParser {
         settings.tcpCheckRules = steps
     }
 
+    /// The options of a `tcp-check expect` or `http-check expect` line, wherever they stand
+    /// (HAProxy takes them before or after the pattern), and the line's other words in order.
+    func parseExpectOptions(_ words: ArraySlice<String>, check: String, at location: SourceLocation) throws
+        -> (options: (comment: String?, minRecv: Int?, okStatus: String?, errorStatus: String?, timeoutStatus: String?,
+                      onSuccess: String?, onError: String?), plain: [String]) {
+        var rest = words
+        var o: (comment: String?, minRecv: Int?, okStatus: String?, errorStatus: String?, timeoutStatus: String?,
+                onSuccess: String?, onError: String?) = (nil, nil, nil, nil, nil, nil, nil)
+        var plain: [String] = []
+        while let w = rest.popFirst() {
+            func value() throws -> String {
+                guard let v = rest.popFirst() else { throw ConfigError("\(check) expect: '\(w)' needs a value") }
+                return v
+            }
+            func status(_ table: [String: String]) throws -> String {
+                let v = try value()
+                guard table[v] != nil else {
+                    throw ConfigError("\(check) expect: '\(w)' expects one of \(table.keys.sorted().map { "'\($0)'" }.joined(separator: ", ")) but got '\(v)'")
+                }
+                return v
+            }
+            func format() throws -> String {
+                let v = try value()
+                if v.contains("%") { warning("\(check) expect \(w): log-format variables are not expanded in checks yet: the text is reported as it is", at: location) }
+                return v
+            }
+            switch w {
+            case "comment": o.comment = try value()
+            case "min-recv":
+                let n = try Values.integer(try value(), for: "\(check) expect min-recv", in: -1...Int(Int32.max))
+                o.minRecv = n == -1 ? nil : n
+            case "ok-status": o.okStatus = try status(TCPCheck.okStatuses)
+            case "error-status": o.errorStatus = try status(TCPCheck.errorStatuses)
+            case "tout-status": o.timeoutStatus = try status(TCPCheck.timeoutStatuses)
+            case "on-success": o.onSuccess = try format()
+            case "on-error": o.onError = try format()
+            case "status-code":
+                throw ConfigError(check == "tcp-check" ? "tcp-check expect: 'status-code' applies to http-check only" : "http-check expect status-code is not supported yet")
+            default: plain.append(w)
+            }
+        }
+        return (o, plain)
+    }
+
     /// `http-check expect ...` and `http-check send ...`.
     func parseHTTPCheck(_ args: ArraySlice<String>) throws {
         guard let sub = args.first else { throw ConfigError("'http-check' needs 'expect' or 'send'") }
@@ -1176,39 +1193,13 @@ extension ConfigParser {
         switch sub {
         case "expect":
             // Options, before or after the pattern (HAProxy takes both).
-            var e = HTTPCheck.Expectation(kind: .status, negated: false, pattern: "", comment: check.pendingComment)
+            let (found, plain) = try parseExpectOptions(rest, check: "http-check", at: currentLocation)
+            var e = HTTPCheck.Expectation(kind: .status, negated: false, pattern: "", comment: found.comment ?? check.pendingComment)
             check.pendingComment = nil
-            var plain: [String] = []
-            while let w = rest.popFirst() {
-                func value() throws -> String {
-                    guard let v = rest.popFirst() else { throw ConfigError("http-check expect: '\(w)' needs a value") }
-                    return v
-                }
-                func status(_ table: [String: String]) throws -> String {
-                    let v = try value()
-                    guard table[v] != nil else {
-                        throw ConfigError("http-check expect: '\(w)' expects one of \(table.keys.sorted().map { "'\($0)'" }.joined(separator: ", ")) but got '\(v)'")
-                    }
-                    return v
-                }
-                func format() throws -> String {
-                    let v = try value()
-                    if v.contains("%") { warning("http-check expect \(w): log-format variables are not expanded in checks yet: the text is reported as it is", at: currentLocation) }
-                    return v
-                }
-                switch w {
-                case "comment": e.comment = try value()
-                case "ok-status": e.okStatus = try status(TCPCheck.okStatuses)
-                case "error-status": e.errorStatus = try status(TCPCheck.errorStatuses)
-                case "tout-status": e.timeoutStatus = try status(TCPCheck.timeoutStatuses)
-                case "on-success": e.onSuccess = try format()
-                case "on-error": e.onError = try format()
-                case "min-recv":
-                    _ = try value()
-                    warning("http-check expect min-recv changes nothing here: the whole response head is read before it is judged", at: currentLocation)
-                case "status-code": throw ConfigError("http-check expect status-code is not supported yet")
-                default: plain.append(w)
-                }
+            e.okStatus = found.okStatus; e.errorStatus = found.errorStatus; e.timeoutStatus = found.timeoutStatus
+            e.onSuccess = found.onSuccess; e.onError = found.onError
+            if found.minRecv != nil {
+                warning("http-check expect min-recv changes nothing here: the whole response head is read before it is judged", at: currentLocation)
             }
             rest = ArraySlice(plain)
             if rest.first == "!" { e.negated = true; rest = rest.dropFirst() }

@@ -104,12 +104,7 @@ import Testing
             server b 127.0.0.1:\(web) check inter 150 weight 10 agent-check agent-port \(nobody) agent-inter 150
 
         """, waitFor: front)
-        func row(_ s: String) -> [String: String] {
-            let lines = (cli(socket, "show stat") ?? "").split(separator: "\n")
-            guard let header = lines.first?.dropFirst(2).split(separator: ",", omittingEmptySubsequences: false),
-                  let line = lines.first(where: { $0.hasPrefix("app,\(s),") })?.split(separator: ",", omittingEmptySubsequences: false) else { return [:] }
-            return Dictionary(zip(header.map(String.init), line.map(String.init)), uniquingKeysWith: { a, _ in a })
-        }
+        func row(_ s: String) -> [String: String] { statRow(socket, "app", s) }
         #expect(TestBed.waitUntil { row("a")["weight"] == "5" && row("a")["agent_status"] == "L7OK" }, "\(row("a"))")
         #expect(row("a")["agent_desc"] == "Layer7 check passed" && row("a")["agent_code"] == "0")
         #expect(bed.read(state + ".seen").hasPrefix("hello\n"), "agent-send: \(bed.read(state + ".seen").debugDescription)")
@@ -154,12 +149,7 @@ import Testing
             server d 127.0.0.1:\(nobody) check port \(web) inter 20s fall 3 observe layer4 error-limit 2 on-error sudden-death
 
         """, waitFor: front)
-        func row(_ b: String, _ s: String) -> [String: String] {
-            let lines = (cli(socket, "show stat") ?? "").split(separator: "\n")
-            guard let header = lines.first?.dropFirst(2).split(separator: ",", omittingEmptySubsequences: false),
-                  let line = lines.first(where: { $0.hasPrefix("\(b),\(s),") })?.split(separator: ",", omittingEmptySubsequences: false) else { return [:] }
-            return Dictionary(zip(header.map(String.init), line.map(String.init)), uniquingKeysWith: { a, _ in a })
-        }
+        func row(_ b: String, _ s: String) -> [String: String] { statRow(socket, b, s) }
         #expect(TestBed.waitUntil { row("app", "a")["check_status"] == "L7OK" && row("dead", "d")["check_status"] == "L4OK" }, "\(row("dead", "d"))")
         // Two bad statuses, a good one (the count starts again), then three bad: DOWN.
         for path in ["/status/503", "/status/500", "/", "/status/502", "/status/504"] {
@@ -223,12 +213,7 @@ import Testing
             server s 127.0.0.1:\(web) check inter 200 rise 1 fall 1
 
         """, waitFor: front)
-        func row(_ b: String) -> [String: String] {
-            let lines = (cli(socket, "show stat") ?? "").split(separator: "\n")
-            guard let header = lines.first?.dropFirst(2).split(separator: ",", omittingEmptySubsequences: false),
-                  let line = lines.first(where: { $0.hasPrefix("\(b),s,") })?.split(separator: ",", omittingEmptySubsequences: false) else { return [:] }
-            return Dictionary(zip(header.map(String.init), line.map(String.init)), uniquingKeysWith: { a, _ in a })
-        }
+        func row(_ b: String) -> [String: String] { statRow(socket, b, "s") }
         func result(_ b: String) -> [String?] { let r = row(b); return [r["status"], r["check_status"], r["check_code"], r["last_chk"]] }
         #expect(TestBed.waitUntil { result("a") == ["DOWN", "L7STS", "503", "X"] }, "\(result("a"))")
         #expect(TestBed.waitUntil { result("b") == ["DOWN", "L7RSP", "", "HTTP content check did not match"] }, "\(result("b"))")
@@ -274,12 +259,7 @@ import Testing
             server b 127.0.0.1:\(web) check inter 300 rise 1 fall 1 maxconn 7
 
         """, waitFor: front)
-        func row(_ s: String) -> [String: String] {
-            let lines = (cli(socket, "show stat") ?? "").split(separator: "\n")
-            guard let header = lines.first?.dropFirst(2).split(separator: ",", omittingEmptySubsequences: false),
-                  let line = lines.first(where: { $0.hasPrefix("app,\(s),") })?.split(separator: ",", omittingEmptySubsequences: false) else { return [:] }
-            return Dictionary(zip(header.map(String.init), line.map(String.init)), uniquingKeysWith: { a, _ in a })
-        }
+        func row(_ s: String) -> [String: String] { statRow(socket, "app", s) }
         #expect(TestBed.waitUntil { row("a")["check_status"] == "PROCOK" && row("b")["check_status"] == "PROCOK" }, "\(row("a"))")
         #expect(row("a")["check_code"] == "0" && row("a")["check_desc"] == "External check passed", "\(row("a"))")
         // What HAProxy 2.6 passes, compared by running it on the same file: these arguments
@@ -538,4 +518,12 @@ import Testing
         let stale = try TestBed.curl(["-H", "Cookie: SERVERID=wm01|\(now - 3600)|\(now - 3600)", "http://127.0.0.1:\(port)/s"]).2
         #expect(!stale.contains("|\(now - 3600); path=/"), "a stale cookie starts afresh: \(stale)")
     }
+}
+
+/// A server's `show stat` row as column → value (empty when the row or the socket is missing).
+func statRow(_ socket: String, _ backend: String, _ server: String) -> [String: String] {
+    let lines = (cli(socket, "show stat") ?? "").split(separator: "\n")
+    guard let header = lines.first?.dropFirst(2).split(separator: ",", omittingEmptySubsequences: false),
+          let line = lines.first(where: { $0.hasPrefix("\(backend),\(server),") })?.split(separator: ",", omittingEmptySubsequences: false) else { return [:] }
+    return Dictionary(zip(header.map(String.init), line.map(String.init)), uniquingKeysWith: { a, _ in a })
 }

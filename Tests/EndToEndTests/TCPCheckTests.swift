@@ -108,14 +108,7 @@ import Testing
             server d 127.0.0.1:\(port) check inter 200 rise 1 fall 1
 
         """, waitFor: front)
-        func column(_ b: String, _ s: String, _ name: String) -> String {
-            let lines = (cli(socket, "show stat") ?? "").split(separator: "\n")
-            guard let header = lines.first?.dropFirst(2).split(separator: ",", omittingEmptySubsequences: false),
-                  let i = header.firstIndex(of: Substring(name)),
-                  let line = lines.first(where: { $0.hasPrefix("\(b),\(s),") })?.split(separator: ",", omittingEmptySubsequences: false),
-                  i < line.count else { return "" }
-            return String(line[i])
-        }
+        func column(_ b: String, _ s: String, _ name: String) -> String { statRow(socket, b, s)[name] ?? "" }
         #expect(TestBed.waitUntil { column("ok", "a", "status") == "NOLB" }, "\(column("ok", "a", "status"))")
         #expect(column("ok", "a", "check_status") == "L7OKC" && column("ok", "a", "check_code") == "0" && column("ok", "a", "last_chk") == "pong seen")
         #expect(bed.log().contains("Server ok/a is stopping, reason: Layer7 check conditionally passed, code: 0, info: \"pong seen\", check duration: "), "\(bed.log())")

@@ -1,5 +1,17 @@
 """Helpers shared by the benchmark drivers."""
-import socket, time
+import os, socket, subprocess, time
+
+
+def dnsmasq_records(directory, port, count):
+    """A dnsmasq on 127.0.0.1:`port` answering app.test with `count` A records (127.2.x.y),
+    from a hosts directory under `directory`, EDNS up to 8192 bytes; returns its process."""
+    os.makedirs(os.path.join(directory, "hosts"), exist_ok=True)
+    with open(os.path.join(directory, "hosts", "app"), "w") as f:
+        for i in range(count):
+            f.write(f"127.2.{i // 250}.{i % 250 + 1} app.test\n")
+    return subprocess.Popen(["dnsmasq", "-k", "--log-facility=-", "-u", "root", f"--port={port}", "--listen-address=127.0.0.1",
+                             "--bind-interfaces", "--no-resolv", "--no-hosts", f"--hostsdir={directory}/hosts", "--pid-file=",
+                             "--local-ttl=0", "--edns-packet-max=8192"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def wait_port(port, timeout=10, host="127.0.0.1"):

@@ -8,6 +8,9 @@ its CPU is read over --seconds (`perf stat -e task-clock` when perf is installed
 """
 import argparse, os, shutil, signal, socket, subprocess, sys, tempfile, time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import dnsmasq_records  # noqa: E402
+
 RECORDS = 200
 
 
@@ -64,14 +67,8 @@ def main():
     ap.add_argument("--seconds", type=int, default=20)
     a = ap.parse_args()
     d = tempfile.mkdtemp(prefix="dns-bench-")
-    os.mkdir(os.path.join(d, "hosts"))
-    with open(os.path.join(d, "hosts", "app"), "w") as f:
-        for i in range(RECORDS):
-            f.write(f"127.2.{i // 250}.{i % 250 + 1} app.test\n")
     dns_port = 29653
-    dns = subprocess.Popen(["dnsmasq", "-k", "--log-facility=-", "-u", "root", f"--port={dns_port}", "--listen-address=127.0.0.1",
-                            "--bind-interfaces", "--no-resolv", "--no-hosts", f"--hostsdir={d}/hosts", "--pid-file=",
-                            "--local-ttl=0", "--edns-packet-max=8192"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    dns = dnsmasq_records(d, dns_port, RECORDS)
     results = {}
     try:
         for name, binary, port in (("proxy", a.proxy, 29680), ("haproxy", shutil.which("haproxy"), 29681)):

@@ -12,6 +12,8 @@ resolution of one name with 200 A records (dnsmasq, EDNS 8192), under callgrind.
 import argparse, os, re, shutil, signal, subprocess, sys, tempfile, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from benchlib import dnsmasq_records  # noqa: E402
 PORT = 19753
 
 
@@ -50,13 +52,7 @@ def main():
     ap.add_argument("--seconds", type=int, default=25)
     a = ap.parse_args()
     d = tempfile.mkdtemp(prefix="dns-client-")
-    os.mkdir(os.path.join(d, "hosts"))
-    with open(os.path.join(d, "hosts", "app"), "w") as f:
-        for i in range(200):
-            f.write(f"127.2.{i // 250}.{i % 250 + 1} app.test\n")
-    dns = subprocess.Popen(["dnsmasq", "-k", "--log-facility=-", "-u", "root", f"--port={PORT}", "--listen-address=127.0.0.1",
-                            "--bind-interfaces", "--no-resolv", "--no-hosts", f"--hostsdir={d}/hosts", "--pid-file=",
-                            "--local-ttl=0", "--edns-packet-max=8192"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    dns = dnsmasq_records(d, PORT, 200)
     try:
         time.sleep(0.5)
         cares = os.path.join(d, "cares")

@@ -62,6 +62,15 @@ http { access_log off; keepalive_requests 10000000;
 
 
 
+def wrk_result(out):
+    """wrk's requests, and its failed ones (socket errors and non-2xx/3xx answers)."""
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errors = sum(int(x) for x in m.groups()) if m else 0
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    non2xx = int(m.group(1)) if m else 0
+    return int(re.search(r"(\d+) requests in", out).group(1)), errors + non2xx
+
+
 def nginx(work, host, port):
     conf = os.path.join(work, "nginx-%s-%d.conf" % (host, port))
     open(conf, "w").write((NGINX % {"dir": work, "host": host, "port": port}).replace("nginx-%d.pid" % port, "nginx-%s-%d.pid" % (host, port)))
@@ -110,16 +119,11 @@ def run_dns(name, argv, work):
         if followed is None and re.search(r"app/a changed its IP from 127\.0\.0\.2 to 127\.0\.0\.3", log.read()):
             followed = time.time() - moved_at
         time.sleep(0.01)
-    out = wrk.stdout.read()
-    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    errors = sum(int(x) for x in m.groups()) if m else 0
-    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    non2xx = int(m.group(1)) if m else 0
-    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    requests, failed = wrk_result(wrk.stdout.read())
     p.terminate(); p.wait()
     for n in (old, new, other, dns):
         n.kill(); n.wait()
-    return requests, errors + non2xx, followed
+    return requests, failed, followed
 
 
 def run(name, argv, work):
@@ -138,16 +142,11 @@ def run(name, argv, work):
         if detected is None and re.search(r"Server app/a is DOWN", log.read()):
             detected = time.time() - killed_at
         time.sleep(0.01)
-    out = wrk.stdout.read()
-    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    errors = sum(int(x) for x in m.groups()) if m else 0
-    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    non2xx = int(m.group(1)) if m else 0
-    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    requests, failed = wrk_result(wrk.stdout.read())
     p.terminate(); p.wait()
     for n in nginxes:
         n.kill(); n.wait()
-    return requests, errors + non2xx, detected
+    return requests, failed, detected
 
 
 def main():

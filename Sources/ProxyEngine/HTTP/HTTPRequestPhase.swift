@@ -13,6 +13,10 @@ extension HTTPTransaction {
         if input == nil {
             guard client.readable, !client.eof else { return false }
             input = buffers.take()
+            if request.headers.capacity == 0 {
+                request.headers.reserveCapacity(8)
+                response.headers.reserveCapacity(8)
+            }
         }
         let inBuf = input!
         var moved = false
