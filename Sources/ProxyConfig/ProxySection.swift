@@ -1057,30 +1057,7 @@ extension ConfigParser {
                 throw ConfigError("tcp-check connect: only a first 'connect' is supported yet (it opens the check's connection)")
             }
             _ = try takeComment()
-            var c = TCPCheck.Connect()
-            while let w = rest.popFirst() {
-                func value() throws -> String {
-                    guard let v = rest.popFirst() else { throw ConfigError("tcp-check connect: '\(w)' needs a value") }
-                    return v
-                }
-                switch w {
-                case "default": break  // the server's own settings: what is used anyway
-                case "linger":
-                    warning("tcp-check connect: 'linger' changes nothing here: a check's connection is closed normally once it is judged", at: location)
-                case "port": c.port = try Values.integer(try value(), for: "tcp-check connect port", in: 1...65535)
-                case "addr":
-                    let v = try value()
-                    guard let ip = IPAddress(parsing: v) else { throw ConfigError("tcp-check connect: addr '\(v)' is not an IP address") }
-                    c.address = ip
-                case "ssl": c.ssl = true
-                case "sni": c.sni = try value()
-                case "send-proxy": c.sendProxy = true
-                case "alpn", "proto", "via-socks4", "check-sni":
-                    throw ConfigError("tcp-check connect: '\(w)' is not supported yet")
-                default:
-                    throw ConfigError("tcp-check connect: unknown argument '\(w)'; use port, addr, ssl, sni, send-proxy, linger or comment")
-                }
-            }
+            let (c, _) = try parseCheckConnect(rest, check: "tcp-check", at: location)
             steps.append(.connect(c))
         case "send", "send-binary":
             let comment = try takeComment()
@@ -1139,6 +1116,39 @@ extension ConfigParser {
             throw ConfigError("unknown 'tcp-check \(sub)'; use connect, send, send-binary, expect or comment")
         }
         settings.tcpCheckRules = steps
+    }
+
+    /// The options of a `tcp-check connect` or `http-check connect` line: where the check's
+    /// connection goes and how, and its `comment`.
+    func parseCheckConnect(_ words: ArraySlice<String>, check: String, at location: SourceLocation) throws -> (TCPCheck.Connect, String?) {
+        var rest = words
+        var c = TCPCheck.Connect()
+        var comment: String?
+        while let w = rest.popFirst() {
+            func value() throws -> String {
+                guard let v = rest.popFirst() else { throw ConfigError("\(check) connect: '\(w)' needs a value") }
+                return v
+            }
+            switch w {
+            case "default": break  // the server's own settings: what is used anyway
+            case "comment": comment = try value()
+            case "linger":
+                warning("\(check) connect: 'linger' changes nothing here: a check's connection is closed with a reset once it is judged", at: location)
+            case "port": c.port = try Values.integer(try value(), for: "\(check) connect port", in: 1...65535)
+            case "addr":
+                let v = try value()
+                guard let ip = IPAddress(parsing: v) else { throw ConfigError("\(check) connect: addr '\(v)' is not an IP address") }
+                c.address = ip
+            case "ssl": c.ssl = true
+            case "sni": c.sni = try value()
+            case "send-proxy": c.sendProxy = true
+            case "alpn", "proto", "via-socks4", "check-sni":
+                throw ConfigError("\(check) connect: '\(w)' is not supported yet")
+            default:
+                throw ConfigError("\(check) connect: unknown argument '\(w)'; use port, addr, ssl, sni, send-proxy, linger or comment")
+            }
+        }
+        return (c, comment)
     }
 
     /// The options of a `tcp-check expect` or `http-check expect` line, wherever they stand
@@ -1226,31 +1236,8 @@ extension ConfigParser {
             guard check.connect == nil, check.expectations.isEmpty else {
                 throw ConfigError("http-check connect: only one 'connect', before the first 'expect', is supported yet (it opens the check's connection)")
             }
-            var c = TCPCheck.Connect()
-            while let w = rest.popFirst() {
-                func value() throws -> String {
-                    guard let v = rest.popFirst() else { throw ConfigError("http-check connect: '\(w)' needs a value") }
-                    return v
-                }
-                switch w {
-                case "default": break
-                case "comment": check.pendingComment = try value()
-                case "port": c.port = try Values.integer(try value(), for: "http-check connect port", in: 1...65535)
-                case "addr":
-                    let v = try value()
-                    guard let ip = IPAddress(parsing: v) else { throw ConfigError("http-check connect: addr '\(v)' is not an IP address") }
-                    c.address = ip
-                case "ssl": c.ssl = true
-                case "sni": c.sni = try value()
-                case "send-proxy": c.sendProxy = true
-                case "linger":
-                    warning("http-check connect: 'linger' changes nothing here: a check's connection is closed with a reset once it is judged", at: currentLocation)
-                case "alpn", "proto", "via-socks4", "check-sni":
-                    throw ConfigError("http-check connect: '\(w)' is not supported yet")
-                default:
-                    throw ConfigError("http-check connect: unknown argument '\(w)'; use port, addr, ssl, sni, send-proxy, linger or comment")
-                }
-            }
+            let (c, comment) = try parseCheckConnect(rest, check: "http-check", at: currentLocation)
+            if let comment { check.pendingComment = comment }
             check.connect = c
         case "send":
             while let w = rest.popFirst() {
