@@ -324,6 +324,10 @@ extension ConfigParser {
     /// `option external-check`: the global switch and a command, as HAProxy requires; a
     /// command that is not an executable file is worth a warning now.
     func checkExternalChecks() {
+        for p in config.proxies where !p.settings.externalCheck && p.kind != .defaults
+            && (p.settings.externalCheckCommand != nil || !p.settings.externalCheckPath.isEmpty) && p.servers.contains(where: { $0.options.check }) {
+            warning("\(p.kind.rawValue) '\(p.name)': 'external-check command|path' has no effect without 'option external-check'", at: p.location)
+        }
         for p in config.proxies where p.settings.externalCheck && p.kind != .frontend {
             guard p.servers.contains(where: { $0.options.check }) else { continue }
             let at = p.settings.externalCheckLocation ?? p.location
@@ -346,7 +350,12 @@ extension ConfigParser {
         for pi in config.proxies.indices {
             let p = config.proxies[pi]
             for (si, s) in p.servers.enumerated() {
-                guard let layer = s.options.observe else { continue }
+                guard let layer = s.options.observe else {
+                    if s.options.errorReactionSet {
+                        warning("server '\(p.name)/\(s.name)': 'error-limit' and 'on-error' have no effect without 'observe layer4|layer7'", at: s.location)
+                    }
+                    continue
+                }
                 if layer == .layer7 && p.mode != .http {
                     warning("server '\(p.name)/\(s.name)': 'observe layer7' only applies to HTTP backends: ignored in mode \(p.mode.rawValue); use 'observe layer4'", at: s.location)
                     config.proxies[pi].servers[si].options.observe = nil

@@ -529,6 +529,8 @@ public struct ServerOptions: Sendable, Equatable {
     public var observe: ObservedLayer?
     /// `error-limit N`: how many errors in a row set off `on-error` (10).
     public var errorLimit = 10
+    /// `error-limit` or `on-error` was written (on this line or a `default-server`).
+    public var errorReactionSet = false
     /// `on-error`: what `error-limit` errors in a row do (`fail-check` by default).
     public var onError = OnErrorAction.failCheck
     public var slowStart: Milliseconds?

@@ -533,12 +533,14 @@ extension ConfigParser {
                 let v = try value(opt)
                 guard let n = Int(v), n > 0 else { throw ConfigError("\(what) error-limit: it has to be a number above 0, not '\(v)'") }
                 o.errorLimit = n
+                o.errorReactionSet = true
             case "on-error":
                 let v = try value(opt)
                 guard let action = OnErrorAction(rawValue: v) else {
                     throw ConfigError("\(what) on-error: expects one of 'fastinter', 'fail-check', 'sudden-death' or 'mark-down' but got '\(v)'")
                 }
                 o.onError = action
+                o.errorReactionSet = true
             case "on-marked-up":
                 let v = try value(opt)
                 guard v == "shutdown-backup-sessions" else { throw ConfigError("\(what) on-marked-up: the action is 'shutdown-backup-sessions'") }

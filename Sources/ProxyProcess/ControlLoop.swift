@@ -29,6 +29,7 @@ struct ControlLoop {
         static let handover: UInt64 = 4
         static let queries: UInt64 = 5
         static let master: UInt64 = 6
+        static let children: UInt64 = 7
         /// A predecessor's channel: this plus its descriptor (inside the channel range, so
         /// matched first).
         static let predecessor: UInt64 = 1 << 36
@@ -42,6 +43,7 @@ struct ControlLoop {
         try? epoll.add(engine.finished.fd, events: Epoll.readable, token: Token.finished)
         try? epoll.add(engine.stoppedAccepting.fd, events: Epoll.readable, token: Token.stoppedAccepting)
         try? epoll.add(engine.queries.doorbell.fd, events: Epoll.readable, token: Token.queries)
+        if let bell = ChildProcesses.doorbell { try? epoll.add(bell.fd, events: Epoll.readable, token: Token.children) }
         var masterOrders = masterPipe
         if let m = masterOrders {
             try? Socket.setNonBlocking(m)
@@ -136,6 +138,8 @@ struct ControlLoop {
                     engine.finished.drain()
                 case Token.queries:
                     engine.queries.runAnswered()
+                case Token.children:
+                    ChildProcesses.runRequests()
                 case Token.master:
                     // Orders, one per message: `U` soft stop, `T` stop, `S` + level with a
                     // CLI connection the master routes here; end of file: the master is gone.

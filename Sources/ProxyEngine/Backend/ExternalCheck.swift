@@ -65,25 +65,31 @@ extension HealthCheck {
         let run = externalRun
         let loop = context.loop
         nonisolated(unsafe) let target = self
-        do {
-            childPid = try ChildProcesses.spawn(e.path, [e.path, e.proxyAddressArgument, e.proxyPortArgument, address, port],
-                                                environment: environment) { status in
-                loop.post { target.externalExited(run, status) }
-            }
-            // As HAProxy bounds an external check: by `inter`.
-            context.loop.setDeadline(self, startedMs + Int64(options.inter))
-        } catch let error as SystemError {
-            childPid = 0
-            complete(false, reason: "External check error, info: \"cannot run '\(e.path)': \(error.reason)\"", code: 255)
-        } catch {
-            childPid = 0
-            complete(false, reason: "External check error", code: 255)
+        // The control thread starts it (DECISIONS: never from a data loop's stack) and
+        // reports the pid, then the exit; as HAProxy bounds an external check: by `inter`.
+        ChildProcesses.request(e.path, [e.path, e.proxyAddressArgument, e.proxyPortArgument, address, port], environment: environment,
+                               started: { pid, error in loop.post { target.externalStarted(run, pid, error, path: e.path) } },
+                               onExit: { status in loop.post { target.externalExited(run, status) } })
+        context.loop.setDeadline(self, startedMs + Int64(options.inter))
+    }
+
+    /// The command of run `run` started (`pid`), or could not (`error`).
+    func externalStarted(_ run: Int, _ pid: Int32?, _ error: String?, path: String) {
+        guard run == externalRun, inProgress else {
+            // The check timed out (or stopped) before the command started: it is not wanted.
+            if let pid { kill(-pid, SIGKILL) }
+            return
         }
+        guard let pid else {
+            complete(false, reason: "External check error, info: \"cannot run '\(path)': \(error ?? "unknown error")\"", code: 255)
+            return
+        }
+        childPid = pid
     }
 
     /// The command of run `run` exited with `status`: 0 passes, anything else fails.
     func externalExited(_ run: Int, _ status: Int32) {
-        guard run == externalRun, inProgress, childPid != 0 else { return }
+        guard run == externalRun, inProgress else { return }
         childPid = 0
         if status == 0 {
             complete(true, reason: "External check passed", code: 0)
