@@ -106,12 +106,11 @@ final class AgentCheck: LoopObject {
             case nil: failed("L4CON", "Layer4 connection problem"); return
             }
         }
-        var chunk = [UInt8](repeating: 0, count: 1024)
+        let chunk = context.readScratch
         while answer.count < 1024 {
-            let r = chunk.withUnsafeMutableBytes { try? Socket.read(s, into: $0.baseAddress!, count: $0.count) }
-            switch r {
+            switch try? Socket.read(s, into: chunk.baseAddress!, count: 1024) {
             case .done(let n)? where n > 0:
-                answer += chunk[0..<n]
+                answer.append(contentsOf: UnsafeRawBufferPointer(rebasing: chunk[0..<n]))
                 if answer.contains(10) { finish(); return }
             case .wouldBlock?:
                 return
@@ -138,7 +137,7 @@ final class AgentCheck: LoopObject {
         var line = answer.prefix { $0 != 10 && $0 != 13 }
         var description = ""
         if let hash = line.firstIndex(of: UInt8(ascii: "#")) {
-            description = String(decoding: line[line.index(after: hash)...], as: UTF8.self).trimmingSpaces()
+            description = String(decoding: line[line.index(after: hash)...], as: UTF8.self).trimmingBlanks()
             line = line[..<hash]
         }
         let words = String(decoding: line, as: UTF8.self).lowercased()
@@ -186,8 +185,7 @@ final class AgentCheck: LoopObject {
         guard server.isUp.load(ordering: .relaxed) != nowUp else { return }
         server.setUp(nowUp)
         server.upSince.store(nowUp ? max(1, context.loop.now) : 0, ordering: .relaxed)
-        let active = backend.servers.filter { !$0.isBackup && $0.isUsable }.count
-        let backups = backend.servers.filter { $0.isBackup && $0.isUsable }.count
+        let (active, backups) = backend.usableCounts()
         // HAProxy's words: the agent's verdict as a check result, its line in the info.
         let said = (nowUp ? "up" : "down") + (description.isEmpty ? "" : " (\(description))")
         var text = "Server \(backend.name)/\(server.name) is \(nowUp ? "UP" : "DOWN"), reason: Layer7 \(nowUp ? "check passed" : "wrong status"), code: 0, info: \"via agent : \(said)\", check duration: \(context.loop.now - startedMs)ms. "
@@ -195,14 +193,5 @@ final class AgentCheck: LoopObject {
             : "\(active) active and \(backups) backup servers left. \(server.active.load(ordering: .relaxed)) sessions active, 0 requeued, 0 remaining in queue."
         context.model.logger.alert(text, level: nowUp ? .notice : .alert, to: context.model.logger.destinations(for: backend.settings.logs))
         if nowUp { backend.slotFreed() }
-    }
-}
-
-extension String {
-    /// Without the spaces and tabs around it.
-    func trimmingSpaces() -> String {
-        let bytes = Array(utf8)
-        guard let first = bytes.firstIndex(where: { $0 != 32 && $0 != 9 }), let last = bytes.lastIndex(where: { $0 != 32 && $0 != 9 }) else { return "" }
-        return String(decoding: bytes[first...last], as: UTF8.self)
     }
 }

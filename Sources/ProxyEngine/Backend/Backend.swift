@@ -47,6 +47,14 @@ public final class Backend: @unchecked Sendable {
     /// Slots its servers hold now (`scur`).
     public let active = Atomic<Int>(0)
 
+    /// How many of its normal and backup servers take traffic now (the log lines' "N active
+    /// and M backup servers"), in one pass.
+    func usableCounts() -> (active: Int, backups: Int) {
+        var active = 0, backups = 0
+        for s in servers where s.isUsable { if s.isBackup { backups += 1 } else { active += 1 } }
+        return (active, backups)
+    }
+
     /// `serverTLS` holds the TLS servers' contexts by `backend/server`, loaded beforehand.
     init(definition: ProxyDefinition, serverTLS: [String: ServerTLS]) throws {
         name = definition.name

@@ -739,8 +739,7 @@ final class HealthCheck: LoopObject {
 
     /// `NOLB` begins: logged as HAProxy logs a server that is stopping.
     func stopping(duration: Int64, reason: String = "Layer7 check conditionally passed", code: Int? = 404) {
-        let active = backend.servers.filter { !$0.isBackup && $0.isUsable }.count
-        let backups = backend.servers.filter { $0.isBackup && $0.isUsable }.count
+        let (active, backups) = backend.usableCounts()
         let line = "Server \(backend.name)/\(server.name) is stopping, reason: \(Self.withCode(reason, code)), check duration: \(duration)ms. \(active) active and \(backups) backup servers online. 0 sessions requeued, 0 total in queue."
         context.model.logger.alert(line, level: .notice, to: context.model.logger.destinations(for: backend.settings.logs))
     }
@@ -776,8 +775,7 @@ final class HealthCheck: LoopObject {
         server.setUp(up)
         if !up { server.lastCheck.withLock { $0.downTransitions += 1 } }
         server.upSince.store(up ? max(1, context.loop.now) : 0, ordering: .relaxed)
-        let active = backend.servers.filter { !$0.isBackup && $0.isUsable }.count
-        let backups = backend.servers.filter { $0.isBackup && $0.isUsable }.count
+        let (active, backups) = backend.usableCounts()
         var line = "Server \(backend.name)/\(server.name) is \(up ? "UP" : "DOWN"), reason: \(Self.withCode(reason, code))"
         if let duration { line += ", check duration: \(duration)ms" }
         line += ". \(active) active and \(backups) backup servers \(up ? "online" : "left")."

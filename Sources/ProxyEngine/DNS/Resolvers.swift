@@ -404,8 +404,7 @@ final class Resolvers: LoopObject {
     }
 
     private func goingDown(_ s: Server, _ b: Backend, _ reason: String) {
-        let active = b.servers.filter { !$0.isBackup && $0.isUsable }.count
-        let backups = b.servers.filter { $0.isBackup && $0.isUsable }.count
+        let (active, backups) = b.usableCounts()
         log("Server \(b.name)/\(s.name) is going DOWN for maintenance (\(reason)). \(active) active and \(backups) backup servers left. \(s.active.load(ordering: .relaxed)) sessions active, 0 requeued, 0 remaining in queue.", level: .warning, b)
     }
 

@@ -13,6 +13,9 @@ extension HTTPTransaction {
         if input == nil {
             guard client.readable, !client.eof else { return false }
             input = buffers.take()
+            // Room for a typical head's headers at once (8: most requests and responses; a
+            // larger head grows it once per connection), taken with the first request's bytes:
+            // a connection that sends none (a probe, a TLS handshake alone) allocates none.
             if request.headers.capacity == 0 {
                 request.headers.reserveCapacity(8)
                 response.headers.reserveCapacity(8)

@@ -158,14 +158,6 @@ final class HTTPTransaction: LoopObject, QueueWaiter, ConnectionOwner {
         let maxHead = context.model.configuration.global.bufferSize - context.model.configuration.global.maxRewrite
         parser = HTTPParser(maxHeadLength: maxHead)
         responseParser = HTTPParser(maxHeadLength: maxHead)
-        // Room for a typical head's headers at once (8: most requests and responses; a larger
-        // head grows it once per connection); an idle connection keeps what it has. A TLS
-        // client takes it with its first request's bytes: a handshake alone (a probe, a
-        // resumption check) allocates none.
-        if connection.transport == nil {
-            request.headers.reserveCapacity(8)
-            response.headers.reserveCapacity(8)
-        }
         acceptedAt = Clock.wallClock()
         acceptedMs = context.loop.now
         idleSinceMs = acceptedMs
