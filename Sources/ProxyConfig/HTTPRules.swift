@@ -202,6 +202,13 @@ extension ConfigParser {
     /// An action may not read what its phase does not have: an error, as HAProxy's alert.
     func checkFetch(_ e: SampleExpression, _ phase: RulePhase, _ what: String) throws {
         guard !e.fetch.usage.isAvailable(in: phase) else { return }
+        if phase == .check {
+            // HAProxy loads these and finds nothing at run time; a check has no client.
+            var needs = e.fetch.usage.needs
+            if case .variable(let s) = e.fetch.usage { needs = "a '\(s.rawValue).' variable, which a health check does not have (it has 'check.', 'sess.' and 'proc.' ones)" }
+            else if e.fetch.usage != .connection { needs = "a client's HTTP message, which a health check does not have" }
+            throw ConfigError("\(what): '\(e.description)' cannot work in a health check: it needs \(needs); a check reads the server's answer (res.payload), its variables, the environment and process state")
+        }
         var fix = ""
         if phase == .response || phase == .log, e.fetch.usage == .request { fix = "; " + Self.captureHint(e) }
         if phase == .log, e.fetch.usage == .response || e.fetch.usage == .currentMessage {
@@ -216,7 +223,8 @@ extension ConfigParser {
     /// A variable of a scope that does not exist in the phase could never be set or read.
     func checkVariableScope(_ scope: VariableScope, _ phase: RulePhase, _ what: String) throws {
         guard FetchUsage.variable(scope).isAvailable(in: phase) else {
-            let other = scope == .req ? "txn." : scope == .res ? "txn." : "sess."
+            if scope == .check { throw ConfigError("\(what): a 'check.' variable exists only in health checks (tcp-check, http-check); use a 'txn.' or 'sess.' variable") }
+            let other = phase == .check ? "check." : scope == .req ? "txn." : scope == .res ? "txn." : "sess."
             throw ConfigError("\(what): a '\(scope.rawValue).' variable does not exist during the \(phase.rawValue); use a '\(other)' variable")
         }
     }

@@ -387,12 +387,38 @@ public struct HTTPCheck: Sendable, Equatable {
     /// `http-check connect`: the check's connection goes elsewhere (another port or address,
     /// TLS, a PROXY header).
     public var connect: TCPCheck.Connect?
+    /// `http-check send uri-lf`, `body-lf`: log-format texts rendered at each check, in place
+    /// of `uri` and `body`. Header values (`hdr`) are always log-format texts, as in HAProxy.
+    public var uriFormat: String?
+    public var bodyFormat: String?
+    /// `http-check set-var`, `set-var-fmt`, `unset-var`, each with where it stands among the
+    /// other rules: before the request is sent, or after the expectations before it passed.
+    public var variableActions: [VariableAction] = []
+    /// Whether a `http-check send` line was read yet (actions before it shape the request).
+    public var sendSeen = false
+
+    public struct VariableAction: Sendable, Equatable {
+        public var action: CheckVariableAction
+        /// How many expectations come before it.
+        public var afterExpectations: Int
+        /// Whether it runs before the request is built (it stands before `http-check send`,
+        /// or before the first expectation when there is no send line).
+        public var beforeSend: Bool
+    }
 
     public struct Expectation: Sendable, Equatable {
-        public enum Kind: String, Sendable { case status, rstatus, string, rstring }
+        public enum Kind: String, Sendable {
+            case status, rstatus, string, rstring
+            /// `string-lf`: the body holds a log-format text rendered at each check.
+            case stringFormat = "string-lf"
+            /// `hdr`, `fhdr`: a response header (`headerMatch`), its value split on commas or whole.
+            case header = "hdr", fullHeader = "fhdr"
+        }
         public var kind: Kind
         public var negated: Bool
         public var pattern: String
+        /// `hdr`/`fhdr`: which header, and what its value must be.
+        public var headerMatch: HeaderMatch?
         /// `comment` (or a `http-check comment` line before it): added to the check's info.
         public var comment: String?
         /// `ok-status`, `error-status`, `tout-status`, `on-success`, `on-error`: as for tcp-check.
@@ -401,6 +427,38 @@ public struct HTTPCheck: Sendable, Equatable {
         public var timeoutStatus: String?
         public var onSuccess: String?
         public var onError: String?
+        /// `status-code <expr>`: the check's code when this expect decides the result.
+        public var statusCode: SampleExpression?
+    }
+}
+
+/// `http-check expect hdr|fhdr name [-m METHOD] NAME [value [-m METHOD] VALUE]`: names are
+/// matched without case, values with it; `name-lf`/`value-lf` are log-format texts.
+public struct HeaderMatch: Sendable, Equatable {
+    public enum Method: String, Sendable { case str, beg, end, sub, reg }
+    public var name: String
+    public var nameMethod = Method.str
+    public var nameIsFormat = false
+    public var value: String?
+    public var valueMethod = Method.str
+    public var valueIsFormat = false
+    public init(name: String) { self.name = name }
+}
+
+/// `tcp-check|http-check set-var(NAME) EXPR`, `set-var-fmt(NAME) FMT`, `unset-var(NAME)`.
+public struct CheckVariableAction: Sendable, Equatable {
+    public enum Value: Sendable, Equatable {
+        case expression(SampleExpression)
+        case format(String)
+    }
+    public var scope: VariableScope
+    public var name: String
+    /// Nil: `unset-var`.
+    public var value: Value?
+    public init(scope: VariableScope, name: String, value: Value?) {
+        self.scope = scope
+        self.name = name
+        self.value = value
     }
 }
 
@@ -416,12 +474,19 @@ public struct TCPCheck: Sendable, Equatable {
         /// The connection (only as the first step): another port or address, TLS, a PROXY header.
         case connect(Connect)
         case send([UInt8])
+        /// `send-lf`, `send-binary-lf`: a log-format text rendered at each check (for binary,
+        /// hexadecimal digits turned into bytes).
+        case sendFormat(String, binary: Bool)
         case expect(Expectation)
         case comment(String)
+        /// `set-var`, `set-var-fmt`, `unset-var`.
+        case variable(CheckVariableAction)
     }
 
     public struct Connect: Sendable, Equatable {
         public var port: Int?
+        /// `port <expr>`: the port, worked out at each check (`var(check.port)`).
+        public var portExpression: SampleExpression?
         public var address: IPAddress?
         public var ssl = false
         public var sni: String?
@@ -432,6 +497,8 @@ public struct TCPCheck: Sendable, Equatable {
     public struct Expectation: Sendable, Equatable {
         public enum Kind: String, Sendable {
             case string, rstring, binary, rbinary
+            /// `string-lf`, `binary-lf`: the pattern is a log-format text rendered at each check.
+            case stringFormat = "string-lf", binaryFormat = "binary-lf"
             /// `option mysql-check`'s own: one MySQL packet, the server's greeting, then the
             /// answer to our login (an error packet fails the check with its message).
             case mysqlGreeting = "mysql greeting", mysqlReply = "mysql reply"
@@ -456,6 +523,8 @@ public struct TCPCheck: Sendable, Equatable {
         /// `on-success`, `on-error`: the check's info then.
         public var onSuccess: String?
         public var onError: String?
+        /// `status-code <expr>`: the check's code when this expect decides the result.
+        public var statusCode: SampleExpression?
     }
 
     /// HAProxy's check statuses an expect may set, with the reason each is reported with.

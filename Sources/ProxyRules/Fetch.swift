@@ -17,9 +17,10 @@ public enum FetchScope: Int, Comparable, Sendable {
     public static func < (a: FetchScope, b: FetchScope) -> Bool { a.rawValue < b.rawValue }
 }
 
-/// Scope of a variable: `proc.`, `sess.`, `txn.`, `req.`, `res.`.
+/// Scope of a variable: `proc.`, `sess.`, `txn.`, `req.`, `res.`; `check.` lives for one
+/// run of a health check.
 public enum VariableScope: String, Sendable, CaseIterable {
-    case proc, sess, txn, req, res
+    case proc, sess, txn, req, res, check
 }
 
 /// Which HTTP message a header or cookie fetch reads: the message being processed (`hdr`,
@@ -29,9 +30,11 @@ public enum MessageSide: Sendable, Equatable {
 }
 
 /// When a rule runs: as the connection is accepted, on the request, or on the response;
-/// or when the access-log line is written, once both messages are gone.
+/// or when the access-log line is written, once both messages are gone; or in a health
+/// check (`tcp-check`, `http-check`), which has no client at all.
 public enum RulePhase: String, Sendable {
     case connection, request, response, log
+    case check = "health check"
 }
 
 /// What a fetch needs, as HAProxy 2.6 classifies fetches; it decides where a rule may use it.
@@ -52,10 +55,22 @@ public enum FetchUsage: Sendable, Equatable {
     case response
     /// A variable, whose scope says when it exists.
     case variable(VariableScope)
+    /// What a server answered a health check (`res.payload`).
+    case checkAnswer
 
     /// Whether a fetch of this class can give a value in `phase`.
     public func isAvailable(in phase: RulePhase) -> Bool {
+        if phase == .check {
+            // A check has a server and its answer, no client: the environment, process
+            // state and its own `check.` and `sess.` variables (one run each), and `proc.`.
+            switch self {
+            case .load, .process, .checkAnswer: return true
+            case .variable(let scope): return scope == .proc || scope == .sess || scope == .check
+            default: return false
+            }
+        }
         switch self {
+        case .checkAnswer: return false
         case .load, .process, .connection: return true
         case .capturedRequest: return phase != .connection
         case .currentMessage: return phase == .request || phase == .response
@@ -67,6 +82,7 @@ public enum FetchUsage: Sendable, Equatable {
             case .txn: return phase != .connection
             case .req: return phase == .request
             case .res: return phase == .response
+            case .check: return false
             }
         }
     }
@@ -76,8 +92,11 @@ public enum FetchUsage: Sendable, Equatable {
         switch self {
         case .request: return "the request, which is gone once it is sent to the server"
         case .response: return "the response, which does not exist yet"
+        case .variable(.check): return "a 'check.' variable, which only health checks have"
         case .variable(let s): return "a '\(s.rawValue).' variable, which does not exist there"
         case .capturedRequest, .currentMessage: return "an HTTP message"
+        case .connection: return "a client connection"
+        case .checkAnswer: return "what a server answered a health check (tcp-check, http-check), which is all it reads here"
         default: return "nothing"
         }
     }
@@ -133,6 +152,8 @@ public enum Fetch: Equatable, Sendable, CustomStringConvertible {
     case capturedRequestHeader(Int)
     /// `var(scope.name[,default])`.
     case variable(VariableScope, String, defaultValue: String?)
+    /// `res.payload(offset,length)`: bytes of a health check's answer (length 0: to its end).
+    case responsePayload(offset: Int, length: Int)
 
     /// Whether it reads the client's first bytes, which only `tcp-request inspect-delay`
     /// waits for in a TCP frontend.
@@ -151,6 +172,7 @@ public enum Fetch: Equatable, Sendable, CustomStringConvertible {
         case .source, .sourcePort, .destination, .destinationPort, .tlsFrontend, .tlsServerName, .tlsProtocol, .tlsCipher, .tlsALPN, .tlsResumed, .tlsClient: return .connection
         // The client's first bytes: not known when the connection is accepted.
         case .helloType, .helloServerName, .helloVersion: return .request
+        case .responsePayload: return .request
         default: return .request
         }
     }
@@ -173,6 +195,7 @@ public enum Fetch: Equatable, Sendable, CustomStringConvertible {
             }
         case .status, .responseVersion: return .response
         case .variable(let s, _, _): return .variable(s)
+        case .responsePayload: return .checkAnswer
         case .path, .url, .query, .urlParameter, .requestLength, .contentLength, .isHTTP: return .request
         }
     }
@@ -180,7 +203,8 @@ public enum Fetch: Equatable, Sendable, CustomStringConvertible {
     public var outputType: SampleType {
         switch self {
         case .env, .constantString, .constantBinary, .path, .url, .query, .method, .requestVersion, .responseVersion, .urlParameter, .header,
-             .fullHeader, .cookie, .tlsServerName, .tlsProtocol, .tlsCipher, .tlsALPN, .helloServerName, .capturedRequestHeader: return .string
+             .fullHeader, .cookie, .tlsServerName, .tlsProtocol, .tlsCipher, .tlsALPN, .helloServerName, .capturedRequestHeader,
+             .responsePayload: return .string
         case .helloType, .helloVersion: return .integer
         case .envInteger, .constantInt, .sourcePort, .destinationPort, .headerCount, .requestLength,
              .contentLength, .backendUsableServers, .status: return .integer
@@ -246,6 +270,7 @@ public enum Fetch: Equatable, Sendable, CustomStringConvertible {
         case .helloVersion: return "req.ssl_ver"
         case .capturedRequestHeader(let n): return "capture.req.hdr(\(n))"
         case .variable(let s, let n, let d): return "var(\(s.rawValue).\(n)" + (d.map { ",\($0)" } ?? "") + ")"
+        case .responsePayload(let o, let l): return "res.payload(\(o),\(l))"
         }
     }
 }
@@ -270,7 +295,7 @@ extension VariableScope {
     /// digits, `_` and `.` only.
     public static func parseName(_ text: String, what: String) throws -> (VariableScope, String) {
         guard let dot = text.firstIndex(of: "."), let scope = VariableScope(rawValue: String(text[..<dot])) else {
-            throw RuleError("\(what): invalid variable name '\(text)'; a name starts with its scope: proc, sess, txn, req or res, e.g. txn.path")
+            throw RuleError("\(what): invalid variable name '\(text)'; a name starts with its scope: proc, sess, txn, req, res or check, e.g. txn.path")
         }
         let name = String(text[text.index(after: dot)...])
         guard !name.isEmpty, name.utf8.allSatisfy({ ($0 | 0x20 >= 0x61 && $0 | 0x20 <= 0x7a) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x5f || $0 == 0x2e }) else {
@@ -416,6 +441,12 @@ public enum FetchRegistry {
             return .variable(scope, name, defaultValue: args.count > 1 ? args[1] : nil)
         }, method: nil, usage: "var(<scope>.<name>[,<default>])")
         e["str"] = Entry(arguments: 1...1, build: { args in .constantString(args[0]) }, method: nil, usage: "str(<text>)")
+        e["res.payload"] = Entry(arguments: 2...2, build: { args in
+            guard let o = Int(args[0]), o >= 0, let l = Int(args[1]), l >= 0 else {
+                throw RuleError("fetch 'res.payload' takes an offset and a length, both integers >= 0 (length 0: to the end): res.payload(<offset>,<length>)")
+            }
+            return .responsePayload(offset: o, length: l)
+        }, method: nil, usage: "res.payload(<offset>,<length>)")
         e["ipv4"] = Entry(arguments: 1...1, build: { args in
             guard let ip = IPAddress(parsing: args[0]), ip.isV4 else { throw RuleError("fetch 'ipv4' takes an IPv4 address, not '\(args[0])'") }
             return .constantIP(ip)

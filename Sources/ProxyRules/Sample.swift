@@ -26,6 +26,10 @@ public enum Converter: Equatable, Sendable, CustomStringConvertible {
     case add(Int64), sub(Int64), mul(Int64), div(Int64)
     /// `map(FILE[,DEFAULT])` and the other `map_*` forms.
     case map(MapLookup)
+    /// `cut_crlf`: the text up to its first CR or LF.
+    case cutCRLF
+    /// `ltrim(CHARS)`, `rtrim(CHARS)`: those bytes taken off the start, or the end.
+    case leftTrim([UInt8]), rightTrim([UInt8])
 
     public var description: String {
         switch self {
@@ -37,10 +41,13 @@ public enum Converter: Equatable, Sendable, CustomStringConvertible {
         case .mul(let n): return "mul(\(n))"
         case .div(let n): return "div(\(n))"
         case .map(let m): return m.description
+        case .cutCRLF: return "cut_crlf"
+        case .leftTrim(let c): return "ltrim(\(String(decoding: c, as: UTF8.self)))"
+        case .rightTrim(let c): return "rtrim(\(String(decoding: c, as: UTF8.self)))"
         }
     }
 
-    static let names = ["lower", "upper", "bool", "add", "sub", "mul", "div", "map"]
+    static let names = ["lower", "upper", "bool", "add", "sub", "mul", "div", "map", "cut_crlf", "ltrim", "rtrim"]
 
     /// Parses one converter call, e.g. `add(2)`.
     static func parse(_ text: String) throws -> Converter {
@@ -64,6 +71,14 @@ public enum Converter: Equatable, Sendable, CustomStringConvertible {
         case "mul": return .mul(try intArg())
         case "div":
             return .div(try intArg())
+        case "cut_crlf": return try noArgs(.cutCRLF)
+        case "ltrim", "rtrim":
+            // One argument, the characters; quotes around it (`ltrim(' ')`) are taken off.
+            guard let a = args, a.count == 1 else { throw RuleError("converter '\(name)' takes the characters to remove, e.g. \(name)(' ')") }
+            var chars = a[0]
+            if chars.count >= 2, let q = chars.first, q == "'" || q == "\"", chars.last == q { chars = String(chars.dropFirst().dropLast()) }
+            guard !chars.isEmpty else { throw RuleError("converter '\(name)' needs at least one character to remove") }
+            return name == "ltrim" ? .leftTrim(Array(chars.utf8)) : .rightTrim(Array(chars.utf8))
         case _ where name.hasPrefix("map"):
             return .map(try mapConverter(name, args))
         case "int":
@@ -117,6 +132,9 @@ public enum Converter: Equatable, Sendable, CustomStringConvertible {
             return .integer
         case .map(let m):
             return m.output
+        case .cutCRLF, .leftTrim, .rightTrim:
+            if input != .string && input != .any { throw RuleError("converter '\(self)' needs a string, but gets \(input == .integer ? "an integer" : input == .ip ? "an address" : "a boolean")") }
+            return .string
         }
     }
 }
@@ -190,6 +208,17 @@ public struct SampleExpression: Equatable, Sendable, CustomStringConvertible {
                 guard let found = m.apply(value, fold: fold) else { return nil }
                 value = found
                 fold = .none
+            case .cutCRLF, .leftTrim, .rightTrim:
+                // The borrowed bytes, narrowed: nothing is copied.
+                guard case .bytes(let p) = value else { break }
+                var start = 0, end = p.count
+                switch c {
+                case .cutCRLF: end = p.firstIndex { $0 == 13 || $0 == 10 } ?? p.count
+                case .leftTrim(let chars): while start < end && chars.contains(p[start]) { start += 1 }
+                default:
+                    if case .rightTrim(let chars) = c { while end > start && chars.contains(p[end - 1]) { end -= 1 } }
+                }
+                value = .bytes(UnsafeRawBufferPointer(rebasing: p[start..<end]))
             }
         }
         return (value, fold)

@@ -524,6 +524,30 @@ import Testing
 func statRow(_ socket: String, _ backend: String, _ server: String) -> [String: String] {
     let lines = (cli(socket, "show stat") ?? "").split(separator: "\n")
     guard let header = lines.first?.dropFirst(2).split(separator: ",", omittingEmptySubsequences: false),
-          let line = lines.first(where: { $0.hasPrefix("\(backend),\(server),") })?.split(separator: ",", omittingEmptySubsequences: false) else { return [:] }
-    return Dictionary(zip(header.map(String.init), line.map(String.init)), uniquingKeysWith: { a, _ in a })
+          let line = lines.first(where: { $0.hasPrefix("\(backend),\(server),") }) else { return [:] }
+    return Dictionary(zip(header.map(String.init), csvFields(line)), uniquingKeysWith: { a, _ in a })
+}
+
+/// The fields of one CSV line, as HAProxy writes them: a field with a comma or a quote is
+/// in double quotes, its own quotes doubled.
+func csvFields(_ line: Substring) -> [String] {
+    var fields: [String] = [], field = "", quoted = false
+    var chars = line.makeIterator()
+    var pending: Character? = nil
+    while let c = pending ?? chars.next() {
+        pending = nil
+        if quoted {
+            if c == "\"" {
+                if let n = chars.next() { if n == "\"" { field.append("\"") } else { quoted = false; pending = n } } else { quoted = false }
+            } else { field.append(c) }
+        } else if c == "\"" && field.isEmpty {
+            quoted = true
+        } else if c == "," {
+            fields.append(field); field = ""
+        } else {
+            field.append(c)
+        }
+    }
+    fields.append(field)
+    return fields
 }

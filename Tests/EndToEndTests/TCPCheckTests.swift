@@ -230,4 +230,81 @@ import Testing
         let query = try Harness.run("/usr/bin/mariadb", ["--no-defaults", "-h", "127.0.0.1", "-P", String(front), "-uhaproxy", "-N", "-e", "SELECT 1+1"])
         #expect(query.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "2", "\(query.stdout) \(query.stderr)")
     }
+
+    static let aiosmtpd = (try? Harness.run("/usr/bin/env", ["python3", "-c", "import aiosmtpd"]).status) == 0
+    static let postgres = (try? FileManager.default.contentsOfDirectory(atPath: "/usr/lib/postgresql"))?.sorted().last.map { "/usr/lib/postgresql/\($0)/bin" }
+
+    /// `option smtpchk` as HAProxy 2.6 runs it (banner, EHLO, QUIT, each answer 2xx): against
+    /// Python's aiosmtpd the result is the QUIT answer's text and code; a 5xx banner or a 5xx
+    /// answer to HELO is L7STS with the server's words and code, decided as soon as they are in.
+    /// Identical to HAProxy's `show stat` and log lines on the same servers.
+    @Test(.enabled(if: aiosmtpd, "needs python3 -m pip install aiosmtpd"))
+    func smtpCheck() throws {
+        let bed = try TestBed()
+        let smtp = TestBed.freePort(), banner = TestBed.freePort(), helo = TestBed.freePort(), front = TestBed.freePort()
+        try bed.start(Harness.which("python3") ?? "/usr/bin/python3", ["-m", "aiosmtpd", "-n", "-l", "127.0.0.1:\(smtp)"])
+        let talker = Harness.root + "/Tests/EndToEndTests/Helpers/talker.py"
+        try bed.start(Harness.which("python3") ?? "/usr/bin/python3", [talker, String(banner), "554 5.7.1 go away\\r\\n"])
+        try bed.start(Harness.which("python3") ?? "/usr/bin/python3", [talker, String(helo), "220 hi there\\r\\n", "550 no HELO for you\\r\\n"])
+        for p in [smtp, banner, helo] { #expect(TestBed.waitForPort(p), "SMTP peer on \(p)") }
+        let socket = bed.directory + "/api.sock"
+        try bed.proxy("""
+        global
+            stats socket \(socket) level admin
+        \(TestBed.defaults("tcp"))
+            timeout check 500
+        frontend f
+            bind 127.0.0.1:\(front)
+            default_backend ok
+        backend ok
+            option smtpchk EHLO proxy.test
+            server a 127.0.0.1:\(smtp) check inter 200 rise 1 fall 1
+        backend banner
+            option smtpchk
+            server a 127.0.0.1:\(banner) check inter 200 rise 1 fall 1
+        backend helo
+            option smtpchk
+            server a 127.0.0.1:\(helo) check inter 200 rise 1 fall 1
+
+        """, waitFor: front)
+        func result(_ b: String) -> [String] { CheckRuleTests.result(socket, b, "a") }
+        #expect(TestBed.waitUntil { result("ok") == ["UP", "L7OK", "221", "Bye"] }, "\(result("ok"))")
+        #expect(TestBed.waitUntil { result("banner") == ["DOWN", "L7STS", "554", "5.7.1 go away"] }, "\(result("banner"))")
+        #expect(TestBed.waitUntil { result("helo") == ["DOWN", "L7STS", "550", "no HELO for you"] }, "\(result("helo"))")
+        // Decided on the answer, not on the server's close a second later.
+        #expect(bed.log().contains("Server banner/a is DOWN, reason: Layer7 wrong status, code: 554, info: \"5.7.1 go away\", check duration: 0ms."), "\(bed.log())")
+    }
+
+    /// `option pgsql-check user U` against a real PostgreSQL: a user it lets in is L7OK with
+    /// HAProxy's words; one pg_hba.conf rejects is L7RSP with the server's severity, as
+    /// HAProxy quotes it (its text ends at the first NUL); a server that is not PostgreSQL is
+    /// HAProxy's "PostgreSQL unknown error".
+    @Test(.enabled(if: postgres != nil && getuid() == 0, "needs postgresql (and root, to run it as the postgres user)"))
+    func pgsqlCheck() throws {
+        let bed = try TestBed()
+        let bin = Self.postgres!, data = bed.directory + "/pg"
+        try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
+        let asPostgres = ["--reuid=postgres", "--regid=postgres", "--init-groups"]
+        #expect(try Harness.run("/usr/bin/chown", ["postgres", data, bed.directory]).status == 0)
+        let initdb = try Harness.run("/usr/bin/setpriv", asPostgres + [bin + "/initdb", "-D", data + "/data", "-A", "trust", "-U", "haproxy"])
+        #expect(initdb.status == 0, "\(initdb.stderr)")
+        let hba = data + "/data/pg_hba.conf"
+        try ("host all nobody 127.0.0.1/32 reject\n" + (try String(contentsOfFile: hba, encoding: .utf8))).write(toFile: hba, atomically: true, encoding: .utf8)
+        let port = TestBed.freePort(), notPG = try bed.backend(name: "web", kind: "echo"), front = TestBed.freePort()
+        try bed.start("/usr/bin/setpriv", asPostgres + [bin + "/postgres", "-D", data + "/data", "-p", String(port), "-k", data,
+                                                         "-c", "listen_addresses=127.0.0.1"], log: bed.directory + "/pg.log")
+        #expect(TestBed.waitForPort(port, timeout: 30), "postgres: \(bed.read(bed.directory + "/pg.log"))")
+        let socket = bed.directory + "/api.sock"
+        var config = "global\n    stats socket \(socket) level admin\n\(TestBed.defaults("tcp"))\n    timeout check 500\nfrontend db\n    bind 127.0.0.1:\(front)\n    default_backend ok\n"
+        for (name, user, target) in [("ok", "haproxy", port), ("rejected", "nobody", port), ("notpg", "haproxy", notPG)] {
+            config += "backend \(name)\n    option pgsql-check user \(user)\n    server s 127.0.0.1:\(target) check inter 200 rise 1 fall 1\n"
+        }
+        try bed.proxy(config, waitFor: front)
+        func result(_ b: String) -> [String] { CheckRuleTests.result(socket, b, "s") }
+        #expect(TestBed.waitUntil(timeout: 15) { result("ok") == ["UP", "L7OK", "0", "PostgreSQL server is ok"] }, "\(result("ok"))")
+        #expect(TestBed.waitUntil { result("rejected") == ["DOWN", "L7RSP", "", "FATAL"] }, "\(result("rejected"))")
+        // An echo server returns our startup packet: no 'E', but no authentication request.
+        #expect(TestBed.waitUntil { result("notpg") == ["DOWN", "L7STS", "0", "PostgreSQL unknown error"] }, "\(result("notpg"))")
+        #expect(bed.log().contains("Server rejected/s is DOWN, reason: Layer7 invalid response, info: \"FATAL\", check duration: "), "\(bed.log())")
+    }
 }

@@ -152,7 +152,7 @@ func term(_ text: String) throws -> ACLTerm {
         ("hdr", "fetch 'hdr' needs a header name, e.g. hdr(host)"),
         ("env(1X)", "fetch 'env': '1X' is not a variable name"),
         ("srv_is_up(app)", "fetch 'srv_is_up' takes <backend>/<server>, not 'app'"),
-        ("var(foo)", "fetch 'var': invalid variable name 'foo'; a name starts with its scope: proc, sess, txn, req or res, e.g. txn.path"),
+        ("var(foo)", "fetch 'var': invalid variable name 'foo'; a name starts with its scope: proc, sess, txn, req, res or check, e.g. txn.path"),
         ("nbsrv(app),div(x) gt 1", "converter 'div' takes one integer argument, e.g. div(1)"),
         ("path,lowr x", "unknown converter 'lowr'; did you mean 'lower'?"),
     ])

@@ -35,9 +35,18 @@ extension RuntimeCommands {
         fields.reserveCapacity(104)
         for (i, name) in Self.statFields.enumerated() {
             let s = shape[i]
-            fields.append(s == "@" ? (values[name] ?? "") : s)
+            fields.append(s == "@" ? Self.csvField(values[name] ?? "") : s)
         }
         return fields.joined(separator: ",") + ",-,\n"
+    }
+
+    /// A field as HAProxy writes it in CSV: in double quotes (its own doubled) when it holds
+    /// a comma, a quote or a line break, as a check's info quoting a server's answer may.
+    static func csvField(_ text: String) -> String {
+        guard text.utf8.contains(where: { $0 == 0x2c || $0 == 0x22 || $0 == 0x0a || $0 == 0x0d }) else { return text }
+        var out = "\""
+        for c in text { if c == "\"" { out += "\"\"" } else { out.append(c) } }
+        return out + "\""
     }
 
     /// The counters every row kind shares.

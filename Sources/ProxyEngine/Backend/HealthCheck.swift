@@ -17,9 +17,37 @@ final class HealthCheck: LoopObject {
     var address: SocketAddress {
         var a = server.address
         if let ip = tcpConnect?.address ?? options.checkAddress { a = Backend.socketAddress(ip, port: a.port) }
-        if let port = tcpConnect?.port ?? options.checkPort { a.setPort(UInt16(port)) }
+        if let port = dynamicPort ?? tcpConnect?.port ?? options.checkPort { a.setPort(UInt16(port)) }
         return a
     }
+    /// `tcp-check connect port <expr>`: the port this run worked out (nil: none).
+    var dynamicPort: Int?
+    /// The first step after the connection is an expect: the server speaks first.
+    var serverSpeaksFirst: Bool {
+        guard let steps = tcpSteps, let first = steps.first(where: { if case .variable = $0 { return false }; return true }),
+              case .expect = first else { return false }
+        return true
+    }
+    /// `set-var` lines before a `tcp-check connect` (they may give its port): run first.
+    let preConnectActions: [CheckVariableAction]
+    /// This run's `check.` and `sess.` variables.
+    var variables = CheckVariables()
+    /// The log-format texts of the check's rules, compiled once.
+    var formats: [String: LogFormat] = [:]
+    /// When this run began, for the date variables of its log-format texts.
+    var startedWall: (seconds: Int, microseconds: Int) = (0, 0)
+    /// A `send-lf` step's bytes, rendered when the step begins.
+    var pendingSend: [UInt8]?
+    /// `http-check` with log-format parts (`uri-lf`, `body-lf`, a `%` header) or `set-var`
+    /// lines before the request: the request is built at each run. Nil: it is `baseRequest`.
+    let dynamicHTTP: HTTPCheck?
+    /// The PROXY header a check sends first, if any.
+    let proxyHeader: [UInt8]
+    /// `http-check set-var` lines after the request is sent, run between the expectations.
+    let httpActions: [HTTPCheck.VariableAction]
+    /// Each `http-check expect`'s regexes, compiled once: the pattern's (`rstatus`,
+    /// `rstring`, a header name matched `-m reg`), and a header value's.
+    let expectationRegexes: [(pattern: PosixRegex?, value: PosixRegex?)]
     /// `option tcp-check` (or a protocol check): the steps after the connection, and the
     /// first rule's `connect` options. Nil: a connect or HTTP check.
     let tcpSteps: [TCPCheck.Step]?
@@ -79,29 +107,64 @@ final class HealthCheck: LoopObject {
         options = server.definition.options
         var request: [UInt8]?
         var stateAt: Int?
+        var texts: [String] = []
         if let h = backend.settings.httpCheck {
-            var text = "\(h.method) \(h.uri) \(h.version)\r\n"
-            for f in h.headers { text += "\(f.name): \(f.value)\r\n" }
-            if let body = h.body { text += "content-length: \(body.utf8.count)\r\n\r\n\(body)" } else { text += "\r\n" }
-            request = Array(text.utf8)
-            if h.sendState { stateAt = "\(h.method) \(h.uri) \(h.version)\r\n".utf8.count }
+            let dynamic = h.uriFormat != nil || h.bodyFormat != nil || h.headers.contains { $0.value.contains("%") }
+                || h.variableActions.contains { $0.beforeSend }
+            dynamicHTTP = dynamic ? h : nil
+            if !dynamic {
+                request = Self.httpRequest(h, uri: Array(h.uri.utf8), headers: h.headers.map { ($0.name, Array($0.value.utf8)) }, body: h.body.map { Array($0.utf8) })
+                if h.sendState { stateAt = "\(h.method) \(h.uri) \(h.version)\r\n".utf8.count }
+            }
+            texts += [h.uriFormat, h.bodyFormat].compactMap { $0 } + h.headers.map(\.value)
+            for e in h.expectations {
+                texts += [e.onSuccess, e.onError, e.kind == .stringFormat ? e.pattern : nil].compactMap { $0 }
+                if let m = e.headerMatch {
+                    if m.nameIsFormat { texts.append(m.name) }
+                    if m.valueIsFormat, let v = m.value { texts.append(v) }
+                }
+            }
+            for a in h.variableActions { if case .format(let f)? = a.action.value { texts.append(f) } }
             expectations = h.expectations
             disableOn404 = h.disableOn404
             layer7 = true
+            httpActions = h.variableActions.filter { !$0.beforeSend }
+            expectationRegexes = h.expectations.map { e in
+                let m = e.headerMatch
+                let pattern = e.kind == .rstatus || e.kind == .rstring ? try? PosixRegex(e.pattern)
+                    : m?.nameMethod == .reg ? try? PosixRegex(m!.name) : nil
+                return (pattern, m?.valueMethod == .reg ? m!.value.flatMap { try? PosixRegex($0) } : nil)
+            }
         } else {
+            httpActions = []
+            expectationRegexes = []
             request = nil
             expectations = []
             disableOn404 = false
             layer7 = false
+            dynamicHTTP = nil
         }
         if let t = backend.settings.tcpCheck {
             var steps = t.origin == "tcp-check" ? backend.settings.tcpCheckRules : t.steps
-            var connect: TCPCheck.Connect?
-            if case .connect(let c)? = steps.first(where: { if case .comment = $0 { return false }; return true }) {
-                connect = c
-                steps.removeAll { if case .connect = $0 { return true }; return false }
-            }
             steps.removeAll { if case .comment = $0 { return true }; return false }
+            var connect: TCPCheck.Connect?
+            var before: [CheckVariableAction] = []
+            // `set-var` lines may come before the `connect` (its port may read them).
+            if let at = steps.firstIndex(where: { if case .variable = $0 { return false }; return true }), case .connect(let c) = steps[at] {
+                connect = c
+                for case .variable(let a) in steps[..<at] { before.append(a) }
+                steps.removeSubrange(...at)
+            }
+            preConnectActions = before
+            for step in t.origin == "tcp-check" ? backend.settings.tcpCheckRules : t.steps {
+                switch step {
+                case .sendFormat(let f, _): texts.append(f)
+                case .expect(let e):
+                    texts += [e.onSuccess, e.onError, e.kind == .stringFormat || e.kind == .binaryFormat ? e.text : nil].compactMap { $0 }
+                case .variable(let a): if case .format(let f)? = a.value { texts.append(f) }
+                default: break
+                }
+            }
             tcpSteps = steps
             tcpConnect = connect
             tcpOrigin = t.origin
@@ -111,6 +174,7 @@ final class HealthCheck: LoopObject {
             }
         } else {
             tcpSteps = nil
+            preConnectActions = []
             // `http-check connect` opens the check's connection as a tcp-check's would.
             tcpConnect = backend.settings.httpCheck?.connect
             tcpOrigin = ""
@@ -124,7 +188,11 @@ final class HealthCheck: LoopObject {
             let header = ProxyProtocol.encode(version, source: nil, destination: nil, ssl: options.proxyV2SSL)
             request = header + (request ?? [])
             stateAt = stateAt.map { $0 + header.count }
+            proxyHeader = header
+        } else {
+            proxyHeader = []
         }
+        if dynamicHTTP != nil && request == nil { request = [] }
         self.request = request
         baseRequest = request
         stateHeaderAt = stateAt
@@ -138,6 +206,27 @@ final class HealthCheck: LoopObject {
             readTimeout = nil
         }
         super.init()
+        for t in texts where formats[t] == nil { formats[t] = LogFormat(t) }
+    }
+
+    /// An HTTP check's request: the request line, the headers (one whose value is empty is
+    /// left out, as HAProxy does), `content-length` and the body when there is one.
+    static func httpRequest(_ h: HTTPCheck, uri: [UInt8], headers: [(String, [UInt8])], body: [UInt8]?, stateHeader: String? = nil) -> [UInt8] {
+        var out = Array(h.method.utf8) + [0x20] + (uri.isEmpty ? [0x2f] : uri) + [0x20] + Array(h.version.utf8) + [13, 10]
+        if let stateHeader { out += Array(stateHeader.utf8) }
+        for (name, value) in headers where !value.isEmpty { out += Array(name.utf8) + [0x3a, 0x20] + value + [13, 10] }
+        if let body { out += Array("content-length: \(body.count)\r\n\r\n".utf8) + body } else { out += [13, 10] }
+        return out
+    }
+
+    /// A dynamic HTTP check's request for this run: `set-var` lines before the send first,
+    /// then the log-format parts rendered.
+    func buildDynamicRequest(_ h: HTTPCheck) -> [UInt8] {
+        for a in h.variableActions where a.beforeSend { run(a.action) }
+        let uri = h.uriFormat.map { render($0) } ?? Array(h.uri.utf8)
+        let headers = h.headers.map { ($0.name, $0.value.contains("%") ? render($0.value) : Array($0.value.utf8)) }
+        let body = h.bodyFormat.map { render($0) } ?? h.body.map { Array($0.utf8) }
+        return proxyHeader + Self.httpRequest(h, uri: uri, headers: headers, body: body, stateHeader: h.sendState ? stateHeader() : nil)
     }
 
     static func host(of a: SocketAddress) -> ServerAddress.Host {
@@ -196,7 +285,7 @@ final class HealthCheck: LoopObject {
                 reason = words
             }
             if connected, tls == nil || handshakeDone, let steps = tcpSteps, stepIndex < steps.count, tcpOrigin == "tcp-check" {
-                reason += ", info: \" at step \(stepNumber) of \(tcpOrigin) (\(Self.describe(steps[stepIndex])))\""
+                reason += ", info: \" at step \(stepNumber) of \(tcpOrigin)\(Self.describe(steps[stepIndex]))\""
             }
             complete(false, reason: reason, code: nil)
             return
@@ -224,9 +313,16 @@ final class HealthCheck: LoopObject {
     }
 
     func begin() {
-        if let at = stateHeaderAt, let base = baseRequest {
+        variables.reset()
+        startedWall = Clock.wallClock()
+        pendingSend = nil
+        if let h = dynamicHTTP {
+            request = buildDynamicRequest(h)
+        } else if let at = stateHeaderAt, let base = baseRequest {
             request = Array(base[..<at]) + Array(stateHeader().utf8) + Array(base[at...])
         }
+        for a in preConnectActions { run(a) }
+        dynamicPort = tcpConnect?.portExpression.flatMap { integer($0) }.flatMap { (1...65535).contains($0) ? Int($0) : nil }
         inProgress = true
         connected = false
         sent = 0
@@ -243,8 +339,10 @@ final class HealthCheck: LoopObject {
             fd = s
             // As HAProxy does: the ACK of the server's SYN-ACK waits to ride on the check's
             // first bytes (one packet less each way), and a check that sends nothing never
-            // completes the server's accept (it ends with a reset).
-            if address.family != AF_UNIX { try? Socket.setOption(s, level: Int32(IPPROTO_TCP), name: TCP_QUICKACK, value: 0) }
+            // completes the server's accept (it ends with a reset). Not when the server
+            // speaks first (SMTP, a tcp-check that starts with an expect): its accept, and so
+            // its banner, would wait for the delayed ACK.
+            if address.family != AF_UNIX && !serverSpeaksFirst { try? Socket.setOption(s, level: Int32(IPPROTO_TCP), name: TCP_QUICKACK, value: 0) }
             handshakeDone = false
             if let t = server.tls, t.forChecks || tcpConnect?.ssl == true {
                 tls = t.checkServerName.withOptionalCString { name in
@@ -375,28 +473,61 @@ final class HealthCheck: LoopObject {
         while stepIndex < steps.count {
             switch steps[stepIndex] {
             case .send(let bytes):
-                switch sendAll(s, bytes, from: &stepSent) {
-                case .done: break
-                case .wouldBlock: return
-                case .failed:
-                    complete(false, reason: "Layer7 connection problem, info: \" at step \(stepNumber) of \(tcpOrigin) (send)\"", code: nil)
-                    return
+                guard sendStep(s, bytes) else { return }
+                stepIndex += 1
+            case .sendFormat(let text, let binary):
+                if pendingSend == nil {
+                    var bytes = render(text)
+                    if binary {
+                        guard let b = HealthCheck.bytes(hexadecimal: bytes) else {
+                            complete(false, reason: "Layer7 invalid response, info: \"tcp-check send : failed to build log-format string at step \(stepNumber)\"", code: nil)
+                            return
+                        }
+                        bytes = b
+                    }
+                    pendingSend = bytes
                 }
-                stepSent = 0
-                response.removeAll(keepingCapacity: true)
+                // Nothing to send (the text rendered empty): the step is done, as in HAProxy.
+                if let bytes = pendingSend, !bytes.isEmpty {
+                    guard sendStep(s, bytes) else { return }
+                } else {
+                    response.removeAll(keepingCapacity: true)
+                }
+                pendingSend = nil
+                stepIndex += 1
+            case .variable(let action):
+                run(action)
                 stepIndex += 1
             case .expect(let e):
                 let chunk = context.readScratch
                 // A pattern that must be there is judged on each arrival: once found, no more
                 // is read (the server's FIN is not waited for).
                 let judgedEarly = !e.negated && e.kind != .mysqlGreeting && e.kind != .mysqlReply && e.kind != .ldapBindResponse
-                let minimum = e.minRecv ?? 0
+                var minimum = e.minRecv ?? 0
                 var found = false
+                // `string-lf`, `binary-lf`: the pattern of this run.
+                var pattern = e.pattern
+                if e.kind == .stringFormat || e.kind == .binaryFormat {
+                    pattern = render(e.text)
+                    if pattern.isEmpty {
+                        complete(false, reason: "Layer7 invalid response, info: \"log-format string evaluated to an empty string\(e.comment.map { " comment: " + $0 } ?? "")\"", code: nil)
+                        return
+                    }
+                    if e.kind == .binaryFormat {
+                        guard let b = HealthCheck.bytes(hexadecimal: pattern) else {
+                            complete(false, reason: "Layer7 invalid response, info: \"Failed to parse hexastring resulting of eval of a log-format string\(e.comment.map { " comment: " + $0 } ?? "")\"", code: nil)
+                            return
+                        }
+                        pattern = b
+                    }
+                    // As HAProxy: judged once at least that much is in.
+                    minimum = max(minimum, pattern.count)
+                }
                 reading: while !peerClosed && response.count < 65536 {
                     switch receive(s, chunk.baseAddress!, chunk.count) {
                     case .done(let n)? where n > 0:
                         response.append(contentsOf: UnsafeRawBufferPointer(rebasing: chunk[0..<n]))
-                        if judgedEarly && response.count >= minimum && Self.matches(e, response, regex: stepRegexes[stepIndex]) { found = true; break reading }
+                        if judgedEarly && response.count >= minimum && Self.matches(e, response, pattern: pattern, regex: stepRegexes[stepIndex]) { found = true; break reading }
                     case .wouldBlock?: break reading
                     default: peerClosed = true
                     }
@@ -413,15 +544,20 @@ final class HealthCheck: LoopObject {
                 }
                 // `min-recv`: not judged before that much is in, unless the server is done.
                 if response.count < minimum && !finalData { return }
-                if !found { found = Self.matches(e, response, regex: stepRegexes[stepIndex]) }
-                if !found && !finalData { return }
+                if !found { found = Self.matches(e, response, pattern: pattern, regex: stepRegexes[stepIndex]) }
+                // A mismatch waits for more, unless the server is done or `min-recv` is set
+                // (then that much is conclusive), as HAProxy judges.
+                if !found && !finalData && e.minRecv == nil { return }
                 if found == e.negated {
-                    let what = e.negated ? "matched unwanted content '\(e.text)'" : "did not match content '\(e.text)'"
-                    let info = e.onError ?? e.comment ?? "TCPCHK \(what) at step \(stepNumber)"
-                    let words = e.errorStatus.flatMap { TCPCheck.errorStatuses[$0] }
-                        ?? "\(answerLayer) \(found || !response.isEmpty ? "invalid response" : "connection problem")"
-                    // L7STS carries a code, 0 outside HTTP, as HAProxy reports it.
-                    complete(false, reason: "\(words), info: \"\(info)\"", code: e.errorStatus == "L7STS" ? 0 : nil)
+                    // HAProxy's info: the `on-error` text, or for `option tcp-check` what did
+                    // not match where; then the rule's comment.
+                    let what = (e.negated ? "matched unwanted content" : "did not match content") + Self.patternDescription(e)
+                    var info = e.onError.map { String(decoding: render($0), as: UTF8.self) }
+                        ?? (tcpOrigin == "tcp-check" ? "TCPCHK \(what) at step \(stepNumber)" : "")
+                    if let c = e.comment { info += " comment: " + c }
+                    let status = e.errorStatus ?? (found || !response.isEmpty || answerLayer == "Layer6" ? "L\(answerLayer.last!)RSP" : "L4CON")
+                    let words = TCPCheck.errorStatuses[status] ?? "\(answerLayer) invalid response"
+                    complete(false, reason: Self.withInfo(words, info), code: resultCode(status, e.statusCode))
                     return
                 }
                 lastPassed = e
@@ -430,31 +566,101 @@ final class HealthCheck: LoopObject {
                 stepIndex += 1
             }
         }
-        let expected = steps.contains { if case .expect = $0 { return true }; return false }
-        // The last expect's `ok-status` and `on-success`, when it has them.
-        if let e = lastPassed, case .expect(let last)? = steps.last, last == e, e.okStatus != nil || e.onSuccess != nil {
-            let words = e.okStatus.flatMap { TCPCheck.okStatuses[$0] } ?? (answerLayer == "Layer6" ? "Layer6 check passed" : "Layer7 check passed")
-            let reason = words + (e.onSuccess.map { ", info: \"\($0)\"" } ?? "")
+        // The result is the last rule's (`set-var` lines aside), as in HAProxy: an expect's
+        // `ok-status` and `on-success`; a send's L7OK; a lone `connect`'s L4OK. `option
+        // tcp-check` says "(tcp-check)" where no text is given.
+        let generic = tcpOrigin == "tcp-check"
+        switch steps.last(where: { if case .variable = $0 { return false }; return true }) {
+        case .expect(let e)?:
+            let status = e.okStatus ?? "L7OK"
+            let info = e.onSuccess.map { String(decoding: render($0), as: UTF8.self) } ?? (generic ? "(tcp-check)" : "")
+            let reason = Self.withInfo(TCPCheck.okStatuses[status] ?? "Layer7 check passed", info)
+            let code = resultCode(status, e.statusCode)
             // `L7OKC`: a running server stops taking new traffic (`NOLB`), as HAProxy does.
-            let conditional = e.okStatus == "L7OKC"
-            if conditional && isUp && server.setNoLoadBalancing(true) { stopping(duration: context.loop.now - startedMs, reason: reason, code: 0) }
-            complete(true, reason: reason, code: conditional ? 0 : nil)
-            return
+            if status == "L7OKC" && isUp && server.setNoLoadBalancing(true) { stopping(duration: context.loop.now - startedMs, reason: reason, code: code) }
+            complete(true, reason: reason, code: code)
+        case nil:
+            complete(true, reason: Self.withInfo(tls != nil ? "Layer6 check passed" : "Layer4 check passed", generic && tcpConnect != nil ? "(tcp-check)" : ""), code: nil)
+        default:
+            complete(true, reason: Self.withInfo("Layer7 check passed", generic ? "(tcp-check)" : ""), code: 0)
         }
-        complete(true, reason: expected ? (answerLayer == "Layer6" ? "Layer6 check passed" : "Layer7 check passed") : tls != nil ? "Layer6 check passed" : "Layer4 check passed",
-                 code: tcpOrigin == "mysql-check" ? 0 : nil)
     }
 
-    /// The step's number as HAProxy reports it: rules from 1, an explicit `connect` counted.
-    var stepNumber: Int { stepIndex + 1 + (tcpConnect != nil ? 1 : 0) }
+    /// The words of a result with its info, when there is one.
+    static func withInfo(_ words: String, _ info: String) -> String {
+        info.isEmpty ? words : "\(words), info: \"\(info)\""
+    }
 
-    /// Whether an expect's pattern is in what the server sent.
-    static func matches(_ e: TCPCheck.Expectation, _ data: [UInt8], regex: PosixRegex?) -> Bool {
+    /// The code a tcp-check result reports: HAProxy shows one for its layer-7 results (L7OK,
+    /// L7OKC, L7STS), 0 unless `status-code` works one out.
+    func resultCode(_ status: String, _ expression: SampleExpression?) -> Int? {
+        guard status == "L7OK" || status == "L7OKC" || status == "L7STS" else { return nil }
+        return expression.flatMap { integer($0) }.map { Int(truncatingIfNeeded: $0) } ?? 0
+    }
+
+    /// Sends a step's bytes, as far as the socket takes them; true once all are out (the
+    /// next step then starts with a fresh answer).
+    func sendStep(_ s: FileDescriptor, _ bytes: [UInt8]) -> Bool {
+        switch sendAll(s, bytes, from: &stepSent) {
+        case .done: break
+        case .wouldBlock: return false
+        case .failed:
+            complete(false, reason: "Layer7 connection problem, info: \" at step \(stepNumber) of \(tcpOrigin) (send)\"", code: nil)
+            return false
+        }
+        stepSent = 0
+        response.removeAll(keepingCapacity: true)
+        return true
+    }
+
+    /// How HAProxy names an expect's pattern in its failure: the text of a `string`, the kind
+    /// of the others.
+    static func patternDescription(_ e: TCPCheck.Expectation) -> String {
         switch e.kind {
-        case .string, .binary:
-            guard !e.pattern.isEmpty, data.count >= e.pattern.count else { return e.pattern.isEmpty }
-            for i in 0...(data.count - e.pattern.count) where data[i] == e.pattern[0] {
-                if data[i..<(i + e.pattern.count)].elementsEqual(e.pattern) { return true }
+        case .string: return " '\(e.text)'"
+        case .binary: return " (binary)"
+        case .rstring: return " (regex)"
+        case .rbinary: return " (binary regex)"
+        case .stringFormat: return " (log-format string)"
+        case .binaryFormat: return " (log-format binary)"
+        case .mysqlGreeting, .mysqlReply, .ldapBindResponse: return ""
+        }
+    }
+
+    static func hexDigit(_ c: UInt8) -> UInt8? {
+        switch c {
+        case 0x30...0x39: return c - 0x30
+        case 0x41...0x46: return c - 0x41 + 10
+        case 0x61...0x66: return c - 0x61 + 10
+        default: return nil
+        }
+    }
+
+    /// Hexadecimal digits (`send-binary-lf`, `binary-lf`) as bytes; nil when they are not.
+    static func bytes(hexadecimal text: [UInt8]) -> [UInt8]? {
+        guard text.count % 2 == 0 else { return nil }
+        var out: [UInt8] = []
+        out.reserveCapacity(text.count / 2)
+        var i = 0
+        while i < text.count {
+            guard let h = hexDigit(text[i]), let l = hexDigit(text[i + 1]) else { return nil }
+            out.append(h << 4 | l)
+            i += 2
+        }
+        return out
+    }
+
+    /// The step's number as HAProxy reports it: rules from 1, an explicit `connect` and the
+    /// `set-var` lines before it counted.
+    var stepNumber: Int { stepIndex + 1 + (tcpConnect != nil && tcpSteps != nil ? 1 + preConnectActions.count : 0) }
+
+    /// Whether an expect's pattern (`pattern`: its bytes in this run) is in what the server sent.
+    static func matches(_ e: TCPCheck.Expectation, _ data: [UInt8], pattern: [UInt8], regex: PosixRegex?) -> Bool {
+        switch e.kind {
+        case .string, .binary, .stringFormat, .binaryFormat:
+            guard !pattern.isEmpty, data.count >= pattern.count else { return pattern.isEmpty }
+            for i in 0...(data.count - pattern.count) where data[i] == pattern[0] {
+                if data[i..<(i + pattern.count)].elementsEqual(pattern) { return true }
             }
             return false
         case .rstring:
@@ -522,12 +728,24 @@ final class HealthCheck: LoopObject {
         complete(true, reason: "Layer7 check passed", code: 0)
     }
 
+    /// A step as HAProxy names it where a check timed out, with its comment.
     static func describe(_ step: TCPCheck.Step) -> String {
         switch step {
-        case .send: return "send"
-        case .expect(let e): return "expect \(e.negated ? "! " : "")\(e.kind.rawValue) '\(e.text)'"
-        case .connect: return "connect"
-        case .comment(let c): return c
+        case .send, .sendFormat: return " (send)"
+        case .expect(let e):
+            let what: String
+            switch e.kind {
+            case .string: what = "expect string '\(e.text)'"
+            case .binary: what = "expect binary '\(e.text)'"
+            case .rstring: what = "expect regex"
+            case .rbinary: what = "expect binary regex"
+            case .stringFormat: what = "expect log-format string"
+            case .binaryFormat: what = "expect log-format binary"
+            case .mysqlGreeting, .mysqlReply, .ldapBindResponse: what = "expect custom function"
+            }
+            return " (\(what))" + (e.comment.map { " comment: '\($0)'" } ?? "")
+        case .connect: return " (connect)"
+        case .comment, .variable: return ""
         }
     }
 
@@ -565,71 +783,6 @@ final class HealthCheck: LoopObject {
         case Int(CPROXY_TLS_CLOSED): return .done(0)
         default: return nil
         }
-    }
-
-    /// Judges an HTTP response: `http-check expect` rules, or a 2xx/3xx status by default.
-    func evaluate() {
-        let text = String(decoding: response, as: UTF8.self)
-        guard text.hasPrefix("HTTP/"), text.count >= 12, let status = Int(text.dropFirst(9).prefix(3)) else {
-            complete(false, reason: "Layer7 invalid response", code: nil)
-            return
-        }
-        // `http-check disable-on-404`, before any `expect`: a running server that answers 404
-        // stops taking new traffic (a stopped one stays stopped: the 404 is then a failure).
-        if disableOn404 && status == 404 && isUp {
-            if server.setNoLoadBalancing(true) { stopping(duration: context.loop.now - startedMs) }
-            complete(true, reason: "Layer7 check conditionally passed", code: 404)
-            return
-        }
-        var bodyStart = response.count
-        if response.count >= 4 {
-            for i in 0...(response.count - 4) where response[i] == 13 && response[i + 1] == 10 && response[i + 2] == 13 && response[i + 3] == 10 {
-                bodyStart = i + 4
-                break
-            }
-        }
-        let body = String(decoding: response[bodyStart...], as: UTF8.self)
-        // The status line's reason phrase: the info HAProxy reports with a status.
-        let lineEnd = response.firstIndex(of: 13) ?? response.count
-        let phrase = lineEnd > 13 ? String(decoding: response[13..<lineEnd], as: UTF8.self) : ""
-        func info(_ text: String, _ comment: String?) -> String {
-            let full = comment.map { text + " comment: " + $0 } ?? text
-            return full.isEmpty ? "" : ", info: \"\(full)\""
-        }
-        if expectations.isEmpty {
-            let ok = (200..<400).contains(status)
-            complete(ok, reason: ok ? "Layer7 check passed" : "Layer7 wrong status" + info(phrase, nil), code: status)
-            return
-        }
-        for e in expectations {
-            var ok: Bool
-            switch e.kind {
-            case .status: ok = e.pattern.split(separator: ",").contains { part in
-                    let range = part.split(separator: "-")
-                    if range.count == 2, let lo = Int(range[0]), let hi = Int(range[1]) { return (lo...hi).contains(status) }
-                    return Int(part) == status
-                }
-            case .rstatus: ok = (try? PosixRegex(e.pattern))?.matches(String(status)) ?? false
-            case .string: ok = body.contains(e.pattern)
-            case .rstring: ok = (try? PosixRegex(e.pattern))?.matches(body) ?? false
-            }
-            if e.negated { ok.toggle() }
-            if !ok {
-                // HAProxy's words: a status that does not match is L7STS with the phrase, a
-                // body that does not is L7RSP; `error-status`, `on-error` and `comment` change them.
-                let onStatus = e.kind == .status || e.kind == .rstatus
-                let words = e.errorStatus.flatMap { TCPCheck.errorStatuses[$0] } ?? (onStatus ? "Layer7 wrong status" : "Layer7 invalid response")
-                let text = e.onError ?? (onStatus ? phrase : "HTTP content check did not match")
-                complete(false, reason: words + info(text, e.comment), code: words == "Layer7 wrong status" ? status : nil)
-                return
-            }
-        }
-        let last = expectations[expectations.count - 1]
-        let words = last.okStatus.flatMap { TCPCheck.okStatuses[$0] } ?? "Layer7 check passed"
-        let reason = words + info(last.onSuccess ?? "", nil)
-        // `ok-status L7OKC`: a running server stops taking new traffic (`NOLB`), as in HAProxy.
-        if last.okStatus == "L7OKC" && isUp && server.setNoLoadBalancing(true) { stopping(duration: context.loop.now - startedMs, reason: reason, code: status) }
-        complete(true, reason: reason, code: status)
     }
 
     func finishAttempt() {

@@ -21,7 +21,7 @@ struct SessionVariables {
         case .txn: return transaction?[name]
         case .req: return request?[name]
         case .res: return response?[name]
-        case .proc: return nil
+        case .proc, .check: return nil
         }
     }
 
@@ -31,7 +31,7 @@ struct SessionVariables {
         case .txn: transaction = Self.updated(transaction, name, value)
         case .req: request = Self.updated(request, name, value)
         case .res: response = Self.updated(response, name, value)
-        case .proc: break
+        case .proc, .check: break
         }
     }
 

@@ -100,6 +100,14 @@ struct LogFormat {
 
     /// Renders one line from `record` (nil: variables print "-") and `samples` for `%[...]`.
     func render(_ record: LogRecord?, _ samples: some SampleContext) -> [UInt8] {
+        render(samples) { v, flags, w in
+            if let r = record { w.variable(v, flags, r) } else { w.text(nil as [UInt8]?, flags) }
+        }
+    }
+
+    /// Renders the text: `samples` answer `%[...]`, `variable` writes each `%` variable.
+    @inline(__always)
+    func render(_ samples: some SampleContext, variable: (LogVariable, LogFlags, inout LogLineWriter) -> Void) -> [UInt8] {
         var w = LogLineWriter()
         w.dashWhenAbsent = dashWhenAbsent
         for n in nodes {
@@ -118,7 +126,7 @@ struct LogFormat {
                 }
                 w.text(value.map(\.text), flags)
             case .variable(let v, let flags):
-                if let r = record { w.variable(v, flags, r) } else { w.text(nil, flags) }
+                variable(v, flags, &w)
             }
         }
         return w.out
@@ -134,12 +142,14 @@ struct LogLineWriter {
 
     init() { out.reserveCapacity(256) }
 
-    /// A string field: "-" when absent (`""` when quoted), `E` escaping `"`, `\` and `]`.
+    /// A string field: "-" when absent (`""` when quoted), `E` escaping `"`, `\` and `]`. A NUL
+    /// byte ends the text, as in HAProxy (a server's answer in a check's info, say).
     mutating func text<S: Sequence>(_ bytes: S?, _ flags: LogFlags) where S.Element == UInt8 {
         if flags.contains(.quote) { out.append(0x22) }
         if let bytes {
             var any = false
             for b in bytes {
+                if b == 0 { break }
                 any = true
                 if flags.contains(.escape), b == 0x22 || b == 0x5c || b == 0x5d { out.append(0x5c) }
                 out.append(b)
