@@ -138,4 +138,63 @@ import Testing
         #expect(!headers.contains { $0.lowercased().hasPrefix("x-empty") }, "\(headers)")
         #expect(bed.log().contains("Server whole/w is DOWN, reason: Layer7 wrong status, code: 200, info: \"OK\", check duration: "), "\(bed.log())")
     }
+
+    /// Debian's nginx as the checked server: it serves `/health` while the file exists (404
+    /// once it is removed: `disable-on-404` drains the server to NOLB, and it comes back when
+    /// the file does), and logs the `X-Haproxy-Server-State` header each check sends.
+    @Test(.enabled(if: FileManager.default.fileExists(atPath: "/usr/sbin/nginx"), "needs nginx"))
+    func nginxDrainsOn404AndSeesTheState() throws {
+        let bed = try TestBed()
+        let dir = bed.directory + "/nginx", port = TestBed.freePort(), front = TestBed.freePort()
+        try FileManager.default.createDirectory(atPath: dir + "/www", withIntermediateDirectories: true)
+        FileManager.default.createFile(atPath: dir + "/www/health", contents: Data("ok\n".utf8))
+        try """
+        daemon on;
+        pid \(dir)/nginx.pid;
+        error_log \(dir)/error.log;
+        events { worker_connections 64; }
+        http {
+            log_format state "$request_uri|$http_x_haproxy_server_state";
+            access_log \(dir)/access.log state;
+            client_body_temp_path \(dir); proxy_temp_path \(dir); fastcgi_temp_path \(dir); uwsgi_temp_path \(dir); scgi_temp_path \(dir);
+            server { listen 127.0.0.1:\(port); root \(dir)/www; }
+        }
+        """.write(toFile: dir + "/nginx.conf", atomically: true, encoding: .utf8)
+        let r = try Harness.run("/usr/sbin/nginx", ["-c", dir + "/nginx.conf", "-p", dir, "-e", dir + "/error.log"])
+        #expect(r.status == 0 && TestBed.waitForPort(port), "nginx did not start: \(r.stderr)")
+        defer {
+            if let text = try? String(contentsOfFile: dir + "/nginx.pid", encoding: .utf8), let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)) {
+                kill(pid, SIGTERM)
+                _ = TestBed.waitUntil(timeout: 5) { kill(pid, 0) != 0 }
+            }
+        }
+        let socket = bed.directory + "/api.sock"
+        try bed.proxy("""
+        global
+            stats socket \(socket) level admin
+            node lb-test
+        \(TestBed.defaults("http"))
+        frontend f
+            bind 127.0.0.1:\(front)
+            default_backend app
+        backend app
+            option httpchk GET /health
+            http-check disable-on-404
+            http-check send-state
+            server n 127.0.0.1:\(port) check inter 150 rise 1 fall 1 weight 3
+
+        """, waitFor: front)
+        func result() -> [String] { Self.result(socket, "app", "n") }
+        func accessLog() -> String { (try? String(contentsOfFile: dir + "/access.log", encoding: .utf8)) ?? "" }
+        #expect(TestBed.waitUntil { result() == ["UP", "L7OK", "200", ""] }, "\(result())")
+        #expect(TestBed.waitUntil { accessLog().contains("/health|UP; address=127.0.0.1; port=\(port); name=app/n; node=lb-test; weight=3/3; scur=0/0; qcur=0") },
+                "\(accessLog())")
+        try FileManager.default.removeItem(atPath: dir + "/www/health")
+        #expect(TestBed.waitUntil { result() == ["NOLB", "L7OKC", "404", ""] }, "\(result())")
+        // nginx now hears that the server is draining: NOLB, and no weight left in the farm.
+        #expect(TestBed.waitUntil { accessLog().contains("/health|NOLB; address=127.0.0.1; port=\(port); name=app/n; node=lb-test; weight=3/0;") }, "\(accessLog())")
+        #expect(bed.log().contains("Server app/n is stopping, reason: Layer7 check conditionally passed, code: 404, check duration: "), "\(bed.log())")
+        FileManager.default.createFile(atPath: dir + "/www/health", contents: Data("ok\n".utf8))
+        #expect(TestBed.waitUntil { result() == ["UP", "L7OK", "200", ""] }, "\(result())")
+    }
 }
