@@ -149,8 +149,10 @@ extension ConfigParser {
         }
         switch sub {
         case "connect":
-            guard steps.allSatisfy({ switch $0 { case .comment, .variable: return true; default: return false } }) else {
-                throw ConfigError("tcp-check connect: only a first 'connect' is supported yet (it opens the check's connection; only set-var and comment lines may come before it)")
+            // The first opens the check's connection; a later one ends it and opens another.
+            if !steps.contains(where: { if case .connect = $0 { return true }; return false }),
+               !steps.allSatisfy({ switch $0 { case .comment, .variable: return true; default: return false } }) {
+                throw ConfigError("tcp-check connect: the first 'connect' must come before the other rules (only set-var and comment lines may come before it): it opens the check's connection")
             }
             _ = try takeComment()
             let (c, _) = try parseCheckConnect(rest, check: "tcp-check", at: location)
@@ -235,7 +237,7 @@ extension ConfigParser {
                 return v
             }
             switch w {
-            case "default": break  // the server's own settings: what is used anyway
+            case "default": c.serverDefaults = true
             case "comment": comment = try value()
             case "linger":
                 warning("\(check) connect: 'linger' changes nothing here: a check's connection is closed with a reset once it is judged", at: location)
@@ -262,10 +264,17 @@ extension ConfigParser {
             case "ssl": c.ssl = true
             case "sni": c.sni = try value()
             case "send-proxy": c.sendProxy = true
-            case "alpn", "proto", "via-socks4", "check-sni":
+            case "alpn":
+                let v = try value()
+                let list = v.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+                guard list.allSatisfy({ !$0.isEmpty && $0.utf8.count < 256 }) else {
+                    throw ConfigError("\(check) connect: alpn '\(v)' is not a comma-separated list of protocol names")
+                }
+                c.alpn = list
+            case "proto", "via-socks4", "check-sni":
                 throw ConfigError("\(check) connect: '\(w)' is not supported yet")
             default:
-                throw ConfigError("\(check) connect: unknown argument '\(w)'; use port, addr, ssl, sni, send-proxy, linger or comment")
+                throw ConfigError("\(check) connect: unknown argument '\(w)'; use port, addr, ssl, sni, alpn, send-proxy, linger or comment")
             }
         }
         return (c, comment)

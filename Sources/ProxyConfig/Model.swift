@@ -490,7 +490,11 @@ public struct TCPCheck: Sendable, Equatable {
         public var address: IPAddress?
         public var ssl = false
         public var sni: String?
+        /// `alpn`: the protocols the check's TLS handshake offers (nil: the server's `check-alpn`).
+        public var alpn: [String]?
         public var sendProxy = false
+        /// `default`: the server's own check settings (its `check-ssl`, say) apply.
+        public var serverDefaults = false
         public init() {}
     }
 

@@ -197,4 +197,65 @@ import Testing
         FileManager.default.createFile(atPath: dir + "/www/health", contents: Data("ok\n".utf8))
         #expect(TestBed.waitUntil { result() == ["UP", "L7OK", "200", ""] }, "\(result())")
     }
+
+    /// Several `tcp-check connect` rules in one check (HAProxy's documented "HTTP, then HTTPS
+    /// on 443" pattern): a later connect ends the connection and opens another, here TLS to
+    /// Debian's nginx with its own SNI; a refused connection says at which step, as HAProxy
+    /// does. The server's `check-ssl` applies to its own connection only: a `connect`
+    /// without `ssl` is plain. Same results as HAProxy 2.6 on the same file.
+    @Test(.enabled(if: redis != nil && FileManager.default.fileExists(atPath: "/usr/sbin/nginx"), "needs redis-server and nginx"))
+    func tcpCheckConnects() throws {
+        let bed = try TestBed()
+        let port = TestBed.freePort(), tls = TestBed.freePort(), front = TestBed.freePort(), closed = TestBed.freePort()
+        try bed.start(Self.redis!, ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", bed.directory])
+        #expect(TestBed.waitForPort(port), "redis on \(port)")
+        let (crt, key, _) = try TLSOriginationTests.serverCertificate(in: bed.directory)
+        let stopNginx = try TLSOriginationTests.nginx(bed, port: tls, crt: crt, key: key)
+        defer { stopNginx() }
+        let socket = bed.directory + "/api.sock"
+        try bed.proxy("""
+        global
+            stats socket \(socket) level admin
+        \(TestBed.defaults("tcp"))
+            timeout check 500
+        frontend f
+            bind 127.0.0.1:\(front)
+            default_backend tls
+        backend implicit
+            option tcp-check
+            tcp-check send PING\\r\\n
+            tcp-check expect string +PONG
+            server a 127.0.0.1:\(closed) check inter 200 rise 1 fall 1
+        backend explicit
+            option tcp-check
+            tcp-check connect port \(closed)
+            tcp-check send PING\\r\\n
+            tcp-check expect string +PONG
+            server a 127.0.0.1:\(port) check inter 200 rise 1 fall 1
+        backend second
+            option tcp-check
+            tcp-check connect
+            tcp-check send PING\\r\\n
+            tcp-check expect string +PONG
+            tcp-check connect port \(closed)
+            tcp-check send PING\\r\\n
+            tcp-check expect string +PONG
+            server a 127.0.0.1:\(port) check inter 200 rise 1 fall 1
+        backend tls
+            option tcp-check
+            tcp-check connect
+            tcp-check send PING\\r\\n
+            tcp-check expect string +PONG
+            tcp-check connect port \(tls) ssl sni check.example alpn http/1.1
+            tcp-check send "GET / HTTP/1.0\\r\\n\\r\\n"
+            tcp-check expect string sni=check.example
+            server a 127.0.0.1:\(port) check inter 200 rise 1 fall 1 check-ssl verify none
+
+        """, waitFor: front)
+        func result(_ b: String) -> [String] { Self.result(socket, b, "a") }
+        #expect(TestBed.waitUntil { result("implicit") == ["DOWN", "L4CON", "", "Connection refused at initial connection step of tcp-check"] }, "\(result("implicit"))")
+        #expect(TestBed.waitUntil { result("explicit") == ["DOWN", "L4CON", "", "Connection refused at step 1 of tcp-check (connect port \(closed))"] }, "\(result("explicit"))")
+        #expect(TestBed.waitUntil { result("second") == ["DOWN", "L4CON", "", "Connection refused at step 4 of tcp-check (connect port \(closed))"] }, "\(result("second"))")
+        #expect(TestBed.waitUntil { result("tls") == ["UP", "L7OK", "0", "(tcp-check)"] }, "\(result("tls"))")
+    }
 }

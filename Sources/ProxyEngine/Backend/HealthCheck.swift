@@ -16,10 +16,14 @@ final class HealthCheck: LoopObject {
     /// with `port` when set.
     var address: SocketAddress {
         var a = server.address
-        if let ip = tcpConnect?.address ?? options.checkAddress { a = Backend.socketAddress(ip, port: a.port) }
-        if let port = dynamicPort ?? tcpConnect?.port ?? options.checkPort { a.setPort(UInt16(port)) }
+        if let ip = connection?.address ?? options.checkAddress { a = Backend.socketAddress(ip, port: a.port) }
+        if let port = dynamicPort ?? connection?.port ?? options.checkPort { a.setPort(UInt16(port)) }
         return a
     }
+    /// The `connect` in use: the first (nil: the server's own settings), or a later
+    /// `tcp-check connect` step's, with its step's number for messages (nil: the first).
+    var connection: TCPCheck.Connect?
+    var connectionStep: Int?
     /// `tcp-check connect port <expr>`: the port this run worked out (nil: none).
     var dynamicPort: Int?
     /// The first step after the connection is an expect: the server speaks first.
@@ -284,7 +288,10 @@ final class HealthCheck: LoopObject {
             if connected, tls == nil || handshakeDone, layer7, let words = expectations.first?.timeoutStatus.flatMap({ TCPCheck.timeoutStatuses[$0] }) {
                 reason = words
             }
-            if connected, tls == nil || handshakeDone, let steps = tcpSteps, stepIndex < steps.count, tcpOrigin == "tcp-check" {
+            // `option tcp-check` says where: at the connection, or at the step that waited.
+            if !connected || (tls != nil && !handshakeDone) {
+                if !connectStepInfo.isEmpty { reason += ", info: \"\(connectStepInfo)\"" }
+            } else if let steps = tcpSteps, stepIndex < steps.count, tcpOrigin == "tcp-check" {
                 reason += ", info: \" at step \(stepNumber) of \(tcpOrigin)\(Self.describe(steps[stepIndex]))\""
             }
             complete(false, reason: reason, code: nil)
@@ -322,6 +329,8 @@ final class HealthCheck: LoopObject {
             request = Array(base[..<at]) + Array(stateHeader().utf8) + Array(base[at...])
         }
         for a in preConnectActions { run(a) }
+        connection = tcpConnect
+        connectionStep = nil
         dynamicPort = tcpConnect?.portExpression.flatMap { integer($0) }.flatMap { (1...65535).contains($0) ? Int($0) : nil }
         inProgress = true
         connected = false
@@ -333,6 +342,12 @@ final class HealthCheck: LoopObject {
         response.removeAll(keepingCapacity: true)
         startedMs = context.loop.now
         if let e = externalCommand { runExternal(e); return }
+        openConnection()
+    }
+
+    /// Opens the check's connection (`connection`'s address, port, TLS and ALPN): progress
+    /// goes on once it is connected.
+    func openConnection() {
         do {
             let address = self.address
             let s = try Socket.make(family: address.family)
@@ -342,28 +357,67 @@ final class HealthCheck: LoopObject {
             // completes the server's accept (it ends with a reset). Not when the server
             // speaks first (SMTP, a tcp-check that starts with an expect): its accept, and so
             // its banner, would wait for the delayed ACK.
-            if address.family != AF_UNIX && !serverSpeaksFirst { try? Socket.setOption(s, level: Int32(IPPROTO_TCP), name: TCP_QUICKACK, value: 0) }
+            if address.family != AF_UNIX && !(connectionStep == nil ? serverSpeaksFirst : nextStepIsExpect) {
+                try? Socket.setOption(s, level: Int32(IPPROTO_TCP), name: TCP_QUICKACK, value: 0)
+            }
             handshakeDone = false
-            if let t = server.tls, t.forChecks || tcpConnect?.ssl == true {
-                tls = t.checkServerName.withOptionalCString { name in
+            // The server's own connection (no `connect` rule, or `connect default`) takes its
+            // check TLS settings; any other `connect` is TLS with its own `ssl` only.
+            let wantsTLS = connection?.ssl == true || ((connection == nil || connection!.serverDefaults) && server.tls?.forChecks == true)
+            if wantsTLS, let t = server.tls {
+                tls = (connection?.sni ?? t.checkServerName).withOptionalCString { name in
                     t.verifyHost.withOptionalCString { host in cproxy_tls_connect(t.context, s.rawValue, name, host, nil) }
                 }
                 if tls == nil { throw SystemError("SSL_new", code: ENOMEM) }
-                if !t.checkALPN.isEmpty { t.checkALPN.withUnsafeBufferPointer { cproxy_tls_set_alpn(tls, $0.baseAddress, $0.count) } }
+                let alpn = connection?.alpn.map { ServerTLS.wire($0) } ?? t.checkALPN
+                if !alpn.isEmpty { alpn.withUnsafeBufferPointer { cproxy_tls_set_alpn(tls, $0.baseAddress, $0.count) } }
             }
             switch try Socket.connect(s, address) {
             case .done: connected = true
             case .wouldBlock: break
             }
             try context.loop.register(s, events: Epoll.readable | Epoll.writable | Epoll.readHangup | Epoll.edgeTriggered, object: self)
-            context.loop.setDeadline(self, startedMs + connectTimeout)
+            context.loop.setDeadline(self, context.loop.now + connectTimeout)
             if connected { connectedNow() }
             if connected { progress(events: Epoll.writable) }
         } catch let e as SystemError {
-            complete(false, reason: "Layer4 connection problem, info: \"\(e.reason)\"", code: nil)
+            complete(false, reason: "Layer4 connection problem, info: \"\(e.reason)\(connectStepInfo)\"", code: nil)
         } catch {
-            complete(false, reason: "Layer4 connection problem", code: nil)
+            complete(false, reason: Self.withInfo("Layer4 connection problem", connectStepInfo), code: nil)
         }
+    }
+
+    /// Where a `tcp-check` was when its connection failed, as HAProxy says it.
+    var connectStepInfo: String {
+        guard tcpSteps != nil, tcpOrigin == "tcp-check" else { return "" }
+        guard let c = connection else { return " at initial connection step of tcp-check" }
+        let number = connectionStep ?? (1 + preConnectActions.count)
+        return " at step \(number) of tcp-check (connect\(c.port.map { " port \($0)" } ?? ""))"
+    }
+
+    /// The step after the current one is an expect (a later `connect`: the server speaks first).
+    var nextStepIsExpect: Bool {
+        guard let steps = tcpSteps, let next = steps[stepIndex...].first(where: { if case .variable = $0 { return false }; return true }),
+              case .expect = next else { return false }
+        return true
+    }
+
+    /// A later `tcp-check connect`: the connection so far ends (with a reset), the next one
+    /// opens with this step's settings; the steps go on once it is connected.
+    func reconnect(_ c: TCPCheck.Connect) {
+        let number = stepNumber
+        closeConnection()
+        connection = c
+        connectionStep = number
+        dynamicPort = c.portExpression.flatMap { integer($0) }.flatMap { (1...65535).contains($0) ? Int($0) : nil }
+        connected = false
+        peerClosed = false
+        sent = 0
+        stepSent = 0
+        response.removeAll(keepingCapacity: true)
+        request = c.sendProxy ? ProxyProtocol.encode(options.sendProxy ?? .v1, source: nil, destination: nil, ssl: options.proxyV2SSL) : nil
+        stepIndex += 1
+        openConnection()
     }
 
     /// Connected: with `timeout check`, the answer now has that long.
@@ -381,7 +435,7 @@ final class HealthCheck: LoopObject {
         if !connected {
             if events & (Epoll.error | Epoll.hangup) != 0 {
                 let code = Socket.pendingError(s)
-                complete(false, reason: "Layer4 connection problem, info: \"\(SystemError("connect", code: code).reason)\"", code: nil)
+                complete(false, reason: "Layer4 connection problem, info: \"\(SystemError("connect", code: code).reason)\(connectStepInfo)\"", code: nil)
                 return
             }
             guard events & Epoll.writable != 0 else { return }
@@ -393,7 +447,7 @@ final class HealthCheck: LoopObject {
             if r == Int(CPROXY_TLS_WANT_READ) || r == Int(CPROXY_TLS_WANT_WRITE) { return }
             guard r == 1 else {
                 let why = cproxy_tls_verify_error(session).map { " (\(String(cString: $0)))" } ?? ""
-                complete(false, reason: "Layer6 invalid response, info: \"SSL handshake failure\(why)\"", code: nil)
+                complete(false, reason: "Layer6 invalid response, info: \"SSL handshake failure\(why)\(connectStepInfo)\"", code: nil)
                 return
             }
             handshakeDone = true
@@ -562,7 +616,10 @@ final class HealthCheck: LoopObject {
                 }
                 lastPassed = e
                 stepIndex += 1
-            case .connect, .comment:
+            case .connect(let c):
+                reconnect(c)
+                return
+            case .comment:
                 stepIndex += 1
             }
         }
@@ -787,6 +844,12 @@ final class HealthCheck: LoopObject {
 
     func finishAttempt() {
         killExternal()
+        closeConnection()
+        inProgress = false
+    }
+
+    /// Ends the check's connection, if one is open.
+    func closeConnection() {
         if let session = tls {
             cproxy_tls_shutdown(session)
             cproxy_tls_free(session)
@@ -801,7 +864,6 @@ final class HealthCheck: LoopObject {
             s.close()
             fd = nil
         }
-        inProgress = false
     }
 
     /// Counts the result, changes state after `rise`/`fall`, logs the transition.
