@@ -29,6 +29,8 @@ public struct ResolversDefinition: Sendable, Equatable {
         public var name: String
         public var address: IPAddress
         public var port: Int
+        /// `tcp@`: asked over TCP (each query and answer after its two-byte length).
+        public var stream = false
     }
 
     public init(name: String, location: SourceLocation) {
@@ -74,15 +76,19 @@ extension ConfigParser {
             }
             var text = args[args.startIndex + 1]
             for prefix in ["udp@", "udp4@", "udp6@", "ipv4@", "ipv6@"] where text.hasPrefix(prefix) { text = String(text.dropFirst(prefix.count)) }
-            if text.hasPrefix("tcp@") || text.hasPrefix("tcp4@") || text.hasPrefix("tcp6@") {
-                throw ConfigError("nameserver '\(name)': DNS over TCP is not supported yet; use a UDP name server ('\(text.drop(while: { $0 != "@" }).dropFirst())')")
+            var stream = false
+            for prefix in ["tcp@", "tcp4@", "tcp6@"] where text.hasPrefix(prefix) {
+                text = String(text.dropFirst(prefix.count))
+                stream = true
             }
             let (host, portText) = Addresses.splitHostPort(text)
             guard let ip = IPAddress(parsing: host) else {
                 throw ConfigError("nameserver '\(name)': '\(host)' is not an IP address; a name server is IP[:PORT], e.g. 10.0.0.2:53")
             }
             let port = try portText.map { try Addresses.port($0, in: text) } ?? 53
-            r.nameservers.append(.init(name: name, address: ip, port: port))
+            var n = ResolversDefinition.Nameserver(name: name, address: ip, port: port)
+            n.stream = stream
+            r.nameservers.append(n)
         case "parse-resolv-conf":
             try Values.expect(args, 0, usage: "parse-resolv-conf")
             r.nameservers += try Self.resolvConfNameservers(existing: r.nameservers.map(\.name))

@@ -38,14 +38,14 @@ import Testing
         return out
     }
 
-    func config(front: Int, dns: Int, backendPort: Int, socket: String, extra: String = "") -> String {
+    func config(front: Int, dns: Int, backendPort: Int, socket: String, extra: String = "", transport: String = "") -> String {
         """
         global
             stats socket \(socket) level admin
         \(TestBed.defaults("http"))
             timeout http-keep-alive 10s
         resolvers dns
-            nameserver local 127.0.0.1:\(dns)
+            nameserver local \(transport)127.0.0.1:\(dns)
             hold valid 200ms
             timeout resolve 100ms
             timeout retry 200ms
@@ -108,6 +108,36 @@ import Testing
         #expect(counter("x", "sent") == 0, "\(text)")
         #expect(cli(socket, "show resolvers other")?.hasPrefix("Resolvers section other\n nameserver x:\n  sent:        0\n") == true)
         #expect(cli(socket, "show resolvers nope") == "Can't find that resolvers section\n\n")
+    }
+
+    /// `nameserver NAME tcp@ADDRESS` (DNS over TCP, as HAProxy 2.6 has it): the queries go
+    /// on one TCP connection to dnsmasq, each after its length; when the server ends the
+    /// connection the next query opens another, and the template follows the records.
+    @Test(.enabled(if: dnsmasq != nil, "needs dnsmasq"))
+    func tcpNameserverFollowsTheRecords() throws {
+        let bed = try TestBed()
+        try FileManager.default.createDirectory(atPath: bed.directory + "/hosts.d", withIntermediateDirectories: true)
+        let hosts = bed.directory + "/hosts.d/app"
+        try "127.0.0.2 app.test\n127.0.0.3 app.test\n".write(toFile: hosts, atomically: true, encoding: .utf8)
+        let (dnsPort, _) = try Self.nameserver(bed, hosts: hosts)
+        let backendPort = TestBed.freePort(), front = TestBed.freePort()
+        for i in 2...4 { try bed.backend(name: "b\(i)", port: backendPort, host: "127.0.0.\(i)") }
+        let socket = bed.directory + "/api.sock"
+        let proxy = try bed.proxy(config(front: front, dns: dnsPort, backendPort: backendPort, socket: socket, transport: "tcp@"), waitFor: front)
+        #expect(TestBed.waitUntil { Set(Self.addresses(socket, "app").values) == ["127.0.0.2:\(backendPort)", "127.0.0.3:\(backendPort)"] },
+                "\(Self.addresses(socket, "app"))\n\(bed.log())")
+        // Over TCP: the proxy holds a connection to the name server's port.
+        let tcp = try Harness.run("/usr/bin/ss", ["-tnpH", "dst", "127.0.0.1:\(dnsPort)"])
+        #expect(tcp.stdout.contains("pid=\(proxy.processIdentifier),"), "\(tcp.stdout)")
+        // dnsmasq answers a TCP connection from a child forked with the records of that
+        // moment (HAProxy stays on the old records too); ending that child closes the
+        // connection, and the next query opens another, to fresh records.
+        try Self.setRecords(hosts, "app.test", ["127.0.0.4"])
+        let children = try Harness.run("/usr/bin/ss", ["-tnpH", "src", "127.0.0.1:\(dnsPort)"]).stdout
+        for pid in children.split(separator: "pid=").dropFirst().compactMap({ Int32($0.prefix { $0.isNumber }) }) { kill(pid, SIGKILL) }
+        #expect(TestBed.waitUntil { Self.addresses(socket, "app").values.sorted() == ["127.0.0.4:\(backendPort)"] }, "\(Self.addresses(socket, "app"))")
+        let text = cli(socket, "show resolvers dns") ?? ""
+        #expect(text.contains(" nameserver local:") && !text.contains("  valid:       0\n"), "\(text)")
     }
 
     @Test(.enabled(if: dnsmasq != nil, "needs dnsmasq"))

@@ -210,7 +210,7 @@ final class HealthCheck: LoopObject {
             readTimeout = nil
         }
         super.init()
-        for t in texts where formats[t] == nil { formats[t] = LogFormat(t) }
+        for t in texts where t.contains("%") && formats[t] == nil { formats[t] = LogFormat(t) }
     }
 
     /// An HTTP check's request: the request line, the headers (one whose value is empty is
@@ -321,7 +321,8 @@ final class HealthCheck: LoopObject {
 
     func begin() {
         variables.reset()
-        startedWall = Clock.wallClock()
+        // The date variables of the rules' log-format texts read it.
+        if !formats.isEmpty { startedWall = Clock.wallClock() }
         pendingSend = nil
         if let h = dynamicHTTP {
             request = buildDynamicRequest(h)

@@ -5,7 +5,8 @@ import Glibc
 
 /// One `resolvers` section at run time, on one loop: it asks the name servers for every name
 /// its servers use, at most every `hold valid`, and moves the servers to what they answer.
-/// Never blocks: one connected UDP socket per name server, the loop's timer for the rest.
+/// Never blocks: one connected UDP socket per name server (or a TCP connection, `tcp@`,
+/// opened when a query needs it), the loop's timer for the rest.
 final class Resolvers: LoopObject {
     let definition: ResolversDefinition
     unowned(unsafe) let context: LoopContext
@@ -61,20 +62,31 @@ final class Resolvers: LoopObject {
         }
     }
 
-    /// One name server's socket, connected so that the kernel drops datagrams from anyone else.
+    /// One name server's socket, connected so that the kernel drops datagrams from anyone else;
+    /// or, for `tcp@`, its TCP connection (nil until a query needs it, and again once the
+    /// server closes it), with the queries not yet written and the answer bytes not yet whole.
     final class NameserverSocket: LoopObject {
         let name: String
-        let fd: FileDescriptor
+        var fd: FileDescriptor?
+        let address: SocketAddress
+        let stream: Bool
+        var connected = false
+        var outbox: [UInt8] = []
+        var inbox: [UInt8] = []
         unowned(unsafe) let owner: Resolvers
         /// `show resolvers`' counters (a detached set if the section is unknown to the model).
         let counters: NameserverCounters
-        init(name: String, fd: FileDescriptor, owner: Resolvers, counters: NameserverCounters?) {
+        init(name: String, fd: FileDescriptor?, address: SocketAddress, stream: Bool, owner: Resolvers, counters: NameserverCounters?) {
             self.name = name
             self.fd = fd
+            self.address = address
+            self.stream = stream
             self.owner = owner
             self.counters = counters ?? NameserverCounters(name: name)
         }
-        override func handle(events: UInt32) { owner.read(self) }
+        override func handle(events: UInt32) {
+            if stream { owner.streamEvents(self, events) } else { owner.read(self) }
+        }
     }
 
     init(definition: ResolversDefinition, servers: [(Server, Backend)], context: LoopContext) {
@@ -99,10 +111,14 @@ final class Resolvers: LoopObject {
         for n in definition.nameservers {
             do {
                 let address = Backend.socketAddress(n.address, port: UInt16(n.port))
+                let counters = context.model.resolverCounters.counters(section: definition.name, nameserver: n.name)
+                if n.stream {
+                    nameservers.append(NameserverSocket(name: n.name, fd: nil, address: address, stream: true, owner: self, counters: counters))
+                    continue
+                }
                 let fd = try Socket.make(family: address.family, type: Int32(SOCK_DGRAM.rawValue))
                 _ = try Socket.connect(fd, address)
-                let socket = NameserverSocket(name: n.name, fd: fd, owner: self,
-                                              counters: context.model.resolverCounters.counters(section: definition.name, nameserver: n.name))
+                let socket = NameserverSocket(name: n.name, fd: fd, address: address, stream: false, owner: self, counters: counters)
                 try context.loop.register(fd, events: Epoll.readable, object: socket)
                 nameservers.append(socket)
             } catch {
@@ -116,10 +132,7 @@ final class Resolvers: LoopObject {
     func stop() {
         stopped = true
         context.loop.clearDeadline(self)
-        for n in nameservers {
-            context.loop.unregister(n.fd)
-            n.fd.close()
-        }
+        for n in nameservers { close(n) }
         nameservers = []
     }
 
@@ -176,7 +189,7 @@ final class Resolvers: LoopObject {
         r.expected = 0
         for n in nameservers {
             n.counters.add(.sent)
-            if query.withUnsafeBytes({ Socket.sendNow(n.fd, $0) }) { r.expected += 1 } else {
+            if n.stream ? sendStream(n, query) : (n.fd.map { fd in query.withUnsafeBytes { Socket.sendNow(fd, $0) } } ?? false) { r.expected += 1 } else {
                 // A name server known to be away (its ICMP error is pending): not waited for.
                 n.counters.add(.sendErrors)
                 r.answeredBy.insert(ObjectIdentifier(n))
@@ -187,32 +200,120 @@ final class Resolvers: LoopObject {
     private var receiveBuffer = [UInt8](repeating: 0, count: 65536)
 
     fileprivate func read(_ n: NameserverSocket) {
+        guard let fd = n.fd else { return }
         while true {
             let got: Int = receiveBuffer.withUnsafeMutableBytes { raw in
-                let r = Glibc.recv(n.fd.rawValue, raw.baseAddress, raw.count, Int32(MSG_DONTWAIT))
+                let r = Glibc.recv(fd.rawValue, raw.baseAddress, raw.count, Int32(MSG_DONTWAIT))
                 return r
             }
             if got < 0 {
                 if errno == EINTR { continue }
                 return // EAGAIN, or the ICMP error of a name server that is not there
             }
-            let bytes = Array(receiveBuffer[0..<got])
-            guard bytes.count >= 2 else { ignoredAnswers += 1; n.counters.add(.invalid); continue }
-            let id = UInt16(bytes[0]) << 8 | UInt16(bytes[1])
-            guard let r = pending[id] else {
-                ignoredAnswers += 1
-                // An answer to a query another name server already answered (or that timed out).
-                n.counters.add(resolutions.contains { $0.lastID == id } ? .outdated : .invalid)
-                continue
-            }
-            guard let response = DNSMessage.parse(bytes, id: id, name: r.wire, type: r.queryType) else {
-                ignoredAnswers += 1
-                n.counters.add(.invalid)
-                continue
-            }
-            r.answeredBy.insert(ObjectIdentifier(n))
-            answered(r, response, from: n)
+            process(Array(receiveBuffer[0..<got]), from: n)
         }
+    }
+
+    /// One DNS message from a name server: applied if it answers a query in flight (its ID,
+    /// question and type), counted and dropped otherwise.
+    private func process(_ bytes: [UInt8], from n: NameserverSocket) {
+        guard bytes.count >= 2 else { ignoredAnswers += 1; n.counters.add(.invalid); return }
+        let id = UInt16(bytes[0]) << 8 | UInt16(bytes[1])
+        guard let r = pending[id] else {
+            ignoredAnswers += 1
+            // An answer to a query another name server already answered (or that timed out).
+            n.counters.add(resolutions.contains { $0.lastID == id } ? .outdated : .invalid)
+            return
+        }
+        guard let response = DNSMessage.parse(bytes, id: id, name: r.wire, type: r.queryType) else {
+            ignoredAnswers += 1
+            n.counters.add(.invalid)
+            return
+        }
+        r.answeredBy.insert(ObjectIdentifier(n))
+        answered(r, response, from: n)
+    }
+
+    // MARK: DNS over TCP (`nameserver NAME tcp@ADDRESS`)
+
+    /// Queues a query on the name server's TCP connection, opening it if there is none;
+    /// false when it cannot be opened (the query then expects no answer from it).
+    private func sendStream(_ n: NameserverSocket, _ query: [UInt8]) -> Bool {
+        if n.fd == nil {
+            do {
+                let fd = try Socket.make(family: n.address.family)
+                n.fd = fd
+                n.connected = false
+                n.inbox = []
+                n.outbox = []
+                switch try Socket.connect(fd, n.address) {
+                case .done: n.connected = true
+                case .wouldBlock: break
+                }
+                try context.loop.register(fd, events: Epoll.readable | Epoll.writable | Epoll.readHangup, object: n)
+            } catch {
+                close(n)
+                return false
+            }
+        }
+        n.outbox += [UInt8(query.count >> 8), UInt8(query.count & 0xff)] + query
+        if n.connected { flush(n) }
+        return n.fd != nil
+    }
+
+    /// Writes what the connection takes now; asks for writability only while bytes wait.
+    private func flush(_ n: NameserverSocket) {
+        guard let fd = n.fd, n.connected else { return }
+        while !n.outbox.isEmpty {
+            let r = n.outbox.withUnsafeBytes { try? Socket.write(fd, from: $0.baseAddress!, count: $0.count) }
+            switch r {
+            case .done(let written)?: n.outbox.removeFirst(written)
+            case .wouldBlock?:
+                try? context.loop.modify(fd, events: Epoll.readable | Epoll.writable | Epoll.readHangup, object: n)
+                return
+            case nil:
+                close(n)
+                return
+            }
+        }
+        try? context.loop.modify(fd, events: Epoll.readable | Epoll.readHangup, object: n)
+    }
+
+    fileprivate func streamEvents(_ n: NameserverSocket, _ events: UInt32) {
+        guard let fd = n.fd else { return }
+        if !n.connected {
+            if events & (Epoll.error | Epoll.hangup) != 0 { n.counters.add(.sendErrors); close(n); return }
+            guard events & Epoll.writable != 0 else { return }
+            n.connected = true
+        }
+        flush(n)
+        guard n.fd != nil, events & (Epoll.readable | Epoll.readHangup | Epoll.hangup | Epoll.error) != 0 else { return }
+        // Answers, each after its two-byte length; the server may close an idle connection
+        // (the next query opens another).
+        while true {
+            let got: Int = receiveBuffer.withUnsafeMutableBytes { raw in Glibc.recv(fd.rawValue, raw.baseAddress, raw.count, Int32(MSG_DONTWAIT)) }
+            if got < 0 && errno == EINTR { continue }
+            if got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) { break }
+            if got <= 0 { close(n); break }
+            n.inbox += receiveBuffer[0..<got]
+        }
+        while n.inbox.count >= 2 {
+            let length = Int(n.inbox[0]) << 8 | Int(n.inbox[1])
+            guard n.inbox.count >= 2 + length else { break }
+            let message = Array(n.inbox[2..<(2 + length)])
+            n.inbox.removeFirst(2 + length)
+            process(message, from: n)
+        }
+    }
+
+    /// Closes a name server's socket; a TCP one opens again with the next query.
+    private func close(_ n: NameserverSocket) {
+        guard let fd = n.fd else { return }
+        context.loop.unregister(fd)
+        fd.close()
+        n.fd = nil
+        n.connected = false
+        n.outbox = []
     }
 
     private func answered(_ r: Resolution, _ response: DNSMessage.Response, from n: NameserverSocket) {
