@@ -214,9 +214,10 @@ public struct SampleExpression: Equatable, Sendable, CustomStringConvertible {
                 var start = 0, end = p.count
                 switch c {
                 case .cutCRLF: end = p.firstIndex { $0 == 13 || $0 == 10 } ?? p.count
-                case .leftTrim(let chars): while start < end && chars.contains(p[start]) { start += 1 }
+                // A pending `lower`/`upper` applies to what is compared, as if already done.
+                case .leftTrim(let chars): while start < end && chars.contains(fold.apply(p[start])) { start += 1 }
                 default:
-                    if case .rightTrim(let chars) = c { while end > start && chars.contains(p[end - 1]) { end -= 1 } }
+                    if case .rightTrim(let chars) = c { while end > start && chars.contains(fold.apply(p[end - 1])) { end -= 1 } }
                 }
                 value = .bytes(UnsafeRawBufferPointer(rebasing: p[start..<end]))
             }

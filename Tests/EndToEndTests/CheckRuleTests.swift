@@ -250,9 +250,18 @@ import Testing
             tcp-check send "GET / HTTP/1.0\\r\\n\\r\\n"
             tcp-check expect string sni=check.example
             server a 127.0.0.1:\(port) check inter 200 rise 1 fall 1 check-ssl verify none
+        backend lastconnect
+            option tcp-check
+            tcp-check connect
+            tcp-check send PING\\r\\n
+            tcp-check expect string +PONG
+            tcp-check connect port \(port)
+            server a 127.0.0.1:\(port) check inter 200 rise 1 fall 1
 
         """, waitFor: front)
         func result(_ b: String) -> [String] { Self.result(socket, b, "a") }
+        // The last rule run is a connect: a layer-4 result, as HAProxy reports it.
+        #expect(TestBed.waitUntil { result("lastconnect") == ["UP", "L4OK", "", "(tcp-check)"] }, "\(result("lastconnect"))")
         #expect(TestBed.waitUntil { result("implicit") == ["DOWN", "L4CON", "", "Connection refused at initial connection step of tcp-check"] }, "\(result("implicit"))")
         #expect(TestBed.waitUntil { result("explicit") == ["DOWN", "L4CON", "", "Connection refused at step 1 of tcp-check (connect port \(closed))"] }, "\(result("explicit"))")
         #expect(TestBed.waitUntil { result("second") == ["DOWN", "L4CON", "", "Connection refused at step 4 of tcp-check (connect port \(closed))"] }, "\(result("second"))")

@@ -47,8 +47,8 @@ struct CheckSamples: SampleContext {
         if case .responsePayload(let offset, let length) = fetch {
             // What the server sent since the last send; nothing when it is shorter than asked.
             let r = check.response
+            guard offset <= r.count, length <= r.count - offset else { return false }
             let end = length == 0 ? r.count : offset + length
-            guard offset <= r.count, end <= r.count else { return false }
             return r.withUnsafeBytes { visit(.bytes(UnsafeRawBufferPointer(rebasing: $0[offset..<end]))) }
         }
         return ProcessSamples.visit(fetch, model: check.context.model, backend: check.backend, visit) ?? false

@@ -38,7 +38,7 @@ extension HealthCheck {
             return
         }
         for (index, e) in expectations.enumerated() {
-            for a in httpActions where a.afterExpectations == index { run(a.action) }
+            if index > 0 { for a in httpActions where a.afterExpectations == index { run(a.action) } }
             var ok: Bool
             let regex = expectationRegexes[index]
             switch e.kind {
@@ -72,7 +72,8 @@ extension HealthCheck {
                 let onStatus = e.kind == .status || e.kind == .rstatus || e.kind == .header || e.kind == .fullHeader
                 let words = e.errorStatus.flatMap { TCPCheck.errorStatuses[$0] } ?? (onStatus ? "Layer7 wrong status" : "Layer7 invalid response")
                 let text = e.onError.map { String(decoding: render($0), as: UTF8.self) } ?? (onStatus ? phrase : "HTTP content check did not match")
-                complete(false, reason: words + info(text, e.comment), code: words == "Layer7 wrong status" ? status : nil)
+                let code = e.statusCode.flatMap { integer($0) }.map { Int(truncatingIfNeeded: $0) } ?? status
+                complete(false, reason: words + info(text, e.comment), code: words == "Layer7 wrong status" || e.statusCode != nil ? code : nil)
                 return
             }
         }
@@ -80,9 +81,11 @@ extension HealthCheck {
         let last = expectations[expectations.count - 1]
         let words = last.okStatus.flatMap { TCPCheck.okStatuses[$0] } ?? "Layer7 check passed"
         let reason = words + info(last.onSuccess.map { String(decoding: render($0), as: UTF8.self) } ?? "", nil)
+        // `status-code EXPR` sets the code HAProxy reports (the status by default).
+        let code = last.statusCode.flatMap { integer($0) }.map { Int(truncatingIfNeeded: $0) } ?? status
         // `ok-status L7OKC`: a running server stops taking new traffic (`NOLB`), as in HAProxy.
-        if last.okStatus == "L7OKC" && isUp && server.setNoLoadBalancing(true) { stopping(duration: context.loop.now - startedMs, reason: reason, code: status) }
-        complete(true, reason: reason, code: status)
+        if last.okStatus == "L7OKC" && isUp && server.setNoLoadBalancing(true) { stopping(duration: context.loop.now - startedMs, reason: reason, code: code) }
+        complete(true, reason: reason, code: code)
     }
 
     /// `expect hdr|fhdr`: whether a header of the response head matches by name (without

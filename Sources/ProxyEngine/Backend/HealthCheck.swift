@@ -47,6 +47,9 @@ final class HealthCheck: LoopObject {
     let dynamicHTTP: HTTPCheck?
     /// The PROXY header a check sends first, if any.
     let proxyHeader: [UInt8]
+    /// The server's check settings send a PROXY header (`check-send-proxy`, or `send-proxy`
+    /// checked on its own address): a later `connect default` sends one too.
+    var serverSendsProxyToChecks = false
     /// `http-check set-var` lines after the request is sent, run between the expectations.
     let httpActions: [HTTPCheck.VariableAction]
     /// Each `http-check expect`'s regexes, compiled once: the pattern's (`rstatus`,
@@ -185,10 +188,15 @@ final class HealthCheck: LoopObject {
             stepRegexes = []
         }
         // The header a check sends says nothing of a client: `PROXY UNKNOWN` or v2 `LOCAL`,
-        // as HAProxy's checks send. `send-proxy` alone applies when no port or addr is set.
+        // as HAProxy's checks send. The server's `check-send-proxy` (or `send-proxy` when its
+        // checks go to its own address and port) applies to its own connection: no `connect`
+        // rule, or `connect default`; any other `connect` sends one with its `send-proxy` only.
         let version = options.sendProxy ?? .v1
-        if options.checkSendProxy || tcpConnect?.sendProxy == true
-            || (options.sendProxy != nil && options.checkPort == nil && options.checkAddress == nil && tcpConnect?.port == nil && tcpConnect?.address == nil) {
+        let serverSendsProxy = options.checkSendProxy || (options.sendProxy != nil && options.checkPort == nil && options.checkAddress == nil)
+        serverSendsProxyToChecks = serverSendsProxy
+        let ownConnection = tcpConnect == nil || tcpConnect!.serverDefaults
+        if tcpConnect?.sendProxy == true
+            || (ownConnection && serverSendsProxy && tcpConnect?.port == nil && tcpConnect?.portExpression == nil && tcpConnect?.address == nil) {
             let header = ProxyProtocol.encode(version, source: nil, destination: nil, ssl: options.proxyV2SSL)
             request = header + (request ?? [])
             stateAt = stateAt.map { $0 + header.count }
@@ -240,8 +248,14 @@ final class HealthCheck: LoopObject {
 
     /// Schedules the first check `offset` ms from now, to spread checks over `inter`.
     func start(offset: Int64) {
-        context.loop.setDeadline(self, context.loop.now + offset)
+        context.loop.setDeadline(self, Self.coalesced(context.loop.now + offset))
     }
+
+    /// A check's start, moved up to the next 10 ms step: the checks due within one step
+    /// start together and the loop wakes once for them (and once for their answers), not
+    /// once each. With a thousand servers checked every second that is a hundred wake-ups
+    /// a second instead of a thousand; no check starts more than 10 ms late.
+    static func coalesced(_ at: Int64) -> Int64 { (at + 9) / 10 * 10 }
 
     func stop() {
         stopped = true
@@ -320,7 +334,13 @@ final class HealthCheck: LoopObject {
     }
 
     func begin() {
+        // Nothing of the last run is left: its variables, its answer, a later connect's
+        // settings; then the rules before the connection run and the request is built.
         variables.reset()
+        response.removeAll(keepingCapacity: true)
+        connection = tcpConnect
+        connectionStep = nil
+        dynamicPort = nil
         // The date variables of the rules' log-format texts read it.
         if !formats.isEmpty { startedWall = Clock.wallClock() }
         pendingSend = nil
@@ -328,10 +348,13 @@ final class HealthCheck: LoopObject {
             request = buildDynamicRequest(h)
         } else if let at = stateHeaderAt, let base = baseRequest {
             request = Array(base[..<at]) + Array(stateHeader().utf8) + Array(base[at...])
+        } else {
+            request = baseRequest
         }
+        // `http-check set-var` lines after the send and before the first expect: they run
+        // once the request is built (nothing is received yet), as HAProxy runs them.
+        for a in httpActions where a.afterExpectations == 0 { run(a.action) }
         for a in preConnectActions { run(a) }
-        connection = tcpConnect
-        connectionStep = nil
         dynamicPort = tcpConnect?.portExpression.flatMap { integer($0) }.flatMap { (1...65535).contains($0) ? Int($0) : nil }
         inProgress = true
         connected = false
@@ -366,11 +389,14 @@ final class HealthCheck: LoopObject {
             // check TLS settings; any other `connect` is TLS with its own `ssl` only.
             let wantsTLS = connection?.ssl == true || ((connection == nil || connection!.serverDefaults) && server.tls?.forChecks == true)
             if wantsTLS, let t = server.tls {
-                tls = (connection?.sni ?? t.checkServerName).withOptionalCString { name in
+                // A `connect` of its own offers its own SNI and ALPN only; the server's
+                // connection (no rule, or `connect default`) the server's `check-sni`/`check-alpn`.
+                let own = connection != nil && !connection!.serverDefaults
+                tls = (connection?.sni ?? (own ? nil : t.checkServerName)).withOptionalCString { name in
                     t.verifyHost.withOptionalCString { host in cproxy_tls_connect(t.context, s.rawValue, name, host, nil) }
                 }
                 if tls == nil { throw SystemError("SSL_new", code: ENOMEM) }
-                let alpn = connection?.alpn.map { ServerTLS.wire($0) } ?? t.checkALPN
+                let alpn = connection?.alpn.map { ServerTLS.wire($0) } ?? (own ? [] : t.checkALPN)
                 if !alpn.isEmpty { alpn.withUnsafeBufferPointer { cproxy_tls_set_alpn(tls, $0.baseAddress, $0.count) } }
             }
             switch try Socket.connect(s, address) {
@@ -416,7 +442,8 @@ final class HealthCheck: LoopObject {
         sent = 0
         stepSent = 0
         response.removeAll(keepingCapacity: true)
-        request = c.sendProxy ? ProxyProtocol.encode(options.sendProxy ?? .v1, source: nil, destination: nil, ssl: options.proxyV2SSL) : nil
+        let sendsProxy = c.sendProxy || (c.serverDefaults && serverSendsProxyToChecks && c.port == nil && c.portExpression == nil && c.address == nil)
+        request = sendsProxy ? ProxyProtocol.encode(options.sendProxy ?? .v1, source: nil, destination: nil, ssl: options.proxyV2SSL) : nil
         stepIndex += 1
         openConnection()
     }
@@ -639,6 +666,8 @@ final class HealthCheck: LoopObject {
             complete(true, reason: reason, code: code)
         case nil:
             complete(true, reason: Self.withInfo(tls != nil ? "Layer6 check passed" : "Layer4 check passed", generic && tcpConnect != nil ? "(tcp-check)" : ""), code: nil)
+        case .connect?:
+            complete(true, reason: Self.withInfo(tls != nil ? "Layer6 check passed" : "Layer4 check passed", generic ? "(tcp-check)" : ""), code: nil)
         default:
             complete(true, reason: Self.withInfo("Layer7 check passed", generic ? "(tcp-check)" : ""), code: 0)
         }
@@ -887,7 +916,7 @@ final class HealthCheck: LoopObject {
             successes = 0
             if isUp && failures >= options.fall { transition(up: false, reason: reason, code: code, duration: duration) }
         }
-        if !stopped { context.loop.setDeadline(self, context.loop.now + nextInterval) }
+        if !stopped { context.loop.setDeadline(self, Self.coalesced(context.loop.now + nextInterval)) }
         let o = options
         let (status, description, info) = summary(ok, reason)
         server.lastCheck.withLock { r in

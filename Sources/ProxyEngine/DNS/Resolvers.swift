@@ -71,6 +71,8 @@ final class Resolvers: LoopObject {
         let address: SocketAddress
         let stream: Bool
         var connected = false
+        /// Registered for writability too (bytes wait in `outbox`).
+        var wantsWrite = false
         var outbox: [UInt8] = []
         var inbox: [UInt8] = []
         unowned(unsafe) let owner: Resolvers
@@ -244,6 +246,7 @@ final class Resolvers: LoopObject {
                 let fd = try Socket.make(family: n.address.family)
                 n.fd = fd
                 n.connected = false
+                n.wantsWrite = true
                 n.inbox = []
                 n.outbox = []
                 switch try Socket.connect(fd, n.address) {
@@ -269,14 +272,16 @@ final class Resolvers: LoopObject {
             switch r {
             case .done(let written)?: n.outbox.removeFirst(written)
             case .wouldBlock?:
-                try? context.loop.modify(fd, events: Epoll.readable | Epoll.writable | Epoll.readHangup, object: n)
+                if !n.wantsWrite { try? context.loop.modify(fd, events: Epoll.readable | Epoll.writable | Epoll.readHangup, object: n) }
+                n.wantsWrite = true
                 return
             case nil:
                 close(n)
                 return
             }
         }
-        try? context.loop.modify(fd, events: Epoll.readable | Epoll.readHangup, object: n)
+        if n.wantsWrite { try? context.loop.modify(fd, events: Epoll.readable | Epoll.readHangup, object: n) }
+        n.wantsWrite = false
     }
 
     fileprivate func streamEvents(_ n: NameserverSocket, _ events: UInt32) {
@@ -290,20 +295,25 @@ final class Resolvers: LoopObject {
         guard n.fd != nil, events & (Epoll.readable | Epoll.readHangup | Epoll.hangup | Epoll.error) != 0 else { return }
         // Answers, each after its two-byte length; the server may close an idle connection
         // (the next query opens another).
+        var ended = false
         while true {
             let got: Int = receiveBuffer.withUnsafeMutableBytes { raw in Glibc.recv(fd.rawValue, raw.baseAddress, raw.count, Int32(MSG_DONTWAIT)) }
             if got < 0 && errno == EINTR { continue }
             if got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) { break }
-            if got <= 0 { close(n); break }
+            if got <= 0 { ended = true; break }
             n.inbox += receiveBuffer[0..<got]
         }
+        // Every whole answer is taken off first: processing one may send a query, which
+        // reopens a closed connection and starts a new buffer.
+        var messages: [[UInt8]] = []
         while n.inbox.count >= 2 {
             let length = Int(n.inbox[0]) << 8 | Int(n.inbox[1])
             guard n.inbox.count >= 2 + length else { break }
-            let message = Array(n.inbox[2..<(2 + length)])
+            messages.append(Array(n.inbox[2..<(2 + length)]))
             n.inbox.removeFirst(2 + length)
-            process(message, from: n)
         }
+        if ended { close(n) }
+        for m in messages { process(m, from: n) }
     }
 
     /// Closes a name server's socket; a TCP one opens again with the next query.
@@ -313,7 +323,9 @@ final class Resolvers: LoopObject {
         fd.close()
         n.fd = nil
         n.connected = false
+        n.wantsWrite = false
         n.outbox = []
+        n.inbox = []
     }
 
     private func answered(_ r: Resolution, _ response: DNSMessage.Response, from n: NameserverSocket) {
