@@ -22,16 +22,16 @@ final class HealthCheck: LoopObject {
     }
     /// The `connect` in use: the first (nil: the server's own settings), or a later
     /// `tcp-check connect` step's, with its step's number for messages (nil: the first).
-    var connection: TCPCheck.Connect?
+    var connection: ConnectRule?
     var connectionStep: Int?
     /// `tcp-check connect port <expr>`: the port this run worked out (nil: none).
     var dynamicPort: Int?
     /// The first step after the connection is an expect: the server speaks first.
-    var serverSpeaksFirst: Bool {
+    lazy var serverSpeaksFirst: Bool = {
         guard let steps = tcpSteps, let first = steps.first(where: { if case .variable = $0 { return false }; return true }),
               case .expect = first else { return false }
         return true
-    }
+    }()
     /// `set-var` lines before a `tcp-check connect` (they may give its port): run first.
     let preConnectActions: [CheckVariableAction]
     /// This run's `check.` and `sess.` variables.
@@ -58,7 +58,9 @@ final class HealthCheck: LoopObject {
     /// `option tcp-check` (or a protocol check): the steps after the connection, and the
     /// first rule's `connect` options. Nil: a connect or HTTP check.
     let tcpSteps: [TCPCheck.Step]?
-    let tcpConnect: TCPCheck.Connect?
+    let tcpConnect: ConnectRule?
+    /// The later `tcp-check connect` rules, by their index among `tcpSteps`.
+    let laterConnects: [Int: ConnectRule]
     /// What the check is called in its reasons (`tcp-check`, `redis-check`...).
     let tcpOrigin: String
     /// What a tcp-check's answers are judged at: `Layer6` for `ssl-hello-chk`, else `Layer7`.
@@ -173,7 +175,10 @@ final class HealthCheck: LoopObject {
                 }
             }
             tcpSteps = steps
-            tcpConnect = connect
+            tcpConnect = connect.map(ConnectRule.init)
+            var later: [Int: ConnectRule] = [:]
+            for (i, step) in steps.enumerated() { if case .connect(let c) = step { later[i] = ConnectRule(c) } }
+            laterConnects = later
             tcpOrigin = t.origin
             stepRegexes = steps.map { step in
                 guard case .expect(let e) = step, e.kind == .rstring || e.kind == .rbinary else { return nil }
@@ -183,7 +188,8 @@ final class HealthCheck: LoopObject {
             tcpSteps = nil
             preConnectActions = []
             // `http-check connect` opens the check's connection as a tcp-check's would.
-            tcpConnect = backend.settings.httpCheck?.connect
+            tcpConnect = backend.settings.httpCheck?.connect.map(ConnectRule.init)
+            laterConnects = [:]
             tcpOrigin = ""
             stepRegexes = []
         }
@@ -248,14 +254,8 @@ final class HealthCheck: LoopObject {
 
     /// Schedules the first check `offset` ms from now, to spread checks over `inter`.
     func start(offset: Int64) {
-        context.loop.setDeadline(self, Self.coalesced(context.loop.now + offset))
+        context.loop.setDeadline(self, context.loop.now + offset)
     }
-
-    /// A check's start, moved up to the next 10 ms step: the checks due within one step
-    /// start together and the loop wakes once for them (and once for their answers), not
-    /// once each. With a thousand servers checked every second that is a hundred wake-ups
-    /// a second instead of a thousand; no check starts more than 10 ms late.
-    static func coalesced(_ at: Int64) -> Int64 { (at + 9) / 10 * 10 }
 
     func stop() {
         stopped = true
@@ -386,17 +386,16 @@ final class HealthCheck: LoopObject {
             }
             handshakeDone = false
             // The server's own connection (no `connect` rule, or `connect default`) takes its
-            // check TLS settings; any other `connect` is TLS with its own `ssl` only.
-            let wantsTLS = connection?.ssl == true || ((connection == nil || connection!.serverDefaults) && server.tls?.forChecks == true)
-            if wantsTLS, let t = server.tls {
-                // A `connect` of its own offers its own SNI and ALPN only; the server's
-                // connection (no rule, or `connect default`) the server's `check-sni`/`check-alpn`.
-                let own = connection != nil && !connection!.serverDefaults
+            // check TLS settings; any other `connect` is TLS with its own `ssl` only. A
+            // `connect` of its own offers its own SNI and ALPN only; the server's connection
+            // the server's `check-sni`/`check-alpn`.
+            let own = connection.map { !$0.serverDefaults } ?? false
+            if let t = server.tls, connection?.ssl == true || (!own && t.forChecks) {
                 tls = (connection?.sni ?? (own ? nil : t.checkServerName)).withOptionalCString { name in
                     t.verifyHost.withOptionalCString { host in cproxy_tls_connect(t.context, s.rawValue, name, host, nil) }
                 }
                 if tls == nil { throw SystemError("SSL_new", code: ENOMEM) }
-                let alpn = connection?.alpn.map { ServerTLS.wire($0) } ?? (own ? [] : t.checkALPN)
+                let alpn = connection?.alpn ?? (own ? [] : t.checkALPN)
                 if !alpn.isEmpty { alpn.withUnsafeBufferPointer { cproxy_tls_set_alpn(tls, $0.baseAddress, $0.count) } }
             }
             switch try Socket.connect(s, address) {
@@ -404,7 +403,7 @@ final class HealthCheck: LoopObject {
             case .wouldBlock: break
             }
             try context.loop.register(s, events: Epoll.readable | Epoll.writable | Epoll.readHangup | Epoll.edgeTriggered, object: self)
-            context.loop.setDeadline(self, context.loop.now + connectTimeout)
+            context.loop.setDeadline(self, (connectionStep == nil ? startedMs : context.loop.now) + connectTimeout)
             if connected { connectedNow() }
             if connected { progress(events: Epoll.writable) }
         } catch let e as SystemError {
@@ -431,7 +430,7 @@ final class HealthCheck: LoopObject {
 
     /// A later `tcp-check connect`: the connection so far ends (with a reset), the next one
     /// opens with this step's settings; the steps go on once it is connected.
-    func reconnect(_ c: TCPCheck.Connect) {
+    func reconnect(_ c: ConnectRule) {
         let number = stepNumber
         closeConnection()
         connection = c
@@ -645,7 +644,7 @@ final class HealthCheck: LoopObject {
                 lastPassed = e
                 stepIndex += 1
             case .connect(let c):
-                reconnect(c)
+                reconnect(laterConnects[stepIndex] ?? ConnectRule(c))
                 return
             case .comment:
                 stepIndex += 1
@@ -916,7 +915,7 @@ final class HealthCheck: LoopObject {
             successes = 0
             if isUp && failures >= options.fall { transition(up: false, reason: reason, code: code, duration: duration) }
         }
-        if !stopped { context.loop.setDeadline(self, Self.coalesced(context.loop.now + nextInterval)) }
+        if !stopped { context.loop.setDeadline(self, context.loop.now + nextInterval) }
         let o = options
         let (status, description, info) = summary(ok, reason)
         server.lastCheck.withLock { r in
@@ -1042,3 +1041,27 @@ final class HealthCheck: LoopObject {
 }
 
 /// strerror's text for an errno, as C characters.
+
+/// A `connect` rule's settings, held by reference: a check reads them at every run without
+/// copying the rule (its strings, ALPN list and port expression). ALPN is in wire form.
+final class ConnectRule {
+    let port: Int?
+    let portExpression: SampleExpression?
+    let address: IPAddress?
+    let ssl: Bool
+    let sni: String?
+    let alpn: [UInt8]?
+    let sendProxy: Bool
+    let serverDefaults: Bool
+
+    init(_ c: TCPCheck.Connect) {
+        port = c.port
+        portExpression = c.portExpression
+        address = c.address
+        ssl = c.ssl
+        sni = c.sni
+        alpn = c.alpn.map { ServerTLS.wire($0) }
+        sendProxy = c.sendProxy
+        serverDefaults = c.serverDefaults
+    }
+}
