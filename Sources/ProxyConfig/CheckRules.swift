@@ -388,9 +388,9 @@ extension ConfigParser {
                     check.bodyFormat = try checkFormatInCheck(v, "http-check send body-lf", at: currentLocation)
                     check.body = nil
                 case "comment":
-                    // What a failed send would report: ours fails only when the connection
-                    // does, and says so.
-                    break
+                    // HAProxy reports a send's comment nowhere for an HTTP check (a failed
+                    // send is the connection's failure): accepted, and said to change nothing.
+                    warning("http-check send: 'comment' changes nothing here (a failed request is reported as its connection's failure); put it on the 'http-check expect' line to see it", at: currentLocation)
                 default:
                     throw ConfigError("http-check send: unknown argument '\(w)'; use meth, uri, uri-lf, ver, hdr, body, body-lf or comment")
                 }
