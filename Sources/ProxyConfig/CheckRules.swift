@@ -116,16 +116,7 @@ extension ConfigParser {
 
     /// `deadbeef` as bytes; nil when it is not an even count of hexadecimal digits.
     static func hexBytes(_ text: String) -> [UInt8]? {
-        let digits = Array(text.utf8)
-        guard digits.count % 2 == 0, !digits.isEmpty else { return nil }
-        var out: [UInt8] = []
-        var i = 0
-        while i < digits.count {
-            guard let h = LineLexer.hex(digits[i]), let l = LineLexer.hex(digits[i + 1]) else { return nil }
-            out.append(h << 4 | l)
-            i += 2
-        }
-        return out
+        text.isEmpty ? nil : Hexadecimal.bytes(text.utf8)
     }
 
     /// `tcp-check connect|send|send-lf|send-binary|send-binary-lf|expect|set-var|unset-var|comment`:
@@ -489,7 +480,7 @@ extension ConfigParser {
             warning("\(what): '%\(v.rawValue)' has no value in a health check (it prints nothing); the ones that do are \(Self.checkLogVariables.map { "%" + $0.rawValue }.sorted().joined(separator: " "))", at: location)
         }
         if hexadecimal {
-            for case .literal(let bytes) in nodes where !bytes.allSatisfy({ LineLexer.hex($0) != nil }) {
+            for case .literal(let bytes) in nodes where !bytes.allSatisfy({ Hexadecimal.digit($0) != nil }) {
                 throw ConfigError("\(what): '\(String(decoding: bytes, as: UTF8.self))' is not hexadecimal digits")
             }
         }

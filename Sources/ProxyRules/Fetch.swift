@@ -456,17 +456,8 @@ public enum FetchRegistry {
             return .constantIP(ip)
         }, method: nil, usage: "ipv6(<address>)")
         e["bin"] = Entry(arguments: 1...1, build: { args in
-            let hex = Array(args[0].utf8)
-            guard hex.count % 2 == 0 else { throw RuleError("fetch 'bin' takes an even number of hex digits, not '\(args[0])'") }
-            var bytes: [UInt8] = []
-            var i = 0
-            while i < hex.count {
-                guard let b = UInt8(String(decoding: hex[i..<i + 2], as: UTF8.self), radix: 16) else {
-                    throw RuleError("fetch 'bin' takes hex digits, not '\(args[0])'")
-                }
-                bytes.append(b)
-                i += 2
-            }
+            guard args[0].utf8.count % 2 == 0 else { throw RuleError("fetch 'bin' takes an even number of hex digits, not '\(args[0])'") }
+            guard let bytes = Hexadecimal.bytes(args[0].utf8) else { throw RuleError("fetch 'bin' takes hex digits, not '\(args[0])'") }
             return .constantBinary(bytes)
         }, method: nil, usage: "bin(<hex>)")
         e["always_true"] = noArgs(.constantBool(true), nil, "always_true")

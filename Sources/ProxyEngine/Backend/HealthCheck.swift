@@ -560,7 +560,7 @@ final class HealthCheck: LoopObject {
                 if pendingSend == nil {
                     var bytes = render(text)
                     if binary {
-                        guard let b = HealthCheck.bytes(hexadecimal: bytes) else {
+                        guard let b = Hexadecimal.bytes(bytes) else {
                             complete(false, reason: "Layer7 invalid response, info: \"tcp-check send : failed to build log-format string at step \(stepNumber)\"", code: nil)
                             return
                         }
@@ -595,7 +595,7 @@ final class HealthCheck: LoopObject {
                         return
                     }
                     if e.kind == .binaryFormat {
-                        guard let b = HealthCheck.bytes(hexadecimal: pattern) else {
+                        guard let b = Hexadecimal.bytes(pattern) else {
                             complete(false, reason: "Layer7 invalid response, info: \"Failed to parse hexastring resulting of eval of a log-format string\(e.comment.map { " comment: " + $0 } ?? "")\"", code: nil)
                             return
                         }
@@ -711,29 +711,6 @@ final class HealthCheck: LoopObject {
         case .binaryFormat: return " (log-format binary)"
         case .mysqlGreeting, .mysqlReply, .ldapBindResponse: return ""
         }
-    }
-
-    static func hexDigit(_ c: UInt8) -> UInt8? {
-        switch c {
-        case 0x30...0x39: return c - 0x30
-        case 0x41...0x46: return c - 0x41 + 10
-        case 0x61...0x66: return c - 0x61 + 10
-        default: return nil
-        }
-    }
-
-    /// Hexadecimal digits (`send-binary-lf`, `binary-lf`) as bytes; nil when they are not.
-    static func bytes(hexadecimal text: [UInt8]) -> [UInt8]? {
-        guard text.count % 2 == 0 else { return nil }
-        var out: [UInt8] = []
-        out.reserveCapacity(text.count / 2)
-        var i = 0
-        while i < text.count {
-            guard let h = hexDigit(text[i]), let l = hexDigit(text[i + 1]) else { return nil }
-            out.append(h << 4 | l)
-            i += 2
-        }
-        return out
     }
 
     /// The step's number as HAProxy reports it: rules from 1, an explicit `connect` and the

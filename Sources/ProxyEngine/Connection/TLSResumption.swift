@@ -1,5 +1,6 @@
 import CProxyTLS
 import ProxyConfig
+import ProxyRules
 
 /// TLS resumption across reloads: the process's ticket keys (rotated every
 /// `tune.ssl.lifetime`) and its session-ID cache (`tune.ssl.cachesize`), written as handover
@@ -54,25 +55,5 @@ public enum TLSResumption {
         return String(decoding: out, as: UTF8.self)
     }
 
-    static func unhex(_ text: Substring) -> [UInt8]? {
-        let u = Array(text.utf8)
-        guard u.count % 2 == 0 else { return nil }
-        func value(_ c: UInt8) -> UInt8? {
-            switch c {
-            case 48...57: return c - 48
-            case 97...102: return c - 87
-            case 65...70: return c - 55
-            default: return nil
-            }
-        }
-        var out = [UInt8]()
-        out.reserveCapacity(u.count / 2)
-        var i = 0
-        while i < u.count {
-            guard let hi = value(u[i]), let lo = value(u[i + 1]) else { return nil }
-            out.append(hi << 4 | lo)
-            i += 2
-        }
-        return out
-    }
+    static func unhex(_ text: Substring) -> [UInt8]? { Hexadecimal.bytes(text.utf8) }
 }
