@@ -148,7 +148,7 @@ import Testing
         let dir = bed.directory + "/nginx", port = TestBed.freePort(), front = TestBed.freePort()
         try FileManager.default.createDirectory(atPath: dir + "/www", withIntermediateDirectories: true)
         FileManager.default.createFile(atPath: dir + "/www/health", contents: Data("ok\n".utf8))
-        try """
+        let stopNginx = try TLSOriginationTests.runNginx("""
         daemon on;
         pid \(dir)/nginx.pid;
         error_log \(dir)/error.log;
@@ -159,15 +159,8 @@ import Testing
             client_body_temp_path \(dir); proxy_temp_path \(dir); fastcgi_temp_path \(dir); uwsgi_temp_path \(dir); scgi_temp_path \(dir);
             server { listen 127.0.0.1:\(port); root \(dir)/www; }
         }
-        """.write(toFile: dir + "/nginx.conf", atomically: true, encoding: .utf8)
-        let r = try Harness.run("/usr/sbin/nginx", ["-c", dir + "/nginx.conf", "-p", dir, "-e", dir + "/error.log"])
-        #expect(r.status == 0 && TestBed.waitForPort(port), "nginx did not start: \(r.stderr)")
-        defer {
-            if let text = try? String(contentsOfFile: dir + "/nginx.pid", encoding: .utf8), let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)) {
-                kill(pid, SIGTERM)
-                _ = TestBed.waitUntil(timeout: 5) { kill(pid, 0) != 0 }
-            }
-        }
+        """, in: dir, port: port)
+        defer { stopNginx() }
         let socket = bed.directory + "/api.sock"
         try bed.proxy("""
         global

@@ -41,6 +41,12 @@ import Testing
             }
         }
         """
+        return try runNginx(conf, in: dir, port: port)
+    }
+
+    /// Starts Debian's nginx as a daemon on `conf` (which puts its pid in DIR/nginx.pid) and
+    /// waits for `port`; the returned stop ends it gracefully.
+    static func runNginx(_ conf: String, in dir: String, port: Int) throws -> () -> Void {
         try conf.write(toFile: dir + "/nginx.conf", atomically: true, encoding: .utf8)
         let r = try Harness.run("/usr/sbin/nginx", ["-c", dir + "/nginx.conf", "-p", dir, "-e", dir + "/error.log"])
         #expect(r.status == 0 && TestBed.waitForPort(port), "nginx did not start: \(r.stderr) \((try? String(contentsOfFile: dir + "/error.log", encoding: .utf8)) ?? "")")
