@@ -457,9 +457,9 @@ extension ConfigParser {
         guard word.hasPrefix("set-var(") || word.hasPrefix("set-var-fmt(") || word.hasPrefix("unset-var(") else { return nil }
         guard let shared = try parseSharedAction(word, rest, check, .check) else { return nil }
         switch shared {
-        case .setVariable(let scope, let name, let e): return CheckVariableAction(scope: scope, name: name, value: .expression(e))
-        case .setVariableFormat(let scope, let name, let f):
-            return CheckVariableAction(scope: scope, name: name, value: .format(try checkFormatInCheck(f, "\(check) set-var-fmt", at: currentLocation)))
+        case .setVariable(let scope, let name, let e, let c): return CheckVariableAction(scope: scope, name: name, value: .expression(e), conditions: c)
+        case .setVariableFormat(let scope, let name, let f, let c):
+            return CheckVariableAction(scope: scope, name: name, value: .format(try checkFormatInCheck(f, "\(check) set-var-fmt", at: currentLocation)), conditions: c)
         case .unsetVariable(let scope, let name): return CheckVariableAction(scope: scope, name: name, value: nil)
         default: return nil
         }

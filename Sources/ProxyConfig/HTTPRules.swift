@@ -13,8 +13,8 @@ extension ConfigParser {
     enum SharedAction {
         case setHeader(HeaderField), addHeader(HeaderField), deleteHeader(HeaderNameMatch)
         case replaceHeader(String, RegexReplacement), replaceValue(String, RegexReplacement)
-        case setVariable(VariableScope, String, SampleExpression)
-        case setVariableFormat(VariableScope, String, String)
+        case setVariable(VariableScope, String, SampleExpression, VariableConditions)
+        case setVariableFormat(VariableScope, String, String, VariableConditions)
         case unsetVariable(VariableScope, String)
     }
 
@@ -25,9 +25,15 @@ extension ConfigParser {
         for prefix in ["set-var(", "set-var-fmt(", "unset-var("] where action.hasPrefix(prefix) {
             let verb = String(prefix.dropLast())
             guard action.hasSuffix(")") else { throw ConfigError("\(keyword) \(verb): missing ')' in '\(action)'") }
-            let inner = String(action.dropFirst(prefix.count).dropLast())
-            if inner.contains(",") {
-                throw ConfigError("\(keyword) \(verb): conditions after the variable name ('\(inner)') are not supported yet")
+            let parts = action.dropFirst(prefix.count).dropLast().split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+            let inner = parts[0]
+            // `set-var(NAME,ifnotempty,...)`: HAProxy 2.6's conditions.
+            var conditions: VariableConditions = []
+            if parts.count > 1 {
+                guard verb != "unset-var" else { throw ConfigError("\(keyword) unset-var: no conditions after the name ('\(parts.dropFirst().joined(separator: ","))')") }
+                do { conditions = try VariableConditions.parse(parts.dropFirst(), what: "\(keyword) \(verb)(\(inner))") } catch let e as RuleError {
+                    throw ConfigError(e.message)
+                }
             }
             let (scope, name) = try VariableScope.parseName(inner, what: "\(keyword) \(verb)")
             try checkVariableScope(scope, phase, "\(keyword) \(verb)(\(inner))")
@@ -36,10 +42,10 @@ extension ConfigParser {
                 try Values.expect(rest, 1, usage: "\(keyword) set-var(<scope>.<name>) <expression>")
                 let expression = try SampleExpression.parse(rest.first!)
                 try checkFetch(expression, phase, "\(keyword) set-var(\(inner))")
-                return .setVariable(scope, name, expression)
+                return .setVariable(scope, name, expression, conditions)
             case "set-var-fmt":
                 try Values.expect(rest, 1, usage: "\(keyword) set-var-fmt(<scope>.<name>) <format>")
-                return .setVariableFormat(scope, name, try checkFormat(rest.first!, "\(keyword) set-var-fmt(\(inner))", phase: phase))
+                return .setVariableFormat(scope, name, try checkFormat(rest.first!, "\(keyword) set-var-fmt(\(inner))", phase: phase), conditions)
             default:
                 try Values.expect(rest, 0, usage: "\(keyword) unset-var(<scope>.<name>) [if|unless <condition>]")
                 return .unsetVariable(scope, name)
@@ -99,8 +105,8 @@ extension ConfigParser {
             case .deleteHeader(let m): parsed = .deleteHeader(m)
             case .replaceHeader(let n, let r): parsed = .replaceHeader(name: n, r)
             case .replaceValue(let n, let r): parsed = .replaceValue(name: n, r)
-            case .setVariable(let s, let n, let e): parsed = .setVariable(s, n, e)
-            case .setVariableFormat(let s, let n, let f): parsed = .setVariableFormat(s, n, f)
+            case .setVariable(let s, let n, let e, let c): parsed = .setVariable(s, n, e, c)
+            case .setVariableFormat(let s, let n, let f, let c): parsed = .setVariableFormat(s, n, f, c)
             case .unsetVariable(let s, let n): parsed = .unsetVariable(s, n)
             }
         } else {
@@ -164,8 +170,8 @@ extension ConfigParser {
             case .deleteHeader(let m): parsed = .deleteHeader(m)
             case .replaceHeader(let n, let r): parsed = .replaceHeader(name: n, r)
             case .replaceValue(let n, let r): parsed = .replaceValue(name: n, r)
-            case .setVariable(let s, let n, let e): parsed = .setVariable(s, n, e)
-            case .setVariableFormat(let s, let n, let f): parsed = .setVariableFormat(s, n, f)
+            case .setVariable(let s, let n, let e, let c): parsed = .setVariable(s, n, e, c)
+            case .setVariableFormat(let s, let n, let f, let c): parsed = .setVariableFormat(s, n, f, c)
             case .unsetVariable(let s, let n): parsed = .unsetVariable(s, n)
             }
         } else {
@@ -292,8 +298,8 @@ extension ConfigParser {
         if layer == .content && (verdictText.hasPrefix("set-var") || verdictText.hasPrefix("unset-var")) {
             // The variables of a TCP session: no `req.`/`res.` split without HTTP.
             switch try parseSharedAction(verdictText, words.dropFirst(), "tcp-request content", phase) {
-            case .setVariable(let scope, let name, let e)?: operation = .setVariable(scope, name, e)
-            case .setVariableFormat(let scope, let name, let f)?: operation = .setVariableFormat(scope, name, f)
+            case .setVariable(let scope, let name, let e, let c)?: operation = .setVariable(scope, name, e, c)
+            case .setVariableFormat(let scope, let name, let f, let c)?: operation = .setVariableFormat(scope, name, f, c)
             case .unsetVariable(let scope, let name)?: operation = .unsetVariable(scope, name)
             default: throw ConfigError("tcp-request content: unknown action '\(verdictText)'")
             }

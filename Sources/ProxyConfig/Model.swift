@@ -455,10 +455,13 @@ public struct CheckVariableAction: Sendable, Equatable {
     public var name: String
     /// Nil: `unset-var`.
     public var value: Value?
-    public init(scope: VariableScope, name: String, value: Value?) {
+    /// `set-var(NAME,COND...)`.
+    public var conditions: VariableConditions
+    public init(scope: VariableScope, name: String, value: Value?, conditions: VariableConditions = []) {
         self.scope = scope
         self.name = name
         self.value = value
+        self.conditions = conditions
     }
 }
 
@@ -903,8 +906,8 @@ public enum HTTPRequestAction: Sendable {
     case replacePath(RegexReplacement)
     case setURI(String)
     case replaceURI(RegexReplacement)
-    case setVariable(VariableScope, String, SampleExpression)
-    case setVariableFormat(VariableScope, String, String)
+    case setVariable(VariableScope, String, SampleExpression, VariableConditions)
+    case setVariableFormat(VariableScope, String, String, VariableConditions)
     case unsetVariable(VariableScope, String)
     /// `use-service NAME`: the proxy answers the request itself (final).
     case useService(LocalServiceName)
@@ -923,8 +926,8 @@ public enum HTTPResponseAction: Sendable {
     case replaceHeader(name: String, RegexReplacement)
     case replaceValue(name: String, RegexReplacement)
     case setStatus(Int, reason: String?)
-    case setVariable(VariableScope, String, SampleExpression)
-    case setVariableFormat(VariableScope, String, String)
+    case setVariable(VariableScope, String, SampleExpression, VariableConditions)
+    case setVariableFormat(VariableScope, String, String, VariableConditions)
     case unsetVariable(VariableScope, String)
 }
 
@@ -959,8 +962,8 @@ public struct TCPRequestAction: Sendable, Equatable {
     public enum Verdict: String, Sendable { case accept, reject, expectProxy = "expect-proxy" }
     /// What a `tcp-request content` rule does without deciding: evaluation goes on after it.
     public enum Operation: Sendable, Equatable {
-        case setVariable(VariableScope, String, SampleExpression)
-        case setVariableFormat(VariableScope, String, String)
+        case setVariable(VariableScope, String, SampleExpression, VariableConditions)
+        case setVariableFormat(VariableScope, String, String, VariableConditions)
         case unsetVariable(VariableScope, String)
         /// `capture <sample> len <n>`: into the frontend's next request capture slot.
         case capture(SampleExpression, length: Int, slot: Int)
@@ -972,8 +975,8 @@ public struct TCPRequestAction: Sendable, Equatable {
     public func readsClientHello(_ condition: Condition?) -> Bool {
         if let c = condition, c.acls.contains(where: { $0.terms.contains { $0.expression.fetch.readsClientHello } }) { return true }
         switch operation {
-        case .setVariable(_, _, let e)?, .capture(let e, _, _)?: return e.fetch.readsClientHello
-        case .setVariableFormat(_, _, let f)?:
+        case .setVariable(_, _, let e, _)?, .capture(let e, _, _)?: return e.fetch.readsClientHello
+        case .setVariableFormat(_, _, let f, _)?:
             let nodes = (try? LogFormatText.parse(f, separators: false)) ?? []
             return nodes.contains { if case .sample(let e, _) = $0 { return e.fetch.readsClientHello }; return false }
         default: return false

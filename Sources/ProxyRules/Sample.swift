@@ -281,3 +281,59 @@ public enum SampleValue: Sendable, Equatable {
 
 /// Variables of one scope, by name (without the scope prefix).
 public typealias VariableTable = [String: SampleValue]
+
+/// The conditions of `set-var(NAME,COND...)` (HAProxy 2.6): the variable is set only when
+/// all of them hold.
+public struct VariableConditions: OptionSet, Sendable, Hashable {
+    public let rawValue: UInt8
+    public init(rawValue: UInt8) { self.rawValue = rawValue }
+    /// The variable existed before (a `proc.` one always does: it is made at load).
+    public static let ifExists = VariableConditions(rawValue: 1)
+    public static let ifNotExists = VariableConditions(rawValue: 2)
+    /// The new value is an empty string (a number, a boolean or an address never is).
+    public static let ifEmpty = VariableConditions(rawValue: 4)
+    public static let ifNotEmpty = VariableConditions(rawValue: 8)
+    /// The variable has a value now (not never set, not unset).
+    public static let ifSet = VariableConditions(rawValue: 16)
+    public static let ifNotSet = VariableConditions(rawValue: 32)
+    /// The variable's integer is greater, or less, than the new integer (true when either is
+    /// not an integer).
+    public static let ifGreater = VariableConditions(rawValue: 64)
+    public static let ifLess = VariableConditions(rawValue: 128)
+
+    public static let names: [(String, VariableConditions)] = [
+        ("ifexists", .ifExists), ("ifnotexists", .ifNotExists), ("ifempty", .ifEmpty), ("ifnotempty", .ifNotEmpty),
+        ("ifset", .ifSet), ("ifnotset", .ifNotSet), ("ifgt", .ifGreater), ("iflt", .ifLess),
+    ]
+
+    /// Parses the words after the name (at most four, as HAProxy takes them).
+    public static func parse<S: Collection>(_ words: S, what: String) throws -> VariableConditions where S.Element == String {
+        guard words.count <= 4 else { throw RuleError("\(what): at most four conditions, not \(words.count)") }
+        var out: VariableConditions = []
+        for w in words {
+            guard let c = names.first(where: { $0.0 == w })?.1 else {
+                var hint = ""
+                if let near = Similarity.closest(to: w, in: names.map(\.0)) { hint = "; did you mean '\(near)'?" }
+                throw RuleError("\(what): unknown condition '\(w)'; use \(names.map(\.0).joined(separator: ", "))\(hint)")
+            }
+            out.insert(c)
+        }
+        return out
+    }
+
+    /// Whether a variable whose value is `current` (`exists`: it was made) takes `new`.
+    public func allow(current: SampleValue?, exists: Bool, new: SampleValue) -> Bool {
+        if contains(.ifExists) && !exists { return false }
+        if contains(.ifNotExists) && exists { return false }
+        let empty: Bool = { if case .string(let s) = new { return s.isEmpty } else { return false } }()
+        if contains(.ifEmpty) && !empty { return false }
+        if contains(.ifNotEmpty) && empty { return false }
+        if contains(.ifSet) && current == nil { return false }
+        if contains(.ifNotSet) && current != nil { return false }
+        if case .integer(let old)? = current, case .integer(let value) = new {
+            if contains(.ifGreater) && !(old > value) { return false }
+            if contains(.ifLess) && !(old < value) { return false }
+        }
+        return true
+    }
+}

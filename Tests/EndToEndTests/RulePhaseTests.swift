@@ -44,6 +44,34 @@ import Testing
 
     /// `txn.` variables carry each request's own value to its response: pipelined requests
     /// and requests with bodies, on one connection, never mix them up.
+    /// `set-var(NAME,COND...)`, HAProxy 2.6's conditions: each line below gives what HAProxy
+    /// 2.6.12 answers on the same file (compared side by side).
+    @Test func setVarConditions() throws {
+        let bed = try TestBed()
+        let front = TestBed.freePort()
+        try bed.proxy("""
+        \(TestBed.defaults("http"))
+        frontend f
+            bind 127.0.0.1:\(front)
+            http-request set-var(txn.a) str(first)
+            http-request set-var(txn.a,ifnotexists) str(second)
+            http-request set-var(txn.b,ifexists) str(never)
+            http-request set-var(txn.c) req.hdr(x-c)
+            http-request set-var(txn.c,ifnotempty) str(filled)
+            http-request set-var(txn.n) int(5)
+            http-request set-var(txn.n,ifgt) int(3)
+            http-request set-var(txn.m) int(5)
+            http-request set-var(txn.m,iflt) int(3)
+            http-request set-var(txn.e,ifempty) str(x)
+            http-request set-var-fmt(txn.f,ifnotset) "fmt"
+            http-request set-var(proc.p,ifexists) str(proc)
+            http-request return status 200 content-type text/plain lf-string "a=%[var(txn.a)] b=%[var(txn.b)] c=%[var(txn.c)] n=%[var(txn.n)] m=%[var(txn.m)] e=%[var(txn.e)] f=%[var(txn.f)] p=%[var(proc.p)]"
+
+        """, waitFor: front)
+        let (code, body, _) = try TestBed.curl(["-H", "x-c: ", "http://127.0.0.1:\(front)/"])
+        #expect(code == 200 && body == "a=first b= c=filled n=3 m=5 e= f=fmt p=proc", "\(body)")
+    }
+
     @Test func transactionVariablesFollowTheirOwnRequest() throws {
         let bed = try TestBed()
         let port = TestBed.freePort()

@@ -369,7 +369,7 @@ import ProxyRules
         #expect(ret.status == 503 && ret.contentType == "text/html" && ret.headers == [HeaderField(name: "Retry-After", value: "60")])
         guard case .redirect(let r) = f.httpRequestRules[4].action else { Issue.record("redirect"); return }
         #expect(r == Redirect(kind: .scheme, target: "https", code: 301))
-        guard case .setVariable(let scope, let name, let expr) = f.httpRequestRules[16].action else { Issue.record("set-var"); return }
+        guard case .setVariable(let scope, let name, let expr, _) = f.httpRequestRules[16].action else { Issue.record("set-var"); return }
         #expect(scope == .txn && name == "host" && expr.converters == [.lower])
         guard case .setStatus(503, let reason) = f.httpResponseRules[5].action else { Issue.record("set-status"); return }
         #expect(reason == "Maintenance")

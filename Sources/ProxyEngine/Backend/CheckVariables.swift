@@ -111,9 +111,17 @@ extension HealthCheck {
             }
             if !got { return }
         }
+        let conditions = action.conditions
         if action.scope == .proc {
-            context.model.processVariables.withLock { $0[action.name] = value }
+            context.model.processVariables.withLock { table in
+                if let v = value, !conditions.isEmpty, !conditions.allow(current: table[action.name], exists: true, new: v) { return }
+                table[action.name] = value
+            }
         } else {
+            if let v = value, !conditions.isEmpty {
+                let current = variables.value(action.scope, action.name)
+                guard conditions.allow(current: current, exists: current != nil, new: v) else { return }
+            }
             variables.set(action.scope, action.name, value)
         }
     }

@@ -212,7 +212,7 @@ extension Array where Element == Rule<TCPRequestAction> {
     /// The `set-var-fmt` formats of these rules, compiled once, by their text.
     var compiledFormats: [String: LogFormat] {
         var formats: [String: LogFormat] = [:]
-        for r in self { if case .setVariableFormat(_, _, let f)? = r.action.operation { formats[f] = LogFormat(f) } }
+        for r in self { if case .setVariableFormat(_, _, let f, _)? = r.action.operation { formats[f] = LogFormat(f) } }
         return formats
     }
 }

@@ -167,10 +167,10 @@ extension LoopContext {
     /// that later rules, the route, the stream and its log line read.
     static func perform(_ op: TCPRequestAction.Operation, _ samples: inout ConnectionSamples, _ formats: [String: LogFormat]) {
         switch op {
-        case .setVariable(let scope, let name, let e):
-            if let v = TCPRequestAction.Operation.value(e, samples) { samples.variables.set(scope, name, v) }
-        case .setVariableFormat(let scope, let name, let f):
-            samples.variables.set(scope, name, .string((formats[f] ?? LogFormat(f)).render(nil, samples)))
+        case .setVariable(let scope, let name, let e, let c):
+            if let v = TCPRequestAction.Operation.value(e, samples) { samples.variables.set(scope, name, v, if: c) }
+        case .setVariableFormat(let scope, let name, let f, let c):
+            samples.variables.set(scope, name, .string((formats[f] ?? LogFormat(f)).render(nil, samples)), if: c)
         case .unsetVariable(let scope, let name):
             samples.variables.set(scope, name, nil)
         case .capture(let e, let length, let slot):

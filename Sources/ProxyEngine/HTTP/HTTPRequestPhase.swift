@@ -370,10 +370,10 @@ extension HTTPTransaction {
         var samples = HTTPSamples(session: self, phase: .request)
         let verdict = rules.evaluate(&samples) { op, samples in
             switch op {
-            case .setVariable(let scope, let name, let e):
-                if let v = TCPRequestAction.Operation.value(e, samples) { samples.session.variables.set(scope, name, v) }
-            case .setVariableFormat(let scope, let name, let f):
-                samples.session.variables.set(scope, name, .string((formats[f] ?? LogFormat(f)).render(samples)))
+            case .setVariable(let scope, let name, let e, let c):
+                if let v = TCPRequestAction.Operation.value(e, samples) { samples.session.variables.set(scope, name, v, if: c) }
+            case .setVariableFormat(let scope, let name, let f, let c):
+                samples.session.variables.set(scope, name, .string((formats[f] ?? LogFormat(f)).render(samples)), if: c)
             case .unsetVariable(let scope, let name):
                 samples.session.variables.set(scope, name, nil)
             case .capture(let e, let length, let slot):

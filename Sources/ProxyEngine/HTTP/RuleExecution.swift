@@ -5,8 +5,8 @@ import Glibc
 
 /// What sets or clears a variable: an expression, a format, or nothing (unset).
 enum VariableAssignment {
-    case expression(SampleExpression)
-    case format(LogFormat)
+    case expression(SampleExpression, VariableConditions)
+    case format(LogFormat, VariableConditions)
     case unset
 }
 
@@ -46,8 +46,8 @@ struct CompiledRequestRule {
         case .replacePath(let r): action = .replacePath(r)
         case .setURI(let f): action = .setURI(LogFormat(f))
         case .replaceURI(let r): action = .replaceURI(r)
-        case .setVariable(let scope, let name, let e): action = .variable(scope, name, .expression(e))
-        case .setVariableFormat(let scope, let name, let f): action = .variable(scope, name, .format(LogFormat(f)))
+        case .setVariable(let scope, let name, let e, let c): action = .variable(scope, name, .expression(e, c))
+        case .setVariableFormat(let scope, let name, let f, let c): action = .variable(scope, name, .format(LogFormat(f), c))
         case .unsetVariable(let scope, let name): action = .variable(scope, name, .unset)
         case .useService(let name): action = .service(name)
         }
@@ -107,8 +107,8 @@ struct CompiledResponseRule {
         case .replaceHeader(let n, let r): action = .header(.replace(n.lowercased(), r, wholeValue: true))
         case .replaceValue(let n, let r): action = .header(.replace(n.lowercased(), r, wholeValue: false))
         case .setStatus(let c, let reason): action = .setStatus(c, reason)
-        case .setVariable(let scope, let name, let e): action = .variable(scope, name, .expression(e))
-        case .setVariableFormat(let scope, let name, let f): action = .variable(scope, name, .format(LogFormat(f)))
+        case .setVariable(let scope, let name, let e, let c): action = .variable(scope, name, .expression(e, c))
+        case .setVariableFormat(let scope, let name, let f, let c): action = .variable(scope, name, .format(LogFormat(f), c))
         case .unsetVariable(let scope, let name): action = .variable(scope, name, .unset)
         }
     }
@@ -247,12 +247,15 @@ extension HTTPTransaction {
     /// `set-var`, `set-var-fmt`, `unset-var`: the value is copied out of the message.
     func assign(_ scope: VariableScope, _ name: String, _ assignment: VariableAssignment, _ samples: HTTPSamples) {
         var value: SampleValue?
+        var conditions: VariableConditions = []
         switch assignment {
         case .unset:
             value = nil
-        case .format(let f):
+        case .format(let f, let c):
             value = .string(f.render(samples))
-        case .expression(let e):
+            conditions = c
+        case .expression(let e, let c):
+            conditions = c
             var got = false
             _ = samples.visitSamples(of: e.fetch) { raw in
                 guard let (v, fold) = e.convert(raw) else { return false }
@@ -264,9 +267,15 @@ extension HTTPTransaction {
             if !got { return }
         }
         if scope == .proc {
-            context.model.processVariables.withLock { $0[name] = value }
+            context.model.processVariables.withLock { table in
+                // A `proc.` variable exists from the load on (HAProxy makes it then).
+                if let v = value, !conditions.isEmpty, !conditions.allow(current: table[name], exists: true, new: v) { return }
+                table[name] = value
+            }
+        } else if let v = value {
+            variables.set(scope, name, v, if: conditions)
         } else {
-            variables.set(scope, name, value)
+            variables.set(scope, name, nil)
         }
     }
 

@@ -35,6 +35,16 @@ struct SessionVariables {
         }
     }
 
+    /// `set-var(NAME,COND...)`: set only when the conditions hold (a variable exists here
+    /// while it has a value).
+    mutating func set(_ scope: VariableScope, _ name: String, _ value: SampleValue, if conditions: VariableConditions) {
+        if !conditions.isEmpty {
+            let current = self.value(scope, name)
+            guard conditions.allow(current: current, exists: current != nil, new: value) else { return }
+        }
+        set(scope, name, value)
+    }
+
     private static func updated(_ table: VariableTable?, _ name: String, _ value: SampleValue?) -> VariableTable? {
         var t = table ?? [:]
         t[name] = value
