@@ -44,8 +44,9 @@ import Testing
 
     /// `txn.` variables carry each request's own value to its response: pipelined requests
     /// and requests with bodies, on one connection, never mix them up.
-    /// `set-var(NAME,COND...)`, HAProxy 2.6's conditions: each line below gives what HAProxy
-    /// 2.6.12 answers on the same file (compared side by side).
+    /// `set-var(NAME,COND...)`, HAProxy 2.6's conditions, and a `proc.` variable set by a
+    /// `tcp-request content` rule: the answer is what HAProxy 2.6.12 gives on the same file
+    /// (compared side by side).
     @Test func setVarConditions() throws {
         let bed = try TestBed()
         let front = TestBed.freePort()
@@ -53,6 +54,7 @@ import Testing
         \(TestBed.defaults("http"))
         frontend f
             bind 127.0.0.1:\(front)
+            tcp-request content set-var(proc.t) str(tcp)
             http-request set-var(txn.a) str(first)
             http-request set-var(txn.a,ifnotexists) str(second)
             http-request set-var(txn.b,ifexists) str(never)
@@ -65,11 +67,11 @@ import Testing
             http-request set-var(txn.e,ifempty) str(x)
             http-request set-var-fmt(txn.f,ifnotset) "fmt"
             http-request set-var(proc.p,ifexists) str(proc)
-            http-request return status 200 content-type text/plain lf-string "a=%[var(txn.a)] b=%[var(txn.b)] c=%[var(txn.c)] n=%[var(txn.n)] m=%[var(txn.m)] e=%[var(txn.e)] f=%[var(txn.f)] p=%[var(proc.p)]"
+            http-request return status 200 content-type text/plain lf-string "a=%[var(txn.a)] b=%[var(txn.b)] c=%[var(txn.c)] n=%[var(txn.n)] m=%[var(txn.m)] e=%[var(txn.e)] f=%[var(txn.f)] p=%[var(proc.p)] t=%[var(proc.t)]"
 
         """, waitFor: front)
         let (code, body, _) = try TestBed.curl(["-H", "x-c: ", "http://127.0.0.1:\(front)/"])
-        #expect(code == 200 && body == "a=first b= c=filled n=3 m=5 e= f=fmt p=proc", "\(body)")
+        #expect(code == 200 && body == "a=first b= c=filled n=3 m=5 e= f=fmt p=proc t=tcp", "\(body)")
     }
 
     @Test func transactionVariablesFollowTheirOwnRequest() throws {

@@ -113,10 +113,7 @@ extension HealthCheck {
         }
         let conditions = action.conditions
         if action.scope == .proc {
-            context.model.processVariables.withLock { table in
-                if let v = value, !conditions.isEmpty, !conditions.allow(current: table[action.name], exists: true, new: v) { return }
-                table[action.name] = value
-            }
+            context.model.setProcessVariable(action.name, value, if: conditions)
         } else {
             if let v = value, !conditions.isEmpty {
                 let current = variables.value(action.scope, action.name)

@@ -168,11 +168,13 @@ extension LoopContext {
     static func perform(_ op: TCPRequestAction.Operation, _ samples: inout ConnectionSamples, _ formats: [String: LogFormat]) {
         switch op {
         case .setVariable(let scope, let name, let e, let c):
-            if let v = TCPRequestAction.Operation.value(e, samples) { samples.variables.set(scope, name, v, if: c) }
+            guard let v = TCPRequestAction.Operation.value(e, samples) else { break }
+            if scope == .proc { samples.model.setProcessVariable(name, v, if: c) } else { samples.variables.set(scope, name, v, if: c) }
         case .setVariableFormat(let scope, let name, let f, let c):
-            samples.variables.set(scope, name, .string((formats[f] ?? LogFormat(f)).render(nil, samples)), if: c)
+            let v = SampleValue.string((formats[f] ?? LogFormat(f)).render(nil, samples))
+            if scope == .proc { samples.model.setProcessVariable(name, v, if: c) } else { samples.variables.set(scope, name, v, if: c) }
         case .unsetVariable(let scope, let name):
-            samples.variables.set(scope, name, nil)
+            if scope == .proc { samples.model.setProcessVariable(name, nil) } else { samples.variables.set(scope, name, nil) }
         case .capture(let e, let length, let slot):
             if slot < samples.captures.count { samples.captures[slot] = TCPRequestAction.Operation.captured(e, length: length, samples) }
         }

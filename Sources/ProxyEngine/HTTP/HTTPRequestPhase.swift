@@ -371,11 +371,13 @@ extension HTTPTransaction {
         let verdict = rules.evaluate(&samples) { op, samples in
             switch op {
             case .setVariable(let scope, let name, let e, let c):
-                if let v = TCPRequestAction.Operation.value(e, samples) { samples.session.variables.set(scope, name, v, if: c) }
+                guard let v = TCPRequestAction.Operation.value(e, samples) else { break }
+                if scope == .proc { samples.session.context.model.setProcessVariable(name, v, if: c) } else { samples.session.variables.set(scope, name, v, if: c) }
             case .setVariableFormat(let scope, let name, let f, let c):
-                samples.session.variables.set(scope, name, .string((formats[f] ?? LogFormat(f)).render(samples)), if: c)
+                let v = SampleValue.string((formats[f] ?? LogFormat(f)).render(samples))
+                if scope == .proc { samples.session.context.model.setProcessVariable(name, v, if: c) } else { samples.session.variables.set(scope, name, v, if: c) }
             case .unsetVariable(let scope, let name):
-                samples.session.variables.set(scope, name, nil)
+                if scope == .proc { samples.session.context.model.setProcessVariable(name, nil) } else { samples.session.variables.set(scope, name, nil) }
             case .capture(let e, let length, let slot):
                 if slot < samples.session.captures.count {
                     samples.session.captures[slot] = TCPRequestAction.Operation.captured(e, length: length, samples)

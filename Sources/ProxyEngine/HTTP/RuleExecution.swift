@@ -267,11 +267,7 @@ extension HTTPTransaction {
             if !got { return }
         }
         if scope == .proc {
-            context.model.processVariables.withLock { table in
-                // A `proc.` variable exists from the load on (HAProxy makes it then).
-                if let v = value, !conditions.isEmpty, !conditions.allow(current: table[name], exists: true, new: v) { return }
-                table[name] = value
-            }
+            context.model.setProcessVariable(name, value, if: conditions)
         } else if let v = value {
             variables.set(scope, name, v, if: conditions)
         } else {

@@ -1,5 +1,16 @@
 import ProxyRules
 
+extension RuntimeModel {
+    /// Sets `proc.NAME` for every loop (nil: unsets it), when `conditions` hold; a `proc.`
+    /// variable exists from the load on, as HAProxy makes it then.
+    func setProcessVariable(_ name: String, _ value: SampleValue?, if conditions: VariableConditions = []) {
+        processVariables.withLock { table in
+            if let v = value, !conditions.isEmpty, !conditions.allow(current: table[name], exists: true, new: v) { return }
+            table[name] = value
+        }
+    }
+}
+
 /// The variables an HTTP connection holds, by scope: `sess.` for the connection's life,
 /// `txn.` for one transaction, `req.` while its request is processed and `res.` while its
 /// response is (as HAProxy's scopes live; the loader refuses a `req.` variable in a response
