@@ -440,7 +440,8 @@ public enum FetchRegistry {
             let (scope, name) = try VariableScope.parseName(args[0], what: "fetch 'var'")
             return .variable(scope, name, defaultValue: args.count > 1 ? args[1] : nil)
         }, method: nil, usage: "var(<scope>.<name>[,<default>])")
-        e["str"] = Entry(arguments: 1...1, build: { args in .constantString(args[0]) }, method: nil, usage: "str(<text>)")
+        // `str()` is the empty string, as HAProxy reads it.
+        e["str"] = Entry(arguments: 0...1, build: { args in .constantString(args.first ?? "") }, method: nil, usage: "str(<text>)")
         e["res.payload"] = Entry(arguments: 2...2, build: { args in
             guard let o = Int(args[0]), o >= 0, let l = Int(args[1]), l >= 0 else {
                 throw RuleError("fetch 'res.payload' takes an offset and a length, both integers >= 0 (length 0: to the end): res.payload(<offset>,<length>)")

@@ -65,13 +65,14 @@ import Testing
             http-request set-var(txn.m) int(5)
             http-request set-var(txn.m,iflt) int(3)
             http-request set-var(txn.e,ifempty) str(x)
+            http-request set-var(txn.z,ifempty) str()
             http-request set-var-fmt(txn.f,ifnotset) "fmt"
             http-request set-var(proc.p,ifexists) str(proc)
-            http-request return status 200 content-type text/plain lf-string "a=%[var(txn.a)] b=%[var(txn.b)] c=%[var(txn.c)] n=%[var(txn.n)] m=%[var(txn.m)] e=%[var(txn.e)] f=%[var(txn.f)] p=%[var(proc.p)] t=%[var(proc.t)]"
+            http-request return status 200 content-type text/plain lf-string "a=%[var(txn.a)] b=%[var(txn.b)] c=%[var(txn.c)] n=%[var(txn.n)] m=%[var(txn.m)] e=%[var(txn.e)] f=%[var(txn.f)] p=%[var(proc.p)] t=%[var(proc.t)] z=[%[var(txn.z,unset)]]"
 
         """, waitFor: front)
         let (code, body, _) = try TestBed.curl(["-H", "x-c: ", "http://127.0.0.1:\(front)/"])
-        #expect(code == 200 && body == "a=first b= c=filled n=3 m=5 e= f=fmt p=proc t=tcp", "\(body)")
+        #expect(code == 200 && body == "a=first b= c=filled n=3 m=5 e= f=fmt p=proc t=tcp z=[]", "\(body)")
     }
 
     @Test func transactionVariablesFollowTheirOwnRequest() throws {
