@@ -145,8 +145,10 @@ extension ConfigParser {
                !steps.allSatisfy({ switch $0 { case .comment, .variable: return true; default: return false } }) {
                 throw ConfigError("tcp-check connect: the first 'connect' must come before the other rules (only set-var and comment lines may come before it): it opens the check's connection")
             }
-            _ = try takeComment()
-            let (c, _) = try parseCheckConnect(rest, check: "tcp-check", at: location)
+            let comment = try takeComment()
+            let (c, connectComment) = try parseCheckConnect(rest, check: "tcp-check", at: location)
+            // The rule's own comment (what a failed connection reports).
+            if let text = comment ?? connectComment { steps.append(.comment(text, line: false)) }
             steps.append(.connect(c))
         case "send", "send-binary":
             let comment = try takeComment()
@@ -158,14 +160,14 @@ extension ConfigParser {
                 guard let bytes = Self.hexBytes(text) else { throw ConfigError("tcp-check send-binary: '\(text)' is not an even count of hexadecimal digits") }
                 steps.append(.send(bytes))
             }
-            if let comment { steps.insert(.comment(comment), at: steps.count - 1) }
+            if let comment { steps.insert(.comment(comment, line: false), at: steps.count - 1) }
         case "send-lf", "send-binary-lf":
             let comment = try takeComment()
             let binary = sub == "send-binary-lf"
             try Values.expect(rest, 1, usage: "tcp-check \(sub) <\(binary ? "hexadecimal log-format" : "log-format")> [comment <text>]")
             let text = try checkFormatInCheck(rest.first!, "tcp-check \(sub)", hexadecimal: binary, at: location)
             steps.append(.sendFormat(text, binary: binary))
-            if let comment { steps.insert(.comment(comment), at: steps.count - 1) }
+            if let comment { steps.insert(.comment(comment, line: false), at: steps.count - 1) }
         case "set-var", "set-var-fmt", "unset-var":
             throw ConfigError("tcp-check \(sub): the form is 'tcp-check \(sub)(<scope>.<name>) ...'")
         case "expect":
@@ -200,7 +202,6 @@ extension ConfigParser {
             case .string, .mysqlGreeting, .mysqlReply, .ldapBindResponse:
                 break
             }
-            if comment == nil, case .comment(let c)? = steps.last { comment = c; steps.removeLast() }
             options.kind = kind
             options.negated = negated
             options.pattern = pattern
@@ -209,7 +210,7 @@ extension ConfigParser {
             steps.append(.expect(options))
         case "comment":
             try Values.expect(rest, 1, usage: "tcp-check comment <text>")
-            steps.append(.comment(rest.first!))
+            steps.append(.comment(rest.first!, line: true))
         default:
             throw ConfigError("unknown 'tcp-check \(sub)'; use connect, send, send-lf, send-binary, send-binary-lf, expect, set-var, set-var-fmt, unset-var or comment")
         }

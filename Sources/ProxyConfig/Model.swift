@@ -481,7 +481,10 @@ public struct TCPCheck: Sendable, Equatable {
         /// hexadecimal digits turned into bytes).
         case sendFormat(String, binary: Bool)
         case expect(Expectation)
-        case comment(String)
+        /// A comment for the rule after it: a `tcp-check comment` line (`line`: a rule of its
+        /// own, counted in step numbers, and carried over the following rules of one kind, as
+        /// HAProxy does) or a rule's own `comment` option.
+        case comment(String, line: Bool)
         /// `set-var`, `set-var-fmt`, `unset-var`.
         case variable(CheckVariableAction)
     }

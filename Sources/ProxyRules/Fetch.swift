@@ -96,7 +96,7 @@ public enum FetchUsage: Sendable, Equatable {
         case .variable(let s): return "a '\(s.rawValue).' variable, which does not exist there"
         case .capturedRequest, .currentMessage: return "an HTTP message"
         case .connection: return "a client connection"
-        case .checkAnswer: return "what a server answered a health check (tcp-check, http-check), which is all it reads here"
+        case .checkAnswer: return "what a server answered a health check, which only tcp-check and http-check rules have"
         default: return "nothing"
         }
     }
@@ -172,7 +172,6 @@ public enum Fetch: Equatable, Sendable, CustomStringConvertible {
         case .source, .sourcePort, .destination, .destinationPort, .tlsFrontend, .tlsServerName, .tlsProtocol, .tlsCipher, .tlsALPN, .tlsResumed, .tlsClient: return .connection
         // The client's first bytes: not known when the connection is accepted.
         case .helloType, .helloServerName, .helloVersion: return .request
-        case .responsePayload: return .request
         default: return .request
         }
     }

@@ -321,6 +321,13 @@ public struct VariableConditions: OptionSet, Sendable, Hashable {
         return out
     }
 
+    /// Whether a variable of a table that holds only set variables (`current`: its value,
+    /// nil when it has none) takes `new`; an unset (nil) is always taken.
+    public func allow(current: SampleValue?, new: SampleValue?) -> Bool {
+        guard let new, !isEmpty else { return true }
+        return allow(current: current, exists: current != nil, new: new)
+    }
+
     /// Whether a variable whose value is `current` (`exists`: it was made) takes `new`.
     public func allow(current: SampleValue?, exists: Bool, new: SampleValue) -> Bool {
         if contains(.ifExists) && !exists { return false }

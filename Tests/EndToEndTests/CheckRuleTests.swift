@@ -50,6 +50,14 @@ import Testing
             tcp-check send PING\\r\\n
             tcp-check expect string +PONG
             server a 127.0.0.1:\(port) check inter 200 rise 1 fall 1
+        backend numbered
+            option tcp-check
+            tcp-check comment "ping phase"
+            tcp-check send PING\\r\\n
+            tcp-check expect string +PONG
+            tcp-check comment "on expects"
+            tcp-check expect min-recv 1 string X
+            server a 127.0.0.1:\(port) check inter 200 rise 1 fall 1
         backend sendonly
             option tcp-check
             tcp-check send PING\\r\\n
@@ -75,6 +83,9 @@ import Testing
         #expect(TestBed.waitUntil { result("lf") == ["UP", "L7OK", "0", "pong from a at \(port)"] }, "\(result("lf"))")
         #expect(TestBed.waitUntil { result("timeout") == ["DOWN", "L7TOUT", "", " at step 2 of tcp-check (expect log-format string)"] }, "\(result("timeout"))")
         #expect(TestBed.waitUntil { result("plain") == ["UP", "L7OK", "0", "(tcp-check)"] }, "\(result("plain"))")
+        // Comment lines count as steps, and a comment names the rules of one kind after it.
+        #expect(TestBed.waitUntil { bed.log().contains("Server numbered/a is DOWN, reason: Layer7 invalid response, info: \"TCPCHK did not match content 'X' at step 5 comment: on expects\"") },
+                "\(bed.log())")
         #expect(TestBed.waitUntil { result("sendonly") == ["UP", "L7OK", "0", "(tcp-check)"] }, "\(result("sendonly"))")
         #expect(TestBed.waitUntil { result("connectonly") == ["UP", "L4OK", "", "(tcp-check)"] }, "\(result("connectonly"))")
         #expect(TestBed.waitUntil { result("unwanted") == ["DOWN", "L7RSP", "", "TCPCHK matched unwanted content '+PONG' at step 2 comment: no pong wanted"] },
@@ -221,7 +232,7 @@ import Testing
             server a 127.0.0.1:\(closed) check inter 200 rise 1 fall 1
         backend explicit
             option tcp-check
-            tcp-check connect port \(closed)
+            tcp-check connect port \(closed) comment "redis port"
             tcp-check send PING\\r\\n
             tcp-check expect string +PONG
             server a 127.0.0.1:\(port) check inter 200 rise 1 fall 1
@@ -243,6 +254,11 @@ import Testing
             tcp-check send "GET / HTTP/1.0\\r\\n\\r\\n"
             tcp-check expect string sni=check.example
             server a 127.0.0.1:\(port) check inter 200 rise 1 fall 1 check-ssl verify none
+        backend commented
+            option tcp-check
+            tcp-check comment "first probe"
+            tcp-check connect port \(closed)
+            server a 127.0.0.1:\(port) check inter 200 rise 1 fall 1
         backend lastconnect
             option tcp-check
             tcp-check connect
@@ -256,7 +272,9 @@ import Testing
         // The last rule run is a connect: a layer-4 result, as HAProxy reports it.
         #expect(TestBed.waitUntil { result("lastconnect") == ["UP", "L4OK", "", "(tcp-check)"] }, "\(result("lastconnect"))")
         #expect(TestBed.waitUntil { result("implicit") == ["DOWN", "L4CON", "", "Connection refused at initial connection step of tcp-check"] }, "\(result("implicit"))")
-        #expect(TestBed.waitUntil { result("explicit") == ["DOWN", "L4CON", "", "Connection refused at step 1 of tcp-check (connect port \(closed))"] }, "\(result("explicit"))")
+        #expect(TestBed.waitUntil { result("explicit") == ["DOWN", "L4CON", "", "Connection refused at step 1 of tcp-check (connect port \(closed)) comment: 'redis port'"] }, "\(result("explicit"))")
+        // A comment line is a rule of its own in HAProxy's numbering, and names the next rule.
+        #expect(TestBed.waitUntil { result("commented") == ["DOWN", "L4CON", "", "Connection refused at step 2 of tcp-check (connect port \(closed)) comment: 'first probe'"] }, "\(result("commented"))")
         #expect(TestBed.waitUntil { result("second") == ["DOWN", "L4CON", "", "Connection refused at step 4 of tcp-check (connect port \(closed))"] }, "\(result("second"))")
         #expect(TestBed.waitUntil { result("tls") == ["UP", "L7OK", "0", "(tcp-check)"] }, "\(result("tls"))")
     }

@@ -25,6 +25,13 @@ struct CheckVariables {
         }
     }
 
+    /// `set-var(NAME,COND...)`, `unset-var(NAME)` (nil): `proc.` ones go to the model; the
+    /// run's own are set only when the conditions hold.
+    mutating func assign(_ scope: VariableScope, _ name: String, _ value: SampleValue?, if conditions: VariableConditions, model: RuntimeModel) {
+        if scope == .proc { model.setProcessVariable(name, value, if: conditions); return }
+        if conditions.isEmpty || conditions.allow(current: self.value(scope, name), new: value) { set(scope, name, value) }
+    }
+
     /// A new run starts with none.
     mutating func reset() {
         if check != nil { check = nil }
@@ -111,16 +118,7 @@ extension HealthCheck {
             }
             if !got { return }
         }
-        let conditions = action.conditions
-        if action.scope == .proc {
-            context.model.setProcessVariable(action.name, value, if: conditions)
-        } else {
-            if let v = value, !conditions.isEmpty {
-                let current = variables.value(action.scope, action.name)
-                guard conditions.allow(current: current, exists: current != nil, new: v) else { return }
-            }
-            variables.set(action.scope, action.name, value)
-        }
+        variables.assign(action.scope, action.name, value, if: action.conditions, model: context.model)
     }
 
     /// An integer from a sample expression (`tcp-check connect port var(check.port)`).

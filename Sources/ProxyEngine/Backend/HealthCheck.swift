@@ -49,7 +49,7 @@ final class HealthCheck: LoopObject {
     let proxyHeader: [UInt8]
     /// The server's check settings send a PROXY header (`check-send-proxy`, or `send-proxy`
     /// checked on its own address): a later `connect default` sends one too.
-    var serverSendsProxyToChecks = false
+    let serverSendsProxyToChecks: Bool
     /// `http-check set-var` lines after the request is sent, run between the expectations.
     let httpActions: [HTTPCheck.VariableAction]
     /// Each `http-check expect`'s regexes, compiled once: the pattern's (`rstatus`,
@@ -61,6 +61,13 @@ final class HealthCheck: LoopObject {
     let tcpConnect: ConnectRule?
     /// The later `tcp-check connect` rules, by their index among `tcpSteps`.
     let laterConnects: [Int: ConnectRule]
+    /// The comments of the steps (by index among `tcpSteps`) and of the first `connect`:
+    /// what a failure or a timeout at that step reports, as HAProxy appends it.
+    var stepComments: [Int: String] = [:]
+    var firstConnectComment: String?
+    /// HAProxy's number of each step (comment lines count) and of the first `connect`.
+    var stepNumbers: [Int] = []
+    var firstConnectNumber = 1
     /// What the check is called in its reasons (`tcp-check`, `redis-check`...).
     let tcpOrigin: String
     /// What a tcp-check's answers are judged at: `Layer6` for `ssl-hello-chk`, else `Layer7`.
@@ -154,8 +161,35 @@ final class HealthCheck: LoopObject {
             dynamicHTTP = nil
         }
         if let t = backend.settings.tcpCheck {
-            var steps = t.origin == "tcp-check" ? backend.settings.tcpCheckRules : t.steps
-            steps.removeAll { if case .comment = $0 { return true }; return false }
+            // As HAProxy numbers and comments the rules: every rule has a number, comment
+            // lines included; a `tcp-check comment` line names the following rules of one kind
+            // (a `connect` or a `set-var` ends it), a rule's own `comment` that rule only.
+            var steps: [TCPCheck.Step] = []
+            var numbers: [Int] = []
+            var comments: [Int: String] = [:]
+            var rule = 0
+            var lineComment: String?, lineCommentKind: Int?, ownComment: String?
+            for step in t.origin == "tcp-check" ? backend.settings.tcpCheckRules : t.steps {
+                rule += 1
+                if case .comment(let c, let line) = step {
+                    if line { lineComment = c; lineCommentKind = nil } else { ownComment = c; rule -= 1 }
+                    continue
+                }
+                let kind: Int
+                switch step {
+                case .send, .sendFormat: kind = 0
+                case .expect: kind = 1
+                case .connect: kind = 2
+                default: kind = 3
+                }
+                if let k = lineCommentKind, k != kind { lineComment = nil }
+                lineCommentKind = kind
+                if let c = ownComment ?? (kind == 3 ? nil : lineComment) { comments[steps.count] = c }
+                ownComment = nil
+                if kind >= 2 { lineComment = nil }
+                numbers.append(rule)
+                steps.append(step)
+            }
             var connect: TCPCheck.Connect?
             var before: [CheckVariableAction] = []
             // `set-var` lines may come before the `connect` (its port may read them).
@@ -163,7 +197,13 @@ final class HealthCheck: LoopObject {
                 connect = c
                 for case .variable(let a) in steps[..<at] { before.append(a) }
                 steps.removeSubrange(...at)
+                firstConnectComment = comments[at]
+                firstConnectNumber = numbers[at]
+                comments = Dictionary(uniqueKeysWithValues: comments.filter { $0.key > at }.map { ($0.key - at - 1, $0.value) })
+                numbers.removeSubrange(...at)
             }
+            stepComments = comments
+            stepNumbers = numbers
             preConnectActions = before
             for step in t.origin == "tcp-check" ? backend.settings.tcpCheckRules : t.steps {
                 switch step {
@@ -193,17 +233,11 @@ final class HealthCheck: LoopObject {
             tcpOrigin = ""
             stepRegexes = []
         }
-        // The header a check sends says nothing of a client: `PROXY UNKNOWN` or v2 `LOCAL`,
-        // as HAProxy's checks send. The server's `check-send-proxy` (or `send-proxy` when its
-        // checks go to its own address and port) applies to its own connection: no `connect`
-        // rule, or `connect default`; any other `connect` sends one with its `send-proxy` only.
-        let version = options.sendProxy ?? .v1
-        let serverSendsProxy = options.checkSendProxy || (options.sendProxy != nil && options.checkPort == nil && options.checkAddress == nil)
-        serverSendsProxyToChecks = serverSendsProxy
-        let ownConnection = tcpConnect == nil || tcpConnect!.serverDefaults
-        if tcpConnect?.sendProxy == true
-            || (ownConnection && serverSendsProxy && tcpConnect?.port == nil && tcpConnect?.portExpression == nil && tcpConnect?.address == nil) {
-            let header = ProxyProtocol.encode(version, source: nil, destination: nil, ssl: options.proxyV2SSL)
+        // The server's `check-send-proxy` (or `send-proxy` when its checks go to its own
+        // address and port) applies to its own connection only.
+        serverSendsProxyToChecks = options.checkSendProxy || (options.sendProxy != nil && options.checkPort == nil && options.checkAddress == nil)
+        if Self.sendsProxyHeader(tcpConnect, server: serverSendsProxyToChecks) {
+            let header = Self.proxyHeader(options)
             request = header + (request ?? [])
             stateAt = stateAt.map { $0 + header.count }
             proxyHeader = header
@@ -306,7 +340,7 @@ final class HealthCheck: LoopObject {
             if !connected || (tls != nil && !handshakeDone) {
                 if !connectStepInfo.isEmpty { reason += ", info: \"\(connectStepInfo)\"" }
             } else if let steps = tcpSteps, stepIndex < steps.count, tcpOrigin == "tcp-check" {
-                reason += ", info: \" at step \(stepNumber) of \(tcpOrigin)\(Self.describe(steps[stepIndex]))\""
+                reason += ", info: \" at step \(stepNumber) of \(tcpOrigin)\(Self.describe(steps[stepIndex], comment: stepComments[stepIndex]))\""
             }
             complete(false, reason: reason, code: nil)
             return
@@ -355,7 +389,7 @@ final class HealthCheck: LoopObject {
         // once the request is built (nothing is received yet), as HAProxy runs them.
         for a in httpActions where a.afterExpectations == 0 { run(a.action) }
         for a in preConnectActions { run(a) }
-        dynamicPort = tcpConnect?.portExpression.flatMap { integer($0) }.flatMap { (1...65535).contains($0) ? Int($0) : nil }
+        dynamicPort = tcpConnect.flatMap(port(of:))
         inProgress = true
         connected = false
         sent = 0
@@ -363,7 +397,6 @@ final class HealthCheck: LoopObject {
         stepSent = 0
         peerClosed = false
         lastPassed = nil
-        response.removeAll(keepingCapacity: true)
         startedMs = context.loop.now
         if let e = externalCommand { runExternal(e); return }
         openConnection()
@@ -413,12 +446,34 @@ final class HealthCheck: LoopObject {
         }
     }
 
+    /// `connect port <expr>`: the port it works out now (nil: none, or not a port).
+    func port(of c: ConnectRule) -> Int? {
+        guard let e = c.portExpression, let p = integer(e), (1...65535).contains(p) else { return nil }
+        return Int(p)
+    }
+
+    /// Whether a connection opened by `c` (nil: the server's own) starts with a PROXY header:
+    /// its own `send-proxy`, or the server's check settings on the server's own connection
+    /// (no rule, or `connect default` to the server's address and port), as HAProxy decides.
+    static func sendsProxyHeader(_ c: ConnectRule?, server: Bool) -> Bool {
+        if c?.sendProxy == true { return true }
+        guard server, c == nil || c!.serverDefaults else { return false }
+        return c?.port == nil && c?.portExpression == nil && c?.address == nil
+    }
+
+    /// The header a check sends says nothing of a client: `PROXY UNKNOWN` or v2 `LOCAL`, as
+    /// HAProxy's checks send.
+    static func proxyHeader(_ o: ServerOptions) -> [UInt8] {
+        ProxyProtocol.encode(o.sendProxy ?? .v1, source: nil, destination: nil, ssl: o.proxyV2SSL)
+    }
+
     /// Where a `tcp-check` was when its connection failed, as HAProxy says it.
     var connectStepInfo: String {
         guard tcpSteps != nil, tcpOrigin == "tcp-check" else { return "" }
         guard let c = connection else { return " at initial connection step of tcp-check" }
-        let number = connectionStep ?? (1 + preConnectActions.count)
-        return " at step \(number) of tcp-check (connect\(c.port.map { " port \($0)" } ?? ""))"
+        let number = connectionStep ?? firstConnectNumber
+        let comment = connectionStep == nil ? firstConnectComment : stepComments[stepIndex - 1]
+        return " at step \(number) of tcp-check (connect\(c.port.map { " port \($0)" } ?? ""))" + (comment.map { " comment: '\($0)'" } ?? "")
     }
 
     /// The step after the current one is an expect (a later `connect`: the server speaks first).
@@ -435,14 +490,13 @@ final class HealthCheck: LoopObject {
         closeConnection()
         connection = c
         connectionStep = number
-        dynamicPort = c.portExpression.flatMap { integer($0) }.flatMap { (1...65535).contains($0) ? Int($0) : nil }
+        dynamicPort = port(of: c)
         connected = false
         peerClosed = false
         sent = 0
         stepSent = 0
         response.removeAll(keepingCapacity: true)
-        let sendsProxy = c.sendProxy || (c.serverDefaults && serverSendsProxyToChecks && c.port == nil && c.portExpression == nil && c.address == nil)
-        request = sendsProxy ? ProxyProtocol.encode(options.sendProxy ?? .v1, source: nil, destination: nil, ssl: options.proxyV2SSL) : nil
+        request = Self.sendsProxyHeader(c, server: serverSendsProxyToChecks) ? Self.proxyHeader(options) : nil
         stepIndex += 1
         openConnection()
     }
@@ -588,15 +642,17 @@ final class HealthCheck: LoopObject {
                 var found = false
                 // `string-lf`, `binary-lf`: the pattern of this run.
                 var pattern = e.pattern
+                // The rule's comment: its own, or a `tcp-check comment` line's before it.
+                let comment = (e.comment ?? stepComments[stepIndex]).map { " comment: " + $0 } ?? ""
                 if e.kind == .stringFormat || e.kind == .binaryFormat {
                     pattern = render(e.text)
                     if pattern.isEmpty {
-                        complete(false, reason: "Layer7 invalid response, info: \"log-format string evaluated to an empty string\(e.comment.map { " comment: " + $0 } ?? "")\"", code: nil)
+                        complete(false, reason: "Layer7 invalid response, info: \"log-format string evaluated to an empty string\(comment)\"", code: nil)
                         return
                     }
                     if e.kind == .binaryFormat {
                         guard let b = Hexadecimal.bytes(pattern) else {
-                            complete(false, reason: "Layer7 invalid response, info: \"Failed to parse hexastring resulting of eval of a log-format string\(e.comment.map { " comment: " + $0 } ?? "")\"", code: nil)
+                            complete(false, reason: "Layer7 invalid response, info: \"Failed to parse hexastring resulting of eval of a log-format string\(comment)\"", code: nil)
                             return
                         }
                         pattern = b
@@ -635,7 +691,7 @@ final class HealthCheck: LoopObject {
                     let what = (e.negated ? "matched unwanted content" : "did not match content") + Self.patternDescription(e)
                     var info = e.onError.map { String(decoding: render($0), as: UTF8.self) }
                         ?? (tcpOrigin == "tcp-check" ? "TCPCHK \(what) at step \(stepNumber)" : "")
-                    if let c = e.comment { info += " comment: " + c }
+                    info += comment
                     let status = e.errorStatus ?? (found || !response.isEmpty || answerLayer == "Layer6" ? "L\(answerLayer.last!)RSP" : "L4CON")
                     let words = TCPCheck.errorStatuses[status] ?? "\(answerLayer) invalid response"
                     complete(false, reason: Self.withInfo(words, info), code: resultCode(status, e.statusCode))
@@ -691,7 +747,7 @@ final class HealthCheck: LoopObject {
         case .done: break
         case .wouldBlock: return false
         case .failed:
-            complete(false, reason: "Layer7 connection problem, info: \" at step \(stepNumber) of \(tcpOrigin) (send)\"", code: nil)
+            complete(false, reason: "Layer7 connection problem, info: \" at step \(stepNumber) of \(tcpOrigin)\(Self.describe(.send([]), comment: stepComments[stepIndex]))\"", code: nil)
             return false
         }
         stepSent = 0
@@ -713,9 +769,9 @@ final class HealthCheck: LoopObject {
         }
     }
 
-    /// The step's number as HAProxy reports it: rules from 1, an explicit `connect` and the
-    /// `set-var` lines before it counted.
-    var stepNumber: Int { stepIndex + 1 + (tcpConnect != nil && tcpSteps != nil ? 1 + preConnectActions.count : 0) }
+    /// The step's number as HAProxy reports it: every rule from 1, comment lines and the
+    /// first `connect` included.
+    var stepNumber: Int { stepIndex < stepNumbers.count ? stepNumbers[stepIndex] : (stepNumbers.last ?? 0) + 1 }
 
     /// Whether an expect's pattern (`pattern`: its bytes in this run) is in what the server sent.
     static func matches(_ e: TCPCheck.Expectation, _ data: [UInt8], pattern: [UInt8], regex: PosixRegex?) -> Bool {
@@ -791,10 +847,12 @@ final class HealthCheck: LoopObject {
         complete(true, reason: "Layer7 check passed", code: 0)
     }
 
-    /// A step as HAProxy names it where a check timed out, with its comment.
-    static func describe(_ step: TCPCheck.Step) -> String {
+    /// A step as HAProxy names it where a check timed out, with its comment (an expect
+    /// carries its own).
+    static func describe(_ step: TCPCheck.Step, comment: String? = nil) -> String {
+        let note = comment.map { " comment: '\($0)'" } ?? ""
         switch step {
-        case .send, .sendFormat: return " (send)"
+        case .send, .sendFormat: return " (send)" + note
         case .expect(let e):
             let what: String
             switch e.kind {
@@ -806,8 +864,8 @@ final class HealthCheck: LoopObject {
             case .binaryFormat: what = "expect log-format binary"
             case .mysqlGreeting, .mysqlReply, .ldapBindResponse: what = "expect custom function"
             }
-            return " (\(what))" + (e.comment.map { " comment: '\($0)'" } ?? "")
-        case .connect: return " (connect)"
+            return " (\(what))" + ((e.comment ?? comment).map { " comment: '\($0)'" } ?? "")
+        case .connect: return " (connect)" + note
         case .comment, .variable: return ""
         }
     }
@@ -1017,7 +1075,6 @@ final class HealthCheck: LoopObject {
     }
 }
 
-/// strerror's text for an errno, as C characters.
 
 /// A `connect` rule's settings, held by reference: a check reads them at every run without
 /// copying the rule (its strings, ALPN list and port expression). ALPN is in wire form.

@@ -169,12 +169,11 @@ extension LoopContext {
         switch op {
         case .setVariable(let scope, let name, let e, let c):
             guard let v = TCPRequestAction.Operation.value(e, samples) else { break }
-            if scope == .proc { samples.model.setProcessVariable(name, v, if: c) } else { samples.variables.set(scope, name, v, if: c) }
+            samples.variables.assign(scope, name, v, if: c, model: samples.model)
         case .setVariableFormat(let scope, let name, let f, let c):
-            let v = SampleValue.string((formats[f] ?? LogFormat(f)).render(nil, samples))
-            if scope == .proc { samples.model.setProcessVariable(name, v, if: c) } else { samples.variables.set(scope, name, v, if: c) }
+            samples.variables.assign(scope, name, .string((formats[f] ?? LogFormat(f)).render(nil, samples)), if: c, model: samples.model)
         case .unsetVariable(let scope, let name):
-            if scope == .proc { samples.model.setProcessVariable(name, nil) } else { samples.variables.set(scope, name, nil) }
+            samples.variables.assign(scope, name, nil, model: samples.model)
         case .capture(let e, let length, let slot):
             if slot < samples.captures.count { samples.captures[slot] = TCPRequestAction.Operation.captured(e, length: length, samples) }
         }

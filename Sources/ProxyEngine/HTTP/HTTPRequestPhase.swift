@@ -372,12 +372,11 @@ extension HTTPTransaction {
             switch op {
             case .setVariable(let scope, let name, let e, let c):
                 guard let v = TCPRequestAction.Operation.value(e, samples) else { break }
-                if scope == .proc { samples.session.context.model.setProcessVariable(name, v, if: c) } else { samples.session.variables.set(scope, name, v, if: c) }
+                samples.session.variables.assign(scope, name, v, if: c, model: samples.session.context.model)
             case .setVariableFormat(let scope, let name, let f, let c):
-                let v = SampleValue.string((formats[f] ?? LogFormat(f)).render(samples))
-                if scope == .proc { samples.session.context.model.setProcessVariable(name, v, if: c) } else { samples.session.variables.set(scope, name, v, if: c) }
+                samples.session.variables.assign(scope, name, .string((formats[f] ?? LogFormat(f)).render(samples)), if: c, model: samples.session.context.model)
             case .unsetVariable(let scope, let name):
-                if scope == .proc { samples.session.context.model.setProcessVariable(name, nil) } else { samples.session.variables.set(scope, name, nil) }
+                samples.session.variables.assign(scope, name, nil, model: samples.session.context.model)
             case .capture(let e, let length, let slot):
                 if slot < samples.session.captures.count {
                     samples.session.captures[slot] = TCPRequestAction.Operation.captured(e, length: length, samples)

@@ -266,13 +266,7 @@ extension HTTPTransaction {
             // A fetch that gives nothing leaves the variable as it was, as in HAProxy.
             if !got { return }
         }
-        if scope == .proc {
-            context.model.setProcessVariable(name, value, if: conditions)
-        } else if let v = value {
-            variables.set(scope, name, v, if: conditions)
-        } else {
-            variables.set(scope, name, nil)
-        }
+        variables.assign(scope, name, value, if: conditions, model: context.model)
     }
 
     /// The 1.x rules, applied line by line to the request line and each header line.

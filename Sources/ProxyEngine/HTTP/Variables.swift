@@ -5,6 +5,7 @@ extension RuntimeModel {
     /// variable exists from the load on, as HAProxy makes it then.
     func setProcessVariable(_ name: String, _ value: SampleValue?, if conditions: VariableConditions = []) {
         processVariables.withLock { table in
+            // A `proc.` variable exists from the load on.
             if let v = value, !conditions.isEmpty, !conditions.allow(current: table[name], exists: true, new: v) { return }
             table[name] = value
         }
@@ -46,14 +47,12 @@ struct SessionVariables {
         }
     }
 
-    /// `set-var(NAME,COND...)`: set only when the conditions hold (a variable exists here
+    /// `set-var(NAME,COND...)`, `unset-var(NAME)` (nil) of any scope: `proc.` ones go to
+    /// the model; the others are set only when the conditions hold (a variable exists here
     /// while it has a value).
-    mutating func set(_ scope: VariableScope, _ name: String, _ value: SampleValue, if conditions: VariableConditions) {
-        if !conditions.isEmpty {
-            let current = self.value(scope, name)
-            guard conditions.allow(current: current, exists: current != nil, new: value) else { return }
-        }
-        set(scope, name, value)
+    mutating func assign(_ scope: VariableScope, _ name: String, _ value: SampleValue?, if conditions: VariableConditions = [], model: RuntimeModel) {
+        if scope == .proc { model.setProcessVariable(name, value, if: conditions); return }
+        if conditions.isEmpty || conditions.allow(current: self.value(scope, name), new: value) { set(scope, name, value) }
     }
 
     private static func updated(_ table: VariableTable?, _ name: String, _ value: SampleValue?) -> VariableTable? {
