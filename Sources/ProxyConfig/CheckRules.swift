@@ -194,9 +194,7 @@ extension ConfigParser {
                 guard let bytes = Self.hexBytes(text) else { throw ConfigError("tcp-check expect binary: '\(text)' is not an even count of hexadecimal digits") }
                 pattern = bytes
             case .rstring, .rbinary:
-                do { _ = try PosixRegex(text) } catch let e as PosixRegex.CompileError {
-                    throw ConfigError("tcp-check expect \(kindText): regex '\(text)' does not compile: \(e.description)")
-                }
+                try Self.compileCheckRegex(text, "tcp-check expect \(kindText)")
             case .stringFormat, .binaryFormat:
                 _ = try checkFormatInCheck(text, "tcp-check expect \(kindText)", hexadecimal: kind == .binaryFormat, at: location)
             case .string, .mysqlGreeting, .mysqlReply, .ldapBindResponse:

@@ -109,12 +109,7 @@ public final class MapIndex: @unchecked Sendable {
         return (keys[i], String(decoding: value(i), as: UTF8.self))
     }
 
-    static func contains(_ text: [UInt8], _ key: [UInt8]) -> Bool {
-        guard key.count <= text.count else { return false }
-        if key.isEmpty { return true }
-        for start in 0...(text.count - key.count) where text[start..<start + key.count].elementsEqual(key) { return true }
-        return false
-    }
+    static func contains(_ text: [UInt8], _ key: [UInt8]) -> Bool { ByteSearch.contains(text, key) }
 
     /// `dir`/`dom`: the key appears bounded by the delimiter or the ends.
     static func containsDelimited(_ text: [UInt8], _ key: [UInt8], _ d: UInt8) -> Bool {

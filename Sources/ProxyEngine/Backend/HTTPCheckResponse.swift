@@ -1,4 +1,5 @@
 import ProxyConfig
+import ProxyHTTP
 import ProxyRules
 
 /// How an HTTP health check judges the server's answer: `http-check expect` rules in order,
@@ -37,6 +38,8 @@ extension HealthCheck {
             complete(ok, reason: ok ? "Layer7 check passed" : "Layer7 wrong status" + info(phrase, nil), code: status)
             return
         }
+        // The response head, parsed by the first `expect hdr|fhdr` that needs it.
+        var head: MessageHead?
         for (index, e) in expectations.enumerated() {
             if index > 0 { for a in httpActions where a.afterExpectations == index { run(a.action) } }
             var ok: Bool
@@ -58,7 +61,16 @@ extension HealthCheck {
                 }
                 ok = body.contains(pattern)
             case .header, .fullHeader:
-                guard let found = headerMatches(e.headerMatch!, full: e.kind == .fullHeader, regex, head: response[..<bodyStart]) else {
+                if head == nil {
+                    var parsed = MessageHead()
+                    var parser = HTTPParser(maxHeadLength: response.count)
+                    if response.withUnsafeBytes({ parser.parseResponse($0, into: &parsed) }) == .complete { head = parsed }
+                }
+                guard let head else {
+                    complete(false, reason: "Layer7 invalid response", code: nil)
+                    return
+                }
+                guard let found = headerMatches(e.headerMatch!, full: e.kind == .fullHeader, regex, head: head) else {
                     complete(false, reason: "Layer7 invalid response" + info("log-format string evaluated to an empty string", e.comment), code: nil)
                     return
                 }
@@ -88,40 +100,37 @@ extension HealthCheck {
         complete(true, reason: reason, code: code)
     }
 
-    /// `expect hdr|fhdr`: whether a header of the response head matches by name (without
-    /// case) and, when asked, by one of its values (`hdr`: each comma-separated value; `fhdr`:
-    /// the whole line's value), with case. Nil: a log-format pattern rendered empty.
-    func headerMatches(_ m: HeaderMatch, full: Bool, _ regex: (pattern: PosixRegex?, value: PosixRegex?), head: ArraySlice<UInt8>) -> Bool? {
+    /// `expect hdr|fhdr`: whether a header of the response head (as the project's HTTP parser
+    /// reads it) matches by name (without case) and, when asked, by one of its values (`hdr`:
+    /// each comma-separated value; `fhdr`: the whole value), with case. Nil: a log-format
+    /// pattern rendered empty.
+    func headerMatches(_ m: HeaderMatch, full: Bool, _ regex: (pattern: PosixRegex?, value: PosixRegex?), head: MessageHead) -> Bool? {
         let name = m.nameIsFormat ? render(m.name) : Array(m.name.utf8)
         let value = m.value.map { m.valueIsFormat ? render($0) : Array($0.utf8) }
         if name.isEmpty || value?.isEmpty == true { return nil }
-        let lowerName = name.map { $0 | ($0 >= 0x41 && $0 <= 0x5a ? 0x20 : 0) }
-        var lines = head.split(separator: 10, omittingEmptySubsequences: true).dropFirst()
-        while let raw = lines.popFirst() {
-            var line = raw
-            if line.last == 13 { line = line.dropLast() }
-            guard let colon = line.firstIndex(of: 0x3a) else { continue }
-            let fieldName = line[..<colon]
-            let lowerField = fieldName.map { $0 | ($0 >= 0x41 && $0 <= 0x5a ? 0x20 : 0) }
+        let lowerName = name.map(Self.lower)
+        for h in head.headers {
+            let fieldName = response[Int(h.name.start)..<Int(h.name.end)]
+            let lowerField = fieldName.map(Self.lower)
             let named: Bool
             switch m.nameMethod {
             case .str: named = lowerField == lowerName
             case .beg: named = lowerField.starts(with: lowerName)
-            case .end: named = lowerField.count >= lowerName.count && lowerField.suffix(lowerName.count).elementsEqual(lowerName)
-            case .sub: named = Self.contains(lowerField[...], lowerName)
+            case .end: named = lowerField.reversed().starts(with: lowerName.reversed())
+            case .sub: named = ByteSearch.contains(lowerField, lowerName)
             case .reg: named = regex.pattern?.matches(bytes: fieldName) ?? false
             }
             guard named else { continue }
             guard let value else { return true }
-            let fieldValue = Self.trimmed(line[(colon + 1)...])
+            let fieldValue = response[Int(h.value.start)..<Int(h.value.end)]
             let values = full ? [fieldValue] : fieldValue.split(separator: 0x2c, omittingEmptySubsequences: false).map { Self.trimmed($0) }
             for v in values {
                 let hit: Bool
                 switch m.valueMethod {
                 case .str: hit = v.elementsEqual(value)
                 case .beg: hit = v.starts(with: value)
-                case .end: hit = v.count >= value.count && v.suffix(value.count).elementsEqual(value)
-                case .sub: hit = Self.contains(v, value)
+                case .end: hit = v.reversed().starts(with: value.reversed())
+                case .sub: hit = ByteSearch.contains(v, value)
                 case .reg: hit = regex.value?.matches(bytes: v) ?? false
                 }
                 if hit { return true }
@@ -130,21 +139,13 @@ extension HealthCheck {
         return false
     }
 
+    @inline(__always) static func lower(_ b: UInt8) -> UInt8 { b >= 0x41 && b <= 0x5a ? b | 0x20 : b }
+
+    /// A comma-separated value without the blanks around it.
     static func trimmed(_ s: ArraySlice<UInt8>) -> ArraySlice<UInt8> {
         var t = s
         while let f = t.first, f == 0x20 || f == 0x09 { t = t.dropFirst() }
         while let l = t.last, l == 0x20 || l == 0x09 { t = t.dropLast() }
         return t
-    }
-
-    static func contains(_ haystack: ArraySlice<UInt8>, _ needle: [UInt8]) -> Bool {
-        guard !needle.isEmpty else { return true }
-        guard haystack.count >= needle.count else { return false }
-        var i = haystack.startIndex
-        while i + needle.count <= haystack.endIndex {
-            if haystack[i..<(i + needle.count)].elementsEqual(needle) { return true }
-            i += 1
-        }
-        return false
     }
 }

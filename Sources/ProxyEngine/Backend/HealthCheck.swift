@@ -777,11 +777,7 @@ final class HealthCheck: LoopObject {
     static func matches(_ e: TCPCheck.Expectation, _ data: [UInt8], pattern: [UInt8], regex: PosixRegex?) -> Bool {
         switch e.kind {
         case .string, .binary, .stringFormat, .binaryFormat:
-            guard !pattern.isEmpty, data.count >= pattern.count else { return pattern.isEmpty }
-            for i in 0...(data.count - pattern.count) where data[i] == pattern[0] {
-                if data[i..<(i + pattern.count)].elementsEqual(pattern) { return true }
-            }
-            return false
+            return ByteSearch.contains(data, pattern)
         case .rstring:
             return regex?.matches(String(decoding: data, as: UTF8.self)) ?? false
         case .rbinary:
