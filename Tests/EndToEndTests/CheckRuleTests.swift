@@ -15,8 +15,9 @@ import Testing
         return ["status", "check_status", "check_code", "last_chk"].map { r[$0] ?? "?" }
     }
 
-    @Test(.enabled(if: redis != nil, "needs redis-server"))
-    func tcpCheckVariablesAndFormats() throws {
+    /// With one thread and with two (DECISIONS: health runs under both).
+    @Test(.enabled(if: redis != nil, "needs redis-server"), arguments: [1, 2])
+    func tcpCheckVariablesAndFormats(threads: Int) throws {
         let bed = try TestBed()
         let port = TestBed.freePort(), front = TestBed.freePort()
         try bed.start(Self.redis!, ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", bed.directory])
@@ -25,6 +26,7 @@ import Testing
         try bed.proxy("""
         global
             stats socket \(socket) level admin
+            nbthread \(threads)
         \(TestBed.defaults("tcp"))
             timeout check 500
         frontend f
@@ -96,7 +98,8 @@ import Testing
                 "\(bed.log())")
     }
 
-    @Test func httpCheckVariablesAndHeaders() throws {
+    @Test(arguments: [1, 2])
+    func httpCheckVariablesAndHeaders(threads: Int) throws {
         let bed = try TestBed()
         let web = try bed.backend(name: "web"), probe = try bed.backend(name: "probe")
         let front = TestBed.freePort()
@@ -104,6 +107,7 @@ import Testing
         try bed.proxy("""
         global
             stats socket \(socket) level admin
+            nbthread \(threads)
         \(TestBed.defaults("http"))
         frontend f
             bind 127.0.0.1:\(front)
