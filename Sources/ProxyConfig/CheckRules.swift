@@ -267,6 +267,9 @@ extension ConfigParser {
                 throw ConfigError("\(check) connect: unknown argument '\(w)'; use port, addr, ssl, sni, alpn, send-proxy, linger or comment")
             }
         }
+        if (c.sni != nil || c.alpn != nil) && !c.ssl && !c.serverDefaults {
+            warning("\(check) connect: 'sni' and 'alpn' change nothing without 'ssl' (the connection is plain)", at: location)
+        }
         return (c, comment)
     }
 
