@@ -83,6 +83,10 @@ ssize_t cproxy_recv_fds(int sock, void *data, size_t len, int *fds, int max, int
 
 int cproxy_errno(void) { return errno; }
 
+void *cproxy_memmem(const void *haystack, size_t haystack_len, const void *needle, size_t needle_len) {
+    return memmem(haystack, haystack_len, needle, needle_len);
+}
+
 int cproxy_open_directory(const char *path) { return open(path, O_PATH | O_DIRECTORY | O_CLOEXEC); }
 
 char **cproxy_environ(void) { return environ; }

@@ -69,6 +69,15 @@ public enum Socket {
         }
     }
 
+    /// connect(2) to AF_UNSPEC: ends a TCP connection at once (a reset, as a close with
+    /// SO_LINGER 0 sends) and leaves the socket unconnected, ready to connect again.
+    /// Returns false where the socket cannot be reused that way.
+    public static func disconnect(_ fd: FileDescriptor) -> Bool {
+        var unspecified = sockaddr()
+        unspecified.sa_family = sa_family_t(AF_UNSPEC)
+        return Glibc.connect(fd.rawValue, &unspecified, socklen_t(MemoryLayout<sockaddr>.size)) == 0
+    }
+
     /// SO_ERROR: the result of a non-blocking connect.
     public static func pendingError(_ fd: FileDescriptor) -> Int32 {
         (try? option(fd, level: SOL_SOCKET, name: SO_ERROR)) ?? EIO

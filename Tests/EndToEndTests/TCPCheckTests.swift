@@ -71,6 +71,70 @@ import Testing
         #expect(set.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "OK", "\(set.stdout) \(set.stderr)")
     }
 
+    /// A check's socket is disconnected (a reset) and connected again at the next run: each
+    /// run is a new connection from a new port, none is left in TIME_WAIT, the proxy holds
+    /// the same descriptors after forty runs, and a server that moves from IPv4 to IPv6 and
+    /// back is checked on each.
+    @Test(.enabled(if: redis != nil, "needs redis-server"))
+    func checkSocketsAreReused() throws {
+        let bed = try TestBed()
+        let port = TestBed.freePort(), front = TestBed.freePort()
+        try bed.start(Self.redis!, ["--port", String(port), "--bind", "127.0.0.1", "::1", "--save", "", "--appendonly", "no", "--dir", bed.directory])
+        #expect(TestBed.waitForPort(port), "redis on \(port)")
+        let socket = bed.directory + "/api.sock"
+        let proxy = try bed.proxy("""
+        global
+            stats socket \(socket) level admin
+        \(TestBed.defaults("tcp"))
+        frontend redis
+            bind 127.0.0.1:\(front)
+            default_backend redis
+        backend redis
+            option tcp-check
+            tcp-check send PING\\r\\n
+            tcp-check expect string +PONG
+            server r 127.0.0.1:\(port) check inter 50 rise 1 fall 1
+
+        """, waitFor: front)
+        let redisCLI = Harness.which("redis-cli") ?? "/usr/bin/redis-cli"
+        var asked = 0
+        /// Connections redis has accepted, less the ones these questions made.
+        func connectionsReceived() -> Int {
+            asked += 1
+            let info = (try? Harness.run(redisCLI, ["-p", String(port), "info", "stats"]).stdout) ?? ""
+            let line = info.split(whereSeparator: \.isNewline).first { $0.hasPrefix("total_connections_received:") } ?? ""
+            return (Int(line.split(separator: ":").last ?? "") ?? -1) - asked
+        }
+        func descriptors() -> Int { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(proxy.processIdentifier)/fd").count) ?? -1 }
+        /// Sockets in TIME_WAIT (state 06) whose far end is the server's port.
+        func timeWaits() -> Int {
+            let hexPort = String(format: ":%04X", port)
+            return ["/proc/net/tcp", "/proc/net/tcp6"].reduce(0) { total, file in
+                total + ((try? String(contentsOfFile: file, encoding: .utf8)) ?? "").split(separator: "\n").filter {
+                    let f = $0.split(separator: " ")
+                    return f.count > 3 && f[2].hasSuffix(hexPort) && f[3] == "06"
+                }.count
+            }
+        }
+        #expect(TestBed.waitUntil { Self.stat(socket, "redis", "r").contains(",UP,") }, "\(Self.stat(socket, "redis", "r"))")
+        let (before, fds) = (connectionsReceived(), descriptors())
+        #expect(TestBed.waitUntil { connectionsReceived() >= before + 40 }, "\(connectionsReceived()) after \(before)")
+        #expect(descriptors() == fds, "\(descriptors()) descriptors, \(fds) before")
+        #expect(timeWaits() == 0)
+        #expect(Self.stat(socket, "redis", "r").contains("L7OK"), "\(Self.stat(socket, "redis", "r"))")
+        // To IPv6 and back: the socket kept is of the other family, so a new one is made.
+        for address in ["::1", "127.0.0.1"] {
+            #expect(cli(socket, "set server redis/r addr \(address)")?.contains("IP changed") == true)
+            let moved = connectionsReceived()
+            #expect(TestBed.waitUntil { connectionsReceived() >= moved + 10 }, "checks at \(address)")
+            #expect(Self.stat(socket, "redis", "r").contains(",UP,"), "\(Self.stat(socket, "redis", "r"))")
+            #expect(Self.stat(socket, "redis", "r").contains("L7OK"), "\(Self.stat(socket, "redis", "r"))")
+        }
+        #expect(descriptors() == fds, "\(descriptors()) descriptors, \(fds) before")
+        // Not one run failed on the way.
+        #expect(statRow(socket, "redis", "r")["chkfail"] == "0", "\(statRow(socket, "redis", "r"))")
+    }
+
     /// The expect options, against a real Redis, with HAProxy 2.6's results and words
     /// (compared side by side): `ok-status L7OKC` makes a running server NOLB with the
     /// `on-success` text as its info; `min-recv` waits for more than PONG ever sends, so

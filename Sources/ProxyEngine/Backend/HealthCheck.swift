@@ -97,6 +97,12 @@ final class HealthCheck: LoopObject {
     let connectTimeout: Int64
     let readTimeout: Int64?
     var fd: FileDescriptor?
+    /// The last run's socket, disconnected and still registered with the loop: the next
+    /// run connects it again rather than creating, registering and freeing a socket each
+    /// time (most of a check's cost is the kernel's).
+    var parked: (fd: FileDescriptor, family: Int32)?
+    /// The address family `fd` was made for.
+    var fdFamily: Int32 = 0
     /// The check's TLS session (`check-ssl`, or `ssl` checked on the server's own address).
     var tls: UnsafeMutableRawPointer?
     var handshakeDone = false
@@ -294,6 +300,7 @@ final class HealthCheck: LoopObject {
     func stop() {
         stopped = true
         finishAttempt()
+        discardParked()
         context.loop.clearDeadline(self)
     }
 
@@ -407,8 +414,12 @@ final class HealthCheck: LoopObject {
     func openConnection() {
         do {
             let address = self.address
-            let s = try Socket.make(family: address.family)
+            let reused = parked.map { $0.family == address.family } ?? false
+            if !reused { discardParked() }
+            let s = try parked?.fd ?? Socket.make(family: address.family)
+            parked = nil
             fd = s
+            fdFamily = address.family
             // As HAProxy does: the ACK of the server's SYN-ACK waits to ride on the check's
             // first bytes (one packet less each way), and a check that sends nothing never
             // completes the server's accept (it ends with a reset). Not when the server
@@ -435,7 +446,7 @@ final class HealthCheck: LoopObject {
             case .done: connected = true
             case .wouldBlock: break
             }
-            try context.loop.register(s, events: Epoll.readable | Epoll.writable | Epoll.readHangup | Epoll.edgeTriggered, object: self)
+            if !reused { try context.loop.register(s, events: Epoll.readable | Epoll.writable | Epoll.readHangup | Epoll.edgeTriggered, object: self) }
             context.loop.setDeadline(self, (connectionStep == nil ? startedMs : context.loop.now) + connectTimeout)
             if connected { connectedNow() }
             if connected { progress(events: Epoll.writable) }
@@ -714,18 +725,30 @@ final class HealthCheck: LoopObject {
         case .expect(let e)?:
             let status = e.okStatus ?? "L7OK"
             let info = e.onSuccess.map { String(decoding: render($0), as: UTF8.self) } ?? (generic ? "(tcp-check)" : "")
-            let reason = Self.withInfo(TCPCheck.okStatuses[status] ?? "Layer7 check passed", info)
+            let reason = passReason(TCPCheck.okStatuses[status] ?? "Layer7 check passed", info)
             let code = resultCode(status, e.statusCode)
             // `L7OKC`: a running server stops taking new traffic (`NOLB`), as HAProxy does.
             if status == "L7OKC" && isUp && server.setNoLoadBalancing(true) { stopping(duration: context.loop.now - startedMs, reason: reason, code: code) }
             complete(true, reason: reason, code: code)
         case nil:
-            complete(true, reason: Self.withInfo(tls != nil ? "Layer6 check passed" : "Layer4 check passed", generic && tcpConnect != nil ? "(tcp-check)" : ""), code: nil)
+            complete(true, reason: passReason(tls != nil ? "Layer6 check passed" : "Layer4 check passed", generic && tcpConnect != nil ? "(tcp-check)" : ""), code: nil)
         case .connect?:
-            complete(true, reason: Self.withInfo(tls != nil ? "Layer6 check passed" : "Layer4 check passed", generic ? "(tcp-check)" : ""), code: nil)
+            complete(true, reason: passReason(tls != nil ? "Layer6 check passed" : "Layer4 check passed", generic ? "(tcp-check)" : ""), code: nil)
         default:
-            complete(true, reason: Self.withInfo("Layer7 check passed", generic ? "(tcp-check)" : ""), code: 0)
+            complete(true, reason: passReason("Layer7 check passed", generic ? "(tcp-check)" : ""), code: 0)
         }
+    }
+
+    /// The last passing result's words, info and reason: a server's checks mostly repeat
+    /// themselves, so the reason is built once.
+    private var lastPass: (words: String, info: String, reason: String)?
+
+    /// `withInfo` for a passing result, reused while it repeats.
+    func passReason(_ words: String, _ info: String) -> String {
+        if let l = lastPass, l.words == words, l.info == info { return l.reason }
+        let reason = Self.withInfo(words, info)
+        lastPass = (words, info, reason)
+        return reason
     }
 
     /// The words of a result with its info, when there is one.
@@ -916,14 +939,27 @@ final class HealthCheck: LoopObject {
             tls = nil
         }
         if let s = fd {
-            context.loop.forget(s)
+            fd = nil
             // As HAProxy does: a check's connection ends with a reset, so that no check
             // leaves a socket in TIME_WAIT (a thousand servers checked every second would
-            // keep sixty thousand).
+            // keep sixty thousand). A TCP connection that was made is reset by
+            // disconnecting its socket, which the next run connects again.
+            if connected, !stopped, fdFamily != AF_UNIX, parked == nil, Socket.disconnect(s) {
+                parked = (s, fdFamily)
+                return
+            }
+            context.loop.forget(s)
             Socket.setResetOnClose(s)
             s.close()
-            fd = nil
         }
+    }
+
+    /// Closes the socket kept from the last run, if any.
+    func discardParked() {
+        guard let p = parked else { return }
+        parked = nil
+        context.loop.forget(p.fd)
+        p.fd.close()
     }
 
     /// Counts the result, changes state after `rise`/`fall`, logs the transition.
