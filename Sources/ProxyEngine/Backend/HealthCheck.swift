@@ -114,9 +114,6 @@ final class HealthCheck: LoopObject {
     var connected = false
     var inProgress = false
     var stopped = false
-    /// The expect that passed last in this check (its `ok-status` and `on-success` may set
-    /// the result).
-    var lastPassed: TCPCheck.Expectation?
     /// `option external-check`: the command, its running child (0: none) and which run it is.
     let externalCommand: ExternalCheckCommand?
     var childPid: Int32 = 0
@@ -403,7 +400,6 @@ final class HealthCheck: LoopObject {
         stepIndex = 0
         stepSent = 0
         peerClosed = false
-        lastPassed = nil
         startedMs = context.loop.now
         if let e = externalCommand { runExternal(e); return }
         openConnection()
@@ -708,7 +704,6 @@ final class HealthCheck: LoopObject {
                     complete(false, reason: Self.withInfo(words, info), code: resultCode(status, e.statusCode))
                     return
                 }
-                lastPassed = e
                 stepIndex += 1
             case .connect(let c):
                 reconnect(laterConnects[stepIndex] ?? ConnectRule(c))
@@ -741,13 +736,15 @@ final class HealthCheck: LoopObject {
 
     /// The last passing result's words, info and reason: a server's checks mostly repeat
     /// themselves, so the reason is built once.
-    private var lastPass: (words: String, info: String, reason: String)?
+    private var lastPass: PassReason?
+    /// A passing result's words and info, and the reason they make.
+    private struct PassReason { let words: String, info: String, reason: String }
 
     /// `withInfo` for a passing result, reused while it repeats.
     func passReason(_ words: String, _ info: String) -> String {
         if let l = lastPass, l.words == words, l.info == info { return l.reason }
         let reason = Self.withInfo(words, info)
-        lastPass = (words, info, reason)
+        lastPass = PassReason(words: words, info: info, reason: reason)
         return reason
     }
 
@@ -1005,7 +1002,10 @@ final class HealthCheck: LoopObject {
 
     /// The last result's short status and description (the reason up to its first comma),
     /// worked out once per distinct result: a server's checks mostly repeat themselves.
-    private var lastSummary: (ok: Bool, reason: String, status: String, description: String, info: String)?
+    private var lastSummary: Summary?
+    /// A result's reason and what `summary` made of it (a struct: copying a tuple of strings
+    /// goes through the runtime's generic copy, five times slower).
+    private struct Summary { let ok: Bool, reason: String, status: String, description: String, info: String }
 
     func summary(_ ok: Bool, _ reason: String) -> (status: String, description: String, info: String) {
         if let l = lastSummary, l.ok == ok, l.reason == reason { return (l.status, l.description, l.info) }
@@ -1020,7 +1020,7 @@ final class HealthCheck: LoopObject {
            at + marker.count < bytes.count {
             info = String(decoding: bytes[(at + marker.count)..<(bytes.count - 1)], as: UTF8.self)
         }
-        lastSummary = (ok, reason, status, description, info)
+        lastSummary = Summary(ok: ok, reason: reason, status: status, description: description, info: info)
         return (status, description, info)
     }
 
