@@ -26,7 +26,7 @@ let package = Package(
         // One thin wrapper per syscall, errno as a typed error.
         .target(name: "ProxySystem", dependencies: ["CProxySys"], swiftSettings: engineSettings),
         // Fetches, converters, matchers, ACLs, conditions and constant folding.
-        .target(name: "ProxyRules", dependencies: ["ProxySystem"], swiftSettings: engineSettings),
+        .target(name: "ProxyRules", dependencies: ["ProxySystem", "CProxySys"], swiftSettings: engineSettings),
         // HTTP/1 heads parsed in place over bytes, body framing, error pages.
         .target(name: "ProxyHTTP", swiftSettings: engineSettings),
         // Config text to a checked, typed model, with file:line diagnostics.

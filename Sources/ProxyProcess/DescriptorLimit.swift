@@ -17,7 +17,8 @@ struct DescriptorBudget {
     init(_ c: Configuration) {
         let listeners = c.frontends.flatMap(\.binds).reduce(0) { $0 + $1.addresses.count }
         let stats = c.global.statsSockets.count * (1 + c.global.statsMaxConnections)
-        let checks = c.backends.flatMap(\.servers).filter(\.options.check).count
+        // One socket per check and per agent check, open or kept between runs.
+        let checks = c.backends.flatMap(\.servers).reduce(0) { $0 + ($1.options.check ? 1 : 0) + ($1.options.agentCheck ? 1 : 0) }
         let logs = c.global.logs.count + c.proxies.reduce(0) { $0 + $1.settings.logs.count }
         splices = c.proxies.contains { $0.mode == .tcp }
         fixed = 10 + listeners + stats + 3 * c.global.threads + checks + logs + 16

@@ -100,7 +100,9 @@ final class HealthCheck: LoopObject {
     /// The last run's socket, disconnected and still registered with the loop: the next
     /// run connects it again rather than creating, registering and freeing a socket each
     /// time (most of a check's cost is the kernel's).
-    var parked: (fd: FileDescriptor, family: Int32)?
+    var parked: ParkedSocket?
+    /// A disconnected socket and the address family it was made for.
+    struct ParkedSocket { let fd: FileDescriptor, family: Int32 }
     /// The address family `fd` was made for.
     var fdFamily: Int32 = 0
     /// The check's TLS session (`check-ssl`, or `ssl` checked on the server's own address).
@@ -410,10 +412,15 @@ final class HealthCheck: LoopObject {
     func openConnection() {
         do {
             let address = self.address
-            let reused = parked.map { $0.family == address.family } ?? false
-            if !reused { discardParked() }
-            let s = try parked?.fd ?? Socket.make(family: address.family)
-            parked = nil
+            let s: FileDescriptor
+            let reused = parked?.family == address.family
+            if let p = parked, reused {
+                s = p.fd
+                parked = nil
+            } else {
+                discardParked()
+                s = try Socket.make(family: address.family)
+            }
             fd = s
             fdFamily = address.family
             // As HAProxy does: the ACK of the server's SYN-ACK waits to ride on the check's
@@ -942,7 +949,7 @@ final class HealthCheck: LoopObject {
             // keep sixty thousand). A TCP connection that was made is reset by
             // disconnecting its socket, which the next run connects again.
             if connected, !stopped, fdFamily != AF_UNIX, parked == nil, Socket.disconnect(s) {
-                parked = (s, fdFamily)
+                parked = ParkedSocket(fd: s, family: fdFamily)
                 return
             }
             context.loop.forget(s)
