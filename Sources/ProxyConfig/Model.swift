@@ -321,6 +321,13 @@ public struct ProxyOptions: Sendable, Equatable {
     public var abortOnClose = false
     public var clientKeepAlive = false
     public var serverKeepAlive = false
+    /// `option tcp-smart-accept`: accepted connections delay their ACKs, so that a request is
+    /// acknowledged by its response (nil: HAProxy's automatic choice, on in HTTP mode and on
+    /// `ssl` binds).
+    public var smartAccept: Bool?
+    /// `option tcp-smart-connect`: a server connection's handshake ends with the request
+    /// rather than with an ACK of its own.
+    public var smartConnect = false
     public var httpConnectionMode: HTTPConnectionMode = .keepAlive
     public var forwardFor: ForwardFor?
     public init() {}

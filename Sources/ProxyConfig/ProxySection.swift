@@ -806,6 +806,8 @@ extension ConfigParser {
         case "tcpka":
             settings.options.clientKeepAlive = false
             settings.options.serverKeepAlive = false
+        case "tcp-smart-accept": settings.options.smartAccept = nil
+        case "tcp-smart-connect": settings.options.smartConnect = false
         case "httpclose", "http-server-close", "http-keep-alive", "forceclose":
             settings.options.httpConnectionMode = fresh.options.httpConnectionMode
         case "forwardfor": settings.options.forwardFor = nil
@@ -820,8 +822,8 @@ extension ConfigParser {
     func parseOption(_ args: ArraySlice<String>, negated: Bool, at location: SourceLocation) throws {
         guard let name = args.first else { throw ConfigError("'option' needs a name, e.g. 'option httplog'") }
         let rest = args.dropFirst()
-        let frontendOnly: Set<String> = ["httplog", "tcplog", "dontlognull", "logasap", "clitcpka", "idle-close-on-response"]
-        let backendOnly: Set<String> = ["redispatch", "allbackups", "abortonclose", "srvtcpka", "httpchk", "tcp-check", "redis-check", "smtpchk", "pgsql-check", "ssl-hello-chk", "mysql-check", "ldap-check", "external-check"]
+        let frontendOnly: Set<String> = ["httplog", "tcplog", "dontlognull", "logasap", "clitcpka", "idle-close-on-response", "tcp-smart-accept"]
+        let backendOnly: Set<String> = ["tcp-smart-connect", "redispatch", "allbackups", "abortonclose", "srvtcpka", "httpchk", "tcp-check", "redis-check", "smtpchk", "pgsql-check", "ssl-hello-chk", "mysql-check", "ldap-check", "external-check"]
         if let p = proxy {
             if frontendOnly.contains(name) && p.kind == .backend {
                 warning("'option \(name)' is ignored in backend '\(p.name)': it needs a frontend or listen section", at: location)
@@ -866,6 +868,9 @@ extension ConfigParser {
             if let extra = rest.first { throw ConfigError("option tcpka: unexpected '\(extra)'") }
             settings.options.clientKeepAlive = !negated
             settings.options.serverKeepAlive = !negated
+        case "tcp-smart-accept", "tcp-smart-connect":
+            if let extra = rest.first { throw ConfigError("option \(name): unexpected '\(extra)'") }
+            if name == "tcp-smart-accept" { settings.options.smartAccept = !negated } else { settings.options.smartConnect = !negated }
         case "httpclose", "http-server-close", "http-keep-alive", "forceclose":
             if let extra = rest.first { throw ConfigError("option \(name): unexpected '\(extra)'") }
             var modeName = name
@@ -925,7 +930,7 @@ extension ConfigParser {
             }
             settings.httpCheck = check
         default:
-            let all = Array(flags.keys) + ["tcpka", "httpclose", "http-server-close", "http-keep-alive", "forwardfor", "httpchk", "forceclose", "external-check",
+            let all = Array(flags.keys) + ["tcpka", "tcp-smart-accept", "tcp-smart-connect", "httpclose", "http-server-close", "http-keep-alive", "forwardfor", "httpchk", "forceclose", "external-check",
                                            "tcp-check", "redis-check", "smtpchk", "pgsql-check", "ssl-hello-chk", "mysql-check", "ldap-check",
                                            "splice-auto", "splice-request", "splice-response", "idle-close-on-response"]
             let unsupported: Set<String> = ["http-use-htx", "http-buffer-request", "originalto", "persist",
@@ -935,7 +940,8 @@ extension ConfigParser {
                                             "checkcache", "accept-invalid-http-request", "accept-invalid-http-response",
                                             "contstats", "independent-streams", "http-ignore-probes", "http-tunnel",
                                             "transparent", "disable-h2-upgrade", "h1-case-adjust-bogus-client", "dontlog-normal",
-                                            "http-restrict-req-hdr-names", "spop-check"]
+                                            "http-restrict-req-hdr-names", "spop-check", "http-use-proxy-header",
+                                            "h1-case-adjust-bogus-server"]
             if unsupported.contains(name) { throw ConfigError("'option \(name)' is not supported yet") }
             var hint = ""
             if let near = Similarity.closest(to: name, in: all) { hint = "; did you mean 'option \(near)'?" }

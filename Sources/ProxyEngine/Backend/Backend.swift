@@ -71,6 +71,10 @@ public final class Backend: @unchecked Sendable {
             list.append(Server(definition: s, backend: definition.name, index: i, address: try Self.resolve(s.address),
                                       keepAlive: definition.settings.options.serverKeepAlive,
                                       tls: serverTLS["\(definition.name)/\(s.name)"]))
+            // `option tcp-smart-connect`: where the connection has bytes to send at once, as
+            // HAProxy decides it (a request in HTTP mode, a PROXY header).
+            list[i].delaysHandshakeACK = definition.settings.options.smartConnect
+                && (definition.settings.mode == .http || s.options.sendProxy != nil)
         }
         servers = list
         serverIndex = Dictionary(list.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })

@@ -208,6 +208,9 @@ public final class Server: @unchecked Sendable {
 
     /// `option srvtcpka` (or `tcpka`) in its backend.
     let keepAlive: Bool
+    /// `option tcp-smart-connect`: the handshake's last ACK waits to ride on the first bytes
+    /// (set once, before the loops start).
+    var delaysHandshakeACK = false
 
     /// The address for a client that connected to `port`: that port plus the offset.
     func address(forDestinationPort port: UInt16) -> SocketAddress {

@@ -108,6 +108,7 @@ final class Connection: LoopObject {
         if address.family != AF_UNIX {
             try Socket.setOption(fd, level: Int32(IPPROTO_TCP), name: TCP_NODELAY, value: 1)
             if server.keepAlive { try Socket.setOption(fd, level: SOL_SOCKET, name: SO_KEEPALIVE, value: 1) }
+            if server.delaysHandshakeACK { try? Socket.setOption(fd, level: Int32(IPPROTO_TCP), name: TCP_QUICKACK, value: 0) }
         }
         let c = Connection(fd: fd, server: server, connected: false, context: context)
         c.readable = false

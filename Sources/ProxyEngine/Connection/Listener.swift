@@ -90,6 +90,15 @@ public struct Listener: Sendable {
         return Listener(key: key, fd: fd, frontendName: frontend, options: options)
     }
 
+    /// `option tcp-smart-accept`, as HAProxy applies it: TCP_QUICKACK off on the listening
+    /// socket (after listen(2), which resets it), inherited by each connection it accepts, so
+    /// the ACK of a request rides on its response; on again where the option is off, since an
+    /// inherited socket keeps what the last process set. A hint: a failure changes nothing.
+    static func setDelayedAck(_ fd: FileDescriptor, _ key: ListenerKey, _ on: Bool) {
+        guard case .inet = key.address else { return }
+        try? Socket.setOption(fd, level: Int32(IPPROTO_TCP), name: TCP_QUICKACK, value: on ? 0 : 1)
+    }
+
     /// Obtains every `bind` line's sockets: an inherited socket with the same key first (the
     /// very kernel socket, so its accept queue is never closed), a fresh bind otherwise.
     public static func bindAll(_ configuration: Configuration, reusePort: Bool,
@@ -99,6 +108,7 @@ public struct Listener: Sendable {
             for p in configuration.proxies where p.isFrontend {
                 let backlog = p.settings.backlog ?? p.settings.maxconn ?? 1024
                 for b in p.binds {
+                    let smartAccept = p.settings.options.smartAccept ?? (p.settings.mode == .http || b.options.ssl)
                     // Certificates are loaded and checked here, before the point of no return.
                     let tls = b.options.ssl ? try TLSBinding.load(b, global: configuration.global) : nil
                     for key in b.listenerKeys {
@@ -107,12 +117,14 @@ public struct Listener: Sendable {
                             try Socket.setNonBlocking(f)
                             var l = Listener(key: key, fd: f, frontendName: p.name, options: b.options)
                             l.tls = tls
+                            setDelayedAck(f, key, smartAccept)
                             listeners.append(l)
                             continue
                         }
                         do {
                             var l = try bind(key, frontend: p.name, options: b.options, backlog: backlog, reusePort: reusePort)
                             l.tls = tls
+                            setDelayedAck(l.fd, key, smartAccept)
                             listeners.append(l)
                         } catch let e as SystemError {
                             throw BindError(location: b.location, address: key.description, error: e)

@@ -16,6 +16,8 @@ HTTP paths:
   /close            response without length, ended by closing
   /big?bytes=N      N bytes of body
   /location         302 with Location: http://example.com/a
+  /segments         200 "segs_in=N": the TCP segments this connection had received when the
+                    request was read (TCP_INFO), to see whether the handshake's ACK came alone
   /setcookie        200 with the server's own Set-Cookie: SERVERID=fromserver
   /ws               101 upgrade, then echo bytes
   /haproxy.check    200, or 500 when the file NAME.down exists in the working directory, or
@@ -134,6 +136,10 @@ def http_client(conn, name):
                 continue
             if path == "/setcookie":
                 send(conn, 200, b"set\n", [("Set-Cookie", "SERVERID=fromserver; path=/")])
+                continue
+            if path == "/segments":
+                info = conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 232)
+                send(conn, 200, ("segs_in=%d\n" % int.from_bytes(info[140:144], "little")).encode())
                 continue
             if path == "/location":
                 send(conn, 302, b"", [("Location", "http://example.com/a")], reason="Found")
