@@ -113,6 +113,13 @@ extension ConfigParser {
             // frontend with `tcp-request inspect-delay` waits for.
             let conditions = p.tcpRequestRules.filter { $0.action.layer == .content }.compactMap { r in r.condition.map { ($0, r.location) } }
                 + p.useBackendRules.compactMap { r in r.condition.map { ($0, r.location) } }
+            // Keep-alive probes without keep-alive: the socket never sends one.
+            if p.isFrontend, !p.settings.clientProbes.isEmpty, !p.settings.options.clientKeepAlive {
+                warning("\(label): 'clitcpka-*' changes nothing without 'option clitcpka' (or 'option tcpka'): TCP keep-alive is off", at: p.settings.clientProbes.location ?? p.location)
+            }
+            if p.isBackend, !p.settings.serverProbes.isEmpty, !p.settings.options.serverKeepAlive {
+                warning("\(label): 'srvtcpka-*' changes nothing without 'option srvtcpka' (or 'option tcpka'): TCP keep-alive is off", at: p.settings.serverProbes.location ?? p.location)
+            }
             if p.settings.inspectDelay != nil && (p.mode == .http || !p.readsClientHello) {
                 warning("\(label): 'tcp-request inspect-delay' changes nothing here: \(p.mode == .http ? "mode http waits for the request anyway" : "no 'tcp-request content' rule or 'use_backend' reads the client's first bytes (req.ssl_sni, req.ssl_hello_type, req.ssl_ver)")", at: p.settings.inspectDelayLocation ?? p.location)
             }

@@ -1056,8 +1056,26 @@ public struct StatsSettings: Sendable {
 public enum HTTPReuse: String, Sendable { case never, safe, aggressive, always }
 
 /// Everything a proxy section sets that `defaults` can set too.
+/// `clitcpka-cnt|idle|intvl`, `srvtcpka-cnt|idle|intvl`: TCP keep-alive's probes where the
+/// option turns it on (nil: the system's `tcp_keepalive_*`).
+public struct KeepAliveProbes: Sendable, Equatable {
+    /// TCP_KEEPCNT: probes unanswered before the connection is dropped.
+    public var count: Int?
+    /// TCP_KEEPIDLE, in seconds: idleness before the first probe.
+    public var idle: Int?
+    /// TCP_KEEPINTVL, in seconds: between probes.
+    public var interval: Int?
+    /// The first line that set one, for a warning where the option is off.
+    public var location: SourceLocation?
+    public var isEmpty: Bool { count == nil && idle == nil && interval == nil }
+    public init() {}
+}
+
 public struct ProxySettings: Sendable {
     public var mode: ProxyMode = .tcp
+    /// `clitcpka-*` and `srvtcpka-*`.
+    public var clientProbes = KeepAliveProbes()
+    public var serverProbes = KeepAliveProbes()
     public var maxconn: Int?
     /// `tcp-request inspect-delay`: how long a TCP frontend waits for the client's first
     /// bytes when a rule or a route reads them (`req.ssl_sni`, `req.ssl_hello_type`).

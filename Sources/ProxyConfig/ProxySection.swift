@@ -21,6 +21,8 @@ extension ConfigParser {
         add(["balance", "hash-type", "retries", "default-server", "cookie", "http-check", "tcp-check", "srvtimeout", "contimeout",
              "external-check"], d, .backend)
         add(["bind", "use_backend"], false, .frontend)
+        add(["clitcpka-cnt", "clitcpka-idle", "clitcpka-intvl"], d, .frontend)
+        add(["srvtcpka-cnt", "srvtcpka-idle", "srvtcpka-intvl"], d, .backend)
         add(["redirect"], false, .any)
         add(["server", "server-template"], false, .backend)
         add(["acl", "http-request", "http-response", "tcp-request", "reqrep", "reqirep", "rsprep", "rspirep",
@@ -82,6 +84,22 @@ extension ConfigParser {
         case "maxconn":
             try Values.expect(args, 1, usage: "maxconn <number>")
             settings.maxconn = try Values.integer(args.first!, for: "maxconn")
+        case "clitcpka-cnt", "clitcpka-idle", "clitcpka-intvl", "srvtcpka-cnt", "srvtcpka-idle", "srvtcpka-intvl":
+            let isCount = keyword.hasSuffix("-cnt")
+            try Values.expect(args, 1, usage: "\(keyword) <\(isCount ? "count" : "time, in seconds unless a unit is given")>")
+            var probes = keyword.hasPrefix("cli") ? settings.clientProbes : settings.serverProbes
+            // The kernel's limits: 127 probes, 32767 seconds.
+            if isCount {
+                probes.count = try Values.integer(args.first!, for: keyword, in: 1...127)
+            } else {
+                let text = args.first!
+                let ms = try Values.time(text.allSatisfy(\.isNumber) ? text + "s" : text, for: keyword)
+                let seconds = (ms + 999) / 1000
+                guard (1...32767).contains(seconds) else { throw ConfigError("\(keyword): '\(text)' is out of range; it must be between 1s and 32767s") }
+                if keyword.hasSuffix("-idle") { probes.idle = seconds } else { probes.interval = seconds }
+            }
+            probes.location = probes.location ?? location
+            if keyword.hasPrefix("cli") { settings.clientProbes = probes } else { settings.serverProbes = probes }
         case "backlog":
             try Values.expect(args, 1, usage: "backlog <number>")
             settings.backlog = try Values.integer(args.first!, for: "backlog", in: 1...Int(Int32.max))

@@ -73,6 +73,7 @@ public final class Backend: @unchecked Sendable {
                                       tls: serverTLS["\(definition.name)/\(s.name)"]))
             // `option tcp-smart-connect`: where the connection has bytes to send at once, as
             // HAProxy decides it (a request in HTTP mode, a PROXY header).
+            list[i].keepAliveProbes = definition.settings.serverProbes
             list[i].delaysHandshakeACK = definition.settings.options.smartConnect
                 && (definition.settings.mode == .http || s.options.sendProxy != nil)
         }

@@ -211,6 +211,8 @@ public final class Server: @unchecked Sendable {
     /// `option tcp-smart-connect`: the handshake's last ACK waits to ride on the first bytes
     /// (set once, before the loops start).
     var delaysHandshakeACK = false
+    /// `srvtcpka-*` of its backend (set once, before the loops start).
+    var keepAliveProbes = KeepAliveProbes()
 
     /// The address for a client that connected to `port`: that port plus the offset.
     func address(forDestinationPort port: UInt16) -> SocketAddress {

@@ -107,7 +107,10 @@ final class Connection: LoopObject {
         let fd = try Socket.make(family: address.family)
         if address.family != AF_UNIX {
             try Socket.setOption(fd, level: Int32(IPPROTO_TCP), name: TCP_NODELAY, value: 1)
-            if server.keepAlive { try Socket.setOption(fd, level: SOL_SOCKET, name: SO_KEEPALIVE, value: 1) }
+            if server.keepAlive {
+                try Socket.setOption(fd, level: SOL_SOCKET, name: SO_KEEPALIVE, value: 1)
+                server.keepAliveProbes.apply(to: fd)
+            }
             if server.delaysHandshakeACK { try? Socket.setOption(fd, level: Int32(IPPROTO_TCP), name: TCP_QUICKACK, value: 0) }
         }
         let c = Connection(fd: fd, server: server, connected: false, context: context)
@@ -329,3 +332,4 @@ final class Connection: LoopObject {
         owner = nil
     }
 }
+

@@ -14,7 +14,10 @@ extension LoopContext {
         counters.add(frontend.statBase, .sessions)
         CounterTable.raise(frontend.peakSessions, to: frontend.active.load(ordering: .relaxed))
         if client.family != AF_UNIX { try? Socket.setOption(fd, level: Int32(IPPROTO_TCP), name: TCP_NODELAY, value: 1) }
-        if frontend.settings.options.clientKeepAlive { try? Socket.setOption(fd, level: SOL_SOCKET, name: SO_KEEPALIVE, value: 1) }
+        if frontend.settings.options.clientKeepAlive {
+            try? Socket.setOption(fd, level: SOL_SOCKET, name: SO_KEEPALIVE, value: 1)
+            if client.family != AF_UNIX { frontend.settings.clientProbes.apply(to: fd) }
+        }
         var expectProxy = acceptor.acceptsProxy
         if !frontend.tcpConnectionRules.isEmpty {
             let local = Socket.localAddress(fd)

@@ -2,16 +2,19 @@ import Foundation
 import Glibc
 import Testing
 
-/// `option tcp-smart-accept` and `option tcp-smart-connect`, seen in the segments each side
-/// counts (TCP_INFO): the ACK of a request rides on its response, and a server connection's
-/// handshake ends with the request, as HAProxy arranges it.
-@Suite(.serialized) struct SmartACKTests {
-    /// A request to `port` on a fresh connection, answered in full: how many TCP segments
-    /// the client received (the SYN-ACK, a lone ACK of the request if one came, the answer).
-    static func segmentsReceived(_ port: Int) -> Int? {
+/// The TCP options the proxy sets on its sockets, seen from outside: `option
+/// tcp-smart-accept` and `option tcp-smart-connect` in the segments each side counts
+/// (TCP_INFO): the ACK of a request rides on its response, and a server connection's
+/// handshake ends with the request, as HAProxy arranges it; `clitcpka-*`/`srvtcpka-*` on a
+/// copy of the proxy's very sockets (pidfd_getfd).
+@Suite(.serialized) struct TCPSocketOptionTests {
+    /// A request to `port` on a fresh keep-alive connection, answered in full; the socket
+    /// stays open (the caller closes it).
+    static func answeredConnection(_ port: Int) -> Int32? {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { return nil }
-        defer { close(fd) }
+        var done = false
+        defer { if !done { close(fd) } }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = in_port_t(UInt16(port).bigEndian)
@@ -37,6 +40,15 @@ import Testing
                 .flatMap { Int($0.split(separator: ":")[1].trimmingCharacters(in: .whitespaces)) } ?? 0
             if text.utf8.count >= text.utf8.distance(from: text.startIndex, to: end.upperBound) + length { break }
         }
+        done = true
+        return fd
+    }
+
+    /// How many TCP segments a client received for one request on a fresh connection: the
+    /// SYN-ACK, a lone ACK of the request if one came, the answer.
+    static func segmentsReceived(_ port: Int) -> Int? {
+        guard let fd = answeredConnection(port) else { return nil }
+        defer { close(fd) }
         var info = [UInt8](repeating: 0, count: 232)
         var size = socklen_t(info.count)
         guard getsockopt(fd, Int32(IPPROTO_TCP), Int32(TCP_INFO), &info, &size) == 0, size >= 144 else { return nil }
@@ -108,5 +120,66 @@ import Testing
         let withOption = Self.tries { serverSegments(smart) }, without = Self.tries { serverSegments(plain) }
         #expect(withOption.contains(2), "\(withOption)")
         #expect(!without.isEmpty && without.allSatisfy { $0 >= 3 }, "\(without)")
+    }
+
+    /// The local port of a socket.
+    static func localPort(_ fd: Int32) -> Int {
+        var a = sockaddr_in()
+        var size = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &size) } }
+        return Int(UInt16(bigEndian: a.sin_port))
+    }
+
+    /// The keep-alive options of the proxy's established socket from `local` to `remote`
+    /// (0: any port), read from a copy of it.
+    static func keepAlive(_ pid: Int32, local: Int, remote: Int) -> [String: Int] {
+        let python = Harness.which("python3") ?? "/usr/bin/python3"
+        guard let r = try? Harness.run(python, [Harness.root + "/Tests/EndToEndTests/Helpers/socket_options.py", String(pid), String(local), String(remote)]),
+              let object = try? JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any] else { return [:] }
+        return object.compactMapValues { $0 as? Int }
+    }
+
+    /// `option clitcpka` with `clitcpka-cnt|idle|intvl` on each accepted socket, `option
+    /// srvtcpka` with `srvtcpka-*` on each server connection (a time without a unit is in
+    /// seconds); the others keep the system's values, and a frontend without the option sets
+    /// nothing.
+    @Test(.enabled(if: getuid() == 0, "needs root, to copy the proxy's sockets"))
+    func keepAliveProbesAreSet() throws {
+        let bed = try TestBed()
+        let front = TestBed.freePort(), plain = TestBed.freePort()
+        let app = try bed.backend(name: "app")
+        let proxy = try bed.proxy("""
+        \(TestBed.defaults("http"))
+        frontend web
+            bind 127.0.0.1:\(front)
+            option clitcpka
+            clitcpka-cnt 4
+            clitcpka-idle 7
+            clitcpka-intvl 3s
+            default_backend app
+        frontend plain
+            bind 127.0.0.1:\(plain)
+            default_backend app
+        backend app
+            option srvtcpka
+            srvtcpka-idle 1m
+            srvtcpka-cnt 5
+            server app 127.0.0.1:\(app)
+
+        """, waitFor: front)
+        let pid = proxy.processIdentifier
+        let systemInterval = Int(((try? String(contentsOfFile: "/proc/sys/net/ipv4/tcp_keepalive_intvl", encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines))
+        guard let fd = Self.answeredConnection(front) else { Issue.record("no answer from \(front)"); return }
+        defer { close(fd) }
+        let client = Self.keepAlive(pid, local: front, remote: Self.localPort(fd))
+        #expect(client == ["keepalive": 1, "keepcnt": 4, "keepidle": 7, "keepintvl": 3], "\(client)")
+        // The server connection stays open for reuse: its options.
+        let server = Self.keepAlive(pid, local: 0, remote: app)
+        #expect(server["keepalive"] == 1 && server["keepcnt"] == 5 && server["keepidle"] == 60, "\(server)")
+        #expect(server["keepintvl"] == systemInterval, "\(server), system \(String(describing: systemInterval))")
+        guard let other = Self.answeredConnection(plain) else { Issue.record("no answer from \(plain)"); return }
+        defer { close(other) }
+        let off = Self.keepAlive(pid, local: plain, remote: Self.localPort(other))
+        #expect(off["keepalive"] == 0, "\(off)")
     }
 }
