@@ -1108,6 +1108,9 @@ public struct ProxySettings: Sendable {
     public var externalCheckPath = ""
     public var externalCheckLocation: SourceLocation?
     public var httpReuse: HTTPReuse = .safe
+    /// `http-send-name-header <name>`: the request tells the server its own name in this
+    /// header (the client's copies removed), set again on a retry to another server.
+    public var sendNameHeader: String?
     public var monitorURI: String?
     public var stats = StatsSettings()
     public init() {}

@@ -22,6 +22,7 @@ extension ConfigParser {
              "external-check"], d, .backend)
         add(["bind", "use_backend"], false, .frontend)
         add(["clitcpka-cnt", "clitcpka-idle", "clitcpka-intvl"], d, .frontend)
+        add(["http-send-name-header"], d, .backend)
         add(["srvtcpka-cnt", "srvtcpka-idle", "srvtcpka-intvl"], d, .backend)
         add(["redirect"], false, .any)
         add(["server", "server-template"], false, .backend)
@@ -39,7 +40,7 @@ extension ConfigParser {
         "monitor", "monitor-net", "email-alert", "fullconn", "source", "dispatch",
         "load-server-state-from-file", "server-state-file-name", "declare", "max-keep-alive-queue",
         "max-session-srv-conns", "dynamic-cookie-key", "unique-id", "grace", "reqtarpit", "reqpass", "reqipass",
-        "reqideny", "reqiallow", "rspdeny", "rspideny", "bind-process", "retry-on",
+        "reqideny", "reqiallow", "rspdeny", "rspideny", "bind-process", "retry-on", "transparent", "use-fcgi-app",
     ]
 
     func parseProxyKeyword(_ words: [String], at location: SourceLocation) throws {
@@ -135,6 +136,13 @@ extension ConfigParser {
             }
             _ = try checkFormat(args.first!, "log-format", phase: .log, separators: true)
             setAccessLog(.custom(args.first!), at: location)
+        case "http-send-name-header":
+            try Values.expect(args, 1, usage: "http-send-name-header <header name>, e.g. 'http-send-name-header X-Server'")
+            let name = args.first!
+            guard !name.isEmpty, name.utf8.allSatisfy({ $0 > 32 && $0 < 127 && $0 != UInt8(ascii: ":") }) else {
+                throw ConfigError("http-send-name-header: '\(name)' is not a header name")
+            }
+            settings.sendNameHeader = name
         case "monitor-uri":
             try Values.expect(args, 1, usage: "monitor-uri <uri>")
             settings.monitorURI = args.first!

@@ -449,6 +449,24 @@ import Testing
             #expect(try TestBed.curl(["http://127.0.0.1:\(port)/r\(i)"]).1 == "live GET /r\(i) body=0")
         }
     }
+
+    /// `http-send-name-header`: the server reads its own name, the client's copy of the
+    /// header gone; a request first sent to the refusing server and redispatched carries the
+    /// name of the one that answers, whatever the lengths of the two names.
+    @Test func theServerNameHeaderFollowsARedispatch() throws {
+        let bed = try TestBed()
+        defer { bed.stop() }
+        let live = try bed.backend(name: "live")
+        let port = TestBed.freePort()
+        try bed.proxy(httpConfig(port: port, servers: [("a-refusing-server", TestBed.freePort()), ("live", live)],
+                                 backend: "    retries 1\n    option redispatch\n    http-send-name-header X-Test"), waitFor: port)
+        for i in 0..<4 {
+            let (status, body, headers) = try TestBed.curl(["-H", "X-Test: spoofed", "-H", "x-test: again", "http://127.0.0.1:\(port)/n\(i)"])
+            #expect(status == 200 && body == "live GET /n\(i) body=0", "\(status) \(body)")
+            let seen = headers.split(separator: "\r\n").filter { $0.lowercased().hasPrefix("x-seen-x-test:") }
+            #expect(seen == ["X-Seen-X-Test: live"], "\(headers)")
+        }
+    }
 }
 
 @Suite(.serialized) struct SlowStart {

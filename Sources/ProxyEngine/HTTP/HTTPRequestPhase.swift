@@ -198,17 +198,28 @@ extension HTTPTransaction {
             w.append(UnsafeRawBufferPointer(rebasing: p[Int(request.target.start)..<Int(request.target.end)]))
         }
         w.append(request.minorVersion == 0 ? " HTTP/1.0\r\n" : " HTTP/1.1\r\n")
-        // Headers, without hop-by-hop ones.
+        // Headers, without hop-by-hop ones (nor the client's `http-send-name-header` ones).
+        let b = backend
+        let nameHeader = b?.sendNameHeader
         if let list = rewrittenHeaders {
             for h in list where !Self.isHopByHop(h.name, keepUpgrade: upgradeRequested) {
+                if let n = nameHeader, h.name.withUnsafeBytes({ Self.sameName($0, 0..<$0.count, n.lower) }) { continue }
                 w.append(h.name); w.append(": "); w.append(h.value); w.append("\r\n")
             }
         } else {
             for h in request.headers where !isHopByHop(p, h.name, keepUpgrade: upgradeRequested) {
+                if let n = nameHeader, Self.sameName(p, Int(h.name.start)..<Int(h.name.end), n.lower) { continue }
                 w.append(UnsafeRawBufferPointer(rebasing: p[Int(h.line.start)..<Int(h.line.end)]))
             }
         }
-        let b = backend
+        serverNameValue = 0
+        if let n = nameHeader, let chosen = slotServer ?? triedServer {
+            w.append(n.name); w.append(": ")
+            let at = out.tail
+            w.append(string: chosen.name)
+            serverNameValue = at << 32 | (out.tail - at)
+            w.append("\r\n")
+        }
         if frontend.forwardFor != nil || b?.forwardFor != nil, let header = forwardedForHeader(b) {
             w.append(string: header); w.append(": "); w.append(string: clientIP.description); w.append("\r\n")
         }
@@ -278,6 +289,13 @@ extension HTTPTransaction {
         case 16: return HTTPParser.equalsLower(p, n, "proxy-connection")
         default: return false
         }
+    }
+
+    /// Whether the header name at `range` of `p` is `lower`, ASCII case aside.
+    static func sameName(_ p: UnsafeRawBufferPointer, _ range: Range<Int>, _ lower: [UInt8]) -> Bool {
+        guard range.count == lower.count else { return false }
+        for (k, i) in range.enumerated() where p[i] | 0x20 != lower[k] | 0x20 { return false }
+        return true
     }
 
     static func isHopByHop(_ name: [UInt8], keepUpgrade: Bool) -> Bool {

@@ -162,6 +162,27 @@ extension HTTPTransaction {
         }
         out.head = 0
         server?.requests += 1
+        if serverNameValue != 0, let chosen = slotServer ?? triedServer, !rewriteServerName(out, chosen.name) {
+            respondWithError(500, reason: "the request with the name of server '\(chosen.name)' does not fit in tune.bufsize", state: "PR")
+        }
+    }
+
+    /// `http-send-name-header` on a retry: the value written for the last server becomes
+    /// `name`, the bytes after it moved by the difference. False if that does not fit.
+    func rewriteServerName(_ out: Buffer, _ name: String) -> Bool {
+        let at = serverNameValue >> 32, old = serverNameValue & 0xffff_ffff
+        var name = name
+        return name.withUTF8 { new in
+            guard let bytes = new.baseAddress else { return false }
+            if new.count == old && memcmp(out.base + at, bytes, old) == 0 { return true }
+            let delta = new.count - old
+            guard out.tail + delta <= out.capacity else { return false }
+            (out.base + at + new.count).copyMemory(from: out.base + at + old, byteCount: out.tail - at - old)
+            (out.base + at).copyMemory(from: bytes, byteCount: new.count)
+            out.tail += delta
+            serverNameValue = at << 32 | new.count
+            return true
+        }
     }
 
     func checkConnect() -> Bool {

@@ -80,6 +80,9 @@ final class HTTPTransaction: LoopObject, QueueWaiter, ConnectionOwner {
     var requestHeadLength = 0
     /// The request is already in `toServer` (a retry must not compose it again).
     var requestComposed = false
+    /// Where `http-send-name-header`'s value sits in `toServer` (offset << 32 | length), so
+    /// that a retry on another server rewrites it; 0: none.
+    var serverNameValue = 0
     /// `toServer` still holds the whole request from offset 0, so a retry can resend it.
     var requestReplayable = false
     /// We asked the server to close after this response: never pool the connection.
