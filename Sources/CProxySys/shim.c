@@ -1,5 +1,6 @@
 #define _GNU_SOURCE
 #include "CProxySys.h"
+#include <sys/prctl.h>
 #include <crypt.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,6 +83,8 @@ ssize_t cproxy_recv_fds(int sock, void *data, size_t len, int *fds, int max, int
 }
 
 int cproxy_errno(void) { return errno; }
+
+int cproxy_set_dumpable(void) { return prctl(PR_SET_DUMPABLE, 1, 0, 0, 0); }
 
 void *cproxy_memmem(const void *haystack, size_t haystack_len, const void *needle, size_t needle_len) {
     return memmem(haystack, haystack_len, needle, needle_len);

@@ -12,6 +12,8 @@ extension ConfigParser {
         "close-spread-time", "user", "group", "uid", "gid", "chroot", "ulimit-n", "tune.bufsize",
         "tune.maxrewrite", "server-state-file", "setenv", "presetenv", "unsetenv", "resetenv", "set-var", "set-var-fmt",
         "strict-limits", "noreuseport", "zero-warning", "fd-hard-limit", "maxpipes", "node",
+        "nosplice", "max-spread-checks", "no-memory-trimming", "set-dumpable", "noepoll", "nopoll", "nokqueue",
+        "noevports", "nogetaddrinfo",
     ]
 
     /// Keywords HAProxy has in `global` that we do not support yet.
@@ -20,14 +22,19 @@ extension ConfigParser {
         "log-send-hostname", "log-tag", "lua-load", "stats bind-process", "cpu-map", "h1-case-adjust",
         "expose-experimental-directives", "maxsslconn", "maxconnrate",
         "server-state-base", "localpeer", "unix-bind", "busy-polling",
+        "cluster-secret", "default-path", "h1-accept-payload-with-any-method", "h1-case-adjust-file",
+        "h2-workaround-bogus-websocket-clients", "issuers-chain-path", "maxcompcpuusage", "maxcomprate",
+        "maxsessrate", "maxsslrate", "maxzlibmem", "numa-cpu-mapping", "pp2-never-send-local", "profiling.tasks",
+        "ssl-dh-param-file", "ssl-mode-async", "ssl-propquery", "ssl-provider", "ssl-provider-path",
+        "ssl-skip-self-issued-ca", "insecure-setuid-wanted",
     ]
 
     func parseGlobalKeyword(_ words: [String], at location: SourceLocation) throws {
         if words[0] == "no" {
-            guard words.count == 2, words[1] == "strict-limits" else {
-                throw ConfigError("'no' in global only applies to 'strict-limits'")
+            guard words.count == 2, words[1] == "strict-limits" || words[1] == "set-dumpable" else {
+                throw ConfigError("'no' in global only applies to 'strict-limits' and 'set-dumpable'")
             }
-            config.global.strictLimits = false
+            if words[1] == "strict-limits" { config.global.strictLimits = false } else { config.global.setDumpable = false }
             return
         }
         let keyword = words[0]
@@ -96,6 +103,25 @@ extension ConfigParser {
             default: throw ConfigError("'master-worker \(args.first!)': the option is exit-on-failure (HAProxy's default: a worker's death stops everything) or no-exit-on-failure (ours: it is replaced)")
             }
             config.global.masterWorker = true
+        case "nosplice":
+            try Values.expect(args, 0, usage: "nosplice")
+            config.global.noSplice = true
+        case "max-spread-checks":
+            try Values.expect(args, 1, usage: "max-spread-checks <time>")
+            config.global.maxSpreadChecks = try Values.time(args.first!, for: "max-spread-checks")
+        case "no-memory-trimming":
+            try Values.expect(args, 0, usage: "no-memory-trimming")
+            config.global.noMemoryTrimming = true
+        case "set-dumpable":
+            try Values.expect(args, 0, usage: "set-dumpable")
+            config.global.setDumpable = true
+        case "noepoll":
+            throw ConfigError("'noepoll': proxy has no poller but epoll; remove the line")
+        case "nopoll", "nokqueue", "noevports", "nogetaddrinfo":
+            try Values.expect(args, 0, usage: keyword)
+            let why = keyword == "nogetaddrinfo" ? "names are resolved at load with getaddrinfo(3), the only resolver proxy has"
+                : "proxy polls with epoll only, so there is no \(keyword.dropFirst(2)) to turn off"
+            warning("'\(keyword)' changes nothing here: \(why); the line can go", at: location)
         case "spread-checks":
             try Values.expect(args, 1, usage: "spread-checks <0..50>")
             config.global.spreadChecks = try Values.integer(args.first!, for: "spread-checks", in: 0...50)

@@ -160,6 +160,14 @@ public struct GlobalSettings: Sendable {
     /// The descriptors the process counts on (`Maxsock`), settled at start-up.
     public var maxsock: Int?
     public var noReusePort = false
+    /// `nosplice` (or `-dS`): TCP mode copies bytes, never splices.
+    public var noSplice = false
+    /// `max-spread-checks`: the first checks of every server start within this long.
+    public var maxSpreadChecks: Milliseconds?
+    /// `no-memory-trimming`: freed memory is never handed back with malloc_trim.
+    public var noMemoryTrimming = false
+    /// `set-dumpable`: the process may dump core after it changed user.
+    public var setDumpable = false
     public init() {}
 }
 

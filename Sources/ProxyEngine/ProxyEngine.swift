@@ -33,7 +33,9 @@ public final class ProxyEngine: @unchecked Sendable {
         certificates = CertificateStore(listeners: listeners)
         var loops: [EventLoop] = []
         for i in 0..<max(1, threads) {
-            loops.append(try EventLoop(index: i, bufferSize: model.configuration.global.bufferSize))
+            let loop = try EventLoop(index: i, bufferSize: model.configuration.global.bufferSize)
+            loop.buffers.trimsMemory = !model.configuration.global.noMemoryTrimming
+            loops.append(loop)
         }
         self.loops = loops
         finished = try EventFD()
@@ -72,12 +74,12 @@ public final class ProxyEngine: @unchecked Sendable {
                 nonisolated(unsafe) let target = check
                 s.onObservedErrors = { info in loop.post { target.observedErrors(info) } }
             }
-            check.start(offset: Int64(s.definition.options.inter) * position / count)
+            check.start(offset: spreadSpan(s.definition.options.inter) * position / count)
         }
         spread(where: { $0.agentCheck }) { s, b, context, position, count in
             let agent = AgentCheck(server: s, backend: b, context: context)
             context.agents.append(agent)
-            agent.start(offset: Int64(s.definition.options.agentInter ?? s.definition.options.inter) * position / count)
+            agent.start(offset: spreadSpan(s.definition.options.agentInter ?? s.definition.options.inter) * position / count)
         }
         // Run-time resolution: each `resolvers` section its servers use, on one loop.
         for (i, definition) in model.configuration.resolvers.enumerated() {
@@ -95,6 +97,12 @@ public final class ProxyEngine: @unchecked Sendable {
 
     /// Hands each server whose options `include` selects (backends by name) to a loop in turn:
     /// `make` gets the server, its backend, the loop, its position and how many there are.
+    /// How long the first checks of servers checked every `inter` are spread over: that
+    /// interval, or `max-spread-checks` when it is shorter.
+    private func spreadSpan(_ inter: Int) -> Int64 {
+        Int64(min(inter, model.configuration.global.maxSpreadChecks ?? inter))
+    }
+
     private func spread(where include: (ServerOptions) -> Bool, _ make: (Server, Backend, LoopContext, Int64, Int64) -> Void) {
         var all: [(Server, Backend)] = []
         for (_, b) in model.backends.sorted(by: { $0.key < $1.key }) {

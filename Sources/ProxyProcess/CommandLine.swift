@@ -42,6 +42,8 @@ public struct CommandLineOptions: Equatable, Sendable {
     public var zeroWarning = false
     /// `-dr`: a server whose name does not resolve starts disabled instead of failing the load.
     public var ignoreResolutionFailures = false
+    /// `-dS`: no splicing, as `nosplice`.
+    public var noSplice = false
     /// `-L NAME`: the local peer name, exported as HAPROXY_LOCALPEER.
     public var localPeer: String?
     /// `-n N`: the global maxconn, over the config's.
@@ -89,6 +91,7 @@ public struct CommandLineOptions: Equatable, Sendable {
             case "-db", "-d": o.foreground = true
             case "-dW": o.zeroWarning = true
             case "-dr": o.ignoreResolutionFailures = true
+            case "-dS": o.noSplice = true
             case "-L": o.localPeer = try value(arg)
             case "-n", "-N", "-m":
                 let text = try value(arg)
@@ -177,6 +180,7 @@ public struct CommandLineOptions: Equatable, Sendable {
             -dR            do not use SO_REUSEPORT
             -dW            refuse to start (and fail -c) on any warning
             -dr            start a server whose name does not resolve disabled, instead of failing
+            -dS            never splice in TCP mode (as 'nosplice')
             -d, -db        stay in the foreground (over 'daemon')
             -n <n>         global maxconn, over the config's
             -N <n>         maxconn of every frontend that sets none

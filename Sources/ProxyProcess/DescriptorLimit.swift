@@ -20,7 +20,7 @@ struct DescriptorBudget {
         // One socket per check and per agent check, open or kept between runs.
         let checks = c.backends.flatMap(\.servers).reduce(0) { $0 + ($1.options.check ? 1 : 0) + ($1.options.agentCheck ? 1 : 0) }
         let logs = c.global.logs.count + c.proxies.reduce(0) { $0 + $1.settings.logs.count }
-        splices = c.proxies.contains { $0.mode == .tcp }
+        splices = !c.global.noSplice && c.proxies.contains { $0.mode == .tcp }
         fixed = 10 + listeners + stats + 3 * c.global.threads + checks + logs + 16
     }
 
@@ -40,7 +40,9 @@ struct DescriptorBudget {
 extension StartUp {
     /// Settles `maxconn`, `maxpipes` and RLIMIT_NOFILE together (see `DescriptorBudget`).
     func applyDescriptorLimit() throws {
-        let g = configuration.global
+        var g = configuration.global
+        // `nosplice` (`-dS`): no pipes, so TCP mode copies, whatever `maxpipes` says.
+        if g.noSplice { g.maxpipes = 0 }
         let budget = DescriptorBudget(configuration)
         let (soft, hard) = ResourceLimits.openFiles()
         let ceiling = UInt64(g.fdHardLimit.map { min(UInt64($0), hard) } ?? hard)

@@ -63,6 +63,7 @@ final class StartUp {
             try writePidFile()
             try changeRoot()
             try dropPrivileges()
+            if configuration.global.setDumpable { ResourceLimits.allowCoreDumps() }
             try startEngine()
         } catch let f as Failure {
             return abort(f.message)
@@ -90,6 +91,7 @@ final class StartUp {
                 throw Failure("proxy: cannot fix the memory limit to \(mb) megabytes (-m): \(error)")
             }
         }
+        if options.noSplice { configuration.global.noSplice = true }
         try applyDescriptorLimit()
         // Every log target opens now, before chroot; nothing opens or resolves one later.
         logger = Logger(configuration: configuration)

@@ -188,6 +188,20 @@ public enum ResourceLimits {
     }
 
     /// Caps the address space at `bytes` (`-m`, as HAProxy's RLIMIT_AS).
+    /// `set-dumpable`: core dumps as large as the hard limits allow (RLIMIT_CORE and
+    /// RLIMIT_FSIZE raised to them), and the process dumpable even after a change of user.
+    /// Best effort, as in HAProxy: what the system refuses stays as it was.
+    public static func allowCoreDumps() {
+        for resource in [RLIMIT_CORE, RLIMIT_FSIZE] {
+            var r = rlimit()
+            if getrlimit(__rlimit_resource_t(resource.rawValue), &r) == 0, r.rlim_cur != r.rlim_max {
+                r.rlim_cur = r.rlim_max
+                _ = setrlimit(__rlimit_resource_t(resource.rawValue), &r)
+            }
+        }
+        _ = cproxy_set_dumpable()
+    }
+
     public static func setAddressSpace(_ bytes: UInt64) throws {
         var r = rlimit(rlim_cur: rlim_t(bytes), rlim_max: rlim_t(bytes))
         if setrlimit(__rlimit_resource_t(RLIMIT_AS.rawValue), &r) != 0 { throw SystemError.last("setrlimit") }

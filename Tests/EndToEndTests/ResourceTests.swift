@@ -144,6 +144,87 @@ func cpuSeconds(_ pid: Int32) -> Double? {
         #expect(started.status == 1 && started.stderr.contains("maxconn 1000 and maxpipes 500, which need 30"), "\(started.stderr)")
     }
 
+    /// `nosplice` and `-dS`: no pipes at all, and a TCP connection is copied through buffers
+    /// (it still works, and holds no pipe).
+    @Test(arguments: ["global", "command line"])
+    func noSpliceHoldsNoPipe(_ how: String) throws {
+        let bed = try TestBed()
+        let port = TestBed.freePort()
+        let echo = try bed.backend(name: "echo", kind: "echo")
+        let socket = bed.directory + "/api.sock"
+        try bed.proxy("""
+        global
+            stats socket \(socket) level admin
+            \(how == "global" ? "nosplice" : "")
+        \(TestBed.defaults("tcp"))
+        frontend f
+            bind 127.0.0.1:\(port)
+            default_backend echo
+        backend echo
+            server e 127.0.0.1:\(echo)
+
+        """, waitFor: port, arguments: how == "global" ? [] : ["-dS"])
+        #expect((cli(socket, "show info") ?? "").contains("Maxpipes: 0\n"), "\(cli(socket, "show info") ?? "")")
+        #expect(String(decoding: TestBed.raw(port, Array("ping\n".utf8), halfClose: true), as: UTF8.self) == "ping\n")
+        #expect((cli(socket, "show info") ?? "").contains("PipesUsed: 0\n"))
+    }
+
+    /// `max-spread-checks`: servers checked every 20 s all have their first check within a
+    /// second when the spread is capped at 300 ms (uncapped, the fifth waits 16 s).
+    @Test func maxSpreadChecksBoundsTheFirstChecks() throws {
+        let bed = try TestBed()
+        let port = TestBed.freePort()
+        let app = try bed.backend(name: "app")
+        let socket = bed.directory + "/api.sock"
+        try bed.proxy("""
+        global
+            stats socket \(socket) level admin
+            max-spread-checks 300ms
+        \(TestBed.defaults("http"))
+        frontend f
+            bind 127.0.0.1:\(port)
+            default_backend app
+        backend app
+            server a 127.0.0.1:\(app) check inter 20s
+            server b 127.0.0.1:\(app) check inter 20s
+            server c 127.0.0.1:\(app) check inter 20s
+            server d 127.0.0.1:\(app) check inter 20s
+            server e 127.0.0.1:\(app) check inter 20s
+
+        """, waitFor: port)
+        #expect(TestBed.waitUntil(timeout: 2) { ["a", "b", "c", "d", "e"].allSatisfy { statRow(socket, "app", $0)["check_status"] == "L4OK" } },
+                "\(["a", "b", "c", "d", "e"].map { statRow(socket, "app", $0)["check_status"] ?? "?" })")
+    }
+
+    /// `set-dumpable`: started as root with `user nobody`, the process stays dumpable (its
+    /// /proc files are the new user's, where a non-dumpable process's stay root's), and its
+    /// core size limit is raised to the hard one.
+    @Test(.enabled(if: getuid() == 0, "needs root to change user"))
+    func setDumpableKeepsCoreDumpsAfterAChangeOfUser() throws {
+        for dumpable in [true, false] {
+            let bed = try TestBed()
+            let port = TestBed.freePort()
+            let proxy = try bed.proxy("""
+            global
+                user nobody
+                \(dumpable ? "set-dumpable" : "")
+            \(TestBed.defaults("http"))
+            frontend web
+                bind 127.0.0.1:\(port)
+                http-request return status 200 content-type text/plain string ok
+
+            """, waitFor: port)
+            let owner = (try? FileManager.default.attributesOfItem(atPath: "/proc/\(proxy.processIdentifier)/status")[.ownerAccountID] as? Int) ?? -1
+            #expect(owner == (dumpable ? 65534 : 0), "dumpable \(dumpable): /proc status owned by \(owner)")
+            if dumpable {
+                let limits = (try? String(contentsOfFile: "/proc/\(proxy.processIdentifier)/limits", encoding: .utf8)) ?? ""
+                let core = limits.split(separator: "\n").first { $0.hasPrefix("Max core file size") }.map { $0.split(separator: " ", omittingEmptySubsequences: true) } ?? []
+                #expect(core.count >= 6 && core[4] == core[5], "\(core)")
+            }
+            bed.stop()
+        }
+    }
+
     /// With four threads, a server's maxconn is never exceeded, however the requests arrive.
     @Test func serverMaxconnHoldsWithFourThreads() throws {
         let bed = try TestBed()

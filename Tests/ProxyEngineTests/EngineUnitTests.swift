@@ -73,6 +73,20 @@ func backend(_ balance: String, servers: [String], extra: String = "") throws ->
         #expect(d.isEmpty && d.freeSpace == 1024)
     }
 
+    /// `no-memory-trimming` reaches every loop's pool: it still shrinks, it never trims.
+    @Test(arguments: [true, false])
+    func noMemoryTrimmingReachesEveryLoop(_ set: Bool) throws {
+        let m = try model("""
+        global
+            nbthread 2
+            \(set ? "no-memory-trimming" : "")
+        defaults
+            mode http
+        """)
+        let engine = try ProxyEngine(model: m, listeners: [], threads: 2)
+        #expect(engine.loops.count == 2 && engine.loops.allSatisfy { $0.buffers.trimsMemory == !set })
+    }
+
     /// A head written piece by piece: after the first piece that does not fit, nothing more is
     /// written, and `fits` says so.
     @Test func aHeadWriterNeverLeavesAHole() {

@@ -27,6 +27,8 @@ ssize_t cproxy_send_fds(int sock, const void *data, size_t len, const int *fds, 
 ssize_t cproxy_recv_fds(int sock, void *data, size_t len, int *fds, int max, int *count, int *truncated);
 /// The C library's errno, read without the Swift overlay's indirection.
 int cproxy_errno(void);
+/// prctl(PR_SET_DUMPABLE, 1): the process may dump core again after a change of user.
+int cproxy_set_dumpable(void);
 /// memmem(3): where `needle` first occurs in `haystack`, or NULL; needs _GNU_SOURCE.
 void *cproxy_memmem(const void *haystack, size_t haystack_len, const void *needle, size_t needle_len);
 

@@ -115,6 +115,8 @@ public final class BufferPool {
 
     /// Set when the last buffer in use came back: the loop went quiet.
     private var quiet = false
+    /// False with `no-memory-trimming`: the pool still shrinks, the heap is never trimmed.
+    public var trimsMemory = true
     /// A trim is owed (quiet, or many buffers released) and waits for `minimumTrimInterval`.
     private var trimOwed = false
     private var lastTrimMs: Int64 = .min / 2
@@ -134,7 +136,7 @@ public final class BufferPool {
         released = 0
         trimOwed = false
         lastTrimMs = now
-        Memory.trim()
+        if trimsMemory { Memory.trim() }
         return nil
     }
 
