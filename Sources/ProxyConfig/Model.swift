@@ -592,6 +592,11 @@ public enum OnErrorAction: String, Sendable, Equatable {
 /// Per-server options (also the `default-server` line).
 public struct ServerOptions: Sendable, Equatable {
     public var check = false
+    /// `tcp-ut`: TCP_USER_TIMEOUT on connections to the server.
+    public var userTimeout: Milliseconds?
+    /// `max-reuse`: how many more requests one connection may carry after its first (-1: no
+    /// limit, 0: never reused).
+    public var maxReuse = -1
     public var inter: Milliseconds = 2000
     public var fastInter: Milliseconds?
     public var downInter: Milliseconds?

@@ -400,8 +400,11 @@ extension ConfigParser {
                 warning("bind: 'npn' is obsolete (ALPN replaced it) and ignored", at: location)
             case "allow-0rtt":
                 warning("bind: 'allow-0rtt' is accepted, but 0-RTT is not enabled (replayable early data is never taken)", at: location)
-            case "expose-fd":
-                throw ConfigError("bind: 'expose-fd' belongs on a 'stats socket' line in the global section")
+            case "expose-fd", "level", "severity-output":
+                throw ConfigError("bind: '\(opt)' belongs on a 'stats socket' line in the global section (the runtime API)")
+            case "accept-netscaler-cip", "ca-sign-file", "ca-sign-pass", "ca-verify-file", "ecdhe", "generate-certificates",
+                 "no-ca-names", "proto", "quic-force-retry", "shards":
+                throw ConfigError("bind: '\(opt)' is not supported yet")
             default:
                 if try options.tls.apply(opt, next: { try value(opt) }) { tlsOptionSeen = true; continue }
                 var hint = ""
@@ -527,9 +530,10 @@ extension ConfigParser {
                      "no-tlsv10", "no-tlsv11", "no-tlsv12", "no-tlsv13", "force-tlsv12", "force-tlsv13", "proxy-v2-options",
                      "on-marked-down", "on-marked-up", "resolvers", "resolve-prefer", "resolve-net", "resolve-opts", "init-addr",
                      "track", "agent-check", "no-agent-check", "agent-port", "agent-inter", "agent-send", "agent-addr",
-                     "observe", "error-limit", "on-error"]
+                     "observe", "error-limit", "on-error", "tcp-ut", "max-reuse", "no-tfo"]
     static let unsupportedServerKeywords: Set<String> = ["id", "redir", "minconn", "source", "usesrc",
-                                                                    "proto", "pool-max-conn",
+                                                                    "proto", "pool-max-conn", "check-proto", "check-via-socks4", "log-proto",
+                                                                    "pool-low-conn", "pool-purge-delay", "stick", "ws",
                                                                     "tfo", "namespace", "health-check", "non-stick", "socks4"]
 
     func parseServerOptions(_ args: ArraySlice<String>, base: ServerOptions, at location: SourceLocation, isDefault: Bool) throws -> ServerOptions {
@@ -633,6 +637,9 @@ extension ConfigParser {
             case "weight": o.weight = try Values.integer(try value(opt), for: "\(what) weight", in: 0...256)
             case "maxconn": o.maxconn = try Values.integer(try value(opt), for: "\(what) maxconn")
             case "maxqueue": o.maxqueue = try Values.integer(try value(opt), for: "\(what) maxqueue")
+            case "tcp-ut": o.userTimeout = try Values.time(try value(opt), for: "\(what) tcp-ut")
+            case "max-reuse": o.maxReuse = try Values.integer(try value(opt), for: "\(what) max-reuse", in: -1...Int(Int32.max))
+            case "no-tfo": break // TCP Fast Open to servers is never used: `no-tfo` is already so.
             case "backup": o.backup = true
             case "no-backup": o.backup = false
             case "disabled": o.disabled = true

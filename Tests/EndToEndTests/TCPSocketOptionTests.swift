@@ -164,7 +164,7 @@ import Testing
             option srvtcpka
             srvtcpka-idle 1m
             srvtcpka-cnt 5
-            server app 127.0.0.1:\(app)
+            server app 127.0.0.1:\(app) tcp-ut 7s
 
         """, waitFor: front)
         let pid = proxy.processIdentifier
@@ -172,14 +172,41 @@ import Testing
         guard let fd = Self.answeredConnection(front) else { Issue.record("no answer from \(front)"); return }
         defer { close(fd) }
         let client = Self.keepAlive(pid, local: front, remote: Self.localPort(fd))
-        #expect(client == ["keepalive": 1, "keepcnt": 4, "keepidle": 7, "keepintvl": 3], "\(client)")
+        #expect(client["keepalive"] == 1 && client["keepcnt"] == 4 && client["keepidle"] == 7 && client["keepintvl"] == 3, "\(client)")
         // The server connection stays open for reuse: its options.
         let server = Self.keepAlive(pid, local: 0, remote: app)
         #expect(server["keepalive"] == 1 && server["keepcnt"] == 5 && server["keepidle"] == 60, "\(server)")
         #expect(server["keepintvl"] == systemInterval, "\(server), system \(String(describing: systemInterval))")
+        // `tcp-ut` on the server line: TCP_USER_TIMEOUT, in milliseconds.
+        #expect(server["usertimeout"] == 7000, "\(server)")
         guard let other = Self.answeredConnection(plain) else { Issue.record("no answer from \(plain)"); return }
         defer { close(other) }
         let off = Self.keepAlive(pid, local: plain, remote: Self.localPort(other))
         #expect(off["keepalive"] == 0, "\(off)")
+    }
+
+    /// `max-reuse N`: a server connection carries N more requests after its first, then a
+    /// new one opens; 0: one request each; unset: one connection for them all.
+    @Test(arguments: [(-1, 1), (1, 3), (0, 6)])
+    func maxReuseBoundsAServerConnection(_ limit: Int, _ connections: Int) throws {
+        let bed = try TestBed()
+        let front = TestBed.freePort()
+        let app = try bed.backend(name: "app")
+        try bed.proxy("""
+        \(TestBed.defaults("http"))
+        frontend web
+            bind 127.0.0.1:\(front)
+            default_backend app
+        backend app
+            server app 127.0.0.1:\(app)\(limit >= 0 ? " max-reuse \(limit)" : "")
+
+        """, waitFor: front)
+        // Six requests on one client connection (curl keeps it), each answered with the port
+        // the server saw it come from.
+        let urls = (0..<6).map { _ in "http://127.0.0.1:\(front)/peer" }
+        let r = try Harness.run(Harness.which("curl") ?? "/usr/bin/curl", ["-s"] + urls)
+        let ports = r.stdout.split(separator: "\n").map(String.init)
+        #expect(ports.count == 6, "\(r.stdout) \(r.stderr)")
+        #expect(Set(ports).count == connections, "\(ports)")
     }
 }

@@ -40,11 +40,19 @@ final class ConnectionPool {
         // Nor is one opened with a PROXY header: it names its client, so it is private to it
         // (HAProxy makes such connections private too).
         if c.eof || c.closed || server.followsClientPort || server.definition.options.sendProxy != nil { c.close(); return }
+        if !Self.mayReuse(c, server) { c.close(abort: true); return }
         if model.stopping.load(ordering: .relaxed) || (idle[key]?.count ?? 0) >= maxIdlePerServer {
             c.close(abort: true)
             return
         }
         idle[key, default: []].append(c)
+    }
+
+    /// `max-reuse`: whether connection `c` to `server` may carry one more request.
+    @inline(__always)
+    static func mayReuse(_ c: Connection, _ server: Server) -> Bool {
+        let limit = server.definition.options.maxReuse
+        return limit < 0 || c.requests <= limit
     }
 
     /// Takes a connection out of the pool and closes it.

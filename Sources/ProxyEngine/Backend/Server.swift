@@ -211,6 +211,8 @@ public final class Server: @unchecked Sendable {
     /// `option tcp-smart-connect`: the handshake's last ACK waits to ride on the first bytes
     /// (set once, before the loops start).
     var delaysHandshakeACK = false
+    /// `tcp-ut`: TCP_USER_TIMEOUT on its connections, in milliseconds.
+    var userTimeout: Int? { definition.options.userTimeout }
     /// `srvtcpka-*` of its backend (set once, before the loops start).
     var keepAliveProbes = KeepAliveProbes()
 

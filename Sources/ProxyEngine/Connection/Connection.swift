@@ -111,6 +111,7 @@ final class Connection: LoopObject {
                 try Socket.setOption(fd, level: SOL_SOCKET, name: SO_KEEPALIVE, value: 1)
                 server.keepAliveProbes.apply(to: fd)
             }
+            if let ut = server.userTimeout { try? Socket.setOption(fd, level: Int32(IPPROTO_TCP), name: TCP_USER_TIMEOUT, value: Int32(clamping: ut)) }
             if server.delaysHandshakeACK { try? Socket.setOption(fd, level: Int32(IPPROTO_TCP), name: TCP_QUICKACK, value: 0) }
         }
         let c = Connection(fd: fd, server: server, connected: false, context: context)

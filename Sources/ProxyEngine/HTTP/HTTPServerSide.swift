@@ -91,7 +91,7 @@ extension HTTPTransaction {
         connectStartMs = loop.now
         // Reuse this session's own connection, or (not for a first request) a pooled one. A
         // TLS server's connection serves the name (`sni EXPR`) it was opened with.
-        if let s = server, s.server === chosen, !s.eof, !s.closed, chosen.tls == nil || sendsSameName(s, chosen.tls!) {
+        if let s = server, s.server === chosen, !s.eof, !s.closed, chosen.tls == nil || sendsSameName(s, chosen.tls!), ConnectionPool.mayReuse(s, chosen) {
             sendRequest(on: s)
             return
         }

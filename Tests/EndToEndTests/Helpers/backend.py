@@ -16,6 +16,7 @@ HTTP paths:
   /close            response without length, ended by closing
   /big?bytes=N      N bytes of body
   /location         302 with Location: http://example.com/a
+  /peer             200 "port=N": the port this connection comes from
   /segments         200 "segs_in=N": the TCP segments this connection had received when the
                     request was read (TCP_INFO), to see whether the handshake's ACK came alone
   /setcookie        200 with the server's own Set-Cookie: SERVERID=fromserver
@@ -136,6 +137,9 @@ def http_client(conn, name):
                 continue
             if path == "/setcookie":
                 send(conn, 200, b"set\n", [("Set-Cookie", "SERVERID=fromserver; path=/")])
+                continue
+            if path == "/peer":
+                send(conn, 200, ("port=%d\n" % conn.getpeername()[1]).encode())
                 continue
             if path == "/segments":
                 info = conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 232)

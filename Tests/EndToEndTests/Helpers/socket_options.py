@@ -3,7 +3,8 @@
 
   socket_options.py PID LOCAL_PORT REMOTE_PORT
       LOCAL_PORT or REMOTE_PORT may be 0 for any. Prints one JSON object:
-      {"keepalive": 0|1, "keepcnt": N, "keepidle": S, "keepintvl": S} or {"error": "..."}.
+      {"keepalive": 0|1, "keepcnt": N, "keepidle": S, "keepintvl": S, "usertimeout": MS}
+      or {"error": "..."}.
 Needs root (or ptrace rights over PID) and Linux 5.6.
 """
 import ctypes, json, os, socket, sys
@@ -44,6 +45,7 @@ print(json.dumps({
     "keepcnt": s.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT),
     "keepidle": s.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
     "keepintvl": s.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
+    "usertimeout": s.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT),
 }))
 s.detach()
 os.close(fd)
