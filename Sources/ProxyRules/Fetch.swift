@@ -485,6 +485,7 @@ public enum FetchRegistry {
     public static func parse(_ text: String) throws -> (Fetch, MatchMethod?) {
         let (name, args) = try splitCall(text, what: "fetch")
         guard let entry = entries[name] else {
+            if HAProxyNames.isFetch(name) { throw RuleError("fetch '\(name)' is not supported yet") }
             var hint = ""
             if let near = Similarity.closest(to: name, in: entries.keys) { hint = "; did you mean '\(near)'?" }
             throw RuleError("unknown fetch method '\(name)'\(hint)")

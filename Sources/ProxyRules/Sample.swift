@@ -84,6 +84,7 @@ public enum Converter: Equatable, Sendable, CustomStringConvertible {
         case "int":
             throw RuleError("'int' is not a converter; match integers with '-m int', or use env_int(NAME) for an environment variable")
         default:
+            if HAProxyNames.converters.contains(name) { throw RuleError("converter '\(name)' is not supported yet") }
             var hint = ""
             if let near = Similarity.closest(to: name, in: names) { hint = "; did you mean '\(near)'?" }
             throw RuleError("unknown converter '\(name)'\(hint)")

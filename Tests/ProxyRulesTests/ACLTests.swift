@@ -221,3 +221,18 @@ func term(_ text: String) throws -> ACLTerm {
         #expect(try term("nbsrv(app),sub(3),sub(9223372036854775807),sub(1),div(-1) eq 9223372036854775807").matches(r))
     }
 }
+
+/// A fetch or converter HAProxy 2.6 documents and we do not build says so; a word that is
+/// neither still gets "unknown" and a hint.
+@Suite struct HAProxyNamesNotBuilt {
+    @Test(arguments: [
+        ("be_name", "fetch 'be_name' is not supported yet"),
+        ("base_beg", "fetch 'base_beg' is not supported yet"),
+        ("src,json", "converter 'json' is not supported yet"),
+        ("pth_beg", "unknown fetch method 'pth_beg'; did you mean 'path_beg'?"),
+        ("path,lowr", "unknown converter 'lowr'; did you mean 'lower'?"),
+    ])
+    func messages(_ text: String, _ message: String) {
+        #expect(throws: RuleError(message)) { try SampleExpression.parse(text) }
+    }
+}
