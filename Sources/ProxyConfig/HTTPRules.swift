@@ -6,8 +6,8 @@ extension ConfigParser {
     static let httpRequestActions = ["return", "deny", "allow", "redirect", "set-header", "add-header", "del-header",
                                      "replace-header", "replace-value", "set-path", "replace-path", "set-uri",
                                      "replace-uri", "set-var", "set-var-fmt", "unset-var", "tarpit", "use-service"]
-    static let httpResponseActions = ["set-header", "add-header", "del-header", "replace-header", "replace-value", "set-status",
-                                      "set-var", "set-var-fmt", "unset-var"]
+    static let httpResponseActions = ["allow", "deny", "return", "set-header", "add-header", "del-header", "replace-header",
+                                      "replace-value", "set-status", "set-var", "set-var-fmt", "unset-var"]
 
     /// An action both `http-request` and `http-response` have.
     enum SharedAction {
@@ -184,6 +184,13 @@ extension ConfigParser {
                     try Values.expect(rest, 1, usage: "http-response set-status <code> [reason <text>]")
                 }
                 parsed = .setStatus(code, reason: reason)
+            case "allow":
+                try Values.expect(rest, 0, usage: "http-response allow [if|unless <condition>]")
+                parsed = .allow
+            case "deny", "return":
+                var r = rest
+                let response = try parseLocalResponse(&r, defaultStatus: action == "deny" ? 502 : 200, action: action, keyword: "http-response", phase: .response)
+                parsed = action == "deny" ? .deny(response) : .returnResponse(response)
             default:
                 throw unknownAction(action, "http-response", Self.httpResponseActions)
             }
@@ -330,16 +337,17 @@ extension ConfigParser {
 
     /// `[status N] [content-type T] [string S | lf-string S | file F | lf-file F | errorfile F | default-errorfiles] [hdr N V]*`,
     /// and `deny_status N` for deny and tarpit.
-    func parseLocalResponse(_ rest: inout ArraySlice<String>, defaultStatus: Int, action: String) throws -> LocalResponse {
+    func parseLocalResponse(_ rest: inout ArraySlice<String>, defaultStatus: Int, action: String,
+                            keyword: String = "http-request", phase: RulePhase = .request) throws -> LocalResponse {
         var response = LocalResponse(status: defaultStatus)
         var bodySet = false
         var bodyKeyword = ""
         func value(_ w: String) throws -> String {
-            guard let v = rest.popFirst() else { throw ConfigError("http-request \(action): '\(w)' needs a value") }
+            guard let v = rest.popFirst() else { throw ConfigError("\(keyword) \(action): '\(w)' needs a value") }
             return v
         }
         func setBody(_ b: LocalResponse.Body) throws {
-            if bodySet { throw ConfigError("http-request \(action): only one body (string, file, errorfile...) may be given") }
+            if bodySet { throw ConfigError("\(keyword) \(action): only one body (string, file, errorfile...) may be given") }
             bodySet = true
             response.body = b
         }
@@ -347,60 +355,60 @@ extension ConfigParser {
             if ["string", "lf-string", "file", "lf-file", "errorfile", "default-errorfiles"].contains(w) { bodyKeyword = w }
             switch w {
             case "status", "deny_status":
-                if w == "deny_status" && action == "return" { throw ConfigError("http-request return: use 'status', not 'deny_status'") }
-                response.status = try Values.integer(try value(w), for: "http-request \(action) \(w)", in: 200...599)
+                if w == "deny_status" && action == "return" { throw ConfigError("\(keyword) return: use 'status', not 'deny_status'") }
+                response.status = try Values.integer(try value(w), for: "\(keyword) \(action) \(w)", in: 200...599)
             case "content-type": response.contentType = try value(w)
             case "string": try setBody(.text(try value(w)))
-            case "lf-string": try setBody(.format(try checkFormat(try value(w), "http-request \(action) lf-string", phase: .request)))
+            case "lf-string": try setBody(.format(try checkFormat(try value(w), "\(keyword) \(action) lf-string", phase: phase)))
             case "file", "lf-file", "errorfile":
                 let path = try value(w)
                 let bytes: [UInt8]
                 do { bytes = try FileSystem.readFile(path, limit: 1 << 20) } catch let e as SystemError {
-                    throw ConfigError("http-request \(action): cannot read '\(path)': \(e.reason)")
+                    throw ConfigError("\(keyword) \(action): cannot read '\(path)': \(e.reason)")
                 }
                 if bytes.count > config.global.bufferSize {
-                    throw ConfigError("http-request \(action): '\(path)' is \(bytes.count) bytes; it must fit in tune.bufsize (\(config.global.bufferSize))")
+                    throw ConfigError("\(keyword) \(action): '\(path)' is \(bytes.count) bytes; it must fit in tune.bufsize (\(config.global.bufferSize))")
                 }
                 if w == "errorfile" {
                     guard bytes.starts(with: Array("HTTP/1.".utf8)) else {
-                        throw ConfigError("http-request \(action): errorfile '\(path)' is not a raw HTTP response")
+                        throw ConfigError("\(keyword) \(action): errorfile '\(path)' is not a raw HTTP response")
                     }
                     try setBody(.rawResponse(path: path, bytes: bytes))
                 } else if w == "lf-file" {
                     let text = String(decoding: bytes, as: UTF8.self)
-                    try setBody(.formatFile(path: path, text: try checkFormat(text, "http-request \(action) lf-file '\(path)'", phase: .request)))
+                    try setBody(.formatFile(path: path, text: try checkFormat(text, "\(keyword) \(action) lf-file '\(path)'", phase: phase)))
                 } else {
                     try setBody(.file(path: path, bytes: bytes))
                 }
             case "default-errorfiles": try setBody(.defaultErrorFile)
-            case "errorfiles": throw ConfigError("http-request \(action): 'errorfiles' (http-errors sections) is not supported yet")
+            case "errorfiles": throw ConfigError("\(keyword) \(action): 'errorfiles' (http-errors sections) is not supported yet")
             case "hdr":
                 let name = try value(w)
                 let v = try value(w)
                 try checkHeaderName(name, action)
-                response.headers.append(HeaderField(name: name, value: try checkFormat(v, "http-request \(action) hdr", phase: .request)))
+                response.headers.append(HeaderField(name: name, value: try checkFormat(v, "\(keyword) \(action) hdr", phase: phase)))
             default:
                 let known = ["status", "content-type", "string", "lf-string", "file", "lf-file", "errorfile", "default-errorfiles", "hdr"]
                 var hint = ""
                 if let near = Similarity.closest(to: w, in: known) { hint = "; did you mean '\(near)'?" }
-                throw ConfigError("http-request \(action): unknown argument '\(w)'\(hint)")
+                throw ConfigError("\(keyword) \(action): unknown argument '\(w)'\(hint)")
             }
         }
         if response.contentType != nil, case .none = response.body {
-            throw ConfigError("http-request \(action): 'content-type' needs a body ('string' or 'file')")
+            throw ConfigError("\(keyword) \(action): 'content-type' needs a body ('string' or 'file')")
         }
         if case .file = response.body, response.contentType == nil {
-            throw ConfigError("http-request \(action): 'file' needs a 'content-type', e.g. content-type text/html")
+            throw ConfigError("\(keyword) \(action): 'file' needs a 'content-type', e.g. content-type text/html")
         }
         switch response.body {
         case .text, .format, .formatFile:
             if response.contentType == nil {
-                throw ConfigError("http-request \(action): '\(bodyKeyword)' needs a 'content-type', e.g. content-type text/plain")
+                throw ConfigError("\(keyword) \(action): '\(bodyKeyword)' needs a 'content-type', e.g. content-type text/plain")
             }
         default: break
         }
         if [204, 304].contains(response.status) || response.status < 200 {
-            if case .none = response.body {} else { throw ConfigError("http-request \(action): status \(response.status) cannot have a body") }
+            if case .none = response.body {} else { throw ConfigError("\(keyword) \(action): status \(response.status) cannot have a body") }
         }
         return response
     }
@@ -458,7 +466,14 @@ extension ConfigParser {
                                    "set-src", "set-dst", "set-method", "set-query", "set-nice", "track-sc0", "track-sc1",
                                    "track-sc2", "auth", "early-hint", "cache-use", "cache-store", "wait-for-body",
                                    "do-resolve", "silent-drop", "reject", "normalize-uri", "set-timeout", "unset-var",
-                                   "set-priority-class", "strict-mode", "disable-l7-retry", "send-spoe-group"]
+                                   "set-priority-class", "strict-mode", "disable-l7-retry", "send-spoe-group",
+                                   // The rest of HAProxy 2.6's actions, in any rule set.
+                                   "accept", "allow", "close", "deny", "expect-netscaler-cip", "expect-proxy", "redirect",
+                                   "replace-pathq", "return", "sc-inc-gpc", "sc-inc-gpc0", "sc-inc-gpc1", "sc-set-gpt",
+                                   "sc-set-gpt0", "set-dst-port", "set-pathq", "set-priority-offset", "set-src-port",
+                                   "set-status", "switch-mode", "tarpit", "use-service", "wait-for-handshake", "set-path",
+                                   "replace-path", "set-uri", "replace-uri", "set-header", "add-header", "del-header",
+                                   "replace-header", "replace-value", "set-var", "set-var-fmt"]
         if others.contains(action) { return ConfigError("'\(keyword) \(action)' is not supported yet") }
         return ConfigError("unknown action '\(action)' for '\(keyword)'\(hint); the actions are \(known.joined(separator: ", "))")
     }

@@ -943,6 +943,12 @@ public enum LocalServiceName: String, Sendable {
 
 /// The actions of `http-response`.
 public enum HTTPResponseAction: Sendable {
+    /// `allow`: no more `http-response` rules of this section.
+    case allow
+    /// `deny` (502 by default) and `return`: the server's response is dropped for this one;
+    /// no more rules run.
+    case deny(LocalResponse)
+    case returnResponse(LocalResponse)
     case setHeader(HeaderField)
     case addHeader(HeaderField)
     case deleteHeader(HeaderNameMatch)

@@ -42,6 +42,36 @@ import Testing
         #expect(failed.0 == 500 && failed.2.lowercased().contains("x-error: yes") && failed.2.lowercased().contains("x-path: /status/500"))
     }
 
+    /// `http-response deny` (502 by default, or its `deny_status`), `return` (a response of
+    /// our own in the server's place) and `allow` (no more rules of that section), as HAProxy
+    /// 2.6 runs them; the server's connection is dropped and the next request is served.
+    @Test func responseDenyReturnAndAllow() throws {
+        let bed = try TestBed()
+        let port = TestBed.freePort()
+        let b = try bed.backend(name: "one")
+        try bed.proxy(httpConfig(port: port, servers: [("s1", b)], frontend: """
+            log stdout format raw local0
+            option httplog
+            http-response allow if { status 201 }
+            http-response deny if { status 404 }
+            http-response deny deny_status 503 if { status 500 }
+            http-response return status 299 content-type text/plain string replaced hdr X-From proxy if { status 202 }
+            http-response set-header X-After yes
+        """), waitFor: port)
+        let denied = try TestBed.curl(["http://127.0.0.1:\(port)/status/404"])
+        #expect(denied.0 == 502 && !denied.1.contains("one 404"), "\(denied)")
+        let custom = try TestBed.curl(["http://127.0.0.1:\(port)/status/500"])
+        #expect(custom.0 == 503, "\(custom)")
+        let returned = try TestBed.curl(["http://127.0.0.1:\(port)/status/202"])
+        #expect(returned.0 == 299 && returned.1 == "replaced" && returned.2.lowercased().contains("x-from: proxy") && !returned.2.lowercased().contains("x-after"), "\(returned)")
+        let allowed = try TestBed.curl(["http://127.0.0.1:\(port)/status/201"])
+        #expect(allowed.0 == 201 && !allowed.2.lowercased().contains("x-after"), "\(allowed)")
+        let plain = try TestBed.curl(["http://127.0.0.1:\(port)/ok"])
+        #expect(plain.0 == 200 && plain.2.lowercased().contains("x-after: yes") && plain.1.hasPrefix("one GET /ok"), "\(plain)")
+        // The denied response is logged with its status and HAProxy's termination state.
+        #expect(TestBed.waitUntil { bed.log().contains(" 502 ") && bed.log().contains(" PH-- ") }, "\(bed.log())")
+    }
+
     /// `txn.` variables carry each request's own value to its response: pipelined requests
     /// and requests with bodies, on one connection, never mix them up.
     /// `set-var(NAME,COND...)`, HAProxy 2.6's conditions, and a `proc.` variable set by a

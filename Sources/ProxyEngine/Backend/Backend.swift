@@ -152,7 +152,7 @@ struct CompiledHTTPRules {
 
     init(_ p: ProxyDefinition, errorPages: [Int: [UInt8]]) {
         request = p.httpRequestRules.map { CompiledRequestRule($0, errorPages: errorPages) }
-        response = p.httpResponseRules.map { CompiledResponseRule($0) }
+        response = p.httpResponseRules.map { CompiledResponseRule($0, errorPages: errorPages) }
         legacyRequest = p.legacyRewrites.filter { $0.action.direction == .request }.map { ($0.guardState, $0.action) }
         legacyResponse = p.legacyRewrites.filter { $0.action.direction == .response }.map { ($0.guardState, $0.action) }
         hasResponseRules = !response.isEmpty || !legacyResponse.isEmpty

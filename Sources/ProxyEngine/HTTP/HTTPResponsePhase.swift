@@ -163,10 +163,10 @@ extension HTTPTransaction {
             }
         }
         // Response rules (backend's, then frontend's).
-        if let b = backend, b.rules.hasResponseRules { applyResponseRules(b.rules.response, legacy: b.rules.legacyResponse) }
-        if backend !== frontend.ownBackend, frontend.rules.hasResponseRules {
-            applyResponseRules(frontend.rules.response, legacy: frontend.rules.legacyResponse)
-        }
+        // A `deny` or `return` answers in the server's place: nothing of its response went out.
+        if let b = backend, b.rules.hasResponseRules, applyResponseRules(b.rules.response, legacy: b.rules.legacyResponse) { return .failed }
+        if backend !== frontend.ownBackend, frontend.rules.hasResponseRules,
+           applyResponseRules(frontend.rules.response, legacy: frontend.rules.legacyResponse) { return .failed }
         var framing = response.responseFraming(requestWasHEAD: requestWasHEAD)
         if status == 101 { framing = .none }
         let serverKeepAlive = response.wantsKeepAlive && !backendClosesServerSide

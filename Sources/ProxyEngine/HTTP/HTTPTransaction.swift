@@ -391,11 +391,12 @@ final class HTTPTransaction: LoopObject, QueueWaiter, ConnectionOwner {
     /// Sends a complete response made by the proxy (rules, errors) and closes if asked. A
     /// response after which the connection closes says `connection: close`, so a keep-alive
     /// client (during a soft stop, say) never sends its next request into a closed socket.
-    func sendLocal(_ bytes: [UInt8], status: Int, close shouldClose: Bool = false) {
+    func sendLocal(_ bytes: [UInt8], status: Int, close shouldClose: Bool = false, requestRead: Bool = false) {
         logStatus = status
         if shouldClose { closeAfterResponse = true }
-        // Skip the request body, if any, by closing afterwards (we do not read it).
-        if let inBuf = input {
+        // Skip the request body, if any, by closing afterwards (we do not read it); unless it
+        // was read already (an answer in the server's place).
+        if let inBuf = input, !requestRead {
             inBuf.head += requestHeadLength
             requestHeadLength = 0
             switch request.requestFraming {
@@ -454,6 +455,24 @@ final class HTTPTransaction: LoopObject, QueueWaiter, ConnectionOwner {
     }
 
     /// Answers with an error page (the configured errorfile, or the built-in one).
+    /// `http-response deny|return`: the server's response (and its connection, whose body is
+    /// left unread) is dropped, and `bytes` go to the client in its place.
+    func replaceResponse(_ bytes: [UInt8], status: Int, state: String) {
+        terminationState = state
+        responseStarted = false
+        responseEdits = nil
+        statusOverride = nil
+        releaseSlot()
+        if let s = server { server = nil; s.close(abort: true) }
+        // The request went to the server whole: the client's connection stays open for the
+        // next one, as in HAProxy; a request still streaming its body closes it.
+        let requestDone: Bool = { if case .done = requestBody { return true }; return false }()
+        toServer.map { buffers.give($0) }
+        toServer = nil
+        if let f = fromServer { buffers.give(f); fromServer = nil }
+        sendLocal(bytes, status: status, close: !requestDone, requestRead: requestDone)
+    }
+
     func respondWithError(_ status: Int, reason: String, state: String) {
         terminationState = state
         releaseSlot()

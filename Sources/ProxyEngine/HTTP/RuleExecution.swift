@@ -14,8 +14,9 @@ enum VariableAssignment {
 struct CompiledRequestRule {
     enum Action {
         case allow
-        case respond([UInt8], status: Int)
-        case respondDynamic(LocalResponse)
+        /// `deny` and `return`: a response built at load, or one rendered each time.
+        case respond([UInt8], status: Int, deny: Bool)
+        case respondDynamic(LocalResponse, deny: Bool)
         case tarpit(LocalResponse)
         case redirect(Redirect, LogFormat)
         case header(HeaderEdit)
@@ -35,7 +36,8 @@ struct CompiledRequestRule {
         case .allow: action = .allow
         case .tarpit(let r): action = .tarpit(r)
         case .deny(let r), .returnResponse(let r):
-            action = Self.isStatic(r) ? .respond(Self.build(r, errorPages: errorPages), status: r.status) : .respondDynamic(r)
+            let deny: Bool = { if case .deny = rule.action { return true }; return false }()
+            action = Self.isStatic(r) ? .respond(Self.build(r, errorPages: errorPages), status: r.status, deny: deny) : .respondDynamic(r, deny: deny)
         case .redirect(let r): action = .redirect(r, LogFormat(r.target))
         case .setHeader(let h): action = .header(.set(Array(h.name.utf8), LogFormat(h.value)))
         case .addHeader(let h): action = .header(.add(Array(h.name.utf8), LogFormat(h.value)))
@@ -91,6 +93,10 @@ struct CompiledRequestRule {
 /// An `http-response` rule ready to run.
 struct CompiledResponseRule {
     enum Action {
+        case allow
+        /// `deny`, `return`: a response built at load, or one rendered each time.
+        case respond([UInt8], status: Int, deny: Bool)
+        case respondDynamic(LocalResponse, deny: Bool)
         case header(HeaderEdit)
         case setStatus(Int, String?)
         case variable(VariableScope, String, VariableAssignment)
@@ -98,9 +104,14 @@ struct CompiledResponseRule {
     let guardState: RuleGuard
     let action: Action
 
-    init(_ rule: Rule<HTTPResponseAction>) {
+    init(_ rule: Rule<HTTPResponseAction>, errorPages: [Int: [UInt8]]) {
         guardState = rule.guardState
         switch rule.action {
+        case .allow: action = .allow
+        case .deny(let r), .returnResponse(let r):
+            let deny: Bool = { if case .deny = rule.action { return true }; return false }()
+            action = CompiledRequestRule.isStatic(r) ? .respond(CompiledRequestRule.build(r, errorPages: errorPages), status: r.status, deny: deny)
+                : .respondDynamic(r, deny: deny)
         case .setHeader(let h): action = .header(.set(Array(h.name.utf8), LogFormat(h.value)))
         case .addHeader(let h): action = .header(.add(Array(h.name.utf8), LogFormat(h.value)))
         case .deleteHeader(let m): action = .header(.delete(m))
@@ -192,18 +203,20 @@ extension HTTPTransaction {
             switch rule.action {
             case .allow:
                 return applyLegacyRequestRules(legacy)
-            case .respond(let bytes, let status):
-                terminationState = status >= 400 ? "PR" : "--"
+            // HAProxy's termination states: P for a deny, L for an answer of our own.
+            case .respond(let bytes, let status, let deny):
+                terminationState = deny ? "PR" : "LR"
                 sendLocal(bytes, status: status)
                 return true
-            case .respondDynamic(let r):
-                terminationState = r.status >= 400 ? "PR" : "--"
+            case .respondDynamic(let r, let deny):
+                terminationState = deny ? "PR" : "LR"
                 sendLocal(render(r, samples), status: r.status)
                 return true
             case .tarpit(let r):
                 tarpit(render(r, samples), status: r.status)
                 return true
             case .redirect(let r, let format):
+                terminationState = "LR"
                 sendLocal(redirectResponse(r, target: format.render(samples)), status: r.code)
                 return true
             case .header(let edit):
@@ -317,10 +330,20 @@ extension HTTPTransaction {
         }
     }
 
-    func applyResponseRules(_ rules: [CompiledResponseRule], legacy: [(RuleGuard, LegacyRewrite)]) {
+    /// Runs `http-response` rules and then 1.x `rsp*` rules. Returns true when a `deny` or
+    /// `return` answered in the server's place (no more rules run, in any section).
+    func applyResponseRules(_ rules: [CompiledResponseRule], legacy: [(RuleGuard, LegacyRewrite)]) -> Bool {
         let samples = HTTPSamples(session: self, phase: .response)
-        for rule in rules where rule.guardState.allows(samples) {
+        rules: for rule in rules where rule.guardState.allows(samples) {
             switch rule.action {
+            case .allow:
+                break rules
+            case .respond(let bytes, let status, let deny):
+                replaceResponse(bytes, status: status, state: deny ? "PH" : "LH")
+                return true
+            case .respondDynamic(let r, let deny):
+                replaceResponse(render(r, samples), status: r.status, state: deny ? "PH" : "LH")
+                return true
             case .header(let edit):
                 var list = editableResponseHeaders()
                 edit.apply(to: &list, samples)
@@ -332,7 +355,7 @@ extension HTTPTransaction {
             }
         }
         let active = legacy.filter { $0.0.allows(samples) }
-        guard !active.isEmpty else { return }
+        guard !active.isEmpty else { return false }
         var lines = editableResponseHeaders().map { String(decoding: $0.name, as: UTF8.self) + ": " + String(decoding: $0.value, as: UTF8.self) }
         for (_, rule) in active {
             switch rule.operation {
@@ -346,6 +369,7 @@ extension HTTPTransaction {
             guard let colon = line.firstIndex(of: ":") else { return nil }
             return (Array(line[..<colon].utf8), Array(String(line[line.index(after: colon)...]).trimmingBlanks().utf8))
         }
+        return false
     }
 
     /// A redirect response for `http-request redirect`.
