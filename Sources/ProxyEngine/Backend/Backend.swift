@@ -27,7 +27,11 @@ public final class Backend: @unchecked Sendable {
     /// Read on every request: kept apart so reading one never copies the settings.
     let forwardFor: ForwardFor?
     /// `http-send-name-header`: the header's name, as written and lower-cased.
-    let sendNameHeader: (name: [UInt8], lower: [UInt8])?
+    let sendNameHeader: NameHeader?
+    final class NameHeader: Sendable {
+        let name: [UInt8], lower: [UInt8]
+        init(_ text: String) { name = Array(text.utf8); lower = Array(text.lowercased().utf8) }
+    }
     let timeouts: Timeouts
     let balancer: Balancer
     /// Error pages by status (raw responses read at load).
@@ -63,7 +67,7 @@ public final class Backend: @unchecked Sendable {
         self.definition = definition
         settings = definition.settings
         forwardFor = definition.settings.options.forwardFor
-        sendNameHeader = definition.settings.sendNameHeader.map { (Array($0.utf8), Array($0.lowercased().utf8)) }
+        sendNameHeader = definition.settings.sendNameHeader.map(NameHeader.init)
         timeouts = definition.settings.timeouts
         switch definition.settings.balance {
         case .source, .uri: hashesRequests = true

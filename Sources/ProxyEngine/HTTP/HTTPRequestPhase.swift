@@ -198,28 +198,19 @@ extension HTTPTransaction {
             w.append(UnsafeRawBufferPointer(rebasing: p[Int(request.target.start)..<Int(request.target.end)]))
         }
         w.append(request.minorVersion == 0 ? " HTTP/1.0\r\n" : " HTTP/1.1\r\n")
-        // Headers, without hop-by-hop ones (nor the client's `http-send-name-header` ones).
-        let b = backend
-        let nameHeader = b?.sendNameHeader
-        if let list = rewrittenHeaders {
+        // Headers, without hop-by-hop ones.
+        if let n = backend?.sendNameHeader {
+            writeHeaders(&w, p, naming: n)
+        } else if let list = rewrittenHeaders {
             for h in list where !Self.isHopByHop(h.name, keepUpgrade: upgradeRequested) {
-                if let n = nameHeader, h.name.withUnsafeBytes({ Self.sameName($0, 0..<$0.count, n.lower) }) { continue }
                 w.append(h.name); w.append(": "); w.append(h.value); w.append("\r\n")
             }
         } else {
             for h in request.headers where !isHopByHop(p, h.name, keepUpgrade: upgradeRequested) {
-                if let n = nameHeader, Self.sameName(p, Int(h.name.start)..<Int(h.name.end), n.lower) { continue }
                 w.append(UnsafeRawBufferPointer(rebasing: p[Int(h.line.start)..<Int(h.line.end)]))
             }
         }
-        serverNameValue = 0
-        if let n = nameHeader, let chosen = slotServer ?? triedServer {
-            w.append(n.name); w.append(": ")
-            let at = out.tail
-            w.append(string: chosen.name)
-            serverNameValue = at << 32 | (out.tail - at)
-            w.append("\r\n")
-        }
+        let b = backend
         if frontend.forwardFor != nil || b?.forwardFor != nil, let header = forwardedForHeader(b) {
             w.append(string: header); w.append(": "); w.append(string: clientIP.description); w.append("\r\n")
         }
@@ -289,6 +280,30 @@ extension HTTPTransaction {
         case 16: return HTTPParser.equalsLower(p, n, "proxy-connection")
         default: return false
         }
+    }
+
+    /// The headers with `http-send-name-header`: the client's copies of that header left out,
+    /// and the server's name added last, where a retry on another server can rewrite it.
+    @inline(never)
+    func writeHeaders(_ w: inout HeadWriter, _ p: UnsafeRawBufferPointer, naming n: Backend.NameHeader) {
+        serverNameValue = 0
+        if let list = rewrittenHeaders {
+            for h in list where !Self.isHopByHop(h.name, keepUpgrade: upgradeRequested) {
+                if h.name.withUnsafeBytes({ Self.sameName($0, 0..<$0.count, n.lower) }) { continue }
+                w.append(h.name); w.append(": "); w.append(h.value); w.append("\r\n")
+            }
+        } else {
+            for h in request.headers where !isHopByHop(p, h.name, keepUpgrade: upgradeRequested) {
+                if Self.sameName(p, Int(h.name.start)..<Int(h.name.end), n.lower) { continue }
+                w.append(UnsafeRawBufferPointer(rebasing: p[Int(h.line.start)..<Int(h.line.end)]))
+            }
+        }
+        guard let chosen = slotServer ?? triedServer else { return }
+        w.append(n.name); w.append(": ")
+        let at = w.buffer.tail
+        w.append(string: chosen.name)
+        serverNameValue = at << 32 | (w.buffer.tail - at)
+        w.append("\r\n")
     }
 
     /// Whether the header name at `range` of `p` is `lower`, ASCII case aside.

@@ -117,6 +117,16 @@ extension HTTPTransaction {
         case failed
     }
 
+    /// Runs the backend's response rules, then the frontend's; true when one answered in the
+    /// server's place (out of line: most proxies have none).
+    @inline(never)
+    func answeredByResponseRules() -> Bool {
+        if let b = backend, b.rules.hasResponseRules, applyResponseRules(b.rules.response, legacy: b.rules.legacyResponse) { return true }
+        if backend !== frontend.ownBackend, frontend.rules.hasResponseRules,
+           applyResponseRules(frontend.rules.response, legacy: frontend.rules.legacyResponse) { return true }
+        return false
+    }
+
     func startResponse() -> ResponseStart {
         guard let inBuf = fromServer else { return .failed }
         // A head is written only into an empty output buffer (after an interim response, the
@@ -162,11 +172,9 @@ extension HTTPTransaction {
                 responseEdits = editableResponseHeaders().filter { !(HeaderEdit.isNamed($0.name, "set-cookie") && $0.value.starts(with: prefix)) }
             }
         }
-        // Response rules (backend's, then frontend's).
-        // A `deny` or `return` answers in the server's place: nothing of its response went out.
-        if let b = backend, b.rules.hasResponseRules, applyResponseRules(b.rules.response, legacy: b.rules.legacyResponse) { return .failed }
-        if backend !== frontend.ownBackend, frontend.rules.hasResponseRules,
-           applyResponseRules(frontend.rules.response, legacy: frontend.rules.legacyResponse) { return .failed }
+        // Response rules (backend's, then frontend's). A `deny` or `return` answers in the
+        // server's place: nothing of its response went out.
+        if (backend?.rules.hasResponseRules ?? false) || frontend.rules.hasResponseRules, answeredByResponseRules() { return .failed }
         var framing = response.responseFraming(requestWasHEAD: requestWasHEAD)
         if status == 101 { framing = .none }
         let serverKeepAlive = response.wantsKeepAlive && !backendClosesServerSide

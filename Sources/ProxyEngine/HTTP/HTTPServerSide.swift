@@ -156,19 +156,28 @@ extension HTTPTransaction {
     /// Composes the request once; on a retry, rewinds it, or gives up if it was streamed.
     func prepareRequest() {
         guard requestComposed else { composeRequest(); return }
+        rewindRequest()
+    }
+
+    /// A retry: the request composed for the last attempt goes out again, from its start.
+    @inline(never)
+    func rewindRequest() {
         guard requestReplayable, let out = toServer else {
             respondWithError(502, reason: "cannot retry a streamed request", state: "SH")
             return
         }
         out.head = 0
         server?.requests += 1
-        if serverNameValue != 0, let chosen = slotServer ?? triedServer, !rewriteServerName(out, chosen.name) {
+        // (A value left by an earlier request to another backend is never read: only a backend
+        // with the header composes one, and it sets it afresh.)
+        if serverNameValue != 0, backend?.sendNameHeader != nil, let chosen = slotServer ?? triedServer, !rewriteServerName(out, chosen.name) {
             respondWithError(500, reason: "the request with the name of server '\(chosen.name)' does not fit in tune.bufsize", state: "PR")
         }
     }
 
     /// `http-send-name-header` on a retry: the value written for the last server becomes
     /// `name`, the bytes after it moved by the difference. False if that does not fit.
+    @inline(never)
     func rewriteServerName(_ out: Buffer, _ name: String) -> Bool {
         let at = serverNameValue >> 32, old = serverNameValue & 0xffff_ffff
         var name = name

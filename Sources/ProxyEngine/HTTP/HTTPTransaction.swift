@@ -81,7 +81,8 @@ final class HTTPTransaction: LoopObject, QueueWaiter, ConnectionOwner {
     /// The request is already in `toServer` (a retry must not compose it again).
     var requestComposed = false
     /// Where `http-send-name-header`'s value sits in `toServer` (offset << 32 | length), so
-    /// that a retry on another server rewrites it; 0: none.
+    /// that a retry on another server rewrites it; 0: none. Set by each request composed for
+    /// a backend with the header.
     var serverNameValue = 0
     /// `toServer` still holds the whole request from offset 0, so a retry can resend it.
     var requestReplayable = false
@@ -457,6 +458,7 @@ final class HTTPTransaction: LoopObject, QueueWaiter, ConnectionOwner {
     /// Answers with an error page (the configured errorfile, or the built-in one).
     /// `http-response deny|return`: the server's response (and its connection, whose body is
     /// left unread) is dropped, and `bytes` go to the client in its place.
+    @inline(never)
     func replaceResponse(_ bytes: [UInt8], status: Int, state: String) {
         terminationState = state
         responseStarted = false
