@@ -30,6 +30,18 @@ public enum Converter: Equatable, Sendable, CustomStringConvertible {
     case cutCRLF
     /// `ltrim(CHARS)`, `rtrim(CHARS)`: those bytes taken off the start, or the end.
     case leftTrim([UInt8]), rightTrim([UInt8])
+    /// Integer operations: `and`, `or`, `xor`, `mod` with a constant; `neg`, `cpl`.
+    case and(Int64), or(Int64), xor(Int64), mod(Int64), neg, cpl
+    /// Integer tests, to a boolean: `even`, `odd`, `not`.
+    case even, odd, not
+    /// `length`: a string's length in bytes.
+    case length
+    /// `bytes(OFFSET[,LENGTH])`: part of the bytes.
+    case bytes(offset: Int, length: Int?)
+    /// `field(INDEX,DELIMITERS[,COUNT])` and `word(...)`: fields (every delimiter splits) or
+    /// words (runs of delimiters split, those at either end ignored), counted from the start
+    /// (1...) or the end (-1...); COUNT of them (0: all the rest), with what lies between.
+    case field(index: Int, delimiters: [UInt8], count: Int, words: Bool)
 
     public var description: String {
         switch self {
@@ -44,10 +56,23 @@ public enum Converter: Equatable, Sendable, CustomStringConvertible {
         case .cutCRLF: return "cut_crlf"
         case .leftTrim(let c): return "ltrim(\(String(decoding: c, as: UTF8.self)))"
         case .rightTrim(let c): return "rtrim(\(String(decoding: c, as: UTF8.self)))"
+        case .and(let n): return "and(\(n))"
+        case .or(let n): return "or(\(n))"
+        case .xor(let n): return "xor(\(n))"
+        case .mod(let n): return "mod(\(n))"
+        case .neg: return "neg"
+        case .cpl: return "cpl"
+        case .even: return "even"
+        case .odd: return "odd"
+        case .not: return "not"
+        case .length: return "length"
+        case .bytes(let o, let l): return "bytes(\(o)\(l.map { ",\($0)" } ?? ""))"
+        case .field(let i, let d, let c, let words): return "\(words ? "word" : "field")(\(i),\(String(decoding: d, as: UTF8.self)),\(c))"
         }
     }
 
-    static let names = ["lower", "upper", "bool", "add", "sub", "mul", "div", "map", "cut_crlf", "ltrim", "rtrim"]
+    static let names = ["lower", "upper", "bool", "add", "sub", "mul", "div", "map", "cut_crlf", "ltrim", "rtrim",
+                        "and", "or", "xor", "mod", "neg", "cpl", "even", "odd", "not", "length", "bytes", "field", "word"]
 
     /// Parses one converter call, e.g. `add(2)`.
     static func parse(_ text: String) throws -> Converter {
@@ -58,6 +83,9 @@ public enum Converter: Equatable, Sendable, CustomStringConvertible {
         }
         func intArg() throws -> Int64 {
             guard let a = args, a.count == 1, let v = Int64(a[0]) else {
+                if let a = args, a.count == 1, a[0].contains(".") {
+                    throw RuleError("converter '\(name)': a variable as the argument ('\(a[0])') is not supported yet; give an integer")
+                }
                 throw RuleError("converter '\(name)' takes one integer argument, e.g. \(name)(1)")
             }
             return v
@@ -72,6 +100,27 @@ public enum Converter: Equatable, Sendable, CustomStringConvertible {
         case "div":
             return .div(try intArg())
         case "cut_crlf": return try noArgs(.cutCRLF)
+        case "and": return .and(try intArg())
+        case "or": return .or(try intArg())
+        case "xor": return .xor(try intArg())
+        case "mod": return .mod(try intArg())
+        case "neg": return try noArgs(.neg)
+        case "cpl": return try noArgs(.cpl)
+        case "even": return try noArgs(.even)
+        case "odd": return try noArgs(.odd)
+        case "not": return try noArgs(.not)
+        case "length": return try noArgs(.length)
+        case "bytes":
+            guard let a = args, (1...2).contains(a.count), let o = Int(a[0]), o >= 0, a.count == 1 || Int(a[1]).map({ $0 >= 0 }) == true else {
+                throw RuleError("converter 'bytes' takes an offset and an optional length, integers >= 0: bytes(<offset>[,<length>])")
+            }
+            return .bytes(offset: o, length: a.count == 2 ? Int(a[1]) : nil)
+        case "field", "word":
+            guard let a = args, (2...3).contains(a.count), let i = Int(a[0]), i != 0, !a[1].isEmpty,
+                  a.count == 2 || Int(a[2]).map({ $0 >= 0 }) == true else {
+                throw RuleError("converter '\(name)' takes an index (1... from the start, -1... from the end), delimiters and an optional count (0: all the rest): \(name)(<index>,<delimiters>[,<count>])")
+            }
+            return .field(index: i, delimiters: Array(a[1].utf8), count: a.count == 3 ? Int(a[2])! : 1, words: name == "word")
         case "ltrim", "rtrim":
             // One argument, the characters; quotes around it (`ltrim(' ')`) are taken off.
             guard let a = args, a.count == 1 else { throw RuleError("converter '\(name)' takes the characters to remove, e.g. \(name)(' ')") }
@@ -133,9 +182,15 @@ public enum Converter: Equatable, Sendable, CustomStringConvertible {
             return .integer
         case .map(let m):
             return m.output
-        case .cutCRLF, .leftTrim, .rightTrim:
+        case .cutCRLF, .leftTrim, .rightTrim, .bytes, .field, .length:
             if input != .string && input != .any { throw RuleError("converter '\(self)' needs a string, but gets \(input == .integer ? "an integer" : input == .ip ? "an address" : "a boolean")") }
-            return .string
+            return self == .length ? .integer : .string
+        case .and, .or, .xor, .mod, .neg, .cpl, .even, .odd, .not:
+            if input == .ip { throw RuleError("converter '\(self)' needs an integer, but gets an address") }
+            switch self {
+            case .even, .odd, .not: return .boolean
+            default: return .integer
+            }
         }
     }
 }
@@ -221,9 +276,61 @@ public struct SampleExpression: Equatable, Sendable, CustomStringConvertible {
                     if case .rightTrim(let chars) = c { while end > start && chars.contains(fold.apply(p[end - 1])) { end -= 1 } }
                 }
                 value = .bytes(UnsafeRawBufferPointer(rebasing: p[start..<end]))
+            case .and(let n): value = .integer(value.integerValue & n)
+            case .or(let n): value = .integer(value.integerValue | n)
+            case .xor(let n): value = .integer(value.integerValue ^ n)
+            case .mod(let n):
+                // As HAProxy: a zero divisor gives zero.
+                let v = value.integerValue
+                value = .integer(n == 0 ? 0 : v.remainderReportingOverflow(dividingBy: n).partialValue)
+            case .neg: value = .integer(0 &- value.integerValue)
+            case .cpl: value = .integer(~value.integerValue)
+            case .even: value = .boolean(value.integerValue & 1 == 0)
+            case .odd: value = .boolean(value.integerValue & 1 == 1)
+            case .not: value = .boolean(value.integerValue == 0)
+            case .length:
+                guard case .bytes(let p) = value else { break }
+                value = .integer(Int64(p.count))
+            case .bytes(let offset, let length):
+                // The borrowed bytes, narrowed: past the end, nothing.
+                guard case .bytes(let p) = value else { break }
+                let start = min(offset, p.count)
+                let end = length.map { start + min($0, p.count - start) } ?? p.count
+                value = .bytes(UnsafeRawBufferPointer(rebasing: p[start..<end]))
+            case .field(let index, let delimiters, let count, let words):
+                guard case .bytes(let p) = value else { break }
+                let r = Self.fields(p, index: index, delimiters: delimiters, count: count, words: words, fold: fold)
+                value = .bytes(UnsafeRawBufferPointer(rebasing: p[r]))
             }
         }
         return (value, fold)
+    }
+
+    /// The bytes `field`/`word` keep of `p`: from the first chosen field's start to the last
+    /// one's end (an empty range at the end of `p` when there is no such field).
+    static func fields(_ p: UnsafeRawBufferPointer, index: Int, delimiters: [UInt8], count: Int, words: Bool, fold: CaseFold) -> Range<Int> {
+        var spans: [Range<Int>] = []
+        var start = 0
+        for i in 0...p.count {
+            guard i == p.count || delimiters.contains(fold.apply(p[i])) else { continue }
+            // A word is never empty: runs of delimiters, and those at either end, split nothing.
+            if !words || i > start { spans.append(start..<i) }
+            start = i + 1
+        }
+        let n = spans.count
+        // The chosen fields, as positions first...last in `spans`.
+        let first: Int, last: Int
+        if index > 0 {
+            first = index - 1
+            last = count == 0 ? n - 1 : first + count - 1
+        } else {
+            last = n + index
+            first = count == 0 ? 0 : last - count + 1
+        }
+        guard first >= 0 || last >= 0, first < n, last >= 0 else { return p.count..<p.count }
+        let a = max(first, 0), b = min(last, n - 1)
+        guard a <= b else { return p.count..<p.count }
+        return spans[a].lowerBound..<spans[b].upperBound
     }
 }
 
