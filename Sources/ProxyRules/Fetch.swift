@@ -132,6 +132,13 @@ public enum Fetch: Equatable, Sendable, CustomStringConvertible {
     case backendUsableServers(String?)
     case serverIsUp(backend: String, server: String)
     case stopping
+    /// `date([OFFSET[,UNIT]])`: now since the epoch in s, ms or us (UNIT as parts of a second:
+    /// 1, 1000, 1000000), plus OFFSET in that unit; `date_us`: now's microseconds.
+    case date(offset: Int64, perSecond: Int64)
+    case dateMicroseconds
+    /// `hostname`; `proc`: the process's number (always 1: one process, several threads).
+    case hostName
+    case processNumber
     /// `ssl_fc`: the client connection is TLS; `ssl_fc_sni`, `ssl_fc_protocol`, `ssl_fc_cipher`.
     case tlsFrontend
     case tlsServerName
@@ -168,7 +175,7 @@ public enum Fetch: Equatable, Sendable, CustomStringConvertible {
     public var scope: FetchScope {
         switch self {
         case .env, .envInteger, .constantBool, .constantInt, .constantString, .constantIP, .constantBinary: return .load
-        case .backendUsableServers, .serverIsUp, .stopping, .variable: return .process
+        case .backendUsableServers, .serverIsUp, .stopping, .variable, .date, .dateMicroseconds, .hostName, .processNumber: return .process
         case .source, .sourcePort, .destination, .destinationPort, .tlsFrontend, .tlsServerName, .tlsProtocol, .tlsCipher, .tlsALPN, .tlsResumed, .tlsClient: return .connection
         // The client's first bytes: not known when the connection is accepted.
         case .helloType, .helloServerName, .helloVersion: return .request
@@ -180,7 +187,7 @@ public enum Fetch: Equatable, Sendable, CustomStringConvertible {
     public var usage: FetchUsage {
         switch self {
         case .env, .envInteger, .constantBool, .constantInt, .constantString, .constantIP, .constantBinary: return .load
-        case .backendUsableServers, .serverIsUp, .stopping: return .process
+        case .backendUsableServers, .serverIsUp, .stopping, .date, .dateMicroseconds, .hostName, .processNumber: return .process
         case .source, .sourcePort, .destination, .destinationPort, .tlsFrontend, .tlsServerName, .tlsProtocol, .tlsCipher, .tlsALPN, .tlsResumed, .tlsClient,
              .helloType, .helloServerName, .helloVersion: return .connection
         case .method, .requestVersion: return .capturedRequest
@@ -203,7 +210,8 @@ public enum Fetch: Equatable, Sendable, CustomStringConvertible {
         switch self {
         case .env, .constantString, .constantBinary, .path, .url, .query, .method, .requestVersion, .responseVersion, .urlParameter, .header,
              .fullHeader, .cookie, .tlsServerName, .tlsProtocol, .tlsCipher, .tlsALPN, .helloServerName, .capturedRequestHeader,
-             .responsePayload: return .string
+             .responsePayload, .hostName: return .string
+        case .date, .dateMicroseconds, .processNumber: return .integer
         case .helloType, .helloVersion: return .integer
         case .envInteger, .constantInt, .sourcePort, .destinationPort, .headerCount, .requestLength,
              .contentLength, .backendUsableServers, .status: return .integer
@@ -257,6 +265,10 @@ public enum Fetch: Equatable, Sendable, CustomStringConvertible {
         case .backendUsableServers(let b): return b.map { "nbsrv(\($0))" } ?? "nbsrv"
         case .serverIsUp(let b, let s): return "srv_is_up(\(b)/\(s))"
         case .stopping: return "stopping"
+        case .date(let o, let unit): return "date(\(o),\(unit == 1 ? "s" : unit == 1000 ? "ms" : "us"))"
+        case .dateMicroseconds: return "date_us"
+        case .hostName: return "hostname"
+        case .processNumber: return "proc"
         case .tlsFrontend: return "ssl_fc"
         case .tlsServerName: return "ssl_fc_sni"
         case .tlsProtocol: return "ssl_fc_protocol"
@@ -366,6 +378,19 @@ public enum FetchRegistry {
         e["req.len"] = noArgs(.requestLength, nil, "req.len")
         e["req.proto_http"] = noArgs(.isHTTP, nil, "req.proto_http")
         e["stopping"] = noArgs(.stopping, nil, "stopping")
+        e["date"] = Entry(arguments: 0...2, build: { args in
+            var offset: Int64 = 0
+            if let a = args.first, !a.isEmpty {
+                guard let o = Int64(a) else { throw RuleError("fetch 'date': the offset is an integer (in the unit asked for), not '\(a)'") }
+                offset = o
+            }
+            let units: [String: Int64] = ["s": 1, "ms": 1000, "us": 1_000_000]
+            guard args.count < 2 || args[1].isEmpty || units[args[1]] != nil else { throw RuleError("fetch 'date': the unit is s, ms or us, not '\(args[1])'") }
+            return .date(offset: offset, perSecond: args.count < 2 || args[1].isEmpty ? 1 : units[args[1]]!)
+        }, method: nil, usage: "date([<offset>],[<unit>])")
+        e["date_us"] = noArgs(.dateMicroseconds, nil, "date_us")
+        e["hostname"] = noArgs(.hostName, nil, "hostname")
+        e["proc"] = noArgs(.processNumber, nil, "proc")
         e["ssl_fc"] = noArgs(.tlsFrontend, nil, "ssl_fc")
         e["ssl_fc_sni"] = noArgs(.tlsServerName, nil, "ssl_fc_sni")
         e["ssl_fc_protocol"] = noArgs(.tlsProtocol, nil, "ssl_fc_protocol")

@@ -72,6 +72,29 @@ import Testing
         #expect(TestBed.waitUntil { bed.log().contains(" 502 ") && bed.log().contains(" PH-- ") }, "\(bed.log())")
     }
 
+    /// The process fetches `date([offset],[unit])`, `date_us`, `hostname` and `proc`, as
+    /// HAProxy 2.6 gives them (the offset in the unit asked for, added last).
+    @Test func processFetches() throws {
+        let bed = try TestBed()
+        let port = TestBed.freePort()
+        try bed.proxy("""
+        \(TestBed.defaults("http"))
+        frontend web
+            bind 127.0.0.1:\(port)
+            http-request return status 200 content-type text/plain lf-string "%[date] %[date(3600)] %[date(0,ms)] %[date(-10,us)] %[date_us] %[hostname] %[proc]"
+
+        """, waitFor: port)
+        let before = Int(Date().timeIntervalSince1970)
+        let (status, body, _) = try TestBed.curl(["http://127.0.0.1:\(port)/"])
+        let f = body.split(separator: " ").map(String.init)
+        #expect(status == 200 && f.count == 7, "\(body)")
+        guard f.count == 7, let s = Int(f[0]), let later = Int(f[1]), let ms = Int(f[2]), let us = Int(f[3]), let part = Int(f[4]) else { return }
+        #expect(s >= before && s <= before + 2 && later == s + 3600, "\(body)")
+        #expect(ms / 1000 >= s && ms / 1000 <= s + 1 && us / 1_000_000 >= s - 1 && us / 1_000_000 <= s + 1 && (0..<1_000_000).contains(part), "\(body)")
+        #expect(f[5] == ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) || f[5] == ProcessInfo.processInfo.hostName, "\(body)")
+        #expect(f[6] == "1")
+    }
+
     /// `txn.` variables carry each request's own value to its response: pipelined requests
     /// and requests with bodies, on one connection, never mix them up.
     /// `set-var(NAME,COND...)`, HAProxy 2.6's conditions, and a `proc.` variable set by a

@@ -28,6 +28,16 @@ enum ProcessSamples {
             return visit(.boolean(server.isUsable))
         case .stopping:
             return visit(.boolean(model.stopping.load(ordering: .relaxed)))
+        case .date(let offset, let perSecond):
+            let now = Clock.wallClock()
+            // The offset is in the unit asked for, added last, as HAProxy adds it.
+            return visit(.integer(Int64(now.seconds) &* perSecond &+ Int64(now.microseconds) / (1_000_000 / perSecond) &+ offset))
+        case .dateMicroseconds:
+            return visit(.integer(Int64(Clock.wallClock().microseconds)))
+        case .hostName:
+            return Array(ProcessCalls.hostname.utf8).withUnsafeBytes { visit(.bytes($0)) }
+        case .processNumber:
+            return visit(.integer(1))
         case .variable(.proc, let name, let fallback):
             if let found = model.processVariables.withLock({ $0[name] }) { return found.withSample(visit) }
             return fallback.map { f in Array(f.utf8).withUnsafeBytes { visit(.bytes($0)) } } ?? false
