@@ -311,6 +311,8 @@ public struct ProxyOptions: Sendable, Equatable {
     public var httpLog = false
     public var tcpLog = false
     public var dontLogNull = false
+    /// `option dontlog-normal`: only transactions with an error, a retry or a 5xx are logged.
+    public var dontLogNormal = false
     public var logASAP = false
     public var redispatch = false
     /// `option log-health-checks`: every change of a server's check result is logged.
@@ -318,6 +320,11 @@ public struct ProxyOptions: Sendable, Equatable {
     /// `option redispatch <interval>`: redispatch on every Nth retry (N > 0), or on the Nth
     /// retry from the end (N < 0; -1, the default, is the last one).
     public var redispatchInterval = -1
+
+    /// Whether any of the first `attempts` retries of `retries` went elsewhere.
+    public func redispatchedWithin(_ attempts: Int, of retries: Int) -> Bool {
+        attempts > 0 && (1...attempts).contains { redispatches(attempt: $0, of: retries) }
+    }
 
     /// Whether retry number `attempt` (1 for the first retry) of `retries` goes elsewhere.
     public func redispatches(attempt: Int, of retries: Int) -> Bool {

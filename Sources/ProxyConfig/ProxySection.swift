@@ -811,7 +811,7 @@ extension ConfigParser {
     }
 
     nonisolated(unsafe) static let optionFlags: [String: WritableKeyPath<ProxyOptions, Bool>] = [
-            "httplog": \.httpLog, "tcplog": \.tcpLog, "dontlognull": \.dontLogNull, "logasap": \.logASAP,
+            "httplog": \.httpLog, "tcplog": \.tcpLog, "dontlognull": \.dontLogNull, "dontlog-normal": \.dontLogNormal, "logasap": \.logASAP,
             "redispatch": \.redispatch, "allbackups": \.allBackups, "abortonclose": \.abortOnClose, "log-health-checks": \.logHealthChecks,
             "clitcpka": \.clientKeepAlive, "srvtcpka": \.serverKeepAlive,
         ]
@@ -855,7 +855,7 @@ extension ConfigParser {
     func parseOption(_ args: ArraySlice<String>, negated: Bool, at location: SourceLocation) throws {
         guard let name = args.first else { throw ConfigError("'option' needs a name, e.g. 'option httplog'") }
         let rest = args.dropFirst()
-        let frontendOnly: Set<String> = ["httplog", "tcplog", "dontlognull", "logasap", "clitcpka", "idle-close-on-response", "tcp-smart-accept"]
+        let frontendOnly: Set<String> = ["httplog", "tcplog", "dontlognull", "dontlog-normal", "logasap", "clitcpka", "idle-close-on-response", "tcp-smart-accept"]
         let backendOnly: Set<String> = ["tcp-smart-connect", "redispatch", "allbackups", "abortonclose", "srvtcpka", "httpchk", "tcp-check", "redis-check", "smtpchk", "pgsql-check", "ssl-hello-chk", "mysql-check", "ldap-check", "external-check"]
         if let p = proxy {
             if frontendOnly.contains(name) && p.kind == .backend {
@@ -972,7 +972,7 @@ extension ConfigParser {
                                             "http-no-delay", "httpslog", "log-separate-errors", "nolinger", "socket-stats",
                                             "checkcache", "accept-invalid-http-request", "accept-invalid-http-response",
                                             "contstats", "independent-streams", "http-ignore-probes", "http-tunnel",
-                                            "transparent", "disable-h2-upgrade", "h1-case-adjust-bogus-client", "dontlog-normal",
+                                            "transparent", "disable-h2-upgrade", "h1-case-adjust-bogus-client",
                                             "http-restrict-req-hdr-names", "spop-check", "http-use-proxy-header",
                                             "h1-case-adjust-bogus-server"]
             if unsupported.contains(name) { throw ConfigError("'option \(name)' is not supported yet") }

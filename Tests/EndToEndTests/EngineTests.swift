@@ -199,6 +199,42 @@ func httpConfig(port: Int, servers: [(String, Int)], frontend: String = "", back
         let line = bed.log().split(separator: "\n").first { $0.contains("/logged") }.map(String.init) ?? ""
         #expect(line.contains(" web app/s1 ") && line.contains(" 200 ") && line.hasPrefix("127.0.0.1:"))
     }
+
+    /// `option dontlog-normal`: a 200 and a 404 go unlogged; a 5xx and a request that needed a
+    /// retry are logged, as HAProxy decides.
+    @Test func dontlogNormalLogsOnlyWhatWentWrong() throws {
+        let bed = try TestBed()
+        let b = try bed.backend(name: "one")
+        let port = TestBed.freePort(), retrying = TestBed.freePort()
+        try bed.proxy("""
+        global
+            log stdout format raw local0
+        \(TestBed.defaults("http"))
+            log global
+            option httplog
+            option dontlog-normal
+        frontend web
+            bind 127.0.0.1:\(port)
+            default_backend app
+        frontend retrying
+            bind 127.0.0.1:\(retrying)
+            default_backend refusing-first
+        backend app
+            server s1 127.0.0.1:\(b)
+        backend refusing-first
+            balance first
+            retries 1
+            option redispatch
+            server dead 127.0.0.1:\(TestBed.freePort())
+            server s1 127.0.0.1:\(b)
+
+        """, waitFor: port)
+        for path in ["/fine", "/status/404", "/status/503"] { _ = try TestBed.curl(["http://127.0.0.1:\(port)\(path)"]) }
+        #expect(try TestBed.curl(["http://127.0.0.1:\(retrying)/retried"]).0 == 200)
+        #expect(TestBed.waitUntil { bed.log().contains("GET /status/503 ") && bed.log().contains("GET /retried ") }, "\(bed.log())")
+        let log = bed.log()
+        #expect(!log.contains("GET /fine ") && !log.contains("GET /status/404 "), "\(log)")
+    }
 }
 
 @Suite(.serialized) struct Balancing {

@@ -570,14 +570,18 @@ final class HTTPTransaction: LoopObject, QueueWaiter, ConnectionOwner {
     func logTransaction(early: Bool = false) {
         guard !frontend.logDestinations.isEmpty else { return }
         if frontend.settings.options.dontLogNull && transactions == 0 { return }
-        let line: String
-        if let format = frontend.accessLog {
-            let record = logRecord(early: early)
-            line = String(decoding: format.render(record, HTTPSamples(session: self, phase: .log)), as: UTF8.self)
-        } else {
-            line = "Connect from \(clientIP):\(clientPort) to \(localIP):\(local.port) (\(frontend.name)/HTTP)"
+        // `option dontlog-normal`: no error, no retry, no 5xx: nothing to say.
+        let retried = backend.map { b in triedServer != nil && b.settings.retries > retriesLeft } ?? false
+        if !(frontend.settings.options.dontLogNormal && terminationState == "--" && logStatus < 500 && !retried) {
+            let line: String
+            if let format = frontend.accessLog {
+                let record = logRecord(early: early)
+                line = String(decoding: format.render(record, HTTPSamples(session: self, phase: .log)), as: UTF8.self)
+            } else {
+                line = "Connect from \(clientIP):\(clientPort) to \(localIP):\(local.port) (\(frontend.name)/HTTP)"
+            }
+            context.model.logger.log(line, to: frontend.logDestinations)
         }
-        context.model.logger.log(line, to: frontend.logDestinations)
         if !early {
             bytesToClient = 0
             terminationState = "--"
@@ -618,7 +622,10 @@ final class HTTPTransaction: LoopObject, QueueWaiter, ConnectionOwner {
         r.frontendConnections = frontend.active.load(ordering: .relaxed)
         r.backendConnections = backend?.active.load(ordering: .relaxed) ?? 0
         r.serverConnections = triedServer?.active.load(ordering: .relaxed) ?? 0
-        if let b = backend, triedServer != nil { r.retries = max(0, b.settings.retries - retriesLeft) }
+        if let b = backend, triedServer != nil {
+            r.retries = max(0, b.settings.retries - retriesLeft)
+            r.redispatched = b.settings.options.redispatchedWithin(r.retries, of: b.settings.retries)
+        }
         r.requestLine = requestLineForLog.isEmpty ? nil : requestLineForLog
         if frontend.requestCaptures > 0 {
             r.requestCaptures = captures.count == frontend.requestCaptures ? captures : [[UInt8]?](repeating: nil, count: frontend.requestCaptures)

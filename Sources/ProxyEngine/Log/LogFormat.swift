@@ -27,6 +27,8 @@ struct LogRecord {
     var cookieState = "--"
     var activeConnections = 0, frontendConnections = 0, backendConnections = 0, serverConnections = 0
     var retries = 0, serverQueue = 0, backendQueue = 0
+    /// A retry went to another server (`option redispatch`): `%rc` reads `+N`, as HAProxy's.
+    var redispatched = false
     /// The request line, without CRLF; nil when no request was read.
     var requestLine: String?
     var tls: TLSTransport?
@@ -261,7 +263,7 @@ struct LogLineWriter {
         case .frontendConnections: number(Int64(r.frontendConnections))
         case .backendConnections: number(Int64(r.backendConnections))
         case .serverConnections: number(Int64(r.serverConnections))
-        case .retries: number(Int64(r.retries))
+        case .retries: number(Int64(r.retries), plus: r.redispatched)
         case .serverQueue: number(Int64(r.serverQueue))
         case .backendQueue: number(Int64(r.backendQueue))
         case .backend: text(r.backendName, flags)

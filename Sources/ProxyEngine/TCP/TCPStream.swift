@@ -344,6 +344,8 @@ final class TCPStream: LoopObject, ConnectionOwner, QueueWaiter {
     func logConnection(early: Bool = false) {
         guard !frontend.logDestinations.isEmpty, !loggedEarly else { return }
         if frontend.settings.options.dontLogNull && bytesToClient == 0 && connectedMs < 0 { return }
+        // `option dontlog-normal`: a connection that reached its server without a retry.
+        if frontend.settings.options.dontLogNormal && connectedMs >= 0 && backend.settings.retries == retriesLeft { return }
         let line: String
         if let format = frontend.accessLog {
             line = String(decoding: format.render(logRecord(early: early), streamSamples), as: UTF8.self)
@@ -383,6 +385,7 @@ final class TCPStream: LoopObject, ConnectionOwner, QueueWaiter {
         r.backendConnections = backend.active.load(ordering: .relaxed)
         r.serverConnections = server?.active.load(ordering: .relaxed) ?? 0
         r.retries = max(0, backend.settings.retries - retriesLeft)
+        r.redispatched = backend.settings.options.redispatchedWithin(r.retries, of: backend.settings.retries)
         if frontend.requestCaptures > 0 {
             r.requestCaptures = captures.count == frontend.requestCaptures ? captures : [[UInt8]?](repeating: nil, count: frontend.requestCaptures)
         }
