@@ -313,6 +313,9 @@ public struct ProxyOptions: Sendable, Equatable {
     public var dontLogNull = false
     /// `option dontlog-normal`: only transactions with an error, a retry or a 5xx are logged.
     public var dontLogNormal = false
+    /// `option prefer-last-server`: a keep-alive client's next request goes to the server
+    /// of its last one while that server takes traffic.
+    public var preferLastServer = false
     public var logASAP = false
     public var redispatch = false
     /// `option log-health-checks`: every change of a server's check result is logged.

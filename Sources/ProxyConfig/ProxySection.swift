@@ -22,7 +22,7 @@ extension ConfigParser {
              "external-check"], d, .backend)
         add(["bind", "use_backend"], false, .frontend)
         add(["clitcpka-cnt", "clitcpka-idle", "clitcpka-intvl"], d, .frontend)
-        add(["http-send-name-header"], d, .backend)
+        add(["http-send-name-header", "fullconn"], d, .backend)
         add(["srvtcpka-cnt", "srvtcpka-idle", "srvtcpka-intvl"], d, .backend)
         add(["redirect"], false, .any)
         add(["server", "server-template"], false, .backend)
@@ -37,7 +37,7 @@ extension ConfigParser {
         "log-format-sd", "log-tag", "error-log-format", "filter", "compression", "rate-limit",
         "use-server", "force-persist", "ignore-persist", "persist", "stick-table", "stick", "tcp-response",
         "http-after-response", "http-error", "errorloc", "errorloc302", "errorloc303", "errorfiles",
-        "monitor", "monitor-net", "email-alert", "fullconn", "source", "dispatch",
+        "monitor", "monitor-net", "email-alert", "source", "dispatch",
         "load-server-state-from-file", "server-state-file-name", "declare", "max-keep-alive-queue",
         "max-session-srv-conns", "dynamic-cookie-key", "unique-id", "grace", "reqtarpit", "reqpass", "reqipass",
         "reqideny", "reqiallow", "rspdeny", "rspideny", "bind-process", "retry-on", "transparent", "use-fcgi-app",
@@ -136,6 +136,12 @@ extension ConfigParser {
             }
             _ = try checkFormat(args.first!, "log-format", phase: .log, separators: true)
             setAccessLog(.custom(args.first!), at: location)
+        case "fullconn":
+            // It sets the load at which a server with `minconn` reaches its `maxconn`; without
+            // `minconn` (not supported yet) HAProxy does nothing with it either.
+            try Values.expect(args, 1, usage: "fullconn <number>")
+            _ = try Values.integer(args.first!, for: "fullconn", in: 1...Int(Int32.max))
+            warning("'fullconn' changes nothing here: it only scales a server's 'minconn', which is not supported yet", at: location)
         case "http-send-name-header":
             try Values.expect(args, 1, usage: "http-send-name-header <header name>, e.g. 'http-send-name-header X-Server'")
             let name = args.first!
@@ -811,7 +817,7 @@ extension ConfigParser {
     }
 
     nonisolated(unsafe) static let optionFlags: [String: WritableKeyPath<ProxyOptions, Bool>] = [
-            "httplog": \.httpLog, "tcplog": \.tcpLog, "dontlognull": \.dontLogNull, "dontlog-normal": \.dontLogNormal, "logasap": \.logASAP,
+            "httplog": \.httpLog, "tcplog": \.tcpLog, "dontlognull": \.dontLogNull, "dontlog-normal": \.dontLogNormal, "logasap": \.logASAP, "prefer-last-server": \.preferLastServer,
             "redispatch": \.redispatch, "allbackups": \.allBackups, "abortonclose": \.abortOnClose, "log-health-checks": \.logHealthChecks,
             "clitcpka": \.clientKeepAlive, "srvtcpka": \.serverKeepAlive,
         ]
@@ -856,7 +862,7 @@ extension ConfigParser {
         guard let name = args.first else { throw ConfigError("'option' needs a name, e.g. 'option httplog'") }
         let rest = args.dropFirst()
         let frontendOnly: Set<String> = ["httplog", "tcplog", "dontlognull", "dontlog-normal", "logasap", "clitcpka", "idle-close-on-response", "tcp-smart-accept"]
-        let backendOnly: Set<String> = ["tcp-smart-connect", "redispatch", "allbackups", "abortonclose", "srvtcpka", "httpchk", "tcp-check", "redis-check", "smtpchk", "pgsql-check", "ssl-hello-chk", "mysql-check", "ldap-check", "external-check"]
+        let backendOnly: Set<String> = ["tcp-smart-connect", "prefer-last-server", "redispatch", "allbackups", "abortonclose", "srvtcpka", "httpchk", "tcp-check", "redis-check", "smtpchk", "pgsql-check", "ssl-hello-chk", "mysql-check", "ldap-check", "external-check"]
         if let p = proxy {
             if frontendOnly.contains(name) && p.kind == .backend {
                 warning("'option \(name)' is ignored in backend '\(p.name)': it needs a frontend or listen section", at: location)
@@ -967,7 +973,6 @@ extension ConfigParser {
                                            "tcp-check", "redis-check", "smtpchk", "pgsql-check", "ssl-hello-chk", "mysql-check", "ldap-check",
                                            "splice-auto", "splice-request", "splice-response", "idle-close-on-response"]
             let unsupported: Set<String> = ["http-use-htx", "http-buffer-request", "originalto", "persist",
-                                            "prefer-last-server",
                                             "http-pretend-keepalive",
                                             "http-no-delay", "httpslog", "log-separate-errors", "nolinger", "socket-stats",
                                             "checkcache", "accept-invalid-http-request", "accept-invalid-http-response",

@@ -200,6 +200,20 @@ func httpConfig(port: Int, servers: [(String, Int)], frontend: String = "", back
         #expect(line.contains(" web app/s1 ") && line.contains(" 200 ") && line.hasPrefix("127.0.0.1:"))
     }
 
+    /// `option prefer-last-server`: a keep-alive client's requests stay on one server while it
+    /// takes traffic; without it, round robin alternates them.
+    @Test(arguments: [true, false])
+    func preferLastServerKeepsAKeepAliveClient(_ prefer: Bool) throws {
+        let bed = try TestBed()
+        let a = try bed.backend(name: "a"), b = try bed.backend(name: "b")
+        let port = TestBed.freePort()
+        try bed.proxy(httpConfig(port: port, servers: [("a", a), ("b", b)], backend: prefer ? "    option prefer-last-server" : ""), waitFor: port)
+        let r = try Harness.run(Harness.which("curl") ?? "/usr/bin/curl", ["-s"] + (0..<4).map { "http://127.0.0.1:\(port)/k\($0)" })
+        let servers = r.stdout.split(separator: "\n").map { $0.split(separator: " ").first.map(String.init) ?? "" }
+        #expect(servers.count == 4, "\(r.stdout)")
+        #expect(Set(servers).count == (prefer ? 1 : 2), "\(servers)")
+    }
+
     /// `option dontlog-normal`: a 200 and a 404 go unlogged; a 5xx and a request that needed a
     /// retry are logged, as HAProxy decides.
     @Test func dontlogNormalLogsOnlyWhatWentWrong() throws {

@@ -71,6 +71,10 @@ extension HTTPTransaction {
         // A valid persistence cookie wins over the balancer while its server takes its clients
         // (up, not in maintenance: a draining or weight-0 server still does, as in HAProxy).
         request.persisted = persistServer
+        // `option prefer-last-server`: the server this session's connection goes to, while
+        // it takes traffic.
+        if request.persisted == nil, backend.settings.options.preferLastServer, let last = server?.server,
+           last.backendName == backend.name, last.isUsable, server?.eof == false { request.persisted = last }
         if excluded != nil { request.fallback = triedServer }
         let chosen: Server
         switch backend.admit(self, loop: loop, counters: context.counters, request, scratch: &context.scratchServers) {
