@@ -115,6 +115,8 @@ public enum Fetch: Equatable, Sendable, CustomStringConvertible {
     case constantBinary([UInt8])
     case source, sourcePort, destination, destinationPort
     case path, url, query, method, requestVersion
+    /// `base`: the first Host header's value followed by the path (the path alone without one).
+    case base
     case urlParameter(String, delimiter: UInt8?)
     /// A header's values (comma-split), optionally one occurrence (negative counts from the end).
     case header(String, occurrence: Int?, side: MessageSide)
@@ -202,13 +204,13 @@ public enum Fetch: Equatable, Sendable, CustomStringConvertible {
         case .status, .responseVersion: return .response
         case .variable(let s, _, _): return .variable(s)
         case .responsePayload: return .checkAnswer
-        case .path, .url, .query, .urlParameter, .requestLength, .contentLength, .isHTTP: return .request
+        case .path, .url, .query, .urlParameter, .requestLength, .contentLength, .isHTTP, .base: return .request
         }
     }
 
     public var outputType: SampleType {
         switch self {
-        case .env, .constantString, .constantBinary, .path, .url, .query, .method, .requestVersion, .responseVersion, .urlParameter, .header,
+        case .env, .constantString, .constantBinary, .path, .base, .url, .query, .method, .requestVersion, .responseVersion, .urlParameter, .header,
              .fullHeader, .cookie, .tlsServerName, .tlsProtocol, .tlsCipher, .tlsALPN, .helloServerName, .capturedRequestHeader,
              .responsePayload, .hostName: return .string
         case .date, .dateMicroseconds, .processNumber: return .integer
@@ -248,6 +250,7 @@ public enum Fetch: Equatable, Sendable, CustomStringConvertible {
         case .destination: return "dst"
         case .destinationPort: return "dst_port"
         case .path: return "path"
+        case .base: return "base"
         case .url: return "url"
         case .query: return "query"
         case .method: return "method"
@@ -415,6 +418,7 @@ public enum FetchRegistry {
         for (suffix, method) in [("", nil), ("_beg", MatchMethod.beginning), ("_end", .ending), ("_sub", .substring),
                                  ("_reg", .regex), ("_dir", .directory), ("_dom", .domain), ("_len", .length)] as [(String, MatchMethod?)] {
             e["path" + suffix] = noArgs(.path, method, "path" + suffix)
+            e["base" + suffix] = noArgs(.base, method, "base" + suffix)
             e["url" + suffix] = noArgs(.url, method, "url" + suffix)
             e["hdr" + suffix] = header(method, "hdr" + suffix, side: .current)
         }

@@ -72,6 +72,29 @@ import Testing
         #expect(TestBed.waitUntil { bed.log().contains(" 502 ") && bed.log().contains(" PH-- ") }, "\(bed.log())")
     }
 
+    /// `base` (Host and path), its ACL forms, and a map in a `return` response's log-format
+    /// body: the formats are compiled with the rules, so a map file is read at load and a
+    /// response renders it (it used to come out as the text written).
+    @Test func baseAndMapsInLocalResponses() throws {
+        let bed = try TestBed()
+        let port = TestBed.freePort()
+        let map = bed.directory + "/prefixes.map"
+        try "example.com/ab yes\n".write(toFile: map, atomically: true, encoding: .utf8)
+        try bed.proxy("""
+        \(TestBed.defaults("http"))
+        frontend web
+            bind 127.0.0.1:\(port)
+            http-request return status 200 content-type text/plain lf-string "%[base]|%[base,length]|%[base,map_beg(\(map),none)]" hdr X-Base %[base] if { base_beg example.com/a }
+            http-request return status 404 content-type text/plain lf-string "other %[base]"
+
+        """, waitFor: port)
+        let hit = try TestBed.curl(["-H", "Host: example.com", "http://127.0.0.1:\(port)/abc?x=1"])
+        #expect(hit.0 == 200 && hit.1 == "example.com/abc|15|yes" && hit.2.lowercased().contains("x-base: example.com/abc"), "\(hit)")
+        let other = try TestBed.curl(["-H", "Host: example.com", "http://127.0.0.1:\(port)/zz"])
+        #expect(other.0 == 404 && other.1 == "other example.com/zz", "\(other)")
+        #expect(String(decoding: TestBed.raw(port, Array("GET /nohost HTTP/1.0\r\n\r\n".utf8)), as: UTF8.self).hasSuffix("other /nohost"))
+    }
+
     /// The process fetches `date([offset],[unit])`, `date_us`, `hostname` and `proc`, as
     /// HAProxy 2.6 gives them (the offset in the unit asked for, added last).
     @Test func processFetches() throws {

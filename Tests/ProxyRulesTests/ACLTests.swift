@@ -227,7 +227,7 @@ func term(_ text: String) throws -> ACLTerm {
 @Suite struct HAProxyNamesNotBuilt {
     @Test(arguments: [
         ("be_name", "fetch 'be_name' is not supported yet"),
-        ("base_beg", "fetch 'base_beg' is not supported yet"),
+        ("baseq_beg", "fetch 'baseq_beg' is not supported yet"),
         ("src,json", "converter 'json' is not supported yet"),
         ("pth_beg", "unknown fetch method 'pth_beg'; did you mean 'path_beg'?"),
         ("path,lowr", "unknown converter 'lowr'; did you mean 'lower'?"),

@@ -16,8 +16,8 @@ struct CompiledRequestRule {
         case allow
         /// `deny` and `return`: a response built at load, or one rendered each time.
         case respond([UInt8], status: Int, deny: Bool)
-        case respondDynamic(LocalResponse, deny: Bool)
-        case tarpit(LocalResponse)
+        case respondDynamic(DynamicResponse, deny: Bool)
+        case tarpit(DynamicResponse)
         case redirect(Redirect, LogFormat)
         case header(HeaderEdit)
         case setPath(LogFormat)
@@ -34,10 +34,10 @@ struct CompiledRequestRule {
         guardState = rule.guardState
         switch rule.action {
         case .allow: action = .allow
-        case .tarpit(let r): action = .tarpit(r)
+        case .tarpit(let r): action = .tarpit(DynamicResponse(r))
         case .deny(let r), .returnResponse(let r):
             let deny: Bool = { if case .deny = rule.action { return true }; return false }()
-            action = Self.isStatic(r) ? .respond(Self.build(r, errorPages: errorPages), status: r.status, deny: deny) : .respondDynamic(r, deny: deny)
+            action = Self.isStatic(r) ? .respond(Self.build(r, errorPages: errorPages), status: r.status, deny: deny) : .respondDynamic(DynamicResponse(r), deny: deny)
         case .redirect(let r): action = .redirect(r, LogFormat(r.target))
         case .setHeader(let h): action = .header(.set(Array(h.name.utf8), LogFormat(h.value)))
         case .addHeader(let h): action = .header(.add(Array(h.name.utf8), LogFormat(h.value)))
@@ -90,13 +90,32 @@ struct CompiledRequestRule {
     }
 }
 
+/// A `return`, `deny` or `tarpit` response with log-format parts: its formats compiled once,
+/// with the rules (where the map files they name are at hand), and rendered per request.
+final class DynamicResponse: @unchecked Sendable {
+    let response: LocalResponse
+    /// Each format text of the response (header values, the body) and its compiled form.
+    let formats: [String: LogFormat]
+
+    init(_ r: LocalResponse) {
+        var f: [String: LogFormat] = [:]
+        for h in r.headers { f[h.value] = LogFormat(h.value) }
+        switch r.body {
+        case .format(let t), .formatFile(_, let t): f[t] = LogFormat(t)
+        default: break
+        }
+        response = r
+        formats = f
+    }
+}
+
 /// An `http-response` rule ready to run.
 struct CompiledResponseRule {
     enum Action {
         case allow
         /// `deny`, `return`: a response built at load, or one rendered each time.
         case respond([UInt8], status: Int, deny: Bool)
-        case respondDynamic(LocalResponse, deny: Bool)
+        case respondDynamic(DynamicResponse, deny: Bool)
         case header(HeaderEdit)
         case setStatus(Int, String?)
         case variable(VariableScope, String, VariableAssignment)
@@ -111,7 +130,7 @@ struct CompiledResponseRule {
         case .deny(let r), .returnResponse(let r):
             let deny: Bool = { if case .deny = rule.action { return true }; return false }()
             action = CompiledRequestRule.isStatic(r) ? .respond(CompiledRequestRule.build(r, errorPages: errorPages), status: r.status, deny: deny)
-                : .respondDynamic(r, deny: deny)
+                : .respondDynamic(DynamicResponse(r), deny: deny)
         case .setHeader(let h): action = .header(.set(Array(h.name.utf8), LogFormat(h.value)))
         case .addHeader(let h): action = .header(.add(Array(h.name.utf8), LogFormat(h.value)))
         case .deleteHeader(let m): action = .header(.delete(m))
@@ -210,10 +229,10 @@ extension HTTPTransaction {
                 return true
             case .respondDynamic(let r, let deny):
                 terminationState = deny ? "PR" : "LR"
-                sendLocal(render(r, samples), status: r.status)
+                sendLocal(render(r, samples), status: r.response.status)
                 return true
             case .tarpit(let r):
-                tarpit(render(r, samples), status: r.status)
+                tarpit(render(r, samples), status: r.response.status)
                 return true
             case .redirect(let r, let format):
                 terminationState = "LR"
@@ -252,9 +271,10 @@ extension HTTPTransaction {
     }
 
     /// A local response rendered for this request (`deny`, `return`, `tarpit` with formats).
-    func render(_ r: LocalResponse, _ samples: HTTPSamples) -> [UInt8] {
-        if CompiledRequestRule.isStatic(r) { return CompiledRequestRule.build(r, errorPages: backend?.errorPages ?? frontend.errorPages) }
-        return CompiledRequestRule.build(r, errorPages: backend?.errorPages ?? frontend.errorPages) { LogFormat($0).render(samples) }
+    func render(_ r: DynamicResponse, _ samples: HTTPSamples) -> [UInt8] {
+        CompiledRequestRule.build(r.response, errorPages: backend?.errorPages ?? frontend.errorPages) { text in
+            r.formats[text]?.render(samples) ?? Array(text.utf8)
+        }
     }
 
     /// `set-var`, `set-var-fmt`, `unset-var`: the value is copied out of the message.
@@ -342,7 +362,7 @@ extension HTTPTransaction {
                 replaceResponse(bytes, status: status, state: deny ? "PH" : "LH")
                 return true
             case .respondDynamic(let r, let deny):
-                replaceResponse(render(r, samples), status: r.status, state: deny ? "PH" : "LH")
+                replaceResponse(render(r, samples), status: r.response.status, state: deny ? "PH" : "LH")
                 return true
             case .header(let edit):
                 var list = editableResponseHeaders()

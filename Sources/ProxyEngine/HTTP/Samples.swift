@@ -272,6 +272,16 @@ struct HTTPSamples: SampleContext {
             return visit(.bytes(request.slice(session.pathRange)))
         case .url:
             return visit(.bytes(request.slice(session.request.target)))
+        case .base:
+            // Host and path joined in a copy of our own, lent for the visit only.
+            let path = request.slice(session.pathRange)
+            var joined: [UInt8]?
+            _ = request.visitHeader("host", occurrence: 1, split: false) { s in
+                if case .bytes(let host) = s { joined = Array(host) + Array(path) }
+                return true
+            }
+            guard let bytes = joined else { return visit(.bytes(path)) }
+            return bytes.withUnsafeBytes { visit(.bytes($0)) }
         case .query:
             let r = session.request.target
             let t = request.slice(r)
