@@ -1084,7 +1084,6 @@ public struct StatsSettings: Sendable {
 /// `http-reuse never|safe|aggressive|always`.
 public enum HTTPReuse: String, Sendable { case never, safe, aggressive, always }
 
-/// Everything a proxy section sets that `defaults` can set too.
 /// `clitcpka-cnt|idle|intvl`, `srvtcpka-cnt|idle|intvl`: TCP keep-alive's probes where the
 /// option turns it on (nil: the system's `tcp_keepalive_*`).
 public struct KeepAliveProbes: Sendable, Equatable {
@@ -1100,6 +1099,7 @@ public struct KeepAliveProbes: Sendable, Equatable {
     public init() {}
 }
 
+/// Everything a proxy section sets that `defaults` can set too.
 public struct ProxySettings: Sendable {
     public var mode: ProxyMode = .tcp
     /// `clitcpka-*` and `srvtcpka-*`.

@@ -95,14 +95,16 @@ public final class ProxyEngine: @unchecked Sendable {
         }
     }
 
-    /// Hands each server whose options `include` selects (backends by name) to a loop in turn:
-    /// `make` gets the server, its backend, the loop, its position and how many there are.
     /// How long the first checks of servers checked every `inter` are spread over: that
     /// interval, or `max-spread-checks` when it is shorter.
     private func spreadSpan(_ inter: Int) -> Int64 {
-        Int64(min(inter, model.configuration.global.maxSpreadChecks ?? inter))
+        // 0, as in HAProxy: no cap.
+        let cap = model.configuration.global.maxSpreadChecks.flatMap { $0 > 0 ? $0 : nil } ?? inter
+        return Int64(min(inter, cap))
     }
 
+    /// Hands each server whose options `include` selects (backends by name) to a loop in turn:
+    /// `make` gets the server, its backend, the loop, its position and how many there are.
     private func spread(where include: (ServerOptions) -> Bool, _ make: (Server, Backend, LoopContext, Int64, Int64) -> Void) {
         var all: [(Server, Backend)] = []
         for (_, b) in model.backends.sorted(by: { $0.key < $1.key }) {

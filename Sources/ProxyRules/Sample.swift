@@ -11,7 +11,7 @@ public enum CaseFold: Sendable {
     case none, lower, upper
 
     @inline(__always)
-    func apply(_ b: UInt8) -> UInt8 {
+    public func apply(_ b: UInt8) -> UInt8 {
         switch self {
         case .none: return b
         case .lower: return (b >= 0x41 && b <= 0x5a) ? b | 0x20 : b
@@ -116,11 +116,16 @@ public enum Converter: Equatable, Sendable, CustomStringConvertible {
             }
             return .bytes(offset: o, length: a.count == 2 ? Int(a[1]) : nil)
         case "field", "word":
-            guard let a = args, (2...3).contains(a.count), let i = Int(a[0]), i != 0, !a[1].isEmpty,
-                  a.count == 2 || Int(a[2]).map({ $0 >= 0 }) == true else {
+            // Within 32 bits, as HAProxy keeps them; the delimiters may be quoted.
+            let limit = Int(Int32.max)
+            guard let a = args, (2...3).contains(a.count), let i = Int(a[0]), i != 0, (-limit...limit).contains(i), !a[1].isEmpty,
+                  a.count == 2 || Int(a[2]).map({ (0...limit).contains($0) }) == true else {
                 throw RuleError("converter '\(name)' takes an index (1... from the start, -1... from the end), delimiters and an optional count (0: all the rest): \(name)(<index>,<delimiters>[,<count>])")
             }
-            return .field(index: i, delimiters: Array(a[1].utf8), count: a.count == 3 ? Int(a[2])! : 1, words: name == "word")
+            var delimiters = a[1]
+            if delimiters.count >= 2, let q = delimiters.first, q == "'" || q == "\"", delimiters.last == q { delimiters = String(delimiters.dropFirst().dropLast()) }
+            guard !delimiters.isEmpty else { throw RuleError("converter '\(name)' needs at least one delimiter") }
+            return .field(index: i, delimiters: Array(delimiters.utf8), count: a.count == 3 ? Int(a[2])! : 1, words: name == "word")
         case "ltrim", "rtrim":
             // One argument, the characters; quotes around it (`ltrim(' ')`) are taken off.
             guard let a = args, a.count == 1 else { throw RuleError("converter '\(name)' takes the characters to remove, e.g. \(name)(' ')") }
@@ -283,7 +288,8 @@ public struct SampleExpression: Equatable, Sendable, CustomStringConvertible {
                 // As HAProxy: a zero divisor gives zero.
                 let v = value.integerValue
                 value = .integer(n == 0 ? 0 : v.remainderReportingOverflow(dividingBy: n).partialValue)
-            case .neg: value = .integer(0 &- value.integerValue)
+            // As HAProxy: the opposite of the smallest integer is the largest.
+            case .neg: let v = value.integerValue; value = .integer(v == .min ? .max : -v)
             case .cpl: value = .integer(~value.integerValue)
             case .even: value = .boolean(value.integerValue & 1 == 0)
             case .odd: value = .boolean(value.integerValue & 1 == 1)
@@ -299,16 +305,18 @@ public struct SampleExpression: Equatable, Sendable, CustomStringConvertible {
                 value = .bytes(UnsafeRawBufferPointer(rebasing: p[start..<end]))
             case .field(let index, let delimiters, let count, let words):
                 guard case .bytes(let p) = value else { break }
-                let r = Self.fields(p, index: index, delimiters: delimiters, count: count, words: words, fold: fold)
+                guard let r = Self.fields(p, index: index, delimiters: delimiters, count: count, words: words, fold: fold) else { return nil }
                 value = .bytes(UnsafeRawBufferPointer(rebasing: p[r]))
             }
         }
         return (value, fold)
     }
 
-    /// The bytes `field`/`word` keep of `p`: from the first chosen field's start to the last
-    /// one's end (an empty range at the end of `p` when there is no such field).
-    static func fields(_ p: UnsafeRawBufferPointer, index: Int, delimiters: [UInt8], count: Int, words: Bool, fold: CaseFold) -> Range<Int> {
+    /// The bytes `field`/`word` keep of `p`, as HAProxy 2.6 picks them: from the first chosen
+    /// field's start to the last one's end; a count that runs past the last field (or 0)
+    /// runs to the end of `p` (to its start, counting from the end). Nil for a field that is
+    /// not there (the sample then has no value); a word that is not there is empty.
+    static func fields(_ p: UnsafeRawBufferPointer, index: Int, delimiters: [UInt8], count: Int, words: Bool, fold: CaseFold) -> Range<Int>? {
         var spans: [Range<Int>] = []
         var start = 0
         for i in 0...p.count {
@@ -318,19 +326,15 @@ public struct SampleExpression: Equatable, Sendable, CustomStringConvertible {
             start = i + 1
         }
         let n = spans.count
-        // The chosen fields, as positions first...last in `spans`.
-        let first: Int, last: Int
+        // The loader keeps index and count within 32 bits: no overflow here.
+        let at = index > 0 ? index - 1 : n + index
+        guard at >= 0, at < n else { return words ? p.count..<p.count : nil }
         if index > 0 {
-            first = index - 1
-            last = count == 0 ? n - 1 : first + count - 1
-        } else {
-            last = n + index
-            first = count == 0 ? 0 : last - count + 1
+            let last = at + count - 1
+            return spans[at].lowerBound..<(count == 0 || last >= n ? p.count : spans[last].upperBound)
         }
-        guard first >= 0 || last >= 0, first < n, last >= 0 else { return p.count..<p.count }
-        let a = max(first, 0), b = min(last, n - 1)
-        guard a <= b else { return p.count..<p.count }
-        return spans[a].lowerBound..<spans[b].upperBound
+        let first = at - count + 1
+        return (count == 0 || first < 0 ? 0 : spans[first].lowerBound)..<spans[at].upperBound
     }
 }
 

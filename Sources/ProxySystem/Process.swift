@@ -187,7 +187,6 @@ public enum ResourceLimits {
         if setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &r) != 0 { throw SystemError.last("setrlimit") }
     }
 
-    /// Caps the address space at `bytes` (`-m`, as HAProxy's RLIMIT_AS).
     /// `set-dumpable`: core dumps as large as the hard limits allow (RLIMIT_CORE and
     /// RLIMIT_FSIZE raised to them), and the process dumpable even after a change of user.
     /// Best effort, as in HAProxy: what the system refuses stays as it was.
@@ -202,6 +201,7 @@ public enum ResourceLimits {
         _ = cproxy_set_dumpable()
     }
 
+    /// Caps the address space at `bytes` (`-m`, as HAProxy's RLIMIT_AS).
     public static func setAddressSpace(_ bytes: UInt64) throws {
         var r = rlimit(rlim_cur: rlim_t(bytes), rlim_max: rlim_t(bytes))
         if setrlimit(__rlimit_resource_t(RLIMIT_AS.rawValue), &r) != 0 { throw SystemError.last("setrlimit") }

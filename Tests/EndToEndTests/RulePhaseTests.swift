@@ -55,6 +55,7 @@ import Testing
             http-response allow if { status 201 }
             http-response deny if { status 404 }
             http-response deny deny_status 503 if { status 500 }
+            http-response deny deny_status 403 if { res.hdr(x-seen-x-test) -m found }
             http-response return status 299 content-type text/plain string replaced hdr X-From proxy if { status 202 }
             http-response set-header X-After yes
         """), waitFor: port)
@@ -64,6 +65,17 @@ import Testing
         #expect(custom.0 == 503, "\(custom)")
         let returned = try TestBed.curl(["http://127.0.0.1:\(port)/status/202"])
         #expect(returned.0 == 299 && returned.1 == "replaced" && returned.2.lowercased().contains("x-from: proxy") && !returned.2.lowercased().contains("x-after"), "\(returned)")
+        // The next response on the same client connection is parsed from its own start (a
+        // denied response used to leave the parser where it stopped), and a HEAD gets no body.
+        let r = try Harness.run(Harness.which("curl") ?? "/usr/bin/curl", ["-s", "-w", "%{http_code} "]
+            + ["/status/404", "/status/204", "/ok"].flatMap { ["-o", "/dev/null", "http://127.0.0.1:\(port)\($0)"] })
+        #expect(r.stdout == "502 204 200 ", "\(r.stdout) \(r.stderr)")
+        // A denied response with a long head, then a short one on the same connection.
+        let long = String(repeating: "x", count: 600)
+        let pair = String(decoding: TestBed.raw(port, Array("GET /echo HTTP/1.1\r\nHost: x\r\nX-Test: \(long)\r\n\r\nGET /status/204 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".utf8)), as: UTF8.self)
+        #expect(pair.hasPrefix("HTTP/1.1 403 ") && pair.contains("HTTP/1.1 204 "), "\(pair)")
+        let head = String(decoding: TestBed.raw(port, Array("HEAD /status/202 HTTP/1.1\r\nHost: x\r\n\r\nGET /ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".utf8)), as: UTF8.self)
+        #expect(head.hasPrefix("HTTP/1.1 299 ") && !head.contains("replaced") && head.contains("HTTP/1.1 200 OK"), "\(head)")
         let allowed = try TestBed.curl(["http://127.0.0.1:\(port)/status/201"])
         #expect(allowed.0 == 201 && !allowed.2.lowercased().contains("x-after"), "\(allowed)")
         let plain = try TestBed.curl(["http://127.0.0.1:\(port)/ok"])

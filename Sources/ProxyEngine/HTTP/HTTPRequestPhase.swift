@@ -78,6 +78,7 @@ extension HTTPTransaction {
         triedServer = nil
         requestComposed = false
         requestReplayable = false
+        serverNameValue = 0
         toldServerToClose = false
         let bytes = requestBytes
         requestWasHEAD = request.method.count == 4 && bytes[Int(request.method.start)] == UInt8(ascii: "H")
@@ -309,7 +310,7 @@ extension HTTPTransaction {
     /// Whether the header name at `range` of `p` is `lower`, ASCII case aside.
     static func sameName(_ p: UnsafeRawBufferPointer, _ range: Range<Int>, _ lower: [UInt8]) -> Bool {
         guard range.count == lower.count else { return false }
-        for (k, i) in range.enumerated() where p[i] | 0x20 != lower[k] | 0x20 { return false }
+        for (k, i) in range.enumerated() where CaseFold.lower.apply(p[i]) != lower[k] { return false }
         return true
     }
 

@@ -73,7 +73,8 @@ extension HTTPTransaction {
         request.persisted = persistServer
         // `option prefer-last-server`: the server this session's connection goes to, while
         // it takes traffic.
-        if request.persisted == nil, backend.settings.options.preferLastServer, let last = server?.server,
+        // Not with a hash-based balance, whose choice is the request's own (as in HAProxy).
+        if request.persisted == nil, backend.settings.options.preferLastServer, !backend.hashesRequests, let last = server?.server,
            last.backendName == backend.name, last.isUsable, server?.eof == false { request.persisted = last }
         if excluded != nil { request.fallback = triedServer }
         let chosen: Server

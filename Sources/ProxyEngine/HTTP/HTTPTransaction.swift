@@ -408,7 +408,9 @@ final class HTTPTransaction: LoopObject, QueueWaiter, ConnectionOwner {
                 lingerAlways = true
             }
         }
-        let response = closeAfterResponse ? Self.announcingClose(bytes) : bytes
+        var response = closeAfterResponse ? Self.announcingClose(bytes) : bytes
+        // A HEAD gets the head alone, its Content-Length kept, as HAProxy sends it.
+        if requestWasHEAD, let end = Self.headEnd(response) { response.removeSubrange(end...) }
         let out = output ?? buffers.take()
         output = out
         if out.isEmpty { out.clear() }
@@ -427,6 +429,15 @@ final class HTTPTransaction: LoopObject, QueueWaiter, ConnectionOwner {
         phase = .exchange
         _ = flushToClient()
         endTransactionWhenFlushed()
+    }
+
+    /// Where a response's head ends (after its blank line), if it has one.
+    static func headEnd(_ response: [UInt8]) -> Int? {
+        guard response.count >= 4 else { return nil }
+        for i in 0...(response.count - 4) where response[i] == 13 && response[i + 1] == 10 && response[i + 2] == 13 && response[i + 3] == 10 {
+            return i + 4
+        }
+        return nil
     }
 
     /// `response` with `connection: close` after its status line, unless its head already
@@ -455,7 +466,6 @@ final class HTTPTransaction: LoopObject, QueueWaiter, ConnectionOwner {
         loop.setDeadline(self, loop.now + delay)
     }
 
-    /// Answers with an error page (the configured errorfile, or the built-in one).
     /// `http-response deny|return`: the server's response (and its connection, whose body is
     /// left unread) is dropped, and `bytes` go to the client in its place.
     @inline(never)
@@ -464,6 +474,8 @@ final class HTTPTransaction: LoopObject, QueueWaiter, ConnectionOwner {
         responseStarted = false
         responseEdits = nil
         statusOverride = nil
+        // The next response on this connection is parsed from its own start.
+        responseParser.reset()
         releaseSlot()
         if let s = server { server = nil; s.close(abort: true) }
         // The request went to the server whole: the client's connection stays open for the
@@ -475,6 +487,7 @@ final class HTTPTransaction: LoopObject, QueueWaiter, ConnectionOwner {
         sendLocal(bytes, status: status, close: !requestDone, requestRead: requestDone)
     }
 
+    /// Answers with an error page (the configured errorfile, or the built-in one).
     func respondWithError(_ status: Int, reason: String, state: String) {
         terminationState = state
         releaseSlot()
@@ -572,7 +585,9 @@ final class HTTPTransaction: LoopObject, QueueWaiter, ConnectionOwner {
         if frontend.settings.options.dontLogNull && transactions == 0 { return }
         // `option dontlog-normal`: no error, no retry, no 5xx: nothing to say.
         let retried = backend.map { b in triedServer != nil && b.settings.retries > retriesLeft } ?? false
-        if !(frontend.settings.options.dontLogNormal && terminationState == "--" && logStatus < 500 && !retried) {
+        // A state starting with L (an answer of our own: return, redirect) is normal too.
+        let normalState = terminationState.utf8.first == UInt8(ascii: "-") || terminationState.utf8.first == UInt8(ascii: "L")
+        if !(frontend.settings.options.dontLogNormal && normalState && logStatus < 500 && !retried) {
             let line: String
             if let format = frontend.accessLog {
                 let record = logRecord(early: early)

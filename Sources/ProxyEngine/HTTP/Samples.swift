@@ -4,6 +4,9 @@ import ProxyRules
 import ProxySystem
 import Glibc
 
+/// The host's name, read once, as HAProxy reads it (`hostname`).
+private let hostName = Array(ProcessCalls.hostname.utf8)
+
 /// The fetches every context answers the same way: load-time values, process state and
 /// `proc.` variables. Nil when `fetch` is not one of them.
 enum ProcessSamples {
@@ -35,7 +38,7 @@ enum ProcessSamples {
         case .dateMicroseconds:
             return visit(.integer(Int64(Clock.wallClock().microseconds)))
         case .hostName:
-            return Array(ProcessCalls.hostname.utf8).withUnsafeBytes { visit(.bytes($0)) }
+            return hostName.withUnsafeBytes { visit(.bytes($0)) }
         case .processNumber:
             return visit(.integer(1))
         case .variable(.proc, let name, let fallback):
