@@ -214,6 +214,11 @@ extension ConfigParser {
 
     /// An action may not read what its phase does not have: an error, as HAProxy's alert.
     func checkFetch(_ e: SampleExpression, _ phase: RulePhase, _ what: String) throws {
+        // `be_name` in a frontend's request or connection rules: no backend is chosen yet
+        // (HAProxy refuses it there too).
+        if case .backendName = e.fetch, phase == .request || phase == .connection, proxy?.kind == .frontend {
+            throw ConfigError("\(what): 'be_name' cannot work here: no backend is chosen yet in a frontend's request rules; read it in the backend's rules, in response rules or in the log")
+        }
         guard !e.fetch.usage.isAvailable(in: phase) else { return }
         if phase == .check {
             // HAProxy loads these and finds nothing at run time; a check has no client.

@@ -141,6 +141,9 @@ public enum Fetch: Equatable, Sendable, CustomStringConvertible {
     /// `hostname`; `proc`: the process's number (always 1: one process, several threads).
     case hostName
     case processNumber
+    /// `fe_name`; `be_name` (the frontend's own until a backend is chosen, as in HAProxy);
+    /// `srv_name`, once a server answered.
+    case frontendName, backendName, serverName
     /// `ssl_fc`: the client connection is TLS; `ssl_fc_sni`, `ssl_fc_protocol`, `ssl_fc_cipher`.
     case tlsFrontend
     case tlsServerName
@@ -178,7 +181,8 @@ public enum Fetch: Equatable, Sendable, CustomStringConvertible {
         switch self {
         case .env, .envInteger, .constantBool, .constantInt, .constantString, .constantIP, .constantBinary: return .load
         case .backendUsableServers, .serverIsUp, .stopping, .variable, .date, .dateMicroseconds, .hostName, .processNumber: return .process
-        case .source, .sourcePort, .destination, .destinationPort, .tlsFrontend, .tlsServerName, .tlsProtocol, .tlsCipher, .tlsALPN, .tlsResumed, .tlsClient: return .connection
+        case .source, .sourcePort, .destination, .destinationPort, .tlsFrontend, .tlsServerName, .tlsProtocol, .tlsCipher, .tlsALPN, .tlsResumed, .tlsClient,
+             .frontendName: return .connection
         // The client's first bytes: not known when the connection is accepted.
         case .helloType, .helloServerName, .helloVersion: return .request
         default: return .request
@@ -191,7 +195,8 @@ public enum Fetch: Equatable, Sendable, CustomStringConvertible {
         case .env, .envInteger, .constantBool, .constantInt, .constantString, .constantIP, .constantBinary: return .load
         case .backendUsableServers, .serverIsUp, .stopping, .date, .dateMicroseconds, .hostName, .processNumber: return .process
         case .source, .sourcePort, .destination, .destinationPort, .tlsFrontend, .tlsServerName, .tlsProtocol, .tlsCipher, .tlsALPN, .tlsResumed, .tlsClient,
-             .helloType, .helloServerName, .helloVersion: return .connection
+             .helloType, .helloServerName, .helloVersion, .frontendName, .backendName: return .connection
+        case .serverName: return .response
         case .method, .requestVersion: return .capturedRequest
         // Captured in the session: there whenever a rule or the log reads it.
         case .capturedRequestHeader: return .connection
@@ -212,7 +217,7 @@ public enum Fetch: Equatable, Sendable, CustomStringConvertible {
         switch self {
         case .env, .constantString, .constantBinary, .path, .base, .url, .query, .method, .requestVersion, .responseVersion, .urlParameter, .header,
              .fullHeader, .cookie, .tlsServerName, .tlsProtocol, .tlsCipher, .tlsALPN, .helloServerName, .capturedRequestHeader,
-             .responsePayload, .hostName: return .string
+             .responsePayload, .hostName, .frontendName, .backendName, .serverName: return .string
         case .date, .dateMicroseconds, .processNumber: return .integer
         case .helloType, .helloVersion: return .integer
         case .envInteger, .constantInt, .sourcePort, .destinationPort, .headerCount, .requestLength,
@@ -272,6 +277,9 @@ public enum Fetch: Equatable, Sendable, CustomStringConvertible {
         case .dateMicroseconds: return "date_us"
         case .hostName: return "hostname"
         case .processNumber: return "proc"
+        case .frontendName: return "fe_name"
+        case .backendName: return "be_name"
+        case .serverName: return "srv_name"
         case .tlsFrontend: return "ssl_fc"
         case .tlsServerName: return "ssl_fc_sni"
         case .tlsProtocol: return "ssl_fc_protocol"
@@ -394,6 +402,9 @@ public enum FetchRegistry {
         e["date_us"] = noArgs(.dateMicroseconds, nil, "date_us")
         e["hostname"] = noArgs(.hostName, nil, "hostname")
         e["proc"] = noArgs(.processNumber, nil, "proc")
+        e["fe_name"] = noArgs(.frontendName, nil, "fe_name")
+        e["be_name"] = noArgs(.backendName, nil, "be_name")
+        e["srv_name"] = noArgs(.serverName, nil, "srv_name")
         e["ssl_fc"] = noArgs(.tlsFrontend, nil, "ssl_fc")
         e["ssl_fc_sni"] = noArgs(.tlsServerName, nil, "ssl_fc_sni")
         e["ssl_fc_protocol"] = noArgs(.tlsProtocol, nil, "ssl_fc_protocol")

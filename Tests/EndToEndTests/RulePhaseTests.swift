@@ -107,6 +107,31 @@ import Testing
         #expect(String(decoding: TestBed.raw(port, Array("GET /nohost HTTP/1.0\r\n\r\n".utf8)), as: UTF8.self).hasSuffix("other /nohost"))
     }
 
+    /// `fe_name`, `be_name` and `srv_name`, where HAProxy 2.6 gives them (compared side by
+    /// side): `be_name` in a frontend's request rules is refused, as there.
+    @Test func proxyAndServerNames() throws {
+        let bed = try TestBed()
+        let port = TestBed.freePort()
+        let b = try bed.backend(name: "one")
+        try bed.proxy("""
+        \(TestBed.defaults("http"))
+        frontend web
+            bind 127.0.0.1:\(port)
+            http-request set-header X-Test fe=%[fe_name]
+            http-response set-header X-Resp fe=%[fe_name],be=%[be_name],srv=%[srv_name]
+            default_backend app
+        backend app
+            server s1 127.0.0.1:\(b)
+
+        """, waitFor: port)
+        let (status, _, headers) = try TestBed.curl(["http://127.0.0.1:\(port)/"])
+        #expect(status == 200 && headers.contains("X-Seen-X-Test: fe=web") && headers.lowercased().contains("x-resp: fe=web,be=app,srv=s1"), "\(headers)")
+        let bad = bed.directory + "/bad.cfg"
+        try httpConfig(port: port, servers: [("s1", b)], frontend: "    http-request set-header X-Be %[be_name]").write(toFile: bad, atomically: true, encoding: .utf8)
+        let refused = try Harness.proxy(["-c", "-f", bad])
+        #expect(refused.status == 1 && refused.stderr.contains("'be_name' cannot work here: no backend is chosen yet"), "\(refused.stderr)")
+    }
+
     /// The process fetches `date([offset],[unit])`, `date_us`, `hostname` and `proc`, as
     /// HAProxy 2.6 gives them (the offset in the unit asked for, added last).
     @Test func processFetches() throws {

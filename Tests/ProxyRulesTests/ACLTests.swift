@@ -226,7 +226,7 @@ func term(_ text: String) throws -> ACLTerm {
 /// neither still gets "unknown" and a hint.
 @Suite struct HAProxyNamesNotBuilt {
     @Test(arguments: [
-        ("be_name", "fetch 'be_name' is not supported yet"),
+        ("srv_id", "fetch 'srv_id' is not supported yet"),
         ("baseq_beg", "fetch 'baseq_beg' is not supported yet"),
         ("src,json", "converter 'json' is not supported yet"),
         ("pth_beg", "unknown fetch method 'pth_beg'; did you mean 'path_beg'?"),

@@ -21,8 +21,9 @@ extension LoopContext {
         var expectProxy = acceptor.acceptsProxy
         if !frontend.tcpConnectionRules.isEmpty {
             let local = Socket.localAddress(fd)
-            let samples = ConnectionSamples(client: HTTPTransaction.ip(of: client), clientPort: client.port,
+            var samples = ConnectionSamples(client: HTTPTransaction.ip(of: client), clientPort: client.port,
                                             local: HTTPTransaction.ip(of: local), localPort: local.port, model: model)
+            samples.frontendName = frontend.name
             let verdict = frontend.tcpConnectionRules.evaluate(samples)
             if verdict.reject {
                 fd.close()
@@ -83,6 +84,7 @@ extension LoopContext {
                 var samples = ConnectionSamples(client: HTTPTransaction.ip(of: peer), clientPort: peer.port,
                                                 local: HTTPTransaction.ip(of: localAddress), localPort: localAddress.port, model: model)
                 if payload != nil { samples.payload = bytes }
+                samples.frontendName = frontend.name
                 samples.captures = [[UInt8]?](repeating: nil, count: frontend.requestCaptures)
                 // tcp-request content rules, then the route, then the backend's content rules:
                 // in TCP mode all read the connection (and the variables set so far).

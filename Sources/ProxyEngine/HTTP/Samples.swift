@@ -4,6 +4,13 @@ import ProxyRules
 import ProxySystem
 import Glibc
 
+/// Lends a name's bytes as a sample, without copying them.
+@inline(__always)
+func visitText(_ text: String, _ visit: (Sample) -> Bool) -> Bool {
+    var text = text
+    return text.withUTF8 { visit(.bytes(UnsafeRawBufferPointer($0))) }
+}
+
 /// The host's name, read once, as HAProxy reads it (`hostname`).
 private let hostName = Array(ProcessCalls.hostname.utf8)
 
@@ -94,6 +101,9 @@ struct ConnectionSamples: SampleContext {
     var tls: TLSTransport? = nil
     /// The client's first bytes, peeked at by `tcp-request inspect-delay`.
     var payload: UnsafeRawBufferPointer? = nil
+    /// The frontend's name, and the backend's once the route chose one (`fe_name`, `be_name`).
+    var frontendName = ""
+    var backendName: String?
     /// The session's variables and request captures (`tcp-request content set-var|capture`).
     var variables = SessionVariables()
     var captures: [[UInt8]?] = []
@@ -109,6 +119,8 @@ struct ConnectionSamples: SampleContext {
         case .helloVersion:
             guard let p = payload, let v = ClientHello(p).version else { return false }
             return visit(.integer(Int64(v)))
+        case .frontendName: return visitText(frontendName, visit)
+        case .backendName: return visitText(backendName ?? frontendName, visit)
         case .source: return visit(.ip(client))
         case .sourcePort: return visit(.integer(Int64(clientPort)))
         case .destination: return visit(.ip(local))
@@ -275,6 +287,13 @@ struct HTTPSamples: SampleContext {
             return visit(.bytes(request.slice(session.pathRange)))
         case .url:
             return visit(.bytes(request.slice(session.request.target)))
+        case .frontendName:
+            return visitText(session.frontend.name, visit)
+        case .backendName:
+            return visitText(session.backend?.name ?? session.frontend.name, visit)
+        case .serverName:
+            guard let s = session.triedServer else { return false }
+            return visitText(s.name, visit)
         case .base:
             // Host and path joined in a copy of our own, lent for the visit only.
             let path = request.slice(session.pathRange)

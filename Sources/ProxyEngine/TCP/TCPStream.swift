@@ -79,6 +79,8 @@ final class TCPStream: LoopObject, ConnectionOwner, QueueWaiter {
                                         tls: client.transport as? TLSTransport)
         samples.variables = variables
         samples.captures = captures
+        samples.frontendName = frontend.name
+        samples.backendName = backend.name
         return samples
     }
 
