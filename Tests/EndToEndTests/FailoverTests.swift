@@ -133,9 +133,12 @@ import Testing
         let front = TestBed.freePort()
         let nobody = TestBed.freePort()
         let socket = bed.directory + "/api.sock"
+        // The two servers' first checks would be spread over their 20 s interval (the second
+        // one 10 s in, as HAProxy spreads them): `max-spread-checks` starts both at once.
         try bed.proxy("""
         global
             stats socket \(socket) level admin
+            max-spread-checks 100ms
         \(TestBed.defaults("http"))
             retries 0
         frontend f
