@@ -113,6 +113,10 @@ extension ConfigParser {
             // frontend with `tcp-request inspect-delay` waits for.
             let conditions = p.tcpRequestRules.filter { $0.action.layer == .content }.compactMap { r in r.condition.map { ($0, r.location) } }
                 + p.useBackendRules.compactMap { r in r.condition.map { ($0, r.location) } }
+            // `tcp-smart-connect` where a new server connection has nothing to send at once.
+            if p.isBackend, p.settings.options.smartConnect, p.mode == .tcp, !p.servers.contains(where: { $0.options.sendProxy != nil }) {
+                warning("\(label): 'option tcp-smart-connect' changes nothing here: in TCP mode a server connection has nothing to send with its handshake unless it sends a PROXY header", at: p.location)
+            }
             // Keep-alive probes without keep-alive: the socket never sends one.
             if p.isFrontend, !p.settings.clientProbes.isEmpty, !p.settings.options.clientKeepAlive {
                 warning("\(label): 'clitcpka-*' changes nothing without 'option clitcpka' (or 'option tcpka'): TCP keep-alive is off", at: p.settings.clientProbes.location ?? p.location)

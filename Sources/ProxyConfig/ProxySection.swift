@@ -645,7 +645,8 @@ extension ConfigParser {
             case "maxqueue": o.maxqueue = try Values.integer(try value(opt), for: "\(what) maxqueue")
             case "tcp-ut": o.userTimeout = try Values.time(try value(opt), for: "\(what) tcp-ut")
             case "max-reuse": o.maxReuse = try Values.integer(try value(opt), for: "\(what) max-reuse", in: -1...Int(Int32.max))
-            case "no-tfo": break // TCP Fast Open to servers is never used: `no-tfo` is already so.
+            case "no-tfo":
+                warning("\(what): 'no-tfo' changes nothing here: TCP Fast Open to servers is never used", at: location)
             case "backup": o.backup = true
             case "no-backup": o.backup = false
             case "disabled": o.disabled = true

@@ -203,12 +203,13 @@ func httpConfig(port: Int, servers: [(String, Int)], frontend: String = "", back
     /// `option prefer-last-server`: a keep-alive client's requests stay on one server while it
     /// takes traffic; without it, round robin alternates them.
     /// (Not with a hash balance: `balance uri` sends each request where its URI goes.)
-    @Test(arguments: [(true, ""), (false, ""), (true, "\n    balance uri")])
-    func preferLastServerKeepsAKeepAliveClient(_ prefer: Bool, _ balance: String) throws {
+    @Test(arguments: [(true, "", 1), (false, "", 1), (true, "\n    balance uri", 1), (true, "", 2), (false, "", 2)])
+    func preferLastServerKeepsAKeepAliveClient(_ prefer: Bool, _ balance: String, _ threads: Int) throws {
         let bed = try TestBed()
         let a = try bed.backend(name: "a"), b = try bed.backend(name: "b")
         let port = TestBed.freePort()
-        try bed.proxy(httpConfig(port: port, servers: [("a", a), ("b", b)], backend: (prefer ? "    option prefer-last-server" : "") + balance), waitFor: port)
+        try bed.proxy(httpConfig(port: port, servers: [("a", a), ("b", b)], backend: (prefer ? "    option prefer-last-server" : "") + balance,
+                                 global: "    nbthread \(threads)"), waitFor: port)
         let r = try Harness.run(Harness.which("curl") ?? "/usr/bin/curl", ["-s"] + (0..<8).map { "http://127.0.0.1:\(port)/k\($0)" })
         let servers = r.stdout.split(separator: "\n").map { $0.split(separator: " ").first.map(String.init) ?? "" }
         #expect(servers.count == 8, "\(r.stdout)")

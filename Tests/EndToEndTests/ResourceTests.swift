@@ -171,7 +171,8 @@ func cpuSeconds(_ pid: Int32) -> Double? {
 
     /// `max-spread-checks`: servers checked every 20 s all have their first check within a
     /// second when the spread is capped at 300 ms (uncapped, the fifth waits 16 s).
-    @Test func maxSpreadChecksBoundsTheFirstChecks() throws {
+    @Test(arguments: [1, 2])
+    func maxSpreadChecksBoundsTheFirstChecks(threads: Int) throws {
         let bed = try TestBed()
         let port = TestBed.freePort()
         let app = try bed.backend(name: "app")
@@ -179,6 +180,7 @@ func cpuSeconds(_ pid: Int32) -> Double? {
         try bed.proxy("""
         global
             stats socket \(socket) level admin
+            nbthread \(threads)
             max-spread-checks 300ms
         \(TestBed.defaults("http"))
         frontend f

@@ -599,13 +599,7 @@ final class HealthCheck: LoopObject {
     /// Whether `bytes` hold a whole HTTP response: the head, and the body its Content-Length
     /// announces (a response without one ends with the connection).
     static func responseComplete(_ bytes: [UInt8]) -> Bool {
-        guard bytes.count >= 4 else { return false }
-        var headEnd = -1
-        for i in 0...(bytes.count - 4) where bytes[i] == 13 && bytes[i + 1] == 10 && bytes[i + 2] == 13 && bytes[i + 3] == 10 {
-            headEnd = i + 4
-            break
-        }
-        guard headEnd > 0 else { return false }
+        guard let headEnd = HTTPTransaction.headEnd(bytes) else { return false }
         let head = String(decoding: bytes[..<headEnd], as: UTF8.self).lowercased()
         for line in head.split(separator: "\r\n") where line.hasPrefix("content-length:") {
             guard let n = Int(line.dropFirst("content-length:".count).trimmingPrefix(while: { $0 == " " || $0 == "\t" })) else { return false }
