@@ -94,6 +94,8 @@ import Testing
             option tcp-check
             tcp-check send PING\\r\\n
             tcp-check expect string +PONG
+            # Without it an answer would have one 50 ms interval to come (too short under a sanitizer).
+            timeout check 2s
             server r 127.0.0.1:\(port) check inter 50 rise 1 fall 1
 
         """, waitFor: front)
