@@ -139,6 +139,51 @@ import Testing
         #expect(statRow(socket, "redis", "r")["chkfail"] == "0", "\(statRow(socket, "redis", "r"))")
     }
 
+    /// The handshake's last ACK rides on a check's first bytes, run after run on the socket
+    /// kept between runs; a `connect` whose server speaks first gets its ACK at once (else
+    /// the server's accept, and so its banner, would wait 200 ms: past `timeout check`).
+    @Test(arguments: [1, 2])
+    func handshakeACKRidesOnTheFirstBytes(threads: Int) throws {
+        let bed = try TestBed()
+        let port = TestBed.freePort(), banner = TestBed.freePort(), front = TestBed.freePort()
+        let log = bed.directory + "/segments.log"
+        let python = Harness.which("python3") ?? "/usr/bin/python3"
+        try bed.start(python, [Harness.root + "/Tests/EndToEndTests/Helpers/segments_peer.py", String(port), log])
+        try bed.start(python, [Harness.root + "/Tests/EndToEndTests/Helpers/talker.py", String(banner), "220 ready\\r\\n"])
+        for p in [port, banner] { #expect(TestBed.waitForPort(p), "peer on \(p)") }
+        let socket = bed.directory + "/api.sock"
+        try bed.proxy("""
+        global
+            nbthread \(threads)
+            stats socket \(socket) level admin
+        \(TestBed.defaults("tcp"))
+        frontend f
+            bind 127.0.0.1:\(front)
+            default_backend b
+        backend b
+            option tcp-check
+            tcp-check connect
+            tcp-check send PING\\r\\n
+            tcp-check expect string +PONG
+            tcp-check connect port \(banner)
+            tcp-check expect string 220
+            timeout check 150
+            server s 127.0.0.1:\(port) check inter 50 rise 1 fall 1
+
+        """, waitFor: front)
+        func counts() -> [Int] { ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").split(separator: "\n").compactMap { Int($0) } }
+        #expect(TestBed.waitUntil { counts().count >= 12 }, "\(counts())")
+        let seen = counts()
+        // A lone ACK may still come if the loop is slower than the kernel's delayed-ACK timer
+        // (a sanitizer, a loaded machine); a socket that lost the setting gives 3 every time.
+        #expect(seen.filter { $0 == 2 }.count * 2 > seen.count, "\(seen)")
+        // The banner came in time: the second connection's ACK was not held back.
+        let row = statRow(socket, "b", "s")
+        #expect(row["status"] == "UP", "\(row)")
+        let runs = seen.count, failed = Int(row["chkfail"] ?? "") ?? -1
+        #expect(failed >= 0 && failed * 4 < runs, "\(failed) failed checks in \(runs) runs: \(row)")
+    }
+
     /// The expect options, against a real Redis, with HAProxy 2.6's results and words
     /// (compared side by side): `ok-status L7OKC` makes a running server NOLB with the
     /// `on-success` text as its info; `min-recv` waits for more than PONG ever sends, so

@@ -101,10 +101,12 @@ final class HealthCheck: LoopObject {
     /// run connects it again rather than creating, registering and freeing a socket each
     /// time (most of a check's cost is the kernel's).
     var parked: ParkedSocket?
-    /// A disconnected socket and the address family it was made for.
-    struct ParkedSocket { let fd: FileDescriptor, family: Int32 }
-    /// The address family `fd` was made for.
+    /// A disconnected socket, the address family it was made for, and whether it delays the
+    /// ACK that ends its handshakes (TCP_DEFER_ACCEPT, which a disconnect keeps).
+    struct ParkedSocket { let fd: FileDescriptor, family: Int32, delaysACK: Bool }
+    /// The address family `fd` was made for, and whether it delays its handshake's ACK.
     var fdFamily: Int32 = 0
+    var fdDelaysACK = false
     /// The check's TLS session (`check-ssl`, or `ssl` checked on the server's own address).
     var tls: UnsafeMutableRawPointer?
     var handshakeDone = false
@@ -414,8 +416,10 @@ final class HealthCheck: LoopObject {
             let address = self.address
             let s: FileDescriptor
             let reused = parked?.family == address.family
+            var delaysACK = false
             if let p = parked, reused {
                 s = p.fd
+                delaysACK = p.delaysACK
                 parked = nil
             } else {
                 discardParked()
@@ -427,10 +431,16 @@ final class HealthCheck: LoopObject {
             // first bytes (one packet less each way), and a check that sends nothing never
             // completes the server's accept (it ends with a reset). Not when the server
             // speaks first (SMTP, a tcp-check that starts with an expect): its accept, and so
-            // its banner, would wait for the delayed ACK.
-            if address.family != AF_UNIX && !(connectionStep == nil ? serverSpeaksFirst : nextStepIsExpect) {
-                try? Socket.setOption(s, level: Int32(IPPROTO_TCP), name: TCP_QUICKACK, value: 0)
+            // its banner, would wait for the delayed ACK. HAProxy sets TCP_QUICKACK off before
+            // each connect; TCP_DEFER_ACCEPT on a connecting socket takes the kernel's same
+            // path ("save one ACK") and, unlike it, survives the disconnect between runs, so
+            // it is set once per socket rather than once per check.
+            let wantsDelayedACK = address.family != AF_UNIX && !(connectionStep == nil ? serverSpeaksFirst : nextStepIsExpect)
+            if wantsDelayedACK != delaysACK,
+               (try? Socket.setOption(s, level: Int32(IPPROTO_TCP), name: TCP_DEFER_ACCEPT, value: wantsDelayedACK ? 1 : 0)) != nil {
+                delaysACK = wantsDelayedACK
             }
+            fdDelaysACK = delaysACK
             handshakeDone = false
             // The server's own connection (no `connect` rule, or `connect default`) takes its
             // check TLS settings; any other `connect` is TLS with its own `ssl` only. A
@@ -943,7 +953,7 @@ final class HealthCheck: LoopObject {
             // keep sixty thousand). A TCP connection that was made is reset by
             // disconnecting its socket, which the next run connects again.
             if connected, !stopped, fdFamily != AF_UNIX, parked == nil, Socket.disconnect(s) {
-                parked = ParkedSocket(fd: s, family: fdFamily)
+                parked = ParkedSocket(fd: s, family: fdFamily, delaysACK: fdDelaysACK)
                 return
             }
             context.loop.forget(s)
