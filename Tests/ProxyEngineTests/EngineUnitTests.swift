@@ -57,6 +57,26 @@ func backend(_ balance: String, servers: [String], extra: String = "") throws ->
         loop.run()
         #expect(order == [1, 3, 0, 6, 4, 5])
     }
+
+    /// The heap holds its objects (as counted references, moved without counting): one whose
+    /// deadline is cleared is let go at once, one waiting lives until it fires, and a loop
+    /// that goes away lets go of the ones still waiting.
+    @Test func theHeapKeepsItsObjectsUntilDoneWithThem() throws {
+        weak var cleared: Timer?, fired: Timer?, waiting: Timer?
+        do {
+            let loop = try EventLoop(index: 0, bufferSize: 4096)
+            do {
+                let a = Timer(0) { _ in }, b = Timer(1) { _ in loop.stop() }, c = Timer(2) { _ in }
+                for (t, d) in [(a, 5), (b, 10), (c, 60_000)] { loop.setDeadline(t, loop.now + Int64(d)) }
+                (cleared, fired, waiting) = (a, b, c)
+                loop.clearDeadline(a)
+            }
+            #expect(cleared == nil && fired != nil && waiting != nil)
+            loop.run()
+            #expect(fired == nil && waiting != nil)
+        }
+        #expect(waiting == nil)
+    }
 }
 
 /// The per-loop buffer pool: buffers come back reused, and the count in use is kept.

@@ -78,6 +78,52 @@ final class HealthCheck: LoopObject {
     var peerClosed = false
     /// The steps' regexes, compiled once (nil for the other steps).
     let stepRegexes: [PosixRegex?]
+    /// `tcpSteps` as a run reads them, and the last that is not a `set-var` (the one whose
+    /// result a passing run reports).
+    let stepTable: [RunStep]
+    let finalStep: RunStep?
+    /// `option tcp-check` (HAProxy words its results "(tcp-check)").
+    let genericTCPCheck: Bool
+
+    /// A tcp-check step as a run reads it: its kind, a send's bytes, an expect's rule. Held by
+    /// reference, so that reading a step at each run copies nothing (switching on the step
+    /// itself copies every field of an expectation, and counts references to each).
+    final class RunStep {
+        enum Kind { case connect, send, sendFormat, expect, comment, variable }
+        let kind: Kind
+        let bytes: [UInt8]
+        let expect: ExpectRule?
+
+        init(_ step: TCPCheck.Step, regex: PosixRegex?) {
+            var bytes: [UInt8] = []
+            var expect: ExpectRule?
+            switch step {
+            case .connect: kind = .connect
+            case .send(let b): kind = .send; bytes = b
+            case .sendFormat: kind = .sendFormat
+            case .expect(let e): kind = .expect; expect = ExpectRule(e, regex: regex)
+            case .comment: kind = .comment
+            case .variable: kind = .variable
+            }
+            self.bytes = bytes
+            self.expect = expect
+        }
+    }
+
+    /// An expect step's rule and its compiled regex.
+    final class ExpectRule {
+        let e: TCPCheck.Expectation
+        let regex: PosixRegex?
+        /// A pattern that must be there is judged on each arrival: once found, no more is
+        /// read (the server's FIN is not waited for).
+        let judgedEarly: Bool
+
+        init(_ e: TCPCheck.Expectation, regex: PosixRegex?) {
+            self.e = e
+            self.regex = regex
+            judgedEarly = !e.negated && e.kind != .mysqlGreeting && e.kind != .mysqlReply && e.kind != .ldapBindResponse
+        }
+    }
     /// What a check sends: the PROXY header (`check-send-proxy`, or a `send-proxy` server
     /// checked on its own address and port), then the HTTP request (`option httpchk`).
     var request: [UInt8]?
@@ -240,6 +286,10 @@ final class HealthCheck: LoopObject {
             tcpOrigin = ""
             stepRegexes = []
         }
+        let regexes = stepRegexes
+        stepTable = (tcpSteps ?? []).enumerated().map { RunStep($0.element, regex: regexes[$0.offset]) }
+        finalStep = stepTable.last { $0.kind != .variable }
+        genericTCPCheck = tcpOrigin == "tcp-check"
         // The server's `check-send-proxy` (or `send-proxy` when its checks go to its own
         // address and port) applies to its own connection only.
         serverSendsProxyToChecks = options.checkSendProxy || (options.sendProxy != nil && options.checkPort == nil && options.checkAddress == nil)
@@ -535,6 +585,9 @@ final class HealthCheck: LoopObject {
         progress(events: events)
     }
 
+    /// The events after which a read may find something: bytes, the server's end, an error.
+    static let readableEvents = Epoll.readable | Epoll.readHangup | Epoll.hangup | Epoll.error
+
     func progress(events: UInt32) {
         guard let s = fd else { return }
         if !connected {
@@ -566,7 +619,7 @@ final class HealthCheck: LoopObject {
                 case .failed: complete(false, reason: "Layer4 connection problem", code: nil); return
                 }
             }
-            runSteps(s)
+            runSteps(s, readable: events & Self.readableEvents != 0)
             return
         }
         guard let request else {
@@ -574,6 +627,7 @@ final class HealthCheck: LoopObject {
             complete(true, reason: "Layer4 check passed", code: nil)
             return
         }
+        let sentBefore = sent
         switch sendAll(s, request, from: &sent) {
         case .done: break
         case .wouldBlock: return
@@ -583,6 +637,8 @@ final class HealthCheck: LoopObject {
             complete(true, reason: "Layer4 check passed", code: nil)
             return
         }
+        // Just sent: the answer waits for the next readiness, as in `runSteps`.
+        if sent > sentBefore && tls == nil && events & Self.readableEvents == 0 { return }
         let chunk = context.readScratch
         while true {
             switch receive(s, chunk.baseAddress!, chunk.count) {
@@ -621,14 +677,27 @@ final class HealthCheck: LoopObject {
     /// `tcp-check` steps, from `stepIndex`, as far as the socket allows now: a send goes out
     /// whole (and starts a fresh answer), an expect reads until its pattern is there or the
     /// server closes (HAProxy's rule: a mismatch waits for more, unless the server is done).
-    func runSteps(_ s: FileDescriptor) {
+    func runSteps(_ s: FileDescriptor, readable: Bool) {
         guard let steps = tcpSteps else { return }
-        while stepIndex < steps.count {
-            switch steps[stepIndex] {
-            case .send(let bytes):
-                guard sendStep(s, bytes) else { return }
+        let table = stepTable
+        // Bytes just sent cannot be answered yet: the expect after them waits for the
+        // socket's next readiness (edge-triggered, so an answer that comes meanwhile is
+        // reported) rather than reading at once, which would mostly find nothing. Not when
+        // this wake-up reported bytes to read (a server may answer a request it has only
+        // part of), nor over TLS, whose library may hold bytes the kernel no longer reports.
+        let mayWait = !readable && tls == nil
+        var answerCannotBeThere = false
+        while stepIndex < table.count {
+            // Read through the table, by reference: switching on the step itself would copy
+            // it, and with it every field of an expectation, at every run.
+            let step = table[stepIndex]
+            switch step.kind {
+            case .send:
+                guard sendStep(s, step.bytes) else { return }
+                answerCannotBeThere = mayWait
                 stepIndex += 1
-            case .sendFormat(let text, let binary):
+            case .sendFormat:
+                guard case .sendFormat(let text, let binary) = steps[stepIndex] else { return }
                 if pendingSend == nil {
                     var bytes = render(text)
                     if binary {
@@ -643,32 +712,32 @@ final class HealthCheck: LoopObject {
                 // Nothing to send (the text rendered empty): the step is done, as in HAProxy.
                 if let bytes = pendingSend, !bytes.isEmpty {
                     guard sendStep(s, bytes) else { return }
+                    answerCannotBeThere = mayWait
                 } else {
                     response.removeAll(keepingCapacity: true)
                 }
                 pendingSend = nil
                 stepIndex += 1
-            case .variable(let action):
-                run(action)
+            case .variable:
+                if case .variable(let action) = steps[stepIndex] { run(action) }
                 stepIndex += 1
-            case .expect(let e):
+            case .expect:
+                if answerCannotBeThere && !peerClosed { return }
+                let x = step.expect!
                 let chunk = context.readScratch
-                // A pattern that must be there is judged on each arrival: once found, no more
-                // is read (the server's FIN is not waited for).
-                let judgedEarly = !e.negated && e.kind != .mysqlGreeting && e.kind != .mysqlReply && e.kind != .ldapBindResponse
-                var minimum = e.minRecv ?? 0
+                var minimum = x.e.minRecv ?? 0
                 var found = false
                 // `string-lf`, `binary-lf`: the pattern of this run.
-                var pattern = e.pattern
+                var pattern = x.e.pattern
                 // The rule's comment: its own, or a `tcp-check comment` line's before it.
-                let comment = (e.comment ?? stepComments[stepIndex]).map { " comment: " + $0 } ?? ""
-                if e.kind == .stringFormat || e.kind == .binaryFormat {
-                    pattern = render(e.text)
+                var comment: String { (x.e.comment ?? stepComments[stepIndex]).map { " comment: " + $0 } ?? "" }
+                if x.e.kind == .stringFormat || x.e.kind == .binaryFormat {
+                    pattern = render(x.e.text)
                     if pattern.isEmpty {
                         complete(false, reason: "Layer7 invalid response, info: \"log-format string evaluated to an empty string\(comment)\"", code: nil)
                         return
                     }
-                    if e.kind == .binaryFormat {
+                    if x.e.kind == .binaryFormat {
                         guard let b = Hexadecimal.bytes(pattern) else {
                             complete(false, reason: "Layer7 invalid response, info: \"Failed to parse hexastring resulting of eval of a log-format string\(comment)\"", code: nil)
                             return
@@ -682,41 +751,42 @@ final class HealthCheck: LoopObject {
                     switch receive(s, chunk.baseAddress!, chunk.count) {
                     case .done(let n)? where n > 0:
                         response.append(contentsOf: UnsafeRawBufferPointer(rebasing: chunk[0..<n]))
-                        if judgedEarly && response.count >= minimum && Self.matches(e, response, pattern: pattern, regex: stepRegexes[stepIndex]) { found = true; break reading }
+                        if x.judgedEarly && response.count >= minimum && Self.matches(x.e, response, pattern: pattern, regex: x.regex) { found = true; break reading }
                     case .wouldBlock?: break reading
                     default: peerClosed = true
                     }
                 }
                 let finalData = peerClosed || response.count >= 65536
-                if e.kind == .ldapBindResponse {
+                if x.e.kind == .ldapBindResponse {
                     ldapBindResponse(finalData: finalData)
                     return
                 }
-                if e.kind == .mysqlGreeting || e.kind == .mysqlReply {
-                    guard mysqlPacket(e.kind, finalData: finalData) else { return }
+                if x.e.kind == .mysqlGreeting || x.e.kind == .mysqlReply {
+                    guard mysqlPacket(x.e.kind, finalData: finalData) else { return }
                     stepIndex += 1
                     continue
                 }
                 // `min-recv`: not judged before that much is in, unless the server is done.
                 if response.count < minimum && !finalData { return }
-                if !found { found = Self.matches(e, response, pattern: pattern, regex: stepRegexes[stepIndex]) }
+                if !found { found = Self.matches(x.e, response, pattern: pattern, regex: x.regex) }
                 // A mismatch waits for more, unless the server is done or `min-recv` is set
                 // (then that much is conclusive), as HAProxy judges.
-                if !found && !finalData && e.minRecv == nil { return }
-                if found == e.negated {
+                if !found && !finalData && x.e.minRecv == nil { return }
+                if found == x.e.negated {
                     // HAProxy's info: the `on-error` text, or for `option tcp-check` what did
                     // not match where; then the rule's comment.
-                    let what = (e.negated ? "matched unwanted content" : "did not match content") + Self.patternDescription(e)
-                    var info = e.onError.map { String(decoding: render($0), as: UTF8.self) }
+                    let what = (x.e.negated ? "matched unwanted content" : "did not match content") + Self.patternDescription(x.e)
+                    var info = x.e.onError.map { String(decoding: render($0), as: UTF8.self) }
                         ?? (tcpOrigin == "tcp-check" ? "TCPCHK \(what) at step \(stepNumber)" : "")
                     info += comment
-                    let status = e.errorStatus ?? (found || !response.isEmpty || answerLayer == "Layer6" ? "L\(answerLayer.last!)RSP" : "L4CON")
+                    let status = x.e.errorStatus ?? (found || !response.isEmpty || answerLayer == "Layer6" ? "L\(answerLayer.last!)RSP" : "L4CON")
                     let words = TCPCheck.errorStatuses[status] ?? "\(answerLayer) invalid response"
-                    complete(false, reason: Self.withInfo(words, info), code: resultCode(status, e.statusCode))
+                    complete(false, reason: Self.withInfo(words, info), code: resultCode(status, x.e.statusCode))
                     return
                 }
                 stepIndex += 1
-            case .connect(let c):
+            case .connect:
+                guard case .connect(let c) = steps[stepIndex] else { return }
                 reconnect(laterConnects[stepIndex] ?? ConnectRule(c))
                 return
             case .comment:
@@ -726,13 +796,14 @@ final class HealthCheck: LoopObject {
         // The result is the last rule's (`set-var` lines aside), as in HAProxy: an expect's
         // `ok-status` and `on-success`; a send's L7OK; a lone `connect`'s L4OK. `option
         // tcp-check` says "(tcp-check)" where no text is given.
-        let generic = tcpOrigin == "tcp-check"
-        switch steps.last(where: { if case .variable = $0 { return false }; return true }) {
-        case .expect(let e)?:
-            let status = e.okStatus ?? "L7OK"
-            let info = e.onSuccess.map { String(decoding: render($0), as: UTF8.self) } ?? (generic ? "(tcp-check)" : "")
+        let generic = genericTCPCheck
+        switch finalStep?.kind {
+        case .expect?:
+            let x = finalStep!.expect!
+            let status = x.e.okStatus ?? "L7OK"
+            let info = x.e.onSuccess.map { String(decoding: render($0), as: UTF8.self) } ?? (generic ? "(tcp-check)" : "")
             let reason = passReason(TCPCheck.okStatuses[status] ?? "Layer7 check passed", info)
-            let code = resultCode(status, e.statusCode)
+            let code = resultCode(status, x.e.statusCode)
             // `L7OKC`: a running server stops taking new traffic (`NOLB`), as HAProxy does.
             if status == "L7OKC" && isUp && server.setNoLoadBalancing(true) { stopping(duration: context.loop.now - startedMs, reason: reason, code: code) }
             complete(true, reason: reason, code: code)
@@ -974,11 +1045,10 @@ final class HealthCheck: LoopObject {
     func complete(_ ok: Bool, reason: String, code: Int?) {
         let duration = context.loop.now - startedMs
         finishAttempt()
-        let previous = server.lastCheck.withLock { $0.status }
         if ok {
             successes += 1
             failures = 0
-            if !reason.hasPrefix("Layer7 check conditionally") && server.setNoLoadBalancing(false) && isUp {
+            if server.isNoLoadBalancing && !reason.hasPrefix("Layer7 check conditionally") && server.setNoLoadBalancing(false) && isUp {
                 transition(up: true, reason: reason, code: code, duration: duration)
             }
             // An agent that said `down` keeps the server down whatever its health check finds.
@@ -993,7 +1063,8 @@ final class HealthCheck: LoopObject {
         if !stopped { context.loop.setDeadline(self, context.loop.now + nextInterval) }
         let o = options
         let (status, description, info) = summary(ok, reason)
-        server.lastCheck.withLock { r in
+        let previous = server.lastCheck.withLock { r in
+            let previous = r.status
             r.status = status
             r.code = code
             r.durationMs = duration
@@ -1001,6 +1072,7 @@ final class HealthCheck: LoopObject {
             r.info = info
             if !ok { r.failures += 1 }
             r.health = isUp ? o.rise + o.fall - 1 - failures : successes
+            return previous
         }
         // `option log-health-checks`: each change of the result, as HAProxy words it.
         if backend.settings.options.logHealthChecks, previous != status {

@@ -7,9 +7,8 @@ import Synchronization
 open class LoopObject {
     /// Position in the loop's timer heap, or -1.
     final var timerIndex = -1
-    /// The key it sits under in the heap.
-    final var timerKey: Int64 = 0
-    /// When it wants `timerFired()`; may be later than `timerKey` (re-armed lazily).
+    /// When it wants `timerFired()`; may be later than the key it sits under in the heap
+    /// (re-armed lazily).
     public final var deadline: Int64 = .max
 
     public init() {}
@@ -51,13 +50,20 @@ public final class EventLoop: @unchecked Sendable {
     private let mailbox = Locked<[() -> Void]>([])
     private var running = true
 
-    /// A binary min-heap of objects keyed by `timerKey`; each object knows its index.
-    private var heap: [LoopObject] = []
+    /// A binary min-heap of timer slots; each object knows its index.
+    private var heap: [TimerSlot] = []
+    /// A heap slot: the deadline it sits under, and its object, retained by the heap. Plain
+    /// values, so sifting compares keys in place and moves slots without counting references.
+    private struct TimerSlot { var key: Int64; let object: Unmanaged<LoopObject> }
     /// Registered objects, kept alive while registered.
     private var registered: [Int32: LoopObject] = [:]
 
     /// This loop's turns, for objects published to every loop (`Published`).
     let turns = Quiescence.Turns()
+
+    deinit {
+        for slot in heap { slot.object.release() }
+    }
 
     public init(index: Int, bufferSize: Int) throws {
         self.index = index
@@ -122,14 +128,14 @@ public final class EventLoop: @unchecked Sendable {
     @inline(__always)
     public func setDeadline(_ object: LoopObject, _ deadline: Int64) {
         object.deadline = deadline
-        if object.timerIndex < 0 {
-            object.timerKey = deadline
+        let i = object.timerIndex
+        if i < 0 {
             object.timerIndex = heap.count
-            heap.append(object)
+            heap.append(TimerSlot(key: deadline, object: .passRetained(object)))
             siftUp(heap.count - 1)
-        } else if deadline < object.timerKey {
-            object.timerKey = deadline
-            siftUp(object.timerIndex)
+        } else if deadline < heap[i].key {
+            heap[i].key = deadline
+            siftUp(i)
         }
     }
 
@@ -140,57 +146,67 @@ public final class EventLoop: @unchecked Sendable {
         let i = object.timerIndex
         guard i >= 0 else { return }
         object.timerIndex = -1
+        let removed = heap[i].object
         let last = heap.removeLast()
         if i < heap.count {
             heap[i] = last
-            last.timerIndex = i
             siftDown(i)
-            siftUp(last.timerIndex)
+            siftUp(last.object._withUnsafeGuaranteedRef { $0.timerIndex })
         }
+        removed.release()
     }
 
     private func siftUp(_ start: Int) {
-        var i = start
-        let item = heap[i]
-        while i > 0 {
-            let parent = (i - 1) / 2
-            if heap[parent].timerKey <= item.timerKey { break }
-            heap[i] = heap[parent]
-            heap[i].timerIndex = i
-            i = parent
+        heap.withUnsafeMutableBufferPointer { h in
+            var i = start
+            let item = h[i]
+            while i > 0 {
+                let parent = (i - 1) / 2
+                if h[parent].key <= item.key { break }
+                h[i] = h[parent]
+                let at = i
+                h[i].object._withUnsafeGuaranteedRef { $0.timerIndex = at }
+                i = parent
+            }
+            h[i] = item
+            let at = i
+            item.object._withUnsafeGuaranteedRef { $0.timerIndex = at }
         }
-        heap[i] = item
-        item.timerIndex = i
     }
 
     private func siftDown(_ start: Int) {
-        var i = start
-        let n = heap.count
-        let item = heap[i]
-        while true {
-            let l = 2 * i + 1
-            if l >= n { break }
-            var m = l
-            if l + 1 < n && heap[l + 1].timerKey < heap[l].timerKey { m = l + 1 }
-            if heap[m].timerKey >= item.timerKey { break }
-            heap[i] = heap[m]
-            heap[i].timerIndex = i
-            i = m
+        heap.withUnsafeMutableBufferPointer { h in
+            var i = start
+            let n = h.count
+            let item = h[i]
+            while true {
+                let l = 2 * i + 1
+                if l >= n { break }
+                var m = l
+                if l + 1 < n && h[l + 1].key < h[l].key { m = l + 1 }
+                if h[m].key >= item.key { break }
+                h[i] = h[m]
+                let at = i
+                h[i].object._withUnsafeGuaranteedRef { $0.timerIndex = at }
+                i = m
+            }
+            h[i] = item
+            let at = i
+            item.object._withUnsafeGuaranteedRef { $0.timerIndex = at }
         }
-        heap[i] = item
-        item.timerIndex = i
     }
 
     private func runTimers() {
-        while let first = heap.first, first.timerKey <= now {
-            if first.deadline > now {
+        while let first = heap.first, first.key <= now {
+            let object = first.object.takeUnretainedValue()
+            if object.deadline > now {
                 // Re-armed later: move it to its real deadline.
-                first.timerKey = first.deadline
+                heap[0].key = object.deadline
                 siftDown(0)
                 continue
             }
-            clearDeadline(first)
-            first.timerFired()
+            clearDeadline(object)
+            object.timerFired()
         }
     }
 
@@ -210,7 +226,7 @@ public final class EventLoop: @unchecked Sendable {
     /// Milliseconds until the end of the next timer's step, or -1.
     private var nextTimeout: Int32 {
         guard let first = heap.first else { return -1 }
-        let delta = Self.stepEnd(first.timerKey) - Clock.coarseMilliseconds()
+        let delta = Self.stepEnd(first.key) - Clock.coarseMilliseconds()
         return delta <= 0 ? 0 : Int32(min(delta + 1, 60_000))
     }
 
