@@ -58,6 +58,31 @@ func backend(_ balance: String, servers: [String], extra: String = "") throws ->
         #expect(order == [1, 3, 0, 6, 4, 5])
     }
 
+    /// Timers wait for the end of their 32 ms step when an eighth of their duration allows
+    /// it, and never fire early: a short timer keeps its precision.
+    @Test func timersFireOnTheGridWithinAnEighthOfTheirDuration() throws {
+        let loop = try EventLoop(index: 0, bufferSize: 4096)
+        let now = loop.now
+        #expect(EventLoop.stepEnd(64) == 64 && EventLoop.stepEnd(65) == 96)
+        #expect(loop.latest(now + 8) == now + 9)
+        #expect(loop.latest(now + 80) == now + 90)
+        #expect(loop.latest(now + 10_000) == now + 10_000 + EventLoop.timerStep - 1)
+        var firedAt: [Int: Int64] = [:]
+        var deadlines: [Int: Int64] = [:]
+        var timers: [Timer] = []
+        for (i, d) in [3, 40, 300].enumerated() {
+            let t = Timer(i) { n in
+                firedAt[n] = Clock.coarseMilliseconds()
+                if firedAt.count == 3 { loop.stop() }
+            }
+            timers.append(t)
+            deadlines[i] = loop.now + Int64(d)
+            loop.setDeadline(t, deadlines[i]!)
+        }
+        loop.run()
+        for i in 0..<3 { #expect(firedAt[i]! >= deadlines[i]!, "timer \(i): \(firedAt) \(deadlines)") }
+    }
+
     /// The heap holds its objects (as counted references, moved without counting): one whose
     /// deadline is cleared is let go at once, one waiting lives until it fires, and a loop
     /// that goes away lets go of the ones still waiting.
