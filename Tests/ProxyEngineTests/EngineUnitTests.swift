@@ -64,9 +64,9 @@ func backend(_ balance: String, servers: [String], extra: String = "") throws ->
         let loop = try EventLoop(index: 0, bufferSize: 4096)
         let now = loop.now
         #expect(EventLoop.stepEnd(64) == 64 && EventLoop.stepEnd(65) == 96)
-        #expect(loop.latest(now + 8) == now + 9)
-        #expect(loop.latest(now + 80) == now + 90)
-        #expect(loop.latest(now + 10_000) == now + 10_000 + EventLoop.timerStep - 1)
+        #expect(EventLoop.latest(now + 8, setAt: now) == now + 9)
+        #expect(EventLoop.latest(now + 80, setAt: now) == now + 90)
+        #expect(EventLoop.latest(now + 10_000, setAt: now) == now + 10_000 + EventLoop.timerStep - 1)
         var firedAt: [Int: Int64] = [:]
         var deadlines: [Int: Int64] = [:]
         var timers: [Timer] = []
