@@ -28,8 +28,9 @@ func backend(_ balance: String, servers: [String], extra: String = "") throws ->
     return m.backends["b"]!
 }
 
-/// The event loop's timer heap, on a real loop: timers fire in deadline order, a cleared one
-/// never fires, and one moved later fires at its new deadline.
+/// The event loop's timer heap, on a real loop: timers fire in deadline order (when more than
+/// a timer step apart), a cleared one never fires, one moved later fires at its new deadline;
+/// none fires early, or later than its bound.
 @Suite struct TimerHeap {
     final class Timer: LoopObject {
         let name: Int
@@ -42,7 +43,8 @@ func backend(_ balance: String, servers: [String], extra: String = "") throws ->
         let loop = try EventLoop(index: 0, bufferSize: 4096)
         var order: [Int] = []
         var timers: [Timer] = []
-        let deadlines = [40, 10, 30, 20, 50, 5, 45]
+        // 50 ms apart: each one's wake time (up to 31 ms late) stays before the next deadline.
+        let deadlines = [200, 50, 150, 100, 250, 25, 225]
         for (i, d) in deadlines.enumerated() {
             let t = Timer(i) { n in
                 order.append(n)
@@ -51,9 +53,8 @@ func backend(_ balance: String, servers: [String], extra: String = "") throws ->
             timers.append(t)
             loop.setDeadline(t, loop.now + Int64(d))
         }
-        loop.clearDeadline(timers[2])          // 30 ms: never fires
-        loop.setDeadline(timers[5], loop.now + 60)  // 5 ms moved later: after everyone
-        timers[5].deadline = loop.now + 60
+        loop.clearDeadline(timers[2])          // 150 ms: never fires
+        loop.setDeadline(timers[5], loop.now + 300)  // 25 ms moved later: after everyone
         loop.run()
         #expect(order == [1, 3, 0, 6, 4, 5])
     }
@@ -70,17 +71,64 @@ func backend(_ balance: String, servers: [String], extra: String = "") throws ->
         var firedAt: [Int: Int64] = [:]
         var deadlines: [Int: Int64] = [:]
         var timers: [Timer] = []
-        for (i, d) in [3, 40, 300].enumerated() {
+        // The 3 ms timer is due behind a 1 s one that is due first: each keeps its own bound.
+        let durations = [3, 40, 300]
+        let first = Timer(99) { _ in }
+        loop.setDeadline(first, loop.now + 2)
+        for (i, d) in durations.enumerated() {
             let t = Timer(i) { n in
                 firedAt[n] = Clock.coarseMilliseconds()
-                if firedAt.count == 3 { loop.stop() }
+                if firedAt.count == durations.count { loop.stop() }
             }
             timers.append(t)
             deadlines[i] = loop.now + Int64(d)
             loop.setDeadline(t, deadlines[i]!)
         }
+        let watchdog = Timer(-1) { _ in loop.stop() }
+        loop.setDeadline(watchdog, loop.now + 5_000)
         loop.run()
-        for i in 0..<3 { #expect(firedAt[i]! >= deadlines[i]!, "timer \(i): \(firedAt) \(deadlines)") }
+        #expect(firedAt.count == durations.count, "\(firedAt)")
+        for (i, d) in durations.enumerated() {
+            guard let at = firedAt[i], let due = deadlines[i] else { continue }
+            // Never early; late by its bound, plus the coarse clock's 4 ms and some scheduling.
+            let bound = EventLoop.latest(due, setAt: due - Int64(d))
+            #expect(at >= due && at <= bound + 30, "timer \(i) due \(due), bound \(bound), fired \(at)")
+        }
+    }
+
+    /// Many timers set, moved earlier and later, cleared, and set from inside another's
+    /// `timerFired`: each that stays set fires exactly once, never before its deadline, and
+    /// the heap's bookkeeping (each object's index and key) stays whole.
+    @Test func manyTimersMovedAndClearedEachFireOnce() throws {
+        let loop = try EventLoop(index: 0, bufferSize: 4096)
+        var generator = SystemRandomNumberGenerator()
+        var fired: [Int: Int] = [:]
+        var early: [Int] = []
+        var due: [Int: Int64] = [:]
+        var timers: [Timer] = []
+        var expected = Set<Int>()
+        func finished() -> Bool { expected.allSatisfy { fired[$0] != nil } }
+        func set(_ i: Int, _ ms: Int64) { due[i] = loop.now + ms; loop.setDeadline(timers[i], loop.now + ms) }
+        for i in 0..<300 {
+            timers.append(Timer(i) { n in
+                if Clock.coarseMilliseconds() < due[n]! { early.append(n) }
+                fired[n, default: 0] += 1
+                // Re-entrancy: the heap is changed from inside a fire.
+                if n % 10 == 0, n + 1 < timers.count, expected.contains(n + 1), fired[n + 1] == nil { set(n + 1, 1) }
+                if finished() { loop.stop() }
+            })
+        }
+        for i in timers.indices { set(i, Int64.random(in: 0...250, using: &generator)); expected.insert(i) }
+        for i in stride(from: 3, to: 300, by: 7) { loop.clearDeadline(timers[i]); expected.remove(i) }
+        for i in stride(from: 5, to: 300, by: 11) where expected.contains(i) { set(i, Int64.random(in: 0...400, using: &generator)) }
+        for i in stride(from: 2, to: 300, by: 13) where expected.contains(i) { set(i, 1) }
+        let watchdog = Timer(-1) { _ in loop.stop() }
+        loop.setDeadline(watchdog, loop.now + 5_000)
+        loop.run()
+        #expect(finished(), "not fired: \(expected.filter { fired[$0] == nil }.sorted())")
+        #expect(fired.keys.allSatisfy { expected.contains($0) }, "a cleared timer fired")
+        #expect(fired.values.allSatisfy { $0 == 1 }, "fired twice: \(fired.filter { $0.value > 1 })")
+        #expect(early.isEmpty, "fired early: \(early)")
     }
 
     /// The heap holds its objects (as counted references, moved without counting): one whose

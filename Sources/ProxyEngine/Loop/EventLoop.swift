@@ -5,8 +5,9 @@ import Synchronization
 /// Anything a loop dispatches to: epoll events for its descriptor, and one timer deadline.
 /// A plain class with overridable methods, so dispatch is a vtable call, not a cast.
 open class LoopObject {
-    /// Position in the loop's timer heap, or -1, and the key it sits under there (kept here
-    /// too, so that moving a deadline later, the common case, reads nothing of the heap).
+    /// Position in the loop's timer heap, or -1, and the key it sits under there, its wake
+    /// time (kept here too, so that moving a deadline later, the common case, reads nothing
+    /// of the heap).
     final var timerIndex = -1
     final var timerKey: Int64 = 0
     /// When it wants `timerFired()`; may be later than the key it sits under in the heap
@@ -56,9 +57,8 @@ public final class EventLoop: @unchecked Sendable {
     private var heap: [TimerSlot] = []
     /// A heap slot: the deadline it sits under, and its object, retained by the heap. Plain
     /// values, so sifting compares keys in place and moves slots without counting references.
-    /// When it was set, too: its duration says how late it may fire (`latest`), worked out
-    /// for the first slot only, when the loop goes to sleep.
-    private struct TimerSlot { var key: Int64; var setAt: Int64; let object: Unmanaged<LoopObject> }
+    /// The key is the slot's wake time (`wakeTime`), so that each timer keeps its own bound.
+    private struct TimerSlot { var key: Int64; let object: Unmanaged<LoopObject> }
     /// Registered objects, kept alive while registered.
     private var registered: [Int32: LoopObject] = [:]
 
@@ -128,20 +128,23 @@ public final class EventLoop: @unchecked Sendable {
     // MARK: timers
 
     /// Sets `object`'s deadline. Moving it later costs nothing now; the heap catches up
-    /// when the old key comes due.
+    /// when the old key comes due. Moving it earlier keeps the old key when that still lies
+    /// within the new deadline's bounds.
     @inline(__always)
     public func setDeadline(_ object: LoopObject, _ deadline: Int64) {
         object.deadline = deadline
         let i = object.timerIndex
         if i < 0 {
+            let key = wakeTime(deadline)
             object.timerIndex = heap.count
-            object.timerKey = deadline
-            heap.append(TimerSlot(key: deadline, setAt: now, object: .passRetained(object)))
+            object.timerKey = key
+            heap.append(TimerSlot(key: key, object: .passRetained(object)))
             siftUp(heap.count - 1)
         } else if deadline < object.timerKey {
-            object.timerKey = deadline
-            heap[i].key = deadline
-            heap[i].setAt = now
+            let key = wakeTime(deadline)
+            guard key < object.timerKey else { return }
+            object.timerKey = key
+            heap[i].key = key
             siftUp(i)
         }
     }
@@ -208,9 +211,9 @@ public final class EventLoop: @unchecked Sendable {
             let object = first.object.takeUnretainedValue()
             if object.deadline > now {
                 // Re-armed later: move it to its real deadline.
-                heap[0].key = object.deadline
-                heap[0].setAt = now
-                object.timerKey = object.deadline
+                let key = wakeTime(object.deadline)
+                heap[0].key = key
+                object.timerKey = key
                 siftDown(0)
                 continue
             }
@@ -219,12 +222,11 @@ public final class EventLoop: @unchecked Sendable {
         }
     }
 
-    /// Timers fire on a grid of this many milliseconds of the monotonic clock: an idle loop
-    /// sleeps to the end of the step its next deadline falls in, then runs every timer due.
-    /// Timers close together cost one wake-up (a thousand servers checked every second wake
-    /// a loop 32 times rather than a thousand). A timer fires late by at most an eighth of
-    /// its duration (the Linux timer wheel's bound) and less than a step; never early. A
-    /// loop woken by events runs the timers due at that moment, off the grid. Measured with
+    /// Timers fire on a grid of this many milliseconds of the monotonic clock: a timer wakes
+    /// its loop at the end of the step its deadline falls in, when that is at most an eighth
+    /// of its duration late (the Linux timer wheel's bound), else at that eighth; never
+    /// early. Timers close together cost one wake-up (a thousand servers checked every second
+    /// wake a loop 32 times rather than a thousand). Measured with
     /// `contrib/bench/checks` (tcp-check, 1,000 servers): steps of 16 ms saved about a tenth
     /// of the CPU against none, 32 ms a tenth more, 64 ms only a twentieth more again.
     public static let timerStep: Int64 = 32  // a power of 2
@@ -233,7 +235,15 @@ public final class EventLoop: @unchecked Sendable {
     /// late, less than a step.
     @inline(__always)
     static func latest(_ deadline: Int64, setAt: Int64) -> Int64 {
-        deadline + min(timerStep - 1, max(0, deadline - setAt) &>> 3)
+        deadline > Int64.max - timerStep ? deadline : deadline + min(timerStep - 1, max(0, deadline &- setAt) &>> 3)
+    }
+
+    /// When a timer set now for `deadline` fires: the end of its step if it may wait that
+    /// long, else as late as it may.
+    @inline(__always)
+    func wakeTime(_ deadline: Int64) -> Int64 {
+        let end = Self.stepEnd(deadline), latest = Self.latest(deadline, setAt: now)
+        return end <= latest ? end : latest
     }
 
     /// The end of the timer step `deadline` falls in.
@@ -243,12 +253,10 @@ public final class EventLoop: @unchecked Sendable {
         deadline > Int64.max - timerStep ? deadline : (deadline + timerStep - 1) & ~(timerStep - 1)
     }
 
-    /// Milliseconds until the next wake-up for timers (the end of the first one's step, if
-    /// it may wait that long), or -1.
+    /// Milliseconds until the first wake time, or -1.
     private var nextTimeout: Int32 {
         guard let first = heap.first else { return -1 }
-        let end = Self.stepEnd(first.key), latest = Self.latest(first.key, setAt: first.setAt)
-        let delta = (end <= latest ? end : latest) - Clock.coarseMilliseconds()
+        let delta = first.key - Clock.coarseMilliseconds()
         return delta <= 0 ? 0 : Int32(min(delta + 1, 60_000))
     }
 
