@@ -159,6 +159,12 @@ final class HealthCheck: LoopObject {
     var successes = 0
     var failures = 0
     var startedMs: Int64 = 0
+    /// When the next run is due, and how late this run started (the loop's timers fire on a
+    /// grid, up to 31 ms late): the next run is due that much sooner, so that lateness does
+    /// not add up from run to run and a server is checked every `inter` after its last
+    /// check ended, as HAProxy schedules it.
+    var dueMs: Int64 = 0
+    var startLateness: Int64 = 0
     var response: [UInt8] = []
     var sent = 0
     var connected = false
@@ -345,7 +351,8 @@ final class HealthCheck: LoopObject {
 
     /// Schedules the first check `offset` ms from now, to spread checks over `inter`.
     func start(offset: Int64) {
-        context.loop.setDeadline(self, context.loop.now + offset)
+        dueMs = context.loop.now + offset
+        context.loop.setDeadline(self, dueMs)
     }
 
     func stop() {
@@ -376,7 +383,8 @@ final class HealthCheck: LoopObject {
         // In maintenance a server is not checked (HAProxy's `disable server`); the check
         // resumes at the next interval once it is ready or draining again.
         if (server.isDisabled || !server.checksEnabled.load(ordering: .relaxed)) && !inProgress {
-            context.loop.setDeadline(self, context.loop.now + Int64(options.inter))
+            dueMs = context.loop.now + Int64(options.inter)
+            context.loop.setDeadline(self, dueMs)
             return
         }
         if inProgress && externalCommand != nil {
@@ -455,6 +463,7 @@ final class HealthCheck: LoopObject {
         stepSent = 0
         peerClosed = false
         startedMs = context.loop.now
+        startLateness = min(max(0, startedMs - dueMs), EventLoop.timerStep)
         if let e = externalCommand { runExternal(e); return }
         openConnection()
     }
@@ -1060,7 +1069,10 @@ final class HealthCheck: LoopObject {
             successes = 0
             if isUp && failures >= options.fall { transition(up: false, reason: reason, code: code, duration: duration) }
         }
-        if !stopped { context.loop.setDeadline(self, context.loop.now + nextInterval) }
+        if !stopped {
+            dueMs = context.loop.now + max(1, nextInterval - startLateness)
+            context.loop.setDeadline(self, dueMs)
+        }
         let o = options
         let (status, description, info) = summary(ok, reason)
         let previous = server.lastCheck.withLock { r in

@@ -32,6 +32,9 @@ final class Resolvers: LoopObject {
         var triedOtherType = false
         var id: UInt16 = 0
         var sentAt: Int64 = 0
+        /// How late this query went out after `nextAt` (timers fire on a grid): the next
+        /// one is due that much sooner, so that lateness does not add up.
+        var lateness: Int64 = 0
         var tries = 0
         var errorAnswers = 0
         /// Name servers the query in flight reached (a send that failed expects no answer).
@@ -170,6 +173,7 @@ final class Resolvers: LoopObject {
                     send(r)
                 }
             } else if now >= r.nextAt {
+                r.lateness = min(now - r.nextAt, EventLoop.timerStep)
                 r.tries = 0
                 r.triedOtherType = false
                 r.queryType = r.isSRV ? DNSMessage.typeSRV : r.preferIPv4 ? DNSMessage.typeA : DNSMessage.typeAAAA
@@ -375,7 +379,7 @@ final class Resolvers: LoopObject {
     private func failed(_ r: Resolution, status: String) {
         let now = context.loop.now
         r.id = 0
-        r.nextAt = now + Int64(definition.resolveInterval)
+        r.nextAt = now + Int64(definition.resolveInterval) - r.lateness
         if r.parent != nil, r.lastValid == .min || now - r.lastValid >= hold(status) { targetAddresses[r.name] = nil }
         guard r.lastValid == .min || now - r.lastValid >= hold(status) else { return }
         r.records = []
@@ -388,7 +392,7 @@ final class Resolvers: LoopObject {
     private func valid(_ r: Resolution, _ response: DNSMessage.Response, by: inout String) {
         let now = context.loop.now
         r.lastValid = now
-        r.nextAt = now + Int64(max(definition.holdValid, definition.resolveInterval))
+        r.nextAt = now + Int64(max(definition.holdValid, definition.resolveInterval)) - r.lateness
         if let parent = r.parent {
             // An SRV target's address: its services take it, and the slots follow.
             targetAddresses[r.name] = response.addresses.first.map { ($0, by) }
