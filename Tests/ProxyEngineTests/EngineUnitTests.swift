@@ -43,8 +43,8 @@ func backend(_ balance: String, servers: [String], extra: String = "") throws ->
         let loop = try EventLoop(index: 0, bufferSize: 4096)
         var order: [Int] = []
         var timers: [Timer] = []
-        // 50 ms apart: each one's wake time (up to 31 ms late) stays before the next deadline.
-        let deadlines = [200, 50, 150, 100, 250, 25, 225]
+        // 100 ms apart: each one's wake time (up to 31 ms late) stays before the next deadline.
+        let deadlines = [300, 100, 250, 200, 500, 50, 400]
         for (i, d) in deadlines.enumerated() {
             let t = Timer(i) { n in
                 order.append(n)
@@ -53,8 +53,8 @@ func backend(_ balance: String, servers: [String], extra: String = "") throws ->
             timers.append(t)
             loop.setDeadline(t, loop.now + Int64(d))
         }
-        loop.clearDeadline(timers[2])          // 150 ms: never fires
-        loop.setDeadline(timers[5], loop.now + 300)  // 25 ms moved later: after everyone
+        loop.clearDeadline(timers[2])          // 250 ms: never fires
+        loop.setDeadline(timers[5], loop.now + 600)  // 50 ms moved later: after everyone
         loop.run()
         #expect(order == [1, 3, 0, 6, 4, 5])
     }
@@ -87,6 +87,7 @@ func backend(_ balance: String, servers: [String], extra: String = "") throws ->
         let watchdog = Timer(-1) { _ in loop.stop() }
         loop.setDeadline(watchdog, loop.now + 5_000)
         loop.run()
+        loop.clearDeadline(watchdog)  // it holds the loop: no cycle left behind
         #expect(firedAt.count == durations.count, "\(firedAt)")
         for (i, d) in durations.enumerated() {
             guard let at = firedAt[i], let due = deadlines[i] else { continue }
@@ -125,6 +126,8 @@ func backend(_ balance: String, servers: [String], extra: String = "") throws ->
         let watchdog = Timer(-1) { _ in loop.stop() }
         loop.setDeadline(watchdog, loop.now + 5_000)
         loop.run()
+        loop.clearDeadline(watchdog)
+        defer { timers.removeAll() }  // each timer's closure holds the list: break the cycle
         #expect(finished(), "not fired: \(expected.filter { fired[$0] == nil }.sorted())")
         #expect(fired.keys.allSatisfy { expected.contains($0) }, "a cleared timer fired")
         #expect(fired.values.allSatisfy { $0 == 1 }, "fired twice: \(fired.filter { $0.value > 1 })")

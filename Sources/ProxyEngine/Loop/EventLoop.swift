@@ -173,15 +173,18 @@ public final class EventLoop: @unchecked Sendable {
             while i > 0 {
                 let parent = (i - 1) / 2
                 if h[parent].key <= item.key { break }
-                h[i] = h[parent]
-                let at = i
-                h[i].object._withUnsafeGuaranteedRef { $0.timerIndex = at }
+                Self.put(h[parent], in: h, at: i)
                 i = parent
             }
-            h[i] = item
-            let at = i
-            item.object._withUnsafeGuaranteedRef { $0.timerIndex = at }
+            Self.put(item, in: h, at: i)
         }
+    }
+
+    /// Puts `slot` at `i` and tells its object where it is.
+    @inline(__always)
+    private static func put(_ slot: TimerSlot, in h: UnsafeMutableBufferPointer<TimerSlot>, at i: Int) {
+        h[i] = slot
+        slot.object._withUnsafeGuaranteedRef { $0.timerIndex = i }
     }
 
     private func siftDown(_ start: Int) {
@@ -195,14 +198,10 @@ public final class EventLoop: @unchecked Sendable {
                 var m = l
                 if l + 1 < n && h[l + 1].key < h[l].key { m = l + 1 }
                 if h[m].key >= item.key { break }
-                h[i] = h[m]
-                let at = i
-                h[i].object._withUnsafeGuaranteedRef { $0.timerIndex = at }
+                Self.put(h[m], in: h, at: i)
                 i = m
             }
-            h[i] = item
-            let at = i
-            item.object._withUnsafeGuaranteedRef { $0.timerIndex = at }
+            Self.put(item, in: h, at: i)
         }
     }
 
