@@ -9,7 +9,16 @@ public enum HAProxyNames {
         return suffixes.contains(name[name.index(after: cut)...]) && fetches.contains(String(name[..<cut]))
     }
 
-    public static let fetches: Set<String> = [
+    /// The tracked-counter fetches `sc0_*`, `sc1_*`, `sc2_*`: one list, for each counter.
+    static let trackedCounterFetches = [
+        "bytes_in_rate", "bytes_out_rate", "clr_gpc0", "clr_gpc1", "conn_cnt", "conn_cur",
+        "conn_rate", "get_gpc0", "get_gpc1", "get_gpt0", "gpc0_rate", "gpc1_rate",
+        "http_err_cnt", "http_err_rate", "http_fail_cnt", "http_fail_rate", "http_req_cnt",
+        "http_req_rate", "inc_gpc0", "inc_gpc1", "kbytes_in", "kbytes_out", "sess_cnt",
+        "sess_rate", "tracked", "trackers"
+    ]
+
+    public static let fetches: Set<String> = Set(["sc0_", "sc1_", "sc2_"].flatMap { p in trackedCounterFetches.map { p + $0 } }).union([
         "always_false", "always_true", "avg_queue", "base", "base32", "baseq", "bc_dst",
         "bc_dst_port", "bc_err", "bc_err_str", "bc_http_major", "bc_src", "bc_src_port", "be_conn",
         "be_conn_free", "be_id", "be_name", "be_server_timeout", "be_sess_rate",
@@ -38,24 +47,7 @@ public enum HAProxyNames {
         "res.comp", "res.comp_algo", "res.cook", "res.cook_cnt", "res.cook_val", "res.fhdr",
         "res.fhdr_cnt", "res.hdr", "res.hdr_cnt", "res.hdr_ip", "res.hdr_names", "res.hdr_val",
         "res.hdrs", "res.hdrs_bin", "res.len", "res.payload", "res.payload_lv",
-        "res.ssl_hello_type", "res.ver", "resp_ver", "sc0_bytes_in_rate", "sc0_bytes_out_rate",
-        "sc0_clr_gpc0", "sc0_clr_gpc1", "sc0_conn_cnt", "sc0_conn_cur", "sc0_conn_rate",
-        "sc0_get_gpc0", "sc0_get_gpc1", "sc0_get_gpt0", "sc0_gpc0_rate", "sc0_gpc1_rate",
-        "sc0_http_err_cnt", "sc0_http_err_rate", "sc0_http_fail_cnt", "sc0_http_fail_rate",
-        "sc0_http_req_cnt", "sc0_http_req_rate", "sc0_inc_gpc0", "sc0_inc_gpc1", "sc0_kbytes_in",
-        "sc0_kbytes_out", "sc0_sess_cnt", "sc0_sess_rate", "sc0_tracked", "sc0_trackers",
-        "sc1_bytes_in_rate", "sc1_bytes_out_rate", "sc1_clr_gpc0", "sc1_clr_gpc1", "sc1_conn_cnt",
-        "sc1_conn_cur", "sc1_conn_rate", "sc1_get_gpc0", "sc1_get_gpc1", "sc1_get_gpt0",
-        "sc1_gpc0_rate", "sc1_gpc1_rate", "sc1_http_err_cnt", "sc1_http_err_rate",
-        "sc1_http_fail_cnt", "sc1_http_fail_rate", "sc1_http_req_cnt", "sc1_http_req_rate",
-        "sc1_inc_gpc0", "sc1_inc_gpc1", "sc1_kbytes_in", "sc1_kbytes_out", "sc1_sess_cnt",
-        "sc1_sess_rate", "sc1_tracked", "sc1_trackers", "sc2_bytes_in_rate", "sc2_bytes_out_rate",
-        "sc2_clr_gpc0", "sc2_clr_gpc1", "sc2_conn_cnt", "sc2_conn_cur", "sc2_conn_rate",
-        "sc2_get_gpc0", "sc2_get_gpc1", "sc2_get_gpt0", "sc2_gpc0_rate", "sc2_gpc1_rate",
-        "sc2_http_err_cnt", "sc2_http_err_rate", "sc2_http_fail_cnt", "sc2_http_fail_rate",
-        "sc2_http_req_cnt", "sc2_http_req_rate", "sc2_inc_gpc0", "sc2_inc_gpc1", "sc2_kbytes_in",
-        "sc2_kbytes_out", "sc2_sess_cnt", "sc2_sess_rate", "sc2_tracked", "sc2_trackers",
-        "sc_bytes_in_rate", "sc_bytes_out_rate", "sc_clr_gpc", "sc_clr_gpc0", "sc_clr_gpc1",
+        "res.ssl_hello_type", "res.ver", "resp_ver", "sc_bytes_in_rate", "sc_bytes_out_rate", "sc_clr_gpc", "sc_clr_gpc0", "sc_clr_gpc1",
         "sc_conn_cnt", "sc_conn_cur", "sc_conn_rate", "sc_get_gpc", "sc_get_gpc0", "sc_get_gpc1",
         "sc_get_gpt", "sc_get_gpt0", "sc_gpc0_rate", "sc_gpc1_rate", "sc_gpc_rate",
         "sc_http_err_cnt", "sc_http_err_rate", "sc_http_fail_cnt", "sc_http_fail_rate",
@@ -94,7 +86,7 @@ public enum HAProxyNames {
         "ssl_s_sha1", "ssl_s_sig_alg", "ssl_s_version", "status", "stopping", "str", "table_avl",
         "table_cnt", "thread", "url", "url32", "url_ip", "url_param", "url_port", "urlp",
         "urlp_val", "uuid", "var", "wait_end",
-    ]
+    ])
 
     public static let converters: Set<String> = [
         "add", "add_item", "aes_gcm_dec", "and", "b64dec", "base64", "be2dec", "be2hex", "bool",

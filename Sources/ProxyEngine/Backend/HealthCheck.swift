@@ -76,9 +76,7 @@ final class HealthCheck: LoopObject {
     var stepIndex = 0
     var stepSent = 0
     var peerClosed = false
-    /// The steps' regexes, compiled once (nil for the other steps).
-    let stepRegexes: [PosixRegex?]
-    /// `tcpSteps` as a run reads them, and the last that is not a `set-var` (the one whose
+    /// `tcpSteps` as a run reads them (each expect with its regex, compiled once), and the last that is not a `set-var` (the one whose
     /// result a passing run reports).
     let stepTable: [RunStep]
     let finalStep: RunStep?
@@ -94,14 +92,14 @@ final class HealthCheck: LoopObject {
         let bytes: [UInt8]
         let expect: ExpectRule?
 
-        init(_ step: TCPCheck.Step, regex: PosixRegex?) {
+        init(_ step: TCPCheck.Step) {
             var bytes: [UInt8] = []
             var expect: ExpectRule?
             switch step {
             case .connect: kind = .connect
             case .send(let b): kind = .send; bytes = b
             case .sendFormat: kind = .sendFormat
-            case .expect(let e): kind = .expect; expect = ExpectRule(e, regex: regex)
+            case .expect(let e): kind = .expect; expect = ExpectRule(e)
             case .comment: kind = .comment
             case .variable: kind = .variable
             }
@@ -110,7 +108,7 @@ final class HealthCheck: LoopObject {
         }
     }
 
-    /// An expect step's rule and its compiled regex.
+    /// An expect step's rule and its regex (`rstring`, `rbinary`), compiled once.
     final class ExpectRule {
         let e: TCPCheck.Expectation
         let regex: PosixRegex?
@@ -118,9 +116,9 @@ final class HealthCheck: LoopObject {
         /// read (the server's FIN is not waited for).
         let judgedEarly: Bool
 
-        init(_ e: TCPCheck.Expectation, regex: PosixRegex?) {
+        init(_ e: TCPCheck.Expectation) {
             self.e = e
-            self.regex = regex
+            regex = e.kind == .rstring || e.kind == .rbinary ? try? PosixRegex(e.text) : nil
             judgedEarly = !e.negated && e.kind != .mysqlGreeting && e.kind != .mysqlReply && e.kind != .ldapBindResponse
         }
     }
@@ -279,10 +277,6 @@ final class HealthCheck: LoopObject {
             for (i, step) in steps.enumerated() { if case .connect(let c) = step { later[i] = ConnectRule(c) } }
             laterConnects = later
             tcpOrigin = t.origin
-            stepRegexes = steps.map { step in
-                guard case .expect(let e) = step, e.kind == .rstring || e.kind == .rbinary else { return nil }
-                return try? PosixRegex(e.text)
-            }
         } else {
             tcpSteps = nil
             preConnectActions = []
@@ -290,10 +284,8 @@ final class HealthCheck: LoopObject {
             tcpConnect = backend.settings.httpCheck?.connect.map(ConnectRule.init)
             laterConnects = [:]
             tcpOrigin = ""
-            stepRegexes = []
         }
-        let regexes = stepRegexes
-        stepTable = (tcpSteps ?? []).enumerated().map { RunStep($0.element, regex: regexes[$0.offset]) }
+        stepTable = (tcpSteps ?? []).map(RunStep.init)
         finalStep = stepTable.last { $0.kind != .variable }
         genericTCPCheck = tcpOrigin == "tcp-check"
         // The server's `check-send-proxy` (or `send-proxy` when its checks go to its own
